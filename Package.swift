@@ -1,0 +1,63 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+// Numeric kernels are compiled for the host CPU without overflow traps in release builds
+// (see shared/docs/cpu-performance.md: baseline x86-64 turns SIMD FMAs into libm calls).
+// Parsers of files and JSON (Format, Ingest, the CLI) never get these flags.
+let kernelSettings: [SwiftSetting] = [
+    .unsafeFlags(["-Ounchecked", "-target-cpu", "native"], .when(configuration: .release)),
+]
+
+let package = Package(
+    name: "oreo",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "oreo", targets: ["oreo"]),
+        .executable(name: "Bench", targets: ["Bench"]),
+        .library(name: "Format", targets: ["Format"]),
+        .library(name: "Ingest", targets: ["Ingest"]),
+        .library(name: "Train", targets: ["Train"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-numerics.git", from: "1.0.0"),
+        .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.0"),
+    ],
+    targets: [
+        // System libraries (Debian: libzstd-dev, libopenblas-dev, libxxhash-dev).
+        .systemLibrary(name: "CZstd", path: "Sources/CZstd", pkgConfig: "libzstd",
+                       providers: [.apt(["libzstd-dev"])]),
+        .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CXXHash", path: "Sources/CXXHash", pkgConfig: "libxxhash",
+                       providers: [.apt(["libxxhash-dev"])]),
+
+        // 1. On-disk columnar trajectory shards: writer, mmap reader, manifest.
+        .target(name: "Format", dependencies: ["CZstd", "CXXHash"]),
+        // 2. Raw JSONL trajectories -> tokens -> shards (tokenizer.json BPE).
+        .target(name: "Ingest", dependencies: ["Format"]),
+        // 3. Transformers, losses and optimizers over BLAS + SIMD kernels.
+        .target(name: "Train",
+                dependencies: ["Format", "COpenBLAS", .product(name: "Numerics", package: "swift-numerics")],
+                swiftSettings: kernelSettings),
+        // The command-line tool.
+        .executableTarget(name: "oreo", dependencies: [
+            "Format", "Ingest", "Train",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        // Throughput of every stage against a baseline measured in the same run.
+        .executableTarget(name: "Bench", dependencies: [
+            "Format", "Ingest", "Train", "CZstd", "COpenBLAS",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], swiftSettings: kernelSettings),
+
+        .testTarget(name: "FormatTests", dependencies: [
+            "Format", "CZstd", .product(name: "PropertyBased", package: "swift-property-based"),
+        ]),
+        .testTarget(name: "IngestTests", dependencies: ["Ingest", "Format"]),
+        .testTarget(name: "TrainTests", dependencies: ["Train"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,3 @@
+import Train
+BLASRuntime.ensurePreferredKernels()
+print(BLASRuntime.summary)

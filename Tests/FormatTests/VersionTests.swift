@@ -1,0 +1,3 @@
+import Testing
+@testable import Format
+@Test func version() { #expect(formatVersion == 1) }

@@ -1,0 +1,3 @@
+import Testing
+import Train
+@Test func blasCoreIsReported() { #expect(!BLASRuntime.coreName.isEmpty) }
