@@ -1,0 +1,165 @@
+/// Reads trajectories from a `Shard` on one thread: decompresses only the blocks it touches and keeps the
+/// last few of each column in a small cache.
+public final class ShardCursor {
+    /// The shard being read.
+    public let shard: Shard
+    private let decompressor = ZstdDecompressor()
+    private let cacheBlocks: Int
+    // Per column: small LRU of decompressed blocks, and which blocks have passed their checks.
+    private var cache: [[(block: Int, buffer: BlockBuffer, tick: UInt64)]]
+    private var verified: [[Bool]]
+    private var tick: UInt64 = 0
+    private let hTokens: Int, hPrompt: Int, hReward: Int, hGroup: Int, hSource: Int, hLine: Int
+    private let hFlags: Int, hStepEnd: Int, hMeta: Int
+
+    init(shard: Shard, cacheBlocks: Int) {
+        self.shard = shard
+        self.cacheBlocks = max(1, cacheBlocks)
+        cache = Array(repeating: [], count: shard.columns.count)
+        verified = shard.columns.map { [Bool](repeating: false, count: $0.descriptor.blocks.count) }
+        let h = shard.handles
+        hTokens = h[ColumnName.tokenIDs]!; hPrompt = h[ColumnName.promptLength]!; hReward = h[ColumnName.reward]!
+        hGroup = h[ColumnName.group]!; hSource = h[ColumnName.sourceFile]!; hLine = h[ColumnName.sourceLine]!
+        hFlags = h[ColumnName.flags]!; hStepEnd = h[ColumnName.stepEnd]!; hMeta = h[ColumnName.meta]!
+    }
+
+    /// Number of trajectories in the shard.
+    public var count: Int { shard.trajectoryCount }
+
+    /// Trajectory `i` (0-based), with its semantic checks applied.
+    public func trajectory(_ i: Int) throws -> TrajectoryView {
+        guard i >= 0, i < shard.trajectoryCount else {
+            throw FormatError(.invalidArgument, path: shard.path, "trajectory \(i) out of range 0..<\(shard.trajectoryCount)")
+        }
+        let tokRange = range(shard.tokenOffsets, i)
+        let raw = try slice(hTokens, tokRange)
+        let tokens = TokenSlice(dtype: shard.tokenDType, owner: raw.owner, base: raw.base, count: tokRange.count)
+        let prompt = Int(try scalar(hPrompt, i, as: UInt32.self))
+        let steps: ColumnSlice<UInt32> = try typed(hStepEnd, range(shard.stepOffsets, i))
+        let sourceIndex = Int(try scalar(hSource, i, as: UInt32.self))
+        func bad(_ reason: String) -> FormatError {
+            FormatError(.inconsistent, path: shard.path, "trajectory \(i): \(reason)")
+        }
+        guard prompt <= tokens.count else { throw bad("prompt length \(prompt) exceeds its \(tokens.count) tokens") }
+        var previous = UInt32(prompt)
+        for e in steps {
+            guard e > previous, Int(e) <= tokens.count else { throw bad("step end \(e) out of order or past the end") }
+            previous = e
+        }
+        guard sourceIndex < shard.main.footer.sources.count else { throw bad("source index \(sourceIndex) out of range") }
+        return TrajectoryView(
+            index: i, tokens: tokens, promptLength: prompt,
+            reward: Float(bitPattern: try scalar(hReward, i, as: UInt32.self)),
+            group: try scalar(hGroup, i, as: UInt64.self), stepEnds: steps,
+            sourceFile: shard.main.footer.sources[sourceIndex], sourceLine: try scalar(hLine, i, as: UInt64.self),
+            flags: TrajectoryFlags(rawValue: try scalar(hFlags, i, as: UInt32.self)),
+            meta: try typed(hMeta, range(shard.metaOffsets, i)))
+    }
+
+    /// The values of an optional per-token f32 column (name without `token.`) for trajectory `i`.
+    public func tokenValues(_ name: String, trajectory i: Int) throws -> ColumnSlice<Float> {
+        guard let h = shard.handles[ColumnName.tokenPrefix + name], name != "ids" else {
+            throw FormatError(.missingColumn, path: shard.path, column: ColumnName.tokenPrefix + name, "no such column")
+        }
+        guard i >= 0, i < shard.trajectoryCount else {
+            throw FormatError(.invalidArgument, path: shard.path, "trajectory \(i) out of range 0..<\(shard.trajectoryCount)")
+        }
+        return try typed(h, range(shard.tokenOffsets, i))
+    }
+
+    /// Reads every block of every column, checking checksums, decompressed sizes and token ranges, then every
+    /// trajectory's semantics. Throws the first problem found.
+    public func verifyAll() throws {
+        for h in shard.columns.indices {
+            for b in shard.columns[h].descriptor.blocks.indices { _ = try block(h, b) }
+        }
+        for i in 0..<shard.trajectoryCount {
+            _ = try trajectory(i)
+            for name in shard.tokenValueColumns { _ = try tokenValues(name, trajectory: i) }
+        }
+    }
+
+    private func range(_ offsets: [UInt64], _ i: Int) -> Range<Int> { Int(offsets[i])..<Int(offsets[i + 1]) }
+
+    private func typed<T: BitwiseCopyable>(_ h: Int, _ r: Range<Int>) throws -> ColumnSlice<T> {
+        let s = try slice(h, r)
+        return ColumnSlice(owner: s.owner, base: s.base, count: r.count)
+    }
+
+    private func scalar<T: FixedWidthInteger>(_ h: Int, _ i: Int, as: T.Type) throws -> T {
+        let s = try slice(h, i..<(i + 1))
+        return T(littleEndian: s.base!.loadUnaligned(as: T.self))
+    }
+
+    /// Locates elements `r` of column `h` (always inside one block) and returns a pointer to the first.
+    private func slice(_ h: Int, _ r: Range<Int>) throws -> (owner: AnyObject?, base: UnsafeRawPointer?) {
+        if r.isEmpty { return (nil, nil) }
+        let col = shard.columns[h]
+        let starts = col.blockStarts
+        let first = UInt64(r.lowerBound)
+        var lo = 0, hi = starts.count
+        while hi - lo > 1 {
+            let mid = (lo + hi) / 2
+            if starts[mid] <= first { lo = mid } else { hi = mid }
+        }
+        let b = col.descriptor.blocks[lo]
+        guard UInt64(r.upperBound) <= b.firstElement + b.elementCount else {
+            throw FormatError(.inconsistent, path: col.file.path, column: col.descriptor.name, block: lo,
+                              "elements \(r) cross a block boundary")
+        }
+        let (owner, base) = try block(h, lo)
+        return (owner, base + (r.lowerBound - Int(b.firstElement)) * col.descriptor.dtype.size)
+    }
+
+    /// The decoded bytes of block `bi` of column `h`: straight from the mapping when raw, else decompressed
+    /// (and cached). Checks run once per block and cursor.
+    private func block(_ h: Int, _ bi: Int) throws -> (AnyObject, UnsafeRawPointer) {
+        let col = shard.columns[h]
+        let d = col.descriptor
+        let b = d.blocks[bi]
+        tick &+= 1
+        if b.codec == .raw {
+            let p = col.file.file.bytes.baseAddress! + Int(b.offset)
+            if !verified[h][bi] {
+                _ = try col.file.verifiedStoredBytes(column: d, block: bi)
+                try checkTokenRange(h, bi, UnsafeRawBufferPointer(start: p, count: Int(b.storedLength)))
+                verified[h][bi] = true
+            }
+            return (col.file.file, UnsafeRawPointer(p))
+        }
+        if let k = cache[h].firstIndex(where: { $0.block == bi }) {
+            cache[h][k].tick = tick
+            return (cache[h][k].buffer, UnsafeRawPointer(cache[h][k].buffer.pointer))
+        }
+        let stored = try col.file.verifiedStoredBytes(column: d, block: bi)
+        let buffer = BlockBuffer(count: Int(b.elementCount) * d.dtype.size)
+        if let err = decompressor.decompress(stored, into: UnsafeMutableRawBufferPointer(start: buffer.pointer, count: buffer.count)) {
+            throw FormatError(.corruptBlock, path: col.file.path, column: d.name, block: bi, offset: b.offset, err)
+        }
+        try checkTokenRange(h, bi, UnsafeRawBufferPointer(start: buffer.pointer, count: buffer.count))
+        verified[h][bi] = true
+        if cache[h].count >= cacheBlocks, let oldest = cache[h].indices.min(by: { cache[h][$0].tick < cache[h][$1].tick }) {
+            cache[h].remove(at: oldest)
+        }
+        cache[h].append((bi, buffer, tick))
+        return (buffer, UnsafeRawPointer(buffer.pointer))
+    }
+
+    /// Token ids must stay below the vocabulary size: downstream embedding lookups index with them unchecked.
+    private func checkTokenRange(_ h: Int, _ bi: Int, _ bytes: UnsafeRawBufferPointer) throws {
+        guard h == hTokens else { return }
+        let vocab = UInt32(truncatingIfNeeded: shard.vocabSize)
+        var maxID: UInt32 = 0
+        if shard.tokenDType == .u16 {
+            for v in bytes.bindMemory(to: UInt16.self) { maxID = max(maxID, UInt32(v)) }
+        } else {
+            for v in bytes.bindMemory(to: UInt32.self) { maxID = max(maxID, v) }
+        }
+        if maxID >= vocab && !bytes.isEmpty {
+            let col = shard.columns[h]
+            throw FormatError(.tokenOutOfRange, path: col.file.path, column: col.descriptor.name, block: bi,
+                              offset: col.descriptor.blocks[bi].offset,
+                              "token id \(maxID) is not below the vocabulary size \(vocab)")
+        }
+    }
+}
