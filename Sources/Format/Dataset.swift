@@ -79,16 +79,15 @@ public final class Dataset: Sendable {
         var reports: [FileReport] = []
         for (i, (e, shard)) in zip(manifest.shards, shards).enumerated() {
             progress(i, shards.count)
-            let files = [(shard.main, e.xxh3)] + zip(shard.sidecars, e.sidecars).map { ($0, $1.xxh3) }
-            var shardError: String?
-            for (file, sum) in files {
+            func mismatch(_ file: BlockFile, _ expected: String) -> String? {
                 let actual = Checksum.hex(Checksum.xxh3(file.file.bytes))
-                if actual != sum {
-                    reports.append(FileReport(path: file.path, error: "file checksum \(actual) differs from the manifest's \(sum)"))
-                    shardError = "see \(file.path)"
-                } else if file !== shard.main {
-                    reports.append(FileReport(path: file.path, error: nil))
-                }
+                return actual == expected ? nil : "file checksum \(actual) differs from the manifest's \(expected)"
+            }
+            var shardError = mismatch(shard.main, e.xxh3)
+            for (file, entry) in zip(shard.sidecars, e.sidecars) {
+                let err = mismatch(file, entry.xxh3)
+                reports.append(FileReport(path: file.path, error: err))
+                if err != nil, shardError == nil { shardError = "sidecar \(file.path) is damaged" }
             }
             if shardError == nil {
                 do { try shard.cursor().verifyAll() } catch { shardError = "\(error)" }
