@@ -1,3 +1,22 @@
+import Foundation
 import Train
+
+// Usage: Bench [format|all] [options]. Each stage prints its throughput and its ratio to a baseline
+// measured in the same run.
 BLASRuntime.ensurePreferredKernels()
 print(BLASRuntime.summary)
+let args = Array(CommandLine.arguments.dropFirst())
+let stage = args.first ?? "all"
+let rest = Array(args.dropFirst())
+do {
+    switch stage {
+    case "format": try runFormatBench(args: rest)
+    case "all": try runFormatBench(args: [])
+    default:
+        print("usage: Bench [format|all] [options]")
+        exit(2)
+    }
+} catch {
+    FileHandle.standardError.write("Bench: \(error)\n".data(using: .utf8)!)
+    exit(1)
+}

@@ -4,8 +4,8 @@ import CXXHash
 public enum Checksum {
     /// XXH3-64 of `bytes`.
     public static func xxh3(_ bytes: UnsafeRawBufferPointer) -> UInt64 {
-        guard let base = bytes.baseAddress, bytes.count > 0 else { return XXH3_64bits(nil, 0) }
-        return XXH3_64bits(base, bytes.count)
+        guard let base = bytes.baseAddress, bytes.count > 0 else { return oreo_xxh3_64(nil, 0) }
+        return oreo_xxh3_64(base, bytes.count)
     }
 
     /// XXH3-64 of an array of bytes.
@@ -26,18 +26,18 @@ public final class StreamingChecksum {
 
     /// Starts an empty digest.
     public init() {
-        state = XXH3_createState()
-        XXH3_64bits_reset(state)
+        guard let s = oreo_xxh3_create() else { fatalError("out of memory allocating a 600-byte hash state") }
+        state = s
     }
 
-    deinit { XXH3_freeState(state) }
+    deinit { oreo_xxh3_free(state) }
 
     /// Adds bytes to the digest.
     public func update(_ bytes: UnsafeRawBufferPointer) {
         guard let base = bytes.baseAddress, bytes.count > 0 else { return }
-        XXH3_64bits_update(state, base, bytes.count)
+        oreo_xxh3_update(state, base, bytes.count)
     }
 
     /// The digest of everything added so far.
-    public var digest: UInt64 { XXH3_64bits_digest(state) }
+    public var digest: UInt64 { oreo_xxh3_digest(state) }
 }

@@ -26,16 +26,17 @@ public final class Shard: Sendable {
 
     /// The shard's path.
     public var path: String { main.path }
+    // Hot-path facts as plain stored values (no footer copies or dictionary lookups per trajectory).
     /// Number of trajectories.
-    public var trajectoryCount: Int { Int(main.footer.trajectories) }
+    public let trajectoryCount: Int
     /// Number of tokens.
-    public var tokenCount: Int { Int(main.footer.tokens) }
+    public let tokenCount: Int
     /// Number of steps.
-    public var stepCount: Int { Int(main.footer.steps) }
+    public let stepCount: Int
     /// Vocabulary size the ids were checked against.
-    public var vocabSize: Int { Int(main.footer.vocabSize) }
+    public let vocabSize: Int
     /// Token id dtype.
-    public var tokenDType: DType { columns[handles[ColumnName.tokenIDs]!].descriptor.dtype }
+    public let tokenDType: DType
     /// All column descriptors with the file each is stored in.
     public var columnList: [(file: String, column: ColumnDescriptor)] {
         columns.map { ($0.file.path, $0.descriptor) }
@@ -76,6 +77,11 @@ public final class Shard: Sendable {
         for c in f.columns where c.level == .token && c.name != ColumnName.tokenIDs && c.dtype != .f32 {
             throw FormatError(.inconsistent, path: path, column: c.name, "per-token value columns must be f32")
         }
+        trajectoryCount = Int(f.trajectories)
+        tokenCount = Int(f.tokens)
+        stepCount = Int(f.steps)
+        vocabSize = Int(f.vocabSize)
+        tokenDType = ids.dtype
         tokenOffsets = try Shard.loadOffsets(main, ColumnName.tokenOffsets, total: f.tokens)
         stepOffsets = try Shard.loadOffsets(main, ColumnName.stepOffsets, total: f.steps)
         metaOffsets = try Shard.loadOffsets(main, ColumnName.metaOffsets, total: f.metaBytes)

@@ -16,13 +16,13 @@ final class BlockBuffer {
 /// The view keeps its storage alive (the file mapping for raw blocks, the decompressed block otherwise), so it
 /// stays valid after the cursor that produced it moves on or is released.
 public struct ColumnSlice<Element: BitwiseCopyable>: RandomAccessCollection {
-    let owner: AnyObject?
+    @usableFromInline let owner: AnyObject?
     /// First element (nil when empty).
     public let base: UnsafePointer<Element>?
     /// Number of elements.
     public let count: Int
 
-    init(owner: AnyObject?, base: UnsafeRawPointer?, count: Int) {
+    @usableFromInline init(owner: AnyObject?, base: UnsafeRawPointer?, count: Int) {
         self.owner = owner
         self.base = count == 0 ? nil : base?.assumingMemoryBound(to: Element.self)
         self.count = count
@@ -32,18 +32,18 @@ public struct ColumnSlice<Element: BitwiseCopyable>: RandomAccessCollection {
     public static var empty: ColumnSlice { ColumnSlice(owner: nil, base: nil, count: 0) }
 
     /// 0.
-    public var startIndex: Int { 0 }
+    @inlinable public var startIndex: Int { 0 }
     /// `count`.
-    public var endIndex: Int { count }
+    @inlinable public var endIndex: Int { count }
 
     /// Element `i`; traps on an index outside `0..<count`, like `Array`.
-    public subscript(i: Int) -> Element {
+    @inlinable public subscript(i: Int) -> Element {
         precondition(i >= 0 && i < count, "index \(i) out of range 0..<\(count)")
         return base![i]
     }
 
     /// Calls `body` with the elements as a buffer pointer, keeping the storage alive meanwhile.
-    public func withUnsafeBufferPointer<R>(_ body: (UnsafeBufferPointer<Element>) throws -> R) rethrows -> R {
+    @inlinable public func withUnsafeBufferPointer<R>(_ body: (UnsafeBufferPointer<Element>) throws -> R) rethrows -> R {
         try withExtendedLifetime(owner) { try body(UnsafeBufferPointer(start: base, count: count)) }
     }
 }
@@ -52,27 +52,27 @@ public struct ColumnSlice<Element: BitwiseCopyable>: RandomAccessCollection {
 public struct TokenSlice: RandomAccessCollection {
     /// Stored width of the ids.
     public let dtype: DType
-    let owner: AnyObject?
-    let base: UnsafeRawPointer?
+    @usableFromInline let owner: AnyObject?
+    @usableFromInline let base: UnsafeRawPointer?
     /// Number of tokens.
     public let count: Int
 
     /// 0.
-    public var startIndex: Int { 0 }
+    @inlinable public var startIndex: Int { 0 }
     /// `count`.
-    public var endIndex: Int { count }
+    @inlinable public var endIndex: Int { count }
 
     /// Token `i`, widened to u32; traps outside `0..<count`, like `Array`.
-    public subscript(i: Int) -> UInt32 {
+    @inlinable public subscript(i: Int) -> UInt32 {
         precondition(i >= 0 && i < count, "index \(i) out of range 0..<\(count)")
         return dtype == .u16 ? UInt32(base!.load(fromByteOffset: i * 2, as: UInt16.self))
                              : base!.load(fromByteOffset: i * 4, as: UInt32.self)
     }
 
     /// The ids as u16 (nil when stored as u32).
-    public var u16: ColumnSlice<UInt16>? { dtype == .u16 ? ColumnSlice(owner: owner, base: base, count: count) : nil }
+    @inlinable public var u16: ColumnSlice<UInt16>? { dtype == .u16 ? ColumnSlice(owner: owner, base: base, count: count) : nil }
     /// The ids as u32 (nil when stored as u16).
-    public var u32: ColumnSlice<UInt32>? { dtype == .u32 ? ColumnSlice(owner: owner, base: base, count: count) : nil }
+    @inlinable public var u32: ColumnSlice<UInt32>? { dtype == .u32 ? ColumnSlice(owner: owner, base: base, count: count) : nil }
 
     /// Widens the ids into `destination` (which must hold `count` elements); the batching fast path.
     public func copy(into destination: UnsafeMutablePointer<UInt32>) {

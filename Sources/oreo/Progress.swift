@@ -18,7 +18,7 @@ final class Progress {
     func update(_ done: Double, force: Bool = false) {
         let now = Date()
         let gap = interactive ? 0.1 : 5.0
-        guard force || now.timeIntervalSince(lastPrint) >= gap else { return }
+        guard force || (done > 0 && now.timeIntervalSince(lastPrint) >= gap) else { return }
         lastPrint = now
         let elapsed = max(now.timeIntervalSince(start), 1e-9)
         let rate = done / elapsed
