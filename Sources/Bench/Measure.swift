@@ -7,11 +7,24 @@ func seconds(_ body: () throws -> Void) rethrows -> Double {
     return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
 }
 
-/// Median wall-clock seconds over `repeats` runs after one warm-up run.
+/// CPU seconds the calling thread spent in `body`: single-threaded measurements use it so that other
+/// processes on a shared 2-core machine distort them less than wall-clock time would.
+func threadSeconds(_ body: () throws -> Void) rethrows -> Double {
+    func now() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+    let start = now()
+    try body()
+    return now() - start
+}
+
+/// Median thread-CPU seconds over `repeats` runs after one warm-up run (single-threaded work only).
 func medianSeconds(repeats: Int = 5, _ body: () throws -> Void) rethrows -> Double {
     try body()
     var times: [Double] = []
-    for _ in 0..<repeats { times.append(try seconds(body)) }
+    for _ in 0..<repeats { times.append(try threadSeconds(body)) }
     times.sort()
     return times[times.count / 2]
 }

@@ -13,6 +13,8 @@ oreo_xxh3_state *oreo_xxh3_create(void) {
     return st;
 }
 
+void oreo_xxh3_reset(oreo_xxh3_state *state) { XXH3_64bits_reset(&state->s); }
+
 void oreo_xxh3_update(oreo_xxh3_state *state, const void *data, size_t len) { XXH3_64bits_update(&state->s, data, len); }
 
 uint64_t oreo_xxh3_digest(const oreo_xxh3_state *state) { return XXH3_64bits_digest(&state->s); }

@@ -38,6 +38,9 @@ public final class StreamingChecksum {
         oreo_xxh3_update(state, base, bytes.count)
     }
 
+    /// Forgets everything added so far.
+    public func reset() { oreo_xxh3_reset(state) }
+
     /// The digest of everything added so far.
     public var digest: UInt64 { oreo_xxh3_digest(state) }
 }

@@ -1,3 +1,5 @@
+import Synchronization
+
 /// A column resolved to the file that stores it.
 struct ResolvedColumn: Sendable {
     let file: BlockFile
@@ -23,6 +25,9 @@ public final class Shard: Sendable {
     public let metaOffsets: [UInt64]
     let columns: [ResolvedColumn]
     let handles: [String: Int]
+    // Blocks whose checksum (and id range) passed in this process, shared by all cursors: later epochs and
+    // other threads skip re-hashing them.
+    private let verifiedBlocks: Mutex<Set<Int>>
 
     /// The shard's path.
     public var path: String { main.path }
@@ -127,6 +132,15 @@ public final class Shard: Sendable {
         }
         self.columns = columns
         self.handles = handles
+        verifiedBlocks = Mutex([])
+    }
+
+    func isVerified(_ column: Int, _ block: Int) -> Bool {
+        verifiedBlocks.withLock { $0.contains(column << 40 | block) }
+    }
+
+    func markVerified(_ column: Int, _ block: Int) {
+        _ = verifiedBlocks.withLock { $0.insert(column << 40 | block) }
     }
 
     private static func loadOffsets(_ file: BlockFile, _ name: String, total: UInt64) throws -> [UInt64] {

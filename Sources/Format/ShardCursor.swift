@@ -9,13 +9,16 @@ public final class ShardCursor {
     private var cache: [[(block: Int, buffer: BlockBuffer, tick: UInt64)]]
     private var verified: [[Bool]]
     private var tick: UInt64 = 0
-    // Last block touched per column, as plain arrays so the sequential fast path does no reference counting
-    // beyond the view's own owner.
-    private var lastFirst: [Int], lastEnd: [Int], lastBase: [UnsafeRawPointer?], lastOwner: [AnyObject?]
+    // Last block touched per column, in memory the cursor owns: the sequential fast path then pays neither
+    // exclusivity checks nor reference counting beyond the view's own owner. `lastOwner` keeps the owners alive.
+    private let last: UnsafeMutablePointer<LastHit>
+    private var lastOwner: [AnyObject?]
     private let elementSize: [Int]
     private let tokenOffsets: [UInt64], stepOffsets: [UInt64], metaOffsets: [UInt64]
     private let trajectoryCount: Int
     private let tokenDType: DType
+    private let hasher = StreamingChecksum()
+    private var spare: [BlockBuffer] = []
     private let hTokens: Int, hPrompt: Int, hReward: Int, hGroup: Int, hSource: Int, hLine: Int
     private let hFlags: Int, hStepEnd: Int, hMeta: Int
 
@@ -24,9 +27,8 @@ public final class ShardCursor {
         self.cacheBlocks = max(1, cacheBlocks)
         cache = Array(repeating: [], count: shard.columns.count)
         verified = shard.columns.map { [Bool](repeating: false, count: $0.descriptor.blocks.count) }
-        lastFirst = Array(repeating: 0, count: shard.columns.count)
-        lastEnd = lastFirst
-        lastBase = Array(repeating: nil, count: shard.columns.count)
+        last = .allocate(capacity: max(1, shard.columns.count))
+        last.initialize(repeating: LastHit(), count: max(1, shard.columns.count))
         lastOwner = Array(repeating: nil, count: shard.columns.count)
         elementSize = shard.columns.map { $0.descriptor.dtype.size }
         tokenOffsets = shard.tokenOffsets; stepOffsets = shard.stepOffsets; metaOffsets = shard.metaOffsets
@@ -37,6 +39,8 @@ public final class ShardCursor {
         hGroup = h[ColumnName.group]!; hSource = h[ColumnName.sourceFile]!; hLine = h[ColumnName.sourceLine]!
         hFlags = h[ColumnName.flags]!; hStepEnd = h[ColumnName.stepEnd]!; hMeta = h[ColumnName.meta]!
     }
+
+    deinit { last.deallocate() }
 
     /// Number of trajectories in the shard.
     public var count: Int { shard.trajectoryCount }
@@ -119,8 +123,9 @@ public final class ShardCursor {
     /// Locates elements `r` of column `h` (always inside one block) and returns a pointer to the first.
     private func slice(_ h: Int, _ r: Range<Int>) throws -> (owner: AnyObject?, base: UnsafeRawPointer?) {
         if r.isEmpty { return (nil, nil) }
-        if r.lowerBound >= lastFirst[h] && r.upperBound <= lastEnd[h], let base = lastBase[h] {
-            return (lastOwner[h], base + (r.lowerBound - lastFirst[h]) * elementSize[h])
+        let hit = last[h]
+        if r.lowerBound >= hit.first && r.upperBound <= hit.end, let base = hit.base, let owner = hit.owner {
+            return (owner.takeUnretainedValue(), base + (r.lowerBound - hit.first) * hit.elementSize)
         }
         let col = shard.columns[h]
         let starts = col.blockStarts
@@ -136,10 +141,9 @@ public final class ShardCursor {
                               "elements \(r) cross a block boundary")
         }
         let (owner, base) = try block(h, lo)
-        lastFirst[h] = Int(b.firstElement)
-        lastEnd[h] = Int(b.firstElement + b.elementCount)
-        lastBase[h] = base
         lastOwner[h] = owner
+        last[h] = LastHit(first: Int(b.firstElement), end: Int(b.firstElement + b.elementCount), base: base,
+                          owner: Unmanaged.passUnretained(owner), elementSize: col.descriptor.dtype.size)
         return (owner, base + (r.lowerBound - Int(b.firstElement)) * col.descriptor.dtype.size)
     }
 
@@ -151,50 +155,112 @@ public final class ShardCursor {
         let b = d.blocks[bi]
         tick &+= 1
         if b.codec == .raw {
-            let p = col.file.file.bytes.baseAddress! + Int(b.offset)
+            let p = UnsafeRawPointer(col.file.file.bytes.baseAddress! + Int(b.offset))
             if !verified[h][bi] {
-                _ = try col.file.verifiedStoredBytes(column: d, block: bi)
-                try checkTokenRange(h, bi, UnsafeRawBufferPointer(start: p, count: Int(b.storedLength)))
+                if !shard.isVerified(h, bi) {
+                    try verifyRawBlock(h, bi, UnsafeRawBufferPointer(start: p, count: Int(b.storedLength)))
+                    shard.markVerified(h, bi)
+                }
                 verified[h][bi] = true
             }
-            return (col.file.file, UnsafeRawPointer(p))
+            return (col.file.file, p)
         }
         if let k = cache[h].firstIndex(where: { $0.block == bi }) {
             cache[h][k].tick = tick
             return (cache[h][k].buffer, UnsafeRawPointer(cache[h][k].buffer.pointer))
         }
-        let stored = try col.file.verifiedStoredBytes(column: d, block: bi)
-        let buffer = BlockBuffer(count: Int(b.elementCount) * d.dtype.size)
+        // Blocks already checked in this process decompress to the same checked bytes: skip the checks.
+        let known = shard.isVerified(h, bi)
+        let stored = known ? UnsafeRawBufferPointer(rebasing: col.file.file.bytes[Int(b.offset)..<Int(b.offset + b.storedLength)])
+                           : try col.file.verifiedStoredBytes(column: d, block: bi)
+        let buffer = takeBuffer(count: Int(b.elementCount) * d.dtype.size)
         if let err = decompressor.decompress(stored, into: UnsafeMutableRawBufferPointer(start: buffer.pointer, count: buffer.count)) {
             throw FormatError(.corruptBlock, path: col.file.path, column: d.name, block: bi, offset: b.offset, err)
         }
-        try checkTokenRange(h, bi, UnsafeRawBufferPointer(start: buffer.pointer, count: buffer.count))
+        if !known {
+            try checkTokenRange(h, bi, UnsafeRawBufferPointer(start: buffer.pointer, count: buffer.count))
+            shard.markVerified(h, bi)
+        }
         verified[h][bi] = true
         if cache[h].count >= cacheBlocks, let oldest = cache[h].indices.min(by: { cache[h][$0].tick < cache[h][$1].tick }) {
-            cache[h].remove(at: oldest)
+            var evicted = cache[h].remove(at: oldest).buffer
+            if lastOwner[h] === evicted { last[h] = LastHit(); lastOwner[h] = nil }
+            // Reuse the memory when no view still holds it: fresh megabyte allocations cost page faults.
+            if isKnownUniquelyReferenced(&evicted), spare.count < 4 { spare.append(evicted) }
         }
         cache[h].append((bi, buffer, tick))
         return (buffer, UnsafeRawPointer(buffer.pointer))
     }
 
-    /// Token ids must stay below the vocabulary size: downstream embedding lookups index with them unchecked.
-    private func checkTokenRange(_ h: Int, _ bi: Int, _ bytes: UnsafeRawBufferPointer) throws {
-        guard h == hTokens else { return }
-        let vocab = UInt32(truncatingIfNeeded: shard.vocabSize)
+    private func takeBuffer(count: Int) -> BlockBuffer {
+        if let k = spare.firstIndex(where: { $0.capacity >= count }) {
+            let b = spare.remove(at: k)
+            b.count = count
+            return b
+        }
+        return BlockBuffer(count: count)
+    }
+
+    /// Checks a raw block's checksum and, for token ids, their range, in one pass over cache-sized chunks (the
+    /// block is read from memory once instead of twice).
+    private func verifyRawBlock(_ h: Int, _ bi: Int, _ bytes: UnsafeRawBufferPointer) throws {
+        let col = shard.columns[h]
+        let b = col.descriptor.blocks[bi]
+        guard h == hTokens else {
+            _ = try col.file.verifiedStoredBytes(column: col.descriptor, block: bi)
+            return
+        }
+        hasher.reset()
+        let chunk = 32 << 10
+        var start = 0
         var maxID: UInt32 = 0
-        if shard.tokenDType == .u16 {
+        while start < bytes.count {
+            let piece = UnsafeRawBufferPointer(rebasing: bytes[start..<min(bytes.count, start + chunk)])
+            hasher.update(piece)
+            maxID = max(maxID, ShardCursor.maxID(piece, tokenDType))
+            start += chunk
+        }
+        guard hasher.digest == b.checksum else {
+            throw FormatError(.checksumMismatch, path: col.file.path, column: col.descriptor.name, block: bi,
+                              offset: b.offset, "block checksum mismatch")
+        }
+        try rangeError(h, bi, maxID)
+    }
+
+    /// Largest id in `bytes` (u16 or u32 elements).
+    static func maxID(_ bytes: UnsafeRawBufferPointer, _ dtype: DType) -> UInt32 {
+        if dtype == .u16 {
             // Reduce in u16: four times faster than widening each element first.
             var m: UInt16 = 0
             for v in bytes.bindMemory(to: UInt16.self) { m = max(m, v) }
-            maxID = UInt32(m)
-        } else {
-            for v in bytes.bindMemory(to: UInt32.self) { maxID = max(maxID, v) }
+            return UInt32(m)
         }
-        if maxID >= vocab && !bytes.isEmpty {
+        var m: UInt32 = 0
+        for v in bytes.bindMemory(to: UInt32.self) { m = max(m, v) }
+        return m
+    }
+
+    private func rangeError(_ h: Int, _ bi: Int, _ maxID: UInt32) throws {
+        let vocab = UInt32(truncatingIfNeeded: shard.vocabSize)
+        if maxID >= vocab {
             let col = shard.columns[h]
             throw FormatError(.tokenOutOfRange, path: col.file.path, column: col.descriptor.name, block: bi,
                               offset: col.descriptor.blocks[bi].offset,
                               "token id \(maxID) is not below the vocabulary size \(vocab)")
         }
     }
+
+    /// Token ids must stay below the vocabulary size: downstream embedding lookups index with them unchecked.
+    private func checkTokenRange(_ h: Int, _ bi: Int, _ bytes: UnsafeRawBufferPointer) throws {
+        guard h == hTokens, !bytes.isEmpty else { return }
+        try rangeError(h, bi, ShardCursor.maxID(bytes, tokenDType))
+    }
+}
+
+/// The block a cursor touched last in one column.
+struct LastHit {
+    var first = 0, end = 0
+    var base: UnsafeRawPointer?
+    var owner: Unmanaged<AnyObject>?
+    var elementSize = 0
 }

@@ -107,6 +107,12 @@ struct ColumnBuilder {
 
     mutating func append(_ v: Float) { append(v.bitPattern) }
 
+    /// Appends a whole array of little-endian elements at once (this module only targets little-endian CPUs).
+    mutating func appendAll<T: BitwiseCopyable>(_ values: [T]) {
+        values.withUnsafeBytes { buffer.append(contentsOf: $0) }
+        count += UInt64(values.count)
+    }
+
     var descriptor: ColumnDescriptor {
         ColumnDescriptor(name: name, level: level, dtype: dtype, count: count, blocks: blocks)
     }
@@ -211,6 +217,7 @@ public final class ShardWriter {
     private let cSource: Int, cLine: Int, cFlags: Int, cStepEnd: Int, cMeta: Int, cIDs: Int
     private var cExtra: [(name: String, column: Int)] = []
     private var finished = false
+    private var narrow: [UInt16] = []
 
     /// Creates `<path>.tmp-<pid>` and prepares the columns.
     public init(path: String, options: ShardOptions) throws {
@@ -273,17 +280,17 @@ public final class ShardWriter {
         file.columns[cSource].append(t.sourceFile)
         file.columns[cLine].append(t.sourceLine)
         file.columns[cFlags].append(t.flags.rawValue)
-        for e in t.stepEnds { file.columns[cStepEnd].append(e) }
-        file.columns[cMeta].buffer.append(contentsOf: t.meta)
-        file.columns[cMeta].count += UInt64(t.meta.count)
+        file.columns[cStepEnd].appendAll(t.stepEnds)
+        file.columns[cMeta].appendAll(t.meta)
         if options.tokenDType == .u16 {
-            for id in t.tokens { file.columns[cIDs].append(UInt16(truncatingIfNeeded: id)) }
+            narrow.removeAll(keepingCapacity: true)
+            narrow.reserveCapacity(n)
+            for id in t.tokens { narrow.append(UInt16(truncatingIfNeeded: id)) }
+            file.columns[cIDs].appendAll(narrow)
         } else {
-            for id in t.tokens { file.columns[cIDs].append(id) }
+            file.columns[cIDs].appendAll(t.tokens)
         }
-        for (name, c) in cExtra {
-            for v in t.tokenValues[name]! { file.columns[c].append(v) }
-        }
+        for (name, c) in cExtra { file.columns[c].appendAll(t.tokenValues[name]!) }
         trajectories += 1
         tokens += UInt64(n)
         steps += UInt64(t.stepEnds.count)
@@ -304,8 +311,10 @@ public final class ShardWriter {
             throw bad("prompt length \(t.promptLength) outside 0...\(n)")
         }
         let limit = UInt32(truncatingIfNeeded: options.vocabSize)
-        for (i, id) in t.tokens.enumerated() where id >= limit {
-            throw bad("token \(i) has id \(id), not below the vocabulary size \(options.vocabSize)")
+        var maxID: UInt32 = 0
+        for id in t.tokens { maxID = max(maxID, id) }
+        if maxID >= limit, let i = t.tokens.firstIndex(where: { $0 >= limit }) {
+            throw bad("token \(i) has id \(t.tokens[i]), not below the vocabulary size \(options.vocabSize)")
         }
         var previous = UInt32(t.promptLength)
         for (k, e) in t.stepEnds.enumerated() {

@@ -1,11 +1,13 @@
 /// A decompressed block: 64-byte aligned heap memory owned by the views that point into it.
 final class BlockBuffer {
     let pointer: UnsafeMutableRawPointer
-    let count: Int
+    let capacity: Int
+    var count: Int
 
     init(count: Int) {
         self.count = count
-        pointer = UnsafeMutableRawPointer.allocate(byteCount: max(count, 1), alignment: 64)
+        capacity = max(count, 1)
+        pointer = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 64)
     }
 
     deinit { pointer.deallocate() }

@@ -10,6 +10,7 @@ uint64_t oreo_xxh3_64(const void *data, size_t len);
 /// Opaque streaming state.
 typedef struct oreo_xxh3_state oreo_xxh3_state;
 oreo_xxh3_state *oreo_xxh3_create(void);
+void oreo_xxh3_reset(oreo_xxh3_state *state);
 void oreo_xxh3_update(oreo_xxh3_state *state, const void *data, size_t len);
 uint64_t oreo_xxh3_digest(const oreo_xxh3_state *state);
 void oreo_xxh3_free(oreo_xxh3_state *state);
