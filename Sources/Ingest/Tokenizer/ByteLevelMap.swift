@@ -1,0 +1,46 @@
+/// GPT-2's reversible byte <-> character mapping used by byte-level BPE vocabularies.
+enum ByteLevelMap {
+    /// The character each byte is written as in vocab and merges strings.
+    static let byteToScalar: [UInt32] = {
+        var table = [UInt32](repeating: 0, count: 256)
+        var next: UInt32 = 256
+        for b in 0..<256 {
+            // Printable Latin-1 bytes stand for themselves; the rest get U+0100 upwards in byte order.
+            let printable = (0x21...0x7E).contains(b) || (0xA1...0xAC).contains(b) || (0xAE...0xFF).contains(b)
+            if printable {
+                table[b] = UInt32(b)
+            } else {
+                table[b] = next
+                next += 1
+            }
+        }
+        return table
+    }()
+
+    /// Inverse of `byteToScalar` for scalars below U+0144; -1 where a scalar is no byte.
+    static let scalarToByte: [Int16] = {
+        var table = [Int16](repeating: -1, count: 0x144)
+        for (b, s) in byteToScalar.enumerated() { table[Int(s)] = Int16(b) }
+        return table
+    }()
+
+    /// The raw bytes a vocab string denotes, or nil when some character is not a mapped byte.
+    static func bytes(of token: String) -> [UInt8]? {
+        var out: [UInt8] = []
+        out.reserveCapacity(token.utf8.count)
+        for s in token.unicodeScalars {
+            guard s.value < 0x144 else { return nil }
+            let b = scalarToByte[Int(s.value)]
+            guard b >= 0 else { return nil }
+            out.append(UInt8(b))
+        }
+        return out
+    }
+
+    /// The vocab string of raw bytes.
+    static func string(of bytes: [UInt8]) -> String {
+        var s = String.UnicodeScalarView()
+        for b in bytes { s.append(Unicode.Scalar(byteToScalar[Int(b)])!) }
+        return String(s)
+    }
+}

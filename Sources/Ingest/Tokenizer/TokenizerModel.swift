@@ -1,0 +1,61 @@
+/// The immutable tables of one loaded tokenizer, shared by every encoder on every thread.
+final class TokenizerModel: Sendable {
+    let path: String
+    let vocab: VocabTable
+    let pairs: PairTable
+    /// The token of each single byte.
+    let byteIds: [UInt32]
+    let ignoreMerges: Bool
+    /// Per id: BPE of the token's own bytes gives back exactly this id, so a whole-piece vocab hit is final.
+    let mergesToSelf: [Bool]
+    let steps: [PreTokenizerStep]
+    let nfc: Bool
+    /// Added tokens matched in raw text, then those matched after normalization.
+    let rawTokens: AddedTokenSet
+    let normalizedTokens: AddedTokenSet
+    /// Post-processor ids around a single sequence.
+    let prefix: [UInt32]
+    let suffix: [UInt32]
+    let isSpecial: [Bool]
+    let vocabSize: Int
+    let bosId: UInt32?
+    let eosId: UInt32?
+    let fingerprint: UInt64
+
+    init(path: String, vocab: VocabTable, pairs: PairTable, byteIds: [UInt32], ignoreMerges: Bool,
+         steps: [PreTokenizerStep], nfc: Bool, added: [(AddedToken, normalized: Bool)],
+         prefix: [UInt32], suffix: [UInt32], vocabSize: Int, bosId: UInt32?, eosId: UInt32?, fingerprint: UInt64,
+         modelIds: [UInt32]) {
+        self.path = path
+        self.vocab = vocab
+        self.pairs = pairs
+        self.byteIds = byteIds
+        self.ignoreMerges = ignoreMerges
+        self.steps = steps
+        self.nfc = nfc
+        self.rawTokens = AddedTokenSet(added.filter { !$0.normalized }.map(\.0))
+        self.normalizedTokens = AddedTokenSet(added.filter { $0.normalized }.map(\.0))
+        self.prefix = prefix
+        self.suffix = suffix
+        var special = [Bool](repeating: false, count: vocabSize)
+        for (t, _) in added where t.special { special[Int(t.id)] = true }
+        self.isSpecial = special
+        self.vocabSize = vocabSize
+        self.bosId = bosId
+        self.eosId = eosId
+        self.fingerprint = fingerprint
+        var toSelf = [Bool](repeating: false, count: vocabSize)
+        if !ignoreMerges {
+            var scratch = MergeScratch()
+            vocab.bytes.withUnsafeBufferPointer { all in
+                for id in modelIds {
+                    let lo = Int(vocab.offsets[Int(id)]), hi = Int(vocab.offsets[Int(id) + 1])
+                    guard hi > lo else { continue }
+                    scratch.merge(all.baseAddress! + lo, hi - lo, byteIds: byteIds, pairs: pairs)
+                    toSelf[Int(id)] = scratch.ids.count == 1 && scratch.ids[0] == id
+                }
+            }
+        }
+        self.mergesToSelf = toSelf
+    }
+}
