@@ -32,15 +32,21 @@ struct TokenizerParityTests {
         }
     }
 
-    @Test("decode(encode(x)) == x bytes", arguments: ["gpt2split", "llama3", "smollm2", "cl100k"])
+    @Test("decode(encode(x)) == x bytes (less the bytes a vocabulary lacks)", arguments: ["gpt2split", "llama3", "smollm2", "cl100k"])
     func roundTrip(name: String) throws {
         guard Fixtures.check() else { return }
-        let tokenizer = try Tokenizer.load(path: Fixtures.path("\(name).tokenizer.json"))
+        let path = Fixtures.path("\(name).tokenizer.json")
+        let tokenizer = try Tokenizer.load(path: path)
+        // SmolLM2 has no token for 21 bytes; HF drops them, and so must we.
+        let root = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as! [String: Any]
+        let vocab = (root["model"] as! [String: Any])["vocab"] as! [String: Any]
+        let dropped = Set((0...255).map(UInt8.init).filter { vocab[SyntheticTokenizer.byteString($0)] == nil })
+        #expect(dropped.count == (name == "smollm2" ? 21 : 0))
         var encoder = tokenizer.makeEncoder()
         for text in try Fixtures.corpus() {
             var ids: [UInt32] = []
             try encoder.encode(bytes: text, into: &ids)
-            #expect(try tokenizer.decode(ids) == text)
+            #expect(try tokenizer.decode(ids) == text.filter { !dropped.contains($0) })
         }
     }
 

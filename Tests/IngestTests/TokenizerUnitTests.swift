@@ -145,7 +145,7 @@ struct TokenizerUnitTests {
 
     @Test("refused components name what is unsupported", arguments: [
         ("Metaspace", "pre_tokenizer"), ("WordPiece", "model"), ("regex", "Split regex"), ("NFKC", "normalizer"),
-        ("prefix", "add_prefix_space"), ("truncation", "truncation"), ("bytes", "no token for byte"),
+        ("prefix", "add_prefix_space"), ("truncation", "truncation"), ("bytes", "byte_fallback"),
         ("Roberta", "RobertaProcessing"), ("dropout", "dropout"), ("Whitespace", "Whitespace"),
     ])
     func refusals(kind: String, mention: String) throws {
@@ -162,6 +162,7 @@ struct TokenizerUnitTests {
                 var vocab = model["vocab"] as! [String: Any]
                 vocab.removeValue(forKey: "Ġ")
                 model["vocab"] = vocab
+                model["byte_fallback"] = true
             case "Roberta": root["post_processor"] = ["type": "RobertaProcessing"]
             case "dropout": model["dropout"] = 0.1
             default: root["pre_tokenizer"] = ["type": "Whitespace"]
@@ -175,6 +176,25 @@ struct TokenizerUnitTests {
         } catch {
             #expect(error.description.contains(mention), "\(error)")
             #expect(error.description.contains(path))
+        }
+    }
+
+    @Test("bytes missing from the vocabulary vanish, or become unk, fused or not")
+    func missingBytes() throws {
+        for (unk, fuse, expected) in [(false, false, [0x61, 0x62] as [UInt32]), (true, false, [0x61, 7, 7, 0x62]),
+                                      (true, true, [0x61, 7, 0x62])] {
+            let t = try SyntheticTokenizer.load(SyntheticTokenizer.json { root in
+                var model = root["model"] as! [String: Any]
+                var vocab = model["vocab"] as! [String: Any]
+                vocab.removeValue(forKey: SyntheticTokenizer.byteString(0x04))
+                vocab.removeValue(forKey: SyntheticTokenizer.byteString(0x05))
+                model["vocab"] = vocab
+                if unk { model["unk_token"] = SyntheticTokenizer.byteString(0x07) }
+                model["fuse_unk"] = fuse
+                root["model"] = model
+            })
+            #expect(t.encode("a\u{4}\u{5}b") == expected)
+            #expect(t.encode("\u{4}") == Array(expected.dropFirst().dropLast().prefix(1)))
         }
     }
 

@@ -126,7 +126,7 @@ public struct Encoder {
     /// BPE of one piece: a single byte, a whole-vocabulary hit, a cache hit, or the merge loop.
     @inline(__always)
     mutating func emitPiece(_ p: UnsafePointer<UInt8>, _ n: Int, _ ids: inout [UInt32]) {
-        if n == 1 {
+        if n == 1, model.byteIds[Int(p[0])] != .max {
             ids.append(model.byteIds[Int(p[0])])
             return
         }
@@ -136,7 +136,7 @@ public struct Encoder {
             return
         }
         if cache.lookup(p, n, hash: hash, into: &ids) { return }
-        merger.merge(p, n, byteIds: model.byteIds, pairs: model.pairs)
+        merger.merge(p, n, byteIds: model.byteIds, pairs: model.pairs, unk: model.unkId, fuseUnk: model.fuseUnk)
         ids.append(contentsOf: merger.ids)
         cache.store(p, n, hash: hash, ids: merger.ids)
     }

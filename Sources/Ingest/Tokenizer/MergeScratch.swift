@@ -11,10 +11,22 @@ struct MergeScratch {
     static let scanLimit = 48
 
     /// Applies the lowest-rank merge repeatedly (leftmost on ties) to the bytes of a piece.
-    mutating func merge(_ p: UnsafePointer<UInt8>, _ n: Int, byteIds: [UInt32], pairs: PairTable) {
+    /// Bytes without a token become `unk` (fused when `fuseUnk`) or vanish when there is none, as in HF.
+    mutating func merge(_ p: UnsafePointer<UInt8>, _ n: Int, byteIds: [UInt32], pairs: PairTable,
+                        unk: UInt32 = .max, fuseUnk: Bool = false) {
         ids.removeAll(keepingCapacity: true)
-        for i in 0..<n { ids.append(byteIds[Int(p[i])]) }
-        if n <= MergeScratch.scanLimit {
+        var lastWasUnknown = false
+        for i in 0..<n {
+            let id = byteIds[Int(p[i])]
+            if id != .max {
+                ids.append(id)
+                lastWasUnknown = false
+            } else if unk != .max {
+                if !(fuseUnk && lastWasUnknown) { ids.append(unk) }
+                lastWasUnknown = true
+            }
+        }
+        if ids.count <= MergeScratch.scanLimit {
             mergeByScan(pairs)
         } else {
             mergeByHeap(pairs)

@@ -66,19 +66,23 @@ struct TokenizerLoader {
         for (id, b) in bytesOf.enumerated() { if let b { entries.append((UInt32(id), b)) } }
         let vocab = VocabTable(idCount: idCount, entries: entries, lookupable: { lookupable[Int($0)] })
 
-        var byteIds = [UInt32](repeating: 0, count: 256)
-        for b in 0..<256 {
-            guard let id = idOf[ByteLevelMap.string(of: [UInt8(b)])] else {
-                throw unsupported("model.vocab", "no token for byte 0x\(String(b, radix: 16)); HF would drop such bytes silently")
-            }
-            byteIds[b] = id
+        var byteIds = [UInt32](repeating: .max, count: 256)
+        for b in 0..<256 { byteIds[b] = idOf[ByteLevelMap.string(of: [UInt8(b)])] ?? .max }
+        var unkId = UInt32.max
+        if let unk = model["unk_token"] as? String {
+            guard let id = idOf[unk] else { throw fail(.malformed("unk_token \(unk.debugDescription) is not in the vocab")) }
+            unkId = id
+        }
+        if byteIds.contains(.max) && (model["byte_fallback"] as? Bool) == true {
+            throw unsupported("model", "byte_fallback with bytes missing from the vocabulary")
         }
         let pairs = try merges(model["merges"], idOf: idOf)
         let ignoreMerges = (model["ignore_merges"] as? Bool) ?? false
         let (prefix, suffix) = try postProcessor(root["post_processor"], idOf: idOf, added: added)
         try checkDecoder(root["decoder"])
         let (bos, eos) = specialIds(prefix: prefix, added: added)
-        return TokenizerModel(path: path, vocab: vocab, pairs: pairs, byteIds: byteIds, ignoreMerges: ignoreMerges,
+        return TokenizerModel(path: path, vocab: vocab, pairs: pairs, byteIds: byteIds, unkId: unkId,
+                              fuseUnk: (model["fuse_unk"] as? Bool) ?? false, ignoreMerges: ignoreMerges,
                               steps: steps, nfc: nfc, added: added, prefix: prefix, suffix: suffix, vocabSize: idCount,
                               bosId: bos, eosId: eos, fingerprint: fingerprint,
                               modelIds: modelTokens.map(\.id).filter { lookupable[Int($0)] })
@@ -159,7 +163,7 @@ struct TokenizerLoader {
         for key in ["continuing_subword_prefix", "end_of_word_suffix"] {
             if let s = model[key] as? String, !s.isEmpty { throw unsupported("model", "BPE \(key) \(s.debugDescription)") }
         }
-        // unk_token and byte_fallback never fire when all 256 byte tokens exist, which build() requires.
+        // Bytes missing from the vocabulary are dropped or become unk_token, exactly as HF does.
     }
 
     func addedTokens(_ v: Any?) throws(TokenizerError) -> [(AddedToken, normalized: Bool)] {

@@ -3,8 +3,11 @@ final class TokenizerModel: Sendable {
     let path: String
     let vocab: VocabTable
     let pairs: PairTable
-    /// The token of each single byte.
+    /// The token of each single byte; `UInt32.max` for bytes the vocabulary lacks.
     let byteIds: [UInt32]
+    /// The unknown token for such bytes (`UInt32.max`: none, the byte is dropped) and whether runs fuse.
+    let unkId: UInt32
+    let fuseUnk: Bool
     let ignoreMerges: Bool
     /// Per id: BPE of the token's own bytes gives back exactly this id, so a whole-piece vocab hit is final.
     let mergesToSelf: [Bool]
@@ -22,7 +25,8 @@ final class TokenizerModel: Sendable {
     let eosId: UInt32?
     let fingerprint: UInt64
 
-    init(path: String, vocab: VocabTable, pairs: PairTable, byteIds: [UInt32], ignoreMerges: Bool,
+    init(path: String, vocab: VocabTable, pairs: PairTable, byteIds: [UInt32], unkId: UInt32, fuseUnk: Bool,
+         ignoreMerges: Bool,
          steps: [PreTokenizerStep], nfc: Bool, added: [(AddedToken, normalized: Bool)],
          prefix: [UInt32], suffix: [UInt32], vocabSize: Int, bosId: UInt32?, eosId: UInt32?, fingerprint: UInt64,
          modelIds: [UInt32]) {
@@ -30,6 +34,8 @@ final class TokenizerModel: Sendable {
         self.vocab = vocab
         self.pairs = pairs
         self.byteIds = byteIds
+        self.unkId = unkId
+        self.fuseUnk = fuseUnk
         self.ignoreMerges = ignoreMerges
         self.steps = steps
         self.nfc = nfc
@@ -51,7 +57,7 @@ final class TokenizerModel: Sendable {
                 for id in modelIds {
                     let lo = Int(vocab.offsets[Int(id)]), hi = Int(vocab.offsets[Int(id) + 1])
                     guard hi > lo else { continue }
-                    scratch.merge(all.baseAddress! + lo, hi - lo, byteIds: byteIds, pairs: pairs)
+                    scratch.merge(all.baseAddress! + lo, hi - lo, byteIds: byteIds, pairs: pairs, unk: unkId, fuseUnk: fuseUnk)
                     toSelf[Int(id)] = scratch.ids.count == 1 && scratch.ids[0] == id
                 }
             }
