@@ -37,6 +37,29 @@ enum ByteLevelMap {
         return out
     }
 
+    /// The raw bytes a vocab string (as UTF-8) denotes, or nil when some character is not a mapped byte.
+    static func bytes(utf8 s: [UInt8]) -> [UInt8]? {
+        var out: [UInt8] = []
+        out.reserveCapacity(s.count)
+        var i = 0
+        while i < s.count {
+            let c = s[i]
+            if c < 0x80 {
+                guard c >= 0x21 && c <= 0x7E else { return nil }
+                out.append(c)
+                i += 1
+            } else {
+                // Mapped characters are all below U+0144: two-byte sequences.
+                guard c >= 0xC2 && c <= 0xC5, i + 1 < s.count else { return nil }
+                let v = Int(c & 0x1F) << 6 | Int(s[i + 1] & 0x3F)
+                guard v < 0x144, scalarToByte[v] >= 0 else { return nil }
+                out.append(UInt8(scalarToByte[v]))
+                i += 2
+            }
+        }
+        return out
+    }
+
     /// The vocab string of raw bytes.
     static func string(of bytes: [UInt8]) -> String {
         var s = String.UnicodeScalarView()

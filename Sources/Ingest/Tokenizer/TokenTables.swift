@@ -28,62 +28,86 @@ enum ByteHash {
     }
 }
 
-/// An immutable open-addressing map from the raw bytes of vocabulary entries to their ids.
-struct VocabTable: Sendable {
-    /// Bytes of every id, concatenated; `offsets[id] ..< offsets[id + 1]`.
+/// Many byte strings stored back to back: string `i` is `bytes[offsets[i] ..< offsets[i + 1]]`.
+struct ByteArena: Sendable {
     let bytes: [UInt8]
     let offsets: [UInt32]
-    /// Slot -> id, `UInt32.max` when empty.
+
+    /// Packs `strings` in order.
+    init(_ strings: [[UInt8]]) {
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(strings.reduce(0) { $0 + $1.count })
+        var offsets: [UInt32] = [0]
+        offsets.reserveCapacity(strings.count + 1)
+        for s in strings {
+            bytes.append(contentsOf: s)
+            offsets.append(UInt32(bytes.count))
+        }
+        self.bytes = bytes
+        self.offsets = offsets
+    }
+
+    /// Number of strings.
+    var count: Int { offsets.count - 1 }
+
+    /// String `i`.
+    subscript(i: Int) -> ArraySlice<UInt8> { bytes[Int(offsets[i])..<Int(offsets[i + 1])] }
+}
+
+/// An immutable open-addressing map from the raw bytes of vocabulary entries to their ids.
+struct VocabTable: Sendable {
+    /// Entry `k` has bytes `arena[k]` and id `ids[k]`.
+    let arena: ByteArena
+    let ids: [UInt32]
+    /// Slot -> entry index, `UInt32.max` when empty.
     let slots: [UInt32]
     let mask: Int
 
-    /// Builds the table over `entries` (id, bytes); ids not listed decode to nothing.
-    init(idCount: Int, entries: [(id: UInt32, bytes: [UInt8])], lookupable: (UInt32) -> Bool) {
-        var perId = [[UInt8]](repeating: [], count: idCount)
-        for e in entries { perId[Int(e.id)] = e.bytes }
-        var bytes: [UInt8] = []
-        var offsets: [UInt32] = [0]
-        offsets.reserveCapacity(idCount + 1)
-        for b in perId {
-            bytes.append(contentsOf: b)
-            offsets.append(UInt32(bytes.count))
-        }
+    /// Builds the table; the first of two entries with equal bytes wins.
+    init(entries: [(id: UInt32, bytes: [UInt8])]) {
+        arena = ByteArena(entries.map(\.bytes))
+        ids = entries.map(\.id)
         var capacity = 16
         while capacity < entries.count * 2 { capacity <<= 1 }
         var slots = [UInt32](repeating: .max, count: capacity)
         let mask = capacity - 1
-        bytes.withUnsafeBufferPointer { all in
-            for e in entries where lookupable(e.id) && !e.bytes.isEmpty {
-                let start = Int(offsets[Int(e.id)])
-                var s = Int(truncatingIfNeeded: ByteHash.hash(all.baseAddress! + start, e.bytes.count)) & mask
-                while slots[s] != .max { s = (s + 1) & mask }
-                slots[s] = e.id
+        let arena = arena
+        arena.bytes.withUnsafeBufferPointer { all in
+            for k in 0..<arena.count {
+                let lo = Int(arena.offsets[k]), n = Int(arena.offsets[k + 1]) - lo
+                guard n > 0 else { continue }
+                let p = all.baseAddress! + lo
+                var s = Int(truncatingIfNeeded: ByteHash.hash(p, n)) & mask
+                var duplicate = false
+                while slots[s] != .max {
+                    let other = Int(slots[s])
+                    let olo = Int(arena.offsets[other])
+                    if Int(arena.offsets[other + 1]) - olo == n && memEqual(all.baseAddress! + olo, p, n) {
+                        duplicate = true
+                        break
+                    }
+                    s = (s + 1) & mask
+                }
+                if !duplicate { slots[s] = UInt32(k) }
             }
         }
-        self.bytes = bytes
-        self.offsets = offsets
         self.slots = slots
         self.mask = mask
     }
 
-    /// The bytes of `id` (empty for ids that have none).
-    func tokenBytes(_ id: UInt32) -> ArraySlice<UInt8> {
-        bytes[Int(offsets[Int(id)])..<Int(offsets[Int(id) + 1])]
-    }
-
-    /// The id whose bytes are exactly `count` bytes at `p`, or nil.
+    /// The id whose bytes are exactly `count` bytes at `p` (`hash` from `ByteHash`), or nil.
     @inline(__always)
     func find(_ p: UnsafePointer<UInt8>, _ count: Int, hash: UInt64) -> UInt32? {
         var s = Int(truncatingIfNeeded: hash) & mask
         return slots.withUnsafeBufferPointer { slots in
-            offsets.withUnsafeBufferPointer { offsets in
-                bytes.withUnsafeBufferPointer { all in
+            arena.offsets.withUnsafeBufferPointer { offsets in
+                arena.bytes.withUnsafeBufferPointer { all in
                     while true {
-                        let id = slots[s]
-                        if id == .max { return nil }
-                        let lo = Int(offsets[Int(id)])
-                        if Int(offsets[Int(id) + 1]) - lo == count && memEqual(all.baseAddress! + lo, p, count) {
-                            return id
+                        let k = slots[s]
+                        if k == .max { return nil }
+                        let lo = Int(offsets[Int(k)])
+                        if Int(offsets[Int(k) + 1]) - lo == count && memEqual(all.baseAddress! + lo, p, count) {
+                            return ids[Int(k)]
                         }
                         s = (s + 1) & mask
                     }

@@ -29,7 +29,7 @@ public struct Tokenizer: Sendable {
         for id in ids {
             guard Int(id) < model.vocabSize else { throw TokenizerError(path: model.path, .unknownId(id)) }
             if skipSpecialTokens && model.isSpecial[Int(id)] { continue }
-            let bytes = model.vocab.tokenBytes(id)
+            let bytes = model.decodeBytes[Int(id)]
             guard !bytes.isEmpty else { throw TokenizerError(path: model.path, .unknownId(id)) }
             out.append(contentsOf: bytes)
         }

@@ -2,6 +2,8 @@
 final class TokenizerModel: Sendable {
     let path: String
     let vocab: VocabTable
+    /// What each id decodes to.
+    let decodeBytes: ByteArena
     let pairs: PairTable
     /// The token of each single byte; `UInt32.max` for bytes the vocabulary lacks.
     let byteIds: [UInt32]
@@ -25,13 +27,13 @@ final class TokenizerModel: Sendable {
     let eosId: UInt32?
     let fingerprint: UInt64
 
-    init(path: String, vocab: VocabTable, pairs: PairTable, byteIds: [UInt32], unkId: UInt32, fuseUnk: Bool,
+    init(path: String, vocab: VocabTable, decodeBytes: [[UInt8]], pairs: PairTable, byteIds: [UInt32], unkId: UInt32, fuseUnk: Bool,
          ignoreMerges: Bool,
          steps: [PreTokenizerStep], nfc: Bool, added: [(AddedToken, normalized: Bool)],
-         prefix: [UInt32], suffix: [UInt32], vocabSize: Int, bosId: UInt32?, eosId: UInt32?, fingerprint: UInt64,
-         modelIds: [UInt32]) {
+         prefix: [UInt32], suffix: [UInt32], vocabSize: Int, bosId: UInt32?, eosId: UInt32?, fingerprint: UInt64) {
         self.path = path
         self.vocab = vocab
+        self.decodeBytes = ByteArena(decodeBytes)
         self.pairs = pairs
         self.byteIds = byteIds
         self.unkId = unkId
@@ -53,9 +55,11 @@ final class TokenizerModel: Sendable {
         var toSelf = [Bool](repeating: false, count: vocabSize)
         if !ignoreMerges {
             var scratch = MergeScratch()
-            vocab.bytes.withUnsafeBufferPointer { all in
-                for id in modelIds {
-                    let lo = Int(vocab.offsets[Int(id)]), hi = Int(vocab.offsets[Int(id) + 1])
+            let arena = vocab.arena
+            arena.bytes.withUnsafeBufferPointer { all in
+                for k in 0..<arena.count {
+                    let id = vocab.ids[k]
+                    let lo = Int(arena.offsets[k]), hi = Int(arena.offsets[k + 1])
                     guard hi > lo else { continue }
                     scratch.merge(all.baseAddress! + lo, hi - lo, byteIds: byteIds, pairs: pairs, unk: unkId, fuseUnk: fuseUnk)
                     toSelf[Int(id)] = scratch.ids.count == 1 && scratch.ids[0] == id
