@@ -8,7 +8,7 @@ struct Oreo: ParsableCommand {
         commandName: "oreo",
         abstract: "Offline RL (OREO and baselines) for multi-step reasoning on CPUs.",
         version: "0.1.0",
-        subcommands: [Doctor.self]
+        subcommands: [Doctor.self, TokenizeCommand.self]
     )
 
     static func main() {

@@ -18,14 +18,17 @@ public struct EncodeOptions: Sendable, Equatable {
 
 /// Encodes text to token ids with per-thread scratch space; make one per thread from a shared `Tokenizer`.
 public struct Encoder {
+    /// Keeps the tables behind `tables` alive.
     let model: TokenizerModel
+    let tables: EncoderTables
     /// The special-token policy this encoder applies.
     public let options: EncodeOptions
     var merger = MergeScratch()
-    var cache = PieceCache()
+    let cache = PieceCache()
 
     init(model: TokenizerModel, options: EncodeOptions) {
         self.model = model
+        self.tables = model.encoderTables
         self.options = options
     }
 
@@ -101,22 +104,22 @@ public struct Encoder {
 
     /// Applies pre-tokenizer step `k` and the ones after it, then BPE to each final piece.
     mutating func preTokenize(_ k: Int, _ b: UnsafeBufferPointer<UInt8>, _ start: Int, _ end: Int, _ ids: inout [UInt32]) {
-        let steps = model.steps
-        if k == steps.count {
+        let t = tables
+        if k == t.stepCount {
             emitPiece(b.baseAddress! + start, end - start, &ids)
             return
         }
-        let step = steps[k]
+        let step = t.step(k)
         var i = start
-        if k == steps.count - 1 {
+        if k == t.stepCount - 1 {
             while i < end {
-                let j = Splitter.pieceEnd(step, b, i, end)
+                let j = Splitter.pieceEnd(step, b, i, end, t.classes)
                 emitPiece(b.baseAddress! + i, j - i, &ids)
                 i = j
             }
         } else {
             while i < end {
-                let j = Splitter.pieceEnd(step, b, i, end)
+                let j = Splitter.pieceEnd(step, b, i, end, t.classes)
                 preTokenize(k + 1, b, i, j, &ids)
                 i = j
             }
@@ -126,17 +129,18 @@ public struct Encoder {
     /// BPE of one piece: a single byte, a whole-vocabulary hit, a cache hit, or the merge loop.
     @inline(__always)
     mutating func emitPiece(_ p: UnsafePointer<UInt8>, _ n: Int, _ ids: inout [UInt32]) {
-        if n == 1, model.byteIds[Int(p[0])] != .max {
-            ids.append(model.byteIds[Int(p[0])])
+        let t = tables
+        if n == 1, t.merge.byteIds[Int(p[0])] != .max {
+            ids.append(t.merge.byteIds[Int(p[0])])
             return
         }
         let hash = ByteHash.hash(p, n)
-        if let id = model.vocab.find(p, n, hash: hash), model.ignoreMerges || model.mergesToSelf[Int(id)] {
+        if let id = t.vocab.find(p, n, hash: hash), t.final[Int(id)] {
             ids.append(id)
             return
         }
         if cache.lookup(p, n, hash: hash, into: &ids) { return }
-        merger.merge(p, n, byteIds: model.byteIds, pairs: model.pairs, unk: model.unkId, fuseUnk: model.fuseUnk)
+        merger.merge(p, n, t.merge)
         ids.append(contentsOf: merger.ids)
         cache.store(p, n, hash: hash, ids: merger.ids)
     }

@@ -1,3 +1,13 @@
+/// What the merge loop reads: pointer views of a model's byte and pair tables.
+struct MergeTables {
+    /// The token of each byte, `UInt32.max` where the vocabulary has none.
+    let byteIds: UnsafePointer<UInt32>
+    let pairs: PairView
+    /// Token for bytes without one (`UInt32.max`: drop them) and whether a run of them fuses.
+    let unk: UInt32
+    let fuseUnk: Bool
+}
+
 /// Reusable buffers for applying BPE merges to one piece; one per encoder.
 struct MergeScratch {
     /// The piece's token ids after `merge`.
@@ -12,20 +22,20 @@ struct MergeScratch {
 
     /// Applies the lowest-rank merge repeatedly (leftmost on ties) to the bytes of a piece.
     /// Bytes without a token become `unk` (fused when `fuseUnk`) or vanish when there is none, as in HF.
-    mutating func merge(_ p: UnsafePointer<UInt8>, _ n: Int, byteIds: [UInt32], pairs: PairTable,
-                        unk: UInt32 = .max, fuseUnk: Bool = false) {
+    mutating func merge(_ p: UnsafePointer<UInt8>, _ n: Int, _ t: MergeTables) {
         ids.removeAll(keepingCapacity: true)
         var lastWasUnknown = false
         for i in 0..<n {
-            let id = byteIds[Int(p[i])]
+            let id = t.byteIds[Int(p[i])]
             if id != .max {
                 ids.append(id)
                 lastWasUnknown = false
-            } else if unk != .max {
-                if !(fuseUnk && lastWasUnknown) { ids.append(unk) }
+            } else if t.unk != .max {
+                if !(t.fuseUnk && lastWasUnknown) { ids.append(t.unk) }
                 lastWasUnknown = true
             }
         }
+        let pairs = t.pairs
         if ids.count <= MergeScratch.scanLimit {
             mergeByScan(pairs)
         } else {
@@ -34,7 +44,7 @@ struct MergeScratch {
     }
 
     /// O(n^2) scan: recompute only the two pairs a merge touches.
-    mutating func mergeByScan(_ pairs: PairTable) {
+    mutating func mergeByScan(_ pairs: PairView) {
         var count = ids.count
         ranks.removeAll(keepingCapacity: true)
         for i in 0..<max(count - 1, 0) { ranks.append(pairs.lookup(ids[i], ids[i + 1])) }
@@ -60,7 +70,7 @@ struct MergeScratch {
     }
 
     /// O(n log n) merge with a heap of (rank, position), as HF `tokenizers` does for every word.
-    mutating func mergeByHeap(_ pairs: PairTable) {
+    mutating func mergeByHeap(_ pairs: PairView) {
         let n = ids.count
         prev.removeAll(keepingCapacity: true)
         next.removeAll(keepingCapacity: true)

@@ -33,4 +33,14 @@ enum PreTokenizerStep: Sendable, Equatable {
     case regex(RegexFamily)
     /// `Digits`: each numeric character alone, or runs of them, isolated.
     case digits(individual: Bool)
+
+    /// The small integer the splitter switches on.
+    var code: UInt8 {
+        switch self {
+        case .regex(.gpt2): return 0
+        case .regex(.llama3): return 1
+        case .regex(.qwen2): return 2
+        case .digits(let individual): return individual ? 3 : 4
+        }
+    }
 }

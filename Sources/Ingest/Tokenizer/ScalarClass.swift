@@ -25,13 +25,15 @@ enum ScalarClass {
         }
     }
 
-    /// Classes of the first two planes (BMP and emoji), built once on first use.
-    static let table: [UInt8] = (0..<0x20000).map { compute(UInt32($0)) }
+    /// Scalars below this have their class in `table`.
+    static let tableLimit: UInt32 = 0x20000
+
+    /// Classes of the first two planes (BMP and emoji), built once on first use and never freed.
+    static let table = FrozenBuffer((0..<Int(tableLimit)).map { compute(UInt32($0)) })
 
     /// The class of a scalar value.
-    @inline(__always)
     static func of(_ value: UInt32) -> UInt8 {
-        value < 0x20000 ? table[Int(value)] : compute(value)
+        value < tableLimit ? table.pointer[Int(value)] : compute(value)
     }
 
     /// Whether a scalar is whitespace (`\s`, Rust `char::is_whitespace`).

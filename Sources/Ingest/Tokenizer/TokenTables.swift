@@ -56,22 +56,21 @@ struct ByteArena: Sendable {
 
 /// An immutable open-addressing map from the raw bytes of vocabulary entries to their ids.
 struct VocabTable: Sendable {
-    /// Entry `k` has bytes `arena[k]` and id `ids[k]`.
-    let arena: ByteArena
-    let ids: [UInt32]
+    /// Entry `k` has bytes `bytes[offsets[k] ..< offsets[k + 1]]` and id `ids[k]`.
+    let bytes: FrozenBuffer<UInt8>
+    let offsets: FrozenBuffer<UInt32>
+    let ids: FrozenBuffer<UInt32>
     /// Slot -> entry index, `UInt32.max` when empty.
-    let slots: [UInt32]
+    let slots: FrozenBuffer<UInt32>
     let mask: Int
 
     /// Builds the table; the first of two entries with equal bytes wins.
     init(entries: [(id: UInt32, bytes: [UInt8])]) {
-        arena = ByteArena(entries.map(\.bytes))
-        ids = entries.map(\.id)
+        let arena = ByteArena(entries.map(\.bytes))
         var capacity = 16
         while capacity < entries.count * 2 { capacity <<= 1 }
         var slots = [UInt32](repeating: .max, count: capacity)
         let mask = capacity - 1
-        let arena = arena
         arena.bytes.withUnsafeBufferPointer { all in
             for k in 0..<arena.count {
                 let lo = Int(arena.offsets[k]), n = Int(arena.offsets[k + 1]) - lo
@@ -91,29 +90,46 @@ struct VocabTable: Sendable {
                 if !duplicate { slots[s] = UInt32(k) }
             }
         }
-        self.slots = slots
+        self.bytes = FrozenBuffer(arena.bytes)
+        self.offsets = FrozenBuffer(arena.offsets)
+        self.ids = FrozenBuffer(entries.map(\.id))
+        self.slots = FrozenBuffer(slots)
         self.mask = mask
     }
+
+    /// Number of entries.
+    var count: Int { ids.count }
+
+    /// Plain pointers for the hot path; valid while this table's buffers live.
+    var view: VocabView {
+        VocabView(bytes: bytes.pointer, offsets: offsets.pointer, ids: ids.pointer, slots: slots.pointer, mask: mask)
+    }
+}
+
+/// Pointer view of a `VocabTable`, free of reference counting.
+struct VocabView {
+    let bytes: UnsafePointer<UInt8>
+    let offsets: UnsafePointer<UInt32>
+    let ids: UnsafePointer<UInt32>
+    let slots: UnsafePointer<UInt32>
+    let mask: Int
 
     /// The id whose bytes are exactly `count` bytes at `p` (`hash` from `ByteHash`), or nil.
     @inline(__always)
     func find(_ p: UnsafePointer<UInt8>, _ count: Int, hash: UInt64) -> UInt32? {
         var s = Int(truncatingIfNeeded: hash) & mask
-        return slots.withUnsafeBufferPointer { slots in
-            arena.offsets.withUnsafeBufferPointer { offsets in
-                arena.bytes.withUnsafeBufferPointer { all in
-                    while true {
-                        let k = slots[s]
-                        if k == .max { return nil }
-                        let lo = Int(offsets[Int(k)])
-                        if Int(offsets[Int(k) + 1]) - lo == count && memEqual(all.baseAddress! + lo, p, count) {
-                            return ids[Int(k)]
-                        }
-                        s = (s + 1) & mask
-                    }
-                }
-            }
+        while true {
+            let k = slots[s]
+            if k == .max { return nil }
+            let lo = Int(offsets[Int(k)])
+            if Int(offsets[Int(k) + 1]) - lo == count && memEqual(bytes + lo, p, count) { return ids[Int(k)] }
+            s = (s + 1) & mask
         }
+    }
+
+    /// Bytes of entry `k`.
+    func entry(_ k: Int) -> (UnsafePointer<UInt8>, Int) {
+        (bytes + Int(offsets[k]), Int(offsets[k + 1]) - Int(offsets[k]))
     }
 }
 
@@ -138,9 +154,9 @@ func memEqual(_ a: UnsafePointer<UInt8>, _ b: UnsafePointer<UInt8>, _ count: Int
 /// An immutable open-addressing map from an adjacent token pair to its merge rank and result.
 struct PairTable: Sendable {
     /// Keys are `left << 32 | right`; `UInt64.max` marks an empty slot.
-    let keys: [UInt64]
+    let keys: FrozenBuffer<UInt64>
     /// Values are `rank << 32 | merged id`.
-    let values: [UInt64]
+    let values: FrozenBuffer<UInt64>
     let mask: Int
 
     /// Builds the table; later duplicates of a pair overwrite earlier ones, as in HF's HashMap.
@@ -152,15 +168,25 @@ struct PairTable: Sendable {
         let mask = capacity - 1
         for (rank, m) in merges.enumerated() {
             let key = UInt64(m.left) << 32 | UInt64(m.right)
-            var s = PairTable.slot(key, mask)
+            var s = PairView.slot(key, mask)
             while keys[s] != .max && keys[s] != key { s = (s + 1) & mask }
             keys[s] = key
             values[s] = UInt64(rank) << 32 | UInt64(m.merged)
         }
-        self.keys = keys
-        self.values = values
+        self.keys = FrozenBuffer(keys)
+        self.values = FrozenBuffer(values)
         self.mask = mask
     }
+
+    /// Plain pointers for the hot path; valid while this table's buffers live.
+    var view: PairView { PairView(keys: keys.pointer, values: values.pointer, mask: mask) }
+}
+
+/// Pointer view of a `PairTable`.
+struct PairView {
+    let keys: UnsafePointer<UInt64>
+    let values: UnsafePointer<UInt64>
+    let mask: Int
 
     @inline(__always)
     static func slot(_ key: UInt64, _ mask: Int) -> Int {
@@ -171,14 +197,12 @@ struct PairTable: Sendable {
     @inline(__always)
     func lookup(_ left: UInt32, _ right: UInt32) -> UInt64 {
         let key = UInt64(left) << 32 | UInt64(right)
-        var s = PairTable.slot(key, mask)
-        return keys.withUnsafeBufferPointer { keys in
-            while true {
-                let k = keys[s]
-                if k == key { return values[s] }
-                if k == .max { return .max }
-                s = (s + 1) & mask
-            }
+        var s = PairView.slot(key, mask)
+        while true {
+            let k = keys[s]
+            if k == key { return values[s] }
+            if k == .max { return .max }
+            s = (s + 1) & mask
         }
     }
 }

@@ -66,7 +66,7 @@ extension Tokenizer {
                 }
                 var i = start
                 while i < end {
-                    let j = Splitter.pieceEnd(model.steps[k], b, i, end)
+                    let j = Splitter.pieceEnd(model.steps[k].code, b, i, end, ScalarClass.table.pointer)
                     walk(k + 1, i, j)
                     i = j
                 }

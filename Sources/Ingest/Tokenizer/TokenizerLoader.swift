@@ -128,6 +128,7 @@ struct TokenizerLoader {
         guard flat.last?.typeName == "ByteLevel" else {
             throw unsupported("pre_tokenizer", "no ByteLevel step; only byte-level BPE is supported")
         }
+        guard steps.count <= 8 else { throw unsupported("pre_tokenizer", "more than 8 split steps") }
         return steps
     }
 
@@ -293,7 +294,7 @@ struct Vocabulary {
     /// The id of the entry whose raw bytes are `raw`.
     func id(raw: [UInt8]) -> UInt32? {
         raw.withUnsafeBufferPointer { b in
-            b.isEmpty ? nil : table.find(b.baseAddress!, b.count, hash: ByteHash.hash(b.baseAddress!, b.count))
+            b.isEmpty ? nil : table.view.find(b.baseAddress!, b.count, hash: ByteHash.hash(b.baseAddress!, b.count))
         }
     }
 

@@ -6,13 +6,14 @@ final class TokenizerModel: Sendable {
     let decodeBytes: ByteArena
     let pairs: PairTable
     /// The token of each single byte; `UInt32.max` for bytes the vocabulary lacks.
-    let byteIds: [UInt32]
+    let byteIds: FrozenBuffer<UInt32>
     /// The unknown token for such bytes (`UInt32.max`: none, the byte is dropped) and whether runs fuse.
     let unkId: UInt32
     let fuseUnk: Bool
     let ignoreMerges: Bool
-    /// Per id: BPE of the token's own bytes gives back exactly this id, so a whole-piece vocab hit is final.
-    let mergesToSelf: [Bool]
+    /// Per id: a piece equal to the token's bytes encodes to exactly this id (always under
+    /// ignore_merges; otherwise when BPE of its bytes gives it back), so a vocabulary hit is final.
+    let wholePieceIsFinal: FrozenBuffer<Bool>
     let steps: [PreTokenizerStep]
     let nfc: Bool
     /// Added tokens matched in raw text, then those matched after normalization.
@@ -35,7 +36,7 @@ final class TokenizerModel: Sendable {
         self.vocab = vocab
         self.decodeBytes = ByteArena(decodeBytes)
         self.pairs = pairs
-        self.byteIds = byteIds
+        self.byteIds = FrozenBuffer(byteIds)
         self.unkId = unkId
         self.fuseUnk = fuseUnk
         self.ignoreMerges = ignoreMerges
@@ -52,20 +53,45 @@ final class TokenizerModel: Sendable {
         self.bosId = bosId
         self.eosId = eosId
         self.fingerprint = fingerprint
-        var toSelf = [Bool](repeating: false, count: vocabSize)
-        if !ignoreMerges {
-            var scratch = MergeScratch()
-            let arena = vocab.arena
-            arena.bytes.withUnsafeBufferPointer { all in
-                for k in 0..<arena.count {
-                    let id = vocab.ids[k]
-                    let lo = Int(arena.offsets[k]), hi = Int(arena.offsets[k + 1])
-                    guard hi > lo else { continue }
-                    scratch.merge(all.baseAddress! + lo, hi - lo, byteIds: byteIds, pairs: pairs, unk: unkId, fuseUnk: fuseUnk)
-                    toSelf[Int(id)] = scratch.ids.count == 1 && scratch.ids[0] == id
-                }
+        var final = [Bool](repeating: false, count: vocabSize)
+        let view = vocab.view
+        let tables = MergeTables(byteIds: self.byteIds.pointer, pairs: pairs.view, unk: unkId, fuseUnk: fuseUnk)
+        var scratch = MergeScratch()
+        for k in 0..<vocab.count {
+            let id = view.ids[k]
+            if ignoreMerges {
+                final[Int(id)] = true
+            } else {
+                let (p, n) = view.entry(k)
+                scratch.merge(p, n, tables)
+                final[Int(id)] = scratch.ids.count == 1 && scratch.ids[0] == id
             }
         }
-        self.mergesToSelf = toSelf
+        self.wholePieceIsFinal = FrozenBuffer(final)
     }
+
+    /// Pointer views for one encoder; valid while this model is alive, which the encoder ensures.
+    var encoderTables: EncoderTables {
+        var packed: UInt64 = 0
+        for (k, step) in steps.enumerated() { packed |= UInt64(step.code) << (8 * UInt64(k)) }
+        return EncoderTables(
+            classes: ScalarClass.table.pointer, vocab: vocab.view,
+            merge: MergeTables(byteIds: byteIds.pointer, pairs: pairs.view, unk: unkId, fuseUnk: fuseUnk),
+            final: wholePieceIsFinal.pointer, steps: packed, stepCount: steps.count)
+    }
+}
+
+/// Everything the encoding hot path reads, as plain pointers (no reference counting).
+struct EncoderTables {
+    let classes: UnsafePointer<UInt8>
+    let vocab: VocabView
+    let merge: MergeTables
+    let final: UnsafePointer<Bool>
+    /// Pre-tokenizer step codes, one byte each from the lowest.
+    let steps: UInt64
+    let stepCount: Int
+
+    /// Code of step `k`.
+    @inline(__always)
+    func step(_ k: Int) -> UInt8 { UInt8(truncatingIfNeeded: steps >> (8 * UInt64(k))) }
 }

@@ -63,15 +63,12 @@ enum UTF8Scan {
         return (decode(b, s).value, s)
     }
 
-    /// Class and byte length of the scalar at `i`; ASCII takes the table-free path.
+    /// Class and byte length of the scalar at `i`, from `ct` (`ScalarClass.table`) when it covers it.
     @inline(__always)
-    static func classAt(_ b: UnsafeBufferPointer<UInt8>, _ i: Int) -> (cls: UInt8, length: Int) {
+    static func classAt(_ b: UnsafeBufferPointer<UInt8>, _ i: Int, _ ct: UnsafePointer<UInt8>) -> (cls: UInt8, length: Int) {
         let c0 = b[i]
-        if c0 < 0x80 { return (asciiClass[Int(c0)], 1) }
+        if c0 < 0x80 { return (ct[Int(c0)], 1) }
         let (v, len) = decode(b, i)
-        return (ScalarClass.of(v), len)
+        return (v < ScalarClass.tableLimit ? ct[Int(v)] : ScalarClass.compute(v), len)
     }
-
-    /// Classes of the 128 ASCII characters.
-    static let asciiClass: [UInt8] = (0..<128).map { ScalarClass.compute(UInt32($0)) }
 }
