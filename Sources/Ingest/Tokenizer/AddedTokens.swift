@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#else
+import Darwin
+#endif
+
 /// An added or special token as tokenizer.json declares it.
 struct AddedToken: Sendable, Equatable {
     let id: UInt32
@@ -15,7 +21,9 @@ struct AddedTokenSet: Sendable {
     private let edges: [[(byte: UInt8, child: Int32)]]
     private let terminal: [Int32]
     /// Bytes some token starts with, to skip ordinary text quickly.
-    private let firstByte: [Bool]
+    private let firstByte: FrozenBuffer<Bool>
+    /// The only byte tokens start with (as with `<|...|>` specials), for memchr; -1 when several.
+    private let onlyFirstByte: Int32
 
     /// Builds the matcher; later duplicates of a content replace earlier ones.
     init(_ tokens: [AddedToken]) {
@@ -40,7 +48,9 @@ struct AddedTokenSet: Sendable {
         }
         self.edges = edges
         self.terminal = terminal
-        self.firstByte = first
+        self.firstByte = FrozenBuffer(first)
+        let starts = first.indices.filter { first[$0] }
+        self.onlyFirstByte = starts.count == 1 ? Int32(starts[0]) : -1
     }
 
     /// Whether there is nothing to match.
@@ -49,8 +59,14 @@ struct AddedTokenSet: Sendable {
     /// The leftmost-longest match at or after `from` before `end`: (start, end, token index).
     func nextMatch(_ b: UnsafeBufferPointer<UInt8>, from: Int, end: Int) -> (start: Int, end: Int, token: Int)? {
         var i = from
+        let first = firstByte.pointer
         while i < end {
-            if firstByte[Int(b[i])] {
+            if onlyFirstByte >= 0 {
+                // memchr scans with SIMD; ordinary text rarely contains the byte.
+                guard let hit = memchr(b.baseAddress! + i, onlyFirstByte, end - i) else { return nil }
+                i = b.baseAddress!.distance(to: hit.assumingMemoryBound(to: UInt8.self))
+            }
+            if first[Int(b[i])] {
                 var node = 0, j = i
                 var best: (Int, Int)? = nil
                 while j < end, let e = edges[node].first(where: { $0.byte == b[j] }) {

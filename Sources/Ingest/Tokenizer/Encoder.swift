@@ -134,8 +134,9 @@ public struct Encoder {
             ids.append(t.merge.byteIds[Int(p[0])])
             return
         }
-        let hash = ByteHash.hash(p, n)
-        if let id = t.vocab.find(p, n, hash: hash), t.final[Int(id)] {
+        let first = ByteHash.prefix(p, n)
+        let hash = ByteHash.hash(p, n, first: first)
+        if let id = t.vocab.find(p, n, first: first, hash: hash), t.final[Int(id)] {
             ids.append(id)
             return
         }

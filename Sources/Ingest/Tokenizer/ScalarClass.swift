@@ -12,6 +12,8 @@ enum ScalarClass {
     static let newline: UInt8 = 4
 
     /// Classifies one scalar from the Unicode tables of the standard library.
+    /// Never inlined: inlined, its metadata set-up would run on every call of the hot splitters.
+    @inline(never)
     static func compute(_ value: UInt32) -> UInt8 {
         if value == 0x0A || value == 0x0D { return newline }
         // Oniguruma's \s is these controls plus Zs/Zl/Zp, which is also Unicode's White_Space set.

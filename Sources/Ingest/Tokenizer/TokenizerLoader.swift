@@ -294,7 +294,7 @@ struct Vocabulary {
     /// The id of the entry whose raw bytes are `raw`.
     func id(raw: [UInt8]) -> UInt32? {
         raw.withUnsafeBufferPointer { b in
-            b.isEmpty ? nil : table.view.find(b.baseAddress!, b.count, hash: ByteHash.hash(b.baseAddress!, b.count))
+            b.isEmpty ? nil : table.view.find(b.baseAddress!, b.count)
         }
     }
 
