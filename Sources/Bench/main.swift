@@ -11,9 +11,12 @@ let rest = Array(args.dropFirst())
 do {
     switch stage {
     case "format": try runFormatBench(args: rest)
-    case "all": try runFormatBench(args: [])
+    case "tokenizer": runTokenizerBench(args: rest)
+    case "all":
+        try runFormatBench(args: [])
+        runTokenizerBench(args: [])
     default:
-        print("usage: Bench [format|all] [options]")
+        print("usage: Bench [format|tokenizer|all] [options]")
         exit(2)
     }
 } catch {

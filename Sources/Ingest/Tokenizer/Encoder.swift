@@ -1,0 +1,193 @@
+import Foundation
+
+/// How an encoder treats special tokens; recorded with the encoder so ingest can state its choice.
+public struct EncodeOptions: Sendable, Equatable {
+    /// Special tokens written literally in the text become their ids (HF `encode`'s default). When
+    /// false they are encoded as ordinary text, like HF `encode_special_tokens = True`; non-special
+    /// added tokens are always recognized.
+    public var recognizeSpecialTokens: Bool
+    /// Surround every encoded text with the post-processor's tokens (BOS ...), like HF `add_special_tokens`.
+    public var addSpecialTokens: Bool
+
+    /// Options; the defaults recognize special tokens and add nothing around the text.
+    public init(recognizeSpecialTokens: Bool = true, addSpecialTokens: Bool = false) {
+        self.recognizeSpecialTokens = recognizeSpecialTokens
+        self.addSpecialTokens = addSpecialTokens
+    }
+}
+
+/// Encodes text to token ids with per-thread scratch space; make one per thread from a shared `Tokenizer`.
+public struct Encoder {
+    /// Keeps the tables behind `tables` alive.
+    let model: TokenizerModel
+    let tables: EncoderTables
+    /// The special-token policy this encoder applies.
+    public let options: EncodeOptions
+    var merger = MergeScratch()
+    let cache = PieceCache()
+
+    init(model: TokenizerModel, options: EncodeOptions) {
+        self.model = model
+        self.tables = model.encoderTables
+        self.options = options
+    }
+
+    /// Appends the ids of `text` to `ids`.
+    public mutating func encode(_ text: String, into ids: inout [UInt32]) {
+        var text = text
+        text.withUTF8 { encodeValid($0, &ids) }
+    }
+
+    /// Appends the ids of UTF-8 `bytes` to `ids`; throws (leaving `ids` unchanged) on invalid UTF-8.
+    public mutating func encode(bytes: [UInt8], into ids: inout [UInt32]) throws(TokenizerError) {
+        let error: TokenizerError? = bytes.withUnsafeBufferPointer { encodeChecked($0, &ids) }
+        if let error { throw error }
+    }
+
+    /// Appends the ids of UTF-8 `bytes` to `ids`; throws (leaving `ids` unchanged) on invalid UTF-8.
+    public mutating func encode(bytes: UnsafeRawBufferPointer, into ids: inout [UInt32]) throws(TokenizerError) {
+        if let error = encodeChecked(bytes.assumingMemoryBound(to: UInt8.self), &ids) { throw error }
+    }
+
+    mutating func encodeChecked(_ b: UnsafeBufferPointer<UInt8>, _ ids: inout [UInt32]) -> TokenizerError? {
+        if let bad = UTF8Scan.firstInvalidOffset(b) { return TokenizerError(path: model.path, .invalidUTF8(offset: bad)) }
+        encodeValid(b, &ids)
+        return nil
+    }
+
+    mutating func encodeValid(_ b: UnsafeBufferPointer<UInt8>, _ ids: inout [UInt32]) {
+        guard b.count > 0 || options.addSpecialTokens else { return }
+        if options.addSpecialTokens { ids.append(contentsOf: model.prefix) }
+        splitAdded(b, 0, b.count, &ids, raw: true)
+        if options.addSpecialTokens { ids.append(contentsOf: model.suffix) }
+    }
+
+    /// Splits out added tokens (HF's AddedVocabulary): first those matched in raw text, then, in each
+    /// normalized gap, those matched after normalization.
+    mutating func splitAdded(_ b: UnsafeBufferPointer<UInt8>, _ start: Int, _ end: Int, _ ids: inout [UInt32], raw: Bool) {
+        let set = raw ? model.rawTokens : model.normalizedTokens
+        if set.isEmpty {
+            gap(b, start, end, &ids, raw: raw)
+            return
+        }
+        var chunkStart = start, scan = start
+        while let m = set.nextMatch(b, from: scan, end: end) {
+            scan = m.end
+            let t = set.tokens[m.token]
+            if t.special && !options.recognizeSpecialTokens { continue }
+            if t.singleWord && !AddedTokenRules.isSingleWord(b, m.start, m.end, start, end) { continue }
+            var s = m.start, e = m.end
+            if t.lstrip { s = AddedTokenRules.whitespaceBefore(b, s, floor: chunkStart) }
+            if t.rstrip {
+                e = AddedTokenRules.whitespaceAfter(b, e, end)
+                scan = e
+            }
+            if chunkStart < s { gap(b, chunkStart, s, &ids, raw: raw) }
+            ids.append(t.id)
+            chunkStart = e
+        }
+        if chunkStart < end { gap(b, chunkStart, end, &ids, raw: raw) }
+    }
+
+    /// Text between added tokens: normalize (raw pass) or pre-tokenize (normalized pass).
+    mutating func gap(_ b: UnsafeBufferPointer<UInt8>, _ start: Int, _ end: Int, _ ids: inout [UInt32], raw: Bool) {
+        guard raw else {
+            preTokenize(0, b, start, end, &ids)
+            return
+        }
+        if model.nfc, let normalized = NFC.normalizeIfNeeded(b, start, end) {
+            normalized.withUnsafeBufferPointer { splitAdded($0, 0, $0.count, &ids, raw: false) }
+        } else {
+            splitAdded(b, start, end, &ids, raw: false)
+        }
+    }
+
+    /// Applies pre-tokenizer step `k` and the ones after it, then BPE to each final piece.
+    mutating func preTokenize(_ k: Int, _ b: UnsafeBufferPointer<UInt8>, _ start: Int, _ end: Int, _ ids: inout [UInt32]) {
+        let t = tables
+        if k == t.stepCount {
+            emitPiece(b.baseAddress! + start, end - start, &ids)
+            return
+        }
+        let step = t.step(k)
+        var i = start
+        if k == t.stepCount - 1 {
+            while i < end {
+                let j = Splitter.pieceEnd(step, b, i, end, t.classes)
+                emitPiece(b.baseAddress! + i, j - i, &ids)
+                i = j
+            }
+        } else {
+            while i < end {
+                let j = Splitter.pieceEnd(step, b, i, end, t.classes)
+                preTokenize(k + 1, b, i, j, &ids)
+                i = j
+            }
+        }
+    }
+
+    /// BPE of one piece: a single byte, a whole-vocabulary hit, a cache hit, or the merge loop.
+    @inline(__always)
+    mutating func emitPiece(_ p: UnsafePointer<UInt8>, _ n: Int, _ ids: inout [UInt32]) {
+        let t = tables
+        if n == 1, t.merge.byteIds[Int(p[0])] != .max {
+            ids.append(t.merge.byteIds[Int(p[0])])
+            return
+        }
+        let first = ByteHash.prefix(p, n)
+        let hash = ByteHash.hash(p, n, first: first)
+        if let id = t.vocab.find(p, n, first: first, hash: hash), t.final[Int(id)] {
+            ids.append(id)
+            return
+        }
+        if cache.lookup(p, n, hash: hash, into: &ids) { return }
+        merger.merge(p, n, t.merge)
+        ids.append(contentsOf: merger.ids)
+        cache.store(p, n, hash: hash, ids: merger.ids)
+    }
+}
+
+/// HF's rules for the `single_word`, `lstrip` and `rstrip` flags of added tokens.
+enum AddedTokenRules {
+    /// Neither neighbour of the match is a word character (Rust regex `\w`) inside `[lo, hi)`.
+    static func isSingleWord(_ b: UnsafeBufferPointer<UInt8>, _ s: Int, _ e: Int, _ lo: Int, _ hi: Int) -> Bool {
+        if s > lo && ScalarClass.isWordCharacter(UTF8Scan.decodeBefore(b, s).value) { return false }
+        if e < hi && ScalarClass.isWordCharacter(UTF8Scan.decode(b, e).value) { return false }
+        return true
+    }
+
+    /// Start of the whitespace run ending at `s`, not before `floor`.
+    static func whitespaceBefore(_ b: UnsafeBufferPointer<UInt8>, _ s: Int, floor: Int) -> Int {
+        var s = s
+        while s > floor {
+            let (v, p) = UTF8Scan.decodeBefore(b, s)
+            guard ScalarClass.isWhitespace(v), p >= floor else { break }
+            s = p
+        }
+        return s
+    }
+
+    /// End of the whitespace run starting at `e`.
+    static func whitespaceAfter(_ b: UnsafeBufferPointer<UInt8>, _ e: Int, _ end: Int) -> Int {
+        var e = e
+        while e < end {
+            let (v, len) = UTF8Scan.decode(b, e)
+            guard ScalarClass.isWhitespace(v) else { break }
+            e += len
+        }
+        return e
+    }
+}
+
+/// Unicode NFC for the Qwen2 family's normalizer.
+enum NFC {
+    /// The NFC form of `b[start..<end]`, or nil when it has no scalar >= U+0300 and so is already NFC.
+    static func normalizeIfNeeded(_ b: UnsafeBufferPointer<UInt8>, _ start: Int, _ end: Int) -> [UInt8]? {
+        // Lead bytes below 0xCC encode scalars below U+0300, none of which NFC changes or composes with.
+        var i = start
+        while i < end && b[i] < 0xCC { i += 1 }
+        if i == end { return nil }
+        let text = String(decoding: UnsafeBufferPointer(rebasing: b[start..<end]), as: UTF8.self)
+        return Array(text.precomposedStringWithCanonicalMapping.utf8)
+    }
+}
