@@ -136,14 +136,24 @@ public final class DatasetWriter {
     public let shardTokens: UInt64
     /// The manifest as last written.
     public private(set) var manifest: Manifest
+    /// File name of the manifest this writer keeps (`manifest.json`, or a part's own manifest).
+    public let manifestName: String
+    /// Shards are named `<prefix>-NNNNN.oreo`.
+    public let shardPrefix: String
+    /// Called just before the manifest is written for a closed shard: the properties it returns (resume
+    /// state, statistics) are stored with that shard, atomically.
+    public var onShardClose: (() throws -> [String: String])?
     private var current: ShardWriter?
 
-    /// Creates (or empties of shards) `directory` and writes an empty, incomplete manifest.
+    /// Creates `directory` if needed and writes an empty, incomplete manifest.
     public init(directory: String, options: ShardOptions, shardTokens: UInt64 = 64 << 20,
-                tokenizer: TokenizerInfo? = nil, properties: [String: String] = [:]) throws {
+                tokenizer: TokenizerInfo? = nil, properties: [String: String] = [:],
+                manifestName: String = Manifest.fileName, shardPrefix: String = "shard") throws {
         self.directory = directory
         self.options = options
         self.shardTokens = max(1, shardTokens)
+        self.manifestName = manifestName
+        self.shardPrefix = shardPrefix
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         } catch {
@@ -155,7 +165,25 @@ public final class DatasetWriter {
                             tokenColumns: options.tokenColumns,
                             counts: DatasetCounts(trajectories: 0, steps: 0, tokens: 0), shards: [],
                             createdBy: "oreo \(oreoVersion)", properties: properties)
-        try manifest.write(directory: directory)
+        try manifest.write(directory: directory, fileName: manifestName)
+    }
+
+    /// Continues an interrupted dataset: keeps the shards `manifest` lists and numbers new ones after them.
+    public init(resuming manifest: Manifest, directory: String, shardTokens: UInt64,
+                manifestName: String = Manifest.fileName, shardPrefix: String = "shard") throws {
+        guard !manifest.complete else {
+            throw FormatError(.invalidArgument, path: directory + "/" + manifestName, "dataset is already complete")
+        }
+        guard DType(name: manifest.tokenDType) != nil, let compression = Compression(parsing: manifest.compression) else {
+            throw FormatError(.manifest, path: directory + "/" + manifestName, "unreadable dtype or compression")
+        }
+        self.directory = directory
+        options = ShardOptions(vocabSize: manifest.vocabSize, compression: compression, tokenColumns: manifest.tokenColumns)
+        self.shardTokens = max(1, shardTokens)
+        self.manifestName = manifestName
+        self.shardPrefix = shardPrefix
+        self.manifest = manifest
+        DatasetWriter.removeTemporaries(in: directory)
     }
 
     /// Deletes `*.tmp-*` files left by interrupted writers.
@@ -167,7 +195,7 @@ public final class DatasetWriter {
     /// Appends a trajectory whose `sourceFile` field is ignored in favour of `source` (a file name).
     public func append(_ record: TrajectoryRecord, source: String = "") throws {
         if current == nil {
-            let name = String(format: "shard-%05d.oreo", manifest.shards.count)
+            let name = shardPrefix + String(format: "-%05d.oreo", manifest.shards.count)
             current = try ShardWriter(path: directory + "/" + name, options: options)
         }
         var r = record
@@ -192,7 +220,10 @@ public final class DatasetWriter {
             manifest.counts.tokens += s.tokens
         }
         manifest.complete = complete
-        try manifest.write(directory: directory)
+        if let onShardClose {
+            for (k, v) in try onShardClose() { manifest.properties[k] = v }
+        }
+        try manifest.write(directory: directory, fileName: manifestName)
     }
 
     /// Closes the last shard and marks the dataset complete.

@@ -113,8 +113,8 @@ public struct Manifest: Codable, Sendable, Equatable {
         !f.isEmpty && f.utf8.count <= 255 && !f.contains("/") && f != "." && f != ".." && !f.contains("\0")
     }
 
-    /// Reads and validates `<directory>/manifest.json`.
-    public static func read(directory: String) throws -> Manifest {
+    /// Reads and validates `<directory>/<fileName>` (by default `manifest.json`).
+    public static func read(directory: String, fileName: String = Manifest.fileName) throws -> Manifest {
         let path = directory + "/" + fileName
         let file = try MappedFile(path: path)
         guard file.bytes.count <= 256 << 20 else { throw FormatError(.manifest, path: path, "manifest over 256 MiB") }
@@ -137,11 +137,11 @@ public struct Manifest: Codable, Sendable, Equatable {
         return m
     }
 
-    /// Writes `<directory>/manifest.json` atomically (temporary name, fsync, rename).
-    public func write(directory: String) throws {
+    /// Writes `<directory>/<fileName>` atomically (temporary name, fsync, rename).
+    public func write(directory: String, fileName: String = Manifest.fileName) throws {
         let enc = JSONEncoder()
         enc.outputFormatting = [.prettyPrinted, .sortedKeys]
         let data = try enc.encode(self)
-        try writeFileAtomically(Array(data) + [10], to: directory + "/" + Manifest.fileName)
+        try writeFileAtomically(Array(data) + [10], to: directory + "/" + fileName)
     }
 }
