@@ -20,6 +20,18 @@ func threadSeconds(_ body: () throws -> Void) rethrows -> Double {
     return now() - start
 }
 
+/// CPU seconds of the whole process (all threads) spent in `body`.
+func processSeconds(_ body: () throws -> Void) rethrows -> Double {
+    func now() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+    }
+    let start = now()
+    try body()
+    return now() - start
+}
+
 /// Median thread-CPU seconds over `repeats` runs after one warm-up run (single-threaded work only).
 func medianSeconds(repeats: Int = 5, _ body: () throws -> Void) rethrows -> Double {
     try body()

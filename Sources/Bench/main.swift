@@ -12,11 +12,13 @@ do {
     switch stage {
     case "format": try runFormatBench(args: rest)
     case "tokenizer": runTokenizerBench(args: rest)
+    case "ingest": try runIngestBench(args: rest)
     case "all":
         try runFormatBench(args: [])
         runTokenizerBench(args: [])
+        try runIngestBench(args: [])
     default:
-        print("usage: Bench [format|tokenizer|all] [options]")
+        print("usage: Bench [format|tokenizer|ingest|all] [options]")
         exit(2)
     }
 } catch {

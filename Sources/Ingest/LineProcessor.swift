@@ -49,11 +49,26 @@ public struct LineProcessor {
     var scratch: [UInt8] = []
     var responseBytes: [UInt8] = []
     var stepOffsets: [Int] = []
+    /// Single-byte delimiters only: which bytes delimit, and per token whether it holds any of them.
+    let delimiterByte: [Bool]?
+    let tokenHasDelimiter: [Bool]
 
     /// A processor for `vocab` and `options`.
     public init(vocab: IngestVocabulary, options: IngestOptions) {
         self.vocab = vocab
         self.options = options
+        let delims = options.stepDelimiters.filter { !$0.isEmpty }
+        if delims.allSatisfy({ $0.count == 1 }) {
+            var table = [Bool](repeating: false, count: 256)
+            for d in delims { table[Int(d[0])] = true }
+            delimiterByte = table
+            tokenHasDelimiter = (0..<vocab.byteLength.count).map { id in
+                vocab.bytes[vocab.byteStart[id]..<vocab.byteStart[id + 1]].contains { table[Int($0)] }
+            }
+        } else {
+            delimiterByte = nil
+            tokenHasDelimiter = []
+        }
         encoder = vocab.tokenizer.makeEncoder(options: EncodeOptions(recognizeSpecialTokens: options.recognizeSpecialTokens,
                                                                      addSpecialTokens: false))
     }
@@ -198,9 +213,7 @@ public struct LineProcessor {
     }
 
     private mutating func encode(_ node: Int, _ line: UnsafeBufferPointer<UInt8>, into ids: inout [UInt32]) throws {
-        var e = encoder
-        try scanner.withText(node, in: line, scratch: &scratch) { try e.encode(bytes: UnsafeRawBufferPointer($0), into: &ids) }
-        encoder = e
+        try scanner.withText(node, in: line, scratch: &scratch) { try encoder.encode(bytes: UnsafeRawBufferPointer($0), into: &ids) }
     }
 
     private func ids(_ node: Int, _ line: UnsafeBufferPointer<UInt8>, _ name: String) throws -> [UInt32] {
@@ -220,6 +233,7 @@ public struct LineProcessor {
     /// Step ends where a run of delimiters ends in the response's token bytes, moved back to the last token
     /// boundary at or before it; the response end closes the last step.
     mutating func delimiterSteps(_ response: [UInt32], promptLength: Int) -> [UInt32] {
+        if let table = delimiterByte { return singleByteDelimiterSteps(response, promptLength: promptLength, table) }
         responseBytes.removeAll(keepingCapacity: true)
         stepOffsets.removeAll(keepingCapacity: true)
         for id in response {
@@ -263,6 +277,36 @@ public struct LineProcessor {
         return ends
     }
 
+    /// The same rule for single-byte delimiters, without materializing the response bytes: a run ends at the
+    /// first non-delimiter byte after it, and the step ends before the token holding that byte.
+    private func singleByteDelimiterSteps(_ response: [UInt32], promptLength: Int, _ table: [Bool]) -> [UInt32] {
+        var ends: [UInt32] = []
+        var lastToken = 0
+        var inRun = false
+        vocab.bytes.withUnsafeBufferPointer { bytes in
+            for (k, id) in response.enumerated() {
+                let t = Int(id)
+                if !tokenHasDelimiter[t] {
+                    if inRun {
+                        if k > lastToken { ends.append(UInt32(promptLength + k)); lastToken = k }
+                        inRun = false
+                    }
+                    continue
+                }
+                for i in vocab.byteStart[t]..<vocab.byteStart[t + 1] {
+                    if table[Int(bytes[i])] {
+                        inRun = true
+                    } else if inRun {
+                        if k > lastToken { ends.append(UInt32(promptLength + k)); lastToken = k }
+                        inRun = false
+                    }
+                }
+            }
+        }
+        if response.count > lastToken { ends.append(UInt32(promptLength + response.count)) }
+        return ends
+    }
+
     /// Encodes a `steps` array joined with the configured separator; each step ends at the last token
     /// boundary at or before the end of its text (and separator).
     private mutating func explicitSteps(_ node: Int, _ line: UnsafeBufferPointer<UInt8>, prompt: Int,
@@ -277,9 +321,7 @@ public struct LineProcessor {
             if k + 1 < items.count { text.append(contentsOf: options.stepJoin) }
             cuts.append(text.count)
         }
-        var e = encoder
-        try text.withUnsafeBytes { try e.encode(bytes: $0, into: &response) }
-        encoder = e
+        try text.withUnsafeBytes { try encoder.encode(bytes: $0, into: &response) }
         var decodedLength = 0
         var tokenEnds: [Int] = []
         for id in response {

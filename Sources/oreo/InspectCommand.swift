@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Format
+import Ingest
 
 /// `oreo inspect`: what a dataset or shard holds, column by column, and its first rows.
 struct Inspect: ParsableCommand {
@@ -11,8 +12,11 @@ struct Inspect: ParsableCommand {
     @Option(help: "How many trajectories to print.") var rows = 3
     @Option(help: "How many token ids to print per trajectory.") var tokens = 24
     @Flag(help: "Accept a dataset whose writer has not finished.") var allowIncomplete = false
+    @Option(help: "A tokenizer.json to show the rows as text (checked against the dataset's fingerprint).") var tokenizer: String?
 
     func run() throws {
+        var decoder: Tokenizer?
+        if let tokenizer { decoder = try Tokenizer.load(path: tokenizer) }
         let shards: [Shard]
         if isDirectory(path) {
             let d = try Dataset(directory: path, allowIncomplete: allowIncomplete)
@@ -21,6 +25,9 @@ struct Inspect: ParsableCommand {
             print("  \(m.counts.trajectories) trajectories, \(m.counts.steps) steps, \(m.counts.tokens) tokens in \(m.shards.count) shard(s)")
             print("  token ids \(m.tokenDType), vocabulary \(m.vocabSize), compression \(m.compression)")
             if let t = m.tokenizer { print("  tokenizer \(t.source) (fingerprint \(t.fingerprint))") }
+            if let decoder, let t = m.tokenizer, t.fingerprint != String(decoder.fingerprint, radix: 16) {
+                print("  warning: --tokenizer \(decoder.path) is not the tokenizer this dataset was made with")
+            }
             if !m.tokenColumns.isEmpty { print("  per-token columns: \(m.tokenColumns.joined(separator: ", "))") }
             for (k, v) in m.properties.sorted(by: { $0.key < $1.key }) { print("  \(k): \(v)") }
             shards = d.shards
@@ -29,7 +36,7 @@ struct Inspect: ParsableCommand {
         }
         try printColumns(shards)
         try printStatistics(shards)
-        try printRows(shards)
+        try printRows(shards, decoder)
     }
 
     private func printColumns(_ shards: [Shard]) throws {
@@ -80,7 +87,7 @@ struct Inspect: ParsableCommand {
                      Double(promptTokens) / Double(n), Double(responseTokens) / Double(n), truncated))
     }
 
-    private func printRows(_ shards: [Shard]) throws {
+    private func printRows(_ shards: [Shard], _ decoder: Tokenizer?) throws {
         var printed = 0
         for s in shards where printed < rows {
             let c = s.cursor()
@@ -91,6 +98,21 @@ struct Inspect: ParsableCommand {
                 let ids = t.tokens.prefix(tokens).map(String.init).joined(separator: " ")
                 print("   ids: \(ids)\(t.tokens.count > tokens ? " ..." : "")")
                 if !t.stepEnds.isEmpty { print("   step ends: \(t.stepEnds.prefix(16).map(String.init).joined(separator: " "))") }
+                if let decoder {
+                    let ids = t.tokens.array
+                    let prompt = try decoder.decode(Array(ids[..<t.promptLength]))
+                    print("   prompt:   \(String(decoding: prompt, as: UTF8.self).debugDescription)")
+                    var start = t.promptLength
+                    for (k, end) in t.stepEnds.enumerated() {
+                        let step = try decoder.decode(Array(ids[start..<Int(end)]))
+                        print("   step \(k + 1):".padding(toLength: 13, withPad: " ", startingAt: 0) + String(decoding: step, as: UTF8.self).debugDescription)
+                        start = Int(end)
+                    }
+                    if start < ids.count {
+                        let rest = try decoder.decode(Array(ids[start...]))
+                        print("   response: \(String(decoding: rest, as: UTF8.self).debugDescription)")
+                    }
+                }
                 if !t.meta.isEmpty { print("   meta: \(String(decoding: Array(t.meta.prefix(200)), as: UTF8.self))") }
                 printed += 1
             }

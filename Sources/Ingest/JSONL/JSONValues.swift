@@ -17,8 +17,15 @@ extension JSONScanner {
         scratch.removeAll(keepingCapacity: true)
         var i = 0
         while i < raw.count {
-            let c = raw[i]
-            guard c == UInt8(ascii: "\\") else { scratch.append(c); i += 1; continue }
+            // Copy everything up to the next backslash in one go.
+            let rest = raw.count - i
+            let hit = memchr(raw.baseAddress! + i, 0x5C, rest)
+            let plain = hit.map { UnsafeRawPointer($0) - UnsafeRawPointer(raw.baseAddress! + i) } ?? rest
+            if plain > 0 {
+                scratch.append(contentsOf: UnsafeBufferPointer(rebasing: raw[i..<(i + plain)]))
+                i += plain
+                if i >= raw.count { break }
+            }
             let e = raw[i + 1]
             i += 2
             switch e {
