@@ -126,7 +126,10 @@ public struct ModelConfig: Sendable, Equatable {
             }
             let d = try need("hidden_size"), h = try need("num_attention_heads")
             var scaling = RoPEScaling.none
-            if let rs = obj["rope_scaling"] as? [String: Any] {
+            // transformers >= 5 writes `rope_parameters` (theta inside); older files `rope_theta` + `rope_scaling`
+            let ropeParams = obj["rope_parameters"] as? [String: Any]
+            let theta = dbl("rope_theta") ?? (ropeParams?["rope_theta"] as? NSNumber)?.doubleValue ?? 10000
+            if let rs = (obj["rope_scaling"] as? [String: Any]) ?? ropeParams {
                 let type = (rs["rope_type"] as? String) ?? (rs["type"] as? String) ?? "default"
                 let factor = (rs["factor"] as? NSNumber)?.doubleValue ?? 1
                 switch type {
@@ -147,7 +150,7 @@ public struct ModelConfig: Sendable, Equatable {
                               intermediateSize: try need("intermediate_size"),
                               maxPositions: int("max_position_embeddings") ?? 2048,
                               normEps: Float(dbl("rms_norm_eps") ?? (family == .qwen2 ? 1e-6 : 1e-5)),
-                              ropeTheta: dbl("rope_theta") ?? 10000, ropeScaling: scaling,
+                              ropeTheta: theta, ropeScaling: scaling,
                               tieWordEmbeddings: bool("tie_word_embeddings") ?? false,
                               qkvBias: family == .qwen2 ? true : (attnBias ?? false),
                               outputBias: family == .qwen2 ? false : (attnBias ?? false),

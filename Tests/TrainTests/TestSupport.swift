@@ -1,0 +1,40 @@
+import Foundation
+import Testing
+import Train
+
+/// Relative L2 error ||a - b|| / max(||b||, tiny), in double.
+func relativeError(_ a: [Float], _ b: [Float]) -> Double {
+    precondition(a.count == b.count, "length \(a.count) vs \(b.count)")
+    var num = 0.0, den = 0.0
+    for i in a.indices { let d = Double(a[i]) - Double(b[i]); num += d * d; den += Double(b[i]) * Double(b[i]) }
+    return (num / max(den, 1e-30)).squareRoot()
+}
+
+func relativeError(_ a: [Double], _ b: [Double]) -> Double {
+    var num = 0.0, den = 0.0
+    for i in a.indices { let d = a[i] - b[i]; num += d * d; den += b[i] * b[i] }
+    return (num / max(den, 1e-30)).squareRoot()
+}
+
+/// Directory of the generated oracle fixtures, or nil (skip) unless OREO_REQUIRE_FIXTURES=1 (then fail).
+func fixtureDirectory(_ family: String) -> String? {
+    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    let dir = root.appendingPathComponent("Fixtures/generated/models/\(family)").path
+    if FileManager.default.fileExists(atPath: dir + "/expected.safetensors") { return dir }
+    let msg = "fixtures missing at \(dir): run scripts/oracles/torch_reference.py"
+    if ProcessInfo.processInfo.environment["OREO_REQUIRE_FIXTURES"] == "1" {
+        Issue.record(Comment(rawValue: msg + " (OREO_REQUIRE_FIXTURES=1)"))
+    } else {
+        print("SKIP: \(msg)")
+    }
+    return nil
+}
+
+/// Deterministic test data.
+struct TestRNG {
+    var g: SplitMix64
+    init(_ seed: UInt64) { g = SplitMix64(seed: seed) }
+    mutating func normal(_ n: Int, std: Double = 1) -> [Float] { (0..<n).map { _ in Float(g.nextGaussian() * std) } }
+    mutating func normalD(_ n: Int, std: Double = 1) -> [Double] { (0..<n).map { _ in g.nextGaussian() * std } }
+    mutating func int(_ upper: Int) -> Int { Int(g.next() % UInt64(upper)) }
+}
