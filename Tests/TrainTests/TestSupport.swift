@@ -38,3 +38,38 @@ struct TestRNG {
     mutating func normalD(_ n: Int, std: Double = 1) -> [Double] { (0..<n).map { _ in g.nextGaussian() * std } }
     mutating func int(_ upper: Int) -> Int { Int(g.next() % UInt64(upper)) }
 }
+
+/// A FlatBuffer holding `a` (float copy of double data when given doubles).
+func buf(_ a: [Float]) -> FlatBuffer { let b = FlatBuffer(count: a.count); try! b.copyIn(a); return b }
+func buf(_ a: [Double]) -> FlatBuffer { buf(a.map { Float($0) }) }
+func zeros(_ n: Int) -> FlatBuffer { FlatBuffer(count: n) }
+
+/// Owned Int32 storage with a stable pointer, for kernel index arguments.
+final class IntBuf {
+    let p: UnsafeMutablePointer<Int32>
+    let count: Int
+    init(_ a: [Int32]) {
+        count = a.count
+        p = .allocate(capacity: max(1, a.count))
+        for (i, v) in a.enumerated() { p[i] = v }
+    }
+    deinit { p.deallocate() }
+}
+
+func relativeError(_ a: [Float], _ b: [Double]) -> Double { relativeError(a.map { Double($0) }, b) }
+
+func dotD(_ a: [Double], _ b: [Double]) -> Double { zip(a, b).reduce(0) { $0 + $1.0 * $1.1 } }
+
+/// Central-difference gradient of a double-precision function (h = 1e-6 relative to 1).
+func numericGradient(_ f: ([Double]) -> Double, at x: [Double], h: Double = 1e-6) -> [Double] {
+    var x = x
+    var g = [Double](repeating: 0, count: x.count)
+    for i in x.indices {
+        let v = x[i]
+        x[i] = v + h; let fp = f(x)
+        x[i] = v - h; let fm = f(x)
+        x[i] = v
+        g[i] = (fp - fm) / (2 * h)
+    }
+    return g
+}
