@@ -72,6 +72,13 @@ public func klDivergenceBackward(z: UnsafePointer<Float>, r: UnsafePointer<Float
     }
 }
 
+/// Logits of one chunk: z = h W^T. Shapes: h [n, dim], W [vocab, dim], z [n, vocab].
+@inline(__always) func chunkLogits(_ h: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ n: Int, _ dim: Int,
+                                   _ vocab: Int, _ z: UnsafeMutablePointer<Float>) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(vocab), Int32(dim),
+                1, h, Int32(dim), w, Int32(dim), 0, z, Int32(vocab))
+}
+
 /// Scratch the fused LM head needs: logits (and reference logits) for one chunk of rows.
 public func lmHeadScratchCount(vocab: Int, chunkRows: Int, withReference: Bool) -> Int {
     vocab * chunkRows * (withReference ? 2 : 1)
@@ -89,8 +96,7 @@ public func lmHeadForward(hidden: UnsafePointer<Float>, weight: UnsafePointer<Fl
     var c0 = 0
     while c0 < rows {
         let n = min(chunkRows, rows - c0)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(vocab), Int32(dim),
-                    1, hidden + c0 * dim, Int32(dim), weight, Int32(dim), 0, scratch, Int32(vocab))
+        chunkLogits(hidden + c0 * dim, weight, n, dim, vocab, scratch)
         let ref = scratch + chunkRows * vocab
         if let reference { reference(c0, n, ref) }
         for i in 0..<n {
@@ -120,8 +126,7 @@ public func lmHeadBackward(hidden: UnsafePointer<Float>, weight: UnsafePointer<F
     var c0 = 0
     while c0 < rows {
         let n = min(chunkRows, rows - c0)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(vocab), Int32(dim),
-                    1, hidden + c0 * dim, Int32(dim), weight, Int32(dim), 0, scratch, Int32(vocab))
+        chunkLogits(hidden + c0 * dim, weight, n, dim, vocab, scratch)
         let ref = scratch + chunkRows * vocab
         let useKL = reference != nil && kl != nil && dKL != nil
         if useKL, let reference { reference(c0, n, ref) }
