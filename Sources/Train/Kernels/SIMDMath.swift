@@ -13,9 +13,16 @@ public typealias F16x = SIMD16<Float>
 }
 
 /// Vector exp (Cephes single-precision polynomial, ~1 ulp on [-87, 88]); inputs below -87 give ~0.
+///
+/// Rounding and the float->int step use the 1.5 * 2^23 "magic number": adding it rounds to the nearest
+/// integer and leaves that integer in the low mantissa bits. The generic SIMD rounding and Int32
+/// conversions compile to a per-lane library call (measured: 14% of a training step).
 @inline(__always) func simdExp(_ x0: F16x) -> F16x {
-    let x = x0.clamped(lowerBound: F16x(repeating: -87.33), upperBound: F16x(repeating: 88.37))
-    let n = (x * 1.44269504088896341).rounded(.toNearestOrEven)
+    // pointwiseMin/Max rather than clamped(): the generic clamped() is not inlined (5% of a step)
+    let x = pointwiseMax(pointwiseMin(x0, F16x(repeating: 88.37)), F16x(repeating: -87.33))
+    let magic = F16x(repeating: 12582912)
+    let t = x * 1.44269504088896341 + magic
+    let n = t - magic
     var r = x - n * 0.693359375
     r = r - n * -2.12194440e-4
     var p = F16x(repeating: 1.9875691500e-4)
@@ -25,8 +32,8 @@ public typealias F16x = SIMD16<Float>
     p = p * r + 1.6666665459e-1
     p = p * r + 5.0000001201e-1
     let y = p * (r * r) + r + 1
-    let ni = SIMD16<Int32>(n, rounding: .toNearestOrEven)
-    let bits = SIMD16<UInt32>(truncatingIfNeeded: ni &+ 127) &<< 23
+    // low 9 bits of t's pattern hold n (two's complement) + 0; n + 127 in 1...254 after the clamp
+    let bits = (unsafeBitCast(t, to: SIMD16<UInt32>.self) &+ 127) &<< 23
     return y * unsafeBitCast(bits, to: F16x.self)
 }
 
