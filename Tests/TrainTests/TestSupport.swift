@@ -18,10 +18,15 @@ func relativeError(_ a: [Double], _ b: [Double]) -> Double {
 
 /// Directory of the generated oracle fixtures, or nil (skip) unless OREO_REQUIRE_FIXTURES=1 (then fail).
 func fixtureDirectory(_ family: String) -> String? {
+    fixtureDirectory(relative: "models/\(family)", script: "scripts/oracles/torch_reference.py")
+}
+
+/// Tests/Fixtures/generated/<relative> when it holds expected.safetensors; else skip (or fail when required).
+func fixtureDirectory(relative: String, script: String) -> String? {
     let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-    let dir = root.appendingPathComponent("Fixtures/generated/models/\(family)").path
+    let dir = root.appendingPathComponent("Fixtures/generated/\(relative)").path
     if FileManager.default.fileExists(atPath: dir + "/expected.safetensors") { return dir }
-    let msg = "fixtures missing at \(dir): run scripts/oracles/torch_reference.py"
+    let msg = "fixtures missing at \(dir): run \(script)"
     if ProcessInfo.processInfo.environment["OREO_REQUIRE_FIXTURES"] == "1" {
         Issue.record(Comment(rawValue: msg + " (OREO_REQUIRE_FIXTURES=1)"))
     } else {
