@@ -54,6 +54,7 @@ func runTrainBench(args: [String]) {
     let mfu = flopsPerToken * tps / (peak * 1e9)
     print(String(format: "oreo: %d params, %d tokens/step: median %.0f ms/step (fwd %.0f, bwd %.0f, opt %.0f), %.1f tokens/s, MFU %.1f%% of measured sgemm peak",
                  model.parameters.count, tokens, ms, median(parts.map(\.0)), median(parts.map(\.1)), median(parts.map(\.2)), tps, 100 * mfu))
+    fflush(nil)  // flush all C streams: the subprocess writes to the same stdout
     if !args.contains("--no-torch") { runTorchBaseline(layers: layers, batch: batch, seq: seq, steps: steps) }
 }
 

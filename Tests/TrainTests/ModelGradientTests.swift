@@ -128,6 +128,34 @@ import Train
         }
     }
 
+    @Test(arguments: [ModelFamily.gpt2, .llama, .qwen2]) func klGradientsMatchFiniteDifferences(family: ModelFamily) throws {
+        let m = try Self.model(family)
+        let ref = try Self.model(family)
+        let b = Self.batch(seed: 12)
+        var lp: [Float] = [], kl: [Float] = [], refLP: [Float] = []
+        // identical weights: KL is zero everywhere
+        try ref.forward(b, logProbs: &refLP)
+        try m.forward(b, logProbs: &lp, klAgainst: ref, kl: &kl)
+        #expect(kl.allSatisfy { abs($0) < 1e-5 }, "KL(p || p) = \(kl.max()!)")
+        ref.initializeRandomly(seed: 8, std: 0.3)
+        try ref.forward(b, logProbs: &refLP)
+        var rng = TestRNG(13)
+        let a = rng.normal(b.count), c = rng.normal(b.count)
+        func loss() throws -> Double {
+            try m.forward(b, logProbs: &lp, klAgainst: ref, kl: &kl)
+            return (0..<b.count).reduce(0.0) { $0 + Double(lp[$1]) * Double(a[$1]) + Double(kl[$1]) * Double(c[$1]) }
+        }
+        _ = try loss()
+        #expect(kl.enumerated().allSatisfy { b.targets[$0.offset] < 0 ? $0.element == 0 : $0.element > 0 })
+        m.zeroGradients()
+        try m.backward(dLogProbs: a, dKL: c)
+        #expect(ref.gradients.toArray().allSatisfy { $0 == 0 }, "the reference stays frozen")
+        try Self.checkDirectional(m, loss: loss, label: "\(family) logp+KL")
+        // the reference must have run on the same batch
+        try ref.forward(Self.batch(seed: 13), logProbs: &refLP)
+        #expect(throws: TrainError.self) { try m.forward(b, logProbs: &lp, klAgainst: ref, kl: &kl) }
+    }
+
     @Test func invalidBatchesThrow() throws {
         let m = try Self.model(.llama)
         var lp: [Float] = []

@@ -23,7 +23,7 @@ public final class TransformerModel {
                        n2 = 0, n2Mean = 0, n2Rstd = 0, up = 0, act = 0 }
     private let acts: FlatBuffer
     private var blockActs: [BlockActs] = []
-    private var resFinal = 0, nf = 0, nfMean = 0, nfRstd = 0, gathered = 0, logpG = 0, lseG = 0, dlogpG = 0
+    private var resFinal = 0, nf = 0, nfMean = 0, nfRstd = 0, gathered = 0, logpG = 0, lseG = 0, dlogpG = 0, klG = 0, dklG = 0
     private var dRes = 0, dNorm = 0, dQKV = 0, dAtt = 0, dUp = 0, dAct = 0, dNF = 0, dGathered = 0
     private var attScratch = 0, headScratch = 0
     private let maxSeq: Int
@@ -32,6 +32,7 @@ public final class TransformerModel {
     private var n = 0, seqCount = 0, targetRows = 0
     private enum Pass { case none, logProbs, values }
     private var lastPass = Pass.none
+    private weak var klReference: TransformerModel?
 
     private var tokensP: UnsafeMutablePointer<Int32> { ints }
     private var positionsP: UnsafeMutablePointer<Int32> { ints + maxTokens }
@@ -71,7 +72,7 @@ public final class TransformerModel {
             blockActs.append(b)
         }
         resFinal = take(N * d); nf = take(N * d); nfMean = take(N); nfRstd = take(N)
-        gathered = take(N * d); logpG = take(N); lseG = take(N); dlogpG = take(N)
+        gathered = take(N * d); logpG = take(N); lseG = take(N); dlogpG = take(N); klG = take(N); dklG = take(N)
         dRes = take(N * d); dNorm = take(N * d); dQKV = take(N * qkvW); dAtt = take(N * attW)
         dUp = take(N * upW); dAct = take(N * ffn); dNF = take(N * d); dGathered = take(N * d)
         attScratch = take(2 * maxSeq * maxSeq)
@@ -134,6 +135,42 @@ public final class TransformerModel {
 
     /// Log-prob of each position's target token (0 where the target is -1); logProbs is resized to batch.count.
     public func forward(_ batch: PackedBatch, logProbs: inout [Float]) throws {
+        try forwardLogProbs(batch, logProbs: &logProbs, reference: nil)
+    }
+
+    /// `forward` plus the exact full-vocabulary KL(pi_self || pi_reference) at every position with a target
+    /// (0 elsewhere). `reference` must have just run `forward` on the same batch and must not run again
+    /// before this model's `backward(dLogProbs:dKL:)`: its final hidden states supply the reference logits,
+    /// chunk by chunk, so no [tokens x vocab] array is ever formed.
+    public func forward(_ batch: PackedBatch, logProbs: inout [Float], klAgainst reference: TransformerModel,
+                        kl: inout [Float]) throws {
+        guard reference !== self else { throw TrainError.state("KL reference must be a different model instance") }
+        guard reference.config.vocabSize == config.vocabSize else { throw TrainError.shape("reference vocabulary differs") }
+        try forwardLogProbs(batch, logProbs: &logProbs, reference: reference)
+        let a = acts.pointer
+        if kl.count != n { kl = [Float](repeating: 0, count: n) }
+        kl.withUnsafeMutableBufferPointer { out in
+            out.update(repeating: 0)
+            for j in 0..<targetRows { out[Int(rowIndexP[j])] = a[klG + j] }
+        }
+    }
+
+    private func checkReference(_ r: TransformerModel) throws {
+        guard r.lastPass == .logProbs, r.n == n, r.targetRows == targetRows,
+              (0..<n).allSatisfy({ r.tokensP[$0] == tokensP[$0] }),
+              (0..<targetRows).allSatisfy({ r.rowIndexP[$0] == rowIndexP[$0] && r.targetsP[$0] == targetsP[$0] }) else {
+            throw TrainError.state("KL reference has not just run forward on the same batch")
+        }
+    }
+
+    /// Reference logits for gathered target rows, read from the reference model's last forward.
+    private func referenceProvider(_ r: TransformerModel) -> ReferenceLogitsProvider {
+        let h = r.acts.pointer + r.gathered, w = r.parameters.pointer + r.layout.lmHead
+        let d = r.config.hiddenSize, v = r.config.vocabSize
+        return { first, count, into in chunkLogits(h + first * d, w, count, d, v, into) }
+    }
+
+    private func forwardLogProbs(_ batch: PackedBatch, logProbs: inout [Float], reference: TransformerModel?) throws {
         try prepare(batch)
         runBackbone()
         let a = acts.pointer, d = config.hiddenSize
@@ -145,9 +182,12 @@ public final class TransformerModel {
             k += 1
         }
         targetRows = k
+        if let reference { try checkReference(reference) }
+        klReference = reference
         lmHeadForward(hidden: a + gathered, weight: parameters.pointer + layout.lmHead, targets: targetsP,
                       logProbs: a + logpG, lse: a + lseG, rows: k, dim: d, vocab: config.vocabSize,
-                      chunkRows: headChunkRows, scratch: a + headScratch)
+                      chunkRows: headChunkRows, scratch: a + headScratch,
+                      reference: reference.map(referenceProvider), kl: a + klG)
         if logProbs.count != n { logProbs = [Float](repeating: 0, count: n) }
         logProbs.withUnsafeMutableBufferPointer { out in
             out.update(repeating: 0)
@@ -158,14 +198,31 @@ public final class TransformerModel {
 
     /// Backward of the last `forward` from d(loss)/d(logProb) per position; accumulates into `gradients`.
     public func backward(dLogProbs: [Float]) throws {
+        try backwardLogProbs(dLogProbs: dLogProbs, dKL: nil)
+    }
+
+    /// Backward of the last `forward(_:logProbs:klAgainst:kl:)` from d(loss)/d(logProb) and d(loss)/d(KL)
+    /// per position (the reference is frozen: it receives no gradient).
+    public func backward(dLogProbs: [Float], dKL: [Float]) throws {
+        guard let r = klReference else { throw TrainError.state("backward(dLogProbs:dKL:) needs a forward with klAgainst") }
+        try checkReference(r)
+        try backwardLogProbs(dLogProbs: dLogProbs, dKL: dKL)
+    }
+
+    private func backwardLogProbs(dLogProbs: [Float], dKL: [Float]?) throws {
         guard lastPass == .logProbs else { throw TrainError.state("backward(dLogProbs:) needs a preceding forward") }
         guard dLogProbs.count == n else { throw TrainError.shape("dLogProbs has \(dLogProbs.count) values for \(n) positions") }
+        if let dKL, dKL.count != n { throw TrainError.shape("dKL has \(dKL.count) values for \(n) positions") }
         let a = acts.pointer, g = gradients.pointer, d = config.hiddenSize
-        for j in 0..<targetRows { a[dlogpG + j] = dLogProbs[Int(rowIndexP[j])] }
+        for j in 0..<targetRows {
+            a[dlogpG + j] = dLogProbs[Int(rowIndexP[j])]
+            a[dklG + j] = dKL?[Int(rowIndexP[j])] ?? 0
+        }
+        let ref = dKL != nil ? klReference : nil
         lmHeadBackward(hidden: a + gathered, weight: parameters.pointer + layout.lmHead, targets: targetsP,
                        lse: a + lseG, dLogProbs: a + dlogpG, dHidden: a + dGathered, dWeight: g + layout.lmHead,
                        rows: targetRows, dim: d, vocab: config.vocabSize, chunkRows: headChunkRows,
-                       scratch: a + headScratch)
+                       scratch: a + headScratch, reference: ref.map(referenceProvider), kl: a + klG, dKL: a + dklG)
         zeroFill(a + dNF, n * d)
         for j in 0..<targetRows { addInPlace(a + dGathered + j * d, a + dNF + Int(rowIndexP[j]) * d, d) }
         runBackboneBackward()
