@@ -9,14 +9,19 @@ struct IngestCommand: ParsableCommand {
         commandName: "ingest",
         abstract: "Tokenize JSONL trajectory files into a dataset of shards.",
         discussion: """
-        Each line is one trajectory (schema: schemas/trajectory-line.schema.json):
-          {"prompt": str, "response": str, "reward": number|bool}               (the official OREO format)
-          {"prompt": str, "steps": [str, ...], "reward": ...}                      (explicit reasoning steps)
-          {"prompt_ids": [int], "response_ids": [int], "step_ends": [int]?, "reward": ...}  (ids kept verbatim)
-        with optional "id", "group" (default: derived from the prompt) and "meta".
-        Prompt and response are tokenized separately; steps end where a run of --step-delimiter ends, moved to
-        the last token boundary at or before it. An interrupted run is continued by running the same command
-        again; lines read = trajectories written + lines rejected, always.
+        Each line is one trajectory (schemas/trajectory-line.schema.json), in one of three forms:
+
+        1. {"prompt": "...", "response": "...", "reward": 1}   (the official OREO format)
+
+        2. {"prompt": "...", "steps": ["...", "..."], "reward": true}   (explicit steps)
+
+        3. {"prompt_ids": [..], "response_ids": [..], "step_ends": [..], "reward": 0.5}   (ids kept verbatim)
+
+        Optional fields: "id", "group" (default: a hash of the prompt) and "meta" (kept verbatim).
+
+        Prompt and response are tokenized separately. A step ends where a run of step delimiters ends, at the \
+        last token boundary at or before it. Run the same command again to continue an interrupted ingest. \
+        The manifest's counts always add up: lines read = trajectories written + lines rejected.
         """)
 
     @Argument(help: "Input JSONL files.") var inputs: [String] = []
