@@ -210,3 +210,58 @@ import Ingest
         #expect(try IngestJobTests.signature(dir + "/parts").sorted() == IngestJobTests.signature(dir + "/whole").sorted())
     }
 }
+
+/// `oreo ingest` killed with SIGKILL mid-run, then run again, gives the same dataset as one clean run.
+@Suite struct IngestKillTests {
+    static var oreoBinary: String {
+        if let p = ProcessInfo.processInfo.environment["OREO_BIN"] { return p }
+        return URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("oreo").path
+    }
+
+    static func ingest(_ args: [String]) throws -> Process {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: oreoBinary)
+        p.arguments = ["ingest"] + args
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        return p
+    }
+
+    @Test func killedIngestResumesToTheSameDataset() throws {
+        let dir = IngestJobTests.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let tokenizer = try SyntheticTokenizer.write(SyntheticTokenizer.json(merges: ["a b"], extra: ["ab"]))
+        var lines = IngestJobTests.corpus(40_000)
+        lines[777] = "not json"  // one reject, so rejects.jsonl is exercised across the restart
+        let input = IngestJobTests.write(lines, dir)
+        let common = [input, "--tokenizer", tokenizer, "--shard-tokens", "20000", "--on-invalid", "skip"]
+
+        let victim = try IngestKillTests.ingest(common + ["--out", dir + "/ds"])
+        // Kill once at least one shard is committed (or give up waiting after 60 s).
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline, victim.isRunning {
+            if let m = try? Manifest.read(directory: dir + "/ds"), m.shards.count >= 2 { break }
+            Thread.sleep(forTimeInterval: 0.01)
+        }
+        let wasRunning = victim.isRunning
+        kill(victim.processIdentifier, SIGKILL)
+        victim.waitUntilExit()
+        if wasRunning {
+            #expect(throws: FormatError.self) { try Dataset(directory: dir + "/ds") }
+        }
+        let again = try IngestKillTests.ingest(common + ["--out", dir + "/ds"])
+        again.waitUntilExit()
+        #expect(again.terminationStatus == 0)
+        let clean = try IngestKillTests.ingest(common + ["--out", dir + "/clean"])
+        clean.waitUntilExit()
+        #expect(clean.terminationStatus == 0)
+
+        #expect(try IngestJobTests.signature(dir + "/ds") == IngestJobTests.signature(dir + "/clean"))
+        let resumed = try Manifest.read(directory: dir + "/ds")
+        #expect(resumed.properties["ingest.lines_read"] == "40000")
+        #expect(resumed.properties["ingest.rejected"] == "1")
+        let rejects = try String(contentsOfFile: dir + "/ds/rejects.jsonl", encoding: .utf8)
+        #expect(rejects.split(separator: "\n").count == 1)
+    }
+}
