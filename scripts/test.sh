@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Every test, from a fresh machine: install, build in release (numeric code is only meaningful optimised),
-# run the Swift tests, then the Python-side schema checks.
+# Every test, from a fresh machine: install (Debian packages, Python oracles), generate the oracle fixtures,
+# build in release (numeric code is only meaningful optimised), run the Python-side schema checks, then the
+# Swift tests with fixtures required (a missing fixture fails instead of skipping).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/setup-oracles.sh
+bash scripts/gen-fixtures.sh
 export OREO_REQUIRE_FIXTURES=1
 
 swift build -c release
