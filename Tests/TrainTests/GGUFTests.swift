@@ -28,6 +28,7 @@ import Train
         var lp: [Float] = []
         try model.forward(batch, logProbs: &lp)
         let err = relativeError(lp, try e.floats("logprobs"))
+        print("SmolLM2 GGUF: logprobs rel err \(err) vs transformers")
         #expect(err < 1e-4, "SmolLM2 logprobs rel err \(err)")
     }
 

@@ -273,12 +273,13 @@ import Train
         #expect(relativeError(dz.toArray(), numericGradient({ dotD(ref($0), a) }, at: z)) < 1e-5)
     }
 
-    @Test(arguments: [false, true]) func fusedLMHeadForwardAndBackward(withKL: Bool) {
+    /// Cases: row-chunked without and with KL, and the vocabulary-blocked backward (600 = 360 + 240 columns).
+    @Test(arguments: [(7, 20, 37, 3, false), (7, 20, 37, 3, true), (5, 8, 600, 3, false)])
+    func fusedLMHeadForwardAndBackward(rows: Int, dim: Int, vocab: Int, chunk: Int, withKL: Bool) {
         var rng = TestRNG(10)
-        let rows = 7, dim = 20, vocab = 37, chunk = 3
         let h = rng.normalD(rows * dim), w = rng.normalD(vocab * dim, std: 0.5)
         let refW = rng.normalD(vocab * dim, std: 0.5)
-        let targets: [Int32] = [0, 36, 5, 5, 17, 2, 30]
+        let targets: [Int32] = Array([0, Int32(vocab - 1), 5, 5, 17, 2, 30, Int32(vocab / 2 + 3)].prefix(rows))
         let a = rng.normalD(rows), b = rng.normalD(rows)
         let hf = buf(h), wf = buf(w), rw = buf(refW), tg = IntBuf(targets)
         let lp = zeros(rows), lse = zeros(rows), kl = zeros(rows)

@@ -159,7 +159,8 @@ public struct GGUFFile: Sendable {
             }
             if let (bytes, per) = Self.blockLayout(t.type) {
                 guard t.ne[0] % per == 0 else { throw bad("row of \(t.ne[0]) not a multiple of the block size \(per)") }
-                let size = elems / per * bytes
+                let (size, o) = (elems / per).multipliedReportingOverflow(by: bytes)
+                guard !o else { throw bad("byte count overflows") }
                 guard start <= data.count, t.offset <= data.count - start, size <= data.count - start - t.offset else {
                     throw bad("data [\(t.offset), +\(size)) runs past the end of the file")
                 }

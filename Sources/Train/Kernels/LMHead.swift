@@ -123,12 +123,22 @@ public func lmHeadBackward(hidden: UnsafePointer<Float>, weight: UnsafePointer<F
                            rows: Int, dim: Int, vocab: Int, chunkRows: Int, scratch: UnsafeMutablePointer<Float>,
                            reference: ReferenceLogitsProvider? = nil, kl: UnsafePointer<Float>? = nil,
                            dKL: UnsafePointer<Float>? = nil) {
+    let useKL = reference != nil && kl != nil && dKL != nil
+    // Without KL, block over the vocabulary instead of rows when the scratch holds all rows for >= 256
+    // vocabulary entries: each block of dW is then written once, instead of the whole [vocab, dim]
+    // gradient being re-read and re-written once per row chunk (GB of traffic per step for 150k vocabularies).
+    let block = chunkRows * vocab / max(rows, 1)
+    if !useKL && rows > 0 && block >= min(vocab, 256) {
+        lmHeadBackwardVocabBlocked(hidden: hidden, weight: weight, targets: targets, lse: lse, dLogProbs: dLogProbs,
+                                   dHidden: dHidden, dWeight: dWeight, rows: rows, dim: dim, vocab: vocab,
+                                   block: min(block, vocab), scratch: scratch)
+        return
+    }
     var c0 = 0
     while c0 < rows {
         let n = min(chunkRows, rows - c0)
         chunkLogits(hidden + c0 * dim, weight, n, dim, vocab, scratch)
         let ref = scratch + chunkRows * vocab
-        let useKL = reference != nil && kl != nil && dKL != nil
         if useKL, let reference { reference(c0, n, ref) }
         for i in 0..<n {
             let row = c0 + i
@@ -155,5 +165,37 @@ public func lmHeadBackward(hidden: UnsafePointer<Float>, weight: UnsafePointer<F
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(vocab), Int32(dim), Int32(n),
                     1, scratch, Int32(vocab), hidden + c0 * dim, Int32(dim), 1, dWeight, Int32(dim))
         c0 += n
+    }
+}
+
+/// `lmHeadBackward` without KL, blocked over vocabulary columns: for each block, z = h W_b^T for all rows,
+/// dz = g (onehot - p) using the forward's log-sum-exp, dh += dz W_b, dW_b += dz^T h.
+///
+/// Shapes: hidden, dHidden [rows, dim]; weight, dWeight [vocab, dim]; targets, lse, dLogProbs [rows];
+/// scratch [rows * block].
+func lmHeadBackwardVocabBlocked(hidden: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+                                targets: UnsafePointer<Int32>, lse: UnsafePointer<Float>,
+                                dLogProbs: UnsafePointer<Float>, dHidden: UnsafeMutablePointer<Float>,
+                                dWeight: UnsafeMutablePointer<Float>, rows: Int, dim: Int, vocab: Int, block: Int,
+                                scratch: UnsafeMutablePointer<Float>) {
+    var v0 = 0
+    while v0 < vocab {
+        let vb = min(block, vocab - v0)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(vb), Int32(dim),
+                    1, hidden, Int32(dim), weight + v0 * dim, Int32(dim), 0, scratch, Int32(vb))
+        for r in 0..<rows {
+            let z = scratch + r * vb, g = dLogProbs[r], l = lse[r]
+            var j = 0
+            let l16 = F16x(repeating: l), mg = F16x(repeating: -g)
+            while j + 16 <= vb { store16(mg * simdExp(load16(z + j) - l16), z + j); j += 16 }
+            while j < vb { z[j] = -g * scalarExp(z[j] - l); j += 1 }
+            let t = Int(targets[r]) - v0
+            if t >= 0 && t < vb { z[t] += g }
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), Int32(dim), Int32(vb),
+                    1, scratch, Int32(vb), weight + v0 * dim, Int32(dim), v0 == 0 ? 0 : 1, dHidden, Int32(dim))
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(vb), Int32(dim), Int32(rows),
+                    1, scratch, Int32(vb), hidden, Int32(dim), 1, dWeight + v0 * dim, Int32(dim))
+        v0 += vb
     }
 }
