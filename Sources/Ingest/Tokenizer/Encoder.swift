@@ -136,7 +136,12 @@ public struct Encoder {
         }
         let first = ByteHash.prefix(p, n)
         let hash = ByteHash.hash(p, n, first: first)
+        if n <= 8, let id = cache.short(first, n, hash: hash) {
+            ids.append(id)
+            return
+        }
         if let id = t.vocab.find(p, n, first: first, hash: hash), t.final[Int(id)] {
+            if n <= 8 { cache.storeShort(first, n, hash: hash, id: id) }
             ids.append(id)
             return
         }
@@ -182,12 +187,35 @@ enum AddedTokenRules {
 /// Unicode NFC for the Qwen2 family's normalizer.
 enum NFC {
     /// The NFC form of `b[start..<end]`, or nil when it has no scalar >= U+0300 and so is already NFC.
+    ///
+    /// Only runs of non-ASCII bytes holding such a scalar, with the ASCII character before them (a
+    /// possible base), go through Foundation: an ASCII character never composes with what precedes it
+    /// and scalars below U+0300 are stable, so normalization cannot cross those boundaries.
     static func normalizeIfNeeded(_ b: UnsafeBufferPointer<UInt8>, _ start: Int, _ end: Int) -> [UInt8]? {
-        // Lead bytes below 0xCC encode scalars below U+0300, none of which NFC changes or composes with.
         var i = start
         while i < end && b[i] < 0xCC { i += 1 }
         if i == end { return nil }
-        let text = String(decoding: UnsafeBufferPointer(rebasing: b[start..<end]), as: UTF8.self)
-        return Array(text.precomposedStringWithCanonicalMapping.utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(end - start + 16)
+        var copied = start
+        i = start
+        while i < end {
+            if b[i] < 0x80 { i += 1; continue }
+            var runEnd = i, needs = false
+            while runEnd < end && b[runEnd] >= 0x80 {
+                needs = needs || b[runEnd] >= 0xCC
+                runEnd += 1
+            }
+            if needs {
+                let regionStart = i > start ? i - 1 : i
+                out.append(contentsOf: UnsafeBufferPointer(rebasing: b[copied..<regionStart]))
+                let text = String(decoding: UnsafeBufferPointer(rebasing: b[regionStart..<runEnd]), as: UTF8.self)
+                out.append(contentsOf: text.precomposedStringWithCanonicalMapping.utf8)
+                copied = runEnd
+            }
+            i = runEnd
+        }
+        out.append(contentsOf: UnsafeBufferPointer(rebasing: b[copied..<end]))
+        return out
     }
 }

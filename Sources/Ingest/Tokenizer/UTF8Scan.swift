@@ -8,9 +8,18 @@ enum UTF8Scan {
         let n = b.count
         var i = 0
         while i < n {
-            // Eight ASCII bytes at a time: most text is ASCII.
+            // 32 ASCII bytes at a time: most text is ASCII.
+            let raw = UnsafeRawPointer(b.baseAddress!)
+            while i + 32 <= n {
+                let w = raw.loadUnaligned(fromByteOffset: i, as: UInt64.self)
+                    | raw.loadUnaligned(fromByteOffset: i + 8, as: UInt64.self)
+                    | raw.loadUnaligned(fromByteOffset: i + 16, as: UInt64.self)
+                    | raw.loadUnaligned(fromByteOffset: i + 24, as: UInt64.self)
+                if w & 0x8080_8080_8080_8080 != 0 { break }
+                i += 32
+            }
             while i + 8 <= n {
-                let w = UnsafeRawPointer(b.baseAddress! + i).loadUnaligned(as: UInt64.self)
+                let w = raw.loadUnaligned(fromByteOffset: i, as: UInt64.self)
                 if w & 0x8080_8080_8080_8080 != 0 { break }
                 i += 8
             }
