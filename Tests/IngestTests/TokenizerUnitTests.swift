@@ -108,6 +108,24 @@ struct TokenizerUnitTests {
         #expect(throws: TokenizerError.self) { try t.decode([300]) }
     }
 
+    @Test("added-token flags: lstrip and rstrip take whitespace, single_word needs non-word neighbours")
+    func addedTokenFlags() throws {
+        func token(_ id: Int, _ content: String, lstrip: Bool = false, rstrip: Bool = false, single: Bool = false) -> [String: Any] {
+            ["id": id, "content": content, "single_word": single, "lstrip": lstrip, "rstrip": rstrip,
+             "normalized": false, "special": false]
+        }
+        let t = try SyntheticTokenizer.load(SyntheticTokenizer.json { root in
+            root["added_tokens"] = [token(300, "<L>", lstrip: true), token(301, "<R>", rstrip: true),
+                                    token(302, "<W>", single: true)]
+        })
+        #expect(t.encode("a  <L>b") == [0x61, 300, 0x62])  // the spaces before <L> vanish
+        #expect(t.encode("a<R> \n b") == [0x61, 301, 0x62])  // all whitespace after <R> vanishes
+        #expect(t.encode("a <W> b") == [0x61, 0x20, 302, 0x20, 0x62])
+        #expect(t.encode("a<W>b").count == 5)  // glued to word characters: plain text
+        #expect(t.encode("é<W>") == [0xC3, 0xA9].map(UInt32.init) + [0x3C, 0x57, 0x3E])  // é is a word character
+        #expect(t.encode("<L><L>") == [300, 300])
+    }
+
     @Test("invalid UTF-8 is an error, and the output is left alone")
     func invalidUTF8() throws {
         let t = try SyntheticTokenizer.load(SyntheticTokenizer.json())
