@@ -18,10 +18,13 @@ enum UTF8Scan {
                 if w & 0x8080_8080_8080_8080 != 0 { break }
                 i += 32
             }
-            while i + 8 <= n {
-                let w = raw.loadUnaligned(fromByteOffset: i, as: UInt64.self)
-                if w & 0x8080_8080_8080_8080 != 0 { break }
-                i += 8
+            if i + 8 <= n {
+                let high = raw.loadUnaligned(fromByteOffset: i, as: UInt64.self) & 0x8080_8080_8080_8080
+                if high == 0 {
+                    i += 8
+                    continue
+                }
+                i += high.trailingZeroBitCount >> 3  // straight to the first non-ASCII byte
             }
             guard i < n else { break }
             let c0 = b[i]
