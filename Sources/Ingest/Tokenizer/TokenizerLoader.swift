@@ -184,7 +184,7 @@ struct TokenizerLoader {
             } else {
                 throw fail(.malformed("merge \(rank) is neither \"a b\" nor [\"a\", \"b\"]"))
             }
-            guard let l = vocab.id(utf8: a), let r = vocab.id(utf8: b), let m = vocab.id(utf8: a + b) else {
+            guard let (l, r, m) = vocab.mergeIds(a, b) else {
                 throw fail(.malformed("merge \(rank) (\(String(decoding: a, as: UTF8.self).debugDescription), \(String(decoding: b, as: UTF8.self).debugDescription)) uses tokens missing from the vocab"))
             }
             out.append((l, r, m))
@@ -295,6 +295,22 @@ struct Vocabulary {
     func id(raw: [UInt8]) -> UInt32? {
         raw.withUnsafeBufferPointer { b in
             b.isEmpty ? nil : table.view.find(b.baseAddress!, b.count)
+        }
+    }
+
+    /// Ids of `a`, `b` and `a + b` (texts as in tokenizer.json), or nil when one is not in the vocabulary.
+    func mergeIds(_ a: [UInt8], _ b: [UInt8]) -> (UInt32, UInt32, UInt32)? {
+        guard let ra = ByteLevelMap.bytes(utf8: a), let rb = ByteLevelMap.bytes(utf8: b) else {
+            guard let l = id(utf8: a), let r = id(utf8: b), let m = id(utf8: a + b) else { return nil }
+            return (l, r, m)
+        }
+        // Both halves are byte-level text, so the merged token is their raw bytes side by side.
+        let joined = ra + rb
+        return joined.withUnsafeBufferPointer { p -> (UInt32, UInt32, UInt32)? in
+            let view = table.view, base = p.baseAddress!
+            guard !ra.isEmpty, !rb.isEmpty, let l = view.find(base, ra.count), let r = view.find(base + ra.count, rb.count),
+                  let m = view.find(base, joined.count) else { return nil }
+            return (l, r, m)
         }
     }
 
