@@ -165,6 +165,7 @@ struct TokenizerUnitTests {
         ("Metaspace", "pre_tokenizer"), ("WordPiece", "model"), ("regex", "Split regex"), ("NFKC", "normalizer"),
         ("prefix", "add_prefix_space"), ("truncation", "truncation"), ("bytes", "byte_fallback"),
         ("Roberta", "RobertaProcessing"), ("dropout", "dropout"), ("Whitespace", "Whitespace"),
+        ("hugeId", "outside 0..<"), ("merge", "missing from the vocab"), ("Unigram", "Unigram"),
     ])
     func refusals(kind: String, mention: String) throws {
         let root = SyntheticTokenizer.json { root in
@@ -183,6 +184,10 @@ struct TokenizerUnitTests {
                 model["byte_fallback"] = true
             case "Roberta": root["post_processor"] = ["type": "RobertaProcessing"]
             case "dropout": model["dropout"] = 0.1
+            case "hugeId":
+                root["added_tokens"] = [["id": 1 << 30, "content": "<x>", "special": true]]
+            case "merge": model["merges"] = ["a zz"]
+            case "Unigram": model["type"] = "Unigram"
             default: root["pre_tokenizer"] = ["type": "Whitespace"]
             }
             root["model"] = model
@@ -213,6 +218,22 @@ struct TokenizerUnitTests {
             })
             #expect(t.encode("a\u{4}\u{5}b") == expected)
             #expect(t.encode("\u{4}") == Array(expected.dropFirst().dropLast().prefix(1)))
+        }
+    }
+
+    @Test("broken JSON is a malformed-file error with the byte offset", arguments: [
+        "{", "{\"model\": [1, 2,]}", "{\"a\": \"\\ud800\"}", "[]", String(repeating: "[", count: 5000),
+    ])
+    func brokenJSON(text: String) throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("oreo-tok-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let path = dir.appendingPathComponent("tokenizer.json").path
+        try Data(text.utf8).write(to: URL(fileURLWithPath: path))
+        #expect {
+            _ = try Tokenizer.load(path: path)
+        } throws: { error in
+            guard let e = error as? TokenizerError, case .malformed = e.kind else { return false }
+            return true
         }
     }
 

@@ -4,6 +4,10 @@ import Foundation
 struct TokenizerLoader {
     let path: String
 
+    /// Ids size per-id tables, so an absurd id in an untrusted file must not allocate gigabytes;
+    /// real vocabularies stay below 300k.
+    static let idLimit = 1 << 24
+
     func fail(_ kind: TokenizerError.Kind) -> TokenizerError { TokenizerError(path: path, kind) }
 
     func unsupported(_ component: String, _ detail: String) -> TokenizerError {
@@ -149,8 +153,11 @@ struct TokenizerLoader {
         guard let list = v.array else { throw fail(.malformed("added_tokens is not an array")) }
         var out: [(AddedToken, normalized: Bool)] = []
         for item in list {
-            guard let id = item["id"]?.int, id >= 0, id < Int(UInt32.max), let content = item["content"]?.bytes else {
+            guard let id = item["id"]?.int, let content = item["content"]?.bytes, !content.isEmpty else {
                 throw fail(.malformed("added token without id or content"))
+            }
+            guard id >= 0, id < TokenizerLoader.idLimit else {
+                throw fail(.malformed("added token id \(id) outside 0..<\(TokenizerLoader.idLimit)"))
             }
             let special = item["special"]?.bool ?? false
             let t = AddedToken(id: UInt32(id), content: content, special: special,
@@ -272,8 +279,8 @@ struct Vocabulary {
         var unmapped: [[UInt8]: UInt32] = [:]
         var maxId = -1
         for (text, value) in members {
-            guard let id = value.int, id >= 0, id < Int(UInt32.max) else {
-                throw loader.fail(.malformed("vocab id of \(String(decoding: text, as: UTF8.self).debugDescription) is not a non-negative integer"))
+            guard let id = value.int, id >= 0, id < TokenizerLoader.idLimit else {
+                throw loader.fail(.malformed("vocab id of \(String(decoding: text, as: UTF8.self).debugDescription) is not an integer in 0..<\(TokenizerLoader.idLimit)"))
             }
             maxId = max(maxId, id)
             if let raw = ByteLevelMap.bytes(utf8: text) {
