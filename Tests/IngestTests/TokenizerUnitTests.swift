@@ -126,6 +126,19 @@ struct TokenizerUnitTests {
         #expect(t.encode("<L><L>") == [300, 300])
     }
 
+    @Test("NFC applies, and may yield more ids than input bytes (U+0958 expands to two scalars)")
+    func nfcExpansion() throws {
+        let t = try SyntheticTokenizer.load(SyntheticTokenizer.json { root in root["normalizer"] = ["type": "NFC"] })
+        #expect(t.encode("e\u{301}") == [0xC3, 0xA9])
+        let text = String(repeating: "\u{958}", count: 3000)
+        let nfc = String(repeating: "\u{915}\u{93C}", count: 3000)
+        #expect(t.encode(text) == Array(nfc.utf8).map(UInt32.init))
+        var encoder = t.makeEncoder()
+        var ids: [UInt32] = [1, 2]
+        encoder.encode(text, into: &ids)  // appends after what is there
+        #expect(ids.count == 2 + nfc.utf8.count && ids.prefix(2) == [1, 2])
+    }
+
     @Test("invalid UTF-8 is an error, and the output is left alone")
     func invalidUTF8() throws {
         let t = try SyntheticTokenizer.load(SyntheticTokenizer.json())

@@ -56,12 +56,12 @@ final class PieceCache {
 
     /// Appends the cached ids of the piece to `ids`; false on a miss.
     @inline(__always)
-    func lookup(_ p: UnsafePointer<UInt8>, _ n: Int, hash: UInt64, into ids: inout [UInt32]) -> Bool {
+    func lookup(_ p: UnsafePointer<UInt8>, _ n: Int, hash: UInt64, into out: inout TokenSink) -> Bool {
         guard n <= PieceCache.keyMax else { return false }
         let slot = PieceCache.slot(hash)
         guard Int(keyLength[slot]) == n, memEqual(keys + slot * PieceCache.keyMax, p, n) else { return false }
         let base = values + slot * PieceCache.valueMax
-        for i in 0..<Int(valueCount[slot]) { ids.append(base[i]) }
+        for i in 0..<Int(valueCount[slot]) { out.append(base[i]) }
         return true
     }
 
