@@ -25,13 +25,13 @@ let package = Package(
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.0"),
     ],
     targets: [
-        // System libraries (Debian: libzstd-dev, libopenblas-dev, libxxhash-dev).
+        // System libraries (Debian: libzstd-dev, libopenblas-dev) and libxxhash-dev's header.
         .systemLibrary(name: "CZstd", path: "Sources/CZstd", pkgConfig: "libzstd",
                        providers: [.apt(["libzstd-dev"])]),
         .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS", pkgConfig: "openblas",
                        providers: [.apt(["libopenblas-dev"])]),
-        .systemLibrary(name: "CXXHash", path: "Sources/CXXHash", pkgConfig: "libxxhash",
-                       providers: [.apt(["libxxhash-dev"])]),
+        // XXH3 checksums from libxxhash-dev's header, compiled for the host CPU (a hashing kernel, not a parser).
+        .target(name: "CXXHash", cSettings: [.unsafeFlags(["-O3", "-march=native"])]),
 
         // 1. On-disk columnar trajectory shards: writer, mmap reader, manifest.
         .target(name: "Format", dependencies: ["CZstd", "CXXHash"]),

@@ -1,3 +1,27 @@
+import Foundation
 import Train
+
+// Usage: Bench [format|all] [options]. Each stage prints its throughput and its ratio to a baseline
+// measured in the same run.
 BLASRuntime.ensurePreferredKernels()
 print(BLASRuntime.summary)
+let args = Array(CommandLine.arguments.dropFirst())
+let stage = args.first ?? "all"
+let rest = Array(args.dropFirst())
+do {
+    switch stage {
+    case "format": try runFormatBench(args: rest)
+    case "tokenizer": runTokenizerBench(args: rest)
+    case "ingest": try runIngestBench(args: rest)
+    case "all":
+        try runFormatBench(args: [])
+        runTokenizerBench(args: [])
+        try runIngestBench(args: [])
+    default:
+        print("usage: Bench [format|tokenizer|ingest|all] [options]")
+        exit(2)
+    }
+} catch {
+    FileHandle.standardError.write("Bench: \(error)\n".data(using: .utf8)!)
+    exit(1)
+}

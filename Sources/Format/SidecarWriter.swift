@@ -1,0 +1,56 @@
+/// Writes one per-token f32 column for an existing shard into a sidecar file, so a later stage (reference
+/// log-probs after ingest) adds a column without rewriting the token data.
+public final class SidecarWriter {
+    /// Final path of the sidecar.
+    public let path: String
+    /// Column name without the `token.` prefix.
+    public let name: String
+    private let file: BlockFileWriter
+    private let column: Int
+    private let tokenOffsets: [UInt64]
+    private var trajectories = 0
+
+    /// Starts a sidecar for `shard`, holding column `token.<name>`.
+    public init(path: String, shard: Shard, name: String, compression: Compression = .zstd(level: 3),
+                blockBytes: Int = 1 << 20) throws {
+        guard !name.isEmpty, name != "ids", name.utf8.count <= 200, !name.contains("/") else {
+            throw FormatError(.invalidArgument, path: path, "invalid token column name '\(name)'")
+        }
+        guard shard.handles[ColumnName.tokenPrefix + name] == nil else {
+            throw FormatError(.invalidArgument, path: path, "shard \(shard.path) already has column '\(name)'")
+        }
+        self.path = path
+        self.name = name
+        tokenOffsets = shard.tokenOffsets
+        file = try BlockFileWriter(path: path, magic: Container.sidecarMagic, compression: compression,
+                                   blockBytes: blockBytes)
+        column = file.addColumn(ColumnName.tokenPrefix + name, .token, .f32)
+    }
+
+    /// Appends the values of the next trajectory (one per token, prompt included).
+    public func append(_ values: [Float]) throws {
+        guard trajectories < tokenOffsets.count - 1 else {
+            throw FormatError(.invalidArgument, path: path, "more trajectories than the shard holds")
+        }
+        let expected = Int(tokenOffsets[trajectories + 1] - tokenOffsets[trajectories])
+        guard values.count == expected else {
+            throw FormatError(.invalidArgument, path: path,
+                              "trajectory \(trajectories) has \(expected) tokens, got \(values.count) values")
+        }
+        for v in values { file.columns[column].append(v) }
+        trajectories += 1
+        try file.flushFull()
+    }
+
+    /// Writes the footer and renames the sidecar into place; returns (bytes, checksum).
+    public func finish() throws -> (bytes: UInt64, checksum: UInt64) {
+        guard trajectories == tokenOffsets.count - 1 else {
+            throw FormatError(.invalidArgument, path: path,
+                              "sidecar has \(trajectories) of \(tokenOffsets.count - 1) trajectories")
+        }
+        for i in file.columns.indices { try file.flush(i) }
+        let footer = Footer(trajectories: UInt64(trajectories), steps: 0, tokens: tokenOffsets.last!, metaBytes: 0,
+                            vocabSize: 0, sources: [], columns: file.columns.map(\.descriptor))
+        return try file.finish(footer: footer)
+    }
+}

@@ -1,0 +1,407 @@
+import Dispatch
+import Format
+import Foundation
+import Synchronization
+
+/// Progress of an ingest, reported after every window of lines.
+public struct IngestProgress: Sendable {
+    /// Input bytes consumed so far (including what a resumed run skipped).
+    public var bytesDone: Int
+    /// Total input bytes.
+    public var bytesTotal: Int
+    /// Non-blank lines read.
+    public var linesRead: Int
+    /// Trajectories written.
+    public var written: Int
+    /// Lines rejected.
+    public var rejected: Int
+}
+
+/// What an ingest run produced.
+public struct IngestSummary: Sendable {
+    /// The dataset's manifest.
+    public var manifest: Manifest
+    /// Non-blank lines read, trajectories written, lines rejected, responses truncated, blank lines skipped.
+    public var linesRead: Int, written: Int, rejected: Int, truncated: Int, blank: Int
+    /// Whether this run continued an interrupted one.
+    public var resumed: Bool
+}
+
+/// JSONL trajectories to a dataset: memory-mapped inputs, tokenization on every core, lines kept in input
+/// order, shards written as they fill, resumable after an interruption, splittable into parts.
+public struct IngestJob {
+    /// Input JSONL files.
+    public var inputs: [String]
+    /// Output dataset directory.
+    public var output: String
+    /// Shared tokenizer tables.
+    public var vocab: IngestVocabulary
+    /// Tokenization options.
+    public var options: IngestOptions
+    /// Block compression.
+    public var compression: Compression = .zstd(level: 3)
+    /// Tokens per shard.
+    public var shardTokens: UInt64 = 64 << 20
+    /// Worker threads.
+    public var threads: Int = 2
+    /// This run's part (index, count): it takes the non-blank lines whose running index modulo count is index.
+    public var part: (index: Int, count: Int) = (0, 1)
+    /// Lines per unit of parallel work.
+    public var batchLines = 512
+
+    /// A job over `inputs` into `output`.
+    public init(inputs: [String], output: String, vocab: IngestVocabulary, options: IngestOptions) {
+        self.inputs = inputs; self.output = output; self.vocab = vocab; self.options = options
+    }
+
+    /// Manifest file this run keeps: `manifest.json`, or `manifest.part-I-of-N.json` for a part.
+    public var manifestName: String {
+        part.count == 1 ? Manifest.fileName : "manifest.part-\(part.index)-of-\(part.count).json"
+    }
+
+    var shardPrefix: String { part.count == 1 ? "shard" : "part-\(part.index)-of-\(part.count).shard" }
+    var rejectsName: String { part.count == 1 ? "rejects.jsonl" : "rejects.part-\(part.index)-of-\(part.count).jsonl" }
+
+    /// Everything a resumed run must agree on with the run it continues.
+    var identity: [String: String] {
+        var p = options.properties
+        p["ingest.inputs"] = inputs.map { path -> String in
+            let size = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? -1
+            return "\(path) (\(size ?? -1) bytes)"
+        }.joined(separator: "; ")
+        p["ingest.part"] = "\(part.index)/\(part.count)"
+        p["ingest.tokenizer"] = vocab.tokenizer.path
+        return p
+    }
+
+    /// Deletes what this job (or part) wrote to `output` before: its manifest, shards and rejects.
+    public func removeOutput() {
+        let items = (try? FileManager.default.contentsOfDirectory(atPath: output)) ?? []
+        for f in items where f == manifestName || f == rejectsName || f.hasPrefix(shardPrefix + "-") {
+            unlink(output + "/" + f)
+        }
+    }
+
+    /// Runs the job; an interrupted earlier run with the same inputs and options is continued.
+    public func run(progress: (IngestProgress) -> Void = { _ in }) throws -> IngestSummary {
+        let files = try inputs.map { try MappedFile(path: $0) }
+        for f in files { f.adviseSequential() }
+        let totalBytes = files.reduce(0) { $0 + $1.bytes.count }
+        let tokenizerInfo = TokenizerInfo(fingerprint: String(vocab.tokenizer.fingerprint, radix: 16), source: vocab.tokenizer.path)
+
+        // Resume state: (file, byte offset, line number) after the last line covered by a committed shard.
+        var state = ResumeState()
+        var resumed = false
+        let writer: DatasetWriter
+        let manifestPath = output + "/" + manifestName
+        if FileManager.default.fileExists(atPath: manifestPath) {
+            let m = try Manifest.read(directory: output, fileName: manifestName)
+            if m.complete {
+                throw FormatError(.invalidArgument, path: manifestPath, "dataset is already complete; choose another --out or pass --overwrite")
+            }
+            for (k, v) in identity where m.properties[k] != v {
+                throw FormatError(.invalidArgument, path: manifestPath,
+                                  "an interrupted ingest with different settings is here (\(k): '\(m.properties[k] ?? "none")' vs '\(v)'); pass --overwrite to start again")
+            }
+            guard m.tokenizer == tokenizerInfo else {
+                throw FormatError(.invalidArgument, path: manifestPath, "the interrupted ingest used another tokenizer; pass --overwrite")
+            }
+            state = ResumeState(m.properties)
+            writer = try DatasetWriter(resuming: m, directory: output, shardTokens: shardTokens,
+                                       manifestName: manifestName, shardPrefix: shardPrefix)
+            resumed = true
+        } else {
+            var props = identity
+            props["ingest.resume"] = ResumeState().encoded
+            writer = try DatasetWriter(directory: output, options: ShardOptions(vocabSize: vocab.tokenizer.vocabSize, compression: compression),
+                                       shardTokens: shardTokens, tokenizer: tokenizerInfo, properties: props,
+                                       manifestName: manifestName, shardPrefix: shardPrefix)
+        }
+        let rejects = try RejectsFile(path: output + "/" + rejectsName, keep: resumed ? state.rejectsBytes : 0)
+
+        // What the manifest records when a shard closes: the position after the last appended record.
+        let committed = Mutex(state)
+        writer.onShardClose = {
+            var s = committed.withLock { $0 }
+            s.rejectsBytes = try rejects.sync()
+            return s.properties
+        }
+
+        var current = state
+        let workers = (0..<max(1, threads)).map { _ in Worker(LineProcessor(vocab: vocab, options: options)) }
+        var lines = LineCursor(files: files, start: state)
+        var partIndex = state.partCounter
+
+        while true {
+            // A window: up to threads x 4 batches of lines, in input order.
+            var batches: [[LineRef]] = []
+            for _ in 0..<(workers.count * 4) {
+                var batch: [LineRef] = []
+                while batch.count < batchLines, var l = lines.next() {
+                    if !l.blank {
+                        l.ordinal = partIndex
+                        partIndex += 1
+                        if l.ordinal % part.count != part.index { continue }
+                    }
+                    batch.append(l)
+                }
+                if batch.isEmpty { break }
+                batches.append(batch)
+            }
+            if batches.isEmpty { break }
+            let window = batches
+            let results = ResultSlots(count: batches.count)
+            let next = Atomic<Int>(0)
+            DispatchQueue.concurrentPerform(iterations: workers.count) { w in
+                let worker = workers[w]
+                while true {
+                    let b = next.wrappingAdd(1, ordering: .relaxed).oldValue
+                    if b >= window.count { break }
+                    results.set(b, window[b].map { l in
+                        if l.blank { return .success(nil) }
+                        return l.withBytes(files) { bytes in
+                            do throws(LineError) { return .success(try worker.processor.process(bytes)) } catch { return .failure(error) }
+                        }
+                    })
+                }
+            }
+            for (b, batch) in batches.enumerated() {
+                for (l, result) in zip(batch, results.get(b)) {
+                    current.after(l)
+                    if l.blank { current.blank += 1; continue }
+                    current.linesRead += 1
+                    switch result {
+                    case .success(nil): break
+                    case .success(var record?):
+                        record.sourceLine = UInt64(l.number)
+                        if record.flags.contains(.truncated) { current.truncated += 1 }
+                        current.written += 1
+                        committed.withLock { $0 = current }
+                        try writer.append(record, source: inputs[l.file])
+                    case .failure(let e):
+                        let where_ = "\(inputs[l.file]):\(l.number):\(e.column)"
+                        if options.onInvalid == .fail {
+                            rejects.abandon()
+                            throw IngestError(location: where_, reason: e.reason)
+                        }
+                        current.rejected += 1
+                        committed.withLock { $0 = current }
+                        try l.withBytes(files) { try rejects.append(line: $0, location: where_, reason: e.reason) }
+                    }
+                }
+            }
+            progress(IngestProgress(bytesDone: lines.bytesConsumed, bytesTotal: totalBytes, linesRead: current.linesRead,
+                                    written: current.written, rejected: current.rejected))
+        }
+        committed.withLock { $0 = current }
+        for (k, v) in current.properties { writer.setProperty(k, v) }
+        writer.setProperty("ingest.lines_read", String(current.linesRead))
+        writer.setProperty("ingest.trajectories", String(current.written))
+        writer.setProperty("ingest.rejected", String(current.rejected))
+        writer.setProperty("ingest.truncated", String(current.truncated))
+        writer.setProperty("ingest.blank_lines", String(current.blank))
+        let manifest = try writer.finish()
+        return IngestSummary(manifest: manifest, linesRead: current.linesRead, written: current.written,
+                             rejected: current.rejected, truncated: current.truncated, blank: current.blank, resumed: resumed)
+    }
+}
+
+/// A line that stops an ingest run under `--on-invalid fail`.
+public struct IngestError: Error, CustomStringConvertible {
+    /// `file:line:column`.
+    public var location: String
+    /// What is wrong.
+    public var reason: String
+    /// `file:line:column: reason`.
+    public var description: String { "\(location): \(reason)" }
+}
+
+/// Per-thread processor box (each worker thread uses only its own).
+final class Worker: @unchecked Sendable {
+    var processor: LineProcessor
+    init(_ p: LineProcessor) { processor = p }
+}
+
+/// Results of a window's batches, filled from worker threads (each slot by exactly one thread).
+final class ResultSlots: @unchecked Sendable {
+    private var slots: [[Result<TrajectoryRecord?, LineError>]]
+    private let lock = Mutex(())
+    init(count: Int) { slots = Array(repeating: [], count: count) }
+    func set(_ i: Int, _ r: [Result<TrajectoryRecord?, LineError>]) { lock.withLock { _ in slots[i] = r } }
+    func get(_ i: Int) -> [Result<TrajectoryRecord?, LineError>] { lock.withLock { _ in slots[i] } }
+}
+
+/// Where an ingest stands: the input position after the last processed line and the running counts.
+struct ResumeState: Equatable {
+    var file = 0, offset = 0, line = 0, partCounter = 0
+    var linesRead = 0, written = 0, rejected = 0, truncated = 0, blank = 0, rejectsBytes = 0
+
+    init() {}
+
+    init(_ p: [String: String]) {
+        let v = (p["ingest.resume"] ?? "").split(separator: ",").map { Int($0) ?? 0 }
+        if v.count == 10 {
+            (file, offset, line, partCounter, linesRead, written) = (v[0], v[1], v[2], v[3], v[4], v[5])
+            (rejected, truncated, blank, rejectsBytes) = (v[6], v[7], v[8], v[9])
+        }
+    }
+
+    var encoded: String {
+        [file, offset, line, partCounter, linesRead, written, rejected, truncated, blank, rejectsBytes]
+            .map(String.init).joined(separator: ",")
+    }
+
+    var properties: [String: String] { ["ingest.resume": encoded] }
+
+    mutating func after(_ l: LineRef) {
+        file = l.file; offset = l.next; line = l.number
+        if !l.blank { partCounter = l.ordinal + 1 }
+    }
+}
+
+/// One line of one input: file index, byte range (without the newline), 1-based number.
+struct LineRef {
+    var file: Int, start: Int, end: Int, number: Int, blank: Bool
+    /// Offset of the following line.
+    var next: Int
+    /// Running index among non-blank lines of all inputs (decides the part).
+    var ordinal = 0
+
+    func withBytes<R>(_ files: [MappedFile], _ body: (UnsafeBufferPointer<UInt8>) throws -> R) rethrows -> R {
+        let b = files[file].bytes
+        var e = end
+        if e > start, b[e - 1] == 0x0D { e -= 1 }  // CRLF
+        return try body(UnsafeRawBufferPointer(rebasing: b[start..<e]).assumingMemoryBound(to: UInt8.self))
+    }
+}
+
+/// Walks the lines of the inputs from a resume position.
+struct LineCursor {
+    let files: [MappedFile]
+    var file: Int, offset: Int, number: Int
+
+    init(files: [MappedFile], start: ResumeState) {
+        self.files = files
+        file = start.file; offset = start.offset; number = start.line
+    }
+
+    var bytesConsumed: Int {
+        files.prefix(file).reduce(0) { $0 + $1.bytes.count } + offset
+    }
+
+    mutating func next() -> LineRef? {
+        while file < files.count {
+            let b = files[file].bytes
+            if offset >= b.count { file += 1; offset = 0; number = 0; continue }
+            let start = offset
+            var end = start
+            if let base = b.baseAddress, let p = memchr(base + start, 0x0A, b.count - start) {
+                end = base.distance(to: UnsafeRawPointer(p))
+            } else {
+                end = b.count
+            }
+            offset = end < b.count ? end + 1 : end
+            number += 1
+            var blank = true
+            for k in start..<end where b[k] != 0x20 && b[k] != 0x09 && b[k] != 0x0D { blank = false; break }
+            return LineRef(file: file, start: start, end: end, number: number, blank: blank, next: offset)
+        }
+        return nil
+    }
+}
+
+/// `rejects.jsonl`: each invalid line verbatim with where and why, appended as lines are read; synced and
+/// measured whenever a shard closes, and cut back to that length when a run resumes.
+final class RejectsFile: @unchecked Sendable {
+    let path: String
+    private var fd: Int32 = -1
+    private var size = 0
+
+    init(path: String, keep: Int) throws {
+        self.path = path
+        if keep == 0 {
+            unlink(path)
+        } else {
+            if truncate(path, off_t(keep)) != 0 {
+                throw FormatError(.io, path: path, "cannot cut rejects back to \(keep) bytes: \(String(cString: strerror(errno)))")
+            }
+            size = keep
+        }
+    }
+
+    private func open() throws {
+        if fd >= 0 { return }
+        fd = Glibc.open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+        if fd < 0 { throw FormatError(.io, path: path, "cannot open: \(String(cString: strerror(errno)))") }
+    }
+
+    func append(line: UnsafeBufferPointer<UInt8>, location: String, reason: String) throws {
+        try open()
+        // The line itself may not be JSON, so it is stored as a JSON string.
+        let entry: [String: String] = ["where": location, "reason": reason, "line": String(decoding: line, as: UTF8.self)]
+        var data = try JSONSerialization.data(withJSONObject: entry, options: [.sortedKeys, .withoutEscapingSlashes])
+        data.append(0x0A)
+        try data.withUnsafeBytes { d in
+            var done = 0
+            while done < d.count {
+                let n = write(fd, d.baseAddress! + done, d.count - done)
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    throw FormatError(.io, path: path, offset: UInt64(size + done), "write failed: \(String(cString: strerror(errno)))")
+                }
+                done += n
+            }
+        }
+        size += data.count
+    }
+
+    /// Flushes to disk and returns the length.
+    func sync() throws -> Int {
+        if fd >= 0, fsync(fd) != 0 { throw FormatError(.io, path: path, "fsync failed: \(String(cString: strerror(errno)))") }
+        return size
+    }
+
+    func abandon() { if fd >= 0 { close(fd); fd = -1 } }
+
+    deinit { abandon() }
+}
+
+extension IngestJob {
+    /// Combines the finished parts `manifest.part-I-of-N.json` of `directory` into its `manifest.json`.
+    public static func mergeParts(directory: String, count: Int) throws -> Manifest {
+        var parts: [Manifest] = []
+        for i in 0..<count {
+            let name = "manifest.part-\(i)-of-\(count).json"
+            let m = try Manifest.read(directory: directory, fileName: name)
+            guard m.complete else { throw FormatError(.manifest, path: directory + "/" + name, "part \(i) has not finished") }
+            parts.append(m)
+        }
+        guard var merged = parts.first else { throw FormatError(.invalidArgument, path: directory, "no parts to merge") }
+        let sameKeys = merged.properties.keys.filter { $0.hasPrefix("ingest.") && !["ingest.part", "ingest.resume"].contains($0) && !isCount($0) }
+        for (i, m) in parts.enumerated().dropFirst() {
+            guard m.vocabSize == merged.vocabSize, m.tokenizer == merged.tokenizer, m.tokenColumns == merged.tokenColumns else {
+                throw FormatError(.manifest, path: directory, "part \(i) used another tokenizer or columns than part 0")
+            }
+            for k in sameKeys where m.properties[k] != merged.properties[k] {
+                throw FormatError(.manifest, path: directory, "part \(i) differs from part 0 in \(k)")
+            }
+            merged.shards += m.shards
+            merged.counts.trajectories += m.counts.trajectories
+            merged.counts.steps += m.counts.steps
+            merged.counts.tokens += m.counts.tokens
+        }
+        for k in ["ingest.lines_read", "ingest.trajectories", "ingest.rejected", "ingest.truncated"] {
+            merged.properties[k] = String(parts.reduce(0) { $0 + (Int($1.properties[k] ?? "") ?? 0) })
+        }
+        merged.properties["ingest.part"] = "merged \(count) parts"
+        merged.properties["ingest.resume"] = nil
+        merged.properties["ingest.blank_lines"] = parts.first?.properties["ingest.blank_lines"]
+        try merged.validate(path: directory + "/" + Manifest.fileName)
+        try merged.write(directory: directory)
+        return merged
+    }
+
+    private static func isCount(_ k: String) -> Bool {
+        ["ingest.lines_read", "ingest.trajectories", "ingest.rejected", "ingest.truncated", "ingest.blank_lines"].contains(k)
+    }
+}

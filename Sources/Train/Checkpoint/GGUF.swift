@@ -1,0 +1,301 @@
+import Foundation
+
+/// A metadata value from a GGUF file (arrays of scalars are kept; nested arrays are skipped).
+public enum GGUFValue: Sendable {
+    /// Any integer type.
+    case int(Int64)
+    /// f32 / f64.
+    case float(Double)
+    /// bool.
+    case bool(Bool)
+    /// string.
+    case string(String)
+    /// An array (element values; strings or numbers).
+    case array([GGUFValue])
+
+    /// Integer view.
+    public var int: Int? { if case .int(let v) = self { return Int(exactly: v) }; return nil }
+    /// Floating view (integers convert).
+    public var double: Double? {
+        switch self { case .float(let d): return d; case .int(let i): return Double(i); default: return nil }
+    }
+}
+
+/// One tensor's header entry in a GGUF file.
+public struct GGUFTensorInfo: Sendable {
+    /// GGUF (llama.cpp) tensor name.
+    public let name: String
+    /// Dimensions innermost first (a PyTorch [out, in] matrix has ne = [in, out]).
+    public let ne: [Int]
+    /// ggml type id.
+    public let type: UInt32
+    /// Offset from the start of the aligned data area.
+    public let offset: Int
+    /// Element count.
+    public var count: Int { ne.reduce(1, *) }
+}
+
+/// A validated GGUF v2/v3 file that can dequantize F32, F16, Q8_0, Q4_0 and Q4_1 tensors to Float.
+public struct GGUFFile: Sendable {
+    /// Where it was read from.
+    public let path: String
+    /// Metadata key/values.
+    public let metadata: [String: GGUFValue]
+    /// Tensor infos in file order.
+    public let tensors: [GGUFTensorInfo]
+    private let byName: [String: Int]
+    private let data: Data
+    private let dataStart: Int
+
+    /// Bytes per block and elements per block of the supported ggml types.
+    static func blockLayout(_ type: UInt32) -> (bytes: Int, elems: Int)? {
+        switch type {
+        case 0: return (4, 1)     // F32
+        case 1: return (2, 1)     // F16
+        case 2: return (18, 32)   // Q4_0: f16 d, 16 bytes of nibbles
+        case 3: return (20, 32)   // Q4_1: f16 d, f16 m, 16 bytes
+        case 8: return (34, 32)   // Q8_0: f16 d, 32 int8
+        default: return nil
+        }
+    }
+
+    /// Bounds-checked little-endian reader over untrusted bytes.
+    struct Reader {
+        let raw: UnsafeRawBufferPointer
+        var pos = 0
+        let path: String
+        func fail(_ why: String) -> SafeTensorsError { .invalid(file: path, why: "GGUF at byte \(pos): \(why)") }
+        mutating func take(_ n: Int) throws -> Int {
+            guard n >= 0, n <= raw.count - pos else { throw fail("read of \(n) bytes past the end") }
+            defer { pos += n }
+            return pos
+        }
+        mutating func u8() throws -> UInt8 { raw[try take(1)] }
+        mutating func u32() throws -> UInt32 { raw.loadUnaligned(fromByteOffset: try take(4), as: UInt32.self) }
+        mutating func u64() throws -> UInt64 { raw.loadUnaligned(fromByteOffset: try take(8), as: UInt64.self) }
+        mutating func count(_ limit: Int, _ what: String) throws -> Int {
+            let v = try u64()
+            guard v <= UInt64(limit) else { throw fail("\(what) \(v) exceeds \(limit)") }
+            return Int(v)
+        }
+        mutating func string() throws -> String {
+            let n = try count(raw.count - pos, "string length")
+            let s = try take(n)
+            return String(decoding: UnsafeRawBufferPointer(rebasing: raw[s..<(s + n)]), as: UTF8.self)
+        }
+        mutating func value(type: UInt32, depth: Int) throws -> GGUFValue? {
+            switch type {
+            case 0: return .int(Int64(try u8()))
+            case 1: return .int(Int64(Int8(bitPattern: try u8())))
+            case 2: return .int(Int64(raw.loadUnaligned(fromByteOffset: try take(2), as: UInt16.self)))
+            case 3: return .int(Int64(raw.loadUnaligned(fromByteOffset: try take(2), as: Int16.self)))
+            case 4: return .int(Int64(try u32()))
+            case 5: return .int(Int64(Int32(bitPattern: try u32())))
+            case 6: return .float(Double(Float(bitPattern: try u32())))
+            case 7: return .bool(try u8() != 0)
+            case 8: return .string(try string())
+            case 9:
+                guard depth < 2 else { throw fail("nested arrays too deep") }
+                let et = try u32()
+                let n = try count(raw.count - pos, "array length")
+                var out: [GGUFValue] = []
+                out.reserveCapacity(min(n, 1 << 20))
+                for _ in 0..<n { if let v = try value(type: et, depth: depth + 1) { out.append(v) } }
+                return .array(out)
+            case 10: return .int(Int64(bitPattern: try u64()))
+            case 11: return .int(Int64(bitPattern: try u64()))
+            case 12: return .float(Double(bitPattern: try u64()))
+            default: throw fail("unknown metadata type \(type)")
+            }
+        }
+    }
+
+    /// Opens and validates `path`: magic, version, counts, tensor extents within the file.
+    public init(path: String) throws {
+        let data: Data
+        do { data = try Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped) } catch {
+            throw SafeTensorsError.io(file: path, why: "cannot read: \(error.localizedDescription)")
+        }
+        self.path = path
+        self.data = data
+        var meta: [String: GGUFValue] = [:]
+        var infos: [GGUFTensorInfo] = []
+        var start = 0
+        try data.withUnsafeBytes { raw in
+            var r = Reader(raw: raw, path: path)
+            guard try r.u32() == 0x4655_4747 else { throw r.fail("bad magic (not a GGUF file)") }
+            let version = try r.u32()
+            guard version == 2 || version == 3 else { throw r.fail("unsupported version \(version)") }
+            let nt = try r.count(1 << 20, "tensor count"), nkv = try r.count(1 << 20, "metadata count")
+            for _ in 0..<nkv {
+                let k = try r.string()
+                let t = try r.u32()
+                if let v = try r.value(type: t, depth: 0) { meta[k] = v }
+            }
+            for _ in 0..<nt {
+                let name = try r.string()
+                let nd = Int(try r.u32())
+                guard nd >= 1 && nd <= 4 else { throw r.fail("tensor \(name): \(nd) dimensions") }
+                var ne: [Int] = []
+                for _ in 0..<nd { ne.append(try r.count(1 << 40, "dimension of \(name)")) }
+                let type = try r.u32()
+                let off = try r.count(1 << 48, "offset of \(name)")
+                infos.append(GGUFTensorInfo(name: name, ne: ne, type: type, offset: off))
+            }
+            let align = meta["general.alignment"]?.int ?? 32
+            guard align > 0 && align <= 1 << 16 else { throw r.fail("alignment \(align)") }
+            start = (r.pos + align - 1) / align * align
+        }
+        var idx: [String: Int] = [:]
+        for (i, t) in infos.enumerated() {
+            func bad(_ w: String) -> SafeTensorsError { .tensor(file: path, name: t.name, why: w) }
+            guard idx[t.name] == nil else { throw bad("duplicate tensor name") }
+            idx[t.name] = i
+            var elems = 1
+            for d in t.ne {
+                let (p, o) = elems.multipliedReportingOverflow(by: d)
+                guard !o else { throw bad("element count overflows") }
+                elems = p
+            }
+            if let (bytes, per) = Self.blockLayout(t.type) {
+                guard t.ne[0] % per == 0 else { throw bad("row of \(t.ne[0]) not a multiple of the block size \(per)") }
+                let size = elems / per * bytes
+                guard start <= data.count, t.offset <= data.count - start, size <= data.count - start - t.offset else {
+                    throw bad("data [\(t.offset), +\(size)) runs past the end of the file")
+                }
+            }
+        }
+        metadata = meta
+        tensors = infos
+        byName = idx
+        dataStart = start
+    }
+
+    /// The header entry of `name`.
+    public func info(_ name: String) -> GGUFTensorInfo? { byName[name].map { tensors[$0] } }
+
+    /// Tensor `name` dequantized to Float, in row-major order of the PyTorch shape (ne reversed).
+    public func floats(_ name: String) throws -> [Float] {
+        guard let t = info(name) else { throw SafeTensorsError.tensor(file: path, name: name, why: "not in file") }
+        guard let (bytes, per) = Self.blockLayout(t.type) else {
+            throw SafeTensorsError.tensor(file: path, name: name, why: "ggml type \(t.type) not supported (F32, F16, Q8_0, Q4_0, Q4_1)")
+        }
+        let n = t.count
+        var out = [Float](repeating: 0, count: n)
+        data.withUnsafeBytes { raw in
+            let base = raw.baseAddress! + dataStart + t.offset
+            out.withUnsafeMutableBufferPointer { o in
+                func half(_ p: UnsafeRawPointer) -> Float { Float(Float16(bitPattern: p.loadUnaligned(as: UInt16.self))) }
+                for b in 0..<(n / per) {
+                    let blk = base + b * bytes
+                    let dst = b * per
+                    switch t.type {
+                    case 0: o[dst] = blk.loadUnaligned(as: Float.self)
+                    case 1: o[dst] = half(blk)
+                    case 8:
+                        let d = half(blk)
+                        for i in 0..<32 { o[dst + i] = d * Float(Int8(bitPattern: blk.load(fromByteOffset: 2 + i, as: UInt8.self))) }
+                    case 2:
+                        let d = half(blk)
+                        for i in 0..<16 {
+                            let q = blk.load(fromByteOffset: 2 + i, as: UInt8.self)
+                            o[dst + i] = d * Float(Int(q & 0xF) - 8)
+                            o[dst + 16 + i] = d * Float(Int(q >> 4) - 8)
+                        }
+                    default:  // 3: Q4_1
+                        let d = half(blk), m = half(blk + 2)
+                        for i in 0..<16 {
+                            let q = blk.load(fromByteOffset: 4 + i, as: UInt8.self)
+                            o[dst + i] = d * Float(q & 0xF) + m
+                            o[dst + 16 + i] = d * Float(q >> 4) + m
+                        }
+                    }
+                }
+            }
+        }
+        return out
+    }
+
+    /// The HF Llama configuration this file's metadata describes.
+    public func llamaConfig() throws -> ModelConfig {
+        let arch = (metadata["general.architecture"]).flatMap { if case .string(let s) = $0 { return s }; return nil } ?? ""
+        guard arch == "llama" else { throw SafeTensorsError.invalid(file: path, why: "architecture \"\(arch)\" (only llama is imported)") }
+        func need(_ k: String) throws -> Int {
+            guard let v = metadata["llama." + k]?.int else { throw SafeTensorsError.invalid(file: path, why: "missing metadata llama.\(k)") }
+            return v
+        }
+        let d = try need("embedding_length"), heads = try need("attention.head_count")
+        var vocab = metadata["llama.vocab_size"]?.int
+        if vocab == nil, case .array(let toks)? = metadata["tokenizer.ggml.tokens"] { vocab = toks.count }
+        if vocab == nil, let e = info("token_embd.weight"), e.ne.count == 2 { vocab = e.ne[1] }
+        guard let vocab else { throw SafeTensorsError.invalid(file: path, why: "cannot determine the vocabulary size") }
+        let cfg = ModelConfig(family: .llama, vocabSize: vocab, hiddenSize: d, layers: try need("block_count"), heads: heads,
+                              kvHeads: metadata["llama.attention.head_count_kv"]?.int ?? heads,
+                              headDim: metadata["llama.rope.dimension_count"]?.int ?? d / heads,
+                              intermediateSize: try need("feed_forward_length"),
+                              maxPositions: metadata["llama.context_length"]?.int ?? 2048,
+                              normEps: Float(metadata["llama.attention.layer_norm_rms_epsilon"]?.double ?? 1e-5),
+                              ropeTheta: metadata["llama.rope.freq_base"]?.double ?? 10000,
+                              tieWordEmbeddings: info("output.weight") == nil,
+                              qkvBias: info("blk.0.attn_q.bias") != nil, outputBias: info("blk.0.attn_output.bias") != nil,
+                              mlpBias: false)
+        try cfg.validate()
+        return cfg
+    }
+
+    /// llama.cpp name of an HF Llama parameter name, or nil when unknown.
+    static func ggufName(_ hf: String) -> String? {
+        let fixed = ["model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
+                     "lm_head.weight": "output.weight"]
+        if let f = fixed[hf] { return f }
+        let parts = hf.split(separator: ".")
+        guard parts.count >= 5, parts[0] == "model", parts[1] == "layers" else { return nil }
+        let tail = parts[3...].joined(separator: ".")
+        let map = ["input_layernorm.weight": "attn_norm.weight", "post_attention_layernorm.weight": "ffn_norm.weight",
+                   "self_attn.q_proj.weight": "attn_q.weight", "self_attn.k_proj.weight": "attn_k.weight",
+                   "self_attn.v_proj.weight": "attn_v.weight", "self_attn.o_proj.weight": "attn_output.weight",
+                   "self_attn.q_proj.bias": "attn_q.bias", "self_attn.k_proj.bias": "attn_k.bias",
+                   "self_attn.v_proj.bias": "attn_v.bias", "self_attn.o_proj.bias": "attn_output.bias",
+                   "mlp.gate_proj.weight": "ffn_gate.weight", "mlp.up_proj.weight": "ffn_up.weight",
+                   "mlp.down_proj.weight": "ffn_down.weight"]
+        return map[tail].map { "blk.\(parts[2]).\($0)" }
+    }
+
+    /// Reverses llama.cpp's q/k row permutation (rotary pairs adjacent) back to HF's rotate_half order:
+    /// within each head, HF row i * hd/2 + j is GGUF row 2j + i.
+    public static func unpermuteRotary(_ w: [Float], heads: Int, rowsPerHead hd: Int, cols: Int) -> [Float] {
+        var out = w
+        let half = hd / 2
+        for h in 0..<heads {
+            for i in 0..<2 {
+                for j in 0..<half {
+                    let src = (h * hd + 2 * j + i) * cols, dst = (h * hd + i * half + j) * cols
+                    for c in 0..<cols { out[dst + c] = w[src + c] }
+                }
+            }
+        }
+        return out
+    }
+
+    /// Builds a trainable model from a Llama GGUF (weights dequantized to F32, q/k rows un-permuted).
+    public func loadLlamaModel(maxTokens: Int, valueHead: Bool = false) throws -> TransformerModel {
+        let cfg = try llamaConfig()
+        let model = try TransformerModel(config: cfg, maxTokens: maxTokens, valueHead: valueHead)
+        for s in model.layout.specs where s.offset != model.layout.valueHead {
+            guard let g = Self.ggufName(s.name), let t = info(g) else {
+                throw SafeTensorsError.tensor(file: path, name: s.name, why: "missing (GGUF name \(Self.ggufName(s.name) ?? "?"))")
+            }
+            guard Array(t.ne.reversed()) == s.shape else {
+                throw SafeTensorsError.tensor(file: path, name: g, why: "shape \(Array(t.ne.reversed())), model expects \(s.shape)")
+            }
+            var v = try floats(g)
+            if s.name.hasSuffix("q_proj.weight") || s.name.hasSuffix("q_proj.bias") {
+                v = Self.unpermuteRotary(v, heads: cfg.heads, rowsPerHead: cfg.headDim, cols: s.shape.count == 2 ? s.shape[1] : 1)
+            } else if s.name.hasSuffix("k_proj.weight") || s.name.hasSuffix("k_proj.bias") {
+                v = Self.unpermuteRotary(v, heads: cfg.kvHeads, rowsPerHead: cfg.headDim, cols: s.shape.count == 2 ? s.shape[1] : 1)
+            }
+            try model.parameters.copyIn(v, at: s.offset)
+        }
+        return model
+    }
+}

@@ -1,0 +1,275 @@
+import Foundation
+
+/// Errors from reading or writing checkpoints; every message names the file (and tensor when there is one).
+public enum SafeTensorsError: Error, CustomStringConvertible {
+    /// The file's structure breaks the format's rules.
+    case invalid(file: String, why: String)
+    /// A tensor is missing, has the wrong shape, or an unsupported dtype.
+    case tensor(file: String, name: String, why: String)
+    /// The file could not be read or written.
+    case io(file: String, why: String)
+
+    /// Human-readable message.
+    public var description: String {
+        switch self {
+        case let .invalid(f, w): return "\(f): invalid safetensors: \(w)"
+        case let .tensor(f, n, w): return "\(f): tensor \"\(n)\": \(w)"
+        case let .io(f, w): return "\(f): \(w)"
+        }
+    }
+}
+
+/// Element types safetensors files may declare.
+public enum SafeTensorsDType: String, Sendable {
+    case F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL
+
+    /// Bytes per element.
+    public var size: Int {
+        switch self {
+        case .F64, .I64: return 8
+        case .F32, .I32: return 4
+        case .F16, .BF16, .I16: return 2
+        case .I8, .U8, .BOOL: return 1
+        }
+    }
+}
+
+/// One tensor's entry in a validated header.
+public struct SafeTensorInfo: Sendable, Equatable {
+    /// Tensor name.
+    public let name: String
+    /// Declared element type.
+    public let dtype: SafeTensorsDType
+    /// Shape (row-major).
+    public let shape: [Int]
+    /// Byte range in the data area, end exclusive.
+    public let begin: Int, end: Int
+    /// Element count.
+    public var count: Int { shape.reduce(1, *) }
+}
+
+/// A validated, memory-mapped safetensors file.
+public struct SafeTensorsFile: Sendable {
+    /// Largest header accepted.
+    public static let maxHeaderBytes = 100_000_000
+    /// Where it was read from.
+    public let path: String
+    /// `__metadata__` strings.
+    public let metadata: [String: String]
+    /// Tensors in file order.
+    public let tensors: [SafeTensorInfo]
+    private let byName: [String: Int]
+    private let data: Data
+    private let dataStart: Int
+
+    /// Opens and validates `path`: header size, JSON, dtypes, shapes, byte counts, contiguity, file size.
+    public init(path: String) throws {
+        let data: Data
+        do { data = try Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped) } catch {
+            throw SafeTensorsError.io(file: path, why: "cannot read: \(error.localizedDescription)")
+        }
+        try self.init(data: data, path: path)
+    }
+
+    /// Validates an in-memory file (`path` is only used in messages).
+    public init(data: Data, path: String) throws {
+        self.path = path
+        self.data = data
+        func bad(_ w: String) -> SafeTensorsError { .invalid(file: path, why: w) }
+        guard data.count >= 8 else { throw bad("file of \(data.count) bytes is shorter than the 8-byte header length") }
+        var n: UInt64 = 0
+        data.withUnsafeBytes { raw in for k in 0..<8 { n |= UInt64(raw[k]) << (8 * UInt64(k)) } }
+        guard n <= UInt64(Self.maxHeaderBytes) else { throw bad("header length \(n) exceeds \(Self.maxHeaderBytes) bytes") }
+        guard n >= 2, Int(n) <= data.count - 8 else { throw bad("header length \(n) does not fit a file of \(data.count) bytes") }
+        let headerLen = Int(n)
+        dataStart = 8 + headerLen
+        let header = data.withUnsafeBytes { Array($0[8..<(8 + headerLen)]) }
+        var trimmed = header
+        while let last = trimmed.last, last == 0x20 || last == 0 { trimmed.removeLast() }
+        guard case .object(let entries) = try StrictJSONParser.parse(trimmed, source: path) else {
+            throw bad("header is not a JSON object")
+        }
+        var meta: [String: String] = [:]
+        var infos: [SafeTensorInfo] = []
+        for (name, v) in entries {
+            if name == "__metadata__" {
+                guard case .object(let kv) = v else { throw bad("__metadata__ is not an object") }
+                for (k, s) in kv {
+                    guard case .string(let str) = s else { throw bad("__metadata__[\(k)] is not a string") }
+                    meta[k] = str
+                }
+                continue
+            }
+            func tbad(_ w: String) -> SafeTensorsError { .tensor(file: path, name: name, why: w) }
+            guard case .object(let fields) = v else { throw tbad("entry is not an object") }
+            var dtype: SafeTensorsDType?, shape: [Int]?, offsets: [Int]?
+            for (k, f) in fields {
+                switch k {
+                case "dtype":
+                    guard case .string(let s) = f, let d = SafeTensorsDType(rawValue: s) else { throw tbad("unknown dtype \(f)") }
+                    dtype = d
+                case "shape":
+                    guard case .array(let a) = f else { throw tbad("shape is not an array") }
+                    let dims = a.compactMap(\.nonNegativeInt)
+                    guard dims.count == a.count else { throw tbad("shape has a non-integer or negative dimension") }
+                    shape = dims
+                case "data_offsets":
+                    guard case .array(let a) = f, a.count == 2 else { throw tbad("data_offsets is not [begin, end]") }
+                    let o = a.compactMap(\.nonNegativeInt)
+                    guard o.count == 2 else { throw tbad("data_offsets are not non-negative integers") }
+                    offsets = o
+                default: throw tbad("unexpected field \"\(k)\"")
+                }
+            }
+            guard let dtype, let shape, let offsets else { throw tbad("needs dtype, shape and data_offsets") }
+            var elems = 1
+            for d in shape {
+                let (p, o) = elems.multipliedReportingOverflow(by: d)
+                guard !o else { throw tbad("element count overflows") }
+                elems = p
+            }
+            let (bytes, o) = elems.multipliedReportingOverflow(by: dtype.size)
+            guard !o, offsets[0] <= offsets[1], offsets[1] - offsets[0] == bytes else {
+                throw tbad("data_offsets \(offsets) hold \(offsets[1] &- offsets[0]) bytes; shape \(shape) of \(dtype.rawValue) needs \(bytes)")
+            }
+            infos.append(SafeTensorInfo(name: name, dtype: dtype, shape: shape, begin: offsets[0], end: offsets[1]))
+        }
+        let dataSize = data.count - dataStart
+        var cursor = 0
+        for t in infos.sorted(by: { ($0.begin, $0.end) < ($1.begin, $1.end) }) {
+            guard t.begin == cursor else {
+                throw SafeTensorsError.tensor(file: path, name: t.name,
+                                              why: t.begin > cursor ? "gap in data before byte \(t.begin) (expected \(cursor))"
+                                                                    : "overlaps the previous tensor at byte \(t.begin)")
+            }
+            cursor = t.end
+        }
+        guard cursor == dataSize else { throw bad("tensors cover \(cursor) data bytes but the file holds \(dataSize)") }
+        metadata = meta
+        tensors = infos
+        var idx: [String: Int] = [:]
+        for (i, t) in infos.enumerated() { idx[t.name] = i }
+        byName = idx
+    }
+
+    /// The header entry named `name`.
+    public func info(_ name: String) -> SafeTensorInfo? { byName[name].map { tensors[$0] } }
+
+    /// Tensor `name` converted to Float32 (F32, F16 and BF16 supported).
+    public func floats(_ name: String) throws -> [Float] {
+        guard let t = info(name) else { throw SafeTensorsError.tensor(file: path, name: name, why: "not in file") }
+        let n = t.count
+        var out = [Float](repeating: 0, count: n)
+        let start = dataStart + t.begin
+        try data.withUnsafeBytes { raw in
+            guard start >= 0, start + (t.end - t.begin) <= raw.count else {
+                throw SafeTensorsError.tensor(file: path, name: name, why: "data out of bounds")
+            }
+            let base = raw.baseAddress! + start
+            try out.withUnsafeMutableBufferPointer { o in
+                switch t.dtype {
+                case .F32: for i in 0..<n { o[i] = base.loadUnaligned(fromByteOffset: 4 * i, as: Float.self) }
+                case .F16:
+                    for i in 0..<n { o[i] = Float(Float16(bitPattern: base.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) }
+                case .BF16:
+                    for i in 0..<n {
+                        o[i] = Float(bitPattern: UInt32(base.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) << 16)
+                    }
+                default:
+                    throw SafeTensorsError.tensor(file: path, name: name, why: "dtype \(t.dtype.rawValue) is not a float type")
+                }
+            }
+        }
+        return out
+    }
+
+    /// Raw little-endian bytes of tensor `name` (integer tensors such as fixture batches).
+    public func int64s(_ name: String) throws -> [Int64] {
+        guard let t = info(name) else { throw SafeTensorsError.tensor(file: path, name: name, why: "not in file") }
+        let start = dataStart + t.begin
+        return try data.withUnsafeBytes { raw in
+            guard start + (t.end - t.begin) <= raw.count else { throw SafeTensorsError.tensor(file: path, name: name, why: "data out of bounds") }
+            let base = raw.baseAddress! + start
+            switch t.dtype {
+            case .I64: return (0..<t.count).map { base.loadUnaligned(fromByteOffset: 8 * $0, as: Int64.self) }
+            case .I32: return (0..<t.count).map { Int64(base.loadUnaligned(fromByteOffset: 4 * $0, as: Int32.self)) }
+            default: throw SafeTensorsError.tensor(file: path, name: name, why: "dtype \(t.dtype.rawValue) is not I32/I64")
+            }
+        }
+    }
+}
+
+/// One tensor to write: name, shape, values (written as F32, or BF16 rounded to nearest even).
+public struct SafeTensorsRecord: Sendable {
+    /// Tensor name.
+    public var name: String
+    /// Shape.
+    public var shape: [Int]
+    /// Values, row-major.
+    public var values: [Float]
+    /// Makes a record.
+    public init(name: String, shape: [Int], values: [Float]) { self.name = name; self.shape = shape; self.values = values }
+}
+
+/// Rounds an F32 to BF16 bits, nearest-even (NaN stays NaN).
+public func bfloat16Bits(_ x: Float) -> UInt16 {
+    let b = x.bitPattern
+    if x.isNaN { return UInt16(b >> 16) | 0x40 }
+    let rounded = b &+ 0x7FFF &+ ((b >> 16) & 1)
+    return UInt16(rounded >> 16)
+}
+
+/// Serializes records into safetensors bytes (header padded with spaces to a multiple of 8).
+public func encodeSafeTensors(_ records: [SafeTensorsRecord], metadata: [String: String] = [:],
+                              dtype: SafeTensorsDType = .F32) throws -> Data {
+    guard dtype == .F32 || dtype == .BF16 else { throw SafeTensorsError.invalid(file: "<write>", why: "can only write F32 or BF16") }
+    func esc(_ s: String) -> String {
+        var o = "\""
+        for u in s.unicodeScalars {
+            switch u {
+            case "\"": o += "\\\""
+            case "\\": o += "\\\\"
+            default: if u.value < 0x20 { o += String(format: "\\u%04x", u.value) } else { o.unicodeScalars.append(u) }
+            }
+        }
+        return o + "\""
+    }
+    var parts: [String] = []
+    if !metadata.isEmpty {
+        parts.append("\"__metadata__\":{" + metadata.sorted { $0.key < $1.key }.map { esc($0.key) + ":" + esc($0.value) }.joined(separator: ",") + "}")
+    }
+    var offset = 0
+    var seen = Set<String>()
+    for r in records {
+        guard seen.insert(r.name).inserted else { throw SafeTensorsError.tensor(file: "<write>", name: r.name, why: "duplicate name") }
+        guard r.shape.reduce(1, *) == r.values.count else {
+            throw SafeTensorsError.tensor(file: "<write>", name: r.name, why: "shape \(r.shape) does not match \(r.values.count) values")
+        }
+        let bytes = r.values.count * dtype.size
+        parts.append("\(esc(r.name)):{\"dtype\":\"\(dtype.rawValue)\",\"shape\":[\(r.shape.map(String.init).joined(separator: ","))],\"data_offsets\":[\(offset),\(offset + bytes)]}")
+        offset += bytes
+    }
+    var header = Array(("{" + parts.joined(separator: ",") + "}").utf8)
+    while header.count % 8 != 0 { header.append(0x20) }
+    var out = Data(capacity: 8 + header.count + offset)
+    withUnsafeBytes(of: UInt64(header.count).littleEndian) { out.append(contentsOf: $0) }
+    out.append(contentsOf: header)
+    for r in records {
+        if dtype == .F32 {
+            r.values.withUnsafeBytes { out.append(contentsOf: $0) }
+        } else {
+            let bits = r.values.map { bfloat16Bits($0).littleEndian }
+            bits.withUnsafeBytes { out.append(contentsOf: $0) }
+        }
+    }
+    return out
+}
+
+/// Writes records to `path` as one safetensors file.
+public func writeSafeTensors(_ records: [SafeTensorsRecord], to path: String, metadata: [String: String] = [:],
+                             dtype: SafeTensorsDType = .F32) throws {
+    let data = try encodeSafeTensors(records, metadata: metadata, dtype: dtype)
+    do { try data.write(to: URL(fileURLWithPath: path), options: .atomic) } catch {
+        throw SafeTensorsError.io(file: path, why: "cannot write: \(error.localizedDescription)")
+    }
+}

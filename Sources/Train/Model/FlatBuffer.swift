@@ -1,0 +1,71 @@
+import Foundation
+
+/// One contiguous, zero-initialized Float allocation owned for the lifetime of the object.
+///
+/// Parameters, gradients, optimizer moments and activations each live in one of these, so a future
+/// data-parallel all-reduce or a checkpoint write is a single call over `pointer[0..<count]`.
+public final class FlatBuffer {
+    /// Start of the storage (valid until deinit).
+    public let pointer: UnsafeMutablePointer<Float>
+    /// Number of floats.
+    public let count: Int
+
+    /// Allocates `count` floats, all zero.
+    public init(count: Int) {
+        self.count = count
+        pointer = .allocate(capacity: Swift.max(count, 1))
+        pointer.initialize(repeating: 0, count: Swift.max(count, 1))
+    }
+
+    deinit { pointer.deallocate() }
+
+    /// Sets every element to zero.
+    public func zero() { pointer.update(repeating: 0, count: count) }
+
+    /// Copies the contents out (tests, checkpoints).
+    public func toArray() -> [Float] { Array(UnsafeBufferPointer(start: pointer, count: count)) }
+
+    /// Copies `values` in at `offset` (bounds are checked: the kernels' target has no traps).
+    public func copyIn(_ values: [Float], at offset: Int = 0) throws {
+        guard offset >= 0, values.count <= count - offset else { throw TrainError.shape("copy of \(values.count) floats at \(offset) exceeds buffer of \(count)") }
+        values.withUnsafeBufferPointer { (pointer + offset).update(from: $0.baseAddress!, count: $0.count) }
+    }
+}
+
+/// Errors the training core reports instead of trapping.
+public enum TrainError: Error, CustomStringConvertible {
+    /// Sizes or ids that do not fit the model or buffers.
+    case shape(String)
+    /// Calls in the wrong order (for example backward without forward).
+    case state(String)
+
+    /// Human-readable message.
+    public var description: String {
+        switch self {
+        case .shape(let s): return "shape error: \(s)"
+        case .state(let s): return "state error: \(s)"
+        }
+    }
+}
+
+/// Deterministic pseudo-random numbers (SplitMix64) for seeded initialization.
+public struct SplitMix64: RandomNumberGenerator, Sendable {
+    var state: UInt64
+    /// Starts the stream at `seed`.
+    public init(seed: UInt64) { state = seed }
+    /// Next 64 random bits.
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    /// A standard normal sample (Box-Muller).
+    public mutating func nextGaussian() -> Double {
+        let u1 = Double(next() >> 11 + 1) / Double(1 << 53)
+        let u2 = Double(next() >> 11) / Double(1 << 53)
+        return (-2 * Foundation.log(u1)).squareRoot() * Foundation.cos(2 * Double.pi * u2)
+    }
+}
+

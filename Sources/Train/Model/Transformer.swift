@@ -1,0 +1,410 @@
+import Foundation
+
+/// A decoder-only transformer (GPT-2, Llama, Qwen2) with fused, chunked log-prob head and optional scalar
+/// value head, training on packed batches.
+///
+/// Parameters and gradients are one flat buffer each (same layout); all activations live in one buffer sized
+/// for `maxTokens` positions, allocated here once, so a training step allocates nothing.
+public final class TransformerModel {
+    /// Architecture.
+    public let config: ModelConfig
+    /// Names and offsets of every tensor (shared by parameters and gradients).
+    public let layout: ParameterLayout
+    /// All parameters.
+    public let parameters: FlatBuffer
+    /// All gradients (accumulated by every backward until `zeroGradients`).
+    public let gradients: FlatBuffer
+    /// Most positions one batch may hold.
+    public let maxTokens: Int
+    /// Rows of logits the LM head materializes at once.
+    public let headChunkRows: Int
+
+    struct BlockActs { var resIn = 0, mid = 0, n1 = 0, n1Mean = 0, n1Rstd = 0, qkv = 0, att = 0, lse = 0,
+                       n2 = 0, n2Mean = 0, n2Rstd = 0, up = 0, act = 0 }
+    private let acts: FlatBuffer
+    private var blockActs: [BlockActs] = []
+    private var resFinal = 0, nf = 0, nfMean = 0, nfRstd = 0, gathered = 0, logpG = 0, lseG = 0, dlogpG = 0, klG = 0, dklG = 0
+    private var dRes = 0, dNorm = 0, dQKV = 0, dAtt = 0, dUp = 0, dAct = 0, dNF = 0, dGathered = 0
+    private var attScratch = 0, headScratch = 0
+    private let maxSeq: Int
+    private let ints: UnsafeMutablePointer<Int32>
+    private let rope: RoPETable?
+    private var n = 0, seqCount = 0, targetRows = 0
+    private enum Pass { case none, logProbs, values }
+    private var lastPass = Pass.none
+    private weak var klReference: TransformerModel?
+
+    private var tokensP: UnsafeMutablePointer<Int32> { ints }
+    private var positionsP: UnsafeMutablePointer<Int32> { ints + maxTokens }
+    private var seqStartsP: UnsafeMutablePointer<Int32> { ints + 2 * maxTokens }
+    private var targetsP: UnsafeMutablePointer<Int32> { ints + 3 * maxTokens + 1 }
+    private var rowIndexP: UnsafeMutablePointer<Int32> { ints + 4 * maxTokens + 1 }
+
+    private var qkvWidth: Int { (config.heads + 2 * config.kvHeads) * config.headDim }
+    private var attWidth: Int { config.heads * config.headDim }
+    private var upWidth: Int { config.family == .gpt2 ? config.intermediateSize : 2 * config.intermediateSize }
+
+    /// Allocates parameters (zero), gradients and activations for batches of up to `maxTokens` positions.
+    /// `headChunkRows` defaults to ~16M logits per chunk: small chunks make the LM head's dW update re-read
+    /// the whole [vocab, d] gradient once per chunk (measured: the dominant cost at 64 rows for GPT-2).
+    public init(config: ModelConfig, maxTokens: Int, valueHead: Bool = false, headChunkRows: Int? = nil) throws {
+        try config.validate()
+        guard maxTokens > 0 else { throw TrainError.shape("maxTokens must be positive") }
+        self.config = config
+        self.maxTokens = maxTokens
+        self.headChunkRows = max(1, headChunkRows ?? min(maxTokens, max(16, min(512, (1 << 24) / max(1, config.vocabSize)) / 16 * 16)))
+        layout = ParameterLayout(config: config, valueHead: valueHead)
+        parameters = FlatBuffer(count: layout.total)
+        gradients = FlatBuffer(count: layout.total)
+        maxSeq = min(maxTokens, config.maxPositions)
+        let N = maxTokens, d = config.hiddenSize
+        var total = 0
+        func take(_ c: Int) -> Int { defer { total += c }; return total }
+        let qkvW = (config.heads + 2 * config.kvHeads) * config.headDim
+        let attW = config.heads * config.headDim
+        let upW = config.family == .gpt2 ? config.intermediateSize : 2 * config.intermediateSize
+        let ffn = config.intermediateSize
+        for _ in 0..<config.layers {
+            var b = BlockActs()
+            b.resIn = take(N * d); b.mid = take(N * d); b.n1 = take(N * d); b.n1Mean = take(N); b.n1Rstd = take(N)
+            b.qkv = take(N * qkvW); b.att = take(N * attW); b.lse = take(config.heads * N)
+            b.n2 = take(N * d); b.n2Mean = take(N); b.n2Rstd = take(N); b.up = take(N * upW); b.act = take(N * ffn)
+            blockActs.append(b)
+        }
+        resFinal = take(N * d); nf = take(N * d); nfMean = take(N); nfRstd = take(N)
+        gathered = take(N * d); logpG = take(N); lseG = take(N); dlogpG = take(N); klG = take(N); dklG = take(N)
+        dRes = take(N * d); dNorm = take(N * d); dQKV = take(N * qkvW); dAtt = take(N * attW)
+        dUp = take(N * upW); dAct = take(N * ffn); dNF = take(N * d); dGathered = take(N * d)
+        attScratch = take(2 * maxSeq * maxSeq)
+        headScratch = take(lmHeadScratchCount(vocab: config.vocabSize, chunkRows: self.headChunkRows, withReference: true))
+        acts = FlatBuffer(count: total)
+        ints = .allocate(capacity: 5 * N + 1)
+        ints.initialize(repeating: 0, count: 5 * N + 1)
+        rope = config.family == .gpt2 ? nil
+            : RoPETable(headDim: config.headDim, maxPositions: config.maxPositions, theta: config.ropeTheta,
+                        scaling: config.ropeScaling)
+        initializeNorms()
+    }
+
+    deinit { ints.deallocate() }
+
+    private func initializeNorms() {
+        let p = parameters.pointer, d = config.hiddenSize
+        for b in layout.blocks {
+            (p + b.norm1W).update(repeating: 1, count: d)
+            (p + b.norm2W).update(repeating: 1, count: d)
+        }
+        (p + layout.finalNormW).update(repeating: 1, count: d)
+    }
+
+    /// GPT-2-style seeded initialization for training from scratch: N(0, 0.02) matrices, output projections
+    /// scaled by 1/sqrt(2 layers), zero biases, unit norms, zero value head (so V = 0 at step 0).
+    public func initializeRandomly(seed: UInt64, std: Double = 0.02) {
+        var rng = SplitMix64(seed: seed)
+        let p = parameters.pointer
+        parameters.zero()
+        let residualScaled = Set(layout.blocks.flatMap { [$0.oW, $0.downW] })
+        for s in layout.specs where s.shape.count >= 2 && s.offset != layout.valueHead {
+            let sd = residualScaled.contains(s.offset) ? std / (2 * Double(config.layers)).squareRoot() : std
+            for i in 0..<s.count { p[s.offset + i] = Float(rng.nextGaussian() * sd) }
+        }
+        initializeNorms()
+    }
+
+    /// Sets all gradients to zero (start of an accumulation window).
+    public func zeroGradients() { gradients.zero() }
+
+    /// Parameter values of one named tensor.
+    public func parameter(_ name: String) -> [Float]? {
+        layout.spec(name).map { Array(UnsafeBufferPointer(start: parameters.pointer + $0.offset, count: $0.count)) }
+    }
+
+    /// Gradient of one named tensor.
+    public func gradient(_ name: String) -> [Float]? {
+        layout.spec(name).map { Array(UnsafeBufferPointer(start: gradients.pointer + $0.offset, count: $0.count)) }
+    }
+
+    /// Overwrites one named tensor (shape-checked).
+    public func setParameter(_ name: String, _ values: [Float]) throws {
+        guard let s = layout.spec(name) else { throw TrainError.shape("no parameter named \(name)") }
+        guard s.count == values.count else { throw TrainError.shape("\(name): \(values.count) values for \(s.shape)") }
+        try parameters.copyIn(values, at: s.offset)
+    }
+
+    // MARK: - Public passes
+
+    /// Log-prob of each position's target token (0 where the target is -1); logProbs is resized to batch.count.
+    public func forward(_ batch: PackedBatch, logProbs: inout [Float]) throws {
+        try forwardLogProbs(batch, logProbs: &logProbs, reference: nil)
+    }
+
+    /// `forward` plus the exact full-vocabulary KL(pi_self || pi_reference) at every position with a target
+    /// (0 elsewhere). `reference` must have just run `forward` on the same batch and must not run again
+    /// before this model's `backward(dLogProbs:dKL:)`: its final hidden states supply the reference logits,
+    /// chunk by chunk, so no [tokens x vocab] array is ever formed.
+    public func forward(_ batch: PackedBatch, logProbs: inout [Float], klAgainst reference: TransformerModel,
+                        kl: inout [Float]) throws {
+        guard reference !== self else { throw TrainError.state("KL reference must be a different model instance") }
+        guard reference.config.vocabSize == config.vocabSize else { throw TrainError.shape("reference vocabulary differs") }
+        try forwardLogProbs(batch, logProbs: &logProbs, reference: reference)
+        let a = acts.pointer
+        if kl.count != n { kl = [Float](repeating: 0, count: n) }
+        kl.withUnsafeMutableBufferPointer { out in
+            out.update(repeating: 0)
+            for j in 0..<targetRows { out[Int(rowIndexP[j])] = a[klG + j] }
+        }
+    }
+
+    private func checkReference(_ r: TransformerModel) throws {
+        guard r.lastPass == .logProbs, r.n == n, r.targetRows == targetRows,
+              (0..<n).allSatisfy({ r.tokensP[$0] == tokensP[$0] }),
+              (0..<targetRows).allSatisfy({ r.rowIndexP[$0] == rowIndexP[$0] && r.targetsP[$0] == targetsP[$0] }) else {
+            throw TrainError.state("KL reference has not just run forward on the same batch")
+        }
+    }
+
+    /// Reference logits for gathered target rows, read from the reference model's last forward.
+    private func referenceProvider(_ r: TransformerModel) -> ReferenceLogitsProvider {
+        let h = r.acts.pointer + r.gathered, w = r.parameters.pointer + r.layout.lmHead
+        let d = r.config.hiddenSize, v = r.config.vocabSize
+        return { first, count, into in chunkLogits(h + first * d, w, count, d, v, into) }
+    }
+
+    private func forwardLogProbs(_ batch: PackedBatch, logProbs: inout [Float], reference: TransformerModel?) throws {
+        try prepare(batch)
+        runBackbone()
+        let a = acts.pointer, d = config.hiddenSize
+        var k = 0
+        for i in 0..<n where batch.targets[i] >= 0 {
+            rowIndexP[k] = Int32(i)
+            targetsP[k] = batch.targets[i]
+            (a + gathered + k * d).update(from: a + nf + i * d, count: d)
+            k += 1
+        }
+        targetRows = k
+        if let reference { try checkReference(reference) }
+        klReference = reference
+        lmHeadForward(hidden: a + gathered, weight: parameters.pointer + layout.lmHead, targets: targetsP,
+                      logProbs: a + logpG, lse: a + lseG, rows: k, dim: d, vocab: config.vocabSize,
+                      chunkRows: headChunkRows, scratch: a + headScratch,
+                      reference: reference.map(referenceProvider), kl: a + klG)
+        if logProbs.count != n { logProbs = [Float](repeating: 0, count: n) }
+        logProbs.withUnsafeMutableBufferPointer { out in
+            out.update(repeating: 0)
+            for j in 0..<k { out[Int(rowIndexP[j])] = a[logpG + j] }
+        }
+        lastPass = .logProbs
+    }
+
+    /// Backward of the last `forward` from d(loss)/d(logProb) per position; accumulates into `gradients`.
+    public func backward(dLogProbs: [Float]) throws {
+        try backwardLogProbs(dLogProbs: dLogProbs, dKL: nil)
+    }
+
+    /// Backward of the last `forward(_:logProbs:klAgainst:kl:)` from d(loss)/d(logProb) and d(loss)/d(KL)
+    /// per position (the reference is frozen: it receives no gradient).
+    public func backward(dLogProbs: [Float], dKL: [Float]) throws {
+        guard let r = klReference else { throw TrainError.state("backward(dLogProbs:dKL:) needs a forward with klAgainst") }
+        try checkReference(r)
+        try backwardLogProbs(dLogProbs: dLogProbs, dKL: dKL)
+    }
+
+    private func backwardLogProbs(dLogProbs: [Float], dKL: [Float]?) throws {
+        guard lastPass == .logProbs else { throw TrainError.state("backward(dLogProbs:) needs a preceding forward") }
+        guard dLogProbs.count == n else { throw TrainError.shape("dLogProbs has \(dLogProbs.count) values for \(n) positions") }
+        if let dKL, dKL.count != n { throw TrainError.shape("dKL has \(dKL.count) values for \(n) positions") }
+        let a = acts.pointer, g = gradients.pointer, d = config.hiddenSize
+        for j in 0..<targetRows {
+            a[dlogpG + j] = dLogProbs[Int(rowIndexP[j])]
+            a[dklG + j] = dKL?[Int(rowIndexP[j])] ?? 0
+        }
+        let ref = dKL != nil ? klReference : nil
+        lmHeadBackward(hidden: a + gathered, weight: parameters.pointer + layout.lmHead, targets: targetsP,
+                       lse: a + lseG, dLogProbs: a + dlogpG, dHidden: a + dGathered, dWeight: g + layout.lmHead,
+                       rows: targetRows, dim: d, vocab: config.vocabSize, chunkRows: headChunkRows,
+                       scratch: a + headScratch, reference: ref.map(referenceProvider), kl: a + klG, dKL: a + dklG)
+        zeroFill(a + dNF, n * d)
+        for j in 0..<targetRows { addInPlace(a + dGathered + j * d, a + dNF + Int(rowIndexP[j]) * d, d) }
+        runBackboneBackward()
+    }
+
+    /// Value head output V(s_i) = h_i . w_v at every position (read from the final hidden state).
+    public func forwardValues(_ batch: PackedBatch, values: inout [Float]) throws {
+        guard layout.valueHead >= 0 else { throw TrainError.state("model was built without a value head") }
+        try prepare(batch)
+        runBackbone()
+        let a = acts.pointer, d = config.hiddenSize, w = parameters.pointer + layout.valueHead
+        if values.count != n { values = [Float](repeating: 0, count: n) }
+        values.withUnsafeMutableBufferPointer { out in
+            for i in 0..<n { out[i] = dot(a + nf + i * d, w, d) }
+        }
+        lastPass = .values
+    }
+
+    /// Backward of the last `forwardValues` from d(loss)/dV per position; accumulates into `gradients`.
+    public func backwardValues(dValues: [Float]) throws {
+        guard lastPass == .values else { throw TrainError.state("backwardValues needs a preceding forwardValues") }
+        guard dValues.count == n else { throw TrainError.shape("dValues has \(dValues.count) values for \(n) positions") }
+        let a = acts.pointer, d = config.hiddenSize
+        let w = parameters.pointer + layout.valueHead, dw = gradients.pointer + layout.valueHead
+        for i in 0..<n {
+            let dv = dValues[i]
+            axpy(dv, a + nf + i * d, dw, d)
+            let row = a + dNF + i * d
+            zeroFill(row, d)
+            axpy(dv, w, row, d)
+        }
+        runBackboneBackward()
+    }
+
+    /// Final (post-norm) hidden states of the last pass, [positions, hiddenSize] row-major.
+    public func finalHiddenStates() -> [Float] {
+        Array(UnsafeBufferPointer(start: acts.pointer + nf, count: n * config.hiddenSize))
+    }
+
+    // MARK: - Internals
+
+    private func prepare(_ batch: PackedBatch) throws {
+        let count = batch.tokens.count
+        guard count > 0, count <= maxTokens else { throw TrainError.shape("batch of \(count) positions; model holds 1...\(maxTokens)") }
+        guard batch.targets.count == count else { throw TrainError.shape("targets has \(batch.targets.count) entries for \(count) tokens") }
+        guard batch.sequenceLengths.reduce(0, +) == count, batch.sequenceLengths.allSatisfy({ $0 > 0 }) else {
+            throw TrainError.shape("sequence lengths \(batch.sequenceLengths) do not partition \(count) tokens")
+        }
+        let V = Int32(config.vocabSize)
+        for i in 0..<count {
+            let t = batch.tokens[i], y = batch.targets[i]
+            guard t >= 0, t < V else { throw TrainError.shape("token \(t) at \(i) outside vocabulary \(V)") }
+            guard y >= -1, y < V else { throw TrainError.shape("target \(y) at \(i) outside vocabulary \(V)") }
+            tokensP[i] = t
+        }
+        var start = 0
+        seqStartsP[0] = 0
+        for (s, len) in batch.sequenceLengths.enumerated() {
+            guard len <= maxSeq else { throw TrainError.shape("sequence \(s) has \(len) tokens; limit \(maxSeq)") }
+            for p in 0..<len { positionsP[start + p] = Int32(p) }
+            start += len
+            seqStartsP[s + 1] = Int32(start)
+        }
+        n = count
+        seqCount = batch.sequenceLengths.count
+        lastPass = .none
+    }
+
+    private func norm(_ x: Int, _ w: Int, _ b: Int, _ y: Int, _ mean: Int, _ rstd: Int) {
+        let a = acts.pointer, p = parameters.pointer, d = config.hiddenSize
+        if config.family == .gpt2 {
+            layerNormForward(x: a + x, weight: p + w, bias: p + b, y: a + y, mean: a + mean, rstd: a + rstd,
+                             rows: n, dim: d, eps: config.normEps)
+        } else {
+            rmsNormForward(x: a + x, weight: p + w, y: a + y, rstd: a + rstd, rows: n, dim: d, eps: config.normEps)
+        }
+    }
+
+    private func normBackward(_ dy: Int, _ x: Int, _ w: Int, _ b: Int, _ mean: Int, _ rstd: Int, _ dx: Int) {
+        let a = acts.pointer, p = parameters.pointer, g = gradients.pointer, d = config.hiddenSize
+        if config.family == .gpt2 {
+            layerNormBackward(dy: a + dy, x: a + x, weight: p + w, mean: a + mean, rstd: a + rstd, dx: a + dx,
+                              dWeight: g + w, dBias: g + b, rows: n, dim: d)
+        } else {
+            rmsNormBackward(dy: a + dy, x: a + x, weight: p + w, rstd: a + rstd, dx: a + dx, dWeight: g + w,
+                            rows: n, dim: d)
+        }
+    }
+
+    /// The single entry point of every linear layer's forward (adapters hook in here).
+    private func linear(_ x: Int, _ w: Int, _ b: Int, _ y: Int, inDim: Int, outDim: Int, accumulate: Bool = false) {
+        let a = acts.pointer, p = parameters.pointer
+        linearForward(x: a + x, ldx: inDim, weight: p + w, bias: b >= 0 ? p + b : nil, y: a + y, ldy: outDim,
+                      rows: n, inDim: inDim, outDim: outDim, accumulate: accumulate)
+    }
+
+    /// The single entry point of every linear layer's backward (adapters hook in here).
+    private func linearBack(_ dy: Int, _ x: Int, _ w: Int, _ b: Int, _ dx: Int, inDim: Int, outDim: Int) {
+        let a = acts.pointer, p = parameters.pointer, g = gradients.pointer
+        linearBackward(dy: a + dy, ldy: outDim, x: a + x, ldx: inDim, weight: p + w, dx: a + dx, lddx: inDim,
+                       accumulateDX: false, dWeight: g + w, dBias: b >= 0 ? g + b : nil, rows: n, inDim: inDim,
+                       outDim: outDim)
+    }
+
+    private func runBackbone() {
+        let a = acts.pointer, p = parameters.pointer, c = config, d = c.hiddenSize
+        let first = blockActs.first?.resIn ?? resFinal
+        embeddingForward(tokens: tokensP, table: p + layout.embed, positions: c.family == .gpt2 ? positionsP : nil,
+                         posTable: c.family == .gpt2 ? p + layout.positions : nil, out: a + first, rows: n, dim: d)
+        for (l, o) in layout.blocks.enumerated() {
+            let b = blockActs[l]
+            let next = l + 1 < blockActs.count ? blockActs[l + 1].resIn : resFinal
+            norm(b.resIn, o.norm1W, o.norm1B, b.n1, b.n1Mean, b.n1Rstd)
+            linear(b.n1, o.qkvW, o.qkvB, b.qkv, inDim: d, outDim: qkvWidth)
+            if let rope {
+                rope.cos.withUnsafeBufferPointer { cs in
+                    rope.sin.withUnsafeBufferPointer { sn in
+                        ropeApply(x: a + b.qkv, ld: qkvWidth, rows: n, heads: c.heads, headDim: c.headDim,
+                                  positions: positionsP, cos: cs.baseAddress!, sin: sn.baseAddress!, inverse: false)
+                        ropeApply(x: a + b.qkv + attWidth, ld: qkvWidth, rows: n, heads: c.kvHeads, headDim: c.headDim,
+                                  positions: positionsP, cos: cs.baseAddress!, sin: sn.baseAddress!, inverse: false)
+                    }
+                }
+            }
+            let kvOff = c.kvHeads * c.headDim
+            attentionForward(q: a + b.qkv, ldq: qkvWidth, k: a + b.qkv + attWidth, ldk: qkvWidth,
+                             v: a + b.qkv + attWidth + kvOff, ldv: qkvWidth, out: a + b.att, ldo: attWidth,
+                             lse: a + b.lse, rows: n, seqStarts: seqStartsP, seqCount: seqCount, heads: c.heads,
+                             kvHeads: c.kvHeads, headDim: c.headDim, scratch: a + attScratch)
+            (a + b.mid).update(from: a + b.resIn, count: n * d)
+            linear(b.att, o.oW, o.oB, b.mid, inDim: attWidth, outDim: d, accumulate: true)
+            norm(b.mid, o.norm2W, o.norm2B, b.n2, b.n2Mean, b.n2Rstd)
+            linear(b.n2, o.upW, o.upB, b.up, inDim: d, outDim: upWidth)
+            if c.family == .gpt2 {
+                geluForward(x: a + b.up, out: a + b.act, count: n * c.intermediateSize)
+            } else {
+                swiGLUForward(gateUp: a + b.up, out: a + b.act, rows: n, dim: c.intermediateSize)
+            }
+            (a + next).update(from: a + b.mid, count: n * d)
+            linear(b.act, o.downW, o.downB, next, inDim: c.intermediateSize, outDim: d, accumulate: true)
+        }
+        norm(resFinal, layout.finalNormW, layout.finalNormB, nf, nfMean, nfRstd)
+    }
+
+    /// Backpropagates d(final hidden) held in dNF through the blocks and embeddings.
+    private func runBackboneBackward() {
+        let a = acts.pointer, g = gradients.pointer, c = config, d = c.hiddenSize
+        zeroFill(a + dRes, n * d)
+        normBackward(dNF, resFinal, layout.finalNormW, layout.finalNormB, nfMean, nfRstd, dRes)
+        for l in stride(from: layout.blocks.count - 1, through: 0, by: -1) {
+            let o = layout.blocks[l], b = blockActs[l]
+            linearBack(dRes, b.act, o.downW, o.downB, dAct, inDim: c.intermediateSize, outDim: d)
+            if c.family == .gpt2 {
+                geluBackward(x: a + b.up, dOut: a + dAct, dx: a + dUp, count: n * c.intermediateSize)
+            } else {
+                swiGLUBackward(gateUp: a + b.up, dOut: a + dAct, dGateUp: a + dUp, rows: n, dim: c.intermediateSize)
+            }
+            linearBack(dUp, b.n2, o.upW, o.upB, dNorm, inDim: d, outDim: upWidth)
+            normBackward(dNorm, b.mid, o.norm2W, o.norm2B, b.n2Mean, b.n2Rstd, dRes)
+            linearBack(dRes, b.att, o.oW, o.oB, dAtt, inDim: attWidth, outDim: d)
+            let kvOff = c.kvHeads * c.headDim
+            attentionBackward(dOut: a + dAtt, q: a + b.qkv, ldq: qkvWidth, k: a + b.qkv + attWidth, ldk: qkvWidth,
+                              v: a + b.qkv + attWidth + kvOff, ldv: qkvWidth, out: a + b.att, ldo: attWidth,
+                              lse: a + b.lse, dq: a + dQKV, lddq: qkvWidth, dk: a + dQKV + attWidth, lddk: qkvWidth,
+                              dv: a + dQKV + attWidth + kvOff, lddv: qkvWidth, rows: n, seqStarts: seqStartsP,
+                              seqCount: seqCount, heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim,
+                              scratch: a + attScratch, scratch2: a + attScratch + maxSeq * maxSeq)
+            if let rope {
+                rope.cos.withUnsafeBufferPointer { cs in
+                    rope.sin.withUnsafeBufferPointer { sn in
+                        ropeApply(x: a + dQKV, ld: qkvWidth, rows: n, heads: c.heads, headDim: c.headDim,
+                                  positions: positionsP, cos: cs.baseAddress!, sin: sn.baseAddress!, inverse: true)
+                        ropeApply(x: a + dQKV + attWidth, ld: qkvWidth, rows: n, heads: c.kvHeads, headDim: c.headDim,
+                                  positions: positionsP, cos: cs.baseAddress!, sin: sn.baseAddress!, inverse: true)
+                    }
+                }
+            }
+            linearBack(dQKV, b.n1, o.qkvW, o.qkvB, dNorm, inDim: d, outDim: qkvWidth)
+            normBackward(dNorm, b.resIn, o.norm1W, o.norm1B, b.n1Mean, b.n1Rstd, dRes)
+        }
+        embeddingBackward(tokens: tokensP, positions: c.family == .gpt2 ? positionsP : nil, dOut: a + dRes,
+                          dTable: g + layout.embed, dPosTable: c.family == .gpt2 ? g + layout.positions : nil,
+                          rows: n, dim: d)
+    }
+}

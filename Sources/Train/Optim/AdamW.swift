@@ -1,0 +1,165 @@
+import Foundation
+
+/// AdamW hyper-parameters (decoupled weight decay, as torch.optim.AdamW).
+public struct AdamWConfig: Sendable, Equatable {
+    /// First-moment decay.
+    public var beta1: Float
+    /// Second-moment decay.
+    public var beta2: Float
+    /// Denominator epsilon (added after the square root, as PyTorch).
+    public var eps: Float
+    /// Decoupled weight decay applied to tensors with `decays` set.
+    public var weightDecay: Float
+
+    /// PyTorch's defaults unless given.
+    public init(beta1: Float = 0.9, beta2: Float = 0.999, eps: Float = 1e-8, weightDecay: Float = 0.01) {
+        self.beta1 = beta1; self.beta2 = beta2; self.eps = eps; self.weightDecay = weightDecay
+    }
+}
+
+/// AdamW over a flat parameter buffer, with its two moment buffers allocated once.
+public final class AdamW {
+    /// Hyper-parameters.
+    public var config: AdamWConfig
+    /// Steps taken (bias correction uses step + 1 on the next update).
+    public private(set) var step = 0
+    /// First moments, same layout as the parameters.
+    public let m: FlatBuffer
+    /// Second moments.
+    public let v: FlatBuffer
+    private let ranges: [(offset: Int, count: Int, decay: Bool)]
+
+    /// An optimizer for `layout`; matrices get weight decay, vectors (norms, biases) do not.
+    public init(layout: ParameterLayout, config: AdamWConfig) {
+        self.config = config
+        m = FlatBuffer(count: layout.total)
+        v = FlatBuffer(count: layout.total)
+        ranges = layout.specs.map { ($0.offset, $0.count, $0.decays) }
+    }
+
+    /// One update at learning rate `lr` from `gradients` (already averaged and clipped).
+    public func update(parameters: FlatBuffer, gradients: FlatBuffer, lr: Float) {
+        step += 1
+        let c = config
+        let bc1 = 1 - Float(Foundation.pow(Double(c.beta1), Double(step)))
+        let bc2 = 1 - Float(Foundation.pow(Double(c.beta2), Double(step)))
+        let stepSize = lr / bc1
+        let bc2Sqrt = bc2.squareRoot()
+        for r in ranges {
+            let decay: Float = r.decay ? 1 - lr * c.weightDecay : 1
+            adamWKernel(p: parameters.pointer + r.offset, g: gradients.pointer + r.offset, m: m.pointer + r.offset,
+                        v: v.pointer + r.offset, count: r.count, beta1: c.beta1, beta2: c.beta2, eps: c.eps,
+                        decay: decay, stepSize: stepSize, bc2Sqrt: bc2Sqrt)
+        }
+    }
+}
+
+/// The AdamW element update in PyTorch's order: p *= decay; m, v EMAs; p -= stepSize * m / (sqrt(v)/sqrt(bc2) + eps).
+///
+/// Shapes: p, g, m, v [count].
+public func adamWKernel(p: UnsafeMutablePointer<Float>, g: UnsafePointer<Float>, m: UnsafeMutablePointer<Float>,
+                        v: UnsafeMutablePointer<Float>, count: Int, beta1: Float, beta2: Float, eps: Float,
+                        decay: Float, stepSize: Float, bc2Sqrt: Float) {
+    var i = 0
+    let b1 = F16x(repeating: beta1), b2 = F16x(repeating: beta2)
+    let ob1 = F16x(repeating: 1 - beta1), ob2 = F16x(repeating: 1 - beta2)
+    let dc = F16x(repeating: decay), ss = F16x(repeating: stepSize), bs = F16x(repeating: bc2Sqrt)
+    let ep = F16x(repeating: eps)
+    while i + 16 <= count {
+        let gv = load16(g + i)
+        let mv = b1 * load16(m + i) + ob1 * gv
+        let vv = b2 * load16(v + i) + ob2 * gv * gv
+        store16(mv, m + i); store16(vv, v + i)
+        store16(load16(p + i) * dc - ss * mv / (vv.squareRoot() / bs + ep), p + i)
+        i += 16
+    }
+    while i < count {
+        let gv = g[i]
+        let mv = beta1 * m[i] + (1 - beta1) * gv
+        let vv = beta2 * v[i] + (1 - beta2) * gv * gv
+        m[i] = mv; v[i] = vv
+        p[i] = p[i] * decay - stepSize * mv / (vv.squareRoot() / bc2Sqrt + eps)
+        i += 1
+    }
+}
+
+/// Global L2 norm of a gradient buffer (accumulated in double).
+public func gradientNorm(_ g: FlatBuffer) -> Double {
+    var total = 0.0
+    var i = 0
+    let p = g.pointer
+    while i < g.count {
+        let n = min(4096, g.count - i)
+        total += Double(dot(p + i, p + i, n))
+        i += n
+    }
+    return total.squareRoot()
+}
+
+/// Multiplies every gradient by `factor` (averaging accumulated micro-batches, clipping).
+public func scaleGradients(_ g: FlatBuffer, by factor: Float) {
+    var i = 0
+    let p = g.pointer, f = F16x(repeating: factor)
+    while i + 16 <= g.count { store16(load16(p + i) * f, p + i); i += 16 }
+    while i < g.count { p[i] *= factor; i += 1 }
+}
+
+/// Clips to `maxNorm` as torch.nn.utils.clip_grad_norm_ (coef = max / (norm + 1e-6), applied when < 1);
+/// returns the norm before clipping.
+@discardableResult
+public func clipGradientNorm(_ g: FlatBuffer, maxNorm: Double) -> Double {
+    let norm = gradientNorm(g)
+    let coef = maxNorm / (norm + 1e-6)
+    if coef < 1 { scaleGradients(g, by: Float(coef)) }
+    return norm
+}
+
+/// Linear warmup then cosine decay to `minLR`, by optimizer step (0-based).
+public struct CosineSchedule: Sendable, Equatable {
+    /// Peak learning rate.
+    public var baseLR: Double
+    /// Floor reached at `totalSteps`.
+    public var minLR: Double
+    /// Steps of linear warmup.
+    public var warmupSteps: Int
+    /// Steps in the whole run.
+    public var totalSteps: Int
+
+    /// A schedule; `warmupFraction` of `totalSteps` (rounded up) warms up (the paper uses 3%).
+    public init(baseLR: Double, minLR: Double = 0, totalSteps: Int, warmupFraction: Double = 0.03) {
+        self.baseLR = baseLR
+        self.minLR = minLR
+        self.totalSteps = max(1, totalSteps)
+        warmupSteps = Int((Double(totalSteps) * warmupFraction).rounded(.up))
+    }
+
+    /// Learning rate for 0-based step `step`.
+    public func learningRate(step: Int) -> Double {
+        if step < warmupSteps { return baseLR * Double(step + 1) / Double(warmupSteps) }
+        let span = max(1, totalSteps - warmupSteps)
+        let progress = min(1, Double(step - warmupSteps) / Double(span))
+        return minLR + 0.5 * (baseLR - minLR) * (1 + Foundation.cos(Double.pi * progress))
+    }
+}
+
+/// Gradient accumulation over micro-batches: zero at the window start, average and clip at the end.
+public struct GradientAccumulation: Sendable {
+    /// Micro-batches per optimizer step.
+    public let microBatches: Int
+    /// Micro-batches seen in the current window.
+    public private(set) var seen = 0
+
+    /// Accumulates `microBatches` backward passes per step.
+    public init(microBatches: Int) { self.microBatches = max(1, microBatches) }
+
+    /// Records one micro-batch's backward; returns true when the window is complete.
+    public mutating func didAccumulate() -> Bool { seen += 1; return seen >= microBatches }
+
+    /// Averages the accumulated gradients, clips to `maxNorm` (if given), resets the window; returns the norm.
+    public mutating func finish(_ g: FlatBuffer, maxNorm: Double?) -> Double {
+        if seen > 1 { scaleGradients(g, by: 1 / Float(seen)) }
+        seen = 0
+        if let maxNorm { return clipGradientNorm(g, maxNorm: maxNorm) }
+        return gradientNorm(g)
+    }
+}

@@ -1,0 +1,87 @@
+import ArgumentParser
+import Foundation
+import Format
+import Ingest
+
+/// `oreo ingest`: JSONL trajectories to a dataset of shards.
+struct IngestCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ingest",
+        abstract: "Tokenize JSONL trajectory files into a dataset of shards.",
+        discussion: """
+        Each line is one trajectory (schema: schemas/trajectory-line.schema.json):
+          {"prompt": str, "response": str, "reward": number|bool}               (the official OREO format)
+          {"prompt": str, "steps": [str, ...], "reward": ...}                      (explicit reasoning steps)
+          {"prompt_ids": [int], "response_ids": [int], "step_ends": [int]?, "reward": ...}  (ids kept verbatim)
+        with optional "id", "group" (default: derived from the prompt) and "meta".
+        Prompt and response are tokenized separately; steps end where a run of --step-delimiter ends, moved to
+        the last token boundary at or before it. An interrupted run is continued by running the same command
+        again; lines read = trajectories written + lines rejected, always.
+        """)
+
+    @Argument(help: "Input JSONL files.") var inputs: [String] = []
+    @Option(help: "The model's tokenizer.json.") var tokenizer: String?
+    @Option(name: .shortAndLong, help: "Output dataset directory.") var out: String
+    @Option(help: "Tokens per shard.") var shardTokens = 64_000_000
+    @Option(help: "Block compression: raw, zstd, zstd-N.") var compression = "zstd-3"
+    @Option(help: "Longest trajectory in tokens; longer responses are cut and flagged truncated (0: no limit).") var maxLength = 0
+    @Option(help: "Invalid lines: fail (stop with file:line:column) or skip (into rejects.jsonl).") var onInvalid = "fail"
+    @Option(help: "Step delimiter (repeatable; \\n \\t \\r escapes). Default: newline. MATH style: --step-delimiter '\\n' --step-delimiter '. ' --step-delimiter '.$ '")
+    var stepDelimiter: [String] = []
+    @Option(help: "EOS after text responses: auto (unless already there), always, never.") var eos = "auto"
+    @Flag(help: "Do not put the tokenizer's BOS/template prefix before prompts.") var noBos = false
+    @Flag(help: "Encode special tokens written in the text as plain text instead of control tokens.") var specialTokensAsText = false
+    @Option(help: "Worker threads.") var threads = ProcessInfo.processInfo.activeProcessorCount
+    @Option(help: "Ingest only part I of N (I/N) of the lines, for several machines; then --merge-parts N.") var part: String?
+    @Option(help: "Combine the N finished parts in --out into one manifest.") var mergeParts: Int?
+    @Flag(help: "Delete an existing dataset at --out first instead of resuming it.") var overwrite = false
+
+    func run() throws {
+        if let n = mergeParts {
+            let m = try IngestJob.mergeParts(directory: out, count: n)
+            print("merged \(n) parts: \(m.counts.trajectories) trajectories, \(m.counts.tokens) tokens in \(m.shards.count) shard(s)")
+            return
+        }
+        guard let tokenizer else { throw ValidationError("--tokenizer is required") }
+        guard !inputs.isEmpty else { throw ValidationError("give at least one input JSONL file") }
+        guard let c = Compression(parsing: compression) else { throw ValidationError("unknown compression '\(compression)'") }
+        guard let policy = InvalidLinePolicy(rawValue: onInvalid) else { throw ValidationError("--on-invalid takes fail or skip") }
+        guard let eosPolicy = EOSPolicy(rawValue: eos) else { throw ValidationError("--eos takes auto, always or never") }
+        var partSpec = (index: 0, count: 1)
+        if let part {
+            let p = part.split(separator: "/").compactMap { Int($0) }
+            guard p.count == 2, p[1] >= 1, p[0] >= 0, p[0] < p[1] else { throw ValidationError("--part takes I/N with 0 <= I < N") }
+            partSpec = (p[0], p[1])
+        }
+        var options = IngestOptions()
+        options.maxLength = maxLength
+        options.onInvalid = policy
+        if !stepDelimiter.isEmpty { options.stepDelimiters = stepDelimiter.map(unescapeDelimiter) }
+        options.eos = eosPolicy
+        options.addBOS = !noBos
+        options.recognizeSpecialTokens = !specialTokensAsText
+
+        let start = Date()
+        let tok = try Tokenizer.load(path: tokenizer)
+        let vocab = IngestVocabulary(tok)
+        printError("tokenizer \(tokenizer): \(tok.vocabSize) tokens, loaded in \(String(format: "%.2f", Date().timeIntervalSince(start))) s")
+        var job = IngestJob(inputs: inputs, output: out, vocab: vocab, options: options)
+        job.compression = c
+        job.shardTokens = UInt64(max(1, shardTokens))
+        job.threads = max(1, threads)
+        job.part = partSpec
+        if overwrite { job.removeOutput() }
+        let progress = Progress("ingest", unit: "B")
+        var total = 0.0
+        let summary = try job.run { p in
+            total = Double(p.bytesTotal)
+            progress.update(Double(p.bytesDone))
+        }
+        progress.finish(total)
+        let m = summary.manifest
+        let seconds = Date().timeIntervalSince(start)
+        print("\(summary.resumed ? "resumed and finished" : "finished"): \(summary.linesRead) lines read = \(summary.written) trajectories written + \(summary.rejected) rejected; \(summary.truncated) truncated; \(summary.blank) blank lines skipped")
+        print("\(m.counts.tokens) tokens in \(m.shards.count) shard(s) at \(out) (\(String(format: "%.1f", total / seconds / 1e6)) MB/s of JSONL)")
+        if summary.rejected > 0 { print("rejected lines and reasons: \(out)/rejects.jsonl") }
+    }
+}

@@ -1,3 +1,0 @@
-import Testing
-@testable import Format
-@Test func version() { #expect(formatVersion == 1) }

@@ -1,0 +1,163 @@
+import Foundation
+import Testing
+import Train
+
+/// safetensors validation, round trips and HF directory layouts.
+@Suite struct CheckpointTests {
+    static func tempDir(_ tag: String) -> String {
+        let d = NSTemporaryDirectory() + "oreo-ckpt-\(tag)-\(getpid())-\(UInt64.random(in: 0..<UInt64.max))"
+        try! FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
+        return d
+    }
+
+    /// Builds a file from a raw header string and data bytes.
+    static func raw(_ header: String, data: [UInt8]) -> Data {
+        var h = Array(header.utf8)
+        var out = Data()
+        withUnsafeBytes(of: UInt64(h.count).littleEndian) { out.append(contentsOf: $0) }
+        out.append(contentsOf: h)
+        h.removeAll()
+        out.append(contentsOf: data)
+        return out
+    }
+
+    @Test func roundTripF32AndBF16() throws {
+        let recs = [SafeTensorsRecord(name: "a", shape: [2, 3], values: [1, -2, 3.5, 0, 1e-3, 7]),
+                    SafeTensorsRecord(name: "b\"quoted", shape: [1], values: [3.14159])]
+        let data = try encodeSafeTensors(recs, metadata: ["format": "pt"])
+        let headerLen = data.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
+        #expect(headerLen % 8 == 0)
+        let f = try SafeTensorsFile(data: data, path: "mem")
+        #expect(f.metadata["format"] == "pt")
+        #expect(try f.floats("a") == recs[0].values)
+        #expect(try f.floats("b\"quoted") == recs[1].values)
+        #expect(f.info("a")?.shape == [2, 3])
+        let bf = try SafeTensorsFile(data: try encodeSafeTensors(recs, dtype: .BF16), path: "mem-bf16")
+        let back = try bf.floats("a")
+        for (x, y) in zip(back, recs[0].values) { #expect(abs(x - y) <= abs(y) / 128, "bf16 \(y) -> \(x)") }
+        #expect(bfloat16Bits(1.0) == 0x3F80)
+        #expect(bfloat16Bits(Float(bitPattern: 0x3F80_8000)) == 0x3F80)  // tie -> even
+        #expect(bfloat16Bits(Float(bitPattern: 0x3F81_8000)) == 0x3F82)  // tie -> even (up)
+    }
+
+    @Test func readsF16() throws {
+        let halfs: [Float16] = [1, -0.5, 65504, 0.000061035156]
+        var bytes: [UInt8] = []
+        for h in halfs { withUnsafeBytes(of: h.bitPattern.littleEndian) { bytes.append(contentsOf: $0) } }
+        let f = try SafeTensorsFile(data: Self.raw(#"{"h":{"dtype":"F16","shape":[4],"data_offsets":[0,8]}}"#, data: bytes), path: "f16")
+        #expect(try f.floats("h") == halfs.map { Float($0) })
+    }
+
+    @Test(arguments: [
+        (#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#, 4, "data"),            // file too short
+        (#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#, 12, "cover"),          // trailing bytes
+        (#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#, 8, "needs"),           // size mismatch
+        (#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#, 8, "gap"),             // gap at 0
+        (#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#, 8, "overlap"),
+        (#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#, 8, "duplicate"),
+        (#"{"a":{"dtype":"Q4","shape":[1],"data_offsets":[0,4]}}"#, 4, "dtype"),
+        (#"{"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}}"#, 4, "negative"),
+        (#"{"a":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,4]}}"#, 4, "overflow"),
+        (#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}"#, 4, "unterminated"),
+        (#"[1,2]"#, 0, "not a JSON object"),
+    ]) func rejectsMalformedFiles(header: String, dataBytes: Int, expect fragment: String) {
+        let data = Self.raw(header, data: [UInt8](repeating: 0, count: dataBytes))
+        do {
+            _ = try SafeTensorsFile(data: data, path: "bad.safetensors")
+            Issue.record("accepted a malformed file (\(fragment))")
+        } catch let e as SafeTensorsError {
+            #expect(e.description.contains("bad.safetensors"), "error names the file: \(e)")
+            #expect(e.description.contains(fragment), "error \"\(e)\" should mention \(fragment)")
+        } catch { Issue.record("unexpected error \(error)") }
+    }
+
+    @Test func rejectsHugeOrShortHeaders() {
+        var d = Data()
+        withUnsafeBytes(of: UInt64(200_000_000).littleEndian) { d.append(contentsOf: $0) }
+        d.append(contentsOf: [UInt8](repeating: 0x20, count: 16))
+        #expect(throws: SafeTensorsError.self) { try SafeTensorsFile(data: d, path: "huge") }
+        #expect(throws: SafeTensorsError.self) { try SafeTensorsFile(data: Data([1, 2, 3]), path: "short") }
+        var d2 = Data()
+        withUnsafeBytes(of: UInt64.max.littleEndian) { d2.append(contentsOf: $0) }
+        #expect(throws: SafeTensorsError.self) { try SafeTensorsFile(data: d2, path: "max") }
+    }
+
+    @Test(arguments: [ModelFamily.gpt2, .llama, .qwen2]) func modelSaveLoadRoundTrip(family: ModelFamily) throws {
+        let m = try ModelGradientTests.model(family, valueHead: true)
+        try m.setParameter("value_head.weight", (0..<m.config.hiddenSize).map { Float($0) / 10 })
+        let dir = Self.tempDir(family.rawValue)
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try ModelCheckpoint.save(m, directory: dir)
+        let back = try ModelCheckpoint.load(directory: dir, maxTokens: 32, valueHead: true)
+        #expect(back.config == m.config)
+        #expect(back.parameters.toArray() == m.parameters.toArray())
+        // HF layout on disk: GPT-2 Conv1D weights are [in, out]
+        let f = try SafeTensorsFile(path: dir + "/model.safetensors")
+        if family == .gpt2 {
+            #expect(f.info("transformer.h.0.mlp.c_fc.weight")?.shape == [24, 40])
+            #expect(f.info("transformer.h.0.attn.c_attn.weight")?.shape == [24, 72])
+        } else {
+            #expect(f.info("model.layers.0.mlp.gate_proj.weight")?.shape == [36, 24])
+            #expect((f.info("lm_head.weight") != nil) == !m.config.tieWordEmbeddings)
+        }
+    }
+
+    @Test func shardedIndexLoadsAndChecksMapping() throws {
+        let m = try ModelGradientTests.model(.qwen2)
+        let dir = Self.tempDir("shard")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try ModelCheckpoint.save(m, directory: dir)
+        try FileManager.default.removeItem(atPath: dir + "/model.safetensors")
+        let recs = ModelCheckpoint.records(of: m)
+        let half = recs.count / 2
+        try writeSafeTensors(Array(recs[..<half]), to: dir + "/model-00001-of-00002.safetensors")
+        try writeSafeTensors(Array(recs[half...]), to: dir + "/model-00002-of-00002.safetensors")
+        var map: [String: String] = [:]
+        for (i, r) in recs.enumerated() { map[r.name] = i < half ? "model-00001-of-00002.safetensors" : "model-00002-of-00002.safetensors" }
+        let index = try JSONSerialization.data(withJSONObject: ["metadata": ["total_size": 0], "weight_map": map])
+        try index.write(to: URL(fileURLWithPath: dir + "/model.safetensors.index.json"))
+        let back = try ModelCheckpoint.load(directory: dir, maxTokens: 32)
+        #expect(back.parameters.toArray() == m.parameters.toArray())
+        // an index pointing a tensor at the wrong shard is rejected, naming the tensor
+        map[recs[0].name] = "model-00002-of-00002.safetensors"
+        try JSONSerialization.data(withJSONObject: ["weight_map": map]).write(to: URL(fileURLWithPath: dir + "/model.safetensors.index.json"))
+        do { _ = try ModelCheckpoint.load(directory: dir, maxTokens: 32); Issue.record("accepted a wrong index") }
+        catch let e as SafeTensorsError { #expect(e.description.contains(recs[0].name)) }
+        // path traversal in shard names is refused
+        map[recs[0].name] = "../x.safetensors"
+        try JSONSerialization.data(withJSONObject: ["weight_map": map]).write(to: URL(fileURLWithPath: dir + "/model.safetensors.index.json"))
+        #expect(throws: SafeTensorsError.self) { try ModelCheckpoint.load(directory: dir, maxTokens: 32) }
+    }
+
+    @Test func missingAndMisshapenTensorsAreNamed() throws {
+        let m = try ModelGradientTests.model(.llama)
+        let dir = Self.tempDir("missing")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        try ModelCheckpoint.save(m, directory: dir)
+        var recs = ModelCheckpoint.records(of: m)
+        let victim = recs.remove(at: 3)
+        try writeSafeTensors(recs, to: dir + "/model.safetensors")
+        do { _ = try ModelCheckpoint.load(directory: dir, maxTokens: 8); Issue.record("loaded without \(victim.name)") }
+        catch let e as SafeTensorsError { #expect(e.description.contains(victim.name)) }
+        recs.insert(SafeTensorsRecord(name: victim.name, shape: [victim.values.count], values: victim.values), at: 3)
+        try writeSafeTensors(recs, to: dir + "/model.safetensors")
+        do { _ = try ModelCheckpoint.load(directory: dir, maxTokens: 8); Issue.record("loaded a misshapen \(victim.name)") }
+        catch let e as SafeTensorsError { #expect(e.description.contains(victim.name) && e.description.contains("shape")) }
+    }
+
+    @Test func configParsesHFFiles() throws {
+        let llama = #"{"model_type":"llama","hidden_size":576,"intermediate_size":1536,"num_hidden_layers":30,"num_attention_heads":9,"num_key_value_heads":3,"vocab_size":49152,"rms_norm_eps":1e-5,"rope_theta":100000,"tie_word_embeddings":true,"max_position_embeddings":8192,"hidden_act":"silu","rope_scaling":{"rope_type":"llama3","factor":32.0,"low_freq_factor":1.0,"high_freq_factor":4.0,"original_max_position_embeddings":8192}}"#
+        let c = try ModelConfig.parse(json: Data(llama.utf8))
+        #expect(c.family == .llama && c.headDim == 64 && c.kvHeads == 3 && c.tieWordEmbeddings && c.ropeTheta == 1e5)
+        #expect(c.ropeScaling == .llama3(factor: 32, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 8192))
+        let again = try ModelConfig.parse(json: try c.jsonData())
+        #expect(again == c)
+        let gpt = #"{"model_type":"gpt2","n_embd":768,"n_layer":12,"n_head":12,"n_positions":1024,"vocab_size":50257,"activation_function":"gelu_new"}"#
+        let g = try ModelConfig.parse(json: Data(gpt.utf8))
+        #expect(g.intermediateSize == 3072 && g.tieWordEmbeddings && g.qkvBias && g.normEps == 1e-5)
+        #expect(throws: ModelConfigError.self) { try ModelConfig.parse(json: Data(#"{"model_type":"mamba"}"#.utf8)) }
+        #expect(throws: ModelConfigError.self) {
+            try ModelConfig.parse(json: Data(#"{"model_type":"llama","hidden_size":64,"intermediate_size":8,"num_hidden_layers":1,"num_attention_heads":3,"num_key_value_heads":2,"vocab_size":10}"#.utf8))
+        }
+    }
+}
