@@ -10,36 +10,35 @@ final class PieceCache {
     private let keyLength = UnsafeMutablePointer<UInt8>.allocate(capacity: slotCount)  // 0: empty
     private let values = UnsafeMutablePointer<UInt32>.allocate(capacity: slotCount * valueMax)
     private let valueCount = UnsafeMutablePointer<UInt8>.allocate(capacity: slotCount)
-    /// Pieces of up to 8 bytes that are one final vocabulary token: their bytes, and `id | length << 32`
-    /// (0: empty). 64 KiB that stay in cache, in front of the multi-megabyte vocabulary table.
+    /// Pieces of up to 8 bytes that are one final vocabulary token: slot `s` holds their bytes at
+    /// `2s` and `id | length << 32` (0: empty) at `2s + 1`, one cache line per probe. 64 KiB that stay
+    /// in cache, in front of the multi-megabyte vocabulary table.
     static let shortCount = 4096
-    private let shortKeys = UnsafeMutablePointer<UInt64>.allocate(capacity: shortCount)
-    private let shortValues = UnsafeMutablePointer<UInt64>.allocate(capacity: shortCount)
+    private let short = UnsafeMutablePointer<UInt64>.allocate(capacity: 2 * shortCount)
 
     init() {
         keyLength.initialize(repeating: 0, count: PieceCache.slotCount)
         valueCount.initialize(repeating: 0, count: PieceCache.slotCount)
         keys.initialize(repeating: 0, count: PieceCache.slotCount * PieceCache.keyMax)
         values.initialize(repeating: 0, count: PieceCache.slotCount * PieceCache.valueMax)
-        shortKeys.initialize(repeating: 0, count: PieceCache.shortCount)
-        shortValues.initialize(repeating: 0, count: PieceCache.shortCount)
+        short.initialize(repeating: 0, count: 2 * PieceCache.shortCount)
     }
 
     /// The token of a piece of at most 8 bytes whose bytes as a word are `first`, if cached.
     @inline(__always)
     func short(_ first: UInt64, _ n: Int, hash: UInt64) -> UInt32? {
-        let s = Int(truncatingIfNeeded: hash) & (PieceCache.shortCount - 1)
-        let v = shortValues[s]
-        guard v >> 32 == UInt64(n), shortKeys[s] == first else { return nil }
+        let s = 2 * (Int(truncatingIfNeeded: hash) & (PieceCache.shortCount - 1))
+        let v = short[s + 1]
+        guard v >> 32 == UInt64(n), short[s] == first else { return nil }
         return UInt32(truncatingIfNeeded: v)
     }
 
     /// Remembers that a piece of at most 8 bytes is exactly token `id`.
     @inline(__always)
     func storeShort(_ first: UInt64, _ n: Int, hash: UInt64, id: UInt32) {
-        let s = Int(truncatingIfNeeded: hash) & (PieceCache.shortCount - 1)
-        shortKeys[s] = first
-        shortValues[s] = UInt64(n) << 32 | UInt64(id)
+        let s = 2 * (Int(truncatingIfNeeded: hash) & (PieceCache.shortCount - 1))
+        short[s] = first
+        short[s + 1] = UInt64(n) << 32 | UInt64(id)
     }
 
     deinit {
@@ -47,8 +46,7 @@ final class PieceCache {
         keyLength.deallocate()
         values.deallocate()
         valueCount.deallocate()
-        shortKeys.deallocate()
-        shortValues.deallocate()
+        short.deallocate()
     }
 
     @inline(__always)
