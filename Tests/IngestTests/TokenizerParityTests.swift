@@ -67,12 +67,17 @@ struct TokenizerParityTests {
     @Test("cl100k loads well under a second, with ids above 65535")
     func cl100kLoad() throws {
         guard Fixtures.check() else { return }
-        let clock = ContinuousClock()
-        let start = clock.now
+        // CPU time of this thread: other processes on a shared machine must not fail the test.
+        func cpuSeconds() -> Double {
+            var ts = timespec()
+            clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
+            return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+        }
+        let start = cpuSeconds()
         let tokenizer = try Tokenizer.load(path: Fixtures.path("cl100k.tokenizer.json"))
-        let elapsed = clock.now - start
-        print("cl100k load: \(elapsed)")
-        #expect(elapsed < .milliseconds(1000))
+        let elapsed = cpuSeconds() - start
+        print("cl100k load: \(elapsed) s of CPU")
+        #expect(elapsed < 1.0)
         #expect(tokenizer.vocabSize == 100_301)
         #expect(tokenizer.bosId == 100_300)
         #expect(tokenizer.eosId == 100_257)

@@ -108,6 +108,37 @@ struct TokenizerUnitTests {
         #expect(throws: TokenizerError.self) { try t.decode([300]) }
     }
 
+    @Test("added-token flags: lstrip and rstrip take whitespace, single_word needs non-word neighbours")
+    func addedTokenFlags() throws {
+        func token(_ id: Int, _ content: String, lstrip: Bool = false, rstrip: Bool = false, single: Bool = false) -> [String: Any] {
+            ["id": id, "content": content, "single_word": single, "lstrip": lstrip, "rstrip": rstrip,
+             "normalized": false, "special": false]
+        }
+        let t = try SyntheticTokenizer.load(SyntheticTokenizer.json { root in
+            root["added_tokens"] = [token(300, "<L>", lstrip: true), token(301, "<R>", rstrip: true),
+                                    token(302, "<W>", single: true)]
+        })
+        #expect(t.encode("a  <L>b") == [0x61, 300, 0x62])  // the spaces before <L> vanish
+        #expect(t.encode("a<R> \n b") == [0x61, 301, 0x62])  // all whitespace after <R> vanishes
+        #expect(t.encode("a <W> b") == [0x61, 0x20, 302, 0x20, 0x62])
+        #expect(t.encode("a<W>b").count == 5)  // glued to word characters: plain text
+        #expect(t.encode("é<W>") == [0xC3, 0xA9].map(UInt32.init) + [0x3C, 0x57, 0x3E])  // é is a word character
+        #expect(t.encode("<L><L>") == [300, 300])
+    }
+
+    @Test("NFC applies, and may yield more ids than input bytes (U+0958 expands to two scalars)")
+    func nfcExpansion() throws {
+        let t = try SyntheticTokenizer.load(SyntheticTokenizer.json { root in root["normalizer"] = ["type": "NFC"] })
+        #expect(t.encode("e\u{301}") == [0xC3, 0xA9])
+        let text = String(repeating: "\u{958}", count: 3000)
+        let nfc = String(repeating: "\u{915}\u{93C}", count: 3000)
+        #expect(t.encode(text) == Array(nfc.utf8).map(UInt32.init))
+        var encoder = t.makeEncoder()
+        var ids: [UInt32] = [1, 2]
+        encoder.encode(text, into: &ids)  // appends after what is there
+        #expect(ids.count == 2 + nfc.utf8.count && ids.prefix(2) == [1, 2])
+    }
+
     @Test("invalid UTF-8 is an error, and the output is left alone")
     func invalidUTF8() throws {
         let t = try SyntheticTokenizer.load(SyntheticTokenizer.json())
@@ -147,6 +178,7 @@ struct TokenizerUnitTests {
         ("Metaspace", "pre_tokenizer"), ("WordPiece", "model"), ("regex", "Split regex"), ("NFKC", "normalizer"),
         ("prefix", "add_prefix_space"), ("truncation", "truncation"), ("bytes", "byte_fallback"),
         ("Roberta", "RobertaProcessing"), ("dropout", "dropout"), ("Whitespace", "Whitespace"),
+        ("hugeId", "outside 0..<"), ("merge", "missing from the vocab"), ("Unigram", "Unigram"),
     ])
     func refusals(kind: String, mention: String) throws {
         let root = SyntheticTokenizer.json { root in
@@ -165,6 +197,10 @@ struct TokenizerUnitTests {
                 model["byte_fallback"] = true
             case "Roberta": root["post_processor"] = ["type": "RobertaProcessing"]
             case "dropout": model["dropout"] = 0.1
+            case "hugeId":
+                root["added_tokens"] = [["id": 1 << 30, "content": "<x>", "special": true]]
+            case "merge": model["merges"] = ["a zz"]
+            case "Unigram": model["type"] = "Unigram"
             default: root["pre_tokenizer"] = ["type": "Whitespace"]
             }
             root["model"] = model
@@ -195,6 +231,22 @@ struct TokenizerUnitTests {
             })
             #expect(t.encode("a\u{4}\u{5}b") == expected)
             #expect(t.encode("\u{4}") == Array(expected.dropFirst().dropLast().prefix(1)))
+        }
+    }
+
+    @Test("broken JSON is a malformed-file error with the byte offset", arguments: [
+        "{", "{\"model\": [1, 2,]}", "{\"a\": \"\\ud800\"}", "[]", String(repeating: "[", count: 5000),
+    ])
+    func brokenJSON(text: String) throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("oreo-tok-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        let path = dir.appendingPathComponent("tokenizer.json").path
+        try Data(text.utf8).write(to: URL(fileURLWithPath: path))
+        #expect {
+            _ = try Tokenizer.load(path: path)
+        } throws: { error in
+            guard let e = error as? TokenizerError, case .malformed = e.kind else { return false }
+            return true
         }
     }
 

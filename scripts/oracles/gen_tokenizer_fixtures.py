@@ -57,7 +57,7 @@ HAND = [
     "text <mask> more<mask>end", "a<tool>b <tool> c", "e\u0301t\u0301e\u0301", "Straße ÜBER naïve",
     "👨‍👩‍👧‍👦 family 🏳️‍🌈 flag", "Z̤͔ͧ̑̓ä͖̭̈̇lͮ̒ͫǧ̗͚̚o̙̔ͮ̇͐̇", "def f(x):\n\treturn x\n",
     "a" * 300, " " * 200 + "x", "\n" * 100, "ab" * 150, "reinforcement" * 40, "1" * 100, "!?" * 80,
-    "\u00e9" * 120, "\u4f60\u597d" * 70,
+    "\u00e9" * 120, "\u4f60\u597d" * 70, "e\u0301x \u00e9x <tool>", "caf\u00e9xe\u0301x",
 ]
 
 def assigned_scalars():
@@ -301,8 +301,9 @@ def main():
     write_expected(p, "llama3", cases)
 
     # Qwen2 family: NFC + single digits, ChatML specials.
+    # A normalized added token spelled decomposed: HF matches its NFC form in NFC'd text.
     p = train_small("qwen2", cases, split(QWEN2_RE), normalizer=normalizers.NFC(),
-                    specials=["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
+                    specials=["<|endoftext|>", "<|im_start|>", "<|im_end|>"], added=["e\u0301x", "<tool>"])
     write_expected(p, "qwen2", cases)
 
     smollm2(cases)

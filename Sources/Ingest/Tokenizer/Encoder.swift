@@ -25,6 +25,7 @@ public struct Encoder {
     public let options: EncodeOptions
     var merger = MergeScratch()
     let cache = PieceCache()
+    let storage = TokenStorage()
 
     init(model: TokenizerModel, options: EncodeOptions) {
         self.model = model
@@ -57,17 +58,21 @@ public struct Encoder {
 
     mutating func encodeValid(_ b: UnsafeBufferPointer<UInt8>, _ ids: inout [UInt32]) {
         guard b.count > 0 || options.addSpecialTokens else { return }
-        if options.addSpecialTokens { ids.append(contentsOf: model.prefix) }
-        splitAdded(b, 0, b.count, &ids, raw: true)
-        if options.addSpecialTokens { ids.append(contentsOf: model.suffix) }
+        // Ids go to a buffer the encoder owns (no per-id array bookkeeping), then to `ids` in one copy.
+        // One byte never yields more than one id, so growth is only for NFC expansions.
+        var out = storage.sink(reserving: b.count + model.prefix.count + model.suffix.count + 16)
+        if options.addSpecialTokens { out.append(contentsOf: model.prefix) }
+        splitAdded(b, 0, b.count, &out, raw: true)
+        if options.addSpecialTokens { out.append(contentsOf: model.suffix) }
+        ids.append(contentsOf: UnsafeBufferPointer(start: out.base, count: out.count))
     }
 
     /// Splits out added tokens (HF's AddedVocabulary): first those matched in raw text, then, in each
     /// normalized gap, those matched after normalization.
-    mutating func splitAdded(_ b: UnsafeBufferPointer<UInt8>, _ start: Int, _ end: Int, _ ids: inout [UInt32], raw: Bool) {
+    mutating func splitAdded(_ b: UnsafeBufferPointer<UInt8>, _ start: Int, _ end: Int, _ out: inout TokenSink, raw: Bool) {
         let set = raw ? model.rawTokens : model.normalizedTokens
         if set.isEmpty {
-            gap(b, start, end, &ids, raw: raw)
+            gap(b, start, end, &out, raw: raw)
             return
         }
         var chunkStart = start, scan = start
@@ -82,31 +87,31 @@ public struct Encoder {
                 e = AddedTokenRules.whitespaceAfter(b, e, end)
                 scan = e
             }
-            if chunkStart < s { gap(b, chunkStart, s, &ids, raw: raw) }
-            ids.append(t.id)
+            if chunkStart < s { gap(b, chunkStart, s, &out, raw: raw) }
+            out.append(t.id)
             chunkStart = e
         }
-        if chunkStart < end { gap(b, chunkStart, end, &ids, raw: raw) }
+        if chunkStart < end { gap(b, chunkStart, end, &out, raw: raw) }
     }
 
     /// Text between added tokens: normalize (raw pass) or pre-tokenize (normalized pass).
-    mutating func gap(_ b: UnsafeBufferPointer<UInt8>, _ start: Int, _ end: Int, _ ids: inout [UInt32], raw: Bool) {
+    mutating func gap(_ b: UnsafeBufferPointer<UInt8>, _ start: Int, _ end: Int, _ out: inout TokenSink, raw: Bool) {
         guard raw else {
-            preTokenize(0, b, start, end, &ids)
+            preTokenize(0, b, start, end, &out)
             return
         }
         if model.nfc, let normalized = NFC.normalizeIfNeeded(b, start, end) {
-            normalized.withUnsafeBufferPointer { splitAdded($0, 0, $0.count, &ids, raw: false) }
+            normalized.withUnsafeBufferPointer { splitAdded($0, 0, $0.count, &out, raw: false) }
         } else {
-            splitAdded(b, start, end, &ids, raw: false)
+            splitAdded(b, start, end, &out, raw: false)
         }
     }
 
     /// Applies pre-tokenizer step `k` and the ones after it, then BPE to each final piece.
-    mutating func preTokenize(_ k: Int, _ b: UnsafeBufferPointer<UInt8>, _ start: Int, _ end: Int, _ ids: inout [UInt32]) {
+    mutating func preTokenize(_ k: Int, _ b: UnsafeBufferPointer<UInt8>, _ start: Int, _ end: Int, _ out: inout TokenSink) {
         let t = tables
         if k == t.stepCount {
-            emitPiece(b.baseAddress! + start, end - start, &ids)
+            emitPiece(b.baseAddress! + start, end - start, &out)
             return
         }
         let step = t.step(k)
@@ -114,13 +119,13 @@ public struct Encoder {
         if k == t.stepCount - 1 {
             while i < end {
                 let j = Splitter.pieceEnd(step, b, i, end, t.classes)
-                emitPiece(b.baseAddress! + i, j - i, &ids)
+                emitPiece(b.baseAddress! + i, j - i, &out)
                 i = j
             }
         } else {
             while i < end {
                 let j = Splitter.pieceEnd(step, b, i, end, t.classes)
-                preTokenize(k + 1, b, i, j, &ids)
+                preTokenize(k + 1, b, i, j, &out)
                 i = j
             }
         }
@@ -128,21 +133,26 @@ public struct Encoder {
 
     /// BPE of one piece: a single byte, a whole-vocabulary hit, a cache hit, or the merge loop.
     @inline(__always)
-    mutating func emitPiece(_ p: UnsafePointer<UInt8>, _ n: Int, _ ids: inout [UInt32]) {
+    mutating func emitPiece(_ p: UnsafePointer<UInt8>, _ n: Int, _ out: inout TokenSink) {
         let t = tables
         if n == 1, t.merge.byteIds[Int(p[0])] != .max {
-            ids.append(t.merge.byteIds[Int(p[0])])
+            out.append(t.merge.byteIds[Int(p[0])])
             return
         }
         let first = ByteHash.prefix(p, n)
         let hash = ByteHash.hash(p, n, first: first)
-        if let id = t.vocab.find(p, n, first: first, hash: hash), t.final[Int(id)] {
-            ids.append(id)
+        if n <= 8, let id = cache.short(first, n, hash: hash) {
+            out.append(id)
             return
         }
-        if cache.lookup(p, n, hash: hash, into: &ids) { return }
+        if let id = t.vocab.find(p, n, first: first, hash: hash), t.final[Int(id)] {
+            if n <= 8 { cache.storeShort(first, n, hash: hash, id: id) }
+            out.append(id)
+            return
+        }
+        if cache.lookup(p, n, hash: hash, into: &out) { return }
         merger.merge(p, n, t.merge)
-        ids.append(contentsOf: merger.ids)
+        out.append(contentsOf: merger.ids)
         cache.store(p, n, hash: hash, ids: merger.ids)
     }
 }
@@ -182,12 +192,35 @@ enum AddedTokenRules {
 /// Unicode NFC for the Qwen2 family's normalizer.
 enum NFC {
     /// The NFC form of `b[start..<end]`, or nil when it has no scalar >= U+0300 and so is already NFC.
+    ///
+    /// Only runs of non-ASCII bytes holding such a scalar, with the ASCII character before them (a
+    /// possible base), go through Foundation: an ASCII character never composes with what precedes it
+    /// and scalars below U+0300 are stable, so normalization cannot cross those boundaries.
     static func normalizeIfNeeded(_ b: UnsafeBufferPointer<UInt8>, _ start: Int, _ end: Int) -> [UInt8]? {
-        // Lead bytes below 0xCC encode scalars below U+0300, none of which NFC changes or composes with.
         var i = start
         while i < end && b[i] < 0xCC { i += 1 }
         if i == end { return nil }
-        let text = String(decoding: UnsafeBufferPointer(rebasing: b[start..<end]), as: UTF8.self)
-        return Array(text.precomposedStringWithCanonicalMapping.utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(end - start + 16)
+        var copied = start
+        i = start
+        while i < end {
+            if b[i] < 0x80 { i += 1; continue }
+            var runEnd = i, needs = false
+            while runEnd < end && b[runEnd] >= 0x80 {
+                needs = needs || b[runEnd] >= 0xCC
+                runEnd += 1
+            }
+            if needs {
+                let regionStart = i > start ? i - 1 : i
+                out.append(contentsOf: UnsafeBufferPointer(rebasing: b[copied..<regionStart]))
+                let text = String(decoding: UnsafeBufferPointer(rebasing: b[regionStart..<runEnd]), as: UTF8.self)
+                out.append(contentsOf: text.precomposedStringWithCanonicalMapping.utf8)
+                copied = runEnd
+            }
+            i = runEnd
+        }
+        out.append(contentsOf: UnsafeBufferPointer(rebasing: b[copied..<end]))
+        return out
     }
 }

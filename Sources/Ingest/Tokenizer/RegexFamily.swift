@@ -12,15 +12,12 @@ enum RegexFamily: Sendable, Equatable {
         #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
     static let qwen2Pattern =
         #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
-    /// The classic tiktoken cl100k spelling (possessive quantifiers that cannot change a match).
-    static let cl100kPossessivePattern =
-        #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+"#
 
     /// The family whose pattern is exactly `pattern`, or nil.
     init?(pattern: String) {
         switch pattern {
         case RegexFamily.gpt2Pattern: self = .gpt2
-        case RegexFamily.llama3Pattern, RegexFamily.cl100kPossessivePattern: self = .llama3
+        case RegexFamily.llama3Pattern: self = .llama3
         case RegexFamily.qwen2Pattern: self = .qwen2
         default: return nil
         }

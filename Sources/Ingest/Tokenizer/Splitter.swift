@@ -19,6 +19,18 @@ enum Splitter {
     @inline(__always)
     static func run(_ b: UnsafeBufferPointer<UInt8>, _ i: Int, _ end: Int, _ cls: UInt8, _ ct: UnsafePointer<UInt8>) -> Int {
         var j = i
+        if cls == ScalarClass.letter {
+            // ASCII letters eight at a time; stops at the first other byte, which the loop below judges.
+            let raw = UnsafeRawPointer(b.baseAddress!)
+            while j + 8 <= end {
+                let nonLetters = asciiNonLetters(raw.loadUnaligned(fromByteOffset: j, as: UInt64.self))
+                if nonLetters != 0 {
+                    j += nonLetters.trailingZeroBitCount >> 3
+                    break
+                }
+                j += 8
+            }
+        }
         while j < end {
             let c = b[j]
             if c < 0x80 {
@@ -31,6 +43,17 @@ enum Splitter {
             }
         }
         return j
+    }
+
+    /// High bit set in each byte of `w` that is not an ASCII letter (SWAR; carries cannot cross bytes
+    /// because every addend is below 0x80 after masking).
+    @inline(__always)
+    static func asciiNonLetters(_ w: UInt64) -> UInt64 {
+        let x = (w | 0x2020_2020_2020_2020) & 0x7F7F_7F7F_7F7F_7F7F  // ASCII case folded
+        let atLeastA = x &+ 0x1F1F_1F1F_1F1F_1F1F  // high bit iff x >= 0x61 ('a')
+        let pastZ = x &+ 0x0505_0505_0505_0505  // high bit iff x >= 0x7B (past 'z')
+        let letters = atLeastA & ~pastZ & ~w & 0x8080_8080_8080_8080
+        return ~letters & 0x8080_8080_8080_8080
     }
 
     /// `\s+(?!\S)|\s+` at a whitespace scalar: the run, minus its last scalar when a non-space follows.

@@ -4,6 +4,10 @@ import Foundation
 struct TokenizerLoader {
     let path: String
 
+    /// Ids size per-id tables, so an absurd id in an untrusted file must not allocate gigabytes;
+    /// real vocabularies stay below 300k.
+    static let idLimit = 1 << 24
+
     func fail(_ kind: TokenizerError.Kind) -> TokenizerError { TokenizerError(path: path, kind) }
 
     func unsupported(_ component: String, _ detail: String) -> TokenizerError {
@@ -149,8 +153,11 @@ struct TokenizerLoader {
         guard let list = v.array else { throw fail(.malformed("added_tokens is not an array")) }
         var out: [(AddedToken, normalized: Bool)] = []
         for item in list {
-            guard let id = item["id"]?.int, id >= 0, id < Int(UInt32.max), let content = item["content"]?.bytes else {
+            guard let id = item["id"]?.int, let content = item["content"]?.bytes, !content.isEmpty else {
                 throw fail(.malformed("added token without id or content"))
+            }
+            guard id >= 0, id < TokenizerLoader.idLimit else {
+                throw fail(.malformed("added token id \(id) outside 0..<\(TokenizerLoader.idLimit)"))
             }
             let special = item["special"]?.bool ?? false
             let t = AddedToken(id: UInt32(id), content: content, special: special,
@@ -184,7 +191,7 @@ struct TokenizerLoader {
             } else {
                 throw fail(.malformed("merge \(rank) is neither \"a b\" nor [\"a\", \"b\"]"))
             }
-            guard let l = vocab.id(utf8: a), let r = vocab.id(utf8: b), let m = vocab.id(utf8: a + b) else {
+            guard let (l, r, m) = vocab.mergeIds(a, b) else {
                 throw fail(.malformed("merge \(rank) (\(String(decoding: a, as: UTF8.self).debugDescription), \(String(decoding: b, as: UTF8.self).debugDescription)) uses tokens missing from the vocab"))
             }
             out.append((l, r, m))
@@ -272,8 +279,8 @@ struct Vocabulary {
         var unmapped: [[UInt8]: UInt32] = [:]
         var maxId = -1
         for (text, value) in members {
-            guard let id = value.int, id >= 0, id < Int(UInt32.max) else {
-                throw loader.fail(.malformed("vocab id of \(String(decoding: text, as: UTF8.self).debugDescription) is not a non-negative integer"))
+            guard let id = value.int, id >= 0, id < TokenizerLoader.idLimit else {
+                throw loader.fail(.malformed("vocab id of \(String(decoding: text, as: UTF8.self).debugDescription) is not an integer in 0..<\(TokenizerLoader.idLimit)"))
             }
             maxId = max(maxId, id)
             if let raw = ByteLevelMap.bytes(utf8: text) {
@@ -295,6 +302,22 @@ struct Vocabulary {
     func id(raw: [UInt8]) -> UInt32? {
         raw.withUnsafeBufferPointer { b in
             b.isEmpty ? nil : table.view.find(b.baseAddress!, b.count)
+        }
+    }
+
+    /// Ids of `a`, `b` and `a + b` (texts as in tokenizer.json), or nil when one is not in the vocabulary.
+    func mergeIds(_ a: [UInt8], _ b: [UInt8]) -> (UInt32, UInt32, UInt32)? {
+        guard let ra = ByteLevelMap.bytes(utf8: a), let rb = ByteLevelMap.bytes(utf8: b) else {
+            guard let l = id(utf8: a), let r = id(utf8: b), let m = id(utf8: a + b) else { return nil }
+            return (l, r, m)
+        }
+        // Both halves are byte-level text, so the merged token is their raw bytes side by side.
+        let joined = ra + rb
+        return joined.withUnsafeBufferPointer { p -> (UInt32, UInt32, UInt32)? in
+            let view = table.view, base = p.baseAddress!
+            guard !ra.isEmpty, !rb.isEmpty, let l = view.find(base, ra.count), let r = view.find(base + ra.count, rb.count),
+                  let m = view.find(base, joined.count) else { return nil }
+            return (l, r, m)
         }
     }
 

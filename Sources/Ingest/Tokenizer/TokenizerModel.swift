@@ -43,7 +43,13 @@ final class TokenizerModel: Sendable {
         self.steps = steps
         self.nfc = nfc
         self.rawTokens = AddedTokenSet(added.filter { !$0.normalized }.map(\.0))
-        self.normalizedTokens = AddedTokenSet(added.filter { $0.normalized }.map(\.0))
+        // HF matches normalized tokens by their normalized content.
+        self.normalizedTokens = AddedTokenSet(added.filter { $0.normalized }.map { t, _ in
+            guard nfc else { return t }
+            let content = t.content.withUnsafeBufferPointer { NFC.normalizeIfNeeded($0, 0, $0.count) } ?? t.content
+            return AddedToken(id: t.id, content: content, special: t.special, singleWord: t.singleWord,
+                              lstrip: t.lstrip, rstrip: t.rstrip)
+        })
         self.prefix = prefix
         self.suffix = suffix
         var special = [Bool](repeating: false, count: vocabSize)

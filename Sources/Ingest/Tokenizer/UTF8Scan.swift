@@ -8,11 +8,23 @@ enum UTF8Scan {
         let n = b.count
         var i = 0
         while i < n {
-            // Eight ASCII bytes at a time: most text is ASCII.
-            while i + 8 <= n {
-                let w = UnsafeRawPointer(b.baseAddress! + i).loadUnaligned(as: UInt64.self)
+            // 32 ASCII bytes at a time: most text is ASCII.
+            let raw = UnsafeRawPointer(b.baseAddress!)
+            while i + 32 <= n {
+                let w = raw.loadUnaligned(fromByteOffset: i, as: UInt64.self)
+                    | raw.loadUnaligned(fromByteOffset: i + 8, as: UInt64.self)
+                    | raw.loadUnaligned(fromByteOffset: i + 16, as: UInt64.self)
+                    | raw.loadUnaligned(fromByteOffset: i + 24, as: UInt64.self)
                 if w & 0x8080_8080_8080_8080 != 0 { break }
-                i += 8
+                i += 32
+            }
+            if i + 8 <= n {
+                let high = raw.loadUnaligned(fromByteOffset: i, as: UInt64.self) & 0x8080_8080_8080_8080
+                if high == 0 {
+                    i += 8
+                    continue
+                }
+                i += high.trailingZeroBitCount >> 3  // straight to the first non-ASCII byte
             }
             guard i < n else { break }
             let c0 = b[i]
