@@ -57,7 +57,7 @@ let package = Package(
             "Format", "CZstd", .product(name: "PropertyBased", package: "swift-property-based"),
         ]),
         .testTarget(name: "IngestTests", dependencies: ["Ingest", "Format"]),
-        .testTarget(name: "TrainTests", dependencies: ["Train"]),
+        .testTarget(name: "TrainTests", dependencies: ["Train", "Format"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,3 +1,4 @@
+import Format
 import COpenBLAS
 import Foundation
 import Train

@@ -1,3 +1,4 @@
+import Format
 import Foundation
 
 /// One contiguous, zero-initialized Float allocation owned for the lifetime of the object.
@@ -48,19 +49,8 @@ public enum TrainError: Error, CustomStringConvertible {
     }
 }
 
-/// Deterministic pseudo-random numbers (SplitMix64) for seeded initialization.
-public struct SplitMix64: RandomNumberGenerator, Sendable {
-    var state: UInt64
-    /// Starts the stream at `seed`.
-    public init(seed: UInt64) { state = seed }
-    /// Next 64 random bits.
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+/// Gaussian samples from Format's seeded generator, for model initialization.
+extension SplitMix64 {
     /// A standard normal sample (Box-Muller).
     public mutating func nextGaussian() -> Double {
         let u1 = Double(next() >> 11 + 1) / Double(1 << 53)

@@ -1,3 +1,4 @@
+import Format
 import Foundation
 
 /// A decoder-only transformer (GPT-2, Llama, Qwen2) with fused, chunked log-prob head and optional scalar
