@@ -37,9 +37,11 @@ let package = Package(
         .target(name: "Format", dependencies: ["CZstd", "CXXHash"]),
         // 2. Raw JSONL trajectories -> tokens -> shards (tokenizer.json BPE).
         .target(name: "Ingest", dependencies: ["Format"]),
+        // Checkpoint files (safetensors, GGUF, config.json): untrusted bytes, so a checked build of its own.
+        .target(name: "Checkpoint"),
         // 3. Transformers, losses and optimizers over BLAS + SIMD kernels.
         .target(name: "Train",
-                dependencies: ["Format", "COpenBLAS", .product(name: "Numerics", package: "swift-numerics")],
+                dependencies: ["Format", "Checkpoint", "COpenBLAS", .product(name: "Numerics", package: "swift-numerics")],
                 swiftSettings: kernelSettings),
         // The command-line tool.
         .executableTarget(name: "oreo", dependencies: [

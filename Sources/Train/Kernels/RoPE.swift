@@ -1,15 +1,5 @@
 import Foundation
 
-/// How rotary frequencies are rescaled for long contexts (HF `rope_scaling`).
-public enum RoPEScaling: Sendable, Equatable {
-    /// Plain `theta^(-2i/hd)` frequencies.
-    case none
-    /// Positions divided by `factor` (HF "linear").
-    case linear(factor: Double)
-    /// Llama 3.1 band-wise rescaling (HF "llama3").
-    case llama3(factor: Double, lowFreqFactor: Double, highFreqFactor: Double, originalMaxPositions: Int)
-}
-
 /// Inverse frequencies `inv_freq[i]`, i < headDim/2, after `scaling` (computed in double like HF's fp32 path
 /// closely enough for 1e-6 relative agreement).
 public func ropeInverseFrequencies(headDim: Int, theta: Double, scaling: RoPEScaling) -> [Double] {

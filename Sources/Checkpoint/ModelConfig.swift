@@ -188,3 +188,13 @@ public struct ModelConfig: Sendable, Equatable {
         return try JSONSerialization.data(withJSONObject: o, options: [.prettyPrinted, .sortedKeys])
     }
 }
+
+/// How rotary frequencies are rescaled for long contexts (HF `rope_scaling`).
+public enum RoPEScaling: Sendable, Equatable {
+    /// Plain `theta^(-2i/hd)` frequencies.
+    case none
+    /// Positions divided by `factor` (HF "linear").
+    case linear(factor: Double)
+    /// Llama 3.1 band-wise rescaling (HF "llama3").
+    case llama3(factor: Double, lowFreqFactor: Double, highFreqFactor: Double, originalMaxPositions: Int)
+}

@@ -34,7 +34,7 @@ public indirect enum JSONValue: Sendable, Equatable {
 
 /// A strict JSON parser for safetensors headers: bounded depth, explicit bounds checks (the target builds
 /// with -Ounchecked, so nothing may rely on traps), and duplicate object keys reported as errors.
-struct StrictJSONParser {
+public struct StrictJSONParser {
     private let bytes: [UInt8]
     private var i = 0
     private let maxDepth = 64
@@ -42,7 +42,8 @@ struct StrictJSONParser {
 
     init(_ bytes: [UInt8], source: String) { self.bytes = bytes; self.source = source }
 
-    static func parse(_ bytes: [UInt8], source: String) throws -> JSONValue {
+    /// Parses one JSON document; `source` names the file in errors.
+    public static func parse(_ bytes: [UInt8], source: String) throws -> JSONValue {
         var p = StrictJSONParser(bytes, source: source)
         p.skipSpace()
         let v = try p.value(depth: 0)
