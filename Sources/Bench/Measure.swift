@@ -7,12 +7,12 @@ func seconds(_ body: () throws -> Void) rethrows -> Double {
     return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
 }
 
-/// CPU seconds the calling thread spent in `body`: single-threaded measurements use it so that other
-/// processes on a shared 2-core machine distort them less than wall-clock time would.
-func threadSeconds(_ body: () throws -> Void) rethrows -> Double {
+/// CPU seconds `clock` (a thread or process CPU clock) advances during `body`. Single-threaded measurements use
+/// the thread clock so that other processes on a shared 2-core machine distort them less than wall time would.
+func cpuSeconds(_ clock: clockid_t, _ body: () throws -> Void) rethrows -> Double {
     func now() -> Double {
         var ts = timespec()
-        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
+        clock_gettime(clock, &ts)
         return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
     }
     let start = now()
@@ -20,17 +20,11 @@ func threadSeconds(_ body: () throws -> Void) rethrows -> Double {
     return now() - start
 }
 
+/// CPU seconds the calling thread spent in `body`.
+func threadSeconds(_ body: () throws -> Void) rethrows -> Double { try cpuSeconds(CLOCK_THREAD_CPUTIME_ID, body) }
+
 /// CPU seconds of the whole process (all threads) spent in `body`.
-func processSeconds(_ body: () throws -> Void) rethrows -> Double {
-    func now() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-    }
-    let start = now()
-    try body()
-    return now() - start
-}
+func processSeconds(_ body: () throws -> Void) rethrows -> Double { try cpuSeconds(CLOCK_PROCESS_CPUTIME_ID, body) }
 
 /// Median thread-CPU seconds over `repeats` runs after one warm-up run (single-threaded work only).
 func medianSeconds(repeats: Int = 5, _ body: () throws -> Void) rethrows -> Double {

@@ -183,9 +183,12 @@ final class BlockFileWriter {
         columns[i].buffer.removeAll(keepingCapacity: true)
     }
 
-    /// Flushes all columns, writes the footer and tail, and renames the file into place.
+    /// Flushes all columns, writes the footer (with the column directory filled in) and tail, and renames the
+    /// file into place.
     func finish(footer: Footer) throws -> (bytes: UInt64, checksum: UInt64) {
         for i in columns.indices { try flush(i) }
+        var footer = footer
+        footer.columns = columns.map(\.descriptor)
         try out.pad(to: Container.blockAlignment)
         let footerBytes = footer.encode()
         let footerOffset = out.written
@@ -323,7 +326,7 @@ public final class ShardWriter {
             }
             previous = e
         }
-        guard Int(t.sourceFile) < max(sources.count, 1) || (sources.isEmpty && t.sourceFile == 0) else {
+        guard sources.isEmpty ? t.sourceFile == 0 : Int(t.sourceFile) < sources.count else {
             throw bad("source file index \(t.sourceFile) is not in the shard's table")
         }
         guard t.reward.isFinite else { throw bad("reward \(t.reward) is not finite") }
@@ -341,13 +344,9 @@ public final class ShardWriter {
         precondition(!finished, "finish twice")
         finished = true
         if sources.isEmpty { sources = [""] }
-        let footer = Footer(trajectories: trajectories, steps: steps, tokens: tokens, metaBytes: metaBytes,
-                            vocabSize: UInt64(options.vocabSize), sources: sources, columns: [])
-        var full = footer
-        // Columns are flushed inside finish, so build the directory after flushing.
-        for i in file.columns.indices { try file.flush(i) }
-        full.columns = file.columns.map(\.descriptor)
-        let (bytes, checksum) = try file.finish(footer: full)
+        let (bytes, checksum) = try file.finish(footer: Footer(
+            trajectories: trajectories, steps: steps, tokens: tokens, metaBytes: metaBytes,
+            vocabSize: UInt64(options.vocabSize), sources: sources, columns: []))
         let name = path.split(separator: "/").last.map(String.init) ?? path
         return ShardSummary(file: name, trajectories: trajectories, steps: steps, tokens: tokens,
                             bytes: bytes, checksum: checksum)

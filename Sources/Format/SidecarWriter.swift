@@ -48,9 +48,7 @@ public final class SidecarWriter {
             throw FormatError(.invalidArgument, path: path,
                               "sidecar has \(trajectories) of \(tokenOffsets.count - 1) trajectories")
         }
-        for i in file.columns.indices { try file.flush(i) }
-        let footer = Footer(trajectories: UInt64(trajectories), steps: 0, tokens: tokenOffsets.last!, metaBytes: 0,
-                            vocabSize: 0, sources: [], columns: file.columns.map(\.descriptor))
-        return try file.finish(footer: footer)
+        return try file.finish(footer: Footer(trajectories: UInt64(trajectories), steps: 0, tokens: tokenOffsets.last!,
+                                              metaBytes: 0, vocabSize: 0, sources: [], columns: []))
     }
 }

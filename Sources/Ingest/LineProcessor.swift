@@ -111,7 +111,8 @@ public struct LineProcessor {
         var stepEnds: [UInt32] = []
         var flags: TrajectoryFlags = []
         if let pIDs = scanner.member(root, "prompt_ids") {
-            for f in ["prompt", "response", "steps"] where member(root, f) != nil {
+            for (f, node) in [("prompt", scanner.member(root, "prompt")), ("response", scanner.member(root, "response")),
+                              ("steps", scanner.member(root, "steps"))] where node != nil {
                 throw fail(root, "'prompt_ids' and '\(f)' cannot both be given")
             }
             guard let rIDs = scanner.member(root, "response_ids") else { throw fail(root, "missing field 'response_ids'") }
@@ -202,14 +203,6 @@ public struct LineProcessor {
         }
         return TrajectoryRecord(tokens: prompt + response, promptLength: prompt.count, reward: reward, group: group,
                                 stepEnds: stepEnds, flags: flags, meta: meta)
-    }
-
-    private func member(_ object: Int, _ key: String) -> Int? {
-        switch key {
-        case "prompt": scanner.member(object, "prompt")
-        case "response": scanner.member(object, "response")
-        default: scanner.member(object, "steps")
-        }
     }
 
     private mutating func encode(_ node: Int, _ line: UnsafeBufferPointer<UInt8>, into ids: inout [UInt32]) throws {
