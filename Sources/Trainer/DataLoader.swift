@@ -164,7 +164,7 @@ public final class DataLoader {
             throw DataError("tokens per micro-batch, micro-batches per step, window tokens and mix windows must be positive")
         }
         if let referenceColumn, !dataset.manifest.tokenColumns.contains(referenceColumn) {
-            throw DataError("\(dataset.directory): no per-token column '\(referenceColumn)' (reference log-probs); run `oreo score --model REF --data \(dataset.directory)` first, or use a reference model in memory")
+            throw DataError("\(dataset.directory): no per-token column '\(referenceColumn)' (reference log-probs); run `oreo score --model REF --data \(dataset.directory)` first, or keep a reference model in memory (reference = model)")
         }
         var limit = min(sequenceLimit, config.tokensPerMicroBatch)
         if config.maxLength > 0 { limit = min(limit, config.maxLength) }
