@@ -46,11 +46,10 @@ let package = Package(
                 swiftSettings: kernelSettings),
         // 4. Training jobs: data loader over shards, reference scoring, OREO and baselines, run directories.
         //    Reads files (shards, run state), so it is a checked build; the numerics it calls live in Train.
-        .target(name: "Trainer", dependencies: ["Train", "Format", "Checkpoint"]),
+        .target(name: "Trainer", dependencies: ["Train", "Format", "Checkpoint", .product(name: "TOMLKit", package: "TOMLKit")]),
         // The command-line tool.
         .executableTarget(name: "oreo", dependencies: [
             "Format", "Ingest", "Train", "Trainer",
-            .product(name: "TOMLKit", package: "TOMLKit"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

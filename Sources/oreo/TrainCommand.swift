@@ -42,22 +42,9 @@ struct TrainCommand: ParsableCommand {
         if resume, config == nil, FileManager.default.fileExists(atPath: stored) { set.formUnion(try s.apply(tomlFile: stored)) }
         if let config { set.formUnion(try s.apply(tomlFile: config)) }
         set.formUnion(try s.apply(flags: settings))
-        // The paper's alpha per level, unless alpha was given.
-        if !set.contains("alpha") {
-            switch s.config.oreo.level {
-            case .token: break
-            case .step: s.config.oreo.alpha = 0.1
-            case .response: s.config.oreo.alpha = 0.3
-            }
-        }
+        s.applyLevelDefaults(explicit: set)
         guard let data = s.data else { throw ValidationError("--data DATASET is required") }
-        let model: ModelSource
-        switch (s.model, s.initConfig) {
-        case (let m?, nil): model = ModelSource(path: m)
-        case (nil, let c?): model = try ModelSource.random(configFile: c, seed: s.initSeed)
-        case (nil, nil): throw ValidationError("give --model INIT (a safetensors directory or .gguf) or --init-config config.json")
-        default: throw ValidationError("give either --model or --init-config, not both")
-        }
+        let model = try s.modelSource()
         let reference = s.referenceModel.map(ModelSource.init(path:))
 
         let job = try TrainJob(config: s.config, model: model, reference: reference, data: data, run: out, resume: resume)

@@ -1,37 +1,45 @@
-import Format
 import Foundation
 import TOMLKit
 import Train
-import Trainer
 
-/// Everything `oreo train` is told: the training configuration plus where the models and data are.
-struct TrainSettings: Sendable {
-    var config = TrainConfig()
+/// Everything `oreo train` is told: the training configuration plus where the models and data are, as
+/// read from a TOML file and flags (`apply`) and written back as TOML (`toml`).
+public struct TrainSettings: Sendable {
+    /// The training configuration.
+    public var config = TrainConfig()
     /// INIT: a safetensors directory or a .gguf file.
-    var model: String?
+    public var model: String?
     /// Or a config.json to initialize randomly from, with its seed.
-    var initConfig: String?
-    var initSeed: UInt64 = 0
+    public var initConfig: String?
+    /// Seed of the random initialization.
+    public var initSeed: UInt64 = 0
     /// The frozen reference model, when one runs in memory (default: INIT).
-    var referenceModel: String?
+    public var referenceModel: String?
     /// The dataset directory.
-    var data: String?
+    public var data: String?
+
+    /// The defaults.
+    public init() {}
 }
 
 /// One setting: its TOML key (the flag is the key with dashes), help, and how to read and write it.
-struct Setting: Sendable {
-    let key: String
-    let help: String
+public struct Setting: Sendable {
+    /// TOML key.
+    public let key: String
+    /// One line of help.
+    public let help: String
     let get: @Sendable (TrainSettings) -> String
     let set: @Sendable (inout TrainSettings, String) throws -> Void
     let isBool: Bool
 
-    var flag: String { "--" + key.replacingOccurrences(of: "_", with: "-") }
+    /// The command-line flag.
+    public var flag: String { "--" + key.replacingOccurrences(of: "_", with: "-") }
 }
 
 /// A bad setting value or file, with where it came from.
-struct SettingError: Error, CustomStringConvertible {
-    let description: String
+public struct SettingError: Error, CustomStringConvertible {
+    /// What is wrong, with file:line when from a file.
+    public let description: String
 }
 
 private func number<T: LosslessStringConvertible>(_ s: String, _ key: String) throws -> T {
@@ -98,7 +106,7 @@ private func path(_ key: String, _ help: String, _ kp: WritableKeyPath<TrainSett
 }
 
 /// Every setting of `oreo train`, in the order --help and RUN/config.toml list them.
-let trainSettings: [Setting] = [
+public let trainSettings: [Setting] = [
     path("model", "INIT: a safetensors directory with config.json, or a .gguf file", \.model),
     path("init_config", "instead of --model: a config.json to initialize randomly (seeded by init_seed)", \.initConfig),
     Setting(key: "init_seed", help: "seed of the random initialization", get: { "\($0.initSeed)" },
@@ -160,7 +168,7 @@ let settingsByKey = Dictionary(uniqueKeysWithValues: trainSettings.map { ($0.key
 extension TrainSettings {
     /// Applies a TOML file's keys (flat `key = value`, the same names as the flags with underscores).
     /// Returns the keys it set.
-    mutating func apply(tomlFile file: String) throws -> Set<String> {
+    public mutating func apply(tomlFile file: String) throws -> Set<String> {
         guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
             throw SettingError(description: "\(file): cannot read")
         }
@@ -193,7 +201,7 @@ extension TrainSettings {
     }
 
     /// Applies `--key value` / `--key=value` pairs (bare boolean flags mean true). Returns the keys set.
-    mutating func apply(flags args: [String]) throws -> Set<String> {
+    public mutating func apply(flags args: [String]) throws -> Set<String> {
         var set = Set<String>()
         var k = 0
         while k < args.count {
@@ -219,8 +227,28 @@ extension TrainSettings {
         return set
     }
 
+    /// The paper's alpha per OREO level (0.1 step, 0.3 response) unless `alpha` is among `explicit`.
+    public mutating func applyLevelDefaults(explicit: Set<String>) {
+        guard !explicit.contains("alpha") else { return }
+        switch config.oreo.level {
+        case .token: break
+        case .step: config.oreo.alpha = 0.1
+        case .response: config.oreo.alpha = 0.3
+        }
+    }
+
+    /// INIT as a model source: `model`, or a random initialization of `init_config`.
+    public func modelSource() throws -> ModelSource {
+        switch (model, initConfig) {
+        case (let m?, nil): return ModelSource(path: m)
+        case (nil, let c?): return try ModelSource.random(configFile: c, seed: initSeed)
+        case (nil, nil): throw SettingError(description: "give --model INIT (a safetensors directory or .gguf) or --init-config config.json")
+        default: throw SettingError(description: "give either --model or --init-config, not both")
+        }
+    }
+
     /// The settings as a TOML file `apply(tomlFile:)` reads back (paths that are unset are left out).
-    var toml: String {
+    public var toml: String {
         var out = "# oreo train: effective configuration (flags override these keys)\n"
         for s in trainSettings {
             let v = s.get(self)
@@ -231,7 +259,7 @@ extension TrainSettings {
 }
 
 /// The settings list for --help, with the defaults.
-func settingsHelp() -> String {
+public func settingsHelp() -> String {
     let defaults = TrainSettings()
     return trainSettings.map { s in
         let v = s.get(defaults)
