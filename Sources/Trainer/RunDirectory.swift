@@ -32,6 +32,7 @@ struct RunDirectory {
     static func encode<T: Encodable>(_ value: T) throws -> [UInt8] {
         let e = JSONEncoder()
         e.outputFormatting = [.prettyPrinted, .sortedKeys]
+        e.keyEncodingStrategy = .convertToSnakeCase
         e.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
         return Array(try e.encode(value)) + [10]
     }
@@ -40,6 +41,7 @@ struct RunDirectory {
         guard let data = FileManager.default.contents(atPath: file) else { throw DataError("\(file): cannot read") }
         do {
             let d = JSONDecoder()
+            d.keyDecodingStrategy = .convertFromSnakeCase
             d.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
             return try d.decode(T.self, from: data)
         } catch { throw DataError("\(file): not a valid \(T.self): \(error)") }
