@@ -124,9 +124,13 @@ public final class BatchObjective {
         zero(&dKL, kl ? n : 0)
     }
 
-    private func check(_ spans: [ResponseSpan], n: Int, arrays: [Int], stepEnds: Int? = nil) throws {
+    /// Validates spans against the batch (the kernels index unchecked); `counts` are the per-position arrays'
+    /// lengths (-1 for none), passed as a tuple so that checking allocates nothing.
+    private func check(_ spans: [ResponseSpan], n: Int, counts: (Int, Int, Int) = (-1, -1, -1), stepEnds: Int? = nil) throws {
         guard n <= capacity else { throw TrainError.shape("batch of \(n) positions; objective holds \(capacity)") }
-        for c in arrays where c != n { throw TrainError.shape("per-position array of \(c) entries for \(n) positions") }
+        for c in [counts.0, counts.1, counts.2] where c >= 0 && c != n {
+            throw TrainError.shape("per-position array of \(c) entries for \(n) positions")
+        }
         var previousEnd = 0
         for (i, s) in spans.enumerated() {
             guard s.count > 0, s.first >= previousEnd, s.first + s.count <= n else {
@@ -180,7 +184,7 @@ public final class BatchObjective {
                      kl: [Float]?, config: OREOConfig, sequenceWeight: Double? = nil) throws -> ObjectiveStats {
         let n = logProbs.count
         let exact = !config.k3 && kl != nil && config.alpha != 0
-        try check(spans, n: n, arrays: [refLogProbs.count, values.count] + (exact ? [kl!.count] : []), stepEnds: stepEnds.count)
+        try check(spans, n: n, counts: (refLogProbs.count, values.count, exact ? kl!.count : -1), stepEnds: stepEnds.count)
         reset(n, values: true, kl: exact)
         let w = sequenceWeight ?? 1 / Double(max(1, spans.count))
         var stats = ObjectiveStats()
@@ -215,7 +219,7 @@ public final class BatchObjective {
     public func dqo(spans: [ResponseSpan], logProbs: [Float], refLogProbs: [Float], values: [Float],
                     config: DQOConfig, sequenceWeight: Double? = nil) throws -> ObjectiveStats {
         let n = logProbs.count
-        try check(spans, n: n, arrays: [refLogProbs.count, values.count])
+        try check(spans, n: n, counts: (refLogProbs.count, values.count, -1))
         reset(n, values: true, kl: false)
         let w = sequenceWeight ?? 1 / Double(max(1, spans.count))
         var stats = ObjectiveStats()
@@ -239,7 +243,7 @@ public final class BatchObjective {
     /// Token NLL of every response (SFT; rejection sampling when the batch holds only positives).
     public func nll(spans: [ResponseSpan], logProbs: [Float], sequenceWeight: Double? = nil) throws -> ObjectiveStats {
         let n = logProbs.count
-        try check(spans, n: n, arrays: [])
+        try check(spans, n: n)
         reset(n, values: false, kl: false)
         let w = sequenceWeight ?? 1 / Double(max(1, spans.count))
         var stats = ObjectiveStats()
@@ -258,7 +262,7 @@ public final class BatchObjective {
                     pairWeight: Double? = nil) throws -> ObjectiveStats {
         let n = logProbs.count
         guard spans.count % 2 == 0 else { throw TrainError.shape("DPO needs (chosen, rejected) pairs; got \(spans.count) spans") }
-        try check(spans, n: n, arrays: [refLogProbs.count])
+        try check(spans, n: n, counts: (refLogProbs.count, -1, -1))
         reset(n, values: false, kl: false)
         let w = pairWeight ?? 1 / Double(max(1, spans.count / 2))
         var stats = ObjectiveStats()
@@ -282,7 +286,7 @@ public final class BatchObjective {
     public func kto(spans: [ResponseSpan], logProbs: [Float], refLogProbs: [Float], config: KTOConfig,
                     sequenceWeight: Double? = nil) throws -> ObjectiveStats {
         let n = logProbs.count
-        try check(spans, n: n, arrays: [refLogProbs.count])
+        try check(spans, n: n, counts: (refLogProbs.count, -1, -1))
         reset(n, values: false, kl: false)
         let w = sequenceWeight ?? 1 / Double(max(1, spans.count))
         var stats = ObjectiveStats()
