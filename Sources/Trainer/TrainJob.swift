@@ -232,10 +232,12 @@ public final class TrainJob {
     @discardableResult
     public func run(stopAfter: Int? = nil, checkpointAtStop: Bool = true,
                     progress: (TrainProgress) -> Void = { _ in }) throws -> TrainSummary {
-        guard let metricsOut = FileHandle(forWritingAtPath: run.metricsFile) ?? {
-            FileManager.default.createFile(atPath: run.metricsFile, contents: nil)
-            return FileHandle(forWritingAtPath: run.metricsFile)
-        }() else { throw DataError("\(run.metricsFile): cannot open for writing") }
+        if !FileManager.default.fileExists(atPath: run.metricsFile) {
+            _ = FileManager.default.createFile(atPath: run.metricsFile, contents: nil)
+        }
+        guard let metricsOut = FileHandle(forWritingAtPath: run.metricsFile) else {
+            throw DataError("\(run.metricsFile): cannot open for writing")
+        }
         defer { try? metricsOut.close() }
         try metricsOut.seekToEnd()
         let encoder = JSONEncoder()

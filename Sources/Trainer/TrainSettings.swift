@@ -47,7 +47,7 @@ private func number<T: LosslessStringConvertible>(_ s: String, _ key: String) th
     return v
 }
 
-private func choice<E: RawRepresentable & CaseIterable>(_ s: String, _ key: String) throws -> E where E.RawValue == String {
+private func choice<E: RawRepresentable & CaseIterable & Sendable>(_ s: String, _ key: String) throws -> E where E.RawValue == String {
     guard let v = E(rawValue: s) else {
         throw SettingError(description: "\(key): '\(s)' is not one of \(E.allCases.map(\.rawValue).joined(separator: ", "))")
     }
@@ -95,7 +95,7 @@ private func b(_ key: String, _ help: String, _ kp: WritableKeyPath<TrainSetting
     Setting(key: key, help: help, get: { "\($0[keyPath: kp])" }, set: { $0[keyPath: kp] = try flag($1, key) }, isBool: true)
 }
 
-private func e<E: RawRepresentable & CaseIterable>(_ key: String, _ help: String, _ kp: WritableKeyPath<TrainSettings, E> & Sendable) -> Setting
+private func e<E: RawRepresentable & CaseIterable & Sendable>(_ key: String, _ help: String, _ kp: WritableKeyPath<TrainSettings, E> & Sendable) -> Setting
     where E.RawValue == String {
     Setting(key: key, help: help + " (" + E.allCases.map(\.rawValue).joined(separator: "|") + ")",
             get: { tomlString($0[keyPath: kp].rawValue) }, set: { $0[keyPath: kp] = try choice($1, key) }, isBool: false)
