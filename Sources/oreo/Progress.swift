@@ -9,26 +9,34 @@ final class Progress {
     private let start = Date()
     private var lastPrint = Date.distantPast
     private let interactive = isatty(2) != 0
+    private let base: Double
 
-    init(_ label: String, total: Double? = nil, unit: String) {
-        self.label = label; self.total = total; self.unit = unit
+    /// `startingAt`: units already done before this process (a resumed job), left out of the rate.
+    init(_ label: String, total: Double? = nil, unit: String, startingAt: Double = 0) {
+        self.label = label; self.total = total; self.unit = unit; base = startingAt
     }
 
-    /// Reports that `done` units are complete.
-    func update(_ done: Double, force: Bool = false) {
+    /// Reports that `done` units are complete; `detail` is appended to the line.
+    func update(_ done: Double, force: Bool = false, detail: String = "") {
         let now = Date()
         let gap = interactive ? 0.1 : 5.0
         guard force || (done > 0 && now.timeIntervalSince(lastPrint) >= gap) else { return }
         lastPrint = now
         let elapsed = max(now.timeIntervalSince(start), 1e-9)
-        let rate = done / elapsed
+        let rate = (done - base) / elapsed
         var line = "\(label): \(Progress.human(done)) \(unit), \(Progress.human(rate)) \(unit)/s"
         if let total, total > 0 {
             let pct = min(100, 100 * done / total)
             let eta = rate > 0 ? (total - done) / rate : 0
             line += String(format: ", %.0f%%, ETA %.0fs", pct, eta)
         }
+        if !detail.isEmpty { line += ", " + detail }
         FileHandle.standardError.write(((interactive ? "\r\u{1B}[K" : "") + line + (interactive ? "" : "\n")).data(using: .utf8)!)
+    }
+
+    /// Prints a message on its own line (the progress line is redrawn by the next update).
+    func note(_ message: String) {
+        FileHandle.standardError.write(((interactive ? "\r\u{1B}[K" : "") + message + "\n").data(using: .utf8)!)
     }
 
     /// Ends the progress line.

@@ -149,7 +149,7 @@ public final class TransformerModel {
         guard reference.config.vocabSize == config.vocabSize else { throw TrainError.shape("reference vocabulary differs") }
         try forwardLogProbs(batch, logProbs: &logProbs, reference: reference)
         let a = acts.pointer
-        if kl.count != n { kl = [Float](repeating: 0, count: n) }
+        resizeReusingStorage(&kl, to: n)
         kl.withUnsafeMutableBufferPointer { out in
             out.update(repeating: 0)
             for j in 0..<targetRows { out[Int(rowIndexP[j])] = a[klG + j] }
@@ -189,7 +189,7 @@ public final class TransformerModel {
                       logProbs: a + logpG, lse: a + lseG, rows: k, dim: d, vocab: config.vocabSize,
                       chunkRows: headChunkRows, scratch: a + headScratch,
                       reference: reference.map(referenceProvider), kl: a + klG)
-        if logProbs.count != n { logProbs = [Float](repeating: 0, count: n) }
+        resizeReusingStorage(&logProbs, to: n)
         logProbs.withUnsafeMutableBufferPointer { out in
             out.update(repeating: 0)
             for j in 0..<k { out[Int(rowIndexP[j])] = a[logpG + j] }
@@ -235,7 +235,7 @@ public final class TransformerModel {
         try prepare(batch)
         runBackbone()
         let a = acts.pointer, d = config.hiddenSize, w = parameters.pointer + layout.valueHead
-        if values.count != n { values = [Float](repeating: 0, count: n) }
+        resizeReusingStorage(&values, to: n)
         values.withUnsafeMutableBufferPointer { out in
             for i in 0..<n { out[i] = dot(a + nf + i * d, w, d) }
         }

@@ -37,6 +37,9 @@ public final class AdamW {
         ranges = layout.specs.map { ($0.offset, $0.count, $0.decays) }
     }
 
+    /// Continues from a checkpoint: the moments are restored into `m` and `v` by the caller, the step count here.
+    public func restore(step: Int) { self.step = max(0, step) }
+
     /// One update at learning rate `lr` from `gradients` (already averaged and clipped).
     public func update(parameters: FlatBuffer, gradients: FlatBuffer, lr: Float) {
         step += 1
