@@ -17,6 +17,7 @@ let package = Package(
         .library(name: "Format", targets: ["Format"]),
         .library(name: "Ingest", targets: ["Ingest"]),
         .library(name: "Train", targets: ["Train"]),
+        .library(name: "Demo", targets: ["Demo"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
@@ -43,9 +44,11 @@ let package = Package(
         .target(name: "Train",
                 dependencies: ["Format", "Checkpoint", "COpenBLAS", .product(name: "Numerics", package: "swift-numerics")],
                 swiftSettings: kernelSettings),
+        // The built-in demo task: problem generator, its tokenizer, JSONL writers, verifier, metrics, reports.
+        .target(name: "Demo", dependencies: ["Format", "Ingest"]),
         // The command-line tool.
         .executableTarget(name: "oreo", dependencies: [
-            "Format", "Ingest", "Train",
+            "Format", "Ingest", "Train", "Demo",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -60,6 +63,7 @@ let package = Package(
         ]),
         .testTarget(name: "IngestTests", dependencies: ["Ingest", "Format"]),
         .testTarget(name: "TrainTests", dependencies: ["Train", "Format"]),
+        .testTarget(name: "DemoTests", dependencies: ["Demo", "Ingest", "Format"]),
     ],
     swiftLanguageModes: [.v6]
 )
