@@ -84,12 +84,23 @@ struct Filler {
     var name: String, pro: String, obj: String, pos: String, friend: String, items: String
 
     func fill(_ template: String, _ n: Int) -> String {
-        var s = template
-        for (k, v) in [("{name}", name), ("{pro}", pro), ("{obj}", obj), ("{pos}", pos), ("{friend}", friend),
-                       ("{items}", items), ("{n}", String(n))] {
-            s = s.replacing(k, with: v)
+        var out = ""
+        var rest = template[...]
+        while let open = rest.firstIndex(of: "{"), let close = rest[open...].firstIndex(of: "}") {
+            out += rest[..<open]
+            switch rest[rest.index(after: open)..<close] {
+            case "name": out += name
+            case "pro": out += pro
+            case "obj": out += obj
+            case "pos": out += pos
+            case "friend": out += friend
+            case "items": out += items
+            case "n": out += String(n)
+            case let other: out += "{\(other)}"
+            }
+            rest = rest[rest.index(after: close)...]
         }
-        return s
+        return out + rest
     }
 }
 
