@@ -14,7 +14,7 @@ public struct PartitionWeights: Sendable, Equatable, Codable {
         self.train = train; self.validation = validation; self.test = test
     }
 
-    func weight(_ s: Split) -> Int {
+    func weight(_ s: ProblemSplit) -> Int {
         switch s {
         case .train: train
         case .validation: validation
@@ -38,7 +38,7 @@ public struct SplitSizes: Sendable, Equatable, Codable {
     }
 
     /// The size of split `s`.
-    public subscript(_ s: Split) -> Int {
+    public subscript(_ s: ProblemSplit) -> Int {
         switch s {
         case .train: train
         case .validation: validation
@@ -57,7 +57,7 @@ public struct ProblemSplits: Sendable, Equatable {
     public var test: [Problem]
 
     /// The problems of split `s`.
-    public subscript(_ s: Split) -> [Problem] {
+    public subscript(_ s: ProblemSplit) -> [Problem] {
         switch s {
         case .train: train
         case .validation: validation
@@ -90,10 +90,10 @@ public struct ProblemGenerator: Sendable {
     }
 
     /// The split that owns the problem with canonical form `canonical`.
-    public func owner(of canonical: String) -> Split {
+    public func owner(of canonical: String) -> ProblemSplit {
         let total = UInt64(partition.train + partition.validation + partition.test)
         var slot = stableHash(canonical, seed: seed) % total
-        for s in Split.allCases {
+        for s in ProblemSplit.allCases {
             let w = UInt64(partition.weight(s))
             if slot < w { return s }
             slot -= w
@@ -102,10 +102,10 @@ public struct ProblemGenerator: Sendable {
     }
 
     /// The first `count` distinct problems of split `s`; throws when the knobs allow too few distinct problems.
-    public func problems(_ s: Split, count: Int) throws(DemoError) -> [Problem] {
+    public func problems(_ s: ProblemSplit, count: Int) throws(DemoError) -> [Problem] {
         guard count >= 0 else { throw DemoError("\(s.rawValue) size \(count) is negative") }
         guard count == 0 || partition.weight(s) > 0 else { throw DemoError("the \(s.rawValue) split has partition weight 0") }
-        var rng = SplitMix64.stream(seed, UInt64(Split.allCases.firstIndex(of: s)! + 1))
+        var rng = SplitMix64.stream(seed, UInt64(ProblemSplit.allCases.firstIndex(of: s) ?? 0) + 1)
         var seen = Set<String>()
         var out: [Problem] = []
         out.reserveCapacity(count)
@@ -134,18 +134,18 @@ public struct ProblemGenerator: Sendable {
     }
 
     /// A start value and operations within the knobs' bounds, with the running values.
-    func arithmetic(_ rng: inout SplitMix64) -> (Int, [Step], [Int]) {
+    func arithmetic(_ rng: inout SplitMix64) -> (Int, [ProblemStep], [Int]) {
         let c = config
         let start = rng.draw(c.startRange)
         let n = rng.draw(c.minSteps...c.maxSteps)
         var value = start
-        var ops: [Step] = []
+        var ops: [ProblemStep] = []
         var values: [Int] = []
         for _ in 0..<n {
             let factors = value > 0 ? c.factors.filter { value * $0 <= c.maxValue } : []
-            let step: Step
+            let step: ProblemStep
             if !factors.isEmpty && rng.chance(c.multiplyProbability) {
-                step = Step(.multiply, rng.pick(factors))
+                step = ProblemStep(.multiply, rng.pick(factors))
             } else {
                 let low = c.operandRange.lowerBound
                 let canAdd = value + low <= c.maxValue, canSubtract = value - low >= c.minValue
@@ -153,7 +153,7 @@ public struct ProblemGenerator: Sendable {
                 let add = canAdd && (!canSubtract || rng.chance(0.5))
                 let high = add ? min(c.operandRange.upperBound, c.maxValue - value)
                                : min(c.operandRange.upperBound, value - c.minValue)
-                step = Step(add ? .add : .subtract, rng.draw(low...high))
+                step = ProblemStep(add ? .add : .subtract, rng.draw(low...high))
             }
             value = step.operation.apply(value, step.operand)
             ops.append(step)

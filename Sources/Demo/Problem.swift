@@ -9,7 +9,7 @@ public struct DemoError: Error, CustomStringConvertible, Sendable, Equatable {
 }
 
 /// One arithmetic operation of a problem.
-public enum Operation: String, Sendable, Codable, CaseIterable {
+public enum ArithmeticOp: String, Sendable, Codable, CaseIterable {
     /// Addition, written `+`.
     case add = "+"
     /// Subtraction, written `-`.
@@ -28,14 +28,14 @@ public enum Operation: String, Sendable, Codable, CaseIterable {
 }
 
 /// One calculation step: the running value is combined with `operand` by `operation`.
-public struct Step: Sendable, Hashable, Codable {
+public struct ProblemStep: Sendable, Hashable, Codable {
     /// The operation.
-    public var operation: Operation
+    public var operation: ArithmeticOp
     /// The right-hand operand.
     public var operand: Int
 
     /// A step.
-    public init(_ operation: Operation, _ operand: Int) {
+    public init(_ operation: ArithmeticOp, _ operand: Int) {
         self.operation = operation; self.operand = operand
     }
 }
@@ -103,7 +103,7 @@ public struct ProblemConfig: Sendable, Equatable, Codable {
 }
 
 /// The three splits; they never share a problem (by canonical form).
-public enum Split: String, Sendable, Codable, CaseIterable {
+public enum ProblemSplit: String, Sendable, Codable, CaseIterable {
     /// Training problems (worked solutions for SFT, prompts for sampling).
     case train
     /// Held-out problems for choosing settings.
@@ -127,7 +127,7 @@ public struct Problem: Sendable, Hashable, Codable {
     /// The starting value.
     public var start: Int
     /// The operations in order.
-    public var operations: [Step]
+    public var operations: [ProblemStep]
 
     /// The final line: `#### N`.
     public var answerLine: String { "#### \(answer)" }
@@ -141,7 +141,7 @@ public struct Problem: Sendable, Hashable, Codable {
     public var key: AnswerKey { AnswerKey(answer: answer, values: values) }
 
     /// The canonical form of a start value and operations.
-    public static func canonical(start: Int, _ operations: [Step]) -> String {
+    public static func canonical(start: Int, _ operations: [ProblemStep]) -> String {
         var s = String(start)
         for op in operations { s += "|" + op.operation.rawValue + String(op.operand) }
         return s

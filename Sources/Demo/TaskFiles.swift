@@ -93,13 +93,13 @@ public enum TaskFiles {
         /// Worked solutions of the validation split (held-out SFT loss).
         public var sftValidation: String
         /// Prompt file per split.
-        public var prompts: [Split: String]
+        public var prompts: [ProblemSplit: String]
 
         /// The paths inside `directory`.
         public init(directory: String) {
             sftTrain = directory + "/sft-train.jsonl"
             sftValidation = directory + "/sft-validation.jsonl"
-            prompts = Dictionary(uniqueKeysWithValues: Split.allCases.map { ($0, directory + "/prompts-\($0.rawValue).jsonl") })
+            prompts = Dictionary(uniqueKeysWithValues: ProblemSplit.allCases.map { ($0, directory + "/prompts-\($0.rawValue).jsonl") })
         }
     }
 
@@ -109,7 +109,7 @@ public enum TaskFiles {
         let paths = Paths(directory: directory)
         try write(s.train.map(sftLine), to: paths.sftTrain)
         try write(s.validation.map(sftLine), to: paths.sftValidation)
-        for split in Split.allCases { try write(s[split].map { promptLine(PromptRecord($0)) }, to: paths.prompts[split]!) }
+        for split in ProblemSplit.allCases { try write(s[split].map { promptLine(PromptRecord($0)) }, to: paths.prompts[split]!) }
         return paths
     }
 

@@ -53,7 +53,7 @@ enum Templates {
     ]
 
     /// Phrases that open a calculation line in the sentence style.
-    static func stepPhrase(_ step: Step) -> [String] {
+    static func stepPhrase(_ step: ProblemStep) -> [String] {
         switch step.operation {
         case .add: ["Adding {n}", "With {n} more", "After getting {n} more"]
         case .subtract: ["Taking away {n}", "After losing {n}", "Removing {n}"]
@@ -62,7 +62,7 @@ enum Templates {
     }
 
     /// The sentences that can describe `step`.
-    static func sentences(_ step: Step) -> [String] {
+    static func sentences(_ step: ProblemStep) -> [String] {
         switch step.operation {
         case .add: add
         case .subtract: subtract
@@ -73,7 +73,7 @@ enum Templates {
     /// Every text the templates can produce, for learning tokenizer merges over the task's words.
     static var vocabularyText: [String] {
         var all = intro + add + subtract + multiply + double + triple + connectors + question
-        all += [Step(.add, 1), Step(.subtract, 1), Step(.multiply, 2)].flatMap(stepPhrase)
+        all += [ProblemStep(.add, 1), ProblemStep(.subtract, 1), ProblemStep(.multiply, 2)].flatMap(stepPhrase)
         all += characters.flatMap { [$0.name, $0.pro, $0.obj, $0.pos] } + items
         return all
     }
@@ -112,7 +112,7 @@ func capitalized(_ text: String) -> String {
 
 extension ProblemGenerator {
     /// Writes the word problem and worked solution for given arithmetic, drawing the wording from `rng`.
-    func render(start: Int, _ operations: [Step], values: [Int], id: String, rng: inout SplitMix64) -> Problem {
+    func render(start: Int, _ operations: [ProblemStep], values: [Int], id: String, rng: inout SplitMix64) -> Problem {
         let who = rng.pick(Templates.characters)
         var friend = rng.pick(Templates.characters).name
         while friend == who.name { friend = rng.pick(Templates.characters).name }

@@ -126,8 +126,8 @@ public struct AnswerKey: Sendable, Hashable, Codable {
         skipSpaces()
         guard let rhs = number() else { return nil }
         skipSpaces()
-        let op: Operation
-        if j >= 1, let o = Operation(rawValue: String(UnicodeScalar(left[j - 1]))) {
+        let op: ArithmeticOp
+        if j >= 1, let o = ArithmeticOp(rawValue: String(UnicodeScalar(left[j - 1]))) {
             op = o; j -= 1
         } else if j >= 1, left[j - 1] == UInt8(ascii: "x") {
             op = .multiply; j -= 1

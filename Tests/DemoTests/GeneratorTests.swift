@@ -69,8 +69,8 @@ import Demo
 
     @Test func splitsNeverShareAProblem() throws {
         let s = try GeneratorTests.generator(3).splits(GeneratorTests.sizes)
-        var owner: [String: Split] = [:]
-        for split in Split.allCases {
+        var owner: [String: ProblemSplit] = [:]
+        for split in ProblemSplit.allCases {
             let ids = Set(s[split].map(\.id))
             #expect(ids.count == s[split].count)
             for p in s[split] {
