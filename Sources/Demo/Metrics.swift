@@ -16,7 +16,7 @@ public struct ScoredSample: Sendable, Equatable {
 }
 
 /// Within-problem AUC: how well a scorer ranks one problem's correct samples above its wrong ones.
-public struct WithinProblemAUC: Sendable, Equatable {
+public struct WithinProblemAUC: Sendable, Equatable, Codable {
     /// Mean over the problems used of P(a correct sample scores above a wrong one), ties counting 0.5;
     /// nil when no problem has both kinds.
     public var auc: Double?
@@ -45,7 +45,7 @@ public struct StepValues: Sendable, Equatable {
 }
 
 /// How V moves across a step: at the first wrong step against at steps that were right.
-public struct StepValueChange: Sendable, Equatable {
+public struct StepValueChange: Sendable, Equatable, Codable {
     /// Mean of V(after) - V(before) over first wrong steps; nil when there is none.
     public var atFirstWrong: Double?
     /// First wrong steps counted.
@@ -62,7 +62,7 @@ public struct StepValueChange: Sendable, Equatable {
     }
 }
 
-/// The mean of several measurements with its spread.
+/// The mean of several evaluations with its spread.
 public struct Spread: Sendable, Equatable, Codable {
     /// Measurements.
     public var count: Int
@@ -122,7 +122,7 @@ public enum Metrics {
                                atCorrect: rightCount > 0 ? rightSum / Double(rightCount) : nil, correctCount: rightCount)
     }
 
-    /// Pearson correlation of paired measurements; nil when fewer than two pairs or either side is constant.
+    /// Pearson correlation of paired evaluations; nil when fewer than two pairs or either side is constant.
     public static func pearson(_ x: [Double], _ y: [Double]) -> Double? {
         let n = min(x.count, y.count)
         guard n >= 2 else { return nil }
