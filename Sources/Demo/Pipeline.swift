@@ -144,17 +144,17 @@ public enum DemoStage: String, Sendable, CaseIterable {
     /// One line on what the stage does (for --help and logs).
     public var summary: String {
         switch self {
-        case .generate: "generate the seed's train / validation / test problems (disjoint by canonical form)"
-        case .tokenizer: "learn the task tokenizer (bytes + merges over letter runs) and write tokenizer.json"
-        case .write: "write worked solutions (sft-*.jsonl) and prompt files (prompts-*.jsonl)"
-        case .ingest: "ingest the worked solutions into shards"
-        case .trainSFT: "train the SFT model from scratch on the worked solutions"
-        case .sample: "sample K solutions per training problem from the SFT model; label them with the verifier"
-        case .ingestSamples: "ingest the labeled samples into shards (ids kept verbatim)"
-        case .train: "train RFT, DPO, KTO, OREO, DQO from the SFT model on the same samples"
-        case .evaluate: "greedy and beam-search test accuracy of every model"
-        case .values: "value-network quality on held-out samples (within-problem AUC, value change at the first wrong step)"
-        case .report: "write results.md, results.json and the search plots"
+        case .generate: "the seed's train / validation / test problems (disjoint)"
+        case .tokenizer: "the task tokenizer.json: bytes + merges over words"
+        case .write: "worked solutions and prompt files as JSONL"
+        case .ingest: "worked solutions into shards (Ingest, in-process)"
+        case .trainSFT: "SFT model from scratch on the worked solutions"
+        case .sample: "K samples per training problem from SFT, verified"
+        case .ingestSamples: "the labeled samples into shards (ids verbatim)"
+        case .train: "RFT, DPO, KTO, OREO, DQO from SFT on the samples"
+        case .evaluate: "greedy and beam-search test accuracy per model"
+        case .values: "value nets on held-out samples: AUC, value drop"
+        case .report: "results.md, results.json, search-*.svg"
         }
     }
 }
