@@ -89,7 +89,10 @@ public enum Metrics {
             else { byProblem[s.problem, default: ([], [])].wrong.append(s.score) }
         }
         var total = 0.0, problems = 0, pairs = 0
-        for (c, w) in byProblem.values where !c.isEmpty && !w.isEmpty {
+        // In key order, so the floating-point sum is the same in every process.
+        for key in byProblem.keys.sorted() {
+            let (c, w) = byProblem[key]!
+            guard !c.isEmpty, !w.isEmpty else { continue }
             var wins = 0.0
             for a in c {
                 for b in w { wins += a > b ? 1 : a == b ? 0.5 : 0 }
