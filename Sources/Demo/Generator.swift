@@ -118,7 +118,7 @@ public struct ProblemGenerator: Sendable {
             if draws > limit {
                 throw DemoError("only \(out.count) distinct \(s.rawValue) problems after \(limit) draws: the knobs allow too few distinct problems for \(count) (allow more steps, a wider start or operand range, or ask for fewer)")
             }
-            let (start, ops, values) = arithmetic(&rng)
+            guard let (start, ops, values) = arithmetic(&rng) else { continue }
             let canonical = Problem.canonical(start: start, ops)
             guard owner(of: canonical) == s, seen.insert(canonical).inserted else { continue }
             out.append(render(start: start, ops, values: values, id: "\(s.rawValue)-\(out.count)", rng: &rng))
@@ -133,27 +133,30 @@ public struct ProblemGenerator: Sendable {
                       test: try problems(.test, count: sizes.test))
     }
 
-    /// A start value and operations within the knobs' bounds, with the running values.
-    func arithmetic(_ rng: inout SplitMix64) -> (Int, [ProblemStep], [Int]) {
+    /// A start value and operations within the knobs' bounds, with the running values; nil when the draw got
+    /// stuck (no allowed operation keeps the value in bounds), to be drawn again.
+    func arithmetic(_ rng: inout SplitMix64) -> (Int, [ProblemStep], [Int])? {
         let c = config
         let start = rng.draw(c.startRange)
         let n = rng.draw(c.minSteps...c.maxSteps)
         var value = start
         var ops: [ProblemStep] = []
         var values: [Int] = []
+        let low = c.operandRange.lowerBound
         for _ in 0..<n {
-            let factors = value > 0 ? c.factors.filter { value * $0 <= c.maxValue } : []
+            let factors = value > 0 && c.operations.contains(.multiply) ? c.factors.filter { value * $0 <= c.maxValue } : []
+            let canAdd = c.operations.contains(.add) && value + low <= c.maxValue
+            let canSubtract = c.operations.contains(.subtract) && value - low >= c.minValue
             let step: ProblemStep
-            if !factors.isEmpty && rng.chance(c.multiplyProbability) {
+            if !factors.isEmpty && (rng.chance(c.multiplyProbability) || !(canAdd || canSubtract)) {
                 step = ProblemStep(.multiply, rng.pick(factors))
-            } else {
-                let low = c.operandRange.lowerBound
-                let canAdd = value + low <= c.maxValue, canSubtract = value - low >= c.minValue
-                // validate() guarantees one of the two.
+            } else if canAdd || canSubtract {
                 let add = canAdd && (!canSubtract || rng.chance(0.5))
                 let high = add ? min(c.operandRange.upperBound, c.maxValue - value)
                                : min(c.operandRange.upperBound, value - c.minValue)
                 step = ProblemStep(add ? .add : .subtract, rng.draw(low...high))
+            } else {
+                return nil
             }
             value = step.operation.apply(value, step.operand)
             ops.append(step)

@@ -58,6 +58,8 @@ public struct ProblemConfig: Sendable, Equatable, Codable {
     public var maxSteps = 4
     /// Range of the starting value.
     public var startRange: ClosedRange<Int> = 2...20
+    /// Operations a step may use (multiplication also needs `factors`).
+    public var operations: [ArithmeticOp] = ArithmeticOp.allCases
     /// Range of the operand of `+` and `-`.
     public var operandRange: ClosedRange<Int> = 1...9
     /// Multiplication factors to choose from.
@@ -89,7 +91,11 @@ public struct ProblemConfig: Sendable, Equatable, Codable {
         guard low >= 1, operandRange.upperBound <= maxValue else {
             throw DemoError("operand range \(operandRange) must lie within 1...\(maxValue)")
         }
-        // Then from any value in bounds either `+ low` or `- low` stays in bounds.
+        guard operations.contains(.add) || operations.contains(.subtract) || (operations.contains(.multiply) && !factors.isEmpty) else {
+            throw DemoError("operations \(operations.map(\.rawValue)) leave no step to take")
+        }
+        // Then from any value in bounds either `+ low` or `- low` stays in bounds (fewer operations can
+        // still get stuck; such draws are redrawn).
         guard maxValue - minValue >= 2 * low - 1 else {
             throw DemoError("operand range \(operandRange) is too wide for the value bounds \(minValue)...\(maxValue)")
         }

@@ -39,6 +39,7 @@ struct DemoCommand: ParsableCommand {
     @Option(help: "Most calculation steps per problem.") var maxSteps = 4
     @Option(help: "Starting value range, LOW-HIGH.") var startRange = "2-20"
     @Option(help: "Operand range of + and -, LOW-HIGH.") var operandRange = "1-9"
+    @Option(help: "Operations steps may use, comma-separated from + - *.") var operations = "+,-,*"
     @Option(help: "Multiplication factors, comma-separated (empty: none).") var factors = "2,3"
     @Option(help: "Probability that a step multiplies (when a factor keeps the value in bounds).") var multiplyProbability = 0.25
     @Option(help: "Largest intermediate value.") var maxValue = 99
@@ -69,6 +70,7 @@ struct DemoCommand: ParsableCommand {
         c.task.maxSteps = maxSteps
         c.task.startRange = try DemoCommand.range(startRange, "--start-range")
         c.task.operandRange = try DemoCommand.range(operandRange, "--operand-range")
+        c.task.operations = try DemoCommand.list(operations, "--operations") { ArithmeticOp(rawValue: $0) }
         c.task.factors = factors.isEmpty ? [] : try DemoCommand.list(factors, "--factors") { Int($0) }
         c.task.multiplyProbability = multiplyProbability
         c.task.maxValue = maxValue

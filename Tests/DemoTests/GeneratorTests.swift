@@ -101,6 +101,21 @@ import Demo
         }
     }
 
+    @Test func operationsKnob() throws {
+        let g = try GeneratorTests.generator(6) { $0.operations = [.add, .multiply]; $0.maxSteps = 6 }
+        let ps = try g.problems(.train, count: 500)
+        #expect(ps.allSatisfy { $0.operations.allSatisfy { $0.operation != .subtract } && $0.values.allSatisfy { $0 <= 99 } })
+        #expect(ps.contains { $0.operations.contains { $0.operation == .multiply } })
+        // Subtraction alone gets stuck at small values; those draws are redrawn, never out of bounds.
+        let down = try GeneratorTests.generator(6) { $0.operations = [.subtract]; $0.startRange = 2...4; $0.minSteps = 2; $0.maxSteps = 2; $0.operandRange = 1...2 }
+        // 8 such problems exist; training owns 3 of them.
+        let few = try down.problems(.train, count: 3)
+        #expect(few.allSatisfy { $0.values.allSatisfy { $0 >= 0 } })
+        #expect(throws: DemoError.self) { try down.problems(.train, count: 4) }
+        #expect(throws: DemoError.self) { try GeneratorTests.generator { $0.operations = [] } }
+        #expect(throws: DemoError.self) { try GeneratorTests.generator { $0.operations = [.multiply]; $0.factors = [] } }
+    }
+
     @Test func tooSmallAProblemSpaceIsAnErrorNotAHang() throws {
         let g = try GeneratorTests.generator { c in
             c.minSteps = 1; c.maxSteps = 1; c.startRange = 2...3; c.operandRange = 1...1; c.factors = []
