@@ -17,6 +17,7 @@ let package = Package(
         .library(name: "Format", targets: ["Format"]),
         .library(name: "Ingest", targets: ["Ingest"]),
         .library(name: "Train", targets: ["Train"]),
+        .library(name: "Demo", targets: ["Demo"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
@@ -47,9 +48,11 @@ let package = Package(
         // 4. Training jobs: data loader over shards, reference scoring, OREO and baselines, run directories.
         //    Reads files (shards, run state), so it is a checked build; the numerics it calls live in Train.
         .target(name: "Trainer", dependencies: ["Train", "Format", "Checkpoint", .product(name: "TOMLKit", package: "TOMLKit")]),
+        // The built-in demo task: problem generator, its tokenizer, JSONL writers, verifier, metrics, reports.
+        .target(name: "Demo", dependencies: ["Format", "Ingest"]),
         // The command-line tool.
         .executableTarget(name: "oreo", dependencies: [
-            "Format", "Ingest", "Train", "Trainer",
+            "Format", "Ingest", "Train", "Trainer", "Demo",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -65,6 +68,7 @@ let package = Package(
         .testTarget(name: "IngestTests", dependencies: ["Ingest", "Format"]),
         .testTarget(name: "TrainTests", dependencies: ["Train", "Format"]),
         .testTarget(name: "TrainerTests", dependencies: ["Trainer", "Train", "Format", "Checkpoint"]),
+        .testTarget(name: "DemoTests", dependencies: ["Demo", "Ingest", "Format"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,0 +1,503 @@
+import Foundation
+import Format
+import Ingest
+
+/// Everything a demo run is configured by.
+public struct DemoConfig: Sendable, Equatable {
+    /// Output directory (created; a run with the same data settings there is continued).
+    public var output: String
+    /// Seeds; each gets its own splits, models and evaluations, and the table reports their spread.
+    public var seeds: [UInt64] = [1, 2, 3]
+    /// Difficulty knobs of the task.
+    public var task = ProblemConfig()
+    /// Problems per split.
+    public var sizes = SplitSizes(train: 5000, validation: 500, test: 1000)
+    /// Most tokenizer merges to learn over the task's words.
+    public var tokenizerMerges = 512
+    /// Samples drawn per problem for the offline data (K) and for the held-out value metrics.
+    public var samplesPerProblem = 8
+    /// Training problems that get samples; nil: all of them.
+    public var sampledProblems: Int? = nil
+    /// Sampling temperature.
+    public var temperature = 1.0
+    /// Longest response the sampler and decoders may generate, in tokens.
+    public var maxResponseTokens = 128
+    /// Beam widths evaluated for every scorer.
+    public var beamWidths = [2, 4, 8]
+    /// Methods trained from the SFT model (SFT itself is always trained: it is the reference).
+    public var methods: [DemoMethod] = DemoMethod.allCases.filter { $0 != .sft }
+    /// Wall-clock budget of the whole run in seconds (shared out by `BudgetPlan`).
+    public var timeBudget: Double = 900
+    /// Threads for ingest and the hooks.
+    public var threads = 2
+    /// Delete what an earlier run wrote to `output` first instead of continuing it.
+    public var overwrite = false
+
+    /// A configuration writing to `output`, with the defaults.
+    public init(output: String) { self.output = output }
+
+    /// Throws on settings that cannot run.
+    public func validate() throws(DemoError) {
+        try task.validate()
+        guard !seeds.isEmpty, Set(seeds).count == seeds.count else { throw DemoError("seeds must be non-empty and distinct") }
+        guard sizes.train >= 1, sizes.validation >= 0, sizes.test >= 1 else {
+            throw DemoError("need at least one training and one test problem")
+        }
+        guard tokenizerMerges >= 0, tokenizerMerges <= 100_000 else { throw DemoError("tokenizer merges must lie within 0...100000") }
+        guard samplesPerProblem >= 1, samplesPerProblem <= 1024 else { throw DemoError("samples per problem must lie within 1...1024") }
+        if let n = sampledProblems, n < 1 || n > sizes.train {
+            throw DemoError("sampled problems \(n) must lie within 1...\(sizes.train) (the training split)")
+        }
+        guard temperature > 0, temperature.isFinite else { throw DemoError("temperature must be positive") }
+        guard maxResponseTokens >= 1 else { throw DemoError("max response tokens must be positive") }
+        guard beamWidths.allSatisfy({ $0 >= 2 && $0 <= 64 }) else { throw DemoError("beam widths must lie within 2...64") }
+        guard timeBudget > 0 else { throw DemoError("the time budget must be positive") }
+        guard threads >= 1 else { throw DemoError("threads must be positive") }
+    }
+
+    /// The settings that decide the data: a run in the same directory must agree on them to be continued.
+    public var identity: String {
+        let t = task
+        let ints = { (v: [Int]) in JSONText.array(v.map(String.init)) }
+        return JSONText.object([
+            ("min_steps", "\(t.minSteps)"), ("max_steps", "\(t.maxSteps)"),
+            ("start_range", ints([t.startRange.lowerBound, t.startRange.upperBound])),
+            ("operand_range", ints([t.operandRange.lowerBound, t.operandRange.upperBound])),
+            ("operations", JSONText.array(t.operations.map { JSONText.string($0.rawValue) })), ("factors", ints(t.factors)), ("multiply_probability", JSONText.number(t.multiplyProbability)),
+            ("min_value", "\(t.minValue)"), ("max_value", "\(t.maxValue)"), ("style", JSONText.string(t.style.rawValue)),
+            ("train", "\(sizes.train)"), ("validation", "\(sizes.validation)"), ("test", "\(sizes.test)"),
+            ("tokenizer_merges", "\(tokenizerMerges)"), ("samples_per_problem", "\(samplesPerProblem)"),
+            ("sampled_problems", sampledProblems.map(String.init) ?? "null"), ("temperature", JSONText.number(temperature)),
+            ("max_response_tokens", "\(maxResponseTokens)"),
+        ])
+    }
+
+    /// The settings as report rows.
+    public var settings: [(key: String, value: String)] {
+        let t = task
+        return [
+            ("seeds", seeds.map(String.init).joined(separator: ", ")),
+            ("problems (train / validation / test)", "\(sizes.train) / \(sizes.validation) / \(sizes.test)"),
+            ("steps per problem", "\(t.minSteps)-\(t.maxSteps)"),
+            ("start value, +/- operand", "\(t.startRange.lowerBound)-\(t.startRange.upperBound), \(t.operandRange.lowerBound)-\(t.operandRange.upperBound)"),
+            ("multiplication", "x" + t.factors.map(String.init).joined(separator: "/x") + " with probability \(JSONText.number(t.multiplyProbability))"),
+            ("operations", t.operations.map(\.rawValue).joined(separator: " ")),
+            ("values", "\(t.minValue)-\(t.maxValue)"), ("step style", t.style.rawValue),
+            ("samples per problem", "\(samplesPerProblem) at temperature \(JSONText.number(temperature))"),
+            ("beam widths", beamWidths.map(String.init).joined(separator: ", ")),
+            ("methods", (["SFT"] + methods.map(\.rawValue)).joined(separator: ", ")),
+            ("time budget", "\(JSONText.number(timeBudget)) s on \(threads) thread(s)"),
+        ]
+    }
+}
+
+/// How the time budget is shared: per seed an equal part; of it SFT gets `sftShare`, the other methods
+/// `methodsShare` split evenly, and sampling, evaluation and reporting the rest. These shares are starting
+/// points to calibrate, not measured optima.
+public struct BudgetPlan: Sendable, Equatable {
+    /// Total seconds.
+    public var total: Double
+    /// Seeds sharing it.
+    public var seeds: Int
+    /// Methods trained after SFT per seed.
+    public var methods: Int
+    /// Share of a seed's time for SFT.
+    public var sftShare = 0.35
+    /// Share of a seed's time for all other methods together.
+    public var methodsShare = 0.40
+
+    /// A plan.
+    public init(total: Double, seeds: Int, methods: Int) { self.total = total; self.seeds = seeds; self.methods = methods }
+
+    /// Seconds for one seed.
+    public var perSeed: Double { total / Double(max(seeds, 1)) }
+    /// Seconds for SFT.
+    public var sft: Double { perSeed * sftShare }
+    /// Seconds for each other method.
+    public var perMethod: Double { perSeed * methodsShare / Double(max(methods, 1)) }
+}
+
+/// The stages of `oreo demo`, in order.
+public enum DemoStage: String, Sendable, CaseIterable {
+    /// Generate the seed's train, validation and test problems.
+    case generate
+    /// Learn and write the task tokenizer.json (once per run).
+    case tokenizer
+    /// Write worked solutions and prompt files as JSONL.
+    case write
+    /// Ingest the worked solutions into shards.
+    case ingest
+    /// Train the SFT model from scratch (the reference and every method's start).
+    case trainSFT = "train-sft"
+    /// Sample K solutions per problem from the SFT model and label them with the verifier.
+    case sample
+    /// Ingest the labeled samples into shards.
+    case ingestSamples = "ingest-samples"
+    /// Train every other method from the SFT model on the samples.
+    case train
+    /// Greedy and beam-search accuracy on the test problems.
+    case evaluate
+    /// The value networks' quality on held-out samples.
+    case values
+    /// Write the results table and plots.
+    case report
+
+    /// One line on what the stage does (for --help and logs).
+    public var summary: String {
+        switch self {
+        case .generate: "the seed's train / validation / test problems (disjoint)"
+        case .tokenizer: "the task tokenizer.json: bytes + merges over words"
+        case .write: "worked solutions and prompt files as JSONL"
+        case .ingest: "worked solutions into shards (Ingest, in-process)"
+        case .trainSFT: "SFT model from scratch on the worked solutions"
+        case .sample: "K samples per training problem from SFT, verified"
+        case .ingestSamples: "the labeled samples into shards (ids verbatim)"
+        case .train: "RFT, DPO, KTO, OREO, DQO from SFT on the samples"
+        case .evaluate: "greedy and beam-search test accuracy per model"
+        case .values: "value nets on held-out samples: AUC, value drop"
+        case .report: "results.md, results.json, search-*.svg"
+        }
+    }
+}
+
+/// What the pipeline reports as it goes.
+public enum DemoEvent: Sendable {
+    /// A stage began (seed nil: a stage of the whole run).
+    case started(DemoStage, seed: UInt64?)
+    /// Progress inside a stage.
+    case progress(DemoStage, seed: UInt64?, HookProgress)
+    /// A stage ended with a one-line summary.
+    case finished(DemoStage, seed: UInt64?, summary: String, seconds: Double)
+    /// A stage did not run, and why.
+    case skipped(DemoStage, seed: UInt64?, reason: String)
+}
+
+/// What one seed produced.
+public struct SeedArtifacts: Sendable {
+    /// The seed.
+    public var seed: UInt64
+    /// Its directory.
+    public var directory: String
+    /// The JSONL files.
+    public var files: TaskFiles.Paths
+    /// The worked solutions' datasets (train, validation).
+    public var sftData: String, sftValidationData: String
+    /// The labeled samples' dataset, when sampling ran.
+    public var samplesData: String?
+    /// Trained models by method.
+    public var models: [DemoMethod: TrainedModel] = [:]
+}
+
+/// What a run produced.
+public struct DemoOutcome: Sendable {
+    /// The results (only what was measured).
+    public var report: ResultsReport
+    /// Files the report was written to.
+    public var reportPaths: [String]
+    /// The task tokenizer.json.
+    public var tokenizer: String
+    /// Per seed.
+    public var seeds: [SeedArtifacts]
+}
+
+/// The demo from problems to report; stages whose hook is missing are skipped and listed in the report.
+public struct DemoPipeline: Sendable {
+    /// The run's settings.
+    public let config: DemoConfig
+    /// Training, sampling and evaluation, where built.
+    public let hooks: DemoHooks
+
+    /// A pipeline (the configuration is validated).
+    public init(config: DemoConfig, hooks: DemoHooks = DemoHooks()) throws(DemoError) {
+        try config.validate()
+        self.config = config; self.hooks = hooks
+    }
+
+    /// Seed of the generator whose problems the tokenizer is learned from: one tokenizer serves every seed.
+    public static let tokenizerCorpusSeed: UInt64 = 0x70C
+    /// Problems in the tokenizer's corpus.
+    public static let tokenizerCorpusProblems = 2000
+
+    static func elapsed(since t: Date) -> Double { Date().timeIntervalSince(t) }
+
+    /// Runs every stage; `events` sees each start, progress report, finish and skip.
+    public func run(events: @escaping @Sendable (DemoEvent) -> Void = { _ in }) throws -> DemoOutcome {
+        let out = config.output
+        try prepareOutput()
+        let plan = BudgetPlan(total: config.timeBudget, seeds: config.seeds.count, methods: config.methods.count)
+        var notes: [String] = []
+
+        events(.started(.tokenizer, seed: nil))
+        var t0 = Date()
+        let corpusGenerator = try ProblemGenerator(config: config.task, seed: DemoPipeline.tokenizerCorpusSeed)
+        let corpus = try corpusGenerator.problems(.train, count: DemoPipeline.tokenizerCorpusProblems).map { $0.prompt + $0.solution }
+        let taskTokenizer = TaskTokenizer.learn(from: corpus, maxMerges: config.tokenizerMerges)
+        let tokenizerPath = try taskTokenizer.write(directory: out)
+        let tokenizer = try Tokenizer.load(path: tokenizerPath)
+        let vocab = IngestVocabulary(tokenizer)
+        let verifier = TaskVerifier(tokenizer: tokenizer)
+        events(.finished(.tokenizer, seed: nil, summary: "\(tokenizer.vocabSize) tokens (\(taskTokenizer.mergedTokens.count) merged words) at \(tokenizerPath)",
+                         seconds: DemoPipeline.elapsed(since: t0)))
+
+        var evaluations: [Evaluation] = []
+        var quality: [ValueQuality] = []
+        var artifacts: [SeedArtifacts] = []
+        for seed in config.seeds {
+            let dir = out + "/seed-\(seed)"
+            try makeDirectory(dir + "/data")
+            try makeDirectory(dir + "/shards")
+
+            events(.started(.generate, seed: seed))
+            t0 = Date()
+            let splits = try ProblemGenerator(config: config.task, seed: seed).splits(config.sizes)
+            events(.finished(.generate, seed: seed, summary: "\(splits.train.count) train, \(splits.validation.count) validation, \(splits.test.count) test problems",
+                             seconds: DemoPipeline.elapsed(since: t0)))
+
+            events(.started(.write, seed: seed))
+            t0 = Date()
+            let files = try TaskFiles.writeSplits(splits, directory: dir + "/data")
+            events(.finished(.write, seed: seed, summary: "JSONL in \(dir)/data", seconds: DemoPipeline.elapsed(since: t0)))
+
+            events(.started(.ingest, seed: seed))
+            t0 = Date()
+            var seedArtifacts = SeedArtifacts(seed: seed, directory: dir, files: files, sftData: dir + "/shards/sft-train",
+                                              sftValidationData: dir + "/shards/sft-validation")
+            var summaries: [String] = []
+            for (input, dataset) in [(files.sftTrain, seedArtifacts.sftData), (files.sftValidation, seedArtifacts.sftValidationData)] {
+                let m = try ingest(input, into: dataset, vocab: vocab, options: IngestOptions(), stage: .ingest, seed: seed, events: events)
+                summaries.append("\(m.counts.trajectories) trajectories, \(m.counts.tokens) tokens")
+            }
+            events(.finished(.ingest, seed: seed, summary: "train \(summaries[0]); validation \(summaries[1])", seconds: DemoPipeline.elapsed(since: t0)))
+
+            // SFT: the reference and every method's starting point.
+            guard let trainer = hooks.trainer else {
+                for stage in [DemoStage.trainSFT, .sample, .ingestSamples, .train, .evaluate, .values] {
+                    events(.skipped(stage, seed: seed, reason: DemoPipeline.missing(stage)))
+                }
+                artifacts.append(seedArtifacts)
+                continue
+            }
+            events(.started(.trainSFT, seed: seed))
+            t0 = Date()
+            let sft = try trainer.train(TrainRequest(method: .sft, data: seedArtifacts.sftData, validation: seedArtifacts.sftValidationData,
+                                                     initialization: nil, reference: nil, output: dir + "/models/sft",
+                                                     tokenizer: tokenizerPath, seed: seed, timeBudget: plan.sft, threads: config.threads)) {
+                events(.progress(.trainSFT, seed: seed, $0))
+            }
+            seedArtifacts.models[.sft] = sft
+            events(.finished(.trainSFT, seed: seed, summary: "\(sft.updates) updates in \(ResultsReport.fixed(sft.seconds, 1)) s -> \(sft.checkpoint)",
+                             seconds: DemoPipeline.elapsed(since: t0)))
+
+            // Samples of the SFT policy: offline data on training problems, held-out samples for the value metrics.
+            var heldOut: [SampleRecord] = []
+            if let sampler = hooks.sampler {
+                events(.started(.sample, seed: seed))
+                t0 = Date()
+                let trainPrompts = Array(splits.train.prefix(config.sampledProblems ?? splits.train.count)).map(PromptRecord.init)
+                let records = try label(sampler.sample(sft, prompts: trainPrompts, count: config.samplesPerProblem, temperature: config.temperature,
+                                                       maxTokens: config.maxResponseTokens, seed: seed) { events(.progress(.sample, seed: seed, $0)) },
+                                        trainPrompts, verifier)
+                heldOut = try label(sampler.sample(sft, prompts: splits.validation.map(PromptRecord.init), count: config.samplesPerProblem,
+                                                   temperature: config.temperature, maxTokens: config.maxResponseTokens, seed: seed ^ 0x5EED) { _ in },
+                                    splits.validation.map(PromptRecord.init), verifier)
+                try TaskFiles.write(records.map(TaskFiles.sampleLine), to: dir + "/data/samples-train.jsonl")
+                try TaskFiles.write(heldOut.map(TaskFiles.sampleLine), to: dir + "/data/samples-validation.jsonl")
+                events(.finished(.sample, seed: seed, summary: DemoPipeline.describe(records), seconds: DemoPipeline.elapsed(since: t0)))
+
+                events(.started(.ingestSamples, seed: seed))
+                t0 = Date()
+                var options = IngestOptions()
+                options.eos = .never
+                let m = try ingest(dir + "/data/samples-train.jsonl", into: dir + "/shards/samples", vocab: vocab, options: options,
+                                   stage: .ingestSamples, seed: seed, events: events)
+                seedArtifacts.samplesData = dir + "/shards/samples"
+                events(.finished(.ingestSamples, seed: seed, summary: "\(m.counts.trajectories) trajectories, \(m.counts.tokens) tokens",
+                                 seconds: DemoPipeline.elapsed(since: t0)))
+            } else {
+                events(.skipped(.sample, seed: seed, reason: DemoPipeline.missing(.sample)))
+                events(.skipped(.ingestSamples, seed: seed, reason: DemoPipeline.missing(.sample)))
+            }
+
+            if let samples = seedArtifacts.samplesData {
+                events(.started(.train, seed: seed))
+                t0 = Date()
+                for method in config.methods {
+                    let m = try trainer.train(TrainRequest(method: method, data: samples, validation: nil, initialization: sft.checkpoint,
+                                                           reference: sft.checkpoint, output: dir + "/models/\(method.rawValue.lowercased())",
+                                                           tokenizer: tokenizerPath, seed: seed, timeBudget: plan.perMethod,
+                                                           threads: config.threads)) { events(.progress(.train, seed: seed, $0)) }
+                    seedArtifacts.models[method] = m
+                }
+                events(.finished(.train, seed: seed, summary: config.methods.map { "\($0.rawValue) \(seedArtifacts.models[$0]?.updates ?? 0) updates" }.joined(separator: ", "),
+                                 seconds: DemoPipeline.elapsed(since: t0)))
+            } else {
+                events(.skipped(.train, seed: seed, reason: "needs the labeled samples"))
+            }
+
+            guard let evaluator = hooks.evaluator else {
+                events(.skipped(.evaluate, seed: seed, reason: DemoPipeline.missing(.evaluate)))
+                events(.skipped(.values, seed: seed, reason: DemoPipeline.missing(.evaluate)))
+                artifacts.append(seedArtifacts)
+                continue
+            }
+            events(.started(.evaluate, seed: seed))
+            t0 = Date()
+            let test = splits.test.map(PromptRecord.init)
+            let models = ([DemoMethod.sft] + config.methods).compactMap { seedArtifacts.models[$0] }
+            for model in models {
+                var decodings = [Decoding.greedy]
+                for scorer in evaluator.scorers(for: model) { decodings += config.beamWidths.map { Decoding.beam(width: $0, scorer: scorer) } }
+                for d in decodings {
+                    let start = Date()
+                    let answers = try evaluator.decode(model, prompts: test, decoding: d, maxTokens: config.maxResponseTokens, seed: seed) {
+                        events(.progress(.evaluate, seed: seed, $0))
+                    }
+                    evaluations.append(try DemoPipeline.score(model.method, d, seed, answers, test, verifier, seconds: DemoPipeline.elapsed(since: start)))
+                }
+            }
+            events(.finished(.evaluate, seed: seed, summary: "\(models.count) models on \(test.count) test problems", seconds: DemoPipeline.elapsed(since: t0)))
+
+            let valued = models.filter(\.hasValueHead)
+            if heldOut.isEmpty || valued.isEmpty {
+                events(.skipped(.values, seed: seed, reason: heldOut.isEmpty ? "needs held-out samples" : "no trained model has a value head"))
+            } else {
+                events(.started(.values, seed: seed))
+                t0 = Date()
+                for model in valued {
+                    quality.append(try valueQuality(model, heldOut, evaluator, verifier, seed: seed))
+                }
+                events(.finished(.values, seed: seed, summary: quality.suffix(valued.count).map {
+                    "\($0.method) AUC \($0.auc.auc.map { ResultsReport.fixed($0, 3) } ?? "–") over \($0.auc.problems) problems"
+                }.joined(separator: "; "), seconds: DemoPipeline.elapsed(since: t0)))
+            }
+            artifacts.append(seedArtifacts)
+        }
+
+        if hooks.trainer == nil { notes.append("Training did not run: \(DemoPipeline.missing(.trainSFT)). No accuracy is reported.") }
+        else if hooks.sampler == nil { notes.append("Sampling did not run: \(DemoPipeline.missing(.sample)); only SFT was trained.") }
+        if hooks.evaluator == nil { notes.append("Evaluation did not run: \(DemoPipeline.missing(.evaluate)).") }
+        events(.started(.report, seed: nil))
+        t0 = Date()
+        let report = ResultsReport(title: "oreo demo: SFT, RFT, DPO, KTO, OREO and DQO on generated multi-step word problems",
+                                   settings: config.settings + [("tokenizer", "\(tokenizer.vocabSize) tokens")],
+                                   evaluations: evaluations, valueQuality: quality, notes: notes)
+        let paths = try report.write(directory: out)
+        events(.finished(.report, seed: nil, summary: paths.joined(separator: ", "), seconds: DemoPipeline.elapsed(since: t0)))
+        return DemoOutcome(report: report, reportPaths: paths, tokenizer: tokenizerPath, seeds: artifacts)
+    }
+
+    /// Why a stage without its hook did not run.
+    static func missing(_ stage: DemoStage) -> String {
+        switch stage {
+        case .trainSFT, .train: "training is not built into this oreo yet (it plugs in as a DemoTrainer)"
+        case .sample, .ingestSamples: "sampling is not built into this oreo yet (it plugs in as a DemoSampler)"
+        default: "evaluation is not built into this oreo yet (it plugs in as a DemoEvaluator)"
+        }
+    }
+
+    /// Creates the output directory; refuses one holding a run with other data settings unless `overwrite`,
+    /// which first deletes only what a demo run writes.
+    func prepareOutput() throws {
+        let out = config.output
+        try makeDirectory(out)
+        let marker = out + "/demo.json"
+        if config.overwrite {
+            let items = (try? FileManager.default.contentsOfDirectory(atPath: out)) ?? []
+            for f in items where f.hasPrefix("seed-") || ["demo.json", "tokenizer.json", "tokenizer_config.json", "results.md",
+                                                         "results.json", "search-tokens.svg", "search-candidates.svg"].contains(f) {
+                try FileManager.default.removeItem(atPath: out + "/" + f)
+            }
+        } else if let old = FileManager.default.contents(atPath: marker), String(decoding: old, as: UTF8.self) != config.identity + "\n" {
+            throw DemoError("\(marker): an earlier demo run with other data settings is in \(out); pass --overwrite or choose another --out")
+        }
+        try writeFileAtomically(Array((config.identity + "\n").utf8), to: marker)
+    }
+
+    func makeDirectory(_ path: String) throws {
+        do { try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true) } catch {
+            throw DemoError("\(path): cannot create the directory: \(error.localizedDescription)")
+        }
+    }
+
+    /// Ingests `input` into `dataset`, reusing a complete dataset made with the same tokenizer (the data
+    /// settings are pinned by demo.json) and continuing an interrupted one.
+    func ingest(_ input: String, into dataset: String, vocab: IngestVocabulary, options: IngestOptions, stage: DemoStage,
+                seed: UInt64, events: @escaping @Sendable (DemoEvent) -> Void) throws -> Manifest {
+        if let m = try? Manifest.read(directory: dataset), m.complete {
+            if m.tokenizer?.fingerprint == String(vocab.tokenizer.fingerprint, radix: 16) { return m }
+        }
+        var job = IngestJob(inputs: [input], output: dataset, vocab: vocab, options: options)
+        job.threads = config.threads
+        if let m = try? Manifest.read(directory: dataset), m.complete { job.removeOutput() }
+        return try job.run { p in
+            events(.progress(stage, seed: seed, HookProgress(done: Double(p.bytesDone), total: Double(p.bytesTotal), unit: "B")))
+        }.manifest
+    }
+
+    /// Verdicts on sampled responses (one array per prompt, in prompt order).
+    func label(_ sampled: [[SampledResponse]], _ prompts: [PromptRecord], _ verifier: TaskVerifier) throws -> [SampleRecord] {
+        guard sampled.count == prompts.count else {
+            throw DemoError("the sampler returned samples for \(sampled.count) prompts, not \(prompts.count)")
+        }
+        var out: [SampleRecord] = []
+        for (p, responses) in zip(prompts, sampled) {
+            for (k, r) in responses.enumerated() {
+                let (check, finished) = try verifier.check(p.key, responseIds: r.responseIds)
+                out.append(SampleRecord(problemId: p.id, index: k, promptIds: r.promptIds, responseIds: r.responseIds,
+                                        check: check, finished: finished))
+            }
+        }
+        return out
+    }
+
+    /// One line on a set of labeled samples: the positive rate and how many problems have both outcomes.
+    static func describe(_ records: [SampleRecord]) -> String {
+        var byProblem: [String: (right: Int, all: Int)] = [:]
+        for r in records { byProblem[r.problemId, default: (0, 0)].all += 1; if r.reward > 0 { byProblem[r.problemId]!.right += 1 } }
+        let right = records.filter { $0.reward > 0 }.count
+        let mixed = byProblem.values.filter { $0.right > 0 && $0.right < $0.all }.count
+        let none = byProblem.values.filter { $0.right == 0 }.count
+        let n = Double(max(byProblem.count, 1))
+        return "\(records.count) samples, \(ResultsReport.percent(Double(right) / Double(max(records.count, 1))))% correct; "
+            + "\(ResultsReport.percent(Double(mixed) / n))% of problems mixed, \(ResultsReport.percent(Double(none) / n))% with none correct"
+    }
+
+    /// An evaluation from decoded answers, each checked by the verifier.
+    static func score(_ method: DemoMethod, _ d: Decoding, _ seed: UInt64, _ answers: [DecodedAnswer], _ prompts: [PromptRecord],
+                      _ verifier: TaskVerifier, seconds: Double) throws -> Evaluation {
+        guard answers.count == prompts.count else {
+            throw DemoError("the evaluator answered \(answers.count) of \(prompts.count) prompts (\(method.rawValue), \(d.label))")
+        }
+        var correct = 0
+        for (p, a) in zip(prompts, answers) {
+            let (check, finished) = try verifier.check(p.key, responseIds: a.responseIds)
+            if finished && check.correct { correct += 1 }
+        }
+        return Evaluation(method: method.rawValue, decoding: d, seed: seed, correct: correct, total: prompts.count,
+                          tokensGenerated: answers.reduce(0) { $0 + $1.tokensGenerated },
+                          candidatesScored: answers.reduce(0) { $0 + $1.candidatesScored }, seconds: seconds)
+    }
+
+    /// A value network's quality on labeled held-out samples.
+    func valueQuality(_ model: TrainedModel, _ samples: [SampleRecord], _ evaluator: any DemoEvaluator, _ verifier: TaskVerifier,
+                      seed: UInt64) throws -> ValueQuality {
+        let ends = samples.map { verifier.lineEnds($0.responseIds) }
+        let values = try evaluator.values(model, samples: samples.map { SampledResponse(promptIds: $0.promptIds, responseIds: $0.responseIds) },
+                                          stepEnds: ends)
+        guard values.count == samples.count, zip(values, ends).allSatisfy({ $0.count == $1.count + 1 }) else {
+            throw DemoError("the evaluator's values do not match the samples' steps (\(model.method.rawValue))")
+        }
+        var scored: [ScoredSample] = [], traces: [StepValues] = []
+        var prompt: [String: Double] = [:], success: [String: (right: Int, all: Int)] = [:]
+        for (s, v) in zip(samples, values) {
+            scored.append(ScoredSample(problem: s.problemId, score: v.last!, correct: s.reward > 0))
+            traces.append(StepValues(values: v, firstWrongStep: s.check.firstWrongStep))
+            prompt[s.problemId] = v[0]
+            success[s.problemId, default: (0, 0)].all += 1
+            if s.reward > 0 { success[s.problemId]!.right += 1 }
+        }
+        let (r, n) = Metrics.promptValueCorrelation(values: prompt, successRate: success.mapValues { Double($0.right) / Double($0.all) })
+        return ValueQuality(method: model.method.rawValue, seed: seed, auc: Metrics.withinProblemAUC(scored),
+                            stepChange: Metrics.stepValueChange(traces), promptCorrelation: r, correlationProblems: n)
+    }
+}

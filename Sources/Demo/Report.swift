@@ -1,0 +1,313 @@
+import Format
+
+/// The methods the demo compares, in the order the table lists them.
+public enum DemoMethod: String, Sendable, Codable, CaseIterable {
+    /// Supervised fine-tuning on worked solutions (the reference and every other method's start).
+    case sft = "SFT"
+    /// Rejection sampling: SFT on the correct samples only.
+    case rft = "RFT"
+    /// Direct preference optimization on correct/wrong pairs of a problem.
+    case dpo = "DPO"
+    /// Kahneman-Tversky optimization on unpaired correct and wrong samples.
+    case kto = "KTO"
+    /// Policy and value network trained jointly on the soft Bellman equation.
+    case oreo = "OREO"
+    /// Direct Q-function optimization.
+    case dqo = "DQO"
+
+    /// Table position of a method name (known methods first, in declaration order; others after, by name).
+    static func order(_ name: String) -> (Int, String) {
+        (allCases.firstIndex { $0.rawValue == name } ?? allCases.count, name)
+    }
+}
+
+/// How answers were decoded: greedy, or step-level beam search of a width ranked by a scorer.
+public struct Decoding: Sendable, Hashable, Codable {
+    /// Beam width; 1 for greedy decoding.
+    public var width: Int
+    /// What ranks beam candidates ("value", "logprob", ...); nil for greedy decoding.
+    public var scorer: String?
+
+    /// A decoding.
+    public init(width: Int, scorer: String?) { self.width = width; self.scorer = scorer }
+
+    /// Greedy decoding.
+    public static let greedy = Decoding(width: 1, scorer: nil)
+    /// Beam search of `width` ranked by `scorer`.
+    public static func beam(width: Int, scorer: String) -> Decoding { Decoding(width: width, scorer: scorer) }
+
+    /// Whether this is greedy decoding.
+    public var isGreedy: Bool { scorer == nil }
+    /// `greedy` or `beam B=4 (value)`.
+    public var label: String { scorer.map { "beam B=\(width) (\($0))" } ?? "greedy" }
+
+    static func order(_ d: Decoding) -> (Int, String, Int) { (d.isGreedy ? 0 : 1, d.scorer ?? "", d.width) }
+}
+
+/// One evaluation: a method's model, a decoding and a seed on the test problems.
+public struct Evaluation: Sendable, Equatable, Codable {
+    /// The method that trained the model (`DemoMethod` raw values, or another name).
+    public var method: String
+    /// How answers were decoded.
+    public var decoding: Decoding
+    /// The run's seed.
+    public var seed: UInt64
+    /// Problems answered correctly.
+    public var correct: Int
+    /// Problems evaluated.
+    public var total: Int
+    /// Tokens the policy generated over all problems (every beam candidate's tokens included).
+    public var tokensGenerated: Int
+    /// Candidates the scorer ranked over all problems (0 for greedy decoding).
+    public var candidatesScored: Int
+    /// Wall time of the evaluation, if measured.
+    public var seconds: Double?
+
+    /// A measurement.
+    public init(method: String, decoding: Decoding, seed: UInt64, correct: Int, total: Int, tokensGenerated: Int,
+                candidatesScored: Int = 0, seconds: Double? = nil) {
+        self.method = method; self.decoding = decoding; self.seed = seed; self.correct = correct; self.total = total
+        self.tokensGenerated = tokensGenerated; self.candidatesScored = candidatesScored; self.seconds = seconds
+    }
+
+    /// Fraction answered correctly.
+    public var accuracy: Double { total > 0 ? Double(correct) / Double(total) : .nan }
+}
+
+/// The value network's quality on held-out samples for one method and seed.
+public struct ValueQuality: Sendable, Equatable, Codable {
+    /// The method whose value network was measured.
+    public var method: String
+    /// The run's seed.
+    public var seed: UInt64
+    /// Within-problem AUC of the final value.
+    public var auc: WithinProblemAUC
+    /// Value change at the first wrong step against at correct steps.
+    public var stepChange: StepValueChange
+    /// Pearson correlation of V(prompt) with the per-problem success rate.
+    public var promptCorrelation: Double?
+    /// Problems in that correlation.
+    public var correlationProblems: Int
+
+    /// A measurement of a value network.
+    public init(method: String, seed: UInt64, auc: WithinProblemAUC, stepChange: StepValueChange,
+                promptCorrelation: Double?, correlationProblems: Int) {
+        self.method = method; self.seed = seed; self.auc = auc; self.stepChange = stepChange
+        self.promptCorrelation = promptCorrelation; self.correlationProblems = correlationProblems
+    }
+}
+
+/// Accuracy of one method and decoding summarized over seeds.
+public struct Summary: Sendable, Equatable {
+    /// The method.
+    public var method: String
+    /// The decoding.
+    public var decoding: Decoding
+    /// Seeds measured, ascending, with their accuracy.
+    public var perSeed: [(seed: UInt64, accuracy: Double)]
+    /// Accuracy over seeds.
+    public var accuracy: Spread
+    /// Tokens generated per problem (all seeds pooled).
+    public var tokensPerProblem: Double
+    /// Candidates scored per problem (all seeds pooled).
+    public var candidatesPerProblem: Double
+
+    /// Summaries are equal when their numbers are.
+    public static func == (a: Summary, b: Summary) -> Bool {
+        a.method == b.method && a.decoding == b.decoding && a.perSeed.map(\.seed) == b.perSeed.map(\.seed)
+            && a.perSeed.map(\.accuracy) == b.perSeed.map(\.accuracy) && a.accuracy == b.accuracy
+            && a.tokensPerProblem == b.tokensPerProblem && a.candidatesPerProblem == b.candidatesPerProblem
+    }
+}
+
+/// The demo's results: the paper's Table 1 in miniature (greedy accuracy per seed and its spread, beam
+/// search at several widths, tokens generated), the search compute, and the value network's quality.
+public struct ResultsReport: Sendable {
+    /// Heading of the report.
+    public var title: String
+    /// What the run was (task knobs, sizes, model, budget), in display order.
+    public var settings: [(key: String, value: String)]
+    /// Every evaluation.
+    public var evaluations: [Evaluation]
+    /// Every value-network measurement.
+    public var valueQuality: [ValueQuality]
+    /// Remarks printed under the tables (what could not be measured, and why).
+    public var notes: [String]
+
+    /// A report.
+    public init(title: String, settings: [(key: String, value: String)] = [], evaluations: [Evaluation] = [],
+                valueQuality: [ValueQuality] = [], notes: [String] = []) {
+        self.title = title; self.settings = settings; self.evaluations = evaluations
+        self.valueQuality = valueQuality; self.notes = notes
+    }
+
+    /// Methods in table order.
+    public var methods: [String] {
+        Array(Set(evaluations.map(\.method))).sorted { DemoMethod.order($0) < DemoMethod.order($1) }
+    }
+
+    /// Decodings in table order (greedy, then beams by scorer and width).
+    public var decodings: [Decoding] {
+        Array(Set(evaluations.map(\.decoding))).sorted { Decoding.order($0) < Decoding.order($1) }
+    }
+
+    /// Seeds with a greedy measurement, ascending.
+    public var seeds: [UInt64] { Array(Set(evaluations.filter(\.decoding.isGreedy).map(\.seed))).sorted() }
+
+    /// Accuracy of `method` with `decoding` over seeds (a seed measured twice counts its later measurement).
+    public func summary(_ method: String, _ decoding: Decoding) -> Summary? {
+        var bySeed: [UInt64: Evaluation] = [:]
+        for m in evaluations where m.method == method && m.decoding == decoding { bySeed[m.seed] = m }
+        guard !bySeed.isEmpty else { return nil }
+        let ms = bySeed.keys.sorted().map { bySeed[$0]! }
+        let problems = Double(ms.reduce(0) { $0 + $1.total })
+        return Summary(method: method, decoding: decoding, perSeed: ms.map { ($0.seed, $0.accuracy) },
+                       accuracy: Metrics.spread(ms.map(\.accuracy)),
+                       tokensPerProblem: Double(ms.reduce(0) { $0 + $1.tokensGenerated }) / max(problems, 1),
+                       candidatesPerProblem: Double(ms.reduce(0) { $0 + $1.candidatesScored }) / max(problems, 1))
+    }
+
+    static func percent(_ x: Double) -> String { x.isFinite ? fixed(100 * x, 1) : "–" }
+
+    static func fixed(_ x: Double, _ digits: Int) -> String {
+        guard x.isFinite else { return "–" }
+        var scale = 1.0
+        for _ in 0..<digits { scale *= 10 }
+        let v = (abs(x) * scale).rounded()
+        let whole = Int(v / scale), frac = Int(v) - whole * Int(scale)
+        let sign = x < 0 && v > 0 ? "-" : ""
+        guard digits > 0 else { return sign + String(whole) }
+        let f = String(frac)
+        return sign + String(whole) + "." + String(repeating: "0", count: digits - f.count) + f
+    }
+
+    static func meanSD(_ s: Spread) -> String {
+        s.count > 1 ? "\(percent(s.mean)) ± \(percent(s.standardDeviation))" : percent(s.mean)
+    }
+
+    static func row(_ cells: [String]) -> String { "| " + cells.joined(separator: " | ") + " |" }
+
+    /// The report as Markdown: settings, the accuracy table, the search-compute table, the value table, notes.
+    public var markdown: String {
+        var out = ["# \(title)", ""]
+        if !settings.isEmpty {
+            out += [ResultsReport.row(["setting", "value"]), "|---|---|"]
+            out += settings.map { ResultsReport.row([$0.key, $0.value]) }
+            out.append("")
+        }
+        let seeds = self.seeds, beams = decodings.filter { !$0.isGreedy }
+        if evaluations.isEmpty {
+            out += ["No evaluations were run.", ""]
+        } else {
+            out += ["## Test accuracy (%)", ""]
+            let header = ["method"] + seeds.map { "seed \($0)" } + ["greedy mean ± sd"] + beams.map(\.label) + ["greedy tokens / problem"]
+            out.append(ResultsReport.row(header))
+            out.append("|---|" + String(repeating: "---:|", count: header.count - 1))
+            for method in methods {
+                let g = summary(method, .greedy)
+                var cells = [method]
+                for seed in seeds { cells.append(g?.perSeed.first { $0.seed == seed }.map { ResultsReport.percent($0.accuracy) } ?? "–") }
+                cells.append(g.map { ResultsReport.meanSD($0.accuracy) } ?? "–")
+                for b in beams { cells.append(summary(method, b).map { ResultsReport.meanSD($0.accuracy) } ?? "–") }
+                cells.append(g.map { ResultsReport.fixed($0.tokensPerProblem, 1) } ?? "–")
+                out.append(ResultsReport.row(cells))
+            }
+            out += ["", "Mean ± sample standard deviation over seeds; beam columns are value- or log-prob-guided step-level beam search at width B.", ""]
+            out += ["## Search compute", ""]
+            out += [ResultsReport.row(["method", "decoding", "seeds", "accuracy (%)", "tokens generated / problem", "candidates scored / problem"]),
+                    "|---|---|---:|---:|---:|---:|"]
+            for method in methods {
+                for d in decodings {
+                    guard let s = summary(method, d) else { continue }
+                    out.append(ResultsReport.row([method, d.label, "\(s.accuracy.count)", ResultsReport.meanSD(s.accuracy),
+                                                  ResultsReport.fixed(s.tokensPerProblem, 1), ResultsReport.fixed(s.candidatesPerProblem, 1)]))
+                }
+            }
+            out.append("")
+        }
+        if !valueQuality.isEmpty {
+            out += ["## Value network on held-out samples", ""]
+            out += [ResultsReport.row(["method", "seed", "within-problem AUC", "problems", "ΔV at first wrong step", "ΔV at correct steps", "r(V(prompt), success rate)"]),
+                    "|---|---:|---:|---:|---:|---:|---:|"]
+            for q in valueQuality.sorted(by: { a, b in
+                let (x, y) = (DemoMethod.order(a.method), DemoMethod.order(b.method))
+                return x != y ? x < y : a.seed < b.seed
+            }) {
+                out.append(ResultsReport.row([
+                    q.method, "\(q.seed)", q.auc.auc.map { ResultsReport.fixed($0, 3) } ?? "–", "\(q.auc.problems)",
+                    q.stepChange.atFirstWrong.map { ResultsReport.fixed($0, 3) } ?? "–",
+                    q.stepChange.atCorrect.map { ResultsReport.fixed($0, 3) } ?? "–",
+                    q.promptCorrelation.map { ResultsReport.fixed($0, 3) } ?? "–",
+                ]))
+            }
+            out += ["", "AUC 0.5 is chance: search guided by this value can only help when it is clearly above.", ""]
+        }
+        if !notes.isEmpty { out += notes.map { "- " + $0 } + [""] }
+        return out.joined(separator: "\n")
+    }
+
+    /// The report as JSON: settings, every measurement, the summaries and the value evaluations.
+    public var json: String {
+        let n = { (x: Double) in JSONText.number(x) }
+        let opt = { (x: Double?) in x.map { JSONText.number($0) } ?? "null" }
+        func decoding(_ d: Decoding) -> String {
+            JSONText.object([("search", JSONText.string(d.isGreedy ? "greedy" : "beam")), ("width", "\(d.width)"),
+                             ("scorer", d.scorer.map(JSONText.string) ?? "null")])
+        }
+        func spread(_ s: Spread) -> String {
+            JSONText.object([("mean", n(s.mean)), ("sd", n(s.standardDeviation)), ("se", n(s.standardError)), ("n", "\(s.count)")])
+        }
+        let ms = evaluations.map { m in
+            JSONText.object([("method", JSONText.string(m.method)), ("decoding", decoding(m.decoding)), ("seed", "\(m.seed)"),
+                             ("correct", "\(m.correct)"), ("total", "\(m.total)"), ("accuracy", n(m.accuracy)),
+                             ("tokens_generated", "\(m.tokensGenerated)"), ("candidates_scored", "\(m.candidatesScored)"),
+                             ("seconds", opt(m.seconds))])
+        }
+        var sums: [String] = []
+        for method in methods {
+            for d in decodings {
+                guard let s = summary(method, d) else { continue }
+                sums.append(JSONText.object([
+                    ("method", JSONText.string(method)), ("decoding", decoding(d)),
+                    ("seeds", JSONText.array(s.perSeed.map { "\($0.seed)" })),
+                    ("accuracy_per_seed", JSONText.array(s.perSeed.map { n($0.accuracy) })), ("accuracy", spread(s.accuracy)),
+                    ("tokens_per_problem", n(s.tokensPerProblem)), ("candidates_per_problem", n(s.candidatesPerProblem)),
+                ]))
+            }
+        }
+        let vq = valueQuality.map { q in
+            JSONText.object([
+                ("method", JSONText.string(q.method)), ("seed", "\(q.seed)"),
+                ("within_problem_auc", opt(q.auc.auc)), ("auc_problems", "\(q.auc.problems)"), ("auc_pairs", "\(q.auc.pairs)"),
+                ("value_change_first_wrong", opt(q.stepChange.atFirstWrong)), ("first_wrong_steps", "\(q.stepChange.firstWrongCount)"),
+                ("value_change_correct", opt(q.stepChange.atCorrect)), ("correct_steps", "\(q.stepChange.correctCount)"),
+                ("prompt_value_success_pearson", opt(q.promptCorrelation)), ("correlation_problems", "\(q.correlationProblems)"),
+            ])
+        }
+        let list = { (items: [String]) in items.isEmpty ? "[]" : "[\n    " + items.joined(separator: ",\n    ") + "\n  ]" }
+        return """
+        {
+          "title": \(JSONText.string(title)),
+          "settings": \(JSONText.object(settings.map { ($0.key, JSONText.string($0.value)) })),
+          "evaluations": \(list(ms)),
+          "summary": \(list(sums)),
+          "value_quality": \(list(vq)),
+          "notes": \(JSONText.array(notes.map(JSONText.string)))
+        }
+
+        """
+    }
+
+    /// Writes `results.md`, `results.json` and the search plots `search-tokens.svg` and `search-candidates.svg`
+    /// into `directory` (each atomically); returns the paths written.
+    @discardableResult
+    public func write(directory: String) throws -> [String] {
+        var written: [(String, String)] = [("results.md", markdown), ("results.json", json)]
+        if !evaluations.isEmpty {
+            written.append(("search-tokens.svg", searchPlot(x: .tokensGenerated).svg))
+            written.append(("search-candidates.svg", searchPlot(x: .candidatesScored).svg))
+        }
+        for (name, text) in written { try writeFileAtomically(Array(text.utf8), to: directory + "/" + name) }
+        return written.map { directory + "/" + $0.0 }
+    }
+}
