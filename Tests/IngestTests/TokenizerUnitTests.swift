@@ -149,6 +149,71 @@ struct TokenizerUnitTests {
         #expect(ids == [7])
     }
 
+    @Test("invalid UTF-8 is found at the offset the standard library's decoder finds, in any block position")
+    func utf8Offsets() throws {
+        let t = try SyntheticTokenizer.load(SyntheticTokenizer.json())
+        var encoder = t.makeEncoder()
+        // Offset of the first ill-formed sequence by the standard library's parser, or nil.
+        func reference(_ bytes: [UInt8]) -> Int? {
+            var parser = Unicode.UTF8.ForwardParser()
+            var it = bytes.makeIterator()
+            var offset = 0
+            while true {
+                switch parser.parseScalar(from: &it) {
+                case .valid(let s): offset += s.count
+                case .emptyInput: return nil
+                case .error: return offset
+                }
+            }
+        }
+        func found(_ bytes: [UInt8]) -> Int? {
+            var ids: [UInt32] = []
+            do {
+                try encoder.encode(bytes: bytes, into: &ids)
+                return nil
+            } catch {
+                guard case .invalidUTF8(let offset) = error.kind else { return -1 }
+                return offset
+            }
+        }
+        // Boundary scalars of every length, and ill-formed sequences of every kind.
+        let valid: [[UInt8]] = [[0x61], [0x20], [0x7F], [0xC2, 0x80], [0xC3, 0xA9], [0xDF, 0xBF], [0xE0, 0xA0, 0x80],
+                                [0xE2, 0x82, 0xAC], [0xED, 0x9F, 0xBF], [0xEE, 0x80, 0x80], [0xEF, 0xBF, 0xBF],
+                                [0xF0, 0x90, 0x80, 0x80], [0xF0, 0x9F, 0x98, 0x80], [0xF3, 0xBF, 0xBF, 0xBF],
+                                [0xF4, 0x8F, 0xBF, 0xBF]]
+        let invalid: [[UInt8]] = [[0x80], [0xBF], [0xC0, 0x80], [0xC1, 0xBF], [0xC3], [0xC3, 0x41], [0xE0, 0x80, 0x80],
+                                  [0xE0, 0x9F, 0xBF], [0xE2, 0x82], [0xE2, 0x41, 0x82], [0xED, 0xA0, 0x80],
+                                  [0xED, 0xBF, 0xBF], [0xF0, 0x80, 0x80, 0x80], [0xF0, 0x8F, 0xBF, 0xBF],
+                                  [0xF0, 0x9F, 0x98], [0xF4, 0x90, 0x80, 0x80], [0xF5, 0x80, 0x80, 0x80], [0xF8], [0xFF],
+                                  [0xC3, 0xA9, 0xA9], [0xE2, 0x82, 0xAC, 0x80]]
+        var state: UInt64 = 0x9E37_79B9_7F4A_7C15
+        func next(_ n: Int) -> Int {
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return Int(truncatingIfNeeded: state >> 33) % n
+        }
+        var checked = 0, errors = 0
+        for _ in 0..<20000 {
+            var bytes: [UInt8] = []
+            let length = next(90)
+            // Mostly ASCII with some multi-byte scalars, like real text; at most two bad sequences.
+            var bad = next(3)
+            while bytes.count < length {
+                if bad > 0 && next(40) == 0 {
+                    bytes += invalid[next(invalid.count)]
+                    bad -= 1
+                } else {
+                    bytes += next(4) == 0 ? valid[next(valid.count)] : [UInt8(0x41 + next(26))]
+                }
+            }
+            if next(8) == 0 && !bytes.isEmpty { bytes.removeLast(next(min(3, bytes.count)) + 1) }  // may cut a scalar
+            let want = reference(bytes)
+            #expect(found(bytes) == want, "\(bytes.map { String($0, radix: 16) })")
+            checked += 1
+            if want != nil { errors += 1 }
+        }
+        #expect(errors > 4000 && checked - errors > 4000)  // both outcomes well covered
+    }
+
     @Test("long pieces merge the same with the heap as with the scan")
     func longPieces() throws {
         let list: [(String, String)] = [("a", "a"), ("aa", "aa"), ("a", "b"), ("aaaa", "ab")]

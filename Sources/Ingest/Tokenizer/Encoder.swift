@@ -115,45 +115,98 @@ public struct Encoder {
             return
         }
         let step = t.step(k)
-        var i = start
         if k == t.stepCount - 1 {
-            while i < end {
-                let j = Splitter.pieceEnd(step, b, i, end, t.classes)
-                emitPiece(b.baseAddress! + i, j - i, &out)
-                i = j
+            splitLast(step, b, start, end, &out)
+            return
+        }
+        var i = start
+        while i < end {
+            let j = Splitter.pieceEnd(step, b, i, end, t.classes)
+            preTokenize(k + 1, b, i, j, &out)
+            i = j
+        }
+    }
+
+    /// Splits `[start, end)` with the last pre-tokenizer step and encodes each piece.
+    ///
+    /// The common pieces take a short path: words of ASCII letters, alone or after the one byte the regex
+    /// glues to a word (GPT-2: a space; Llama-3 and Qwen2: an ASCII space or symbol other than CR, LF and
+    /// the apostrophe, which may start a contraction), are cut without the general splitter, and pieces of
+    /// up to 16 bytes are looked up in the short cache from two masked loads. Everything else goes the
+    /// general way, so the pieces and ids are the same either way.
+    @inline(__always)
+    mutating func splitLast(_ step: UInt8, _ b: UnsafeBufferPointer<UInt8>, _ start: Int, _ end: Int, _ out: inout TokenSink) {
+        let t = tables
+        let ct = t.classes
+        let base = b.baseAddress!
+        let raw = UnsafeRawPointer(base)
+        let short = cache.short
+        let byteIds = t.merge.byteIds
+        // Two words may be loaded at any piece start before this (the loads stay inside `b`).
+        let wideLimit = b.count - PieceCache.shortMax
+        let words = step <= 2, gpt2 = step == 0
+        var i = start
+        while i < end {
+            var j = -1
+            if words {
+                let c0 = base[i]
+                if c0 < 0x80 {
+                    let k0 = ct[Int(c0)]
+                    if k0 == ScalarClass.letter {
+                        j = Splitter.run(b, i + 1, end, ScalarClass.letter, ct)
+                    } else if i + 1 < end, base[i + 1] < 0x80, ct[Int(base[i + 1])] == ScalarClass.letter,
+                              gpt2 ? c0 == 0x20 : (k0 == ScalarClass.space || (k0 == ScalarClass.other && c0 != 0x27)) {
+                        j = Splitter.run(b, i + 2, end, ScalarClass.letter, ct)
+                    }
+                }
             }
-        } else {
-            while i < end {
-                let j = Splitter.pieceEnd(step, b, i, end, t.classes)
-                preTokenize(k + 1, b, i, j, &out)
-                i = j
+            if j < 0 { j = Splitter.pieceEnd(step, b, i, end, ct) }
+            let n = j - i
+            if n == 1, byteIds[Int(base[i])] != .max {
+                out.append(byteIds[Int(base[i])])
+            } else if n <= PieceCache.shortMax && i <= wideLimit {
+                var w0 = raw.loadUnaligned(fromByteOffset: i, as: UInt64.self)
+                var w1: UInt64 = 0
+                if n <= 8 {
+                    w0 &= UInt64.max >> UInt64(64 - 8 * n)
+                } else {
+                    w1 = raw.loadUnaligned(fromByteOffset: i + 8, as: UInt64.self) & UInt64.max >> UInt64(128 - 8 * n)
+                }
+                if !PieceCache.short(short, w0, w1, n, into: &out) { emitPiece(base + i, n, &out) }
+            } else {
+                emitPiece(base + i, n, &out)
             }
+            i = j
         }
     }
 
     /// BPE of one piece: a single byte, a whole-vocabulary hit, a cache hit, or the merge loop.
-    @inline(__always)
+    @inline(never)
     mutating func emitPiece(_ p: UnsafePointer<UInt8>, _ n: Int, _ out: inout TokenSink) {
         let t = tables
         if n == 1, t.merge.byteIds[Int(p[0])] != .max {
             out.append(t.merge.byteIds[Int(p[0])])
             return
         }
+        var w0: UInt64 = 0, w1: UInt64 = 0
+        let shortPiece = n > 0 && n <= PieceCache.shortMax
+        if shortPiece {
+            w0 = ByteHash.prefix(p, min(n, 8))
+            if n > 8 { w1 = ByteHash.prefix(p + 8, n - 8) }
+            if PieceCache.short(cache.short, w0, w1, n, into: &out) { return }
+        }
         let first = ByteHash.prefix(p, n)
         let hash = ByteHash.hash(p, n, first: first)
-        if n <= 8, let id = cache.short(first, n, hash: hash) {
-            out.append(id)
-            return
-        }
+        let before = out.count
         if let id = t.vocab.find(p, n, first: first, hash: hash), t.final[Int(id)] {
-            if n <= 8 { cache.storeShort(first, n, hash: hash, id: id) }
             out.append(id)
-            return
+        } else if !cache.lookup(p, n, hash: hash, into: &out) {
+            merger.merge(p, n, t.merge)
+            out.append(contentsOf: merger.ids)
+            cache.store(p, n, hash: hash, ids: merger.ids)
         }
-        if cache.lookup(p, n, hash: hash, into: &out) { return }
-        merger.merge(p, n, t.merge)
-        out.append(contentsOf: merger.ids)
-        cache.store(p, n, hash: hash, ids: merger.ids)
+        // Short pieces of up to three ids (nearly all of them) are found in the short cache next time.
+        if shortPiece { cache.storeShort(w0, w1, n, UnsafeBufferPointer(start: out.base + before, count: out.count - before)) }
     }
 }
 

@@ -10,35 +10,57 @@ final class PieceCache {
     private let keyLength = UnsafeMutablePointer<UInt8>.allocate(capacity: slotCount)  // 0: empty
     private let values = UnsafeMutablePointer<UInt32>.allocate(capacity: slotCount * valueMax)
     private let valueCount = UnsafeMutablePointer<UInt8>.allocate(capacity: slotCount)
-    /// Pieces of up to 8 bytes that are one final vocabulary token: slot `s` holds their bytes at
-    /// `2s` and `id | length << 32` (0: empty) at `2s + 1`, one cache line per probe. 64 KiB that stay
-    /// in cache, in front of the multi-megabyte vocabulary table.
-    static let shortCount = 4096
-    private let short = UnsafeMutablePointer<UInt64>.allocate(capacity: 2 * shortCount)
+    /// Pieces of up to 16 bytes and their ids (up to three; most are one final vocabulary token): slot `s`
+    /// holds the bytes as two zero-padded little-endian words at `4s` and `4s + 1`, the first id with
+    /// `length << 32 | id count << 40` at `4s + 2` (0: empty) and the other ids at `4s + 3`: half a cache
+    /// line per probe, 256 KiB that stay in L2, in front of the multi-megabyte vocabulary table.
+    static let shortBits = 13
+    static let shortCount = 1 << shortBits
+    static let shortMax = 16
+    static let shortIds = 3
+    let short = UnsafeMutablePointer<UInt64>.allocate(capacity: 4 * shortCount)
 
     init() {
         keyLength.initialize(repeating: 0, count: PieceCache.slotCount)
         valueCount.initialize(repeating: 0, count: PieceCache.slotCount)
         keys.initialize(repeating: 0, count: PieceCache.slotCount * PieceCache.keyMax)
         values.initialize(repeating: 0, count: PieceCache.slotCount * PieceCache.valueMax)
-        short.initialize(repeating: 0, count: 2 * PieceCache.shortCount)
+        short.initialize(repeating: 0, count: 4 * PieceCache.shortCount)
     }
 
-    /// The token of a piece of at most 8 bytes whose bytes as a word are `first`, if cached.
+    /// Index of the first word of the short slot for a piece of `n` <= 16 bytes held in words `w0`, `w1`.
     @inline(__always)
-    func short(_ first: UInt64, _ n: Int, hash: UInt64) -> UInt32? {
-        let s = 2 * (Int(truncatingIfNeeded: hash) & (PieceCache.shortCount - 1))
-        let v = short[s + 1]
-        guard v >> 32 == UInt64(n), short[s] == first else { return nil }
-        return UInt32(truncatingIfNeeded: v)
+    static func shortSlot(_ w0: UInt64, _ w1: UInt64, _ n: Int) -> Int {
+        let h = (w0 ^ (w1 &* 0x9E37_79B9_7F4A_7C15) ^ UInt64(truncatingIfNeeded: n) << 58) &* 0xD6E8_FEB8_6659_FD93
+        return Int(truncatingIfNeeded: h >> UInt64(64 - shortBits)) << 2
     }
 
-    /// Remembers that a piece of at most 8 bytes is exactly token `id`.
+    /// Appends the cached ids of a piece of `n` <= 16 bytes held in words `w0`, `w1`; false on a miss.
     @inline(__always)
-    func storeShort(_ first: UInt64, _ n: Int, hash: UInt64, id: UInt32) {
-        let s = 2 * (Int(truncatingIfNeeded: hash) & (PieceCache.shortCount - 1))
-        short[s] = first
-        short[s + 1] = UInt64(n) << 32 | UInt64(id)
+    static func short(_ table: UnsafeMutablePointer<UInt64>, _ w0: UInt64, _ w1: UInt64, _ n: Int,
+                      into out: inout TokenSink) -> Bool {
+        let s = shortSlot(w0, w1, n)
+        let v = table[s + 2]
+        guard (v >> 32) & 0xFF == UInt64(n), table[s] == w0, table[s + 1] == w1 else { return false }
+        out.append(UInt32(truncatingIfNeeded: v))
+        let count = v >> 40
+        if count > 1 {
+            let more = table[s + 3]
+            out.append(UInt32(truncatingIfNeeded: more))
+            if count > 2 { out.append(UInt32(truncatingIfNeeded: more >> 32)) }
+        }
+        return true
+    }
+
+    /// Remembers the ids (1 to 3) of a piece of at most 16 bytes held in words `w0`, `w1`.
+    @inline(__always)
+    func storeShort(_ w0: UInt64, _ w1: UInt64, _ n: Int, _ ids: UnsafeBufferPointer<UInt32>) {
+        guard ids.count >= 1 && ids.count <= PieceCache.shortIds else { return }
+        let s = PieceCache.shortSlot(w0, w1, n)
+        short[s] = w0
+        short[s + 1] = w1
+        short[s + 2] = UInt64(ids[0]) | UInt64(n) << 32 | UInt64(ids.count) << 40
+        short[s + 3] = ids.count > 1 ? UInt64(ids[1]) | (ids.count > 2 ? UInt64(ids[2]) << 32 : 0) : 0
     }
 
     deinit {
