@@ -8,13 +8,17 @@ func runIngestBench(args: [String]) throws {
     var fixtures = "Tests/Fixtures/generated/tokenizers"
     var megabytes = 64
     var name = "cl100k"
+    var threadCounts = [1, 2]
+    var repeats = 3
     var it = args.makeIterator()
     while let a = it.next() {
         switch a {
         case "--fixtures": fixtures = it.next() ?? fixtures
         case "--mb": megabytes = Int(it.next() ?? "") ?? megabytes
         case "--tokenizer": name = it.next() ?? name
-        default: throw BenchError.usage("ingest [--fixtures DIR] [--mb N] [--tokenizer NAME]")
+        case "--threads": threadCounts = (it.next() ?? "").split(separator: ",").compactMap { Int($0) }
+        case "--repeat": repeats = max(1, Int(it.next() ?? "") ?? repeats)
+        default: throw BenchError.usage("ingest [--fixtures DIR] [--mb N] [--tokenizer NAME] [--threads 1,2] [--repeat N]")
         }
     }
     guard let text = FileManager.default.contents(atPath: fixtures + "/bench.txt") else {
@@ -53,18 +57,27 @@ func runIngestBench(args: [String]) throws {
     let tokTime = try threadSeconds { try plain.withUnsafeBytes { try encoder.encode(bytes: $0, into: &ids) } }
     let tokRate = Double(plain.count) / tokTime / 1e6
     var table = Table("threads", "JSONL MB/s (wall)", "JSONL MB/s per CPU s", "Mtok/s (wall)", "text MB/s per CPU s", "vs tokenizer alone")
-    for threads in [1, 2] {
-        var job = IngestJob(inputs: [input], output: dir + "/ds\(threads)", vocab: vocab, options: IngestOptions())
-        job.threads = threads
-        var summary: IngestSummary?
-        var t = 0.0
-        let cpu = try processSeconds { t = try seconds { summary = try job.run() } }
-        let tokens = Double(summary!.manifest.counts.tokens)
+    // Each figure is the median of `repeats` runs: the machine is shared, so single runs swing widely.
+    for threads in threadCounts {
+        var walls: [Double] = [], cpus: [Double] = []
+        var tokens = 0.0
+        for r in 0..<repeats {
+            var job = IngestJob(inputs: [input], output: dir + "/ds\(threads)-\(r)", vocab: vocab, options: IngestOptions())
+            job.threads = threads
+            var summary: IngestSummary?
+            var t = 0.0
+            let cpu = try processSeconds { t = try seconds { summary = try job.run() } }
+            tokens = Double(summary!.manifest.counts.tokens)
+            walls.append(t)
+            cpus.append(cpu)
+            try? FileManager.default.removeItem(atPath: dir + "/ds\(threads)-\(r)")
+        }
+        let t = walls.sorted()[repeats / 2], cpu = cpus.sorted()[repeats / 2]
         let textRate = Double(plain.count) / cpu / 1e6
         table.add("\(threads)", fmt(mb / t, 1), fmt(mb / cpu, 1), fmt(tokens / t / 1e6), fmt(textRate, 1),
                   fmt(textRate / tokRate) + "x")
     }
-    print("baseline: tokenizer alone on the same prompt + response text, 1 thread: \(fmt(tokRate, 1)) MB/s")
+    print("baseline: tokenizer alone on the same prompt + response text, 1 thread: \(fmt(tokRate, 1)) MB/s; medians of \(repeats) runs")
     table.print()
     print("target: >= 80 MB/s of JSONL on 2 cores (wall time, whatever else runs on the machine)")
     try? FileManager.default.removeItem(atPath: dir)

@@ -194,14 +194,43 @@ public final class DatasetWriter {
 
     /// Appends a trajectory whose `sourceFile` field is ignored in favour of `source` (a file name).
     public func append(_ record: TrajectoryRecord, source: String = "") throws {
-        if current == nil {
-            let name = shardPrefix + String(format: "-%05d.oreo", manifest.shards.count)
-            current = try ShardWriter(path: directory + "/" + name, options: options)
-        }
+        let w = try openShard()
         var r = record
-        r.sourceFile = current!.sourceIndex(source)
-        try current!.append(r)
-        if current!.tokenCount >= shardTokens { try closeShard(complete: false) }
+        r.sourceFile = w.sourceIndex(source)
+        try w.append(r)
+        if w.tokenCount >= shardTokens { try closeShard(complete: false) }
+    }
+
+    /// Appends trajectories `range` of `batch`, all from input `source`. When trajectory k fills the current
+    /// shard, `beforeClose(k)` runs just before the shard is closed (so that `onShardClose` can report the
+    /// state after k); shards roll exactly where appending the trajectories one at a time would roll them.
+    public func append(_ batch: TrajectoryBatch, _ range: Range<Int>, source: String = "",
+                       beforeClose: (Int) throws -> Void = { _ in }) throws {
+        var k = range.lowerBound
+        while k < range.upperBound {
+            let w = try openShard()
+            // The shard closes after the first trajectory that brings it to `shardTokens` tokens.
+            var stop = k, total = w.tokenCount
+            while true {
+                total += UInt64(batch.tokenEnd[stop] - (stop == 0 ? 0 : batch.tokenEnd[stop - 1]))
+                if total >= shardTokens || stop + 1 == range.upperBound { break }
+                stop += 1
+            }
+            try w.append(batch, k..<(stop + 1), sourceFile: w.sourceIndex(source))
+            if w.tokenCount >= shardTokens {
+                try beforeClose(stop)
+                try closeShard(complete: false)
+            }
+            k = stop + 1
+        }
+    }
+
+    private func openShard() throws -> ShardWriter {
+        if let current { return current }
+        let name = shardPrefix + String(format: "-%05d.oreo", manifest.shards.count)
+        let w = try ShardWriter(path: directory + "/" + name, options: options)
+        current = w
+        return w
     }
 
     /// Properties to store in the manifest at the next write (resume state, statistics).

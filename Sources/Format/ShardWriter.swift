@@ -113,6 +113,13 @@ struct ColumnBuilder {
         count += UInt64(values.count)
     }
 
+    /// Appends elements `from ..< to` of `values`.
+    mutating func append<T: BitwiseCopyable>(_ values: [T], _ from: Int, _ to: Int) {
+        let size = MemoryLayout<T>.stride
+        values.withUnsafeBytes { buffer.append(contentsOf: UnsafeRawBufferPointer(rebasing: $0[(from * size)..<(to * size)])) }
+        count += UInt64(to - from)
+    }
+
     var descriptor: ColumnDescriptor {
         ColumnDescriptor(name: name, level: level, dtype: dtype, count: count, blocks: blocks)
     }
@@ -221,6 +228,7 @@ public final class ShardWriter {
     private var cExtra: [(name: String, column: Int)] = []
     private var finished = false
     private var narrow: [UInt16] = []
+    private var scratchOffsets: [UInt64] = []
 
     /// Creates `<path>.tmp-<pid>` and prepares the columns.
     public init(path: String, options: ShardOptions) throws {
@@ -302,6 +310,127 @@ public final class ShardWriter {
         file.columns[cStepOff].append(steps)
         file.columns[cMetaOff].append(metaBytes)
         try file.flushFull()
+    }
+
+    /// Validates and appends trajectories `range` of `batch`, all from entry `sourceFile` of the source table;
+    /// an invalid trajectory throws and leaves the shard unchanged. Blocks are cut and written where appending
+    /// the trajectories one at a time would cut them, so the file is the same byte for byte.
+    public func append(_ batch: TrajectoryBatch, _ range: Range<Int>, sourceFile: UInt32 = 0) throws {
+        precondition(!finished, "append after finish")
+        guard !range.isEmpty else { return }
+        try validate(batch, range, sourceFile: sourceFile)
+        let lo = range.lowerBound, hi = range.upperBound
+        let t0 = lo == 0 ? 0 : batch.tokenEnd[lo - 1], s0 = lo == 0 ? 0 : batch.stepEnd[lo - 1]
+        let m0 = lo == 0 ? 0 : batch.metaEnd[lo - 1]
+        // Values the batch does not hold as such: running offsets, source indices, narrowed ids.
+        scratchOffsets.removeAll(keepingCapacity: true)
+        for k in range { scratchOffsets.append(tokens + UInt64(batch.tokenEnd[k] - t0)) }
+        for k in range { scratchOffsets.append(steps + UInt64(batch.stepEnd[k] - s0)) }
+        for k in range { scratchOffsets.append(metaBytes + UInt64(batch.metaEnd[k] - m0)) }
+        let sourceIndices = [UInt32](repeating: sourceFile, count: hi - lo)
+        let t1 = batch.tokenEnd[hi - 1], narrowIDs = options.tokenDType == .u16
+        if narrowIDs {
+            narrow.removeAll(keepingCapacity: true)
+            for id in batch.tokens[t0..<t1] { narrow.append(UInt16(truncatingIfNeeded: id)) }
+        }
+        // Per column: element size, the element where trajectory `lo` starts, where trajectory k's end, and
+        // how to append elements [from, to).
+        typealias Part = (column: Int, size: Int, start: Int, end: (Int) -> Int, put: (Int, Int) -> Void)
+        let n = hi - lo, file = self.file
+        func part<T: BitwiseCopyable>(_ c: Int, _ values: [T], start: Int, end: @escaping (Int) -> Int) -> Part {
+            (c, MemoryLayout<T>.stride, start, end, { file.columns[c].append(values, $0, $1) })
+        }
+        func fixed<T: BitwiseCopyable>(_ c: Int, _ values: [T], _ first: Int) -> Part {
+            part(c, values, start: first, end: { $0 - lo + first + 1 })
+        }
+        let offsets = scratchOffsets, narrowed = narrow
+        let parts: [Part] = [
+            fixed(cTokOff, offsets, 0), fixed(cStepOff, offsets, n), fixed(cMetaOff, offsets, 2 * n),
+            fixed(cPrompt, batch.promptLength, lo), fixed(cReward, batch.reward, lo), fixed(cGroup, batch.group, lo),
+            fixed(cSource, sourceIndices, 0), fixed(cLine, batch.sourceLine, lo), fixed(cFlags, batch.flags, lo),
+            part(cStepEnd, batch.stepEnds, start: s0, end: { batch.stepEnd[$0] }),
+            part(cMeta, batch.meta, start: m0, end: { batch.metaEnd[$0] }),
+            narrowIDs ? part(cIDs, narrowed, start: 0, end: { batch.tokenEnd[$0] - t0 })
+                      : part(cIDs, batch.tokens, start: t0, end: { batch.tokenEnd[$0] }),
+        ]
+        // Flushes happen after the trajectory that fills a block, in column order among one trajectory's.
+        var flushes: [(k: Int, part: Int)] = []
+        for (p, part) in parts.enumerated() {
+            var fill = file.columns[part.column].buffer.count, previous = part.start
+            for k in range {
+                let e = part.end(k)
+                fill += (e - previous) * part.size
+                previous = e
+                if fill >= file.blockBytes { flushes.append((k, p)); fill = 0 }
+            }
+        }
+        flushes.sort { ($0.k, parts[$0.part].column) < ($1.k, parts[$1.part].column) }
+        var position = parts.map(\.start)
+        for (k, p) in flushes {
+            let e = parts[p].end(k)
+            parts[p].put(position[p], e)
+            position[p] = e
+            try file.flush(parts[p].column)
+        }
+        for (p, part) in parts.enumerated() where part.end(hi - 1) > position[p] { part.put(position[p], part.end(hi - 1)) }
+        trajectories += UInt64(n)
+        tokens += UInt64(t1 - t0)
+        steps += UInt64(batch.stepEnd[hi - 1] - s0)
+        metaBytes += UInt64(batch.metaEnd[hi - 1] - m0)
+    }
+
+    private func validate(_ batch: TrajectoryBatch, _ range: Range<Int>, sourceFile: UInt32) throws {
+        func bad(_ k: Int, _ reason: String) -> FormatError {
+            FormatError(.invalidArgument, path: path, "trajectory \(trajectories + UInt64(k - range.lowerBound)): \(reason)")
+        }
+        guard range.lowerBound >= 0, range.upperBound <= batch.count else {
+            throw FormatError(.invalidArgument, path: path, "trajectories \(range) are not all in a batch of \(batch.count)")
+        }
+        guard cExtra.isEmpty else {
+            throw FormatError(.invalidArgument, path: path, "the shard has per-token value columns, which a batch does not carry")
+        }
+        guard sources.isEmpty ? sourceFile == 0 : Int(sourceFile) < sources.count else {
+            throw bad(range.lowerBound, "source file index \(sourceFile) is not in the shard's table")
+        }
+        let lo = range.lowerBound
+        var t = lo == 0 ? 0 : batch.tokenEnd[lo - 1], s = lo == 0 ? 0 : batch.stepEnd[lo - 1]
+        var m = lo == 0 ? 0 : batch.metaEnd[lo - 1]
+        let t0 = t
+        for k in range {
+            let te = batch.tokenEnd[k], se = batch.stepEnd[k], me = batch.metaEnd[k]
+            guard te >= t, se >= s, me >= m, te <= batch.tokens.count, se <= batch.stepEnds.count, me <= batch.meta.count else {
+                throw bad(k, "its ends in the batch's arrays are out of order or out of range")
+            }
+            let n = te - t
+            guard n <= Int(UInt32.max) else { throw bad(k, "\(n) tokens exceed 2^32-1") }
+            let prompt = batch.promptLength[k]
+            guard Int(prompt) <= n else { throw bad(k, "prompt length \(prompt) outside 0...\(n)") }
+            var previous = prompt
+            let stepsBad = batch.stepEnds.withUnsafeBufferPointer { ends -> Int? in
+                for j in s..<se {
+                    if ends[j] <= previous || Int(ends[j]) > n { return j }
+                    previous = ends[j]
+                }
+                return nil
+            }
+            if let j = stepsBad {
+                throw bad(k, "step \(j - s) ends at \(batch.stepEnds[j]): step ends must increase, follow the prompt and stay within \(n) tokens")
+            }
+            guard batch.reward[k].isFinite else { throw bad(k, "reward \(batch.reward[k]) is not finite") }
+            (t, s, m) = (te, se, me)
+        }
+        let limit = UInt32(truncatingIfNeeded: options.vocabSize)
+        let maxID = batch.tokens.withUnsafeBufferPointer { ids in
+            var m: UInt32 = 0
+            for id in UnsafeBufferPointer(rebasing: ids[t0..<t]) { m = max(m, id) }
+            return m
+        }
+        if maxID >= limit, let i = batch.tokens[t0..<t].firstIndex(where: { $0 >= limit }) {
+            var k = lo
+            while batch.tokenEnd[k] <= i { k += 1 }
+            let start = k == 0 ? 0 : batch.tokenEnd[k - 1]
+            throw bad(k, "token \(i - start) has id \(batch.tokens[i]), not below the vocabulary size \(options.vocabSize)")
+        }
     }
 
     private func validate(_ t: TrajectoryRecord) throws {

@@ -154,37 +154,60 @@ public struct IngestJob {
         var head = 0
         while head < pending.count {
             let batch = pending[head]
-            let results = pipeline.take()
+            let done = pipeline.take()
             pending[head] = []
             head += 1
             if let b = nextBatch() { pipeline.submit(b); pending.append(b) }
             if head >= 64 { pending.removeFirst(head); head = 0 }
-            for (l, result) in zip(batch, results) {
-                current.after(l)
-                if l.blank { current.blank += 1; continue }
-                current.linesRead += 1
-                switch result {
-                case .success(nil): break
-                case .success(var record?):
-                    record.sourceLine = UInt64(l.number)
-                    if record.flags.contains(.truncated) { current.truncated += 1 }
-                    current.written += 1
-                    committed.withLock { $0 = current }
-                    try writer.append(record, source: inputs[l.file])
-                case .failure(let e):
+            // Consecutive trajectories from one input go to the writer as one run; a rejected line or the
+            // next input ends a run. `runState` is the state before the run's first line.
+            var runLine = 0, runRecord = 0, record = 0, runState = current
+            func flushRun(through endLine: Int) throws {
+                guard record > runRecord else { return }
+                let records = done.records
+                try writer.append(records, runRecord..<record, source: inputs[batch[runLine].file]) { last in
+                    // The shard closing after trajectory `last` records the state right after its line.
+                    var s = runState, r = runRecord
+                    for k in runLine..<endLine {
+                        s.advance(past: batch[k], done.outcomes[k], truncated: { records.flags[r] & TrajectoryFlags.truncated.rawValue != 0 })
+                        if case .record = done.outcomes[k] {
+                            if r == last { break }
+                            r += 1
+                        }
+                    }
+                    committed.withLock { $0 = s }
+                }
+                runRecord = record
+            }
+            for (k, l) in batch.enumerated() {
+                let outcome = done.outcomes[k]
+                if case .failure(let e) = outcome {
+                    try flushRun(through: k)
+                    current.advance(past: l, outcome, truncated: { false })
                     let where_ = "\(inputs[l.file]):\(l.number):\(e.column)"
                     if options.onInvalid == .fail {
                         rejects.abandon()
                         throw IngestError(location: where_, reason: e.reason)
                     }
-                    current.rejected += 1
                     committed.withLock { $0 = current }
                     try l.withBytes(files) { try rejects.append(line: $0, location: where_, reason: e.reason) }
+                    runLine = k + 1
+                    runState = current
+                    continue
                 }
+                if k > runLine, l.file != batch[runLine].file {
+                    try flushRun(through: k)
+                    runLine = k
+                    runState = current
+                }
+                current.advance(past: l, outcome, truncated: { done.records.flags[record] & TrajectoryFlags.truncated.rawValue != 0 })
+                if case .record = outcome { record += 1 }
             }
+            try flushRun(through: batch.count)
             progress(IngestProgress(bytesDone: batch.last.map { lines.bytesConsumed(upTo: $0) } ?? lines.bytesConsumed,
                                     bytesTotal: totalBytes, linesRead: current.linesRead,
                                     written: current.written, rejected: current.rejected))
+            pipeline.recycle(done)
         }
         committed.withLock { $0 = current }
         for (k, v) in current.properties { writer.setProperty(k, v) }
@@ -209,12 +232,23 @@ public struct IngestError: Error, CustomStringConvertible {
     public var description: String { "\(location): \(reason)" }
 }
 
+/// What became of one line of a batch: blank, a trajectory (the batch's next), or refused.
+enum LineOutcome: Sendable {
+    case blank, record, failure(LineError)
+}
+
+/// A worker's result for one batch of lines: its trajectories in flat columns and each line's outcome.
+struct ProcessedLines: Sendable {
+    var records = TrajectoryBatch()
+    var outcomes: [LineOutcome] = []
+}
+
 /// Batches of lines tokenized by worker threads and handed back in submission order.
 ///
-/// The submitting thread calls `submit` and `take` alternately (at most `depth` batches outstanding); each
-/// worker owns one `LineProcessor`. Memory stays bounded by `depth` batches whatever the input size.
+/// The submitting thread calls `submit` and `take` alternately (at most `depth` batches outstanding) and
+/// hands each result back with `recycle` once written, so its storage is filled again instead of freed;
+/// each worker owns one `LineProcessor`. Memory stays bounded by `depth` batches whatever the input size.
 final class LinePipeline: @unchecked Sendable {
-    typealias Results = [Result<TrajectoryRecord?, LineError>]
     let depth: Int
     private let files: [MappedFile]
     private let state = Mutex(State())
@@ -224,10 +258,15 @@ final class LinePipeline: @unchecked Sendable {
     private let workerCount: Int
     private var submitted = 0, taken = 0
 
-    private struct State { var queue: [(index: Int, lines: [LineRef])] = []; var head = 0; var closed = false }
+    private struct State {
+        var queue: [(index: Int, lines: [LineRef])] = []
+        var head = 0
+        var closed = false
+        var spare: [ProcessedLines] = []
+    }
     private final class Slot: @unchecked Sendable {
         let done = DispatchSemaphore(value: 0)
-        var results: Results = []
+        var result = ProcessedLines()
     }
 
     init(files: [MappedFile], depth: Int, processors: [LineProcessor]) {
@@ -249,20 +288,32 @@ final class LinePipeline: @unchecked Sendable {
     private func runWorker(_ box: ProcessorBox) {
         while true {
             work.wait()
-            let job: (index: Int, lines: [LineRef])? = state.withLock { s in
+            let job: (index: Int, lines: [LineRef], spare: ProcessedLines?)? = state.withLock { s in
                 guard s.head < s.queue.count, !s.closed else { return nil }
                 defer { s.head += 1; if s.head > 64 { s.queue.removeFirst(s.head); s.head = 0 } }
-                return s.queue[s.head]
+                return (s.queue[s.head].index, s.queue[s.head].lines, s.spare.popLast())
             }
             guard let job else { return }
-            let results: Results = job.lines.map { l in
-                if l.blank { return .success(nil) }
-                return l.withBytes(files) { bytes in
-                    do throws(LineError) { return .success(try box.processor.process(bytes)) } catch { return .failure(error) }
+            var out = job.spare ?? ProcessedLines()
+            out.records.removeAll()
+            out.outcomes.removeAll(keepingCapacity: true)
+            for l in job.lines {
+                if l.blank {
+                    out.outcomes.append(.blank)
+                    continue
                 }
+                let outcome: LineOutcome = l.withBytes(files) { bytes in
+                    do throws(LineError) {
+                        try box.processor.process(bytes, into: &out.records, sourceLine: UInt64(l.number))
+                        return .record
+                    } catch {
+                        return .failure(error)
+                    }
+                }
+                out.outcomes.append(outcome)
             }
             let slot = slots[job.index % depth]
-            slot.results = results
+            slot.result = out
             slot.done.signal()
         }
     }
@@ -275,13 +326,18 @@ final class LinePipeline: @unchecked Sendable {
         work.signal()
     }
 
-    /// Waits for the oldest outstanding batch and returns its results, one per line.
-    func take() -> Results {
+    /// Waits for the oldest outstanding batch and returns what the worker made of it.
+    func take() -> ProcessedLines {
         let slot = slots[taken % depth]
         slot.done.wait()
         taken += 1
-        defer { slot.results = [] }
-        return slot.results
+        defer { slot.result = ProcessedLines() }
+        return slot.result
+    }
+
+    /// Gives a written result's storage back for a later batch.
+    func recycle(_ done: ProcessedLines) {
+        state.withLock { if $0.spare.count < depth { $0.spare.append(done) } }
     }
 
     /// Stops the workers (dropping queued batches) and waits until they have exited.
@@ -323,6 +379,19 @@ struct ResumeState: Equatable {
     mutating func after(_ l: LineRef) {
         file = l.file; offset = l.next; line = l.number
         if !l.blank { partCounter = l.ordinal + 1 }
+    }
+
+    /// The state after line `l` with `outcome`; `truncated` tells whether its trajectory was cut.
+    mutating func advance(past l: LineRef, _ outcome: LineOutcome, truncated: () -> Bool) {
+        after(l)
+        switch outcome {
+        case .blank: blank += 1
+        case .record:
+            linesRead += 1
+            written += 1
+            if truncated() { self.truncated += 1 }
+        case .failure: linesRead += 1; rejected += 1
+        }
     }
 }
 

@@ -48,12 +48,15 @@ public struct LineProcessor {
     var scanner = JSONScanner()
     var scratch: [UInt8] = []
     var responseBytes: [UInt8] = []
-    var promptScratch: [UInt32] = []
-    var responseScratch: [UInt32] = []
     var stepOffsets: [Int] = []
-    /// Single-byte delimiters only: which bytes delimit, and per token whether it holds any of them.
+    var stepText: [UInt8] = []
+    var stepCuts: [Int] = []
+    /// The one-trajectory batch behind `process(_:)`.
+    var single = TrajectoryBatch()
+    /// Single-byte delimiters only: which bytes delimit, and per token whether none, all or some of its
+    /// bytes do (0, 1, 2).
     let delimiterByte: [Bool]?
-    let tokenHasDelimiter: [Bool]
+    let tokenDelimiters: FrozenBuffer<UInt8>
 
     /// A processor for `vocab` and `options`.
     public init(vocab: IngestVocabulary, options: IngestOptions) {
@@ -64,12 +67,20 @@ public struct LineProcessor {
             var table = [Bool](repeating: false, count: 256)
             for d in delims { table[Int(d[0])] = true }
             delimiterByte = table
-            tokenHasDelimiter = (0..<vocab.byteLength.count).map { id in
-                vocab.bytes[vocab.byteStart[id]..<vocab.byteStart[id + 1]].contains { table[Int($0)] }
+            var kinds = [UInt8](repeating: 0, count: vocab.byteLength.count)
+            vocab.bytes.withUnsafeBufferPointer { bytes in
+                for id in kinds.indices {
+                    var some = false, all = true
+                    for i in vocab.byteStart[id]..<vocab.byteStart[id + 1] {
+                        if table[Int(bytes[i])] { some = true } else { all = false }
+                    }
+                    kinds[id] = some ? (all ? 1 : 2) : 0
+                }
             }
+            tokenDelimiters = FrozenBuffer(kinds)
         } else {
             delimiterByte = nil
-            tokenHasDelimiter = []
+            tokenDelimiters = FrozenBuffer([])
         }
         encoder = vocab.tokenizer.makeEncoder(options: EncodeOptions(recognizeSpecialTokens: options.recognizeSpecialTokens,
                                                                      addSpecialTokens: false))
@@ -77,13 +88,29 @@ public struct LineProcessor {
 
     /// Parses and tokenizes `line`; the record's provenance fields are left for the caller.
     public mutating func process(_ line: UnsafeBufferPointer<UInt8>) throws(LineError) -> TrajectoryRecord {
+        var batch = single
+        single = TrajectoryBatch()
+        defer { single = batch }
+        batch.removeAll()
+        try process(line, into: &batch, sourceLine: 0)
+        return batch.record(0)
+    }
+
+    /// Parses and tokenizes `line` into the next trajectory of `batch`, with source line `sourceLine`; an
+    /// invalid line throws and leaves the batch as it was.
+    public mutating func process(_ line: UnsafeBufferPointer<UInt8>, into batch: inout TrajectoryBatch,
+                                 sourceLine: UInt64) throws(LineError) {
         do {
-            return try build(line)
+            try build(line, &batch, sourceLine)
+            return
         } catch let e as JSONScanner.Failure {
+            batch.rollBack()
             throw LineError(column: e.offset + 1, reason: e.reason)
         } catch let e as LineError {
+            batch.rollBack()
             throw e
         } catch {
+            batch.rollBack()
             throw LineError(column: 1, reason: "\(error)")
         }
     }
@@ -92,7 +119,8 @@ public struct LineProcessor {
         LineError(column: node.map { scanner[$0].start + 1 } ?? 1, reason: reason)
     }
 
-    private mutating func build(_ line: UnsafeBufferPointer<UInt8>) throws -> TrajectoryRecord {
+    /// Prompt and response tokens go straight to the end of `batch.tokens`, step ends to `batch.stepEnds`.
+    private mutating func build(_ line: UnsafeBufferPointer<UInt8>, _ batch: inout TrajectoryBatch, _ sourceLine: UInt64) throws {
         let root = try scanner.parse(line)
         guard scanner[root].kind == .object else { throw fail(root, "a trajectory line must be a JSON object") }
 
@@ -108,13 +136,9 @@ public struct LineProcessor {
         default: throw fail(rewardNode, "'reward' must be a number or a boolean")
         }
 
-        // Prompt and response ids go to buffers kept from line to line (taken out of self for the duration,
-        // so the mutating helpers below can fill them); the record gets one exactly sized array.
-        var prompt = promptScratch, response = responseScratch
-        promptScratch = []; responseScratch = []
-        prompt.removeAll(keepingCapacity: true); response.removeAll(keepingCapacity: true)
-        defer { promptScratch = prompt; responseScratch = response }
-        var stepEnds: [UInt32] = []
+        let start = batch.openStart.tokens, stepStart = batch.openStart.steps
+        precondition(batch.tokens.count == start && batch.stepEnds.count == stepStart, "a batch's open trajectory is not empty")
+        var promptCount = 0
         var flags: TrajectoryFlags = []
         if let pIDs = scanner.member(root, "prompt_ids") {
             for (f, node) in [("prompt", scanner.member(root, "prompt")), ("response", scanner.member(root, "response")),
@@ -122,63 +146,74 @@ public struct LineProcessor {
                 throw fail(root, "'prompt_ids' and '\(f)' cannot both be given")
             }
             guard let rIDs = scanner.member(root, "response_ids") else { throw fail(root, "missing field 'response_ids'") }
-            prompt = try ids(pIDs, line, "prompt_ids")
-            response = try ids(rIDs, line, "response_ids")
+            try ids(pIDs, line, "prompt_ids", into: &batch.tokens)
+            promptCount = batch.tokens.count - start
+            try ids(rIDs, line, "response_ids", into: &batch.tokens)
+            let responseCount = batch.tokens.count - start - promptCount
             if let se = scanner.member(root, "step_ends") {
                 guard scanner[se].kind == .array else { throw fail(se, "'step_ends' must be an array of integers") }
                 var previous = 0
                 for e in scanner.children(se) {
-                    guard let v = scanner.integer(e, in: line), v > Int64(previous), v <= Int64(response.count) else {
-                        throw fail(e, "'step_ends' must increase and stay within the \(response.count) response tokens")
+                    guard let v = scanner.integer(e, in: line), v > Int64(previous), v <= Int64(responseCount) else {
+                        throw fail(e, "'step_ends' must increase and stay within the \(responseCount) response tokens")
                     }
                     previous = Int(v)
-                    stepEnds.append(UInt32(prompt.count + previous))
+                    batch.stepEnds.append(UInt32(promptCount + previous))
                 }
             } else {
-                stepEnds = delimiterSteps(response, promptLength: prompt.count)
+                delimiterSteps(batch.tokens, from: start + promptCount, promptLength: promptCount, into: &batch.stepEnds)
             }
         } else {
             guard let pNode = scanner.member(root, "prompt") else {
                 throw fail(root, "missing field 'prompt' (or 'prompt_ids' for pre-tokenized lines)")
             }
             guard scanner[pNode].kind == .string else { throw fail(pNode, "'prompt' must be a string") }
-            if options.addBOS { prompt.append(contentsOf: vocab.tokenizer.templateIds.prefix) }
-            try encode(pNode, line, into: &prompt)
+            if options.addBOS { batch.tokens.append(contentsOf: vocab.tokenizer.templateIds.prefix) }
+            try encode(pNode, line, into: &batch.tokens)
+            promptCount = batch.tokens.count - start
             let rNode = scanner.member(root, "response")
             let sNode = scanner.member(root, "steps")
             switch (rNode, sNode) {
             case (let r?, nil):
                 guard scanner[r].kind == .string else { throw fail(r, "'response' must be a string") }
-                try encode(r, line, into: &response)
-                stepEnds = delimiterSteps(response, promptLength: prompt.count)
+                try encode(r, line, into: &batch.tokens)
+                delimiterSteps(batch.tokens, from: start + promptCount, promptLength: promptCount, into: &batch.stepEnds)
             case (nil, let s?):
-                stepEnds = try explicitSteps(s, line, prompt: prompt.count, into: &response)
+                try explicitSteps(s, line, prompt: promptCount, tokens: &batch.tokens, into: &batch.stepEnds)
             case (nil, nil): throw fail(root, "missing field 'response' (or 'steps')")
             default: throw fail(root, "'response' and 'steps' cannot both be given")
             }
-            if let eos = vocab.tokenizer.eosId, options.eos != .never, options.eos == .always || response.last != eos {
-                response.append(eos)
+            let lastResponse = batch.tokens.count > start + promptCount ? batch.tokens.last : nil
+            if let eos = vocab.tokenizer.eosId, options.eos != .never, options.eos == .always || lastResponse != eos {
+                batch.tokens.append(eos)
                 flags.insert(.eosAppended)
-                if let last = stepEnds.last, Int(last) == prompt.count + response.count - 1 {
-                    stepEnds[stepEnds.count - 1] += 1
+                let total = batch.tokens.count - start
+                if batch.stepEnds.count > stepStart, let last = batch.stepEnds.last, Int(last) == total - 1 {
+                    batch.stepEnds[batch.stepEnds.count - 1] += 1
                 } else {
-                    stepEnds.append(UInt32(prompt.count + response.count))
+                    batch.stepEnds.append(UInt32(total))
                 }
             } else if options.eos == .always {
                 throw fail(root, "--eos always, but the tokenizer has no EOS token")
             }
         }
 
-        if options.maxLength > 0 && prompt.count + response.count > options.maxLength {
-            guard prompt.count < options.maxLength else {
-                throw fail(root, "the prompt alone has \(prompt.count) tokens, --max-length is \(options.maxLength)")
+        let total = batch.tokens.count - start
+        if options.maxLength > 0 && total > options.maxLength {
+            guard promptCount < options.maxLength else {
+                throw fail(root, "the prompt alone has \(promptCount) tokens, --max-length is \(options.maxLength)")
             }
-            response.removeLast(prompt.count + response.count - options.maxLength)
+            batch.tokens.removeLast(total - options.maxLength)
             flags.insert(.truncated)
             flags.remove(.eosAppended)
             let end = UInt32(options.maxLength)
-            stepEnds = stepEnds.filter { $0 < end }
-            if response.count > 0 { stepEnds.append(end) }
+            var kept = stepStart
+            for j in stepStart..<batch.stepEnds.count where batch.stepEnds[j] < end {
+                batch.stepEnds[kept] = batch.stepEnds[j]
+                kept += 1
+            }
+            batch.stepEnds.removeSubrange(kept...)
+            if options.maxLength > promptCount { batch.stepEnds.append(end) }
         }
 
         let group: UInt64
@@ -192,27 +227,24 @@ public struct LineProcessor {
             default: throw fail(g, "'group' must be a non-negative integer or a string")
             }
         } else {
-            group = prompt.withUnsafeBytes { oreo_xxh3_64($0.baseAddress, $0.count) }
+            group = batch.tokens.withUnsafeBytes { all in
+                let size = MemoryLayout<UInt32>.stride
+                return oreo_xxh3_64(all.baseAddress.map { $0 + start * size }, promptCount * size)
+            }
         }
 
-        var meta: [UInt8] = []
         let idNode = scanner.member(root, "id")
         let metaNode = scanner.member(root, "meta")
         if idNode != nil || metaNode != nil {
-            meta = Array("{".utf8)
-            if let idNode { meta += Array("\"id\":".utf8) + scanner.rawBytes(idNode, in: line) }
+            batch.meta.append(UInt8(ascii: "{"))
+            if let idNode { batch.meta += Array("\"id\":".utf8) + scanner.rawBytes(idNode, in: line) }
             if let metaNode {
-                if idNode != nil { meta.append(UInt8(ascii: ",")) }
-                meta += Array("\"meta\":".utf8) + scanner.rawBytes(metaNode, in: line)
+                if idNode != nil { batch.meta.append(UInt8(ascii: ",")) }
+                batch.meta += Array("\"meta\":".utf8) + scanner.rawBytes(metaNode, in: line)
             }
-            meta.append(UInt8(ascii: "}"))
+            batch.meta.append(UInt8(ascii: "}"))
         }
-        var tokens: [UInt32] = []
-        tokens.reserveCapacity(prompt.count + response.count)
-        tokens.append(contentsOf: prompt)
-        tokens.append(contentsOf: response)
-        return TrajectoryRecord(tokens: tokens, promptLength: prompt.count, reward: reward, group: group,
-                                stepEnds: stepEnds, flags: flags, meta: meta)
+        batch.commit(promptLength: promptCount, reward: reward, group: group, flags: flags, sourceLine: sourceLine)
     }
 
     private mutating func encode(_ node: Int, _ line: UnsafeBufferPointer<UInt8>, into ids: inout [UInt32]) throws {
@@ -221,24 +253,34 @@ public struct LineProcessor {
         try scanner.withText(node, in: line, scratch: &scratch) { encoder.encodeValid($0, &ids) }
     }
 
-    private func ids(_ node: Int, _ line: UnsafeBufferPointer<UInt8>, _ name: String) throws -> [UInt32] {
+    private func ids(_ node: Int, _ line: UnsafeBufferPointer<UInt8>, _ name: String, into out: inout [UInt32]) throws {
         guard scanner[node].kind == .array else { throw fail(node, "'\(name)' must be an array of token ids") }
-        var out: [UInt32] = []
-        out.reserveCapacity(scanner[node].count)
         let limit = Int64(vocab.tokenizer.vocabSize)
-        for c in scanner.children(node) {
+        var c = scanner[node].firstChild
+        while c >= 0 {
             guard let v = scanner.integer(c, in: line), v >= 0, v < limit else {
                 throw fail(c, "'\(name)' holds something that is not a token id below the vocabulary size \(limit)")
             }
             out.append(UInt32(v))
+            c = scanner[c].next
         }
-        return out
     }
 
-    /// Step ends where a run of delimiters ends in the response's token bytes, moved back to the last token
-    /// boundary at or before it; the response end closes the last step.
-    mutating func delimiterSteps(_ response: [UInt32], promptLength: Int) -> [UInt32] {
-        if let table = delimiterByte { return singleByteDelimiterSteps(response, promptLength: promptLength, table) }
+    /// Step ends where a run of delimiters ends in the response's token bytes (`tokens[from...]`), moved back
+    /// to the last token boundary at or before it; the response end closes the last step.
+    mutating func delimiterSteps(_ tokens: [UInt32], from: Int, promptLength: Int, into ends: inout [UInt32]) {
+        tokens.withUnsafeBufferPointer { all in
+            let response = UnsafeBufferPointer(rebasing: all[from...])
+            if let table = delimiterByte {
+                singleByteDelimiterSteps(response, promptLength: promptLength, table, into: &ends)
+            } else {
+                multiByteDelimiterSteps(response, promptLength: promptLength, into: &ends)
+            }
+        }
+    }
+
+    private mutating func multiByteDelimiterSteps(_ response: UnsafeBufferPointer<UInt32>, promptLength: Int,
+                                                  into ends: inout [UInt32]) {
         responseBytes.removeAll(keepingCapacity: true)
         stepOffsets.removeAll(keepingCapacity: true)
         for id in response {
@@ -246,7 +288,6 @@ public struct LineProcessor {
             responseBytes.append(contentsOf: vocab.bytes[vocab.byteStart[i]..<vocab.byteStart[i + 1]])
             stepOffsets.append(responseBytes.count)  // token ends, cumulative
         }
-        var ends: [UInt32] = []
         var lastToken = 0
         var p = 0
         let delims = options.stepDelimiters.filter { !$0.isEmpty }
@@ -279,74 +320,75 @@ public struct LineProcessor {
             }
         }
         if response.count > lastToken { ends.append(UInt32(promptLength + response.count)) }
-        return ends
     }
 
     /// The same rule for single-byte delimiters, without materializing the response bytes: a run ends at the
     /// first non-delimiter byte after it, and the step ends before the token holding that byte.
-    private func singleByteDelimiterSteps(_ response: [UInt32], promptLength: Int, _ table: [Bool]) -> [UInt32] {
-        var ends: [UInt32] = []
-        ends.reserveCapacity(16)
+    private func singleByteDelimiterSteps(_ response: UnsafeBufferPointer<UInt32>, promptLength: Int, _ table: [Bool],
+                                          into ends: inout [UInt32]) {
         var lastToken = 0
         var inRun = false
+        let kinds = tokenDelimiters.pointer
         vocab.bytes.withUnsafeBufferPointer { bytes in
             for (k, id) in response.enumerated() {
                 let t = Int(id)
-                if !tokenHasDelimiter[t] {
+                switch kinds[t] {
+                case 0:
                     if inRun {
                         if k > lastToken { ends.append(UInt32(promptLength + k)); lastToken = k }
                         inRun = false
                     }
-                    continue
-                }
-                for i in vocab.byteStart[t]..<vocab.byteStart[t + 1] {
-                    if table[Int(bytes[i])] {
-                        inRun = true
-                    } else if inRun {
-                        if k > lastToken { ends.append(UInt32(promptLength + k)); lastToken = k }
-                        inRun = false
+                case 1:
+                    inRun = true
+                default:
+                    for i in vocab.byteStart[t]..<vocab.byteStart[t + 1] {
+                        if table[Int(bytes[i])] {
+                            inRun = true
+                        } else if inRun {
+                            if k > lastToken { ends.append(UInt32(promptLength + k)); lastToken = k }
+                            inRun = false
+                        }
                     }
                 }
             }
         }
         if response.count > lastToken { ends.append(UInt32(promptLength + response.count)) }
-        return ends
     }
 
-    /// Encodes a `steps` array joined with the configured separator; each step ends at the last token
-    /// boundary at or before the end of its text (and separator).
+    /// Encodes a `steps` array joined with the configured separator onto `tokens`; each step ends at the last
+    /// token boundary at or before the end of its text (and separator).
     private mutating func explicitSteps(_ node: Int, _ line: UnsafeBufferPointer<UInt8>, prompt: Int,
-                                        into response: inout [UInt32]) throws -> [UInt32] {
+                                        tokens: inout [UInt32], into ends: inout [UInt32]) throws {
         guard scanner[node].kind == .array else { throw fail(node, "'steps' must be an array of strings") }
-        var text: [UInt8] = []
-        var cuts: [Int] = []
-        let items = scanner.children(node)
-        for (k, item) in items.enumerated() {
+        stepText.removeAll(keepingCapacity: true)
+        stepCuts.removeAll(keepingCapacity: true)
+        var item = scanner[node].firstChild
+        while item >= 0 {
             guard scanner[item].kind == .string else { throw fail(item, "every element of 'steps' must be a string") }
-            try scanner.withText(item, in: line, scratch: &scratch) { text.append(contentsOf: $0) }
-            if k + 1 < items.count { text.append(contentsOf: options.stepJoin) }
-            cuts.append(text.count)
+            try scanner.withText(item, in: line, scratch: &scratch) { stepText.append(contentsOf: $0) }
+            if scanner[item].next >= 0 { stepText.append(contentsOf: options.stepJoin) }
+            stepCuts.append(stepText.count)
+            item = scanner[item].next
         }
-        try text.withUnsafeBytes { try encoder.encode(bytes: $0, into: &response) }
+        let responseStart = tokens.count
+        try stepText.withUnsafeBytes { try encoder.encode(bytes: $0, into: &tokens) }
         var decodedLength = 0
-        var tokenEnds: [Int] = []
-        for id in response {
+        stepOffsets.removeAll(keepingCapacity: true)
+        for id in tokens[responseStart...] {
             decodedLength += Int(vocab.byteLength[Int(id)])
-            tokenEnds.append(decodedLength)
+            stepOffsets.append(decodedLength)
         }
-        guard decodedLength == text.count else {
+        guard decodedLength == stepText.count else {
             throw fail(node, "the tokenizer's normalizer changed the step text, so step boundaries cannot be placed; give 'response' with step delimiters instead")
         }
-        var ends: [UInt32] = []
         var last = 0
-        for cut in cuts {
-            var lo = 0, hi = tokenEnds.count
+        for cut in stepCuts {
+            var lo = 0, hi = stepOffsets.count
             while lo < hi {
                 let mid = (lo + hi) / 2
-                if tokenEnds[mid] <= cut { lo = mid + 1 } else { hi = mid }
+                if stepOffsets[mid] <= cut { lo = mid + 1 } else { hi = mid }
             }
             if lo > last { ends.append(UInt32(prompt + lo)); last = lo }
         }
-        return ends
     }
 }

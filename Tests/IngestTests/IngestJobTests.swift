@@ -189,6 +189,44 @@ import Ingest
         #expect(try Dataset(directory: dir + "/ds").verify().allSatisfy { $0.error == nil })
     }
 
+    /// A snapshot of the output directory taken between batches is what a kill at that moment leaves; resuming
+    /// from it must give the clean run's dataset and rejects, whatever rejects, blank lines and shard rolls
+    /// fell inside the batches before it.
+    @Test func resumeFromAnyBatchBoundaryWithRejectsAndBlanks() throws {
+        let dir = IngestJobTests.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var lines = IngestJobTests.corpus(1500)
+        for i in stride(from: 7, to: lines.count, by: 53) { lines[i] = "{not json \(i)" }
+        for i in stride(from: 11, to: lines.count, by: 31) { lines[i] = "  " }
+        let input = IngestJobTests.write(lines, dir)
+        var options = IngestOptions()
+        options.onInvalid = .skip
+        var job = IngestJob(inputs: [input], output: dir + "/ds", vocab: IngestVocabulary(try IngestJobTests.tokenizer()),
+                            options: options)
+        job.shardTokens = 1_500
+        job.batchLines = 40
+        var batches = 0
+        var snapshots: [String] = []
+        let clean = try job.run { _ in
+            batches += 1
+            guard batches % 6 == 0 else { return }
+            let copy = dir + "/snap\(batches)"
+            try? FileManager.default.copyItem(atPath: dir + "/ds", toPath: copy)
+            snapshots.append(copy)
+        }
+        #expect(clean.rejected == 28 && clean.blank == 49 && clean.manifest.shards.count > 20 && snapshots.count >= 5)
+        let cleanRejects = try String(contentsOfFile: dir + "/ds/rejects.jsonl", encoding: .utf8)
+        for snap in snapshots {
+            var again = job
+            again.output = snap
+            let s = try again.run()
+            #expect(s.resumed && s.linesRead == clean.linesRead && s.written == clean.written && s.rejected == clean.rejected)
+            #expect(s.blank == clean.blank && s.truncated == clean.truncated)
+            #expect(try IngestJobTests.signature(snap) == IngestJobTests.signature(dir + "/ds"), "\(snap)")
+            #expect(try String(contentsOfFile: snap + "/rejects.jsonl", encoding: .utf8) == cleanRejects, "\(snap)")
+        }
+    }
+
     @Test func partsMergeIntoTheWholeDataset() throws {
         let dir = IngestJobTests.tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
