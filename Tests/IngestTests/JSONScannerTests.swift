@@ -113,30 +113,37 @@ import Ingest
 }
 
 @Suite struct JSONScannerFastPathTests {
-    /// The scalar definition the 8-byte test must agree with.
-    static func special(_ c: UInt8) -> Bool { c == 0x22 || c == 0x5C || c < 0x20 || c >= 0x80 }
+    /// The bytes the block search stops at.
+    static func special(_ c: UInt8) -> Bool { c == 0x22 || c == 0x5C || c < 0x20 }
 
-    @Test func eightByteTestAgreesWithTheByteRule() {
-        var rng = SystemRandomNumberGenerator()
-        // Every byte value at every position among plain filler, then random words biased to the boundaries.
-        for position in 0..<8 {
+    /// The block search against the byte rule: every byte value at every offset of a block and of the tail,
+    /// then random buffers biased to the boundary values.
+    @Test func blockSearchAgreesWithTheByteRule() {
+        func check(_ bytes: [UInt8], from: Int) {
+            let want = bytes.indices.dropFirst(from).first { JSONScannerFastPathTests.special(bytes[$0]) } ?? bytes.count
+            let highBefore = bytes[from..<want].contains { $0 >= 0x80 }
+            let (got, high) = bytes.withUnsafeBufferPointer { JSONScanner.nextSpecialByte($0, from: from) }
+            #expect(got == want, "\(bytes) from \(from)")
+            #expect(high || !highBefore, "a byte >= 0x80 before \(want) was missed in \(bytes)")
+        }
+        for position in 0..<40 {
             for c in 0...255 {
-                var w: UInt64 = 0x6161_6161_6161_6161  // "aaaaaaaa"
-                w &= ~(UInt64(0xFF) << (8 * UInt64(position)))
-                w |= UInt64(c) << (8 * UInt64(position))
-                #expect(JSONScanner.hasSpecialByte(w) == JSONScannerFastPathTests.special(UInt8(c)), "byte \(c) at \(position)")
+                var bytes = [UInt8](repeating: 0x61, count: 40)
+                bytes[position] = UInt8(c)
+                check(bytes, from: 0)
+                check(bytes, from: min(position, 3))
             }
         }
-        let edges: [UInt8] = [0x00, 0x01, 0x1F, 0x20, 0x21, 0x22, 0x23, 0x5B, 0x5C, 0x5D, 0x7F, 0x80, 0xFF]
+        var state: UInt64 = 1
+        let edges: [UInt8] = [0x00, 0x01, 0x1F, 0x20, 0x21, 0x22, 0x23, 0x5B, 0x5C, 0x5D, 0x7F, 0x80, 0xC3, 0xFF]
         for _ in 0..<20_000 {
-            var w: UInt64 = 0
-            var expected = false
-            for k in 0..<8 {
-                let c = Bool.random(using: &rng) ? edges.randomElement(using: &rng)! : UInt8.random(in: 0x20...0x7E, using: &rng)
-                expected = expected || JSONScannerFastPathTests.special(c)
-                w |= UInt64(c) << (8 * UInt64(k))
+            var bytes: [UInt8] = []
+            for _ in 0..<Int(state % 50) {
+                state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+                let r = Int(truncatingIfNeeded: state >> 33)
+                bytes.append(r % 12 == 0 ? edges[(r >> 4) % edges.count] : UInt8(0x20 + (r >> 4) % 0x5F))
             }
-            #expect(JSONScanner.hasSpecialByte(w) == expected, "word \(String(w, radix: 16))")
+            check(bytes, from: bytes.isEmpty ? 0 : Int(state >> 40) % bytes.count)
         }
     }
 

@@ -183,56 +183,73 @@ public struct JSONScanner {
         i += 1
         let start = i
         var escaped = false
-        let raw = UnsafeRawPointer(b.baseAddress)
+        var run = i  // start of the current run of bytes that are neither quote, backslash nor control
         while true {
-            // Eight plain bytes at a time: none is '"', '\\', a control character or non-ASCII.
-            if let raw {
-                while i + 8 <= b.count {
-                    let w = raw.loadUnaligned(fromByteOffset: i, as: UInt64.self)
-                    if Self.hasSpecialByte(w) { break }
-                    i += 8
-                }
+            let (stop, high) = Self.nextSpecialByte(b, from: i)
+            // Runs end at ASCII bytes, so a run's UTF-8 can be checked on its own.
+            if high, let bad = UTF8Scan.firstInvalidOffset(UnsafeBufferPointer(rebasing: b[run..<stop])) {
+                throw Failure(offset: run + bad, reason: "invalid UTF-8 byte sequence")
             }
+            i = stop
             guard i < b.count else { throw Failure(offset: open, reason: "unterminated string") }
             let c = b[i]
             if c == UInt8(ascii: "\"") { break }
             if c < 0x20 { throw Failure(offset: i, reason: "control character 0x\(String(c, radix: 16)) inside a string (must be escaped)") }
-            if c == UInt8(ascii: "\\") {
-                escaped = true
-                guard i + 1 < b.count else { throw Failure(offset: i, reason: "unterminated escape") }
-                switch b[i + 1] {
-                case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"), UInt8(ascii: "b"), UInt8(ascii: "f"),
-                     UInt8(ascii: "n"), UInt8(ascii: "r"), UInt8(ascii: "t"):
-                    i += 2
-                case UInt8(ascii: "u"):
-                    guard i + 6 <= b.count, (2..<6).allSatisfy({ hexValue(b[i + $0]) != nil }) else {
-                        throw Failure(offset: i, reason: "invalid \\u escape (needs 4 hex digits)")
-                    }
-                    i += 6
-                default:
-                    throw Failure(offset: i, reason: "invalid escape '\\\(printable(b[i + 1]))'")
+            escaped = true  // a backslash
+            guard i + 1 < b.count else { throw Failure(offset: i, reason: "unterminated escape") }
+            switch b[i + 1] {
+            case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"), UInt8(ascii: "b"), UInt8(ascii: "f"),
+                 UInt8(ascii: "n"), UInt8(ascii: "r"), UInt8(ascii: "t"):
+                i += 2
+            case UInt8(ascii: "u"):
+                guard i + 6 <= b.count, (2..<6).allSatisfy({ hexValue(b[i + $0]) != nil }) else {
+                    throw Failure(offset: i, reason: "invalid \\u escape (needs 4 hex digits)")
                 }
-                continue
+                i += 6
+            default:
+                throw Failure(offset: i, reason: "invalid escape '\\\(printable(b[i + 1]))'")
             }
-            if c < 0x80 { i += 1; continue }
-            let n = utf8SequenceLength(b, i)
-            if n == 0 { throw Failure(offset: i, reason: "invalid UTF-8 byte sequence") }
-            i += n
+            run = i
         }
         let node = add(Node(kind: .string, start: start, end: i, escaped: escaped))
         i += 1
         return node
     }
 
-    /// Whether any byte of `w` is a quote, a backslash, below 0x20 or at least 0x80. SWAR: `(x - 0x01..) & ~x`
-    /// marks zero bytes; a borrow can only mark a byte above one that is itself marked, so "any" is exact.
-    @inline(__always) public static func hasSpecialByte(_ w: UInt64) -> Bool {
-        let ones: UInt64 = 0x0101_0101_0101_0101, high: UInt64 = 0x8080_8080_8080_8080
-        let quote = w ^ (ones &* 0x22), slash = w ^ (ones &* 0x5C)
-        let zeroQuote = (quote &- ones) & ~quote
-        let zeroSlash = (slash &- ones) & ~slash
-        let control = (w &- ones &* 0x20) & ~w  // high bit set where a byte is below 0x20 (or >= 0x80)
-        return (zeroQuote | zeroSlash | control | w) & high != 0
+    /// The offset of the first quote, backslash or control byte (below 0x20) at or after `from` (`b.count`
+    /// when there is none), and whether a byte of 0x80 or more may come before it (true may be a false alarm,
+    /// false never misses one). Sixteen bytes at a time.
+    public static func nextSpecialByte(_ b: UnsafeBufferPointer<UInt8>, from: Int) -> (offset: Int, high: Bool) {
+        var j = from
+        var seen = SIMD16<UInt8>()
+        if let base = b.baseAddress {
+            let raw = UnsafeRawPointer(base)
+            typealias V = SIMD16<UInt8>
+            // Vector operands and a bit cast for the test: the scalar overloads and `any` run lane by lane.
+            while j + 16 <= b.count {
+                let v = raw.loadUnaligned(fromByteOffset: j, as: V.self)
+                seen |= v
+                let special = (v .== V(repeating: 0x22)) .| (v .== V(repeating: 0x5C)) .| (v .< V(repeating: 0x20))
+                let words = unsafeBitCast(special, to: SIMD2<UInt64>.self)
+                if words[0] != 0 { return (j + words[0].trailingZeroBitCount >> 3, high(seen)) }
+                if words[1] != 0 { return (j + 8 + words[1].trailingZeroBitCount >> 3, high(seen)) }
+                j += 16
+            }
+        }
+        var tail: UInt8 = 0
+        while j < b.count {
+            let c = b[j]
+            if c == 0x22 || c == 0x5C || c < 0x20 { break }
+            tail |= c
+            j += 1
+        }
+        return (j, high(seen) || tail >= 0x80)
+    }
+
+    @inline(__always)
+    private static func high(_ v: SIMD16<UInt8>) -> Bool {
+        let words = unsafeBitCast(v, to: SIMD2<UInt64>.self)
+        return (words[0] | words[1]) & 0x8080_8080_8080_8080 != 0
     }
 
     private mutating func number() throws(Failure) -> Int {
@@ -264,31 +281,6 @@ public struct JSONScanner {
             guard digits() > 0 else { throw Failure(offset: i, reason: "invalid number: expected exponent digits") }
         }
         return add(Node(kind: .number, start: start, end: i))
-    }
-}
-
-/// Length of the valid UTF-8 sequence starting at `i` (2-4), or 0 when it is invalid (overlong forms,
-/// surrogates, code points above U+10FFFF, truncation).
-func utf8SequenceLength(_ b: UnsafeBufferPointer<UInt8>, _ i: Int) -> Int {
-    let c0 = b[i]
-    func cont(_ k: Int) -> Bool { i + k < b.count && b[i + k] & 0xC0 == 0x80 }
-    switch c0 {
-    case 0xC2...0xDF:
-        return cont(1) ? 2 : 0
-    case 0xE0...0xEF:
-        guard cont(1), cont(2) else { return 0 }
-        let c1 = b[i + 1]
-        if c0 == 0xE0 && c1 < 0xA0 { return 0 }  // overlong
-        if c0 == 0xED && c1 >= 0xA0 { return 0 }  // UTF-16 surrogate
-        return 3
-    case 0xF0...0xF4:
-        guard cont(1), cont(2), cont(3) else { return 0 }
-        let c1 = b[i + 1]
-        if c0 == 0xF0 && c1 < 0x90 { return 0 }  // overlong
-        if c0 == 0xF4 && c1 >= 0x90 { return 0 }  // above U+10FFFF
-        return 4
-    default:
-        return 0
     }
 }
 
