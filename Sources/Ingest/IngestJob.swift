@@ -147,7 +147,9 @@ public struct IngestJob {
         // Workers tokenize batches while this thread writes finished ones in input order, so shard writing
         // (block compression included) runs beside tokenization instead of between windows of it.
         let pipeline = LinePipeline(files: files, depth: max(1, threads) * 4,
-                                    processors: (0..<max(1, threads)).map { _ in LineProcessor(vocab: vocab, options: options) })
+                                    processors: (0..<max(1, threads)).map { [delimiters = SingleByteDelimiters(vocab, options.stepDelimiters)] _ in
+                                        LineProcessor(vocab: vocab, options: options, delimiters: delimiters)
+                                    })
         defer { pipeline.finish() }
         var pending: [[LineRef]] = []  // submitted, not yet written, in order
         while pending.count < pipeline.depth, let b = nextBatch() { pipeline.submit(b); pending.append(b) }

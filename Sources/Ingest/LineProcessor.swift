@@ -53,35 +53,19 @@ public struct LineProcessor {
     var stepCuts: [Int] = []
     /// The one-trajectory batch behind `process(_:)`.
     var single = TrajectoryBatch()
-    /// Single-byte delimiters only: which bytes delimit, and per token whether none, all or some of its
-    /// bytes do (0, 1, 2).
-    let delimiterByte: [Bool]?
-    let tokenDelimiters: FrozenBuffer<UInt8>
+    /// Single-byte delimiters only: which bytes delimit and which tokens hold them.
+    let delimiters: SingleByteDelimiters?
 
     /// A processor for `vocab` and `options`.
     public init(vocab: IngestVocabulary, options: IngestOptions) {
+        self.init(vocab: vocab, options: options, delimiters: SingleByteDelimiters(vocab, options.stepDelimiters))
+    }
+
+    /// A processor sharing the delimiter tables of the other processors of one job.
+    init(vocab: IngestVocabulary, options: IngestOptions, delimiters: SingleByteDelimiters?) {
         self.vocab = vocab
         self.options = options
-        let delims = options.stepDelimiters.filter { !$0.isEmpty }
-        if delims.allSatisfy({ $0.count == 1 }) {
-            var table = [Bool](repeating: false, count: 256)
-            for d in delims { table[Int(d[0])] = true }
-            delimiterByte = table
-            var kinds = [UInt8](repeating: 0, count: vocab.byteLength.count)
-            vocab.bytes.withUnsafeBufferPointer { bytes in
-                for id in kinds.indices {
-                    var some = false, all = true
-                    for i in vocab.byteStart[id]..<vocab.byteStart[id + 1] {
-                        if table[Int(bytes[i])] { some = true } else { all = false }
-                    }
-                    kinds[id] = some ? (all ? 1 : 2) : 0
-                }
-            }
-            tokenDelimiters = FrozenBuffer(kinds)
-        } else {
-            delimiterByte = nil
-            tokenDelimiters = FrozenBuffer([])
-        }
+        self.delimiters = delimiters
         encoder = vocab.tokenizer.makeEncoder(options: EncodeOptions(recognizeSpecialTokens: options.recognizeSpecialTokens,
                                                                      addSpecialTokens: false))
     }
@@ -115,6 +99,31 @@ public struct LineProcessor {
         }
     }
 
+    /// The members of a trajectory line, found in one pass; for a key given twice the last one counts.
+    struct Fields {
+        var reward, prompt, response, steps, promptIDs, responseIDs, stepEnds, group, id, meta: Int?
+    }
+
+    private func fields(_ root: Int) -> Fields {
+        var f = Fields()
+        scanner.forEachMember(root) { key, value in
+            guard let base = key.baseAddress else { return }
+            func equals(_ name: StaticString) -> Bool { memEqual(base, name.utf8Start, key.count) }
+            switch key.count {
+            case 2: if equals("id") { f.id = value }
+            case 4: if equals("meta") { f.meta = value }
+            case 5: if equals("steps") { f.steps = value } else if equals("group") { f.group = value }
+            case 6: if equals("reward") { f.reward = value } else if equals("prompt") { f.prompt = value }
+            case 8: if equals("response") { f.response = value }
+            case 9: if equals("step_ends") { f.stepEnds = value }
+            case 10: if equals("prompt_ids") { f.promptIDs = value }
+            case 12: if equals("response_ids") { f.responseIDs = value }
+            default: break
+            }
+        }
+        return f
+    }
+
     private func fail(_ node: Int?, _ reason: String) -> LineError {
         LineError(column: node.map { scanner[$0].start + 1 } ?? 1, reason: reason)
     }
@@ -123,8 +132,9 @@ public struct LineProcessor {
     private mutating func build(_ line: UnsafeBufferPointer<UInt8>, _ batch: inout TrajectoryBatch, _ sourceLine: UInt64) throws {
         let root = try scanner.parse(line)
         guard scanner[root].kind == .object else { throw fail(root, "a trajectory line must be a JSON object") }
+        let field = fields(root)
 
-        guard let rewardNode = scanner.member(root, "reward") else { throw fail(root, "missing field 'reward'") }
+        guard let rewardNode = field.reward else { throw fail(root, "missing field 'reward'") }
         let reward: Float
         switch scanner[rewardNode].kind {
         case .true: reward = 1
@@ -140,17 +150,16 @@ public struct LineProcessor {
         precondition(batch.tokens.count == start && batch.stepEnds.count == stepStart, "a batch's open trajectory is not empty")
         var promptCount = 0
         var flags: TrajectoryFlags = []
-        if let pIDs = scanner.member(root, "prompt_ids") {
-            for (f, node) in [("prompt", scanner.member(root, "prompt")), ("response", scanner.member(root, "response")),
-                              ("steps", scanner.member(root, "steps"))] where node != nil {
+        if let pIDs = field.promptIDs {
+            for (f, node) in [("prompt", field.prompt), ("response", field.response), ("steps", field.steps)] where node != nil {
                 throw fail(root, "'prompt_ids' and '\(f)' cannot both be given")
             }
-            guard let rIDs = scanner.member(root, "response_ids") else { throw fail(root, "missing field 'response_ids'") }
+            guard let rIDs = field.responseIDs else { throw fail(root, "missing field 'response_ids'") }
             try ids(pIDs, line, "prompt_ids", into: &batch.tokens)
             promptCount = batch.tokens.count - start
             try ids(rIDs, line, "response_ids", into: &batch.tokens)
             let responseCount = batch.tokens.count - start - promptCount
-            if let se = scanner.member(root, "step_ends") {
+            if let se = field.stepEnds {
                 guard scanner[se].kind == .array else { throw fail(se, "'step_ends' must be an array of integers") }
                 var previous = 0
                 for e in scanner.children(se) {
@@ -164,16 +173,14 @@ public struct LineProcessor {
                 delimiterSteps(batch.tokens, from: start + promptCount, promptLength: promptCount, into: &batch.stepEnds)
             }
         } else {
-            guard let pNode = scanner.member(root, "prompt") else {
+            guard let pNode = field.prompt else {
                 throw fail(root, "missing field 'prompt' (or 'prompt_ids' for pre-tokenized lines)")
             }
             guard scanner[pNode].kind == .string else { throw fail(pNode, "'prompt' must be a string") }
             if options.addBOS { batch.tokens.append(contentsOf: vocab.tokenizer.templateIds.prefix) }
             try encode(pNode, line, into: &batch.tokens)
             promptCount = batch.tokens.count - start
-            let rNode = scanner.member(root, "response")
-            let sNode = scanner.member(root, "steps")
-            switch (rNode, sNode) {
+            switch (field.response, field.steps) {
             case (let r?, nil):
                 guard scanner[r].kind == .string else { throw fail(r, "'response' must be a string") }
                 try encode(r, line, into: &batch.tokens)
@@ -217,7 +224,7 @@ public struct LineProcessor {
         }
 
         let group: UInt64
-        if let g = scanner.member(root, "group") {
+        if let g = field.group {
             switch scanner[g].kind {
             case .number:
                 guard let v = scanner.integer(g, in: line), v >= 0 else { throw fail(g, "'group' must be a non-negative integer or a string") }
@@ -233,8 +240,7 @@ public struct LineProcessor {
             }
         }
 
-        let idNode = scanner.member(root, "id")
-        let metaNode = scanner.member(root, "meta")
+        let idNode = field.id, metaNode = field.meta
         if idNode != nil || metaNode != nil {
             batch.meta.append(UInt8(ascii: "{"))
             if let idNode { batch.meta += Array("\"id\":".utf8) + scanner.rawBytes(idNode, in: line) }
@@ -271,8 +277,8 @@ public struct LineProcessor {
     mutating func delimiterSteps(_ tokens: [UInt32], from: Int, promptLength: Int, into ends: inout [UInt32]) {
         tokens.withUnsafeBufferPointer { all in
             let response = UnsafeBufferPointer(rebasing: all[from...])
-            if let table = delimiterByte {
-                singleByteDelimiterSteps(response, promptLength: promptLength, table, into: &ends)
+            if let delimiters {
+                delimiters.steps(response, promptLength: promptLength, vocab, into: &ends)
             } else {
                 multiByteDelimiterSteps(response, promptLength: promptLength, into: &ends)
             }
@@ -322,39 +328,6 @@ public struct LineProcessor {
         if response.count > lastToken { ends.append(UInt32(promptLength + response.count)) }
     }
 
-    /// The same rule for single-byte delimiters, without materializing the response bytes: a run ends at the
-    /// first non-delimiter byte after it, and the step ends before the token holding that byte.
-    private func singleByteDelimiterSteps(_ response: UnsafeBufferPointer<UInt32>, promptLength: Int, _ table: [Bool],
-                                          into ends: inout [UInt32]) {
-        var lastToken = 0
-        var inRun = false
-        let kinds = tokenDelimiters.pointer
-        vocab.bytes.withUnsafeBufferPointer { bytes in
-            for (k, id) in response.enumerated() {
-                let t = Int(id)
-                switch kinds[t] {
-                case 0:
-                    if inRun {
-                        if k > lastToken { ends.append(UInt32(promptLength + k)); lastToken = k }
-                        inRun = false
-                    }
-                case 1:
-                    inRun = true
-                default:
-                    for i in vocab.byteStart[t]..<vocab.byteStart[t + 1] {
-                        if table[Int(bytes[i])] {
-                            inRun = true
-                        } else if inRun {
-                            if k > lastToken { ends.append(UInt32(promptLength + k)); lastToken = k }
-                            inRun = false
-                        }
-                    }
-                }
-            }
-        }
-        if response.count > lastToken { ends.append(UInt32(promptLength + response.count)) }
-    }
-
     /// Encodes a `steps` array joined with the configured separator onto `tokens`; each step ends at the last
     /// token boundary at or before the end of its text (and separator).
     private mutating func explicitSteps(_ node: Int, _ line: UnsafeBufferPointer<UInt8>, prompt: Int,
@@ -390,5 +363,75 @@ public struct LineProcessor {
             }
             if lo > last { ends.append(UInt32(prompt + lo)); last = lo }
         }
+    }
+}
+
+/// Single-byte step delimiters (the default, newline): which bytes delimit, and per token whether none, all
+/// or some of its bytes do, so step ends come from the token ids without their bytes. Built once per job.
+final class SingleByteDelimiters: Sendable {
+    let byte: [Bool]
+    /// 0, 1 or 2 per token: none, all or some of its bytes delimit.
+    let kinds: FrozenBuffer<UInt8>
+    /// One bit per token, set when its kind is not 0: small enough for the first-level cache.
+    let any: FrozenBuffer<UInt64>
+
+    /// The tables for `delimiters`, or nil when one of them is longer than a byte.
+    init?(_ vocab: IngestVocabulary, _ delimiters: [[UInt8]]) {
+        let delims = delimiters.filter { !$0.isEmpty }
+        guard delims.allSatisfy({ $0.count == 1 }) else { return nil }
+        var table = [Bool](repeating: false, count: 256)
+        for d in delims { table[Int(d[0])] = true }
+        var kinds = [UInt8](repeating: 0, count: vocab.byteLength.count)
+        var bits = [UInt64](repeating: 0, count: (kinds.count + 63) / 64)
+        vocab.bytes.withUnsafeBufferPointer { bytes in
+            for id in kinds.indices {
+                var some = false, all = true
+                for i in vocab.byteStart[id]..<vocab.byteStart[id + 1] {
+                    if table[Int(bytes[i])] { some = true } else { all = false }
+                }
+                kinds[id] = some ? (all ? 1 : 2) : 0
+                if some { bits[id >> 6] |= 1 << UInt64(id & 63) }
+            }
+        }
+        byte = table
+        self.kinds = FrozenBuffer(kinds)
+        any = FrozenBuffer(bits)
+    }
+
+    /// Appends the step ends of `response`: a run of delimiters ends at the first non-delimiter byte after
+    /// it, and the step ends before the token holding that byte; the response end closes the last step.
+    func steps(_ response: UnsafeBufferPointer<UInt32>, promptLength: Int, _ vocab: IngestVocabulary, into ends: inout [UInt32]) {
+        var lastToken = 0
+        var inRun = false
+        let kinds = self.kinds.pointer, any = self.any.pointer
+        @inline(__always) func holds(_ t: Int) -> Bool { any[t &>> 6] &>> UInt64(t & 63) & 1 != 0 }
+        let n = response.count
+        var k = 0
+        while k < n {
+            // Outside a run, tokens without a delimiter byte change nothing.
+            if !inRun {
+                while k < n && !holds(Int(response[k])) { k &+= 1 }
+                if k == n { break }
+            }
+            let t = Int(response[k])
+            switch holds(t) ? kinds[t] : 0 {
+            case 0:
+                if k > lastToken { ends.append(UInt32(promptLength + k)); lastToken = k }
+                inRun = false
+            case 1:
+                inRun = true
+            default:
+                for i in vocab.byteStart[t]..<vocab.byteStart[t + 1] {
+                    if byte[Int(vocab.bytes[i])] {
+                        inRun = true
+                    } else if inRun {
+                        if k > lastToken { ends.append(UInt32(promptLength + k)); lastToken = k }
+                        inRun = false
+                    }
+                }
+            }
+            k &+= 1
+        }
+        if n > lastToken { ends.append(UInt32(promptLength + n)) }
     }
 }

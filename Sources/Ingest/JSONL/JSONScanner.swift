@@ -37,6 +37,9 @@ public struct JSONScanner {
     public private(set) var nodes: [Node] = []
     private var b = UnsafeBufferPointer<UInt8>(start: nil, count: 0)
     private var i = 0
+    /// Whether the whole line is valid UTF-8, so strings need no check of their own (which only an invalid
+    /// line then pays for, and which finds the same first error as always).
+    private var lineIsUTF8 = false
 
     /// An empty scanner; its node storage grows to the largest line and is then reused.
     public init() {}
@@ -46,6 +49,7 @@ public struct JSONScanner {
         nodes.removeAll(keepingCapacity: true)
         b = line
         i = 0
+        lineIsUTF8 = UTF8Scan.firstInvalidOffset(line) == nil
         skipSpace()
         let root = try value(depth: 0)
         skipSpace()
@@ -69,6 +73,18 @@ public struct JSONScanner {
             k = nodes[v].next
         }
         return found
+    }
+
+    /// Calls `body` with the raw bytes of each unescaped key of object node `object` and the index of its
+    /// value, in order (escaped keys never equal a plain key, as in `member`).
+    public func forEachMember(_ object: Int, _ body: (UnsafeBufferPointer<UInt8>, Int) -> Void) {
+        guard nodes[object].kind == .object else { return }
+        var k = nodes[object].firstChild
+        while k >= 0 {
+            let v = nodes[k].next
+            if !nodes[k].escaped { body(UnsafeBufferPointer(rebasing: b[nodes[k].start..<nodes[k].end]), v) }
+            k = nodes[v].next
+        }
     }
 
     /// Children of an array or object node, in order.
@@ -187,7 +203,7 @@ public struct JSONScanner {
         while true {
             let (stop, high) = Self.nextSpecialByte(b, from: i)
             // Runs end at ASCII bytes, so a run's UTF-8 can be checked on its own.
-            if high, let bad = UTF8Scan.firstInvalidOffset(UnsafeBufferPointer(rebasing: b[run..<stop])) {
+            if high && !lineIsUTF8, let bad = UTF8Scan.firstInvalidOffset(UnsafeBufferPointer(rebasing: b[run..<stop])) {
                 throw Failure(offset: run + bad, reason: "invalid UTF-8 byte sequence")
             }
             i = stop

@@ -15,7 +15,8 @@ struct AddedToken: Sendable, Equatable {
 }
 
 /// Leftmost-longest matching of a set of added tokens in raw bytes (HF uses Aho-Corasick, LeftmostLongest).
-struct AddedTokenSet: Sendable {
+/// A class, so that encoders pass it around per call without retaining each of its arrays.
+final class AddedTokenSet: Sendable {
     let tokens: [AddedToken]
     /// Trie over token bytes: per node, its (byte, child) edges and the token it completes (-1 none).
     private let edges: [[(byte: UInt8, child: Int32)]]

@@ -70,12 +70,7 @@ public struct Encoder {
     /// Splits out added tokens (HF's AddedVocabulary): first those matched in raw text, then, in each
     /// normalized gap, those matched after normalization.
     mutating func splitAdded(_ b: UnsafeBufferPointer<UInt8>, _ start: Int, _ end: Int, _ out: inout TokenSink, raw: Bool) {
-        // Passed on rather than copied into a local, which would retain and release its storage per call.
-        splitAdded(raw ? model.rawTokens : model.normalizedTokens, b, start, end, &out, raw: raw)
-    }
-
-    mutating func splitAdded(_ set: borrowing AddedTokenSet, _ b: UnsafeBufferPointer<UInt8>, _ start: Int, _ end: Int,
-                             _ out: inout TokenSink, raw: Bool) {
+        let set = raw ? model.rawTokens : model.normalizedTokens
         if set.isEmpty {
             gap(b, start, end, &out, raw: raw)
             return
