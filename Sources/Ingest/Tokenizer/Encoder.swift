@@ -129,11 +129,9 @@ public struct Encoder {
 
     /// Splits `[start, end)` with the last pre-tokenizer step and encodes each piece.
     ///
-    /// The common pieces take a short path: words of ASCII letters, alone or after the one byte the regex
-    /// glues to a word (GPT-2: a space; Llama-3 and Qwen2: an ASCII space or symbol other than CR, LF and
-    /// the apostrophe, which may start a contraction), are cut without the general splitter, and pieces of
-    /// up to 16 bytes are looked up in the short cache from two masked loads. Everything else goes the
-    /// general way, so the pieces and ids are the same either way.
+    /// The common pieces take a short path: pieces of ASCII text are cut by `Splitter.commonPieceEnd`, and
+    /// pieces of up to 16 bytes are looked up in the short cache from two masked loads. Everything else goes
+    /// the general way, so the pieces and ids are the same either way.
     @inline(__always)
     mutating func splitLast(_ step: UInt8, _ b: UnsafeBufferPointer<UInt8>, _ start: Int, _ end: Int, _ out: inout TokenSink) {
         let t = tables
@@ -144,22 +142,10 @@ public struct Encoder {
         let byteIds = t.merge.byteIds
         // Two words may be loaded at any piece start before this (the loads stay inside `b`).
         let wideLimit = b.count - PieceCache.shortMax
-        let words = step <= 2, gpt2 = step == 0
+        let common = step <= 2
         var i = start
         while i < end {
-            var j = -1
-            if words {
-                let c0 = base[i]
-                if c0 < 0x80 {
-                    let k0 = ct[Int(c0)]
-                    if k0 == ScalarClass.letter {
-                        j = Splitter.run(b, i + 1, end, ScalarClass.letter, ct)
-                    } else if i + 1 < end, base[i + 1] < 0x80, ct[Int(base[i + 1])] == ScalarClass.letter,
-                              gpt2 ? c0 == 0x20 : (k0 == ScalarClass.space || (k0 == ScalarClass.other && c0 != 0x27)) {
-                        j = Splitter.run(b, i + 2, end, ScalarClass.letter, ct)
-                    }
-                }
-            }
+            var j = common ? Splitter.commonPieceEnd(step, b, i, end, ct) : -1
             if j < 0 { j = Splitter.pieceEnd(step, b, i, end, ct) }
             let n = j - i
             if n == 1, byteIds[Int(base[i])] != .max {

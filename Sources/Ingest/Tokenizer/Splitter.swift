@@ -15,6 +15,45 @@ enum Splitter {
         }
     }
 
+    /// End of the piece at `i` when it is one of the common ASCII shapes of the GPT-2 (`step` 0), Llama-3 (1)
+    /// or Qwen2 (2) regex, else -1 (the general splitter decides). The shapes, and why no earlier
+    /// alternative of the regex can match them:
+    /// - ASCII letters, then any letters: only contractions come first, and they start with an apostrophe.
+    /// - One glue byte and ASCII letters (GPT-2: a space; the others: an ASCII space or symbol other than
+    ///   CR, LF and the apostrophe): the optional prefix of `?\p{L}+`, with contractions ruled out.
+    /// - An ASCII symbol (not the apostrophe) or a space before one, not followed by a letter: the symbol
+    ///   run of ` ?[^\s\p{L}\p{N}]+`, and for Llama-3 and Qwen2 the CR/LF run after it.
+    /// - Llama-3 and Qwen2: ASCII digits, up to three or one (`\p{N}{1,3}`, `\p{N}`); when a non-ASCII byte
+    ///   could continue the number, the general splitter decides.
+    @inline(__always)
+    static func commonPieceEnd(_ step: UInt8, _ b: UnsafeBufferPointer<UInt8>, _ i: Int, _ end: Int, _ ct: UnsafePointer<UInt8>) -> Int {
+        let c0 = b[i]
+        guard c0 < 0x80 else { return -1 }
+        let k0 = ct[Int(c0)]
+        if k0 == ScalarClass.letter { return run(b, i + 1, end, ScalarClass.letter, ct) }
+        guard i + 1 < end, b[i + 1] < 0x80 else { return -1 }
+        let gpt2 = step == 0
+        let k1 = ct[Int(b[i + 1])]
+        var j: Int
+        if k1 == ScalarClass.letter {
+            let glued = gpt2 ? c0 == 0x20 : k0 == ScalarClass.space || (k0 == ScalarClass.other && c0 != 0x27)
+            return glued ? run(b, i + 2, end, ScalarClass.letter, ct) : -1
+        } else if k0 == ScalarClass.other && c0 != 0x27 {
+            j = run(b, i + 1, end, ScalarClass.other, ct)
+        } else if c0 == 0x20 && k1 == ScalarClass.other {
+            j = run(b, i + 2, end, ScalarClass.other, ct)
+        } else if k0 == ScalarClass.number && !gpt2 {
+            let maxDigits = step == 1 ? 3 : 1
+            j = i + 1
+            while j - i < maxDigits && j < end && b[j] < 0x80 && ct[Int(b[j])] == ScalarClass.number { j += 1 }
+            return j - i < maxDigits && j < end && b[j] >= 0x80 ? -1 : j
+        } else {
+            return -1
+        }
+        if !gpt2 { while j < end && (b[j] == 0x0A || b[j] == 0x0D) { j += 1 } }
+        return j
+    }
+
     /// End of the run of scalars of class `cls` starting at `i`.
     @inline(__always)
     static func run(_ b: UnsafeBufferPointer<UInt8>, _ i: Int, _ end: Int, _ cls: UInt8, _ ct: UnsafePointer<UInt8>) -> Int {
