@@ -296,6 +296,9 @@ final class LinePipeline: @unchecked Sendable {
                 return (s.queue[s.head].index, s.queue[s.head].lines, s.spare.popLast())
             }
             guard let job else { return }
+            // The mapped bytes, taken once per batch: reaching each line through the shared file objects
+            // would retain them from every worker at once.
+            let mapped = files.map(\.bytes)
             var out = job.spare ?? ProcessedLines()
             out.records.removeAll()
             out.outcomes.removeAll(keepingCapacity: true)
@@ -304,15 +307,12 @@ final class LinePipeline: @unchecked Sendable {
                     out.outcomes.append(.blank)
                     continue
                 }
-                let outcome: LineOutcome = l.withBytes(files) { bytes in
-                    do throws(LineError) {
-                        try box.processor.process(bytes, into: &out.records, sourceLine: UInt64(l.number))
-                        return .record
-                    } catch {
-                        return .failure(error)
-                    }
+                do throws(LineError) {
+                    try box.processor.process(l.bytes(in: mapped[l.file]), into: &out.records, sourceLine: UInt64(l.number))
+                    out.outcomes.append(.record)
+                } catch {
+                    out.outcomes.append(.failure(error))
                 }
-                out.outcomes.append(outcome)
             }
             let slot = slots[job.index % depth]
             slot.result = out
@@ -406,10 +406,14 @@ struct LineRef {
     var ordinal = 0
 
     func withBytes<R>(_ files: [MappedFile], _ body: (UnsafeBufferPointer<UInt8>) throws -> R) rethrows -> R {
-        let b = files[file].bytes
+        try body(bytes(in: files[file].bytes))
+    }
+
+    /// The line's bytes (without CR before the newline) in its mapped file's bytes.
+    func bytes(in b: UnsafeRawBufferPointer) -> UnsafeBufferPointer<UInt8> {
         var e = end
         if e > start, b[e - 1] == 0x0D { e -= 1 }  // CRLF
-        return try body(UnsafeRawBufferPointer(rebasing: b[start..<e]).assumingMemoryBound(to: UInt8.self))
+        return UnsafeRawBufferPointer(rebasing: b[start..<e]).assumingMemoryBound(to: UInt8.self)
     }
 }
 

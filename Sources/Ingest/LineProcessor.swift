@@ -55,6 +55,12 @@ public struct LineProcessor {
     var single = TrajectoryBatch()
     /// Single-byte delimiters only: which bytes delimit and which tokens hold them.
     let delimiters: SingleByteDelimiters?
+    // This processor's own copies of what every line reads from the shared vocabulary and tokenizer (their
+    // reference counts would bounce between the cores of the worker threads).
+    let delimiterView: SingleByteDelimiters.View?
+    let bos: [UInt32]
+    let eos: UInt32?
+    let vocabSize: Int
 
     /// A processor for `vocab` and `options`.
     public init(vocab: IngestVocabulary, options: IngestOptions) {
@@ -66,6 +72,10 @@ public struct LineProcessor {
         self.vocab = vocab
         self.options = options
         self.delimiters = delimiters
+        delimiterView = delimiters?.view
+        bos = vocab.tokenizer.templateIds.prefix.map { $0 }
+        eos = vocab.tokenizer.eosId
+        vocabSize = vocab.tokenizer.vocabSize
         encoder = vocab.tokenizer.makeEncoder(options: EncodeOptions(recognizeSpecialTokens: options.recognizeSpecialTokens,
                                                                      addSpecialTokens: false))
     }
@@ -177,7 +187,7 @@ public struct LineProcessor {
                 throw fail(root, "missing field 'prompt' (or 'prompt_ids' for pre-tokenized lines)")
             }
             guard scanner[pNode].kind == .string else { throw fail(pNode, "'prompt' must be a string") }
-            if options.addBOS { batch.tokens.append(contentsOf: vocab.tokenizer.templateIds.prefix) }
+            if options.addBOS { batch.tokens.append(contentsOf: bos) }
             try encode(pNode, line, into: &batch.tokens)
             promptCount = batch.tokens.count - start
             switch (field.response, field.steps) {
@@ -191,7 +201,7 @@ public struct LineProcessor {
             default: throw fail(root, "'response' and 'steps' cannot both be given")
             }
             let lastResponse = batch.tokens.count > start + promptCount ? batch.tokens.last : nil
-            if let eos = vocab.tokenizer.eosId, options.eos != .never, options.eos == .always || lastResponse != eos {
+            if let eos, options.eos != .never, options.eos == .always || lastResponse != eos {
                 batch.tokens.append(eos)
                 flags.insert(.eosAppended)
                 let total = batch.tokens.count - start
@@ -261,7 +271,7 @@ public struct LineProcessor {
 
     private func ids(_ node: Int, _ line: UnsafeBufferPointer<UInt8>, _ name: String, into out: inout [UInt32]) throws {
         guard scanner[node].kind == .array else { throw fail(node, "'\(name)' must be an array of token ids") }
-        let limit = Int64(vocab.tokenizer.vocabSize)
+        let limit = Int64(vocabSize)
         var c = scanner[node].firstChild
         while c >= 0 {
             guard let v = scanner.integer(c, in: line), v >= 0, v < limit else {
@@ -277,8 +287,8 @@ public struct LineProcessor {
     mutating func delimiterSteps(_ tokens: [UInt32], from: Int, promptLength: Int, into ends: inout [UInt32]) {
         tokens.withUnsafeBufferPointer { all in
             let response = UnsafeBufferPointer(rebasing: all[from...])
-            if let delimiters {
-                delimiters.steps(response, promptLength: promptLength, vocab, into: &ends)
+            if let delimiterView {
+                SingleByteDelimiters.steps(response, promptLength: promptLength, delimiterView, into: &ends)
             } else {
                 multiByteDelimiterSteps(response, promptLength: promptLength, into: &ends)
             }
@@ -369,11 +379,14 @@ public struct LineProcessor {
 /// Single-byte step delimiters (the default, newline): which bytes delimit, and per token whether none, all
 /// or some of its bytes do, so step ends come from the token ids without their bytes. Built once per job.
 final class SingleByteDelimiters: Sendable {
-    let byte: [Bool]
+    let byte: FrozenBuffer<Bool>
     /// 0, 1 or 2 per token: none, all or some of its bytes delimit.
     let kinds: FrozenBuffer<UInt8>
     /// One bit per token, set when its kind is not 0: small enough for the first-level cache.
     let any: FrozenBuffer<UInt64>
+    /// Token bytes, flattened (token `t` is `bytes[byteStart[t] ..< byteStart[t + 1]]`).
+    let bytes: FrozenBuffer<UInt8>
+    let byteStart: FrozenBuffer<Int>
 
     /// The tables for `delimiters`, or nil when one of them is longer than a byte.
     init?(_ vocab: IngestVocabulary, _ delimiters: [[UInt8]]) {
@@ -393,18 +406,30 @@ final class SingleByteDelimiters: Sendable {
                 if some { bits[id >> 6] |= 1 << UInt64(id & 63) }
             }
         }
-        byte = table
+        byte = FrozenBuffer(table)
         self.kinds = FrozenBuffer(kinds)
         any = FrozenBuffer(bits)
+        bytes = FrozenBuffer(vocab.bytes)
+        byteStart = FrozenBuffer(vocab.byteStart)
     }
 
-    /// Appends the step ends of `response`: a run of delimiters ends at the first non-delimiter byte after
-    /// it, and the step ends before the token holding that byte; the response end closes the last step.
-    func steps(_ response: UnsafeBufferPointer<UInt32>, promptLength: Int, _ vocab: IngestVocabulary, into ends: inout [UInt32]) {
+    /// Plain pointers to the tables, valid while this object lives.
+    struct View {
+        let byte: UnsafePointer<Bool>, kinds: UnsafePointer<UInt8>, any: UnsafePointer<UInt64>
+        let bytes: UnsafePointer<UInt8>, byteStart: UnsafePointer<Int>
+    }
+
+    var view: View {
+        View(byte: byte.pointer, kinds: kinds.pointer, any: any.pointer, bytes: bytes.pointer, byteStart: byteStart.pointer)
+    }
+
+    /// Appends the step ends of `response` (ids below the vocabulary size the tables were built for): a run of
+    /// delimiters ends at the first non-delimiter byte after it, and the step ends before the token holding
+    /// that byte; the response end closes the last step.
+    static func steps(_ response: UnsafeBufferPointer<UInt32>, promptLength: Int, _ d: View, into ends: inout [UInt32]) {
         var lastToken = 0
         var inRun = false
-        let kinds = self.kinds.pointer, any = self.any.pointer
-        @inline(__always) func holds(_ t: Int) -> Bool { any[t &>> 6] &>> UInt64(t & 63) & 1 != 0 }
+        @inline(__always) func holds(_ t: Int) -> Bool { d.any[t &>> 6] &>> UInt64(t & 63) & 1 != 0 }
         let n = response.count
         var k = 0
         while k < n {
@@ -414,15 +439,15 @@ final class SingleByteDelimiters: Sendable {
                 if k == n { break }
             }
             let t = Int(response[k])
-            switch holds(t) ? kinds[t] : 0 {
+            switch holds(t) ? d.kinds[t] : 0 {
             case 0:
                 if k > lastToken { ends.append(UInt32(promptLength + k)); lastToken = k }
                 inRun = false
             case 1:
                 inRun = true
             default:
-                for i in vocab.byteStart[t]..<vocab.byteStart[t + 1] {
-                    if byte[Int(vocab.bytes[i])] {
+                for i in d.byteStart[t]..<d.byteStart[t + 1] {
+                    if d.byte[Int(d.bytes[i])] {
                         inRun = true
                     } else if inRun {
                         if k > lastToken { ends.append(UInt32(promptLength + k)); lastToken = k }

@@ -15,7 +15,7 @@ struct AddedToken: Sendable, Equatable {
 }
 
 /// Leftmost-longest matching of a set of added tokens in raw bytes (HF uses Aho-Corasick, LeftmostLongest).
-/// A class, so that encoders pass it around per call without retaining each of its arrays.
+/// A class, so that an encoder passes it around per call without retaining each of its arrays.
 final class AddedTokenSet: Sendable {
     let tokens: [AddedToken]
     /// Trie over token bytes: per node, its (byte, child) edges and the token it completes (-1 none).
@@ -52,6 +52,12 @@ final class AddedTokenSet: Sendable {
         self.firstByte = FrozenBuffer(first)
         let starts = first.indices.filter { first[$0] }
         self.onlyFirstByte = starts.count == 1 ? Int32(starts[0]) : -1
+    }
+
+    /// A copy that shares no storage with this set (one per encoder, so threads do not share its counts).
+    func copy() -> AddedTokenSet {
+        AddedTokenSet(tokens.map { AddedToken(id: $0.id, content: $0.content.map { $0 }, special: $0.special,
+                                              singleWord: $0.singleWord, lstrip: $0.lstrip, rstrip: $0.rstrip) })
     }
 
     /// Whether there is nothing to match.

@@ -26,11 +26,21 @@ public struct Encoder {
     var merger = MergeScratch()
     let cache = PieceCache()
     let storage = TokenStorage()
+    // This encoder's own copies of what every call reads from the shared model: retaining the model's
+    // objects from several threads at once makes their reference counts bounce between cores.
+    let prefix: [UInt32], suffix: [UInt32]
+    let rawTokens: AddedTokenSet, normalizedTokens: AddedTokenSet
+    let nfc: Bool
 
     init(model: TokenizerModel, options: EncodeOptions) {
         self.model = model
         self.tables = model.encoderTables
         self.options = options
+        prefix = model.prefix.map { $0 }
+        suffix = model.suffix.map { $0 }
+        rawTokens = model.rawTokens.copy()
+        normalizedTokens = model.normalizedTokens.copy()
+        nfc = model.nfc
     }
 
     /// Appends the ids of `text` to `ids`.
@@ -60,17 +70,17 @@ public struct Encoder {
         guard b.count > 0 || options.addSpecialTokens else { return }
         // Ids go to a buffer the encoder owns (no per-id array bookkeeping), then to `ids` in one copy.
         // One byte never yields more than one id, so growth is only for NFC expansions.
-        var out = storage.sink(reserving: b.count + model.prefix.count + model.suffix.count + 16)
-        if options.addSpecialTokens { out.append(contentsOf: model.prefix) }
+        var out = storage.sink(reserving: b.count + prefix.count + suffix.count + 16)
+        if options.addSpecialTokens { out.append(contentsOf: prefix) }
         splitAdded(b, 0, b.count, &out, raw: true)
-        if options.addSpecialTokens { out.append(contentsOf: model.suffix) }
+        if options.addSpecialTokens { out.append(contentsOf: suffix) }
         ids.append(contentsOf: UnsafeBufferPointer(start: out.base, count: out.count))
     }
 
     /// Splits out added tokens (HF's AddedVocabulary): first those matched in raw text, then, in each
     /// normalized gap, those matched after normalization.
     mutating func splitAdded(_ b: UnsafeBufferPointer<UInt8>, _ start: Int, _ end: Int, _ out: inout TokenSink, raw: Bool) {
-        let set = raw ? model.rawTokens : model.normalizedTokens
+        let set = raw ? rawTokens : normalizedTokens
         if set.isEmpty {
             gap(b, start, end, &out, raw: raw)
             return
@@ -100,7 +110,7 @@ public struct Encoder {
             preTokenize(0, b, start, end, &out)
             return
         }
-        if model.nfc, let normalized = NFC.normalizeIfNeeded(b, start, end) {
+        if nfc, let normalized = NFC.normalizeIfNeeded(b, start, end) {
             normalized.withUnsafeBufferPointer { splitAdded($0, 0, $0.count, &out, raw: false) }
         } else {
             splitAdded(b, start, end, &out, raw: false)
