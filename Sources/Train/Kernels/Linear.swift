@@ -16,6 +16,11 @@ public func linearForward(x: UnsafePointer<Float>, ldx: Int, weight: UnsafePoint
         }
         beta = 1
     }
+    if rows == 1 {
+        // one row (decoding at batch 1): sgemv streams W once; sgemm would also pack it first
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(outDim), Int32(inDim), 1, weight, Int32(inDim), x, 1, beta, y, 1)
+        return
+    }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(outDim), Int32(inDim),
                 1, x, Int32(ldx), weight, Int32(inDim), beta, y, Int32(ldy))
 }
