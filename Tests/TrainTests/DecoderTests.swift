@@ -136,3 +136,48 @@ import Train
         #expect(dec.length(1) == 0)
     }
 }
+
+/// Greedy decoding of the real SmolLM2-135M-Instruct (from its GGUF) against transformers' `generate`.
+@Suite struct SmolLM2GenerateTests {
+    @Test func greedyContinuationsMatchTransformersGenerate() throws {
+        guard let dir = fixtureDirectory(relative: "smollm2-generate", script: "scripts/oracles/generate_reference.py") else { return }
+        let meta = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/prompts.json"))) as? [String: Any]
+        guard let path = meta?["gguf"] as? String, FileManager.default.fileExists(atPath: path),
+              let maxNew = meta?["max_new_tokens"] as? Int, let prompts = meta?["prompts"] as? [[String: Any]] else {
+            Issue.record("prompts.json names no GGUF file that exists; rerun scripts/oracles/generate_reference.py")
+            return
+        }
+        let model = try GGUFFile(path: path).loadLlamaModel(maxTokens: 1)
+        let e = try SafeTensorsFile(path: dir + "/expected.safetensors")
+        let n = prompts.count
+        let promptIds = try (0..<n).map { try e.int64s("prompt.\($0)").map { Int32($0) } }
+        let want = try (0..<n).map { try e.int64s("generated.\($0)").map { Int32($0) } }
+        let eos: Int32 = 2
+        // all prompts decode together in one batch of different lengths
+        let dec = try IncrementalDecoder(model: model, maxSequences: n, maxLength: 256)
+        var logits: [Float] = []
+        try dec.extend(Array(0..<n), promptIds, logits: &logits)
+        let V = model.config.vocabSize
+        var got = [[Int32]](repeating: [], count: n)
+        var live = Array(0..<n)
+        for _ in 0..<maxNew {
+            var next: [Int32] = []
+            for i in live.indices {
+                let row = logits[(i * V)..<((i + 1) * V)]
+                next.append(Int32(row.indices.max { row[$0] < row[$1] }! - i * V))
+            }
+            var stillLive: [Int] = [], feed: [[Int32]] = []
+            for (i, s) in live.enumerated() {
+                got[s].append(next[i])
+                if next[i] != eos && got[s].count < maxNew { stillLive.append(s); feed.append([next[i]]) }
+            }
+            live = stillLive
+            if live.isEmpty { break }
+            try dec.extend(live, feed, logits: &logits)
+        }
+        for s in 0..<n {
+            print("SmolLM2 greedy prompt \(s): \(got[s].count) tokens, transformers \(want[s].count), equal: \(got[s] == want[s])")
+            #expect(got[s] == want[s], "prompt \(s): oreo \(got[s]) vs transformers \(want[s])")
+        }
+    }
+}
