@@ -17,6 +17,7 @@ let package = Package(
         .library(name: "Format", targets: ["Format"]),
         .library(name: "Ingest", targets: ["Ingest"]),
         .library(name: "Train", targets: ["Train"]),
+        .library(name: "Infer", targets: ["Infer"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
@@ -43,15 +44,18 @@ let package = Package(
         .target(name: "Train",
                 dependencies: ["Format", "Checkpoint", "COpenBLAS", .product(name: "Numerics", package: "swift-numerics")],
                 swiftSettings: kernelSettings),
+        // 4. Sampling, verifiers, value-guided beam search, evaluation: parses model output and user files,
+        // so a checked build (the numeric work happens in Train).
+        .target(name: "Infer", dependencies: ["Train", "Ingest", "Format"]),
         // The command-line tool.
         .executableTarget(name: "oreo", dependencies: [
-            "Format", "Ingest", "Train",
+            "Format", "Ingest", "Train", "Infer",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         // Throughput of every stage against a baseline measured in the same run.
         .executableTarget(name: "Bench", dependencies: [
-            "Format", "Ingest", "Train", "CZstd", "COpenBLAS",
+            "Format", "Ingest", "Train", "Infer", "CZstd", "COpenBLAS",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: kernelSettings),
 
@@ -60,6 +64,7 @@ let package = Package(
         ]),
         .testTarget(name: "IngestTests", dependencies: ["Ingest", "Format"]),
         .testTarget(name: "TrainTests", dependencies: ["Train", "Format"]),
+        .testTarget(name: "InferTests", dependencies: ["Infer", "Train", "Ingest", "Format"]),
     ],
     swiftLanguageModes: [.v6]
 )
