@@ -137,6 +137,8 @@ public struct BeamCandidate: Sendable, Equatable {
     public var logProb: Double
     /// How it ended: eos, length (token limits), or nil while unfinished.
     public var finish: FinishReason?
+    /// The end-of-sequence id that finished it (finish == .eos).
+    public var endToken: Int32?
     /// Steps it took.
     public var steps: Int
 }
@@ -215,6 +217,7 @@ public final class BeamSearch {
         var score: Double
         var steps: Int
         var pending: Int32?  // sampled, not yet in the policy's cache
+        var endToken: Int32? = nil
     }
 
     private struct Candidate {
@@ -250,7 +253,7 @@ public final class BeamSearch {
         }
         func candidateOf(_ b: Beam, finish: FinishReason?) -> BeamCandidate {
             BeamCandidate(tokens: b.tokens, text: String(decoding: b.text, as: UTF8.self), score: b.score,
-                          logProb: b.logProb, finish: finish, steps: b.steps)
+                          logProb: b.logProb, finish: finish, endToken: b.endToken, steps: b.steps)
         }
 
         for _ in 0..<c.maxSteps where !beams.isEmpty {
@@ -333,6 +336,7 @@ public final class BeamSearch {
         cd.beam.logProb += pick.logProb
         if stopTokens.contains(pick.token) {
             cd.finish = .eos
+            cd.beam.endToken = pick.token
             cd.done = true
             return
         }
