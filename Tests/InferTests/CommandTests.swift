@@ -85,17 +85,19 @@ import Testing
         #expect(clean.terminationStatus == 0)
         // same lines (prompts finish in a different order when a run resumes; log-probs agree to rounding,
         // since a different batch composition sums the matmuls differently)
-        func canonical(_ path: String) throws -> [String] {
-            try Self.lines(path).map { l -> String in
+        func canonical(_ path: String) throws -> [(String, Double)] {
+            try Self.lines(path).map { l -> (String, Double) in
                 var o = try JSONSerialization.jsonObject(with: Data(l.utf8)) as! [String: Any]
                 var m = o["meta"] as! [String: Any]
-                m["logprob"] = String(format: "%.3f", m["logprob"] as! Double)
+                let lp = m.removeValue(forKey: "logprob") as! Double
                 o["meta"] = m
-                return String(decoding: try JSONSerialization.data(withJSONObject: o, options: .sortedKeys), as: UTF8.self)
-            }.sorted()
+                return (String(decoding: try JSONSerialization.data(withJSONObject: o, options: .sortedKeys), as: UTF8.self), lp)
+            }.sorted { $0.0 < $1.0 }
         }
         let a = try canonical(dir + "/a.jsonl"), b = try canonical(dir + "/b.jsonl")
-        #expect(a == b, "first difference: \(zip(a, b).first { $0 != $1 }.map { "\($0)\n\($1)" } ?? "counts differ")")
+        let diff = zip(a, b).filter { $0.0 != $1.0 || abs($0.1 - $1.1) > 1e-3 * max(1, abs($0.1)) }
+        if let d = diff.first { print("sample kill test: \(diff.count) lines differ, first:\n\(d.0)\n\(d.1)") }
+        #expect(diff.isEmpty && a.count == b.count)
         #expect(try Self.lines(dir + "/a.jsonl").count == 120)
     }
 
