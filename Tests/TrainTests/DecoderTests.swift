@@ -181,3 +181,35 @@ import Train
         }
     }
 }
+
+/// The decoding matmul against a double-precision reference on awkward shapes (tails in every dimension).
+@Suite struct SmallBatchLinearTests {
+    @Test(arguments: [1, 3, 4, 7, 16]) func matchesReference(rows: Int) {
+        var rng = TestRNG(UInt64(rows))
+        for (inDim, outDim) in [(37, 9), (64, 130), (16, 4), (5, 3)] {
+            let x = rng.normal(rows * (inDim + 2)), w = rng.normal(outDim * inDim), b = rng.normal(outDim)
+            for (bias, accumulate) in [(false, false), (true, false), (true, true)] {
+                let y0 = rng.normal(rows * (outDim + 1))
+                var y = y0
+                x.withUnsafeBufferPointer { xp in w.withUnsafeBufferPointer { wp in b.withUnsafeBufferPointer { bp in
+                    y.withUnsafeMutableBufferPointer { yp in
+                        smallBatchLinear(x: xp.baseAddress!, ldx: inDim + 2, weight: wp.baseAddress!, bias: bias ? bp.baseAddress! : nil,
+                                         y: yp.baseAddress!, ldy: outDim + 1, rows: rows, inDim: inDim, outDim: outDim, accumulate: accumulate)
+                    }
+                } } }
+                var worst = 0.0
+                for r in 0..<rows {
+                    for o in 0..<outDim {
+                        var want = (0..<inDim).reduce(0.0) { $0 + Double(x[r * (inDim + 2) + $1]) * Double(w[o * inDim + $1]) }
+                        if bias { want += Double(b[o]) }
+                        if accumulate { want += Double(y0[r * (outDim + 1) + o]) }
+                        worst = max(worst, abs(Double(y[r * (outDim + 1) + o]) - want) / max(1, abs(want)))
+                    }
+                    // the padding column is untouched
+                    #expect(y[r * (outDim + 1) + outDim] == y0[r * (outDim + 1) + outDim])
+                }
+                #expect(worst < 1e-5, "rows \(rows) in \(inDim) out \(outDim) bias \(bias) acc \(accumulate): \(worst)")
+            }
+        }
+    }
+}

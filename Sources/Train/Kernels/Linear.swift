@@ -9,17 +9,18 @@ public func linearForward(x: UnsafePointer<Float>, ldx: Int, weight: UnsafePoint
                           bias: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>, ldy: Int,
                           rows: Int, inDim: Int, outDim: Int, accumulate: Bool = false) {
     guard rows > 0 else { return }
+    if rows <= smallBatchLinearMaxRows {
+        // decoding: stream W once (sgemm would pack all of W first; gemv reads it once per row)
+        smallBatchLinear(x: x, ldx: ldx, weight: weight, bias: bias, y: y, ldy: ldy, rows: rows, inDim: inDim,
+                         outDim: outDim, accumulate: accumulate)
+        return
+    }
     var beta: Float = accumulate ? 1 : 0
     if let bias {
         for r in 0..<rows {
             if accumulate { addInPlace(bias, y + r * ldy, outDim) } else { (y + r * ldy).update(from: bias, count: outDim) }
         }
         beta = 1
-    }
-    if rows == 1 {
-        // one row (decoding at batch 1): sgemv streams W once; sgemm would also pack it first
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, Int32(outDim), Int32(inDim), 1, weight, Int32(inDim), x, 1, beta, y, 1)
-        return
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(outDim), Int32(inDim),
                 1, x, Int32(ldx), weight, Int32(inDim), beta, y, Int32(ldy))

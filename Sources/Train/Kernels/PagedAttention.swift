@@ -22,7 +22,7 @@ public func pagedAttentionRow(q: UnsafePointer<Float>, out: UnsafeMutablePointer
             let k = cache + Int(pages[page]) * pageStride + kvh * P * hd
             let count = min(P, length - pos)
             for j in 0..<count {
-                for g in 0..<group { scratch[g * length + pos + j] = dot(q0 + g * hd, k + j * hd, hd) * scale }
+                for g in 0..<group { scratch[g * length + pos + j] = headDot(q0 + g * hd, k + j * hd, hd) * scale }
             }
             pos += count
             page += 1
@@ -49,4 +49,14 @@ public func pagedAttentionRow(q: UnsafePointer<Float>, out: UnsafeMutablePointer
             page += 1
         }
     }
+}
+
+/// q . k over one head (hd floats), reduced with the inlined `hsum`.
+@inline(__always) private func headDot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
+    var acc = F16x()
+    var i = 0
+    while i + 16 <= n { acc.addProduct(load16(a + i), load16(b + i)); i += 16 }
+    var s = hsum(acc)
+    while i < n { s += a[i] * b[i]; i += 1 }
+    return s
 }
