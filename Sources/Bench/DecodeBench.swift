@@ -17,6 +17,7 @@ func runDecodeBench(args: [String]) throws {
     let newTokens = Int(opt("--new") ?? "") ?? 64
     let batches = (opt("--batches") ?? "1,8").split(separator: ",").compactMap { Int($0) }
     let width = Int(opt("--width") ?? "") ?? 4
+    if let r = opt("--small-rows").flatMap(Int.init) { smallBatchLinearMaxRows = r }
     if let t = opt("--threads").flatMap(Int.init) {
         BLASRuntime.setThreads(t)
         smallBatchLinearThreads = t
@@ -104,10 +105,11 @@ func runDecodeBench(args: [String]) throws {
                                     config: c, maxPromptTokens: prompt.count)
         _ = try search.run(prompt: prompt, seed: 0)
         var r: BeamSearchResult?
-        let wall = try seconds { r = try search.run(prompt: prompt, seed: 1) }
-        print(String(format: "beam search (%d beams x %d samples, %d steps, SmolLM2 policy + SmolLM2-backbone value): %d candidates scored in %.2f s = %.1f candidates/s, %d tokens sampled (%.1f tokens/s)",
-                     width, width, c.maxSteps, r!.candidatesScored, wall, Double(r!.candidatesScored) / wall, r!.tokensGenerated,
-                     Double(r!.tokensGenerated) / wall))
+        var wall = 0.0
+        let cpu = try processSeconds { wall = try seconds { r = try search.run(prompt: prompt, seed: 1) } }
+        print(String(format: "beam search (%d beams x %d samples, %d steps, SmolLM2 policy + SmolLM2-backbone value): %d candidates scored in %.2f s = %.1f candidates/s (%.3f CPU s each), %d tokens sampled (%.1f tokens/s)",
+                     width, width, c.maxSteps, r!.candidatesScored, wall, Double(r!.candidatesScored) / wall,
+                     cpu / Double(r!.candidatesScored), r!.tokensGenerated, Double(r!.tokensGenerated) / wall))
     }
 }
 

@@ -16,12 +16,15 @@ public enum ChatTemplate: Equatable, Sendable {
         guard let s = source, s.contains("<|im_start|>"), s.contains("<|im_end|>") else { return .none }
         // The default system message is a literal '<|im_start|>system\n...<|im_end|>' in the template, with
         // a real newline (SmolLM2) or a Jinja "\n" escape (Qwen2).
+        // Templates with tools also splice messages[0] after a system opener: take the first literal one.
         for opener in ["<|im_start|>system\n", "<|im_start|>system\\n"] {
-            if let r = s.range(of: opener), let end = s[r.upperBound...].range(of: "<|im_end|>") {
+            var from = s.startIndex
+            while let r = s.range(of: opener, range: from..<s.endIndex), let end = s[r.upperBound...].range(of: "<|im_end|>") {
                 let text = String(s[r.upperBound..<end.lowerBound])
-                if !text.contains("{{") && !text.contains("{%") && !text.contains("'") {
+                if !text.contains("{{") && !text.contains("{%") && !text.contains("'") && !text.contains("\"") {
                     return .chatML(defaultSystem: text.replacingOccurrences(of: "\\n", with: "\n"))
                 }
+                from = r.upperBound
             }
         }
         return .chatML(defaultSystem: nil)

@@ -110,6 +110,9 @@ import Train
                 "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
         #expect(ChatTemplate.chatML(defaultSystem: nil).render("Hi") == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
         #expect(ChatTemplate.detect(fromJinja: "{{ bos_token }}{% for m in messages %}[INST] ...") == .none)
+        // a Qwen2.5-style template: a tools branch splices the first message before the literal default
+        let qwen = "{%- if tools %}{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>' }}{%- else %}{{- '<|im_start|>system\\nYou are Qwen.<|im_end|>\\n' }}{%- endif %}"
+        #expect(ChatTemplate.detect(fromJinja: qwen) == .chatML(defaultSystem: "You are Qwen."))
         let ids = im.encodePrompt("Hi", template: .chatML(defaultSystem: nil))
         #expect(ids.first == 257 && ids.filter { $0 == 258 }.count == 1)  // markers are control tokens
         #expect(im.stopTokens.contains(TinyWorld.eos))

@@ -7,7 +7,7 @@ private struct SharedPointers: @unchecked Sendable {
 }
 
 /// Most rows `smallBatchLinear` is meant for: above it, sgemm's packing cost is amortized and sgemm wins.
-public let smallBatchLinearMaxRows = 16
+nonisolated(unsafe) public var smallBatchLinearMaxRows = 16
 
 /// Threads `smallBatchLinear` splits W over (the machine's cores by default).
 nonisolated(unsafe) public var smallBatchLinearThreads = ProcessInfo.processInfo.activeProcessorCount
