@@ -8,7 +8,7 @@ import Train
 struct ModelOptions: ParsableArguments {
     @Option(help: "Policy: a GGUF file (Llama family) or an HF directory (config.json + model.safetensors).")
     var model: String
-    @Option(help: "tokenizer.json (default: the one in the model directory; a GGUF needs one).")
+    @Option(help: "tokenizer.json (default: the model directory's, or the one a GGUF's metadata describes).")
     var tokenizer: String?
     @Option(help: "Prompt format: chatml, none, or auto (ChatML when the model's chat template is ChatML).")
     var chatTemplate = "auto"

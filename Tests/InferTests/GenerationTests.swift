@@ -145,3 +145,27 @@ import Train
         }
     }
 }
+
+/// The tokenizer rebuilt from SmolLM2's GGUF metadata encodes like HF's tokenizer built by the oracle.
+@Suite struct GGUFTokenizerTests {
+    @Test func smolLM2FromMetadataMatchesTheOracleTokenizer() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        let src = root.appendingPathComponent("Fixtures/generated/smollm2/source.json").path
+        let tokPath = root.appendingPathComponent("Fixtures/generated/tokenizers/smollm2.tokenizer.json").path
+        guard let d = FileManager.default.contents(atPath: src), FileManager.default.fileExists(atPath: tokPath),
+              let o = try JSONSerialization.jsonObject(with: d) as? [String: String], let gguf = o["gguf"] else {
+            if ProcessInfo.processInfo.environment["OREO_REQUIRE_FIXTURES"] == "1" { Issue.record("fixtures missing: run scripts/gen-fixtures.sh") }
+            return
+        }
+        let mine = try GGUFTokenizer.load(try GGUFFile(path: gguf))
+        let oracle = try Tokenizer.load(path: tokPath)
+        #expect(mine.vocabSize == oracle.vocabSize && mine.eosId == 2 && mine.bosId == 1)
+        let texts = ["Hello, world! 2024 is a year.", "<|im_start|>user\nWhat is 12 + 35?<|im_end|>\n", "naïve café — 東京 🎉",
+                     "  leading spaces\tand\ttabs\n\n\nnewlines", "def f(x):\n    return x ** 2  # comment"]
+        for t in texts { #expect(mine.encode(t) == oracle.encode(t), "\(t.debugDescription)") }
+        // and on the bench text, in chunks
+        let bench = try String(contentsOfFile: root.appendingPathComponent("Fixtures/generated/tokenizers/bench.txt").path, encoding: .utf8)
+        let sample = String(bench.prefix(200_000))
+        #expect(mine.encode(sample) == oracle.encode(sample))
+    }
+}
