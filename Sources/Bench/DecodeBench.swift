@@ -60,7 +60,7 @@ func runDecodeBench(args: [String]) throws {
         table.add("oreo", "\(b)", "\(newTokens)", String(format: "%.2f", wall), String(format: "%.1f", Double(b * newTokens) / wall),
                   String(format: "%.4f", cpu / Double(b * newTokens)))
     }
-    var peer: [Int: Double] = [:]
+    var peer: [Int: Double] = [:], loopPeer: [Int: Double] = [:]
     if !args.contains("--no-peer") {
         let script = "scripts/oracles/bench_peer_decode.py"
         let p = Process()
@@ -76,17 +76,23 @@ func runDecodeBench(args: [String]) throws {
             p.waitUntilExit()
             for line in String(decoding: data, as: UTF8.self).split(separator: "\n") {
                 guard let o = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
-                      let b = o["batch"] as? Int, let s = o["seconds"] as? Double, let c = o["cpu_seconds"] as? Double else { continue }
-                peer[b] = Double(b * newTokens) / s
-                table.add("HF generate", "\(b)", "\(newTokens)", String(format: "%.2f", s), String(format: "%.1f", Double(b * newTokens) / s),
-                          String(format: "%.4f", c / Double(b * newTokens)))
+                      let b = o["batch"] as? Int, let s = o["seconds"] as? Double, let c = o["cpu_seconds"] as? Double,
+                      let kind = o["peer"] as? String else { continue }
+                if let v = o["version"] as? String, b == batches.first { print("HF peer: \(v)") }
+                if kind == "generate" { peer[b] = Double(b * newTokens) / s } else { loopPeer[b] = Double(b * newTokens) / s }
+                table.add(kind == "generate" ? "HF generate" : "HF forward loop", "\(b)", "\(newTokens)", String(format: "%.2f", s),
+                          String(format: "%.1f", Double(b * newTokens) / s), String(format: "%.4f", c / Double(b * newTokens)))
             }
             if peer.isEmpty { print("HF peer produced no result (status \(p.terminationStatus)); needs torch, transformers, accelerate, gguf") }
         } catch { print("HF peer not run: \(error)") }
     }
     table.print()
     for b in batches {
-        if let o = ours[b], let h = peer[b] { print(String(format: "batch %d: oreo / HF generate = %.2fx%@", b, o / h, b == 1 ? " (target >= 3x)" : "")) }
+        if let o = ours[b], let h = peer[b] {
+            var line = String(format: "batch %d: oreo / HF generate = %.2fx%@", b, o / h, b == 1 ? " (target >= 3x)" : "")
+            if let l = loopPeer[b] { line += String(format: "; oreo / HF forward loop = %.2fx", o / l) }
+            print(line)
+        }
     }
     if !args.contains("--no-beam") {
         let value = try gguf.loadLlamaModel(maxTokens: 1, valueHead: true)
