@@ -1,3 +1,4 @@
+import COpenBLAS
 import Foundation
 import Infer
 import Ingest
@@ -10,6 +11,7 @@ import Train
 ///
 /// Options: --gguf PATH, --new N (default 64), --batches 1,8, --threads T, --no-peer, --no-beam, --width B (default 4).
 func runDecodeBench(args: [String]) throws {
+    if args.contains("--kernel") { runDecodeKernelBench(); return }
     func opt(_ name: String) -> String? {
         guard let i = args.firstIndex(of: name), i + 1 < args.count else { return nil }
         return args[i + 1]
@@ -134,4 +136,38 @@ func locateSmolLM2() -> String? {
     let s = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
     p.waitUntilExit()
     return s.isEmpty ? nil : s
+}
+
+/// `Bench decode --kernel`: the decoding matmul alone on SmolLM2's shapes, one thread, against sgemm and
+/// against streaming the same bytes (a read-only sum), in thread-CPU GB/s of weights and GFLOP/s.
+func runDecodeKernelBench() {
+    smallBatchLinearThreads = 1
+    BLASRuntime.setThreads(1)
+    var table = Table("shape (out x in)", "rows", "kernel GFLOP/s", "kernel GB/s of W", "sgemm GFLOP/s")
+    for (out, inDim) in [(3072, 576), (576, 1536), (49152, 576)] {
+        let w = [Float](repeating: 0.01, count: out * inDim)
+        for rows in [1, 4, 8, 16] {
+            let x = [Float](repeating: 0.02, count: rows * inDim)
+            var y = [Float](repeating: 0, count: rows * out)
+            let reps = max(2, 200_000_000 / (out * inDim))
+            let t = medianSeconds(repeats: 3) {
+                x.withUnsafeBufferPointer { xp in w.withUnsafeBufferPointer { wp in y.withUnsafeMutableBufferPointer { yp in
+                    for _ in 0..<reps {
+                        smallBatchLinear(x: xp.baseAddress!, ldx: inDim, weight: wp.baseAddress!, bias: nil, y: yp.baseAddress!,
+                                         ldy: out, rows: rows, inDim: inDim, outDim: out, accumulate: false)
+                    }
+                } } }
+            } / Double(reps)
+            let ts = medianSeconds(repeats: 3) {
+                for _ in 0..<reps {
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(out), Int32(inDim), 1, x, Int32(inDim),
+                                w, Int32(inDim), 0, &y, Int32(out))
+                }
+            } / Double(reps)
+            let flops = 2.0 * Double(rows * out * inDim)
+            table.add("\(out) x \(inDim)", "\(rows)", String(format: "%.1f", flops / t / 1e9),
+                      String(format: "%.1f", Double(out * inDim * 4) / t / 1e9), String(format: "%.1f", flops / ts / 1e9))
+        }
+    }
+    table.print()
 }
