@@ -40,6 +40,8 @@ public struct Generation: Sendable, Equatable {
     public var finish: FinishReason
     /// The stop string that ended it, if any.
     public var stopString: String?
+    /// The end-of-sequence id that ended it (finish == .eos).
+    public var endToken: Int32?
     /// Sum of the model's log-probs (temperature 1) of every sampled token, the end token included.
     public var logProb: Double
 }
@@ -124,10 +126,10 @@ public final class Generator {
         var slots = [Live?](repeating: nil, count: decoder.maxSequences)
         var logits: [Float] = []
         let V = model.config.vocabSize
-        func finish(_ s: Int, _ reason: FinishReason, _ stopString: String? = nil) throws {
+        func finish(_ s: Int, _ reason: FinishReason, _ stopString: String? = nil, end: Int32? = nil) throws {
             guard let l = slots[s] else { return }
             let g = Generation(tokens: l.tokens, text: String(decoding: l.text, as: UTF8.self), finish: reason,
-                               stopString: stopString, logProb: l.logProb)
+                               stopString: stopString, endToken: end, logProb: l.logProb)
             results[l.request] = g
             slots[s] = nil
             decoder.release(s)
@@ -143,7 +145,7 @@ public final class Generator {
                     let req = requests[r]
                     let limit = min(req.maxNewTokens, maxLength - req.prompt.count)
                     if limit <= 0 {
-                        results[r] = Generation(tokens: [], text: "", finish: .length, stopString: nil, logProb: 0)
+                        results[r] = Generation(tokens: [], text: "", finish: .length, stopString: nil, endToken: nil, logProb: 0)
                         try onFinish(r, results[r]!)
                         continue
                     }
@@ -162,7 +164,7 @@ public final class Generator {
                 tokensGenerated += 1
                 if stopTokens.contains(pick.token) {
                     slots[s] = l
-                    try finish(s, .eos)
+                    try finish(s, .eos, end: pick.token)
                     continue
                 }
                 l.tokens.append(pick.token)

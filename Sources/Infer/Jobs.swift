@@ -107,7 +107,7 @@ public enum SampleJob {
                 var line: [String: Any] = ["id": "\(p.id)#\(k)", "group": p.id, "reward": reward, "meta": meta]
                 if options.ids {
                     line["prompt_ids"] = prompts[j]
-                    line["response_ids"] = g.tokens + (g.finish == .eos ? [Int32(model.tokenizer.eosId ?? 0)] : [])
+                    line["response_ids"] = g.tokens + (g.endToken.map { [$0] } ?? [])
                 } else {
                     line["prompt"] = rendered
                     line["response"] = g.text

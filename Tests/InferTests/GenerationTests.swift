@@ -53,7 +53,8 @@ import Train
         let ps = Self.prompts(tok)
         let out = try Self.run(m, tok, batch: 4, seeds: [1, 2, 3, 4], sampling: SamplingParameters(temperature: 1.2))
         for (i, g) in out.enumerated() {
-            let toks = g.tokens + (g.finish == .eos ? [TinyWorld.eos] : [])
+            #expect((g.finish == .eos) == (g.endToken == TinyWorld.eos))
+            let toks = g.tokens + (g.endToken.map { [$0] } ?? [])
             let want = try TinyWorld.fullLogProb(m, prompt: ps[i], tokens: toks)
             #expect(abs(g.logProb - want) <= 1e-4 * max(1, abs(want)), "request \(i): \(g.logProb) vs full forward \(want)")
             #expect(g.text == String(decoding: try tok.decode(g.tokens.map { UInt32($0) }, skipSpecialTokens: true), as: UTF8.self))
