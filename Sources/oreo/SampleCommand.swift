@@ -54,7 +54,9 @@ struct SampleCommand: ParsableCommand {
         chat-templated prompt text, so `oreo ingest T.jsonl --tokenizer tokenizer.json` tokenizes exactly what \
         the model saw (--format ids writes "prompt_ids"/"response_ids" instead, keeping the sampled ids; EOS is \
         included when the model emitted it). "group" is the prompt's id; "meta" holds the answer, the sample \
-        index, why it ended (eos, stop, length), its token count and log-prob.
+        index, why it ended (eos, stop, length), its token count and log-prob. `oreo ingest` puts EOS after \
+        every text response (--eos auto), also after one cut at --max-new-tokens (meta.finish "length"); \
+        --format ids keeps such a response open.
 
         Lines go to OUT.partial as each prompt's K samples complete; an interrupted run continues where it \
         stopped when started again with the same arguments (samples are seeded per prompt and index, so the \
