@@ -65,6 +65,24 @@ import Train
         #expect(worst < 2e-5, "\(family): incremental logits rel err \(worst)")
     }
 
+    /// Attention rows split over threads give bit-identical logits.
+    @Test func threadedAttentionMatchesSingleThreaded() throws {
+        let m = try ModelGradientTests.model(.llama)
+        let seqs = Self.sequences(seed: 4, lengths: [20, 9, 28], vocab: m.config.vocabSize)
+        func run() throws -> [Float] {
+            let dec = try IncrementalDecoder(model: m, maxSequences: 3, maxLength: 32, pageSize: 4)
+            var out: [Float] = []
+            try dec.extend([0, 1, 2], seqs, logits: &out, allPositions: true)
+            return out
+        }
+        let saved = IncrementalDecoder.parallelAttentionWork
+        defer { IncrementalDecoder.parallelAttentionWork = saved }
+        IncrementalDecoder.parallelAttentionWork = 1 << 40
+        let single = try run()
+        IncrementalDecoder.parallelAttentionWork = 1
+        #expect(try run() == single)
+    }
+
     /// Forked slots share their prefix pages and diverge on copy-on-write without disturbing each other.
     @Test(arguments: families) func forkedContinuationsMatchFreshDecoding(family: ModelFamily) throws {
         let m = try ModelGradientTests.model(family)

@@ -1,4 +1,11 @@
+import Dispatch
 import Foundation
+
+/// Pointers of one decoding pass shared with attention worker threads (each writes its own rows).
+private struct DecoderPointers: @unchecked Sendable {
+    let qkv: UnsafeMutablePointer<Float>, att: UnsafeMutablePointer<Float>, positions: UnsafePointer<Int32>
+    let cache: UnsafePointer<Float>, pageTable: UnsafePointer<Int32>, scratch: UnsafeMutablePointer<Float>
+}
 
 /// KV-cached incremental decoding of a `TransformerModel` for a batch of sequences of different lengths.
 ///
@@ -19,6 +26,9 @@ public final class IncrementalDecoder {
     public let pageCount: Int
     /// Most new tokens one internal pass processes (longer extends run in several passes).
     public let maxRows: Int
+    /// Attention work (cached positions read x heads) per extra thread before a pass splits its rows over
+    /// threads; every row is computed the same way either way.
+    nonisolated(unsafe) public static var parallelAttentionWork = 65_536
 
     private let pool: FlatBuffer
     private let pageStride: Int, layerStride: Int
@@ -33,6 +43,7 @@ public final class IncrementalDecoder {
     private var xOff = 0, nOff = 0, qkvOff = 0, attOff = 0, upOff = 0, actOff = 0, meanOff = 0, rstdOff = 0
     private var gatherOff = 0, scoreOff = 0
     private let rowInts: UnsafeMutablePointer<Int32>
+    private let attentionThreads = max(1, min(8, ProcessInfo.processInfo.activeProcessorCount))
     private var rowSequence: [Int]
     private var rowIsOutput: [Bool]
 
@@ -77,7 +88,7 @@ public final class IncrementalDecoder {
         xOff = take(R * d); nOff = take(R * d); qkvOff = take(R * (cfg.heads + 2 * cfg.kvHeads) * cfg.headDim)
         attOff = take(R * cfg.heads * cfg.headDim); upOff = take(R * upW); actOff = take(R * cfg.intermediateSize)
         meanOff = take(R); rstdOff = take(R); gatherOff = take(R * d)
-        scoreOff = take(self.maxLength * (cfg.heads / cfg.kvHeads))
+        scoreOff = take(attentionThreads * self.maxLength * (cfg.heads / cfg.kvHeads))
         acts = FlatBuffer(count: total)
         rowInts = .allocate(capacity: 2 * R)
         rowInts.initialize(repeating: 0, count: 2 * R)
@@ -250,6 +261,29 @@ public final class IncrementalDecoder {
         }
     }
 
+    /// Every row's attention over its slot's cache; rows are split over threads when the work is large
+    /// (many candidates or long prefixes), each thread with its own score scratch.
+    private func attention(rows n: Int, qkv: UnsafeMutablePointer<Float>, att: UnsafeMutablePointer<Float>,
+                           positions: UnsafePointer<Int32>, layerBase: UnsafeMutablePointer<Float>) {
+        var work = 0
+        for r in 0..<n { work += Int(positions[r]) + 1 }
+        let threads = min(attentionThreads, n, max(1, work * c.heads / max(1, Self.parallelAttentionWork)))
+        let shared = DecoderPointers(qkv: qkv, att: att, positions: positions, cache: UnsafePointer(layerBase),
+                                     pageTable: UnsafePointer(pageTable), scratch: acts.pointer + scoreOff)
+        let seqs = rowSequence, cfg = c, qkvW = qkvWidth, attW = attWidth, perSeq = pagesPerSequence
+        let stride = pageStride, P = pageSize, scratchSize = maxLength * (cfg.heads / cfg.kvHeads)
+        let body: @Sendable (Int) -> Void = { t in
+            let r0 = n * t / threads, r1 = n * (t + 1) / threads
+            for r in r0..<r1 {
+                pagedAttentionRow(q: shared.qkv + r * qkvW, out: shared.att + r * attW, length: Int(shared.positions[r]) + 1,
+                                  pages: shared.pageTable + seqs[r] * perSeq, cache: shared.cache, pageStride: stride,
+                                  pageSize: P, heads: cfg.heads, kvHeads: cfg.kvHeads, headDim: cfg.headDim,
+                                  scratch: shared.scratch + t * scratchSize)
+            }
+        }
+        if threads == 1 { body(0) } else { DispatchQueue.concurrentPerform(iterations: threads, execute: body) }
+    }
+
     private func norm(_ x: UnsafeMutablePointer<Float>, _ w: Int, _ b: Int, _ y: UnsafeMutablePointer<Float>, rows: Int) {
         let a = acts.pointer, p = model.parameters.pointer
         if c.family == .gpt2 {
@@ -291,12 +325,7 @@ public final class IncrementalDecoder {
                     (page + kvW * P + (kvh * P + off) * hd).update(from: qkv + r * qkvWidth + attWidth + kvW + kvh * hd, count: hd)
                 }
             }
-            for r in 0..<n {
-                let s = rowSequence[r]
-                pagedAttentionRow(q: qkv + r * qkvWidth, out: att + r * attWidth, length: Int(positions[r]) + 1,
-                                  pages: pageTable + s * pagesPerSequence, cache: layerBase, pageStride: pageStride,
-                                  pageSize: P, heads: c.heads, kvHeads: c.kvHeads, headDim: hd, scratch: a + scoreOff)
-            }
+            attention(rows: n, qkv: qkv, att: att, positions: positions, layerBase: layerBase)
             model.linear(x: att, weight: o.oW, bias: o.oB, y: x, rows: n, inDim: attWidth, outDim: d, accumulate: true)
             norm(x, o.norm2W, o.norm2B, h, rows: n)
             model.linear(x: h, weight: o.upW, bias: o.upB, y: a + upOff, rows: n, inDim: d, outDim: upWidth)
