@@ -53,6 +53,14 @@ public struct InferenceModel {
     /// Where it was loaded from.
     public let path: String
 
+    /// A model already in memory (in-process callers: a model just trained, and its tokenizer).
+    public init(model: TransformerModel, tokenizer: Tokenizer, chatTemplateSource: String? = nil, path: String = "") {
+        self.model = model
+        self.tokenizer = tokenizer
+        self.chatTemplateSource = chatTemplateSource
+        self.path = path
+    }
+
     /// Loads a GGUF file (Llama family) or an HF directory (config.json + safetensors). The tokenizer is
     /// `tokenizer`, else the directory's tokenizer.json, else (GGUF) the one its metadata describes. With
     /// `valueHead` the checkpoint must hold `value_head.weight`.

@@ -132,3 +132,32 @@ import Train
         #expect(throws: InferError.self) { try s.run(prompt: [Int32](repeating: 65, count: 9), seed: 0) }
     }
 }
+
+/// The library API a caller in another module uses in-process: a model in memory, sample and evaluate.
+@Suite struct InProcessAPITests {
+    @Test func sampleAndEvaluateInProcess() throws {
+        let dir = try TinyWorld.write()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let im = InferenceModel(model: try TinyWorld.model(seed: 1), tokenizer: try TinyWorld.tokenizer(dir))
+        let problems = (0..<3).map { Problem(id: "q\($0)", prompt: "What is \($0) + 1?", answer: "\($0 + 1)", line: $0 + 1) }
+        var options = SampleOptions()
+        options.n = 2
+        options.maxNewTokens = 10
+        let out = try ResumableJSONL(path: TinyWorld.tempDir("api") + "/s.jsonl", overwrite: true)
+        let s = try SampleJob.run(model: im, template: .none, problems: problems, verifier: GSM8KVerifier(), options: options, output: out)
+        try out.finish()
+        #expect(s.sampled == 3 && s.lines == 6 && s.meanReward != nil)
+        var seen: [EvalRecord] = []
+        let greedy = try Evaluator.run(model: im, template: .none, problems: problems, verifier: GSM8KVerifier(),
+                                       method: .greedy(batchSize: 2), maxNewTokens: 10, output: nil, onRecord: { seen.append($0) })
+        #expect(greedy.problems == 3 && seen.count == 3 && greedy.tokensGenerated > 0)
+        var c = BeamSearchConfig()
+        c.width = 2; c.samplesPerBeam = 2; c.maxSteps = 2; c.maxNewTokens = 10; c.stepDelimiters = [" "]
+        let search = try BeamSearch(policy: im.model, tokenizer: im.tokenizer, stopTokens: im.stopTokens,
+                                    scorer: try ValueScorer(model: try TinyWorld.model(seed: 2, valueHead: true)),
+                                    config: c, maxPromptTokens: 32)
+        let beam = try Evaluator.run(model: im, template: .none, problems: problems, verifier: GSM8KVerifier(),
+                                     method: .beam(search), maxNewTokens: 10, output: nil)
+        #expect(beam.problems == 3 && beam.candidatesScored > 0)
+    }
+}
