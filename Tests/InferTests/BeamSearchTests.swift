@@ -161,3 +161,22 @@ import Train
         #expect(beam.problems == 3 && beam.candidatesScored > 0)
     }
 }
+
+@Suite struct ValueReaderTests {
+    @Test func valuesAtStateEndsMatchTheFullForward() throws {
+        let value = try TinyWorld.model(seed: 2, valueHead: true)
+        let r = try ValueReader(model: value)
+        let prompts: [[Int32]] = [[1, 2, 3], [7, 8], [9, 10, 11, 12]]
+        let responses: [[Int32]] = [[4, 5, 6, 7], [9], [13, 14, 15]]
+        let ends = [[2, 4], [1], [0, 3]]
+        let got = try r.values(prompts: prompts, responses: responses, ends: ends, batch: 2)
+        for i in prompts.indices {
+            let want = try [TinyWorld.fullValue(value, prompts[i])]
+                + ends[i].map { try TinyWorld.fullValue(value, prompts[i] + responses[i].prefix($0)) }
+            #expect(got[i].count == ends[i].count + 1)
+            for (g, w) in zip(got[i], want) { #expect(abs(g - w) <= 1e-4 * max(1, abs(w)), "trajectory \(i): \(g) vs \(w)") }
+        }
+        #expect(throws: InferError.self) { try r.values(prompts: [[1]], responses: [[2]], ends: [[2]]) }
+        #expect(throws: InferError.self) { try ValueReader(model: try TinyWorld.model(seed: 1)) }
+    }
+}
