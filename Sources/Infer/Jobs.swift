@@ -67,8 +67,13 @@ public enum SampleJob {
         var summary = SampleSummary()
         // Resume: keep problems whose K lines are all there.
         var count: [String: Int] = [:]
-        for line in output.existing { if let p = (line["meta"] as? [String: Any])?["problem"] as? String { count[p, default: 0] += 1 } }
-        let done = Set(count.filter { $0.value == options.n }.keys)
+        func problemOf(_ line: [String: Any]) -> String? { (line["meta"] as? [String: Any])?["problem"] as? String }
+        for line in output.existing { if let p = problemOf(line) { count[p, default: 0] += 1 } }
+        let ids = Set(problems.map(\.id))
+        let done = Set(count.filter { $0.value == options.n && ids.contains($0.key) }.keys)
+        // lines of problems cut short by the interruption (or of another prompt file / --n) are dropped
+        let keep = output.existing.filter { problemOf($0).map(done.contains) ?? false }
+        if keep.count != output.existing.count { try output.rewrite(keeping: keep) }
         let todo = problems.enumerated().filter { !done.contains($0.element.id) }
         summary.resumed = problems.count - todo.count
         summary.lines = summary.resumed * options.n
@@ -189,12 +194,16 @@ public enum Evaluator {
         }
         var summary = EvalSummary()
         var done = Set<String>()
+        let ids = Set(problems.map(\.id))
+        var keep: [[String: Any]] = []
         for line in output?.existing ?? [] {
-            guard let id = line["id"] as? String else { continue }
+            guard let id = line["id"] as? String, ids.contains(id), !done.contains(id) else { continue }
             done.insert(id)
+            keep.append(line)
             summary.problems += 1
             if (line["reward"] as? Double ?? 0) > 0 { summary.correct += 1 }
         }
+        if let output, keep.count != output.existing.count { try output.rewrite(keeping: keep) }
         let todo = problems.enumerated().filter { !done.contains($0.element.id) }
         func record(_ r: EvalRecord) throws {
             summary.problems += 1

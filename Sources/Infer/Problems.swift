@@ -104,6 +104,15 @@ public final class ResumableJSONL {
         handle = h
     }
 
+    /// Replaces the partial file's content with `records` (resuming drops lines it cannot use).
+    public func rewrite(keeping records: [[String: Any]]) throws {
+        do {
+            try handle.truncate(atOffset: 0)
+            try handle.seek(toOffset: 0)
+        } catch { throw InferError.invalid("\(partialPath): \(error.localizedDescription)") }
+        try append(records)
+    }
+
     /// Appends records as JSON lines (keys sorted) and flushes them to disk.
     public func append(_ records: [[String: Any]]) throws {
         var d = Data()

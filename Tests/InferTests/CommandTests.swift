@@ -140,3 +140,32 @@ import Testing
         #expect(e.terminationStatus != 0 && elog.contains("answer"))
     }
 }
+
+@Suite struct ResumeTests {
+    /// A partial output whose last prompt is incomplete (or from other prompts) is cut back before resuming.
+    @Test func incompleteProblemsAreResampledOnce() throws {
+        let dir = TinyWorld.tempDir("resume")
+        let model = try TinyWorld.write()
+        defer { try? FileManager.default.removeItem(atPath: dir); try? FileManager.default.removeItem(atPath: model) }
+        let im = try InferenceModel.load(path: model)
+        let problems = (0..<4).map { Problem(id: "q\($0)", prompt: "Add \($0) and 2.", answer: "\($0 + 2)", line: $0 + 1) }
+        var o = SampleOptions()
+        o.n = 3
+        o.maxNewTokens = 8
+        let path = dir + "/s.jsonl"
+        let first = try ResumableJSONL(path: path, overwrite: true)
+        _ = try SampleJob.run(model: im, template: .none, problems: Array(problems.prefix(2)), verifier: GSM8KVerifier(), options: o, output: first)
+        // simulate a kill in the middle of the second prompt's lines, plus a torn last line
+        var lines = try String(contentsOfFile: path + ".partial", encoding: .utf8).split(separator: "\n").map(String.init)
+        lines = Array(lines.prefix(4))
+        try (lines.joined(separator: "\n") + "\n{\"torn").write(toFile: path + ".partial", atomically: true, encoding: .utf8)
+        let again = try ResumableJSONL(path: path, overwrite: false)
+        let s = try SampleJob.run(model: im, template: .none, problems: problems, verifier: GSM8KVerifier(), options: o, output: again)
+        try again.finish()
+        #expect(s.resumed == 1 && s.sampled == 3)
+        let out = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n")
+        #expect(out.count == 12)
+        let ids = out.compactMap { (try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])?["id"] as? String }
+        #expect(Set(ids).count == 12, "duplicate lines after resuming")
+    }
+}
