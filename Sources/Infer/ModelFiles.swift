@@ -108,6 +108,22 @@ public struct InferenceModel {
         return InferenceModel(model: model, tokenizer: tok, chatTemplateSource: template, path: path)
     }
 
+    /// The tokenizer `load(path:tokenizer:)` would use, without loading the weights: `tokenizer`, else the
+    /// directory's tokenizer.json, else (GGUF) the one its metadata describes.
+    public static func loadTokenizer(modelPath path: String, tokenizer: String? = nil) throws -> Tokenizer {
+        if let tokenizer { return try Tokenizer.load(path: tokenizer) }
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
+            throw InferError.invalid("\(path): no such model file or directory")
+        }
+        if isDir.boolValue {
+            let t = path + "/tokenizer.json"
+            guard FileManager.default.fileExists(atPath: t) else { throw InferError.invalid("\(path) has no tokenizer.json: pass --tokenizer") }
+            return try Tokenizer.load(path: t)
+        }
+        return try GGUFTokenizer.load(try GGUFFile(path: path))
+    }
+
     /// The chat template for a command-line choice: chatml, none, or auto (ChatML when the model's
     /// template is ChatML).
     public func chatTemplate(_ choice: String) throws -> ChatTemplate {
