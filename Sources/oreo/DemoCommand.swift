@@ -2,6 +2,7 @@ import ArgumentParser
 import Demo
 import Foundation
 import Synchronization
+import Train
 
 /// `oreo demo`: the paper's comparison in miniature on the built-in word-problem task.
 struct DemoCommand: ParsableCommand {
@@ -48,10 +49,58 @@ struct DemoCommand: ParsableCommand {
     @Option(help: "Threads.") var threads = ProcessInfo.processInfo.activeProcessorCount
     @Flag(help: "Delete what an earlier demo run wrote to --out first.") var overwrite = false
 
-    /// The hooks this build has. Training plugs in here as a `DemoTrainer` (the trainer's `TrainJob`);
-    /// sampling, greedy decoding, value-guided beam search and value estimates as `DemoSampler` and
-    /// `DemoEvaluator` (the infer branch). Until they do, their stages are skipped and say so.
-    static func builtInHooks() -> DemoHooks { DemoHooks(trainer: nil, sampler: nil, evaluator: nil) }
+    @Option(help: ArgumentHelp("Start from this pretrained model (a .gguf file or a safetensors directory) instead of training from scratch; its tokenizer replaces the task tokenizer.", valueName: "PATH"))
+    var model: String?
+    @Option(help: "Transformer blocks of the from-scratch model.") var layers = DemoTrainingSettings().layers
+    @Option(help: "Width of the from-scratch model.") var hidden = DemoTrainingSettings().hidden
+    @Option(help: "Attention heads of the from-scratch model.") var heads = DemoTrainingSettings().heads
+    @Option(help: "MLP width of the from-scratch model.") var mlp = DemoTrainingSettings().intermediate
+    @Option(help: "SFT optimizer steps.") var sftSteps = DemoTrainingSettings().sftSteps
+    @Option(help: "SFT peak learning rate (cosine schedule).") var sftLr = DemoTrainingSettings().sftLearningRate
+    @Option(help: "Tokens per optimizer step.") var batchTokens = DemoTrainingSettings().batchTokens
+    @Option(help: "Weight decay of every run.") var weightDecay = DemoTrainingSettings().weightDecay
+    @Option(help: "Epochs of every offline method over the samples.") var epochs = DemoTrainingSettings().epochs
+    @Option(help: ArgumentHelp("Policy learning rates of the offline methods, METHOD=LR comma-separated (default: \(DemoCommand.rates(DemoTrainingSettings().learningRates))).", valueName: "RATES"))
+    var lr: String?
+    @Option(help: "Value-network learning rate (OREO, DQO).") var valueLr = DemoTrainingSettings().valueLearningRate
+    @Option(help: "OREO and DQO's KL strength beta.") var beta = DemoTrainingSettings().beta
+    @Option(help: "OREO's KL weight alpha.") var alpha = DemoTrainingSettings().alpha
+    @Option(help: "OREO's residual level: token or step.") var level = DemoTrainingSettings().level.rawValue
+    @Option(help: "DPO and KTO's beta.") var preferenceBeta = DemoTrainingSettings().preferenceBeta
+    @Option(help: "One-step samples per beam in beam search (default: the width).") var samplesPerBeam: Int?
+
+    static func rates(_ r: [String: Double]) -> String {
+        DemoMethod.allCases.compactMap { m in r[m.rawValue].map { "\(m.rawValue)=\($0)" } }.joined(separator: ",")
+    }
+
+    /// The training settings from the options.
+    func training() throws -> DemoTrainingSettings {
+        var t = DemoTrainingSettings()
+        t.initModel = model
+        t.layers = layers; t.hidden = hidden; t.heads = heads; t.intermediate = mlp
+        t.sftSteps = sftSteps; t.sftLearningRate = sftLr; t.batchTokens = batchTokens; t.weightDecay = weightDecay
+        t.epochs = epochs
+        for (name, value) in try DemoCommand.list(lr ?? "", "--lr", { part -> (String, Double)? in
+            let kv = part.split(separator: "=").map(String.init)
+            guard kv.count == 2, let v = Double(kv[1]), let m = DemoMethod.allCases.first(where: { $0.rawValue.lowercased() == kv[0].lowercased() }),
+                  m != .sft else { return nil }
+            return (m.rawValue, v)
+        }) { t.learningRates[name] = value }
+        t.valueLearningRate = valueLr; t.beta = beta; t.alpha = alpha; t.preferenceBeta = preferenceBeta
+        guard let l = OREOLevel(rawValue: level), l != .response else { throw ValidationError("--level takes token or step") }
+        t.level = l
+        do { try t.validate() } catch { throw ValidationError(error.message) }
+        return t
+    }
+
+    /// The hooks of this build: `TrainJob` for training, Infer's generator and beam search for sampling,
+    /// decoding and scoring, all in-process.
+    func builtInHooks(_ c: DemoConfig, tokenizer: String) throws -> DemoHooks {
+        var search = DemoSearchSettings()
+        search.samplesPerBeam = samplesPerBeam
+        let inference = InProcessInference(tokenizer: tokenizer, threads: c.threads, search: search)
+        return DemoHooks(trainer: InProcessTrainer(training: try training()), sampler: inference, evaluator: inference)
+    }
 
     func config() throws -> DemoConfig {
         var c = DemoConfig(output: out)
@@ -104,9 +153,13 @@ struct DemoCommand: ParsableCommand {
     }
 
     func run() throws {
-        let c = try config()
+        var c = try config()
+        c.pretrainedModel = model
+        if let s = samplesPerBeam, s < 1 { throw ValidationError("--samples-per-beam must be positive") }
         let pipeline: DemoPipeline
-        do { pipeline = try DemoPipeline(config: c, hooks: DemoCommand.builtInHooks()) } catch { throw ValidationError(error.message) }
+        do { pipeline = try DemoPipeline(config: c, hooks: try builtInHooks(c, tokenizer: c.output + "/tokenizer.json")) } catch let e as DemoError {
+            throw ValidationError(e.message)
+        }
         EventPrinter.say("oreo demo: seeds \(c.seeds.map(String.init).joined(separator: ",")), \(c.sizes.train) / \(c.sizes.validation) / \(c.sizes.test) problems, budget \(Int(c.timeBudget)) s, \(c.threads) thread(s) -> \(c.output)")
         let printer = EventPrinter()
         let outcome = try pipeline.run { printer.show($0) }
