@@ -16,9 +16,21 @@ public struct DemoSearchSettings: Sendable, Equatable, Codable {
     public var maxSteps = 16
     /// Most tokens in one step.
     public var maxStepTokens = 48
+    /// Which policies are also searched with their own log-prob as scorer.
+    public var logProbSearch = LogProbSearch.sftAndValueModels
 
     /// The defaults.
     public init() {}
+}
+
+/// Which policies the log-prob scorer searches with (beside every value network's search).
+public enum LogProbSearch: String, Sendable, Codable, CaseIterable {
+    /// SFT (search without any offline RL) and the policies with a value network (their value against their own log-prob).
+    case sftAndValueModels = "sft-and-value"
+    /// Every policy.
+    case all
+    /// None: only value-guided search.
+    case none
 }
 
 /// The demo's sampler and evaluator: Infer's KV-cached generator and beam search in-process. Work is split
@@ -42,7 +54,7 @@ public struct InProcessInference: DemoSampler, DemoEvaluator {
 
     /// Report rows.
     public var settings: [(key: String, value: String)] {
-        [("beam search", "B beams x \(search.samplesPerBeam.map(String.init) ?? "B") one-line samples each at temperature \(JSONText.number(search.temperature)), at most \(search.maxSteps) lines of \(search.maxStepTokens) tokens")]
+        [("beam search", "B beams x \(search.samplesPerBeam.map(String.init) ?? "B") one-line samples each at temperature \(JSONText.number(search.temperature)), at most \(search.maxSteps) lines of \(search.maxStepTokens) tokens; log-prob scorer for \(search.logProbSearch.rawValue)")]
     }
 
     func load(_ model: TrainedModel) throws -> InferenceModel {
@@ -111,8 +123,16 @@ public struct InProcessInference: DemoSampler, DemoEvaluator {
         return results.withLock { $0 }
     }
 
-    /// The scorers of `model`: its value network when it has one, and the policy's log-prob.
-    public func scorers(for model: TrainedModel) -> [String] { model.hasValueHead ? ["value", "logprob"] : ["logprob"] }
+    /// The scorers of `model`: its value network when it has one, and the policy's log-prob as
+    /// `search.logProbSearch` says.
+    public func scorers(for model: TrainedModel) -> [String] {
+        let logprob = switch search.logProbSearch {
+        case .all: true
+        case .none: false
+        case .sftAndValueModels: model.method == .sft || model.hasValueHead
+        }
+        return (model.hasValueHead ? ["value"] : []) + (logprob ? ["logprob"] : [])
+    }
 
     /// Greedy decoding, or beam search ranked by the decoding's scorer.
     public func decode(_ model: TrainedModel, prompts: [PromptRecord], decoding: Decoding, maxTokens: Int, seed: UInt64,

@@ -188,7 +188,11 @@ public struct InProcessTrainer: DemoTrainer {
         var resume = false
         if let data = fm.contents(atPath: recordPath), let record = try? JSONDecoder().decode(TrainStageRecord.self, from: data),
            record.identity == identity {
-            if record.complete, fm.fileExists(atPath: record.model.checkpoint + "/config.json") { return record.model }
+            if record.complete, fm.fileExists(atPath: record.model.checkpoint + "/config.json") {
+                var m = record.model
+                m.reused = true
+                return m
+            }
             resume = fm.fileExists(atPath: runPath + "/config.json")
         } else if fm.fileExists(atPath: r.output) {
             try? fm.removeItem(atPath: r.output)  // other inputs: this run is stale

@@ -337,6 +337,7 @@ public struct DemoPipeline: Sendable {
 
         // Samples of the SFT policy: offline data on training problems, held-out samples for the value metrics.
         var heldOut: [SampleRecord] = []
+        var trainCounts: SampleCounts?
         let trainProblems = Array(splits.train.prefix(config.sampledProblems ?? splits.train.count))
         let trainPrompts = trainProblems.map(PromptRecord.init), validationPrompts = splits.validation.map(PromptRecord.init)
         if let sampler = hooks.sampler {
@@ -371,6 +372,7 @@ public struct DemoPipeline: Sendable {
                 try records.mark("sample", inputs)
             }
             results.samples.append(SampleStatistics(seed: seed, train: trainSamples, validation: heldOut))
+            trainCounts = SampleCounts(trainSamples)
             events(.finished(.sample, seed: seed, summary: DemoPipeline.describe(trainSamples) + (reused ? " (reused)" : ""),
                              seconds: DemoPipeline.elapsed(since: t0)))
 
@@ -397,6 +399,10 @@ public struct DemoPipeline: Sendable {
             events(.started(.train, seed: seed))
             t0 = Date()
             for method in config.methods {
+                if let c = trainCounts, let why = DemoPipeline.untrainable(method, c) {
+                    results.notes.append("seed \(seed): \(method.rawValue) not trained: \(why)")
+                    continue
+                }
                 let m = try trainer.train(TrainRequest(method: method, data: samples, validation: nil, initialization: sft.checkpoint,
                                                        reference: sft.checkpoint, output: dir + "/models/\(method.rawValue.lowercased())",
                                                        tokenizer: tokenizerPath, seed: seed, timeBudget: plan.perMethod,
@@ -405,8 +411,8 @@ public struct DemoPipeline: Sendable {
                 results.notes += m.notes.map { "seed \(seed): \($0)" }
             }
             events(.finished(.train, seed: seed, summary: config.methods.map { m in
-                let model = seedArtifacts.models[m]
-                return "\(m.rawValue) \(model?.updates ?? 0) updates\(model?.reused == true ? " (reused)" : "")"
+                guard let model = seedArtifacts.models[m] else { return "\(m.rawValue) not trained" }
+                return "\(m.rawValue) \(model.updates) updates\(model.reused ? " (reused)" : "")"
             }.joined(separator: ", "), seconds: DemoPipeline.elapsed(since: t0)))
         } else {
             events(.skipped(.train, seed: seed, reason: "needs the labeled samples"))
@@ -506,6 +512,15 @@ public struct DemoPipeline: Sendable {
         }
         for (name, bytes) in files { try writeFileAtomically(bytes, to: directory + "/" + name) }
         return target
+    }
+
+    /// Why `method` cannot train on samples with these counts (nil: it can).
+    static func untrainable(_ method: DemoMethod, _ c: SampleCounts) -> String? {
+        switch method {
+        case .rft where c.correct == 0: "no sample is correct (rejection sampling trains on correct samples only)"
+        case .dpo where c.mixed == 0: "no problem has both a correct and a wrong sample to pair"
+        default: nil
+        }
     }
 
     /// Why a stage without its hook did not run.

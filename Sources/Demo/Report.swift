@@ -105,6 +105,9 @@ public struct ValueQuality: Sendable, Equatable, Codable {
 
 /// Counts of one set of labeled samples.
 public struct SampleCounts: Sendable, Equatable, Codable {
+    /// No samples.
+    public init() {}
+
     /// Samples, and those with reward 1.
     public var samples = 0, correct = 0
     /// Problems sampled; those with both correct and wrong samples; those with none correct.

@@ -68,6 +68,7 @@ struct DemoCommand: ParsableCommand {
     @Option(help: "OREO's residual level: token or step.") var level = DemoTrainingSettings().level.rawValue
     @Option(help: "DPO and KTO's beta.") var preferenceBeta = DemoTrainingSettings().preferenceBeta
     @Option(help: "One-step samples per beam in beam search (default: the width).") var samplesPerBeam: Int?
+    @Option(help: "Policies also searched with their own log-prob as scorer: sft-and-value, all or none.") var logprobSearch = LogProbSearch.sftAndValueModels.rawValue
 
     static func rates(_ r: [String: Double]) -> String {
         DemoMethod.allCases.compactMap { m in r[m.rawValue].map { "\(m.rawValue)=\($0)" } }.joined(separator: ",")
@@ -98,6 +99,8 @@ struct DemoCommand: ParsableCommand {
     func builtInHooks(_ c: DemoConfig, tokenizer: String) throws -> DemoHooks {
         var search = DemoSearchSettings()
         search.samplesPerBeam = samplesPerBeam
+        guard let l = LogProbSearch(rawValue: logprobSearch) else { throw ValidationError("--logprob-search takes sft-and-value, all or none") }
+        search.logProbSearch = l
         let inference = InProcessInference(tokenizer: tokenizer, threads: c.threads, search: search)
         return DemoHooks(trainer: InProcessTrainer(training: try training()), sampler: inference, evaluator: inference)
     }

@@ -50,7 +50,8 @@ struct ScriptedPolicy: DemoSampler, DemoEvaluator {
     func scorers(for model: TrainedModel) -> [String] { model.hasValueHead ? ["value"] : [] }
 
     /// V = 0.5 at the prompt, then 0.8 after right steps and 0.1 from the first "1+1=3" on.
-    func values(_ model: TrainedModel, samples: [SampledResponse], stepEnds: [[Int]]) throws -> [[Double]] {
+    func scores(_ model: TrainedModel, scorer: String, samples: [SampledResponse], stepEnds: [[Int]],
+                progress: @escaping @Sendable (HookProgress) -> Void) throws -> [[Double]] {
         try zip(samples, stepEnds).map { s, ends in
             var v = [0.5]
             var start = 0

@@ -55,7 +55,8 @@ import Demo
         #expect(lines.contains("| RFT | 35.0 | – | 35.0 | 35.0 ± 0.0 | – | – | – | – | – | – | 29.0 |"))
         #expect(lines.contains("| OREO | 37.0 | 39.0 | 41.0 | 39.0 ± 2.0 | 36.2 ± 0.0 | 36.4 ± 0.0 | 36.8 ± 0.0 | 39.1 ± 0.1 | 40.1 ± 0.1 | 42.1 ± 0.1 | 31.0 |"))
         #expect(lines.contains("| OREO | beam B=8 (value) | 3 | 42.1 ± 0.1 | 1984.0 | 256.0 |"))
-        #expect(lines.contains("| OREO | 1 | 0.550 | 640 | -0.050 | 0.010 | 0.560 |"))
+        #expect(lines.contains("| OREO | value | 1 | 0.550 | 640 | -0.050 | 0.010 | 0.560 |"))
+        #expect(lines.contains("| OREO | value | 1 | 0.550 | -0.050 | 0.010 |"))  // the summary over seeds
         #expect(lines.contains("- a note"))
         // Every table row has as many cells as its header.
         var width = 0
