@@ -216,12 +216,14 @@ public struct InProcessTrainer: DemoTrainer {
             throw DemoError("\(r.method.rawValue): \(error)")
         }
         let total = job.totalSteps
-        // Sessions of a tenth of the run each: a checkpoint at every stop, and a chance to honour the time budget.
-        let chunk = max(1, total / 10)
+        // Sessions of at most a tenth of the run and about two minutes each: a checkpoint at every stop (what
+        // a killed run resumes from), and a chance to honour the time budget.
+        var chunk = max(1, total / 10)
         var summary: TrainSummary?
         var stoppedByBudget = false
         let report = { @Sendable (p: TrainProgress) in progress(HookProgress(done: Double(p.step), total: Double(p.totalSteps), unit: "steps")) }
         repeat {
+            let sessionStart = Date(), before = job.step
             do {
                 summary = try job.run(stopAfter: min(total, job.step + chunk), checkpointAtStop: true, progress: report)
             } catch {
@@ -229,6 +231,8 @@ public struct InProcessTrainer: DemoTrainer {
             }
             if summary?.finished == true { break }
             if Date().timeIntervalSince(start) >= r.timeBudget { stoppedByBudget = true; break }
+            let perStep = Date().timeIntervalSince(sessionStart) / Double(max(1, job.step - before))
+            chunk = max(1, min(total / 10, Int(120 / max(perStep, 1e-6))))
         } while job.step < total
         guard let s = summary, let policy = s.policy else { throw DemoError("\(r.method.rawValue): training wrote no checkpoint") }
         var notes: [String] = []

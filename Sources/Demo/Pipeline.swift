@@ -36,6 +36,8 @@ public struct DemoConfig: Sendable, Equatable {
     public var overwrite = false
     /// A pretrained model (.gguf or safetensors directory) whose tokenizer replaces the task tokenizer.
     public var pretrainedModel: String? = nil
+    /// The split accuracy is measured on: test for the reported results, validation for choosing settings.
+    public var evaluationSplit = ProblemSplit.test
 
     /// A configuration writing to `output`, with the defaults.
     public init(output: String) { self.output = output }
@@ -57,6 +59,7 @@ public struct DemoConfig: Sendable, Equatable {
         guard beamWidths.allSatisfy({ $0 >= 2 && $0 <= 64 }) else { throw DemoError("beam widths must lie within 2...64") }
         guard timeBudget > 0 else { throw DemoError("the time budget must be positive") }
         guard threads >= 1 else { throw DemoError("threads must be positive") }
+        guard evaluationSplit != .train else { throw DemoError("accuracy is measured on the validation or the test split, not on training problems") }
     }
 
     /// The settings that decide the data: a run in the same directory must agree on them to be continued.
@@ -90,6 +93,7 @@ public struct DemoConfig: Sendable, Equatable {
             ("values", "\(t.minValue)-\(t.maxValue)"), ("step style", t.style.rawValue),
             ("samples per problem", "\(samplesPerProblem) at temperature \(JSONText.number(temperature))"),
             ("beam widths", beamWidths.map(String.init).joined(separator: ", ")),
+            ("accuracy measured on", "the \(evaluationSplit.rawValue) split"),
             ("methods", (["SFT"] + methods.map(\.rawValue)).joined(separator: ", ")),
             ("time budget", "\(JSONText.number(timeBudget)) s on \(threads) thread(s)"),
         ]
@@ -265,7 +269,7 @@ public struct DemoPipeline: Sendable {
             + [("tokenizer", "\(tokenizer.vocabSize) tokens")]
         let report = ResultsReport(title: "oreo demo: SFT, RFT, DPO, KTO, OREO and DQO on generated multi-step word problems",
                                    settings: settings, evaluations: results.evaluations, valueQuality: results.quality,
-                                   samples: results.samples, notes: notes)
+                                   samples: results.samples, notes: notes, split: config.evaluationSplit.rawValue)
         let paths = try report.write(directory: out)
         events(.finished(.report, seed: nil, summary: paths.joined(separator: ", "), seconds: DemoPipeline.elapsed(since: t1)))
         return DemoOutcome(report: report, reportPaths: paths, tokenizer: tokenizerPath, seeds: results.artifacts)
@@ -426,7 +430,7 @@ public struct DemoPipeline: Sendable {
         }
         events(.started(.evaluate, seed: seed))
         t0 = Date()
-        let test = splits.test.map(PromptRecord.init)
+        let test = splits[config.evaluationSplit].map(PromptRecord.init)
         let testDigest = StageRecords.digest(test.map(\.prompt))
         let models = ([DemoMethod.sft] + config.methods).compactMap { seedArtifacts.models[$0] }
         var reusedEvaluations = 0, evaluationCount = 0
@@ -434,8 +438,8 @@ public struct DemoPipeline: Sendable {
             var decodings = [Decoding.greedy]
             for scorer in evaluator.scorers(for: model) { decodings += config.beamWidths.map { Decoding.beam(width: $0, scorer: scorer) } }
             for d in decodings {
-                let name = "eval-\(model.method.rawValue.lowercased())-\(d.slug)"
-                let answersFile = dir + "/eval/\(model.method.rawValue.lowercased())-\(d.slug).jsonl"
+                let name = "eval-\(config.evaluationSplit.rawValue)-\(model.method.rawValue.lowercased())-\(d.slug)"
+                let answersFile = dir + "/eval/\(config.evaluationSplit.rawValue)-\(model.method.rawValue.lowercased())-\(d.slug).jsonl"
                 let inputs = StageRecords.inputs([
                     ("model", model.identity), ("decoding", d.label), ("max_tokens", "\(config.maxResponseTokens)"), ("seed", "\(seed)"),
                     ("test", testDigest), ("search", evaluator.settings.map { "\($0.key)=\($0.value)" }.joined(separator: ";")),
@@ -463,7 +467,7 @@ public struct DemoPipeline: Sendable {
                 evaluationCount += 1
             }
         }
-        events(.finished(.evaluate, seed: seed, summary: "\(models.count) models, \(evaluationCount) decodings on \(test.count) test problems"
+        events(.finished(.evaluate, seed: seed, summary: "\(models.count) models, \(evaluationCount) decodings on \(test.count) \(config.evaluationSplit.rawValue) problems"
                          + (reusedEvaluations > 0 ? " (\(reusedEvaluations) reused)" : ""), seconds: DemoPipeline.elapsed(since: t0)))
 
         if heldOut.isEmpty {
@@ -491,6 +495,8 @@ public struct DemoPipeline: Sendable {
     /// copied from a safetensors directory, rebuilt from a GGUF file's metadata. Returns the path.
     public static func writeModelTokenizer(_ model: String, directory: String) throws -> String {
         let target = directory + "/tokenizer.json"
+        // demo.json pins the model the tokenizer came from: an existing copy is that tokenizer.
+        if FileManager.default.fileExists(atPath: target) { return target }
         var files: [(String, [UInt8])] = []
         if model.lowercased().hasSuffix(".gguf") {
             do {

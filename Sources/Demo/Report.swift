@@ -181,12 +181,14 @@ public struct ResultsReport: Sendable {
     public var samples: [SampleStatistics]
     /// Remarks printed under the tables (what could not be measured, and why).
     public var notes: [String]
+    /// The split the accuracies were measured on ("test", or "validation" while choosing settings).
+    public var split: String
 
     /// A report.
     public init(title: String, settings: [(key: String, value: String)] = [], evaluations: [Evaluation] = [],
-                valueQuality: [ValueQuality] = [], samples: [SampleStatistics] = [], notes: [String] = []) {
+                valueQuality: [ValueQuality] = [], samples: [SampleStatistics] = [], notes: [String] = [], split: String = "test") {
         self.title = title; self.settings = settings; self.evaluations = evaluations
-        self.valueQuality = valueQuality; self.samples = samples; self.notes = notes
+        self.valueQuality = valueQuality; self.samples = samples; self.notes = notes; self.split = split
     }
 
     /// Methods in table order.
@@ -261,7 +263,7 @@ public struct ResultsReport: Sendable {
         if evaluations.isEmpty {
             out += ["No evaluations were run.", ""]
         } else {
-            out += ["## Test accuracy (%)", ""]
+            out += ["## \(split == "test" ? "Test" : "Validation (not test)") accuracy (%)", ""]
             let header = ["method"] + seeds.map { "seed \($0)" } + ["greedy mean ± sd"] + beams.map(\.label) + ["greedy tokens / problem"]
             out.append(ResultsReport.row(header))
             out.append("|---|" + String(repeating: "---:|", count: header.count - 1))
@@ -372,6 +374,7 @@ public struct ResultsReport: Sendable {
         return """
         {
           "title": \(JSONText.string(title)),
+          "split": \(JSONText.string(split)),
           "settings": \(JSONText.object(settings.map { ($0.key, JSONText.string($0.value)) })),
           "evaluations": \(list(ms)),
           "summary": \(list(sums)),

@@ -187,7 +187,7 @@ public enum GGUFTokenizer {
             guard let id = file.metadata[key]?.int, id >= 0, id < tokens.count else { return nil }
             return tokens[id]
         }
-        return (try JSONSerialization.data(withJSONObject: root), name("tokenizer.ggml.bos_token_id"), name("tokenizer.ggml.eos_token_id"))
+        return (try JSONSerialization.data(withJSONObject: root, options: [.sortedKeys]), name("tokenizer.ggml.bos_token_id"), name("tokenizer.ggml.eos_token_id"))
     }
 
     /// Loads the tokenizer of `file` (written to a private temporary directory, read back, removed).

@@ -17,11 +17,21 @@ struct DemoCommand: ParsableCommand {
         line (`7+5=12`), then `#### N`. A sample earns reward 1 when it ends with EOS and its final answer is right; \
         the verifier also finds the first wrong line. Train, validation and test problems never share a problem.
 
-        Output (--out): tokenizer.json, and per seed: data/*.jsonl (worked solutions, prompts, labeled samples), \
-        shards/ (ingested datasets), models/; then results.md, results.json and search-*.svg. Run the same command \
-        again to continue; other data settings in the same directory need --overwrite.
+        Every model starts from the same SFT model, trained from scratch on the worked solutions (or from \
+        --model, a pretrained GGUF or safetensors directory, whose tokenizer then replaces the task's). Every \
+        offline method trains on the same labeled samples of the SFT policy. Accuracy is greedy decoding and \
+        step-level beam search (B beams x B one-line samples, ranked by a value network or by the policy's own \
+        log-prob) on the test problems; the scorers are also measured on held-out samples (within-problem AUC, \
+        score change at the first wrong line).
 
-        Stages whose component is not built into this oreo are skipped and listed, never filled with numbers.
+        Output (--out): tokenizer.json, and per seed: data/*.jsonl (worked solutions, prompts, labeled samples), \
+        shards/ (ingested datasets), models/METHOD/run (oreo train run directories), eval/*.jsonl (every \
+        answer with its verdict); then results.md, results.json and search-*.svg. Run the same command again to \
+        continue: finished stages whose inputs are unchanged are reused, an interrupted training run resumes \
+        from its last checkpoint, and a stage whose inputs changed (another learning rate, say) is redone with \
+        everything downstream of it. Other data settings (problems, samples) in the same directory need \
+        --overwrite. The time budget caps each training run (SFT 35% of a seed's share, the other methods 40% \
+        together); a capped run is reported as such and continues on the next run.
         """)
 
     @Option(name: .shortAndLong, help: "Output directory.") var out = "oreo-demo"
@@ -46,6 +56,7 @@ struct DemoCommand: ParsableCommand {
     @Option(help: "Largest intermediate value.") var maxValue = 99
     @Option(help: "Calculation lines: equation (7+5=12) or sentence (Adding 5: 7+5=12).") var style = "equation"
     @Option(help: "Most tokenizer merges over the task's words (0: bytes only).") var merges = 512
+    @Option(help: "Split accuracy is measured on: test (the results) or validation (for choosing settings).") var evaluateOn = "test"
     @Option(help: "Threads.") var threads = ProcessInfo.processInfo.activeProcessorCount
     @Flag(help: "Delete what an earlier demo run wrote to --out first.") var overwrite = false
 
@@ -130,6 +141,8 @@ struct DemoCommand: ParsableCommand {
         c.task.style = s
         c.tokenizerMerges = merges
         c.threads = max(1, threads)
+        guard let split = ProblemSplit(rawValue: evaluateOn), split != .train else { throw ValidationError("--evaluate-on takes test or validation") }
+        c.evaluationSplit = split
         c.overwrite = overwrite
         return c
     }
@@ -165,10 +178,19 @@ struct DemoCommand: ParsableCommand {
         }
         EventPrinter.say("oreo demo: seeds \(c.seeds.map(String.init).joined(separator: ",")), \(c.sizes.train) / \(c.sizes.validation) / \(c.sizes.test) problems, budget \(Int(c.timeBudget)) s, \(c.threads) thread(s) -> \(c.output)")
         let printer = EventPrinter()
+        let started = Date()
         let outcome = try pipeline.run { printer.show($0) }
         if outcome.report.evaluations.isEmpty {
-            print("no accuracy to report: training, sampling and evaluation are not built into this oreo yet; the data is ready in \(c.output)")
+            print("no accuracy to report; the data is ready in \(c.output)")
+            return
         }
+        // The accuracy table, as in results.md.
+        let md = outcome.report.markdown.split(separator: "\n", omittingEmptySubsequences: false)
+        if let start = md.firstIndex(where: { $0.hasSuffix("accuracy (%)") }) {
+            print("")
+            for line in md[start...].prefix(while: { !$0.hasPrefix("Mean ±") }) where !line.isEmpty { print(line) }
+        }
+        print("\nresults: \(outcome.reportPaths.joined(separator: ", ")) (\(String(format: "%.0f", Date().timeIntervalSince(started))) s)")
     }
 }
 
