@@ -40,16 +40,14 @@ public enum LogProbSearch: String, Sendable, Codable, CaseIterable {
 public struct InProcessInference: DemoSampler, DemoEvaluator {
     /// The tokenizer.json the models were trained with.
     public let tokenizer: String
-    /// Workers.
-    public let threads: Int
     /// Beam-search settings.
     public let search: DemoSearchSettings
     /// Sequences one worker decodes together.
     public let batchSize: Int
 
     /// An inference hook.
-    public init(tokenizer: String, threads: Int, search: DemoSearchSettings = DemoSearchSettings(), batchSize: Int = 64) {
-        self.tokenizer = tokenizer; self.threads = max(1, threads); self.search = search; self.batchSize = max(1, batchSize)
+    public init(tokenizer: String, search: DemoSearchSettings = DemoSearchSettings(), batchSize: Int = 64) {
+        self.tokenizer = tokenizer; self.search = search; self.batchSize = max(1, batchSize)
     }
 
     /// Report rows.
@@ -64,9 +62,11 @@ public struct InProcessInference: DemoSampler, DemoEvaluator {
     }
 
     /// Runs `body(worker, range)` over `count` items split into contiguous ranges, one worker per thread,
-    /// with BLAS and the small-batch kernel single-threaded meanwhile; rethrows the first error.
-    func parallel(_ count: Int, _ body: @escaping @Sendable (Int, Range<Int>) throws -> Void) throws {
+    /// with BLAS and the small-batch kernel single-threaded meanwhile (one worker leaves them as they are:
+    /// the demo runs seeds side by side with both set to one thread); rethrows the first error.
+    func parallel(_ count: Int, threads: Int, _ body: @escaping @Sendable (Int, Range<Int>) throws -> Void) throws {
         let workers = max(1, min(threads, count))
+        guard workers > 1 else { return try body(0, 0..<count) }
         let blas = BLASRuntime.threads, small = smallBatchLinearThreads
         BLASRuntime.setThreads(1)
         smallBatchLinearThreads = 1
@@ -81,7 +81,7 @@ public struct InProcessInference: DemoSampler, DemoEvaluator {
 
     /// `count` samples per prompt.
     public func sample(_ model: TrainedModel, prompts: [PromptRecord], count: Int, temperature: Double, maxTokens: Int,
-                       seed: UInt64, progress: @escaping @Sendable (HookProgress) -> Void) throws -> [[SampledResponse]] {
+                       seed: UInt64, threads: Int, progress: @escaping @Sendable (HookProgress) -> Void) throws -> [[SampledResponse]] {
         let m = try load(model)
         let ids = prompts.map { m.encodePrompt($0.prompt, template: .none) }
         var requests: [GenerationRequest] = []
@@ -90,7 +90,7 @@ public struct InProcessInference: DemoSampler, DemoEvaluator {
                 requests.append(GenerationRequest(prompt: p, seed: sampleSeed(seed, problem: i, sample: k), maxNewTokens: maxTokens))
             }
         }
-        let out = try generate(m, requests, sampling: SamplingParameters(temperature: temperature), progress: progress)
+        let out = try generate(m, requests, sampling: SamplingParameters(temperature: temperature), threads: threads, progress: progress)
         return (0..<prompts.count).map { i in
             (0..<count).map { k in
                 SampledResponse(promptIds: ids[i].map { UInt32(bitPattern: $0) }, responseIds: out[i * count + k])
@@ -99,14 +99,14 @@ public struct InProcessInference: DemoSampler, DemoEvaluator {
     }
 
     /// Generates every request; returns each response's ids with the end token when the model emitted it.
-    func generate(_ m: InferenceModel, _ requests: [GenerationRequest], sampling: SamplingParameters,
+    func generate(_ m: InferenceModel, _ requests: [GenerationRequest], sampling: SamplingParameters, threads: Int,
                   progress: @escaping @Sendable (HookProgress) -> Void) throws -> [[UInt32]] {
         let results = Mutex<[[UInt32]]>(Array(repeating: [], count: requests.count))
         let done = Mutex(0)
         let total = Double(requests.count)
         nonisolated(unsafe) let model = m
         let batch = batchSize
-        try parallel(requests.count) { _, range in
+        try parallel(requests.count, threads: threads) { _, range in
             let part = Array(requests[range])
             let longest = part.map { $0.prompt.count + $0.maxNewTokens }.max() ?? 1
             let gen = try Generator(model: model.model, tokenizer: model.tokenizer, stopTokens: model.stopTokens,
@@ -136,12 +136,12 @@ public struct InProcessInference: DemoSampler, DemoEvaluator {
 
     /// Greedy decoding, or beam search ranked by the decoding's scorer.
     public func decode(_ model: TrainedModel, prompts: [PromptRecord], decoding: Decoding, maxTokens: Int, seed: UInt64,
-                       progress: @escaping @Sendable (HookProgress) -> Void) throws -> [DecodedAnswer] {
+                       threads: Int, progress: @escaping @Sendable (HookProgress) -> Void) throws -> [DecodedAnswer] {
         let m = try load(model)
         let ids = prompts.map { m.encodePrompt($0.prompt, template: .none) }
         guard let scorerName = decoding.scorer else {
             let requests = ids.map { GenerationRequest(prompt: $0, maxNewTokens: maxTokens) }
-            let out = try generate(m, requests, sampling: .greedy, progress: progress)
+            let out = try generate(m, requests, sampling: .greedy, threads: threads, progress: progress)
             return out.map { DecodedAnswer(responseIds: $0, tokensGenerated: $0.count, candidatesScored: 0) }
         }
         var valueModel: TransformerModel?
@@ -166,7 +166,7 @@ public struct InProcessInference: DemoSampler, DemoEvaluator {
         nonisolated(unsafe) let policy = m, value = valueModel
         let longest = ids.map(\.count).max() ?? 1
         let searchConfig = config
-        try parallel(prompts.count) { _, range in
+        try parallel(prompts.count, threads: threads) { _, range in
             let scorer: CandidateScorer = try value.map { try ValueScorer(model: $0) } ?? LogProbScorer()
             let beam = try BeamSearch(policy: policy.model, tokenizer: policy.tokenizer, stopTokens: policy.stopTokens,
                                       scorer: scorer, config: searchConfig, maxPromptTokens: longest)
@@ -184,7 +184,7 @@ public struct InProcessInference: DemoSampler, DemoEvaluator {
     }
 
     /// Scores along each sample, by full forward passes over packed samples.
-    public func scores(_ model: TrainedModel, scorer: String, samples: [SampledResponse], stepEnds: [[Int]],
+    public func scores(_ model: TrainedModel, scorer: String, samples: [SampledResponse], stepEnds: [[Int]], threads: Int,
                        progress: @escaping @Sendable (HookProgress) -> Void) throws -> [[Double]] {
         guard samples.count == stepEnds.count else { throw DemoError("scores: \(samples.count) samples but \(stepEnds.count) step lists") }
         let capacity = 4096

@@ -119,24 +119,25 @@ extension DemoTrainer {
 
 /// Samples solutions from a model (the infer branch's KV-cached sampler behind this protocol).
 public protocol DemoSampler: Sendable {
-    /// `count` samples per prompt at `temperature`, at most `maxTokens` response tokens each, seeded; the
-    /// result has one array per prompt, in order.
+    /// `count` samples per prompt at `temperature`, at most `maxTokens` response tokens each, seeded, on
+    /// `threads` threads; the result has one array per prompt, in order.
     func sample(_ model: TrainedModel, prompts: [PromptRecord], count: Int, temperature: Double, maxTokens: Int,
-                seed: UInt64, progress: @escaping @Sendable (HookProgress) -> Void) throws -> [[SampledResponse]]
+                seed: UInt64, threads: Int, progress: @escaping @Sendable (HookProgress) -> Void) throws -> [[SampledResponse]]
 }
 
 /// Decodes answers and reads value estimates (the infer branch's greedy decoding, value-guided beam search
 /// and value head behind this protocol). The demo checks every answer itself with the task verifier.
 public protocol DemoEvaluator: Sendable {
-    /// One answer per prompt, in order, by `decoding` (greedy, or beam search of a width ranked by a scorer).
+    /// One answer per prompt, in order, by `decoding` (greedy, or beam search of a width ranked by a scorer),
+    /// on `threads` threads.
     func decode(_ model: TrainedModel, prompts: [PromptRecord], decoding: Decoding, maxTokens: Int, seed: UInt64,
-                progress: @escaping @Sendable (HookProgress) -> Void) throws -> [DecodedAnswer]
+                threads: Int, progress: @escaping @Sendable (HookProgress) -> Void) throws -> [DecodedAnswer]
     /// Scorers this evaluator can rank beam candidates by for `model` ("value" needs a value head; "logprob" the policy).
     func scorers(for model: TrainedModel) -> [String]
     /// The scorer's score along each sample: at the prompt and at each of `stepEnds` (response-token
     /// offsets), so `result[i].count == stepEnds[i].count + 1`. "value": V of the value network at each
     /// prefix; "logprob": the policy's cumulative log-prob of the response up to there (0 at the prompt).
-    func scores(_ model: TrainedModel, scorer: String, samples: [SampledResponse], stepEnds: [[Int]],
+    func scores(_ model: TrainedModel, scorer: String, samples: [SampledResponse], stepEnds: [[Int]], threads: Int,
                 progress: @escaping @Sendable (HookProgress) -> Void) throws -> [[Double]]
     /// Report rows on how decoding and search run.
     var settings: [(key: String, value: String)] { get }

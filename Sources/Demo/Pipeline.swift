@@ -3,6 +3,8 @@ import Format
 import Checkpoint
 import Infer
 import Ingest
+import Synchronization
+import Train
 
 /// Everything a demo run is configured by.
 public struct DemoConfig: Sendable, Equatable {
@@ -38,6 +40,14 @@ public struct DemoConfig: Sendable, Equatable {
     public var pretrainedModel: String? = nil
     /// The split accuracy is measured on: test for the reported results, validation for choosing settings.
     public var evaluationSplit = ProblemSplit.test
+    /// Seeds run side by side, each on one thread (nil: up to twice the threads; one for a pretrained model).
+    /// Small models gain little from a second BLAS thread, so seeds in parallel use the cores better.
+    public var parallelSeeds: Int? = nil
+
+    /// Seeds that run side by side.
+    public var concurrentSeeds: Int {
+        min(seeds.count, max(1, parallelSeeds ?? (pretrainedModel == nil ? 2 * threads : 1)))
+    }
 
     /// A configuration writing to `output`, with the defaults.
     public init(output: String) { self.output = output }
@@ -100,9 +110,11 @@ public struct DemoConfig: Sendable, Equatable {
     }
 }
 
-/// How the time budget is shared: per seed an equal part; of it SFT gets `sftShare`, the other methods
-/// `methodsShare` split evenly, and sampling, evaluation and reporting the rest. These shares are starting
-/// points to calibrate, not measured optima.
+/// How the time budget caps training: seeds running side by side share the wall clock, so each of the
+/// `seeds / concurrent` rounds gets an equal part; of a seed's part SFT may use `sftShare`, the other
+/// methods `methodsShare` split evenly, leaving the rest for sampling, evaluation and the report. The
+/// demo's step counts are chosen to stay well inside these caps; a run that reaches one stops, is reported
+/// as stopped, and continues when the demo is run again.
 public struct BudgetPlan: Sendable, Equatable {
     /// Total seconds.
     public var total: Double
@@ -115,11 +127,19 @@ public struct BudgetPlan: Sendable, Equatable {
     /// Share of a seed's time for all other methods together.
     public var methodsShare = 0.40
 
-    /// A plan.
-    public init(total: Double, seeds: Int, methods: Int) { self.total = total; self.seeds = seeds; self.methods = methods }
+    /// Seeds trained side by side.
+    public var concurrent = 1
 
-    /// Seconds for one seed.
-    public var perSeed: Double { total / Double(max(seeds, 1)) }
+    /// A plan.
+    public init(total: Double, seeds: Int, methods: Int, concurrent: Int = 1) {
+        self.total = total; self.seeds = seeds; self.methods = methods; self.concurrent = max(1, concurrent)
+    }
+
+    /// Seconds of wall clock for one seed.
+    public var perSeed: Double {
+        let rounds = (max(seeds, 1) + concurrent - 1) / concurrent
+        return total / Double(rounds)
+    }
     /// Seconds for SFT.
     public var sft: Double { perSeed * sftShare }
     /// Seconds for each other method.
@@ -254,10 +274,7 @@ public struct DemoPipeline: Sendable {
         events(.finished(.tokenizer, seed: nil, summary: "\(tokenizer.vocabSize) tokens (\(tokenizerSummary)) at \(tokenizerPath)",
                          seconds: DemoPipeline.elapsed(since: t0)))
 
-        var results = SeedResults()
-        for seed in config.seeds {
-            try runSeed(seed, tokenizer: tokenizer, tokenizerPath: tokenizerPath, into: &results, events: events)
-        }
+        let results = try runSeeds(tokenizer: tokenizer, tokenizerPath: tokenizerPath, events: events)
 
         if hooks.trainer == nil { notes.append("Training did not run: \(DemoPipeline.missing(.trainSFT)). No accuracy is reported.") }
         else if hooks.sampler == nil { notes.append("Sampling did not run: \(DemoPipeline.missing(.sample)); only SFT was trained.") }
@@ -276,18 +293,70 @@ public struct DemoPipeline: Sendable {
     }
 
     /// What the seeds measured, gathered for the report.
-    struct SeedResults {
+    struct SeedResults: Sendable {
         var evaluations: [Evaluation] = []
         var quality: [ValueQuality] = []
         var samples: [SampleStatistics] = []
         var artifacts: [SeedArtifacts] = []
         var notes: [String] = []
+
+        mutating func append(_ o: SeedResults) {
+            evaluations += o.evaluations; quality += o.quality; samples += o.samples; artifacts += o.artifacts; notes += o.notes
+        }
     }
 
-    /// Every stage of one seed.
-    func runSeed(_ seed: UInt64, tokenizer: Tokenizer, tokenizerPath: String, into results: inout SeedResults,
+    /// Every seed: one after another on all threads, or `concurrentSeeds` side by side on one thread each
+    /// (BLAS and the small-batch kernel set to one thread meanwhile). Results are gathered in seed order.
+    func runSeeds(tokenizer: Tokenizer, tokenizerPath: String, events: @escaping @Sendable (DemoEvent) -> Void) throws -> SeedResults {
+        let seeds = config.seeds, concurrent = config.concurrentSeeds
+        var all = SeedResults()
+        guard concurrent > 1 else {
+            for seed in seeds {
+                var r = SeedResults()
+                try runSeed(seed, threads: config.threads, tokenizer: tokenizer, tokenizerPath: tokenizerPath, into: &r, events: events)
+                all.append(r)
+            }
+            return all
+        }
+        let blas = BLASRuntime.threads, small = smallBatchLinearThreads
+        BLASRuntime.setThreads(1)
+        smallBatchLinearThreads = 1
+        defer { BLASRuntime.setThreads(blas); smallBatchLinearThreads = small }
+        let next = Mutex(0)
+        let done = Mutex([SeedResults?](repeating: nil, count: seeds.count))
+        let failure = Mutex<DemoError?>(nil)
+        let finished = DispatchSemaphore(value: 0)
+        for _ in 0..<concurrent {
+            // Threads of their own: a dispatch queue would run no more CPU-bound blocks at once than there are cores.
+            let worker = Thread {
+                while true {
+                    let i = next.withLock { (n: inout Int) -> Int in defer { n += 1 }; return n }
+                    guard i < seeds.count, failure.withLock({ $0 == nil }) else { break }
+                    var r = SeedResults()
+                    do {
+                        try self.runSeed(seeds[i], threads: 1, tokenizer: tokenizer, tokenizerPath: tokenizerPath, into: &r, events: events)
+                        done.withLock { $0[i] = r }
+                    } catch {
+                        let e = error as? DemoError ?? DemoError("seed \(seeds[i]): \(error)")
+                        failure.withLock { if $0 == nil { $0 = e } }
+                    }
+                }
+                finished.signal()
+            }
+            worker.stackSize = 16 << 20
+            worker.start()
+        }
+        for _ in 0..<concurrent { finished.wait() }
+        if let e = failure.withLock({ $0 }) { throw e }
+        for r in done.withLock({ $0 }) { if let r { all.append(r) } }
+        return all
+    }
+
+    /// Every stage of one seed, on `threads` threads.
+    func runSeed(_ seed: UInt64, threads: Int, tokenizer: Tokenizer, tokenizerPath: String, into results: inout SeedResults,
                  events: @escaping @Sendable (DemoEvent) -> Void) throws {
-        let plan = BudgetPlan(total: config.timeBudget, seeds: config.seeds.count, methods: config.methods.count)
+        let plan = BudgetPlan(total: config.timeBudget, seeds: config.seeds.count, methods: config.methods.count,
+                              concurrent: config.concurrentSeeds)
         let vocab = IngestVocabulary(tokenizer)
         let verifier = TaskVerifier(tokenizer: tokenizer)
         let dir = config.output + "/seed-\(seed)"
@@ -331,7 +400,7 @@ public struct DemoPipeline: Sendable {
         t0 = Date()
         let sft = try trainer.train(TrainRequest(method: .sft, data: seedArtifacts.sftData, validation: seedArtifacts.sftValidationData,
                                                  initialization: nil, reference: nil, output: dir + "/models/sft",
-                                                 tokenizer: tokenizerPath, seed: seed, timeBudget: plan.sft, threads: config.threads)) {
+                                                 tokenizer: tokenizerPath, seed: seed, timeBudget: plan.sft, threads: threads)) {
             events(.progress(.trainSFT, seed: seed, $0))
         }
         seedArtifacts.models[.sft] = sft
@@ -364,11 +433,12 @@ public struct DemoPipeline: Sendable {
                 let n = Double(trainPrompts.count + validationPrompts.count) * Double(config.samplesPerProblem)
                 let trainShare = Double(trainPrompts.count * config.samplesPerProblem)
                 trainSamples = try label(sampler.sample(sft, prompts: trainPrompts, count: config.samplesPerProblem, temperature: config.temperature,
-                                                        maxTokens: config.maxResponseTokens, seed: seed) {
+                                                        maxTokens: config.maxResponseTokens, seed: seed, threads: threads) {
                     events(.progress(.sample, seed: seed, HookProgress(done: $0.done, total: n, unit: $0.unit)))
                 }, trainPrompts, verifier)
                 heldOut = try label(sampler.sample(sft, prompts: validationPrompts, count: config.samplesPerProblem,
-                                                   temperature: config.temperature, maxTokens: config.maxResponseTokens, seed: seed ^ 0x5EED) {
+                                                   temperature: config.temperature, maxTokens: config.maxResponseTokens, seed: seed ^ 0x5EED,
+                                                   threads: threads) {
                     events(.progress(.sample, seed: seed, HookProgress(done: trainShare + $0.done, total: n, unit: $0.unit)))
                 }, validationPrompts, verifier)
                 try TaskFiles.write(trainSamples.map(TaskFiles.sampleLine), to: trainFile)
@@ -410,7 +480,7 @@ public struct DemoPipeline: Sendable {
                 let m = try trainer.train(TrainRequest(method: method, data: samples, validation: nil, initialization: sft.checkpoint,
                                                        reference: sft.checkpoint, output: dir + "/models/\(method.rawValue.lowercased())",
                                                        tokenizer: tokenizerPath, seed: seed, timeBudget: plan.perMethod,
-                                                       threads: config.threads)) { events(.progress(.train, seed: seed, $0)) }
+                                                       threads: threads)) { events(.progress(.train, seed: seed, $0)) }
                 seedArtifacts.models[method] = m
                 results.notes += m.notes.map { "seed \(seed): \($0)" }
             }
@@ -454,7 +524,8 @@ public struct DemoPipeline: Sendable {
                 } else {
                     records.clear(name)
                     let start = Date()
-                    answers = try evaluator.decode(model, prompts: test, decoding: d, maxTokens: config.maxResponseTokens, seed: seed) {
+                    answers = try evaluator.decode(model, prompts: test, decoding: d, maxTokens: config.maxResponseTokens, seed: seed,
+                                                   threads: threads) {
                         events(.progress(.evaluate, seed: seed, $0))
                     }
                     seconds = DemoPipeline.elapsed(since: start)
@@ -478,7 +549,7 @@ public struct DemoPipeline: Sendable {
             var measured: [ValueQuality] = []
             for model in models {
                 for scorer in evaluator.scorers(for: model) {
-                    measured.append(try scoreQuality(model, scorer: scorer, heldOut, evaluator, verifier, seed: seed) {
+                    measured.append(try scoreQuality(model, scorer: scorer, heldOut, evaluator, verifier, seed: seed, threads: threads) {
                         events(.progress(.values, seed: seed, $0))
                     })
                 }
@@ -636,10 +707,11 @@ public struct DemoPipeline: Sendable {
     /// A scorer's quality on labeled held-out samples: the value network's (or the policy log-prob's)
     /// within-problem AUC, its change at the first wrong step, and its prompt score against success rates.
     func scoreQuality(_ model: TrainedModel, scorer: String, _ samples: [SampleRecord], _ evaluator: any DemoEvaluator,
-                      _ verifier: TaskVerifier, seed: UInt64, progress: @escaping @Sendable (HookProgress) -> Void) throws -> ValueQuality {
+                      _ verifier: TaskVerifier, seed: UInt64, threads: Int,
+                      progress: @escaping @Sendable (HookProgress) -> Void) throws -> ValueQuality {
         let ends = samples.map { verifier.lineEnds($0.responseIds) }
         let values = try evaluator.scores(model, scorer: scorer, samples: samples.map { SampledResponse(promptIds: $0.promptIds, responseIds: $0.responseIds) },
-                                          stepEnds: ends, progress: progress)
+                                          stepEnds: ends, threads: threads, progress: progress)
         guard values.count == samples.count, zip(values, ends).allSatisfy({ $0.count == $1.count + 1 }) else {
             throw DemoError("the evaluator's \(scorer) scores do not match the samples' steps (\(model.method.rawValue))")
         }

@@ -54,7 +54,8 @@ public struct InferenceModel {
     public let path: String
 
     /// Loads a GGUF file (Llama family) or an HF directory (config.json + safetensors). The tokenizer is
-    /// `tokenizer`, else the directory's tokenizer.json, else (GGUF) the one its metadata describes. With
+    /// `tokenizer` (a tokenizer.json, or a .gguf whose metadata describes one), else the directory's
+    /// tokenizer.json, else (GGUF) the one its metadata describes. With
     /// `valueHead` the checkpoint must hold `value_head.weight`.
     public static func load(path: String, tokenizer: String? = nil, valueHead: Bool = false) throws -> InferenceModel {
         var isDir: ObjCBool = false
@@ -93,7 +94,9 @@ public struct InferenceModel {
                 return InferenceModel(model: model, tokenizer: tok, chatTemplateSource: template, path: path)
             }
         }
-        let tok = try Tokenizer.load(path: tokenizerPath!)
+        // A .gguf as tokenizer: the one its metadata describes (a model trained from a GGUF keeps its tokenizer there).
+        let tok = tokenizerPath!.lowercased().hasSuffix(".gguf") ? try GGUFTokenizer.load(try GGUFFile(path: tokenizerPath!))
+            : try Tokenizer.load(path: tokenizerPath!)
         guard tok.vocabSize <= model.config.vocabSize else {
             throw InferError.invalid("tokenizer \(tokenizerPath!) has \(tok.vocabSize) tokens, more than the model's \(model.config.vocabSize)")
         }

@@ -57,6 +57,7 @@ struct DemoCommand: ParsableCommand {
     @Option(help: "Calculation lines: equation (7+5=12) or sentence (Adding 5: 7+5=12).") var style = "equation"
     @Option(help: "Most tokenizer merges over the task's words (0: bytes only).") var merges = 512
     @Option(help: "Split accuracy is measured on: test (the results) or validation (for choosing settings).") var evaluateOn = "test"
+    @Option(help: "Seeds run side by side, one thread each (default: up to twice --threads; 1 with --model).") var parallelSeeds: Int?
     @Option(help: "Threads.") var threads = ProcessInfo.processInfo.activeProcessorCount
     @Flag(help: "Delete what an earlier demo run wrote to --out first.") var overwrite = false
 
@@ -112,7 +113,7 @@ struct DemoCommand: ParsableCommand {
         search.samplesPerBeam = samplesPerBeam
         guard let l = LogProbSearch(rawValue: logprobSearch) else { throw ValidationError("--logprob-search takes sft-and-value, all or none") }
         search.logProbSearch = l
-        let inference = InProcessInference(tokenizer: tokenizer, threads: c.threads, search: search)
+        let inference = InProcessInference(tokenizer: tokenizer, search: search)
         return DemoHooks(trainer: InProcessTrainer(training: try training()), sampler: inference, evaluator: inference)
     }
 
@@ -141,6 +142,8 @@ struct DemoCommand: ParsableCommand {
         c.task.style = s
         c.tokenizerMerges = merges
         c.threads = max(1, threads)
+        if let p = parallelSeeds, p < 1 { throw ValidationError("--parallel-seeds must be positive") }
+        c.parallelSeeds = parallelSeeds
         guard let split = ProblemSplit(rawValue: evaluateOn), split != .train else { throw ValidationError("--evaluate-on takes test or validation") }
         c.evaluationSplit = split
         c.overwrite = overwrite
@@ -176,7 +179,7 @@ struct DemoCommand: ParsableCommand {
         do { pipeline = try DemoPipeline(config: c, hooks: try builtInHooks(c, tokenizer: c.output + "/tokenizer.json")) } catch let e as DemoError {
             throw ValidationError(e.message)
         }
-        EventPrinter.say("oreo demo: seeds \(c.seeds.map(String.init).joined(separator: ",")), \(c.sizes.train) / \(c.sizes.validation) / \(c.sizes.test) problems, budget \(Int(c.timeBudget)) s, \(c.threads) thread(s) -> \(c.output)")
+        EventPrinter.say("oreo demo: seeds \(c.seeds.map(String.init).joined(separator: ",")) (\(c.concurrentSeeds) at a time), \(c.sizes.train) / \(c.sizes.validation) / \(c.sizes.test) problems, budget \(Int(c.timeBudget)) s, \(c.threads) thread(s) -> \(c.output)")
         let printer = EventPrinter()
         let started = Date()
         let outcome = try pipeline.run { printer.show($0) }
