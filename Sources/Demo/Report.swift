@@ -217,6 +217,20 @@ public struct ResultsReport: Sendable {
                        candidatesPerProblem: Double(ms.reduce(0) { $0 + $1.candidatesScored }) / max(problems, 1))
     }
 
+    /// `method`'s accuracy with `decoding` minus SFT's greedy accuracy on the same seed, over the seeds both
+    /// have: the paired difference, which the seeds' spread in SFT itself does not blur.
+    public func deltaVersusSFT(_ method: String, _ decoding: Decoding) -> Spread? {
+        guard let m = summary(method, decoding), let sft = summary(DemoMethod.sft.rawValue, .greedy) else { return nil }
+        let base = Dictionary(sft.perSeed.map { ($0.seed, $0.accuracy) }, uniquingKeysWith: { _, b in b })
+        let d = m.perSeed.compactMap { s in base[s.seed].map { s.accuracy - $0 } }
+        return d.isEmpty ? nil : Metrics.spread(d)
+    }
+
+    static func signedPercent(_ s: Spread) -> String {
+        let m = (s.mean >= 0 ? "+" : "") + percent(s.mean)
+        return s.count > 1 ? "\(m) ± \(percent(s.standardDeviation))" : m
+    }
+
     static func percent(_ x: Double) -> String { x.isFinite ? fixed(100 * x, 1) : "–" }
 
     static func fixed(_ x: Double, _ digits: Int) -> String {
@@ -264,7 +278,7 @@ public struct ResultsReport: Sendable {
             out += ["No evaluations were run.", ""]
         } else {
             out += ["## \(split == "test" ? "Test" : "Validation (not test)") accuracy (%)", ""]
-            let header = ["method"] + seeds.map { "seed \($0)" } + ["greedy mean ± sd"] + beams.map(\.label) + ["greedy tokens / problem"]
+            let header = ["method"] + seeds.map { "seed \($0)" } + ["greedy mean ± sd", "greedy − SFT"] + beams.map(\.label) + ["greedy tokens / problem"]
             out.append(ResultsReport.row(header))
             out.append("|---|" + String(repeating: "---:|", count: header.count - 1))
             for method in methods {
@@ -272,18 +286,20 @@ public struct ResultsReport: Sendable {
                 var cells = [method]
                 for seed in seeds { cells.append(g?.perSeed.first { $0.seed == seed }.map { ResultsReport.percent($0.accuracy) } ?? "–") }
                 cells.append(g.map { ResultsReport.meanSD($0.accuracy) } ?? "–")
+                cells.append(method == DemoMethod.sft.rawValue ? "–" : deltaVersusSFT(method, .greedy).map(ResultsReport.signedPercent) ?? "–")
                 for b in beams { cells.append(summary(method, b).map { ResultsReport.meanSD($0.accuracy) } ?? "–") }
                 cells.append(g.map { ResultsReport.fixed($0.tokensPerProblem, 1) } ?? "–")
                 out.append(ResultsReport.row(cells))
             }
-            out += ["", "Mean ± sample standard deviation over seeds; beam columns are value- or log-prob-guided step-level beam search at width B.", ""]
+            out += ["", "Mean ± sample standard deviation over seeds. \"greedy − SFT\" is the paired difference: per seed, the method's greedy accuracy minus the SFT model's it started from (mean ± sd over seeds). Beam columns are value- or log-prob-guided step-level beam search at width B.", ""]
             out += ["## Search compute", ""]
-            out += [ResultsReport.row(["method", "decoding", "seeds", "accuracy (%)", "tokens generated / problem", "candidates scored / problem"]),
-                    "|---|---|---:|---:|---:|---:|"]
+            out += [ResultsReport.row(["method", "decoding", "seeds", "accuracy (%)", "− SFT greedy", "tokens generated / problem", "candidates scored / problem"]),
+                    "|---|---|---:|---:|---:|---:|---:|"]
             for method in methods {
                 for d in decodings {
                     guard let s = summary(method, d) else { continue }
-                    out.append(ResultsReport.row([method, d.label, "\(s.accuracy.count)", ResultsReport.meanSD(s.accuracy),
+                    let delta = method == DemoMethod.sft.rawValue && d.isGreedy ? "–" : deltaVersusSFT(method, d).map(ResultsReport.signedPercent) ?? "–"
+                    out.append(ResultsReport.row([method, d.label, "\(s.accuracy.count)", ResultsReport.meanSD(s.accuracy), delta,
                                                   ResultsReport.fixed(s.tokensPerProblem, 1), ResultsReport.fixed(s.candidatesPerProblem, 1)]))
                 }
             }
@@ -352,6 +368,7 @@ public struct ResultsReport: Sendable {
                     ("method", JSONText.string(method)), ("decoding", decoding(d)),
                     ("seeds", JSONText.array(s.perSeed.map { "\($0.seed)" })),
                     ("accuracy_per_seed", JSONText.array(s.perSeed.map { n($0.accuracy) })), ("accuracy", spread(s.accuracy)),
+                    ("minus_sft_greedy", deltaVersusSFT(method, d).map(spread) ?? "null"),
                     ("tokens_per_problem", n(s.tokensPerProblem)), ("candidates_per_problem", n(s.candidatesPerProblem)),
                 ]))
             }
