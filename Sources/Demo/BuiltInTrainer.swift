@@ -71,8 +71,20 @@ public struct DemoTrainingSettings: Sendable, Equatable, Codable {
         guard beta > 0, alpha >= 0, preferenceBeta > 0, weightDecay >= 0 else { throw DemoError("beta must be > 0, alpha and weight decay >= 0") }
     }
 
-    /// The `oreo train` configuration of `method`.
+    /// The `oreo train` configuration of `method`. Settings the method does not read are those of the
+    /// defaults, so they are not part of its identity: a new value learning rate must not retrain SFT.
     public func trainConfig(_ method: DemoMethod, seed: UInt64) -> TrainConfig {
+        var c = rawConfig(method, seed: seed)
+        let d = DemoTrainingSettings().rawConfig(method, seed: seed)
+        if !c.method.hasValue { c.valueLearningRate = d.valueLearningRate }
+        if c.method != .oreo { c.oreo = d.oreo }
+        if c.method != .dqo { c.dqo = d.dqo }
+        if c.method != .dpo { c.dpo = d.dpo }
+        if c.method != .kto { c.kto = d.kto }
+        return c
+    }
+
+    func rawConfig(_ method: DemoMethod, seed: UInt64) -> TrainConfig {
         var c = TrainConfig()
         c.method = switch method {
         case .sft: .sft

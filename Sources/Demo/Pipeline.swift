@@ -480,7 +480,9 @@ public struct DemoPipeline: Sendable {
                 let m = try trainer.train(TrainRequest(method: method, data: samples, validation: nil, initialization: sft.checkpoint,
                                                        reference: sft.checkpoint, output: dir + "/models/\(method.rawValue.lowercased())",
                                                        tokenizer: tokenizerPath, seed: seed, timeBudget: plan.perMethod,
-                                                       threads: threads)) { events(.progress(.train, seed: seed, $0)) }
+                                                       threads: threads)) {
+                    events(.progress(.train, seed: seed, HookProgress(done: $0.done, total: $0.total, unit: "\(method.rawValue) \($0.unit)")))
+                }
                 seedArtifacts.models[method] = m
                 results.notes += m.notes.map { "seed \(seed): \($0)" }
             }
