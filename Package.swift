@@ -53,7 +53,8 @@ let package = Package(
         // so a checked build (the numeric work happens in Train).
         .target(name: "Infer", dependencies: ["Train", "Ingest", "Format"]),
         // The built-in demo task: problem generator, its tokenizer, JSONL writers, verifier, metrics, reports.
-        .target(name: "Demo", dependencies: ["Format", "Ingest"]),
+        //    Its built-in hooks run Trainer and Infer in-process (a checked build: numerics live in Train).
+        .target(name: "Demo", dependencies: ["Format", "Ingest", "Checkpoint", "Train", "Trainer", "Infer"]),
         // The command-line tool.
         .executableTarget(name: "oreo", dependencies: [
             "Format", "Ingest", "Train", "Trainer", "Infer", "Demo",
@@ -72,7 +73,7 @@ let package = Package(
         .testTarget(name: "IngestTests", dependencies: ["Ingest", "Format"]),
         .testTarget(name: "TrainTests", dependencies: ["Train", "Format"]),
         .testTarget(name: "TrainerTests", dependencies: ["Trainer", "Train", "Format", "Checkpoint"]),
-        .testTarget(name: "DemoTests", dependencies: ["Demo", "Ingest", "Format"]),
+        .testTarget(name: "DemoTests", dependencies: ["Demo", "Ingest", "Format", "Train"]),
         .testTarget(name: "InferTests", dependencies: ["Infer", "Train", "Ingest", "Format"]),
     ],
     swiftLanguageModes: [.v6]

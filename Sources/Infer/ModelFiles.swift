@@ -62,7 +62,8 @@ public struct InferenceModel {
     }
 
     /// Loads a GGUF file (Llama family) or an HF directory (config.json + safetensors). The tokenizer is
-    /// `tokenizer`, else the directory's tokenizer.json, else (GGUF) the one its metadata describes. With
+    /// `tokenizer` (a tokenizer.json, or a .gguf whose metadata describes one), else the directory's
+    /// tokenizer.json, else (GGUF) the one its metadata describes. With
     /// `valueHead` the checkpoint must hold `value_head.weight`.
     public static func load(path: String, tokenizer: String? = nil, valueHead: Bool = false) throws -> InferenceModel {
         var isDir: ObjCBool = false
@@ -101,7 +102,9 @@ public struct InferenceModel {
                 return InferenceModel(model: model, tokenizer: tok, chatTemplateSource: template, path: path)
             }
         }
-        let tok = try Tokenizer.load(path: tokenizerPath!)
+        // A .gguf as tokenizer: the one its metadata describes (a model trained from a GGUF keeps its tokenizer there).
+        let tok = tokenizerPath!.lowercased().hasSuffix(".gguf") ? try GGUFTokenizer.load(try GGUFFile(path: tokenizerPath!))
+            : try Tokenizer.load(path: tokenizerPath!)
         guard tok.vocabSize <= model.config.vocabSize else {
             throw InferError.invalid("tokenizer \(tokenizerPath!) has \(tok.vocabSize) tokens, more than the model's \(model.config.vocabSize)")
         }
@@ -211,7 +214,7 @@ public enum GGUFTokenizer {
             guard let id = file.metadata[key]?.int, id >= 0, id < tokens.count else { return nil }
             return tokens[id]
         }
-        return (try JSONSerialization.data(withJSONObject: root), name("tokenizer.ggml.bos_token_id"), name("tokenizer.ggml.eos_token_id"))
+        return (try JSONSerialization.data(withJSONObject: root, options: [.sortedKeys]), name("tokenizer.ggml.bos_token_id"), name("tokenizer.ggml.eos_token_id"))
     }
 
     /// Loads the tokenizer of `file` (written to a private temporary directory, read back, removed).
