@@ -18,6 +18,7 @@ let package = Package(
         .library(name: "Ingest", targets: ["Ingest"]),
         .library(name: "Train", targets: ["Train"]),
         .library(name: "Demo", targets: ["Demo"]),
+        .library(name: "Infer", targets: ["Infer"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
@@ -48,17 +49,21 @@ let package = Package(
         // 4. Training jobs: data loader over shards, reference scoring, OREO and baselines, run directories.
         //    Reads files (shards, run state), so it is a checked build; the numerics it calls live in Train.
         .target(name: "Trainer", dependencies: ["Train", "Format", "Checkpoint", .product(name: "TOMLKit", package: "TOMLKit")]),
+        // 5. Sampling, verifiers, value-guided beam search, evaluation: parses model output and user files,
+        // so a checked build (the numeric work happens in Train).
+        .target(name: "Infer", dependencies: ["Train", "Ingest", "Format"]),
         // The built-in demo task: problem generator, its tokenizer, JSONL writers, verifier, metrics, reports.
-        .target(name: "Demo", dependencies: ["Format", "Ingest"]),
+        //    Its built-in hooks run Trainer and Infer in-process (a checked build: numerics live in Train).
+        .target(name: "Demo", dependencies: ["Format", "Ingest", "Checkpoint", "Train", "Trainer", "Infer"]),
         // The command-line tool.
         .executableTarget(name: "oreo", dependencies: [
-            "Format", "Ingest", "Train", "Trainer", "Demo",
+            "Format", "Ingest", "Train", "Trainer", "Infer", "Demo",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         // Throughput of every stage against a baseline measured in the same run.
         .executableTarget(name: "Bench", dependencies: [
-            "Format", "Ingest", "Train", "Trainer", "CZstd", "COpenBLAS",
+            "Format", "Ingest", "Train", "Trainer", "Infer", "CZstd", "COpenBLAS",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: kernelSettings),
 
@@ -68,7 +73,8 @@ let package = Package(
         .testTarget(name: "IngestTests", dependencies: ["Ingest", "Format"]),
         .testTarget(name: "TrainTests", dependencies: ["Train", "Format"]),
         .testTarget(name: "TrainerTests", dependencies: ["Trainer", "Train", "Format", "Checkpoint"]),
-        .testTarget(name: "DemoTests", dependencies: ["Demo", "Ingest", "Format"]),
+        .testTarget(name: "DemoTests", dependencies: ["Demo", "Ingest", "Format", "Train"]),
+        .testTarget(name: "InferTests", dependencies: ["Infer", "Train", "Ingest", "Format"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -31,10 +31,10 @@ public struct TrainRequest: Sendable, Equatable {
 }
 
 /// A checkpoint a trainer produced.
-public struct TrainedModel: Sendable, Equatable {
+public struct TrainedModel: Sendable, Equatable, Codable {
     /// The method that trained it.
     public var method: DemoMethod
-    /// Its checkpoint directory.
+    /// Its checkpoint directory (the policy).
     public var checkpoint: String
     /// Whether it has a value network (OREO, DQO), so value-guided search and value metrics apply.
     public var hasValueHead: Bool
@@ -42,11 +42,25 @@ public struct TrainedModel: Sendable, Equatable {
     public var seconds: Double
     /// Optimizer updates made.
     public var updates: Int
+    /// The value network's checkpoint directory, when it has one apart from the policy's.
+    public var valueCheckpoint: String?
+    /// What produced these weights (settings, data, starting point, steps done): stages that use the model
+    /// are redone when it changes.
+    public var identity: String
+    /// Updates the run was planned for (more than `updates` when a time budget stopped it).
+    public var plannedUpdates: Int
+    /// Remarks for the report (a run stopped by its time budget, data left out).
+    public var notes: [String]
+    /// Whether the trainer reused a finished run instead of training.
+    public var reused = false
 
     /// A trained model.
-    public init(method: DemoMethod, checkpoint: String, hasValueHead: Bool, seconds: Double, updates: Int) {
+    public init(method: DemoMethod, checkpoint: String, hasValueHead: Bool, seconds: Double, updates: Int,
+                valueCheckpoint: String? = nil, identity: String = "", plannedUpdates: Int? = nil, notes: [String] = []) {
         self.method = method; self.checkpoint = checkpoint; self.hasValueHead = hasValueHead
-        self.seconds = seconds; self.updates = updates
+        self.seconds = seconds; self.updates = updates; self.valueCheckpoint = valueCheckpoint
+        self.identity = identity.isEmpty ? "\(method.rawValue)@\(checkpoint)#\(updates)" : identity
+        self.plannedUpdates = plannedUpdates ?? updates; self.notes = notes
     }
 }
 
@@ -91,29 +105,47 @@ public struct HookProgress: Sendable {
 
 /// Trains models for the demo (the trainer: `oreo train`'s job behind this protocol).
 public protocol DemoTrainer: Sendable {
-    /// Trains `request.method` as requested and returns the checkpoint; reports progress as it goes.
+    /// Trains `request.method` as requested and returns the checkpoint; reports progress as it goes. A
+    /// trainer reuses a finished run with the same inputs and continues an interrupted one.
     func train(_ request: TrainRequest, progress: @escaping @Sendable (HookProgress) -> Void) throws -> TrainedModel
+    /// The training settings, as report rows.
+    var settings: [(key: String, value: String)] { get }
+}
+
+extension DemoTrainer {
+    /// No settings to report.
+    public var settings: [(key: String, value: String)] { [] }
 }
 
 /// Samples solutions from a model (the infer branch's KV-cached sampler behind this protocol).
 public protocol DemoSampler: Sendable {
-    /// `count` samples per prompt at `temperature`, at most `maxTokens` response tokens each, seeded; the
-    /// result has one array per prompt, in order.
+    /// `count` samples per prompt at `temperature`, at most `maxTokens` response tokens each, seeded, on
+    /// `threads` threads; the result has one array per prompt, in order.
     func sample(_ model: TrainedModel, prompts: [PromptRecord], count: Int, temperature: Double, maxTokens: Int,
-                seed: UInt64, progress: @escaping @Sendable (HookProgress) -> Void) throws -> [[SampledResponse]]
+                seed: UInt64, threads: Int, progress: @escaping @Sendable (HookProgress) -> Void) throws -> [[SampledResponse]]
 }
 
 /// Decodes answers and reads value estimates (the infer branch's greedy decoding, value-guided beam search
 /// and value head behind this protocol). The demo checks every answer itself with the task verifier.
 public protocol DemoEvaluator: Sendable {
-    /// One answer per prompt, in order, by `decoding` (greedy, or beam search of a width ranked by a scorer).
+    /// One answer per prompt, in order, by `decoding` (greedy, or beam search of a width ranked by a scorer),
+    /// on `threads` threads.
     func decode(_ model: TrainedModel, prompts: [PromptRecord], decoding: Decoding, maxTokens: Int, seed: UInt64,
-                progress: @escaping @Sendable (HookProgress) -> Void) throws -> [DecodedAnswer]
+                threads: Int, progress: @escaping @Sendable (HookProgress) -> Void) throws -> [DecodedAnswer]
     /// Scorers this evaluator can rank beam candidates by for `model` ("value" needs a value head; "logprob" the policy).
     func scorers(for model: TrainedModel) -> [String]
-    /// V along each sample: at the prompt and at each of `stepEnds` (response-token offsets), so
-    /// `result[i].count == stepEnds[i].count + 1`.
-    func values(_ model: TrainedModel, samples: [SampledResponse], stepEnds: [[Int]]) throws -> [[Double]]
+    /// The scorer's score along each sample: at the prompt and at each of `stepEnds` (response-token
+    /// offsets), so `result[i].count == stepEnds[i].count + 1`. "value": V of the value network at each
+    /// prefix; "logprob": the policy's cumulative log-prob of the response up to there (0 at the prompt).
+    func scores(_ model: TrainedModel, scorer: String, samples: [SampledResponse], stepEnds: [[Int]], threads: Int,
+                progress: @escaping @Sendable (HookProgress) -> Void) throws -> [[Double]]
+    /// Report rows on how decoding and search run.
+    var settings: [(key: String, value: String)] { get }
+}
+
+extension DemoEvaluator {
+    /// No settings to report.
+    public var settings: [(key: String, value: String)] { [] }
 }
 
 /// Where the other branches plug into `oreo demo`; a missing hook skips its stages (and says so).

@@ -242,7 +242,7 @@ extension ResultsReport {
             }
         }
         let xLabel = x == .tokensGenerated ? "tokens generated per problem (log scale)" : "candidates scored per problem (log scale; greedy = 1)"
-        return LinePlot(title: "Test accuracy against search compute", xLabel: xLabel, yLabel: "test accuracy (%)",
+        return LinePlot(title: "\(split == "test" ? "Test" : "Validation") accuracy against search compute", xLabel: xLabel, yLabel: "\(split) accuracy (%)",
                         logX: true, yLabelScale: 100, series: series)
     }
 }

@@ -203,3 +203,91 @@ public struct TaskVerifier: Sendable {
         return ends
     }
 }
+
+/// One decoded test answer as the per-answer file stores it (`eval/METHOD-DECODING.jsonl`): the verifier's
+/// verdict beside the ids, so every accuracy in results.json can be recounted from these lines.
+public struct AnswerLine: Sendable, Equatable, Codable {
+    /// The test problem.
+    public var id: String
+    /// Whether the answer earned reward 1 (ended with EOS and its final answer is right).
+    public var correct: Bool
+    /// Whether it ended with EOS.
+    public var finished: Bool
+    /// The integer after the last `#### `, if any.
+    public var finalAnswer: Int?
+    /// The first wrong line, if any.
+    public var firstWrongStep: Int?
+    /// Tokens generated and candidates scored for this problem.
+    public var tokensGenerated: Int, candidatesScored: Int
+    /// The response text (special tokens left out) and ids (EOS included when emitted).
+    public var response: String, responseIds: [UInt32]
+
+    enum CodingKeys: String, CodingKey {
+        case id, correct, finished, finalAnswer = "final_answer", firstWrongStep = "first_wrong_step"
+        case tokensGenerated = "tokens_generated", candidatesScored = "candidates_scored", response, responseIds = "response_ids"
+    }
+}
+
+/// A sampled solution line as `TaskFiles.sampleLine` writes it (the fields read back).
+struct StoredSample: Decodable {
+    var id: String
+    var group: String
+    var promptIds: [UInt32]
+    var responseIds: [UInt32]
+
+    enum CodingKeys: String, CodingKey { case id, group, promptIds = "prompt_ids", responseIds = "response_ids" }
+}
+
+extension TaskFiles {
+    /// JSON lines of `path` decoded as `T`; a bad line is an error naming the file and line.
+    static func readLines<T: Decodable>(_ path: String, as type: T.Type) throws(DemoError) -> [T] {
+        guard let data = FileManager.default.contents(atPath: path) else { throw DemoError("\(path): cannot read") }
+        let decoder = JSONDecoder()
+        var out: [T] = []
+        for (n, line) in data.split(separator: 0x0A, omittingEmptySubsequences: false).enumerated() where !line.isEmpty {
+            do { out.append(try decoder.decode(T.self, from: Data(line))) } catch {
+                throw DemoError("\(path):\(n + 1): not a valid \(T.self) line: \(error)")
+            }
+        }
+        return out
+    }
+
+    /// Samples written by `sampleLine`: problem, index (from the id `problem/k`) and ids.
+    public static func readSamples(_ path: String) throws(DemoError) -> [(problemId: String, index: Int, promptIds: [UInt32], responseIds: [UInt32])] {
+        try readLines(path, as: StoredSample.self).map { s throws(DemoError) in
+            guard let slash = s.id.lastIndex(of: "/"), let k = Int(s.id[s.id.index(after: slash)...]) else {
+                throw DemoError("\(path): sample id \(s.id) is not PROBLEM/INDEX")
+            }
+            return (s.group, k, s.promptIds, s.responseIds)
+        }
+    }
+
+    /// Writes the answers to `prompts` (one line each, checked by `verifier`) and their wall time beside them
+    /// (`path` with `.seconds` appended).
+    public static func writeAnswers(_ answers: [DecodedAnswer], prompts: [PromptRecord], verifier: TaskVerifier, seconds: Double,
+                                    to path: String) throws {
+        guard answers.count == prompts.count else { throw DemoError("\(answers.count) answers for \(prompts.count) prompts") }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        var lines: [String] = []
+        for (p, a) in zip(prompts, answers) {
+            let (check, finished) = try verifier.check(p.key, responseIds: a.responseIds)
+            let text = (try? verifier.tokenizer.decode(a.responseIds, skipSpecialTokens: true)).map { String(decoding: $0, as: UTF8.self) } ?? ""
+            let line = AnswerLine(id: p.id, correct: finished && check.correct, finished: finished, finalAnswer: check.finalAnswer,
+                                  firstWrongStep: check.firstWrongStep, tokensGenerated: a.tokensGenerated,
+                                  candidatesScored: a.candidatesScored, response: text, responseIds: a.responseIds)
+            lines.append(String(decoding: try encoder.encode(line), as: UTF8.self))
+        }
+        try write(lines, to: path)
+        try writeFileAtomically(Array((JSONText.number(seconds) + "\n").utf8), to: path + ".seconds")
+    }
+
+    /// Answers written by `writeAnswers`, with their wall time.
+    public static func readAnswers(_ path: String) throws(DemoError) -> (lines: [AnswerLine], answers: [DecodedAnswer], seconds: Double) {
+        let lines = try readLines(path, as: AnswerLine.self)
+        let seconds = FileManager.default.contents(atPath: path + ".seconds")
+            .flatMap { Double(String(decoding: $0, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)) } ?? 0
+        return (lines, lines.map { DecodedAnswer(responseIds: $0.responseIds, tokensGenerated: $0.tokensGenerated, candidatesScored: $0.candidatesScored) },
+                seconds)
+    }
+}

@@ -2,6 +2,7 @@ import ArgumentParser
 import Demo
 import Foundation
 import Synchronization
+import Train
 
 /// `oreo demo`: the paper's comparison in miniature on the built-in word-problem task.
 struct DemoCommand: ParsableCommand {
@@ -16,11 +17,21 @@ struct DemoCommand: ParsableCommand {
         line (`7+5=12`), then `#### N`. A sample earns reward 1 when it ends with EOS and its final answer is right; \
         the verifier also finds the first wrong line. Train, validation and test problems never share a problem.
 
-        Output (--out): tokenizer.json, and per seed: data/*.jsonl (worked solutions, prompts, labeled samples), \
-        shards/ (ingested datasets), models/; then results.md, results.json and search-*.svg. Run the same command \
-        again to continue; other data settings in the same directory need --overwrite.
+        Every model starts from the same SFT model, trained from scratch on the worked solutions (or from \
+        --model, a pretrained GGUF or safetensors directory, whose tokenizer then replaces the task's). Every \
+        offline method trains on the same labeled samples of the SFT policy. Accuracy is greedy decoding and \
+        step-level beam search (B beams x B one-line samples, ranked by a value network or by the policy's own \
+        log-prob) on the test problems; the scorers are also measured on held-out samples (within-problem AUC, \
+        score change at the first wrong line).
 
-        Stages whose component is not built into this oreo are skipped and listed, never filled with numbers.
+        Output (--out): tokenizer.json, and per seed: data/*.jsonl (worked solutions, prompts, labeled samples), \
+        shards/ (ingested datasets), models/METHOD/run (oreo train run directories), eval/*.jsonl (every \
+        answer with its verdict); then results.md, results.json and search-*.svg. Run the same command again to \
+        continue: finished stages whose inputs are unchanged are reused, an interrupted training run resumes \
+        from its last checkpoint, and a stage whose inputs changed (another learning rate, say) is redone with \
+        everything downstream of it. Other data settings (problems, samples) in the same directory need \
+        --overwrite. The time budget caps each training run (SFT 35% of a seed's share, the other methods 40% \
+        together); a capped run is reported as such and continues on the next run.
         """)
 
     @Option(name: .shortAndLong, help: "Output directory.") var out = "oreo-demo"
@@ -45,13 +56,66 @@ struct DemoCommand: ParsableCommand {
     @Option(help: "Largest intermediate value.") var maxValue = 99
     @Option(help: "Calculation lines: equation (7+5=12) or sentence (Adding 5: 7+5=12).") var style = "equation"
     @Option(help: "Most tokenizer merges over the task's words (0: bytes only).") var merges = 512
+    @Option(help: "Split accuracy is measured on: test (the results) or validation (for choosing settings).") var evaluateOn = "test"
+    @Option(help: "Seeds run side by side, one thread each (default: up to twice --threads; 1 with --model).") var parallelSeeds: Int?
     @Option(help: "Threads.") var threads = ProcessInfo.processInfo.activeProcessorCount
     @Flag(help: "Delete what an earlier demo run wrote to --out first.") var overwrite = false
 
-    /// The hooks this build has. Training plugs in here as a `DemoTrainer` (the trainer's `TrainJob`);
-    /// sampling, greedy decoding, value-guided beam search and value estimates as `DemoSampler` and
-    /// `DemoEvaluator` (the infer branch). Until they do, their stages are skipped and say so.
-    static func builtInHooks() -> DemoHooks { DemoHooks(trainer: nil, sampler: nil, evaluator: nil) }
+    @Option(help: ArgumentHelp("Start from this pretrained model (a .gguf file or a safetensors directory) instead of training from scratch; its tokenizer replaces the task tokenizer.", valueName: "PATH"))
+    var model: String?
+    @Option(help: "Transformer blocks of the from-scratch model.") var layers = DemoTrainingSettings().layers
+    @Option(help: "Width of the from-scratch model.") var hidden = DemoTrainingSettings().hidden
+    @Option(help: "Attention heads of the from-scratch model.") var heads = DemoTrainingSettings().heads
+    @Option(help: "MLP width of the from-scratch model.") var mlp = DemoTrainingSettings().intermediate
+    @Option(help: "SFT optimizer steps.") var sftSteps = DemoTrainingSettings().sftSteps
+    @Option(help: "SFT peak learning rate (cosine schedule).") var sftLr = DemoTrainingSettings().sftLearningRate
+    @Option(help: "Tokens per optimizer step.") var batchTokens = DemoTrainingSettings().batchTokens
+    @Option(help: "Weight decay of every run.") var weightDecay = DemoTrainingSettings().weightDecay
+    @Option(help: "Epochs of every offline method over the samples.") var epochs = DemoTrainingSettings().epochs
+    @Option(help: ArgumentHelp("Policy learning rates of the offline methods, METHOD=LR comma-separated (default: \(DemoCommand.rates(DemoTrainingSettings().learningRates))).", valueName: "RATES"))
+    var lr: String?
+    @Option(help: "Value-network learning rate (OREO, DQO).") var valueLr = DemoTrainingSettings().valueLearningRate
+    @Option(help: "OREO and DQO's KL strength beta.") var beta = DemoTrainingSettings().beta
+    @Option(help: "OREO's KL weight alpha.") var alpha = DemoTrainingSettings().alpha
+    @Option(help: "OREO's residual level: token or step.") var level = DemoTrainingSettings().level.rawValue
+    @Option(help: "DPO and KTO's beta.") var preferenceBeta = DemoTrainingSettings().preferenceBeta
+    @Option(help: "One-step samples per beam in beam search (default: the width).") var samplesPerBeam: Int?
+    @Option(help: "Policies also searched with their own log-prob as scorer: sft-and-value, all or none.") var logprobSearch = LogProbSearch.sftAndValueModels.rawValue
+
+    static func rates(_ r: [String: Double]) -> String {
+        DemoMethod.allCases.compactMap { m in r[m.rawValue].map { "\(m.rawValue)=\($0)" } }.joined(separator: ",")
+    }
+
+    /// The training settings from the options.
+    func training() throws -> DemoTrainingSettings {
+        var t = DemoTrainingSettings()
+        t.initModel = model
+        t.layers = layers; t.hidden = hidden; t.heads = heads; t.intermediate = mlp
+        t.sftSteps = sftSteps; t.sftLearningRate = sftLr; t.batchTokens = batchTokens; t.weightDecay = weightDecay
+        t.epochs = epochs
+        for (name, value) in try DemoCommand.list(lr ?? "", "--lr", { part -> (String, Double)? in
+            let kv = part.split(separator: "=").map(String.init)
+            guard kv.count == 2, let v = Double(kv[1]), let m = DemoMethod.allCases.first(where: { $0.rawValue.lowercased() == kv[0].lowercased() }),
+                  m != .sft else { return nil }
+            return (m.rawValue, v)
+        }) { t.learningRates[name] = value }
+        t.valueLearningRate = valueLr; t.beta = beta; t.alpha = alpha; t.preferenceBeta = preferenceBeta
+        guard let l = OREOLevel(rawValue: level), l != .response else { throw ValidationError("--level takes token or step") }
+        t.level = l
+        do { try t.validate() } catch { throw ValidationError(error.message) }
+        return t
+    }
+
+    /// The hooks of this build: `TrainJob` for training, Infer's generator and beam search for sampling,
+    /// decoding and scoring, all in-process.
+    func builtInHooks(_ c: DemoConfig, tokenizer: String) throws -> DemoHooks {
+        var search = DemoSearchSettings()
+        search.samplesPerBeam = samplesPerBeam
+        guard let l = LogProbSearch(rawValue: logprobSearch) else { throw ValidationError("--logprob-search takes sft-and-value, all or none") }
+        search.logProbSearch = l
+        let inference = InProcessInference(tokenizer: tokenizer, search: search)
+        return DemoHooks(trainer: InProcessTrainer(training: try training()), sampler: inference, evaluator: inference)
+    }
 
     func config() throws -> DemoConfig {
         var c = DemoConfig(output: out)
@@ -78,6 +142,10 @@ struct DemoCommand: ParsableCommand {
         c.task.style = s
         c.tokenizerMerges = merges
         c.threads = max(1, threads)
+        if let p = parallelSeeds, p < 1 { throw ValidationError("--parallel-seeds must be positive") }
+        c.parallelSeeds = parallelSeeds
+        guard let split = ProblemSplit(rawValue: evaluateOn), split != .train else { throw ValidationError("--evaluate-on takes test or validation") }
+        c.evaluationSplit = split
         c.overwrite = overwrite
         return c
     }
@@ -104,15 +172,28 @@ struct DemoCommand: ParsableCommand {
     }
 
     func run() throws {
-        let c = try config()
+        var c = try config()
+        c.pretrainedModel = model
+        if let s = samplesPerBeam, s < 1 { throw ValidationError("--samples-per-beam must be positive") }
         let pipeline: DemoPipeline
-        do { pipeline = try DemoPipeline(config: c, hooks: DemoCommand.builtInHooks()) } catch { throw ValidationError(error.message) }
-        EventPrinter.say("oreo demo: seeds \(c.seeds.map(String.init).joined(separator: ",")), \(c.sizes.train) / \(c.sizes.validation) / \(c.sizes.test) problems, budget \(Int(c.timeBudget)) s, \(c.threads) thread(s) -> \(c.output)")
+        do { pipeline = try DemoPipeline(config: c, hooks: try builtInHooks(c, tokenizer: c.output + "/tokenizer.json")) } catch let e as DemoError {
+            throw ValidationError(e.message)
+        }
+        EventPrinter.say("oreo demo: seeds \(c.seeds.map(String.init).joined(separator: ",")) (\(c.concurrentSeeds) at a time), \(c.sizes.train) / \(c.sizes.validation) / \(c.sizes.test) problems, budget \(Int(c.timeBudget)) s, \(c.threads) thread(s) -> \(c.output)")
         let printer = EventPrinter()
+        let started = Date()
         let outcome = try pipeline.run { printer.show($0) }
         if outcome.report.evaluations.isEmpty {
-            print("no accuracy to report: training, sampling and evaluation are not built into this oreo yet; the data is ready in \(c.output)")
+            print("no accuracy to report; the data is ready in \(c.output)")
+            return
         }
+        // The accuracy table, as in results.md.
+        let md = outcome.report.markdown.split(separator: "\n", omittingEmptySubsequences: false)
+        if let start = md.firstIndex(where: { $0.hasSuffix("accuracy (%)") }) {
+            print("")
+            for line in md[start...].prefix(while: { !$0.hasPrefix("Mean ±") }) where !line.isEmpty { print(line) }
+        }
+        print("\nresults: \(outcome.reportPaths.joined(separator: ", ")) (\(String(format: "%.0f", Date().timeIntervalSince(started))) s)")
     }
 }
 

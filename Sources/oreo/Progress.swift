@@ -1,13 +1,14 @@
 import Foundation
 
-/// A one-line progress display on stderr with rate and ETA; silent when stderr is not a terminal unless
-/// `always` is set (then it prints a line every few seconds, for logs).
+/// A one-line progress display on stderr with rate and ETA, redrawn in place on a terminal; when stderr is a
+/// file or pipe it prints a line every few seconds instead, for logs.
 final class Progress {
     private let label: String
     private let total: Double?
     private let unit: String
     private let start = Date()
     private var lastPrint = Date.distantPast
+    private var lastDone = -Double.infinity
     private let interactive = isatty(2) != 0
     private let base: Double
 
@@ -22,6 +23,7 @@ final class Progress {
         let gap = interactive ? 0.1 : 5.0
         guard force || (done > 0 && now.timeIntervalSince(lastPrint) >= gap) else { return }
         lastPrint = now
+        lastDone = done
         let elapsed = max(now.timeIntervalSince(start), 1e-9)
         let rate = (done - base) / elapsed
         var line = "\(label): \(Progress.human(done)) \(unit), \(Progress.human(rate)) \(unit)/s"
@@ -41,7 +43,8 @@ final class Progress {
 
     /// Ends the progress line.
     func finish(_ done: Double) {
-        update(done, force: true)
+        // In a log, a final line that repeats the last one adds nothing.
+        if interactive || done != lastDone { update(done, force: true) }
         if interactive { FileHandle.standardError.write("\n".data(using: .utf8)!) }
     }
 

@@ -33,12 +33,12 @@ struct ScriptedPolicy: DemoSampler, DemoEvaluator {
     }
 
     func sample(_ model: TrainedModel, prompts: [PromptRecord], count: Int, temperature: Double, maxTokens: Int, seed: UInt64,
-                progress: @escaping @Sendable (HookProgress) -> Void) throws -> [[SampledResponse]] {
+                threads: Int, progress: @escaping @Sendable (HookProgress) -> Void) throws -> [[SampledResponse]] {
         prompts.enumerated().map { i, p in (0..<count).map { k in ids(p.prompt, right: (i + k) % 3 == 0) } }
     }
 
     func decode(_ model: TrainedModel, prompts: [PromptRecord], decoding: Decoding, maxTokens: Int, seed: UInt64,
-                progress: @escaping @Sendable (HookProgress) -> Void) throws -> [DecodedAnswer] {
+                threads: Int, progress: @escaping @Sendable (HookProgress) -> Void) throws -> [DecodedAnswer] {
         // Wider beams answer more prompts right, so rows differ; greedy answers every other one.
         prompts.enumerated().map { i, p in
             let r = ids(p.prompt, right: i % (decoding.isGreedy ? 2 : 1 + decoding.width) == 0 || decoding.width >= 4)
@@ -50,7 +50,8 @@ struct ScriptedPolicy: DemoSampler, DemoEvaluator {
     func scorers(for model: TrainedModel) -> [String] { model.hasValueHead ? ["value"] : [] }
 
     /// V = 0.5 at the prompt, then 0.8 after right steps and 0.1 from the first "1+1=3" on.
-    func values(_ model: TrainedModel, samples: [SampledResponse], stepEnds: [[Int]]) throws -> [[Double]] {
+    func scores(_ model: TrainedModel, scorer: String, samples: [SampledResponse], stepEnds: [[Int]], threads: Int,
+                progress: @escaping @Sendable (HookProgress) -> Void) throws -> [[Double]] {
         try zip(samples, stepEnds).map { s, ends in
             var v = [0.5]
             var start = 0
@@ -74,6 +75,7 @@ struct ScriptedPolicy: DemoSampler, DemoEvaluator {
         c.samplesPerProblem = 3
         c.beamWidths = [2, 4]
         c.timeBudget = 60
+        c.parallelSeeds = 1  // the order of requests and events below is one seed after the other
         return c
     }
 
@@ -168,6 +170,36 @@ struct ScriptedPolicy: DemoSampler, DemoEvaluator {
         let md = try String(contentsOfFile: dir + "/results.md", encoding: .utf8)
         #expect(md.contains("| SFT | 50.0 | 50.0 | 50.0 ± 0.0 |"))
         #expect(FileManager.default.fileExists(atPath: dir + "/search-tokens.svg"))
+    }
+
+    @Test func seedsSideBySideGiveWhatSeedsInTurnGive() throws {
+        let dir = DemoTestSupport.tempDir(), dir2 = DemoTestSupport.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir); try? FileManager.default.removeItem(atPath: dir2) }
+        var config = PipelineTests.config(dir)
+        config.seeds = [1, 2, 3]
+        _ = try DemoPipeline(config: config).run()
+        let tok = try Tokenizer.load(path: dir + "/tokenizer.json")
+        var keys: [String: AnswerKey] = [:]
+        for seed in config.seeds {
+            let s = try ProblemGenerator(config: config.task, seed: seed).splits(config.sizes)
+            for p in s.train + s.validation + s.test { keys[p.prompt] = p.key }
+        }
+        let policy = ScriptedPolicy(tokenizer: tok, prompts: keys)
+        let inTurn = try DemoPipeline(config: config, hooks: DemoHooks(trainer: RecordingTrainer(log: CallLog()), sampler: policy, evaluator: policy)).run()
+        var parallel = config
+        parallel.output = dir2
+        parallel.parallelSeeds = 3
+        let log = CallLog()
+        let sideBySide = try DemoPipeline(config: parallel, hooks: DemoHooks(trainer: RecordingTrainer(log: log), sampler: policy, evaluator: policy)).run()
+        // Every seed trained all six methods, each with a third of the budget's rounds (all three in one round).
+        #expect(log.requests.withLock { $0 }.count == 18)
+        #expect(log.requests.withLock { $0 }.allSatisfy { $0.threads == 1 })
+        let strip = { (e: [Evaluation]) in e.map { [$0.method, $0.decoding.label, "\($0.seed)", "\($0.correct)", "\($0.tokensGenerated)"] } }
+        #expect(strip(inTurn.report.evaluations) == strip(sideBySide.report.evaluations))
+        #expect(inTurn.report.valueQuality == sideBySide.report.valueQuality)
+        #expect(inTurn.report.samples == sideBySide.report.samples)
+        #expect(BudgetPlan(total: 60, seeds: 3, methods: 5, concurrent: 3).perSeed == 60)
+        #expect(BudgetPlan(total: 60, seeds: 3, methods: 5, concurrent: 2).perSeed == 30)
     }
 
     @Test func budgetPlanSharesTheTime() {

@@ -29,7 +29,7 @@ public final class TransformerModel {
     private var attScratch = 0, headScratch = 0
     private let maxSeq: Int
     private let ints: UnsafeMutablePointer<Int32>
-    private let rope: RoPETable?
+    let rope: RoPETable?
     private var n = 0, seqCount = 0, targetRows = 0
     private enum Pass { case none, logProbs, values }
     private var lastPass = Pass.none
@@ -313,11 +313,18 @@ public final class TransformerModel {
         }
     }
 
-    /// The single entry point of every linear layer's forward (adapters hook in here).
     private func linear(_ x: Int, _ w: Int, _ b: Int, _ y: Int, inDim: Int, outDim: Int, accumulate: Bool = false) {
-        let a = acts.pointer, p = parameters.pointer
-        linearForward(x: a + x, ldx: inDim, weight: p + w, bias: b >= 0 ? p + b : nil, y: a + y, ldy: outDim,
-                      rows: n, inDim: inDim, outDim: outDim, accumulate: accumulate)
+        let a = acts.pointer
+        linear(x: a + x, weight: w, bias: b, y: a + y, rows: n, inDim: inDim, outDim: outDim, accumulate: accumulate)
+    }
+
+    /// The single entry point of every linear layer's forward, training and decoding (adapters hook in here).
+    /// `weight` and `bias` are offsets into `parameters` (bias -1: none); x [rows, inDim], y [rows, outDim].
+    func linear(x: UnsafePointer<Float>, weight w: Int, bias b: Int, y: UnsafeMutablePointer<Float>, rows: Int,
+                inDim: Int, outDim: Int, accumulate: Bool = false) {
+        let p = parameters.pointer
+        linearForward(x: x, ldx: inDim, weight: p + w, bias: b >= 0 ? p + b : nil, y: y, ldy: outDim,
+                      rows: rows, inDim: inDim, outDim: outDim, accumulate: accumulate)
     }
 
     /// The single entry point of every linear layer's backward (adapters hook in here).
