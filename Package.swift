@@ -38,7 +38,7 @@ let package = Package(
         // 2. Raw JSONL trajectories -> tokens -> shards (tokenizer.json BPE).
         .target(name: "Ingest", dependencies: ["Format"]),
         // Checkpoint files (safetensors, GGUF, config.json): untrusted bytes, so a checked build of its own.
-        .target(name: "Checkpoint"),
+        .target(name: "Checkpoint", dependencies: ["Format"]),
         // 3. Transformers, losses and optimizers over BLAS + SIMD kernels.
         .target(name: "Train",
                 dependencies: ["Format", "Checkpoint", "COpenBLAS", .product(name: "Numerics", package: "swift-numerics")],

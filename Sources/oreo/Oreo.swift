@@ -8,7 +8,7 @@ struct Oreo: ParsableCommand {
         commandName: "oreo",
         abstract: "Offline RL (OREO and baselines) for multi-step reasoning on CPUs.",
         version: "0.1.0",
-        subcommands: [IngestCommand.self, Synth.self, Inspect.self, Verify.self, TokenizeCommand.self, Doctor.self]
+        subcommands: [IngestCommand.self, Synth.self, Inspect.self, Verify.self, TokenizeCommand.self, Doctor.self, ConvertCommand.self]
     )
 
     static func main() {
