@@ -58,7 +58,7 @@ let package = Package(
         .testTarget(name: "FormatTests", dependencies: [
             "Format", "CZstd", .product(name: "PropertyBased", package: "swift-property-based"),
         ]),
-        .testTarget(name: "IngestTests", dependencies: ["Ingest", "Format"]),
+        .testTarget(name: "IngestTests", dependencies: ["Ingest", "Format", "Checkpoint"]),
         .testTarget(name: "TrainTests", dependencies: ["Train", "Format"]),
     ],
     swiftLanguageModes: [.v6]

@@ -21,6 +21,7 @@ public struct BPEVocabulary: Sendable, Equatable {
 
     /// The pre-tokenizer families both formats can express exactly.
     public static let knownPreTokenizers = ["gpt2", "smollm", "llama-bpe", "qwen2"]
+    static let gpt2Regex = #"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"#
     static let llama3Regex =
         #"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"#
     static let qwen2Regex =
@@ -190,6 +191,7 @@ public struct BPEVocabulary: Sendable, Equatable {
         let pre = root["pre_tokenizer"]
         let seq = type(pre) == "Sequence" ? ((pre as? [String: Any])?["pretokenizers"] as? [Any]) ?? [] : [pre as Any]
         if normType == nil && seq.count == 1 && byteLevel(seq[0], regex: true) { return "gpt2" }
+        if normType == nil && seq.count == 2 && split(seq[0], gpt2Regex) && byteLevel(seq[1], regex: false) { return "gpt2" }
         if normType == nil && seq.count == 2, let d = seq[0] as? [String: Any], d["type"] as? String == "Digits",
            d["individual_digits"] as? Bool == true, byteLevel(seq[1], regex: true) { return "smollm" }
         if normType == nil && seq.count == 2 && split(seq[0], llama3Regex) && byteLevel(seq[1], regex: false) && ignoreMerges {

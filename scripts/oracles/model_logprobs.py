@@ -3,7 +3,7 @@
 model directory or a GGUF file (transformers' own GGUF loader, which dequantizes and un-permutes q/k).
 
 Usage: model_logprobs.py (--hf DIR | --gguf FILE) --batch BATCH.safetensors --out OUT.safetensors
-BATCH holds tokens, seq_lengths, targets (I64, -1 = no target), as the Swift tests write them. OUT gets
+BATCH holds tokens, seq_lengths, targets (I64 or F32, -1 = no target), as the Swift tests write them. OUT gets
 logprobs (F32, 0 where no target). With --gguf, OUT.json also lists what the `gguf` package reads from the file:
 each tensor's ggml type and shape, the metadata keys, the architecture and the tokenizer's size.
 Run by Tests/TrainTests/ConversionTests.swift when OREO_HEAVY_TESTS=1 (needs torch, transformers, gguf, safetensors).
@@ -38,7 +38,8 @@ def main():
                                                      gguf_file=os.path.basename(a.gguf), dtype=torch.float32)
     model.eval()
     b = load_file(a.batch)
-    tokens, lengths, targets = b["tokens"].tolist(), b["seq_lengths"].tolist(), b["targets"]
+    # integer or float tensors (the Swift writer stores F32; ids < 2^24 are exact)
+    tokens, lengths, targets = b["tokens"].long().tolist(), b["seq_lengths"].long().tolist(), b["targets"].long()
     out, start = [], 0
     with torch.no_grad():
         for n in lengths:
