@@ -43,6 +43,9 @@ let package = Package(
         .target(name: "Train",
                 dependencies: ["Format", "Checkpoint", "COpenBLAS", .product(name: "Numerics", package: "swift-numerics")],
                 swiftSettings: kernelSettings),
+        // Counts heap allocations by interposing malloc: linked into the tests and Bench (zero allocations per
+        // training step), never into oreo.
+        .target(name: "CAllocCounter"),
         // The command-line tool.
         .executableTarget(name: "oreo", dependencies: [
             "Format", "Ingest", "Train",
@@ -51,7 +54,7 @@ let package = Package(
         ]),
         // Throughput of every stage against a baseline measured in the same run.
         .executableTarget(name: "Bench", dependencies: [
-            "Format", "Ingest", "Train", "CZstd", "COpenBLAS",
+            "Format", "Ingest", "Train", "CZstd", "COpenBLAS", "CAllocCounter",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: kernelSettings),
 
@@ -59,7 +62,7 @@ let package = Package(
             "Format", "CZstd", .product(name: "PropertyBased", package: "swift-property-based"),
         ]),
         .testTarget(name: "IngestTests", dependencies: ["Ingest", "Format", "Checkpoint"]),
-        .testTarget(name: "TrainTests", dependencies: ["Train", "Format"]),
+        .testTarget(name: "TrainTests", dependencies: ["Train", "Format", "CAllocCounter"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -13,7 +13,7 @@ public enum SafeTensorsError: Error, CustomStringConvertible {
     /// Human-readable message.
     public var description: String {
         switch self {
-        case let .invalid(f, w): return "\(f): invalid safetensors: \(w)"
+        case let .invalid(f, w): return "\(f): \(w)"
         case let .tensor(f, n, w): return "\(f): tensor \"\(n)\": \(w)"
         case let .io(f, w): return "\(f): \(w)"
         }

@@ -20,9 +20,9 @@ struct ConvertCommand: ParsableCommand {
 
     @Argument(help: "Source: a .gguf file or an HF model directory.") var input: String
     @Argument(help: "Destination: NAME.gguf, or a directory for safetensors.") var output: String
-    @Option(help: "Safetensors storage when OUT is a directory: f32, f16 or bf16 (round to nearest even).")
+    @Option(help: "Safetensors storage when OUT is a directory: f32 (default), f16 or bf16 (round to nearest even).")
     var dtype: String?
-    @Option(help: "GGUF storage of the matrices when OUT is .gguf: f32, f16 or q8_0 (norms and biases stay f32).")
+    @Option(help: "GGUF storage of the matrices when OUT is .gguf: f32 (default), f16 or q8_0 (norms and biases stay f32).")
     var type: String?
     @Option(help: "general.name written into a GGUF (default: the source's file or directory name).") var name: String?
 

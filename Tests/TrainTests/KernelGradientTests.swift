@@ -317,4 +317,27 @@ import Train
         #expect(relativeError(dh.toArray(), numericGradient({ lossFixedRef($0, w) }, at: h)) < 1e-5)
         #expect(relativeError(dw.toArray(), numericGradient({ lossFixedRef(h, $0) }, at: w)) < 1e-5)
     }
+
+    @Test func cachedLMHeadForwardAndBackward() {
+        let rows = 6, dim = 10, vocab = 53
+        var rng = TestRNG(31)
+        let h = rng.normalD(rows * dim), w = rng.normalD(vocab * dim, std: 0.7), a = rng.normalD(rows)
+        let targets: [Int32] = [0, 52, 7, 7, 30, 1]
+        let hf = buf(h), wf = buf(w), tg = IntBuf(targets)
+        let lp = zeros(rows), lse = zeros(rows), scale = zeros(rows), cache = zeros(rows * vocab)
+        lmHeadForwardCached(hidden: hf.pointer, weight: wf.pointer, targets: tg.p, logProbs: lp.pointer, lse: lse.pointer,
+                            scale: scale.pointer, rows: rows, dim: dim, vocab: vocab, cache: cache.pointer)
+        func loss(_ hh: [Double], _ ww: [Double]) -> Double {
+            let l = Self.logSoftmax(Self.logits(hh, ww, rows: rows, dim: dim, vocab: vocab), rows: rows, vocab: vocab)
+            return (0..<rows).reduce(0.0) { $0 + a[$1] * l[$1 * vocab + Int(targets[$1])] }
+        }
+        let refLP = Self.logSoftmax(Self.logits(h, w, rows: rows, dim: dim, vocab: vocab), rows: rows, vocab: vocab)
+        #expect(relativeError(lp.toArray(), (0..<rows).map { refLP[$0 * vocab + Int(targets[$0])] }) < 1e-6)
+        let dlp = buf(a), dh = zeros(rows * dim), dw = buf([Double](repeating: 0.25, count: vocab * dim))
+        lmHeadBackwardCached(hidden: hf.pointer, weight: wf.pointer, targets: tg.p, scale: scale.pointer, dLogProbs: dlp.pointer,
+                             dHidden: dh.pointer, dWeight: dw.pointer, rows: rows, dim: dim, vocab: vocab, cache: cache.pointer)
+        #expect(relativeError(dh.toArray(), numericGradient({ loss($0, w) }, at: h)) < 1e-5)
+        // dWeight accumulates onto what was there
+        #expect(relativeError(dw.toArray().map { $0 - 0.25 }, numericGradient({ loss(h, $0) }, at: w)) < 1e-5)
+    }
 }

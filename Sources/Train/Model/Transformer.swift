@@ -19,6 +19,10 @@ public final class TransformerModel {
     public let maxTokens: Int
     /// Rows of logits the LM head materializes at once.
     public let headChunkRows: Int
+    /// Whole-batch softmax kept from forward to backward (nil when over the memory limit): [maxTokens, vocab]
+    /// then a per-row scale [maxTokens].
+    private let logitCache: FlatBuffer?
+    private var logitCacheValid = false
 
     struct BlockActs { var resIn = 0, mid = 0, n1 = 0, n1Mean = 0, n1Rstd = 0, qkv = 0, att = 0, lse = 0,
                        n2 = 0, n2Mean = 0, n2Rstd = 0, up = 0, act = 0 }
@@ -48,7 +52,10 @@ public final class TransformerModel {
     /// Allocates parameters (zero), gradients and activations for batches of up to `maxTokens` positions.
     /// `headChunkRows` defaults to ~16M logits per chunk: small chunks make the LM head's dW update re-read
     /// the whole [vocab, d] gradient once per chunk (measured: the dominant cost at 64 rows for GPT-2).
-    public init(config: ModelConfig, maxTokens: Int, valueHead: Bool = false, headChunkRows: Int? = nil) throws {
+    /// When [maxTokens, vocab] floats fit in `logitCacheBytes`, the forward keeps the softmax for the backward,
+    /// which then skips recomputing the logits (a third of the LM head's matmul work); 0 disables it.
+    public init(config: ModelConfig, maxTokens: Int, valueHead: Bool = false, headChunkRows: Int? = nil,
+                logitCacheBytes: Int = 1 << 30) throws {
         try config.validate()
         guard maxTokens > 0 else { throw TrainError.shape("maxTokens must be positive") }
         self.config = config
@@ -79,6 +86,8 @@ public final class TransformerModel {
         attScratch = take(2 * maxSeq * maxSeq)
         headScratch = take(lmHeadScratchCount(vocab: config.vocabSize, chunkRows: self.headChunkRows, withReference: true))
         acts = FlatBuffer(count: total)
+        let cacheFloats = maxTokens * (config.vocabSize + 1)
+        logitCache = cacheFloats * 4 <= logitCacheBytes ? FlatBuffer(count: cacheFloats) : nil
         ints = .allocate(capacity: 5 * N + 1)
         ints.initialize(repeating: 0, count: 5 * N + 1)
         rope = config.family == .gpt2 ? nil
@@ -164,12 +173,18 @@ public final class TransformerModel {
         }
     }
 
-    /// Reference logits for gathered target rows, read from the reference model's last forward.
+    /// Reference logits for gathered target rows, read from the reference model's last forward. The closure
+    /// is made once per (buffers, shape): a closure context is a heap allocation, and steps allocate nothing.
     private func referenceProvider(_ r: TransformerModel) -> ReferenceLogitsProvider {
         let h = r.acts.pointer + r.gathered, w = r.parameters.pointer + r.layout.lmHead
         let d = r.config.hiddenSize, v = r.config.vocabSize
-        return { first, count, into in chunkLogits(h + first * d, w, count, d, v, into) }
+        if let c = providerCache, c.h == h, c.w == w, c.d == d, c.v == v { return c.provider }
+        let provider: ReferenceLogitsProvider = { first, count, into in chunkLogits(h + first * d, w, count, d, v, into) }
+        providerCache = (h, w, d, v, provider)
+        return provider
     }
+    private var providerCache: (h: UnsafeMutablePointer<Float>, w: UnsafeMutablePointer<Float>, d: Int, v: Int,
+                                provider: ReferenceLogitsProvider)?
 
     private func forwardLogProbs(_ batch: PackedBatch, logProbs: inout [Float], reference: TransformerModel?) throws {
         try prepare(batch)
@@ -185,10 +200,18 @@ public final class TransformerModel {
         targetRows = k
         if let reference { try checkReference(reference) }
         klReference = reference
-        lmHeadForward(hidden: a + gathered, weight: parameters.pointer + layout.lmHead, targets: targetsP,
-                      logProbs: a + logpG, lse: a + lseG, rows: k, dim: d, vocab: config.vocabSize,
-                      chunkRows: headChunkRows, scratch: a + headScratch,
-                      reference: reference.map(referenceProvider), kl: a + klG)
+        if let cache = logitCache, reference == nil {
+            lmHeadForwardCached(hidden: a + gathered, weight: parameters.pointer + layout.lmHead, targets: targetsP,
+                                logProbs: a + logpG, lse: a + lseG, scale: cache.pointer + maxTokens * config.vocabSize,
+                                rows: k, dim: d, vocab: config.vocabSize, cache: cache.pointer)
+            logitCacheValid = true
+        } else {
+            lmHeadForward(hidden: a + gathered, weight: parameters.pointer + layout.lmHead, targets: targetsP,
+                          logProbs: a + logpG, lse: a + lseG, rows: k, dim: d, vocab: config.vocabSize,
+                          chunkRows: headChunkRows, scratch: a + headScratch,
+                          reference: reference.map { referenceProvider($0) }, kl: a + klG)
+            logitCacheValid = false
+        }
         if logProbs.count != n { logProbs = [Float](repeating: 0, count: n) }
         logProbs.withUnsafeMutableBufferPointer { out in
             out.update(repeating: 0)
@@ -220,10 +243,19 @@ public final class TransformerModel {
             a[dklG + j] = dKL?[Int(rowIndexP[j])] ?? 0
         }
         let ref = dKL != nil ? klReference : nil
-        lmHeadBackward(hidden: a + gathered, weight: parameters.pointer + layout.lmHead, targets: targetsP,
-                       lse: a + lseG, dLogProbs: a + dlogpG, dHidden: a + dGathered, dWeight: g + layout.lmHead,
-                       rows: targetRows, dim: d, vocab: config.vocabSize, chunkRows: headChunkRows,
-                       scratch: a + headScratch, reference: ref.map(referenceProvider), kl: a + klG, dKL: a + dklG)
+        if let cache = logitCache, logitCacheValid, ref == nil {
+            // the cache is consumed (dz is formed in place): a second backward of this forward recomputes
+            lmHeadBackwardCached(hidden: a + gathered, weight: parameters.pointer + layout.lmHead, targets: targetsP,
+                                 scale: cache.pointer + maxTokens * config.vocabSize, dLogProbs: a + dlogpG,
+                                 dHidden: a + dGathered, dWeight: g + layout.lmHead, rows: targetRows, dim: d,
+                                 vocab: config.vocabSize, cache: cache.pointer)
+            logitCacheValid = false
+        } else {
+            lmHeadBackward(hidden: a + gathered, weight: parameters.pointer + layout.lmHead, targets: targetsP,
+                           lse: a + lseG, dLogProbs: a + dlogpG, dHidden: a + dGathered, dWeight: g + layout.lmHead,
+                           rows: targetRows, dim: d, vocab: config.vocabSize, chunkRows: headChunkRows,
+                           scratch: a + headScratch, reference: ref.map { referenceProvider($0) }, kl: a + klG, dKL: a + dklG)
+        }
         zeroFill(a + dNF, n * d)
         for j in 0..<targetRows { addInPlace(a + dGathered + j * d, a + dNF + Int(rowIndexP[j]) * d, d) }
         runBackboneBackward()
