@@ -39,7 +39,7 @@ struct TrainBenchResult {
 /// (scripts/oracles/bench_peer_train.py) right after each.
 ///
 /// Options: --model NAME (default all), --steps N (timed steps, default 5), --threads T (default 2),
-/// --no-torch, --layers L (override, for quick runs), --logit-cache-mb M (0: recompute the LM head's logits). With --threads 1 the figures are this thread's CPU time
+/// --no-torch, --sgemm (only compare OpenBLAS threads with oreo's pool), --layers L (override, for quick runs), --logit-cache-mb M (0: recompute the LM head's logits). With --threads 1 the figures are this thread's CPU time
 /// (and PyTorch's process CPU time), which other processes on a shared machine distort least.
 func runTrainBench(args: [String]) {
     func opt(_ name: String) -> String? {
@@ -50,6 +50,7 @@ func runTrainBench(args: [String]) {
     let threads = opt("--threads").flatMap(Int.init) ?? 2
     let cpuClock = threads == 1
     BLASRuntime.setThreads(threads)
+    if args.contains("--sgemm") { compareSgemmThreading(threads: threads); return }
     var cases = TrainBenchCase.all
     if let m = opt("--model"), m != "all" { cases = cases.filter { $0.name.hasPrefix(m) } }
     if let l = opt("--layers").flatMap(Int.init) {
@@ -144,8 +145,8 @@ private func runOreo(_ c: TrainBenchCase, steps: Int, cpuClock: Bool, logitCache
                 f = try timed(clock) { try model.forward(b, logProbs: &lp) }
                 g = try timed(clock) { model.zeroGradients(); try model.backward(dLogProbs: dl) }
                 u = timed(clock) {
-                    clipGradientNorm(model.gradients, maxNorm: 1)
-                    opt.update(parameters: model.parameters, gradients: model.gradients, lr: 1e-4)
+                    let coef = clipCoefficient(norm: gradientNorm(model.gradients), maxNorm: 1)
+                    opt.update(parameters: model.parameters, gradients: model.gradients, lr: 1e-4, gradientScale: coef)
                 }
             }
             if s == steps { allocations = oreo_alloc_count_all_end(); mainAllocations = oreo_alloc_count_end() }
@@ -220,4 +221,38 @@ private func runTorch(_ c: TrainBenchCase, steps: Int, threads: Int) -> TrainBen
     }
     if p.terminationStatus != 0 { r.note = "failed (pip install torch transformers)" }
     return r
+}
+
+/// sgemm at the step's shapes: OpenBLAS' own threads against oreo's pool (single-threaded OpenBLAS per share),
+/// alternating in the same run; medians of 5 (wall GFLOP/s).
+func compareSgemmThreading(threads: Int) {
+    let shapes: [(String, Bool, Bool, Int, Int, Int)] = [
+        ("qkv fwd", false, true, 1024, 2304, 768), ("mlp down fwd", false, true, 1024, 768, 3072),
+        ("dW fc", true, false, 3072, 768, 1024), ("dX fc", false, false, 1024, 768, 3072),
+        ("lm head", false, true, 1024, 50257, 768), ("attention", false, true, 256, 256, 64),
+    ]
+    var t = Table("shape", "m x n x k", "OpenBLAS threads GFLOP/s", "oreo pool GFLOP/s", "pool / OpenBLAS")
+    for (name, ta, tb, m, n, k) in shapes {
+        let a = [Float](repeating: 0.01, count: m * k), b = [Float](repeating: 0.02, count: k * n)
+        var c = [Float](repeating: 0, count: m * n)
+        var ob: [Double] = [], pool: [Double] = []
+        let flops = 2 * Double(m * n * k)
+        for _ in 0..<6 {
+            openblas_set_num_threads(Int32(threads))
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, Int32(m), Int32(n), Int32(k),
+                        1, a, Int32(ta ? m : k), b, Int32(tb ? k : n), 0, &c, Int32(n))
+            ob.append(flops / Double(DispatchTime.now().uptimeNanoseconds - t0))
+            openblas_set_num_threads(1)
+            let t1 = DispatchTime.now().uptimeNanoseconds
+            a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in c.withUnsafeMutableBufferPointer { cp in
+                sgemm(ta, tb, m, n, k, 1, ap.baseAddress!, ta ? m : k, bp.baseAddress!, tb ? k : n, 0, cp.baseAddress!, n)
+            } } }
+            pool.append(flops / Double(DispatchTime.now().uptimeNanoseconds - t1))
+        }
+        let o = median(Array(ob.dropFirst())), p = median(Array(pool.dropFirst()))
+        t.add(name, "\(m)x\(n)x\(k)", fmt(o, 1), fmt(p, 1), fmt(p / o, 2) + "x")
+    }
+    openblas_set_num_threads(1)
+    t.print()
 }

@@ -60,9 +60,13 @@ public struct RoPETable: Sendable {
 public func ropeApply(x: UnsafeMutablePointer<Float>, ld: Int, rows: Int, heads: Int, headDim: Int,
                       positions: UnsafePointer<Int32>, cos: UnsafePointer<Float>, sin: UnsafePointer<Float>,
                       inverse: Bool) {
-    let half = headDim / 2
-    let sign: Float = inverse ? -1 : 1
-    for r in 0..<rows {
+    let args = RoPEArgs(x: x, ld: ld, heads: heads, headDim: headDim, positions: positions, cos: cos, sin: sin,
+                        sign: inverse ? -1 : 1)
+    ComputePool.shared.parallelFor(rows, minPerThread: 32, args) { raw, lo, hi in
+    let a = raw.load(as: RoPEArgs.self)
+    let x = a.x, ld = a.ld, heads = a.heads, headDim = a.headDim, positions = a.positions, cos = a.cos, sin = a.sin
+    let half = headDim / 2, sign = a.sign
+    for r in lo..<hi {
         let c = cos + Int(positions[r]) * half
         let s = sin + Int(positions[r]) * half
         for h in 0..<heads {
@@ -85,4 +89,12 @@ public func ropeApply(x: UnsafeMutablePointer<Float>, ld: Int, rows: Int, heads:
             }
         }
     }
+    }
+}
+
+/// Operands of `ropeApply`, for the pool.
+private struct RoPEArgs {
+    let x: UnsafeMutablePointer<Float>, ld: Int, heads: Int, headDim: Int
+    let positions: UnsafePointer<Int32>, cos: UnsafePointer<Float>, sin: UnsafePointer<Float>
+    let sign: Float
 }

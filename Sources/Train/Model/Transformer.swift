@@ -30,7 +30,7 @@ public final class TransformerModel {
     private var blockActs: [BlockActs] = []
     private var resFinal = 0, nf = 0, nfMean = 0, nfRstd = 0, gathered = 0, logpG = 0, lseG = 0, dlogpG = 0, klG = 0, dklG = 0
     private var dRes = 0, dNorm = 0, dQKV = 0, dAtt = 0, dUp = 0, dAct = 0, dNF = 0, dGathered = 0
-    private var attScratch = 0, headScratch = 0
+    private var attScratch = 0, headScratch = 0, attSlotFloats = 0
     private let maxSeq: Int
     private let ints: UnsafeMutablePointer<Int32>
     private let rope: RoPETable?
@@ -83,7 +83,9 @@ public final class TransformerModel {
         gathered = take(N * d); logpG = take(N); lseG = take(N); dlogpG = take(N); klG = take(N); dklG = take(N)
         dRes = take(N * d); dNorm = take(N * d); dQKV = take(N * qkvW); dAtt = take(N * attW)
         dUp = take(N * upW); dAct = take(N * ffn); dNF = take(N * d); dGathered = take(N * d)
-        attScratch = take(2 * maxSeq * maxSeq)
+        // one pair of [maxSeq, maxSeq] score buffers per compute thread (attention runs heads in parallel)
+        attSlotFloats = maxSeq * maxSeq * max(1, ComputePool.shared.threads)
+        attScratch = take(2 * attSlotFloats)
         headScratch = take(lmHeadScratchCount(vocab: config.vocabSize, chunkRows: self.headChunkRows, withReference: true))
         acts = FlatBuffer(count: total)
         let cacheFloats = maxTokens * (config.vocabSize + 1)
@@ -384,7 +386,7 @@ public final class TransformerModel {
             attentionForward(q: a + b.qkv, ldq: qkvWidth, k: a + b.qkv + attWidth, ldk: qkvWidth,
                              v: a + b.qkv + attWidth + kvOff, ldv: qkvWidth, out: a + b.att, ldo: attWidth,
                              lse: a + b.lse, rows: n, seqStarts: seqStartsP, seqCount: seqCount, heads: c.heads,
-                             kvHeads: c.kvHeads, headDim: c.headDim, scratch: a + attScratch)
+                             kvHeads: c.kvHeads, headDim: c.headDim, scratch: a + attScratch, scratchCount: attSlotFloats)
             (a + b.mid).update(from: a + b.resIn, count: n * d)
             linear(b.att, o.oW, o.oB, b.mid, inDim: attWidth, outDim: d, accumulate: true)
             norm(b.mid, o.norm2W, o.norm2B, b.n2, b.n2Mean, b.n2Rstd)
@@ -422,7 +424,7 @@ public final class TransformerModel {
                               lse: a + b.lse, dq: a + dQKV, lddq: qkvWidth, dk: a + dQKV + attWidth, lddk: qkvWidth,
                               dv: a + dQKV + attWidth + kvOff, lddv: qkvWidth, rows: n, seqStarts: seqStartsP,
                               seqCount: seqCount, heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim,
-                              scratch: a + attScratch, scratch2: a + attScratch + maxSeq * maxSeq)
+                              scratch: a + attScratch, scratch2: a + attScratch + attSlotFloats, scratchCount: attSlotFloats)
             if let rope {
                 rope.cos.withUnsafeBufferPointer { cs in
                     rope.sin.withUnsafeBufferPointer { sn in
