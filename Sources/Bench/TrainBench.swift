@@ -60,10 +60,14 @@ func runTrainBench(args: [String]) {
     print("machine load before: \(loadAverage())")
     var rows: [(TrainBenchCase, Int, Double, TrainBenchResult, TrainBenchResult)] = []
     for c in cases {
+        var load = MachineLoad()
         let peakBefore = measureSgemmPeak(cpuClock: cpuClock)
         let (n, ours) = runOreo(c, steps: steps, cpuClock: cpuClock, logitCacheMB: opt("--logit-cache-mb").flatMap(Int.init))
         let peak = max(peakBefore, measureSgemmPeak(cpuClock: cpuClock))
+        print("  \(c.name): during oreo's steps and the sgemm runs, \(load.othersSummary())")
+        load = MachineLoad()
         let torch = args.contains("--no-torch") ? TrainBenchResult(note: "not run") : runTorch(c, steps: steps, threads: threads)
+        if !args.contains("--no-torch") { print("  \(c.name): during PyTorch's steps, \(load.othersSummary())") }
         rows.append((c, n, peak, ours, torch))
     }
     print("machine load after: \(loadAverage())")
@@ -87,6 +91,41 @@ func runTrainBench(args: [String]) {
         if !pms.isNaN { line += "; tokens/s >= 2.5x PyTorch: \(fmt(pms / ms, 2))x \(verdict(pms / ms, atLeast: 2.5))" }
         line += "; allocations per step after the first: \(fmt(o.allocationsPerStep, 0)) \(o.allocationsPerStep == 0 ? "ok" : "BELOW TARGET")"
         print(line)
+    }
+}
+
+/// How much of the machine other processes used while something ran: /proc/stat's busy time minus this
+/// process's and its children's CPU time, as a fraction of all cores.
+struct MachineLoad {
+    private var busy0 = 0.0, total0 = 0.0, own0 = 0.0
+
+    private static func stat() -> (busy: Double, total: Double) {
+        guard let line = (try? String(contentsOfFile: "/proc/stat", encoding: .utf8))?.split(separator: "\n").first else { return (0, 0) }
+        let v = line.split(separator: " ").dropFirst().compactMap { Double($0) }
+        guard v.count >= 5 else { return (0, 0) }
+        let total = v.reduce(0, +)
+        return (total - v[3] - v[4], total)  // idle and iowait are not busy
+    }
+
+    private static func ownSeconds() -> Double {
+        var me = rusage(), kids = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &me)
+        getrusage(RUSAGE_CHILDREN.rawValue, &kids)
+        func s(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) / 1e6 }
+        return s(me.ru_utime) + s(me.ru_stime) + s(kids.ru_utime) + s(kids.ru_stime)
+    }
+
+    /// Starts a measurement.
+    init() { (busy0, total0) = Self.stat(); own0 = Self.ownSeconds() }
+
+    /// Other processes' share of all cores since init, e.g. "others 35% of 2 cores".
+    func othersSummary() -> String {
+        let (b, t) = Self.stat()
+        let cores = Double(ProcessInfo.processInfo.activeProcessorCount)
+        let ticks = max(t - total0, 1)  // jiffies over all cores
+        let seconds = ticks / 100 / cores  // USER_HZ = 100
+        let others = max(0, (b - busy0) / 100 - (Self.ownSeconds() - own0))
+        return String(format: "others used %.0f%% of %.0f cores", 100 * others / max(seconds * cores, 1e-9), cores)
     }
 }
 
@@ -136,10 +175,14 @@ private func runOreo(_ c: TrainBenchCase, steps: Int, cpuClock: Bool, logitCache
     var walls = [Double](), cpus = [Double](), fwd = [Double](), bwd = [Double](), upd = [Double]()
     walls.reserveCapacity(steps); cpus.reserveCapacity(steps); fwd.reserveCapacity(steps); bwd.reserveCapacity(steps); upd.reserveCapacity(steps)
     let clock = cpuClock ? CLOCK_THREAD_CPUTIME_ID : CLOCK_PROCESS_CPUTIME_ID
-    var allocations: Int64 = 0, mainAllocations: Int64 = 0
+    var allocations: Int64 = 0, mainAllocations: Int64 = 0, mainCPU0 = 0.0
     do {
         for s in 0...steps {
-            if s == 1 { oreo_alloc_count_all_begin(); oreo_alloc_count_begin() }
+            if s == 1 {
+                oreo_alloc_count_all_begin(); oreo_alloc_count_begin()
+                ComputePool.shared.collectStatistics = true
+                mainCPU0 = threadCPUSeconds()
+            }
             var f = (0.0, 0.0), g = (0.0, 0.0), u = (0.0, 0.0)
             let total = try timed(clock) {
                 f = try timed(clock) { try model.forward(b, logProbs: &lp) }
@@ -150,6 +193,17 @@ private func runOreo(_ c: TrainBenchCase, steps: Int, cpuClock: Bool, logitCache
                 }
             }
             if s == steps { allocations = oreo_alloc_count_all_end(); mainAllocations = oreo_alloc_count_end() }
+            if s == steps && ComputePool.shared.threads > 1 {
+                let st = ComputePool.shared.statistics()
+                ComputePool.shared.collectStatistics = false
+                let k = Double(steps), mainCPU = threadCPUSeconds() - mainCPU0
+                oreo_alloc_count_pause()
+                let serial = (mainCPU - st.taskSeconds[0] - st.waitCPUSeconds) / k
+                print(String(format: "  %@: per step: CPU s in parallel tasks by thread %@; caller waiting for workers %.3f s (%.3f s CPU); caller's CPU outside tasks %.3f s; %d dispatches; critical path (largest task share + serial CPU) %.2f s",
+                             c.name, st.taskSeconds.map { String(format: "%.3f", $0 / k) }.joined(separator: " / "), st.waitSeconds / k,
+                             st.waitCPUSeconds / k, serial, st.dispatches / steps, (st.taskSeconds.max() ?? 0) / k + serial))
+                oreo_alloc_count_resume()
+            }
             var loss = 0.0
             for x in lp { loss -= Double(x) }
             oreo_alloc_count_pause()  // printing allocates: not part of the step

@@ -12,19 +12,19 @@ private struct ActArgs {
 public func swiGLUForward(gateUp: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, rows: Int, dim: Int) {
     let args = ActArgs(a: gateUp, b: gateUp, out: out, dim: dim)
     ComputePool.shared.parallelFor(rows, minPerThread: max(1, 4096 / max(dim, 1)), args) { raw, lo, hi in
-    let args = raw.load(as: ActArgs.self)
-    let gateUp = args.a, out = args.out, dim = args.dim
-    for r in lo..<hi {
-        let g = gateUp + r * 2 * dim, u = g + dim, o = out + r * dim
-        var i = 0
-        while i + 16 <= dim {
-            let gv = load16(g + i)
-            let sig = 1 / (1 + simdExp(-gv))
-            store16(gv * sig * load16(u + i), o + i)
-            i += 16
+        let args = raw.load(as: ActArgs.self)
+        let gateUp = args.a, out = args.out, dim = args.dim
+        for r in lo..<hi {
+            let g = gateUp + r * 2 * dim, u = g + dim, o = out + r * dim
+            var i = 0
+            while i + 16 <= dim {
+                let gv = load16(g + i)
+                let sig = 1 / (1 + simdExp(-gv))
+                store16(gv * sig * load16(u + i), o + i)
+                i += 16
+            }
+            while i < dim { let sig = 1 / (1 + scalarExp(-g[i])); o[i] = g[i] * sig * u[i]; i += 1 }
         }
-        while i < dim { let sig = 1 / (1 + scalarExp(-g[i])); o[i] = g[i] * sig * u[i]; i += 1 }
-    }
     }
 }
 
@@ -35,27 +35,27 @@ public func swiGLUBackward(gateUp: UnsafePointer<Float>, dOut: UnsafePointer<Flo
                            dGateUp: UnsafeMutablePointer<Float>, rows: Int, dim: Int) {
     let args = ActArgs(a: gateUp, b: dOut, out: dGateUp, dim: dim)
     ComputePool.shared.parallelFor(rows, minPerThread: max(1, 4096 / max(dim, 1)), args) { raw, lo, hi in
-    let args = raw.load(as: ActArgs.self)
-    let gateUp = args.a, dOut = args.b, dGateUp = args.out, dim = args.dim
-    for r in lo..<hi {
-        let g = gateUp + r * 2 * dim, u = g + dim, d = dOut + r * dim
-        let dg = dGateUp + r * 2 * dim, du = dg + dim
-        var i = 0
-        while i + 16 <= dim {
-            let gv = load16(g + i), dv = load16(d + i)
-            let sig = 1 / (1 + simdExp(-gv))
-            let silu = gv * sig
-            store16(dv * load16(u + i) * sig * (1 + gv * (1 - sig)), dg + i)
-            store16(dv * silu, du + i)
-            i += 16
+        let args = raw.load(as: ActArgs.self)
+        let gateUp = args.a, dOut = args.b, dGateUp = args.out, dim = args.dim
+        for r in lo..<hi {
+            let g = gateUp + r * 2 * dim, u = g + dim, d = dOut + r * dim
+            let dg = dGateUp + r * 2 * dim, du = dg + dim
+            var i = 0
+            while i + 16 <= dim {
+                let gv = load16(g + i), dv = load16(d + i)
+                let sig = 1 / (1 + simdExp(-gv))
+                let silu = gv * sig
+                store16(dv * load16(u + i) * sig * (1 + gv * (1 - sig)), dg + i)
+                store16(dv * silu, du + i)
+                i += 16
+            }
+            while i < dim {
+                let sig = 1 / (1 + scalarExp(-g[i]))
+                dg[i] = d[i] * u[i] * sig * (1 + g[i] * (1 - sig))
+                du[i] = d[i] * g[i] * sig
+                i += 1
+            }
         }
-        while i < dim {
-            let sig = 1 / (1 + scalarExp(-g[i]))
-            dg[i] = d[i] * u[i] * sig * (1 + g[i] * (1 - sig))
-            du[i] = d[i] * g[i] * sig
-            i += 1
-        }
-    }
     }
 }
 

@@ -148,28 +148,28 @@ public func lmHeadBackward(hidden: UnsafePointer<Float>, weight: UnsafePointer<F
                                logProbs: nil, kl: kl.map { UnsafeMutablePointer(mutating: $0 + c0) }, dLogProbs: dLogProbs + c0,
                                dKL: dKL.map { $0 + c0 }, vocab: vocab, v0: 0)
         ComputePool.shared.parallelFor(n, args) { raw, lo, hi in
-        let a = raw.load(as: HeadRowArgs.self)
-        let vocab = a.vocab, lse = a.lse, targets = a.targets, dLogProbs = a.dLogProbs!, useKL = a.ref != nil
-        for i in lo..<hi {
-            let row = i
-            let z = a.z + i * vocab
-            let g = dLogProbs[row]
-            if let ref = a.ref, let kl = a.kl, let dKL = a.dKL {
-                // KL gradient needs the logits themselves, so form it before z is overwritten
-                let rr = ref + i * vocab
-                let lseQ = logSumExp(rr, vocab)
-                let lz = lse[row]
-                // ref row becomes the KL gradient; then z becomes the total gradient
-                klGradAccumulate(z, lz, rr, lseQ, kl[row], dKL[row], rr, vocab, overwrite: true)
+            let a = raw.load(as: HeadRowArgs.self)
+            let vocab = a.vocab, lse = a.lse, targets = a.targets, dLogProbs = a.dLogProbs!, useKL = a.ref != nil
+            for i in lo..<hi {
+                let row = i
+                let z = a.z + i * vocab
+                let g = dLogProbs[row]
+                if let ref = a.ref, let kl = a.kl, let dKL = a.dKL {
+                    // KL gradient needs the logits themselves, so form it before z is overwritten
+                    let rr = ref + i * vocab
+                    let lseQ = logSumExp(rr, vocab)
+                    let lz = lse[row]
+                    // ref row becomes the KL gradient; then z becomes the total gradient
+                    klGradAccumulate(z, lz, rr, lseQ, kl[row], dKL[row], rr, vocab, overwrite: true)
+                }
+                // dz = g * (onehot - p)
+                var j = 0
+                let l16 = F16x(repeating: lse[row]), mg = F16x(repeating: -g)
+                while j + 16 <= vocab { store16(mg * simdExp(load16(z + j) - l16), z + j); j += 16 }
+                while j < vocab { z[j] = -g * scalarExp(z[j] - lse[row]); j += 1 }
+                z[Int(targets[row])] += g
+                if let ref = a.ref, useKL { addInPlace(ref + i * vocab, z, vocab) }
             }
-            // dz = g * (onehot - p)
-            var j = 0
-            let l16 = F16x(repeating: lse[row]), mg = F16x(repeating: -g)
-            while j + 16 <= vocab { store16(mg * simdExp(load16(z + j) - l16), z + j); j += 16 }
-            while j < vocab { z[j] = -g * scalarExp(z[j] - lse[row]); j += 1 }
-            z[Int(targets[row])] += g
-            if let ref = a.ref, useKL { addInPlace(ref + i * vocab, z, vocab) }
-        }
         }
         sgemm(false, false, n, dim, vocab, 1, scratch, vocab, weight, dim, 0, dHidden + c0 * dim, dim)
         sgemm(true, false, vocab, dim, n, 1, scratch, vocab, hidden + c0 * dim, dim, 1, dWeight, dim)
@@ -194,17 +194,17 @@ func lmHeadBackwardVocabBlocked(hidden: UnsafePointer<Float>, weight: UnsafePoin
         let args = HeadRowArgs(z: scratch, ref: nil, targets: targets, lse: UnsafeMutablePointer(mutating: lse), logProbs: nil,
                                kl: nil, dLogProbs: dLogProbs, dKL: nil, vocab: vb, v0: v0)
         ComputePool.shared.parallelFor(rows, minPerThread: 4, args) { raw, lo, hi in
-        let a = raw.load(as: HeadRowArgs.self)
-        let vb = a.vocab, v0 = a.v0, targets = a.targets
-        for r in lo..<hi {
-            let z = a.z + r * vb, g = a.dLogProbs![r], l = a.lse[r]
-            var j = 0
-            let l16 = F16x(repeating: l), mg = F16x(repeating: -g)
-            while j + 16 <= vb { store16(mg * simdExp(load16(z + j) - l16), z + j); j += 16 }
-            while j < vb { z[j] = -g * scalarExp(z[j] - l); j += 1 }
-            let t = Int(targets[r]) - v0
-            if t >= 0 && t < vb { z[t] += g }
-        }
+            let a = raw.load(as: HeadRowArgs.self)
+            let vb = a.vocab, v0 = a.v0, targets = a.targets
+            for r in lo..<hi {
+                let z = a.z + r * vb, g = a.dLogProbs![r], l = a.lse[r]
+                var j = 0
+                let l16 = F16x(repeating: l), mg = F16x(repeating: -g)
+                while j + 16 <= vb { store16(mg * simdExp(load16(z + j) - l16), z + j); j += 16 }
+                while j < vb { z[j] = -g * scalarExp(z[j] - l); j += 1 }
+                let t = Int(targets[r]) - v0
+                if t >= 0 && t < vb { z[t] += g }
+            }
         }
         sgemm(false, false, rows, dim, vb, 1, scratch, vb, weight + v0 * dim, dim, v0 == 0 ? 0 : 1, dHidden, dim)
         sgemm(true, false, vb, dim, rows, 1, scratch, vb, hidden, dim, 1, dWeight + v0 * dim, dim)

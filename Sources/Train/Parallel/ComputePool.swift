@@ -10,9 +10,10 @@ import Glibc
 /// One pool per process, sized to the cores (2 here). BLAS runs single-threaded inside it (one sgemm per
 /// thread on its share), so there is never a second, nested thread pool: OpenBLAS' own threads spin between
 /// calls, allocate a job array per threaded call and collapse when other processes want the cores
-/// (shared/docs/cpu-performance.md). A dispatch allocates nothing: the body is a non-escaping closure the
-/// caller outlives. Workers spin briefly, then yield, then sleep on a condition variable. A dispatch made while
-/// the pool is busy (from a worker, or another thread) runs inline on the caller, so nesting cannot deadlock.
+/// (shared/docs/cpu-performance.md). A dispatch allocates nothing: the task is a C function and a pointer to the
+/// caller's arguments. Workers spin briefly, then yield, then sleep on a condition variable. A dispatch made
+/// while the pool is busy (from a worker, or another thread) runs inline on the caller, so nesting cannot
+/// deadlock.
 public final class ComputePool: @unchecked Sendable {
     /// The process-wide pool the kernels use.
     public static let shared = ComputePool(threads: min(ProcessInfo.processInfo.activeProcessorCount, 64))
@@ -29,12 +30,20 @@ public final class ComputePool: @unchecked Sendable {
     private var mutex = pthread_mutex_t()
     private var wake = pthread_cond_t()
     private var sleepers = 0
+    /// Per thread: CPU nanoseconds inside tasks; 64: the caller's CPU nanoseconds waiting for workers;
+    /// 65: dispatches; 66: the caller's wall nanoseconds waiting.
+    private let counters = UnsafeMutablePointer<Int>.allocate(capacity: 67)
+    /// Record where time goes (off by default: it reads the thread clock around every task).
+    public var collectStatistics = false {
+        didSet { counters.initialize(repeating: 0, count: 67) }
+    }
 
     init(threads: Int) {
         self.threads = 1
         openblas_set_num_threads(1)
         pthread_mutex_init(&mutex, nil)
         pthread_cond_init(&wake, nil)
+        counters.initialize(repeating: 0, count: 67)
         setThreads(threads)
     }
 
@@ -77,11 +86,21 @@ public final class ComputePool: @unchecked Sendable {
         pthread_mutex_lock(&mutex)
         if sleepers > 0 { pthread_cond_broadcast(&wake) }
         pthread_mutex_unlock(&mutex)
+        let stats = collectStatistics
+        let t0 = stats ? Self.threadNanoseconds() : 0
         entry(context, 0, taskThreads)
+        let w0 = stats ? DispatchTime.now().uptimeNanoseconds : 0
+        let c0 = stats ? Self.threadNanoseconds() : 0
+        if stats { counters[0] += c0 - t0 }
         var spins = 0
         while pending.load(ordering: .acquiring) > 0 {
             spins += 1
             if spins > 256 { sched_yield() }
+        }
+        if stats {
+            counters[64] += Self.threadNanoseconds() - c0
+            counters[65] += 1
+            counters[66] += Int(DispatchTime.now().uptimeNanoseconds - w0)
         }
         self.entry = nil
         self.context = nil
@@ -112,6 +131,18 @@ public final class ComputePool: @unchecked Sendable {
                 if !r.isEmpty { job.entry(job.args, r.lowerBound, r.upperBound) }
             }
         }
+    }
+
+    /// Since `collectStatistics` was set: CPU seconds each thread spent in tasks, the caller's CPU and wall
+    /// seconds waiting for the workers to finish, and the number of parallel dispatches.
+    public func statistics() -> (taskSeconds: [Double], waitCPUSeconds: Double, waitSeconds: Double, dispatches: Int) {
+        ((0..<threads).map { Double(counters[$0]) / 1e9 }, Double(counters[64]) / 1e9, Double(counters[66]) / 1e9, counters[65])
+    }
+
+    @inline(__always) static func threadNanoseconds() -> Int {
+        var ts = timespec()
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
+        return ts.tv_sec * 1_000_000_000 + ts.tv_nsec
     }
 
     /// Whether `count` units are worth splitting: more than one thread, and at least `minPerThread` (and
@@ -148,7 +179,11 @@ public final class ComputePool: @unchecked Sendable {
                 g = generation.load(ordering: .acquiring)
             }
             seen = g
-            if index < taskThreads, let e = entry, let c = context { e(c, index, taskThreads) }
+            if index < taskThreads, let e = entry, let c = context {
+                let t0 = collectStatistics ? Self.threadNanoseconds() : 0
+                e(c, index, taskThreads)
+                if collectStatistics { counters[index] += Self.threadNanoseconds() - t0 }
+            }
             pending.subtract(1, ordering: .releasing)
         }
     }
