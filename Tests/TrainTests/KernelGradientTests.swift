@@ -324,7 +324,7 @@ import Train
         let h = rng.normalD(rows * dim), w = rng.normalD(vocab * dim, std: 0.7), a = rng.normalD(rows)
         let targets: [Int32] = [0, 52, 7, 7, 30, 1]
         let hf = buf(h), wf = buf(w), tg = IntBuf(targets)
-        let lp = zeros(rows), lse = zeros(rows), scale = zeros(rows), cache = zeros(rows * vocab)
+        let lp = zeros(rows), lse = zeros(rows), scale = zeros(rows), cache = zeros(rows * vocab), hs = zeros(rows * dim)
         lmHeadForwardCached(hidden: hf.pointer, weight: wf.pointer, targets: tg.p, logProbs: lp.pointer, lse: lse.pointer,
                             scale: scale.pointer, rows: rows, dim: dim, vocab: vocab, cache: cache.pointer)
         func loss(_ hh: [Double], _ ww: [Double]) -> Double {
@@ -335,7 +335,8 @@ import Train
         #expect(relativeError(lp.toArray(), (0..<rows).map { refLP[$0 * vocab + Int(targets[$0])] }) < 1e-6)
         let dlp = buf(a), dh = zeros(rows * dim), dw = buf([Double](repeating: 0.25, count: vocab * dim))
         lmHeadBackwardCached(hidden: hf.pointer, weight: wf.pointer, targets: tg.p, scale: scale.pointer, dLogProbs: dlp.pointer,
-                             dHidden: dh.pointer, dWeight: dw.pointer, rows: rows, dim: dim, vocab: vocab, cache: cache.pointer)
+                             dHidden: dh.pointer, dWeight: dw.pointer, rows: rows, dim: dim, vocab: vocab, cache: cache.pointer,
+                             scaledHidden: hs.pointer)
         #expect(relativeError(dh.toArray(), numericGradient({ loss($0, w) }, at: h)) < 1e-5)
         // dWeight accumulates onto what was there
         #expect(relativeError(dw.toArray().map { $0 - 0.25 }, numericGradient({ loss(h, $0) }, at: w)) < 1e-5)

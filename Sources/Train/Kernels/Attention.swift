@@ -66,8 +66,8 @@ struct AttentionArgs {
     return longest
 }
 
-/// Runs body(&args, unit, thread) for unit in 0..<args.units, dealing units round-robin over min(pool threads,
-/// slots) threads (so mixed sequence lengths balance); `thread` picks the scratch slot.
+/// Runs body(&args, unit, thread) for unit in 0..<args.units on min(pool threads, slots) threads, which claim
+/// units one at a time (so mixed sequence lengths and late threads balance); `thread` picks the scratch slot.
 @inline(__always) func forEachUnit(_ args: AttentionArgs, _ body: @convention(c) (UnsafeRawPointer, Int, Int) -> Void) {
     let pool = ComputePool.shared
     withUnsafePointer(to: args) { ap in
@@ -79,10 +79,8 @@ struct AttentionArgs {
         pool.run(UnitJob(body: body, args: raw)) { job, i, n in
             let j = job.load(as: UnitJob.self)
             let a = j.args.load(as: AttentionArgs.self)
-            let used = min(n, a.slots)
-            guard i < used else { return }
-            var u = i
-            while u < a.units { j.body(j.args, u, i); u += used }
+            guard i < min(n, a.slots) else { return }
+            ComputePool.shared.claim(a.units, inline: n == 1) { u in j.body(j.args, u, i) }
         }
     }
 }

@@ -19,8 +19,8 @@ public final class TransformerModel {
     public let maxTokens: Int
     /// Rows of logits the LM head materializes at once.
     public let headChunkRows: Int
-    /// Whole-batch softmax kept from forward to backward (nil when over the memory limit): [maxTokens, vocab]
-    /// then a per-row scale [maxTokens].
+    /// Whole-batch softmax kept from forward to backward (nil when over the memory limit): [maxTokens, vocab],
+    /// a per-row scale [maxTokens] and the backward's scaled hidden rows [maxTokens, d].
     private let logitCache: FlatBuffer?
     private var logitCacheValid = false
 
@@ -88,7 +88,7 @@ public final class TransformerModel {
         attScratch = take(2 * attSlotFloats)
         headScratch = take(lmHeadScratchCount(vocab: config.vocabSize, chunkRows: self.headChunkRows, withReference: true))
         acts = FlatBuffer(count: total)
-        let cacheFloats = maxTokens * (config.vocabSize + 1)
+        let cacheFloats = maxTokens * (config.vocabSize + 1 + d)
         logitCache = cacheFloats * 4 <= logitCacheBytes ? FlatBuffer(count: cacheFloats) : nil
         ints = .allocate(capacity: 5 * N + 1)
         ints.initialize(repeating: 0, count: 5 * N + 1)
@@ -246,12 +246,11 @@ public final class TransformerModel {
         }
         let ref = dKL != nil ? klReference : nil
         if let cache = logitCache, logitCacheValid, ref == nil {
-            // the cache is consumed (dz is formed in place): a second backward of this forward recomputes
+            let v = config.vocabSize
             lmHeadBackwardCached(hidden: a + gathered, weight: parameters.pointer + layout.lmHead, targets: targetsP,
-                                 scale: cache.pointer + maxTokens * config.vocabSize, dLogProbs: a + dlogpG,
-                                 dHidden: a + dGathered, dWeight: g + layout.lmHead, rows: targetRows, dim: d,
-                                 vocab: config.vocabSize, cache: cache.pointer)
-            logitCacheValid = false
+                                 scale: cache.pointer + maxTokens * v, dLogProbs: a + dlogpG, dHidden: a + dGathered,
+                                 dWeight: g + layout.lmHead, rows: targetRows, dim: d, vocab: v, cache: cache.pointer,
+                                 scaledHidden: cache.pointer + maxTokens * (v + 1))
         } else {
             lmHeadBackward(hidden: a + gathered, weight: parameters.pointer + layout.lmHead, targets: targetsP,
                            lse: a + lseG, dLogProbs: a + dlogpG, dHidden: a + dGathered, dWeight: g + layout.lmHead,

@@ -96,21 +96,28 @@ public func adamWKernel(p: UnsafeMutablePointer<Float>, g: UnsafePointer<Float>,
     }
 }
 
-/// Global L2 norm of a gradient buffer (4096-float blocks accumulated in double; threads sum their shares).
+/// Global L2 norm of a gradient buffer: 4096-float blocks accumulated in double, in 64 fixed parts summed in
+/// order (the same result for any number of threads).
 public func gradientNorm(_ g: FlatBuffer) -> Double {
     withUnsafeTemporaryAllocation(of: Double.self, capacity: 64) { partial in
         partial.initialize(repeating: 0)
-        ComputePool.shared.run(NormArgs(p: g.pointer, count: g.count, partial: partial.baseAddress!)) { raw, t, n in
+        let part = (g.count + 63) / 64
+        let args = NormArgs(p: g.pointer, part: part, partial: partial.baseAddress!)
+        ComputePool.shared.parallelFor(g.count, grain: part, minPerThread: 1 << 16, chunks: 64, args) { raw, lo, hi in
             let a = raw.load(as: NormArgs.self)
-            let share = ComputePool.share(a.count, t, n, grain: 4096)
-            var total = 0.0
-            var i = share.lowerBound
-            while i < share.upperBound {
-                let k = min(4096, share.upperBound - i)
-                total += Double(dot(a.p + i, a.p + i, k))
-                i += k
+            var s = lo
+            while s < hi {  // inline runs get the whole range: still sum it part by part
+                let e = min(hi, s + a.part)
+                var total = 0.0
+                var i = s
+                while i < e {
+                    let k = min(4096, e - i)
+                    total += Double(dot(a.p + i, a.p + i, k))
+                    i += k
+                }
+                a.partial[s / a.part] = total
+                s = e
             }
-            a.partial[t] = total
         }
         return partial.reduce(0, +).squareRoot()
     }
@@ -203,5 +210,5 @@ private struct AdamWArgs {
 
 /// Operands of the parallel gradient norm: the buffer and one partial sum per thread.
 private struct NormArgs {
-    let p: UnsafePointer<Float>, count: Int, partial: UnsafeMutablePointer<Double>
+    let p: UnsafePointer<Float>, part: Int, partial: UnsafeMutablePointer<Double>
 }

@@ -24,6 +24,9 @@ public final class ComputePool: @unchecked Sendable {
     private let generation = Atomic<Int>(0)
     private let pending = Atomic<Int>(0)
     private let busy = Atomic<Bool>(false)
+    /// Chunks of the current dispatch claimed so far: threads take chunks until none are left, so a worker the
+    /// OS has not scheduled yet delays nothing (the caller takes its share).
+    let cursor = Atomic<Int>(0)
     private var entry: PoolEntry?
     private var context: UnsafeRawPointer?
     private var taskThreads = 1
@@ -80,6 +83,7 @@ public final class ComputePool: @unchecked Sendable {
         self.entry = entry
         self.context = context
         taskThreads = threads
+        cursor.store(0, ordering: .relaxed)
         // every worker checks in, also those beyond `threads` after a setThreads down
         pending.store(workers.count, ordering: .relaxed)
         generation.add(1, ordering: .releasing)
@@ -114,22 +118,43 @@ public final class ComputePool: @unchecked Sendable {
         withUnsafePointer(to: args) { run(entry, UnsafeRawPointer($0)) }
     }
 
-    /// Splits 0..<count into one contiguous range per thread (boundaries multiples of `grain`) and calls
-    /// entry(&args, lo, hi) for each non-empty range; one call entry(&args, 0, count) on the caller when there
-    /// are fewer than `minPerThread` units for each of two threads.
+    /// Splits 0..<count into `chunks` contiguous ranges (default: two per thread; boundaries multiples of
+    /// `grain`) that the threads claim in turn, and calls entry(&args, lo, hi) for each non-empty range; one
+    /// call entry(&args, 0, count) on the caller when there are fewer than `minPerThread` units for each of
+    /// two threads.
     @inline(__always)
-    public func parallelFor<Args>(_ count: Int, grain: Int = 1, minPerThread: Int = 1, _ args: Args, _ entry: PoolEntry) {
+    public func parallelFor<Args>(_ count: Int, grain: Int = 1, minPerThread: Int = 1, chunks: Int = 0, _ args: Args,
+                                  _ entry: PoolEntry) {
         guard count > 0 else { return }
         withUnsafePointer(to: args) { a in
             guard splits(count, grain: grain, minPerThread: minPerThread) else {
                 entry(UnsafeRawPointer(a), 0, count)
                 return
             }
-            run(RangeJob(entry: entry, args: UnsafeRawPointer(a), count: count, grain: grain)) { raw, i, n in
+            let job = RangeJob(entry: entry, args: UnsafeRawPointer(a), count: count, grain: grain,
+                               chunks: chunks > 0 ? chunks : 2 * threads)
+            run(job) { raw, _, n in
                 let job = raw.load(as: RangeJob.self)
-                let r = ComputePool.share(job.count, i, n, grain: job.grain)
-                if !r.isEmpty { job.entry(job.args, r.lowerBound, r.upperBound) }
+                ComputePool.shared.claim(job.chunks, inline: n == 1) { c in
+                    let r = ComputePool.share(job.count, c, job.chunks, grain: job.grain)
+                    if !r.isEmpty { job.entry(job.args, r.lowerBound, r.upperBound) }
+                }
             }
+        }
+    }
+
+    /// Inside a task: calls body(c) for chunks c claimed from this dispatch's cursor until all `count` are
+    /// taken; `inline` (the task runs alone on its caller) takes them all in order without the cursor, which
+    /// belongs to whatever dispatch holds the pool.
+    @inline(__always) func claim(_ count: Int, inline: Bool, _ body: (Int) -> Void) {
+        if inline {
+            for c in 0..<count { body(c) }
+            return
+        }
+        while true {
+            let c = cursor.wrappingAdd(1, ordering: .relaxed).oldValue
+            if c >= count { return }
+            body(c)
         }
     }
 
@@ -199,6 +224,7 @@ private struct RangeJob {
     let args: UnsafeRawPointer
     let count: Int
     let grain: Int
+    let chunks: Int
 }
 
 /// What a new worker thread needs (passed through pthread_create's context pointer).

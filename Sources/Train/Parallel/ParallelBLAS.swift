@@ -21,8 +21,8 @@ private struct GEMM {
 }
 
 /// Row-major `C = alpha op(A) op(B) + beta C` (op = transpose when `transA` / `transB`), split over the
-/// compute pool by rows of C or by columns, whichever is larger; each thread runs a single-threaded sgemm on
-/// its block. Products under ~4 MFLOP stay on the caller.
+/// compute pool into blocks of rows of C or of columns, whichever dimension is larger; each thread runs a
+/// single-threaded sgemm on the blocks it claims. Products under ~4 MFLOP stay on the caller.
 ///
 /// Shapes: op(A) [m, k], op(B) [k, n], C [m, n]; lda/ldb/ldc are the row strides of A, B, C as stored.
 public func sgemm(_ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int, _ alpha: Float,
@@ -31,11 +31,16 @@ public func sgemm(_ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int, 
     guard m > 0, n > 0 else { return }
     let g = GEMM(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, beta: beta, a: a, lda: lda,
                  b: b, ldb: ldb, c: c, ldc: ldc)
+    let pool = ComputePool.shared
+    // every block re-packs the operand it shares with the others: blocks of >= ~2048 rows or columns keep that
+    // copy under a few percent of the block's arithmetic, and more blocks than threads let a thread that
+    // finishes early (or a worker the OS scheduled late) take over the rest
+    let chunks = min(4 * pool.threads, max(pool.threads, max(m, n) / 2048))
     if 2 * m * n * k < 4_000_000 {
         g.run(byRows: true, 0, m)
     } else if n >= m {
-        ComputePool.shared.parallelFor(n, grain: 32, g) { raw, lo, hi in raw.load(as: GEMM.self).run(byRows: false, lo, hi) }
+        pool.parallelFor(n, grain: 32, chunks: chunks, g) { raw, lo, hi in raw.load(as: GEMM.self).run(byRows: false, lo, hi) }
     } else {
-        ComputePool.shared.parallelFor(m, grain: 32, g) { raw, lo, hi in raw.load(as: GEMM.self).run(byRows: true, lo, hi) }
+        pool.parallelFor(m, grain: 32, chunks: chunks, g) { raw, lo, hi in raw.load(as: GEMM.self).run(byRows: true, lo, hi) }
     }
 }
