@@ -5,8 +5,10 @@ import Foundation
 ///
 /// Sequences are concatenated: sequence s covers rows seqStarts[s] ..< seqStarts[s+1] and attends only within
 /// itself. Query head h reads kv head h / (heads / kvHeads). Probabilities are not stored: the backward
-/// recomputes them from the saved per-row log-sum-exp, so memory is O(rows), not O(T^2). The (sequence, head)
-/// pairs are shared out over the compute pool, one scratch slot of maxSeqLen^2 floats per thread.
+/// recomputes them from the saved per-row log-sum-exp, so memory is O(rows), not O(T^2). Rows go in blocks of
+/// `attentionBlock`, each against only the keys at or before its last row (the causal triangle: ~60% of the
+/// square's matmul work at 256 tokens). The (sequence, head) pairs are shared out over the compute pool, one
+/// scratch slot of maxSeqLen^2 floats per thread.
 ///
 /// Shapes: q [rows, ldq] (heads * headDim used), k [rows, ldk], v [rows, ldv] (kvHeads * headDim used),
 /// out [rows, ldo] (heads * headDim), lse [heads, rows], seqStarts [seqCount + 1],
@@ -28,22 +30,28 @@ public func attentionForward(q: UnsafePointer<Float>, ldq: Int, k: UnsafePointer
         let start = Int(a.seqStarts[s]), t = Int(a.seqStarts[s + 1]) - start
         if t <= 0 { return }
         let p = a.scratch + thread * a.slot
-        let vh = a.v + start * a.ldv + kvh * headDim
-        scaledScores(a.q + start * a.ldq + h * headDim, a.ldq, a.k + start * a.ldk + kvh * headDim, a.ldk, t, headDim, p)
+        let qh = a.q + start * a.ldq + h * headDim, kh = a.k + start * a.ldk + kvh * headDim
+        let vh = a.v + start * a.ldv + kvh * headDim, oh = a.out + start * a.ldo + h * headDim
         let lseRow = a.lse + h * a.rows + start
-        for i in 0..<t {
-            let row = p + i * t
-            let n = i + 1
-            let m = maxOf(row, n)
-            let sum = expShiftInPlace(row, n, m)
-            let inv = 1 / sum
-            for j in 0..<n { row[j] *= inv }
-            if n < t { zeroFill(row + n, t - n) }
-            lseRow[i] = m + Foundation.log(sum)
+        var i0 = 0
+        while i0 < t {
+            let i1 = min(t, i0 + attentionBlock), pb = p + i0 * t
+            scaledScores(qh + i0 * a.ldq, a.ldq, kh, a.ldk, i1 - i0, i1, t, headDim, pb)
+            for i in i0..<i1 {
+                let row = p + i * t
+                let n = i + 1
+                let m = maxOf(row, n)
+                let sum = expShiftInPlace(row, n, m)
+                let inv = 1 / sum
+                for j in 0..<n { row[j] *= inv }
+                if n < i1 { zeroFill(row + n, i1 - n) }
+                lseRow[i] = m + Foundation.log(sum)
+            }
+            // O[i0..<i1] = P[i0..<i1, 0..<i1] V[0..<i1]
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(i1 - i0), Int32(headDim), Int32(i1),
+                        1, pb, Int32(t), vh, Int32(a.ldv), 0, oh + i0 * a.ldo, Int32(a.ldo))
+            i0 = i1
         }
-        // O = P V  [t, hd]
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(t), Int32(headDim), Int32(t),
-                    1, p, Int32(t), vh, Int32(a.ldv), 0, a.out + start * a.ldo + h * headDim, Int32(a.ldo))
     }
 }
 
@@ -90,11 +98,15 @@ private struct UnitJob {
     let body: @convention(c) (UnsafeRawPointer, Int, Int) -> Void
     let args: UnsafeRawPointer
 }
-/// S = Q K^T / sqrt(hd) for one head of one sequence. Shapes: q [t, ldq], k [t, ldk], s [t, t].
+/// Query rows per causal block: small enough to skip most of the masked triangle, large enough for sgemm.
+let attentionBlock = 64
+
+/// S = Q K^T / sqrt(hd) for `m` query rows against the first `n` keys. Shapes: q [m, ldq], k [n, ldk],
+/// s [m, lds].
 @inline(__always) func scaledScores(_ q: UnsafePointer<Float>, _ ldq: Int, _ k: UnsafePointer<Float>, _ ldk: Int,
-                                    _ t: Int, _ headDim: Int, _ s: UnsafeMutablePointer<Float>) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(t), Int32(t), Int32(headDim),
-                1 / Float(headDim).squareRoot(), q, Int32(ldq), k, Int32(ldk), 0, s, Int32(t))
+                                    _ m: Int, _ n: Int, _ lds: Int, _ headDim: Int, _ s: UnsafeMutablePointer<Float>) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(m), Int32(n), Int32(headDim),
+                1 / Float(headDim).squareRoot(), q, Int32(ldq), k, Int32(ldk), 0, s, Int32(lds))
 }
 
 /// Backward of `attentionForward`. Writes dq; dk and dv receive the sum over the query heads sharing each kv
@@ -138,30 +150,37 @@ public func attentionBackward(dOut: UnsafePointer<Float>, q: UnsafePointer<Float
             let qh = q + start * ldq + h * headDim
             let oh = out + start * ldo + h * headDim
             let doh = dOut + start * ldo + h * headDim
+            let dqh = dq + start * lddq + h * headDim
             let lseRow = lse + h * rows + start
-            scaledScores(qh, ldq, kh, ldk, t, headDim, p)
-            // dP = dO V^T  [t, t]
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(t), Int32(t), Int32(headDim),
-                        1, doh, Int32(ldo), vh, Int32(ldv), 0, dp, Int32(t))
-            for i in 0..<t {
-                let pr = p + i * t, dpr = dp + i * t
-                let n = i + 1
-                _ = expShiftInPlace(pr, n, lseRow[i])
-                if n < t { zeroFill(pr + n, t - n); zeroFill(dpr + n, t - n) }
-                // D_i = sum_j P_ij dP_ij = dO_i . O_i
-                let d = dot(doh + i * ldo, oh + i * ldo, headDim)
-                var j = 0
-                let dv16 = F16x(repeating: d)
-                while j + 16 <= n { store16(load16(pr + j) * (load16(dpr + j) - dv16), dpr + j); j += 16 }
-                while j < n { dpr[j] = pr[j] * (dpr[j] - d); j += 1 }
+            var i0 = 0
+            while i0 < t {
+                let i1 = min(t, i0 + attentionBlock), ib = i1 - i0
+                let pb = p + i0 * t, dpb = dp + i0 * t
+                scaledScores(qh + i0 * ldq, ldq, kh, ldk, ib, i1, t, headDim, pb)
+                // dP = dO V^T  [ib, i1]
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(ib), Int32(i1), Int32(headDim),
+                            1, doh + i0 * ldo, Int32(ldo), vh, Int32(ldv), 0, dpb, Int32(t))
+                for i in i0..<i1 {
+                    let pr = p + i * t, dpr = dp + i * t
+                    let n = i + 1
+                    _ = expShiftInPlace(pr, n, lseRow[i])
+                    if n < i1 { zeroFill(pr + n, i1 - n); zeroFill(dpr + n, i1 - n) }
+                    // D_i = sum_j P_ij dP_ij = dO_i . O_i
+                    let d = dot(doh + i * ldo, oh + i * ldo, headDim)
+                    var j = 0
+                    let dv16 = F16x(repeating: d)
+                    while j + 16 <= n { store16(load16(pr + j) * (load16(dpr + j) - dv16), dpr + j); j += 16 }
+                    while j < n { dpr[j] = pr[j] * (dpr[j] - d); j += 1 }
+                }
+                // dV[0..<i1] += P^T dO ; dQ[i0..<i1] = scale dS K ; dK[0..<i1] += scale dS^T Q
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(i1), Int32(headDim), Int32(ib),
+                            1, pb, Int32(t), doh + i0 * ldo, Int32(ldo), 1, dvh, Int32(lddv))
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(ib), Int32(headDim), Int32(i1),
+                            scale, dpb, Int32(t), kh, Int32(ldk), 0, dqh + i0 * lddq, Int32(lddq))
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(i1), Int32(headDim), Int32(ib),
+                            scale, dpb, Int32(t), qh + i0 * ldq, Int32(ldq), 1, dkh, Int32(lddk))
+                i0 = i1
             }
-            // dV += P^T dO ; dQ = scale dS K ; dK += scale dS^T Q
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(t), Int32(headDim), Int32(t),
-                        1, p, Int32(t), doh, Int32(ldo), 1, dvh, Int32(lddv))
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(t), Int32(headDim), Int32(t),
-                        scale, dp, Int32(t), kh, Int32(ldk), 0, dq + start * lddq + h * headDim, Int32(lddq))
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(t), Int32(headDim), Int32(t),
-                        scale, dp, Int32(t), qh, Int32(ldq), 1, dkh, Int32(lddk))
         }
     }
 }
