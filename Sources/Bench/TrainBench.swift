@@ -39,8 +39,9 @@ struct TrainBenchResult {
 /// (scripts/oracles/bench_peer_train.py) right after each.
 ///
 /// Options: --model NAME (default all), --steps N (timed steps, default 5), --threads T (default 2),
-/// --no-torch, --sgemm (only compare OpenBLAS threads with oreo's pool), --layers L (override, for quick runs), --logit-cache-mb M (0: recompute the LM head's logits). With --threads 1 the figures are this thread's CPU time
-/// (and PyTorch's process CPU time), which other processes on a shared machine distort least.
+/// --no-torch, --sgemm (only compare OpenBLAS threads with oreo's pool), --layers L (override, for quick
+/// runs), --logit-cache-mb M (0: recompute the LM head's logits). With --threads 1 the figures are this
+/// thread's CPU time (and PyTorch's process CPU time), which other processes on a shared machine distort least.
 func runTrainBench(args: [String]) {
     func opt(_ name: String) -> String? {
         guard let i = args.firstIndex(of: name), i + 1 < args.count else { return nil }
@@ -227,21 +228,33 @@ private func runOreo(_ c: TrainBenchCase, steps: Int, cpuClock: Bool, logitCache
     return (model.parameters.count, r)
 }
 
-/// Best sgemm rate over training-like shapes (GPT-2 MLP and a square), in GFLOP/s: wall time, or this thread's
-/// CPU time when `cpuClock` (one BLAS thread runs in the caller).
+/// Best sgemm rate over training-like shapes (GPT-2 MLP and a square), in GFLOP/s, with the run's thread count:
+/// OpenBLAS' own threads and oreo's pool (single-threaded OpenBLAS per block), whichever is faster. Wall time,
+/// or this thread's CPU time when `cpuClock` (one thread: BLAS runs in the caller).
 private func measureSgemmPeak(cpuClock: Bool) -> Double {
     var best = 0.0
+    let threads = ComputePool.shared.threads
     for (m, nn, kk) in [(1024, 3072, 768), (1024, 768, 3072), (2048, 2048, 2048)] {
         let a = [Float](repeating: 0.01, count: m * kk), b = [Float](repeating: 0.02, count: kk * nn)
         var c = [Float](repeating: 0, count: m * nn)
-        for rep in 0..<4 {
-            let t = timed(CLOCK_THREAD_CPUTIME_ID) {
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m), Int32(nn), Int32(kk), 1, a, Int32(kk),
-                            b, Int32(nn), 0, &c, Int32(nn))
+        for pool in threads > 1 ? [false, true] : [false] {
+            openblas_set_num_threads(Int32(pool ? 1 : threads))
+            for rep in 0..<4 {
+                let t = timed(CLOCK_THREAD_CPUTIME_ID) {
+                    a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in c.withUnsafeMutableBufferPointer { cp in
+                        if pool {
+                            sgemm(false, false, m, nn, kk, 1, ap.baseAddress!, kk, bp.baseAddress!, nn, 0, cp.baseAddress!, nn)
+                        } else {
+                            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m), Int32(nn), Int32(kk), 1,
+                                        ap.baseAddress!, Int32(kk), bp.baseAddress!, Int32(nn), 0, cp.baseAddress!, Int32(nn))
+                        }
+                    } } }
+                }
+                if rep > 0 { best = max(best, 2 * Double(m * nn * kk) / ((cpuClock ? t.cpu : t.wall) / 1e3) / 1e9) }
             }
-            if rep > 0 { best = max(best, 2 * Double(m * nn * kk) / ((cpuClock ? t.cpu : t.wall) / 1e3) / 1e9) }
         }
     }
+    openblas_set_num_threads(1)  // the pool's setting: no nested threads
     return best
 }
 

@@ -176,7 +176,7 @@ public final class ComputePool: @unchecked Sendable {
         threads > 1 && count >= 2 * max(minPerThread, grain)
     }
 
-    /// Thread i's share of 0..<count out of n (contiguous, boundaries rounded to `grain`).
+    /// Part i of 0..<count cut into n contiguous parts (boundaries rounded to multiples of `grain`).
     @inline(__always) public static func share(_ count: Int, _ i: Int, _ n: Int, grain: Int) -> Range<Int> {
         let units = (count + grain - 1) / grain
         let lo = min(count, units * i / n * grain), hi = i == n - 1 ? count : min(count, units * (i + 1) / n * grain)
@@ -215,10 +215,11 @@ public final class ComputePool: @unchecked Sendable {
 }
 
 /// A pool task: a C function (it captures nothing) called with the caller's argument pointer and two integers:
-/// (thread index, thread count) for `run`, (lo, hi) of the thread's range for `parallelFor`.
+/// (thread index, thread count) for `run`, (lo, hi) of a claimed range for `parallelFor`.
 public typealias PoolEntry = @convention(c) (UnsafeRawPointer, Int, Int) -> Void
 
-/// A range-splitting task: the user's entry and arguments, the unit count and the split granularity.
+/// A range-splitting task: the user's entry and arguments, the unit count, the split granularity and the
+/// number of chunks.
 private struct RangeJob {
     let entry: PoolEntry
     let args: UnsafeRawPointer
