@@ -17,12 +17,15 @@ let package = Package(
         .library(name: "Format", targets: ["Format"]),
         .library(name: "Ingest", targets: ["Ingest"]),
         .library(name: "Train", targets: ["Train"]),
+        .library(name: "Demo", targets: ["Demo"]),
+        .library(name: "Infer", targets: ["Infer"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-numerics.git", from: "1.0.0"),
         .package(url: "https://github.com/x-sheep/swift-property-based.git", from: "2.0.0"),
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
     ],
     targets: [
         // System libraries (Debian: libzstd-dev, libopenblas-dev) and libxxhash-dev's header.
@@ -46,15 +49,24 @@ let package = Package(
         // Counts heap allocations by interposing malloc: linked into the tests and Bench (zero allocations per
         // training step), never into oreo.
         .target(name: "CAllocCounter"),
+        // 4. Training jobs: data loader over shards, reference scoring, OREO and baselines, run directories.
+        //    Reads files (shards, run state), so it is a checked build; the numerics it calls live in Train.
+        .target(name: "Trainer", dependencies: ["Train", "Format", "Checkpoint", .product(name: "TOMLKit", package: "TOMLKit")]),
+        // 5. Sampling, verifiers, value-guided beam search, evaluation: parses model output and user files,
+        // so a checked build (the numeric work happens in Train).
+        .target(name: "Infer", dependencies: ["Train", "Ingest", "Format", "Checkpoint"]),
+        // The built-in demo task: problem generator, its tokenizer, JSONL writers, verifier, metrics, reports.
+        //    Its built-in hooks run Trainer and Infer in-process (a checked build: numerics live in Train).
+        .target(name: "Demo", dependencies: ["Format", "Ingest", "Checkpoint", "Train", "Trainer", "Infer"]),
         // The command-line tool.
         .executableTarget(name: "oreo", dependencies: [
-            "Format", "Ingest", "Train",
+            "Format", "Ingest", "Train", "Trainer", "Infer", "Demo",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         // Throughput of every stage against a baseline measured in the same run.
         .executableTarget(name: "Bench", dependencies: [
-            "Format", "Ingest", "Train", "CZstd", "COpenBLAS", "CAllocCounter",
+            "Format", "Ingest", "Train", "Trainer", "Infer", "CZstd", "COpenBLAS", "CAllocCounter",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: kernelSettings),
 
@@ -63,6 +75,9 @@ let package = Package(
         ]),
         .testTarget(name: "IngestTests", dependencies: ["Ingest", "Format", "Checkpoint"]),
         .testTarget(name: "TrainTests", dependencies: ["Train", "Format", "CAllocCounter"]),
+        .testTarget(name: "TrainerTests", dependencies: ["Trainer", "Train", "Format", "Checkpoint"]),
+        .testTarget(name: "DemoTests", dependencies: ["Demo", "Ingest", "Format", "Train"]),
+        .testTarget(name: "InferTests", dependencies: ["Infer", "Train", "Ingest", "Format"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -17,3 +17,4 @@ mkdir -p Tests/Fixtures/generated
 gen scripts/oracles/gen_tokenizer_fixtures.py Tests/Fixtures/generated/tokenizers/corpus.bin
 gen scripts/oracles/torch_reference.py Tests/Fixtures/generated/models/qwen2/expected.safetensors
 gen scripts/oracles/gguf_reference.py Tests/Fixtures/generated/smollm2/expected.safetensors
+gen scripts/oracles/generate_reference.py Tests/Fixtures/generated/smollm2-generate/expected.safetensors

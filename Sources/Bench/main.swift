@@ -1,7 +1,7 @@
 import Foundation
 import Train
 
-// Usage: Bench [format|tokenizer|ingest|train|all] [options]. Each stage prints its throughput and its ratio to a baseline
+// Usage: Bench [format|tokenizer|ingest|train|oreo|decode|all] [options]. Each stage prints its throughput and its ratio to a baseline
 // measured in the same run.
 BLASRuntime.ensurePreferredKernels()
 print(BLASRuntime.summary)
@@ -14,13 +14,17 @@ do {
     case "tokenizer": runTokenizerBench(args: rest)
     case "ingest": try runIngestBench(args: rest)
     case "train": runTrainBench(args: rest)
+    case "oreo": try runOREOBench(args: rest)
+    case "decode": try runDecodeBench(args: rest)
     case "all":
         try runFormatBench(args: [])
         runTokenizerBench(args: [])
         try runIngestBench(args: [])
         runTrainBench(args: [])
+        try runOREOBench(args: [])
+        try runDecodeBench(args: [])
     default:
-        print("usage: Bench [format|tokenizer|ingest|train|all] [options]")
+        print("usage: Bench [format|tokenizer|ingest|train|oreo|decode|all] [options]")
         exit(2)
     }
 } catch {

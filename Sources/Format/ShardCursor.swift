@@ -75,6 +75,23 @@ public final class ShardCursor {
             meta: try typed(hMeta, range(metaOffsets, i)))
     }
 
+    /// Prompt length, token count, reward, group and flags of trajectory `i`, without decompressing its
+    /// tokens (for planning passes over a whole dataset).
+    public func scalars(_ i: Int) throws -> TrajectoryScalars {
+        guard i >= 0, i < trajectoryCount else {
+            throw FormatError(.invalidArgument, path: shard.path, "trajectory \(i) out of range 0..<\(shard.trajectoryCount)")
+        }
+        let tokens = range(tokenOffsets, i).count
+        let prompt = Int(try scalar(hPrompt, i, as: UInt32.self))
+        guard prompt <= tokens else {
+            throw FormatError(.inconsistent, path: shard.path, "trajectory \(i): prompt length \(prompt) exceeds its \(tokens) tokens")
+        }
+        return TrajectoryScalars(tokenCount: tokens, promptLength: prompt,
+                                 reward: Float(bitPattern: try scalar(hReward, i, as: UInt32.self)),
+                                 group: try scalar(hGroup, i, as: UInt64.self),
+                                 flags: TrajectoryFlags(rawValue: try scalar(hFlags, i, as: UInt32.self)))
+    }
+
     /// Only the token ids of trajectory `i` (the batching fast path; no semantic checks of the other columns).
     public func tokens(_ i: Int) throws -> TokenSlice {
         guard i >= 0, i < trajectoryCount else {

@@ -119,3 +119,17 @@ public struct TrajectoryView {
     /// Response length in tokens.
     public var responseLength: Int { tokens.count - promptLength }
 }
+
+/// The per-trajectory scalars of one trajectory (no token data).
+public struct TrajectoryScalars: Sendable, Equatable {
+    /// Prompt + response tokens.
+    public let tokenCount: Int
+    /// Prompt length in tokens.
+    public let promptLength: Int
+    /// Terminal reward.
+    public let reward: Float
+    /// Group (prompt) id.
+    public let group: UInt64
+    /// Flag bits.
+    public let flags: TrajectoryFlags
+}

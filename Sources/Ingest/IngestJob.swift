@@ -128,69 +128,62 @@ public struct IngestJob {
         }
 
         var current = state
-        let workers = (0..<max(1, threads)).map { _ in Worker(LineProcessor(vocab: vocab, options: options)) }
         var lines = LineCursor(files: files, start: state)
         var partIndex = state.partCounter
+        /// The next batch of lines in input order (only this thread reads lines), or nil at the end.
+        func nextBatch() -> [LineRef]? {
+            var batch: [LineRef] = []
+            while batch.count < batchLines, var l = lines.next() {
+                if !l.blank {
+                    l.ordinal = partIndex
+                    partIndex += 1
+                    if l.ordinal % part.count != part.index { continue }
+                }
+                batch.append(l)
+            }
+            return batch.isEmpty ? nil : batch
+        }
 
-        while true {
-            // A window: up to threads x 4 batches of lines, in input order.
-            var batches: [[LineRef]] = []
-            for _ in 0..<(workers.count * 4) {
-                var batch: [LineRef] = []
-                while batch.count < batchLines, var l = lines.next() {
-                    if !l.blank {
-                        l.ordinal = partIndex
-                        partIndex += 1
-                        if l.ordinal % part.count != part.index { continue }
+        // Workers tokenize batches while this thread writes finished ones in input order, so shard writing
+        // (block compression included) runs beside tokenization instead of between windows of it.
+        let pipeline = LinePipeline(files: files, depth: max(1, threads) * 4,
+                                    processors: (0..<max(1, threads)).map { _ in LineProcessor(vocab: vocab, options: options) })
+        defer { pipeline.finish() }
+        var pending: [[LineRef]] = []  // submitted, not yet written, in order
+        while pending.count < pipeline.depth, let b = nextBatch() { pipeline.submit(b); pending.append(b) }
+        var head = 0
+        while head < pending.count {
+            let batch = pending[head]
+            let results = pipeline.take()
+            pending[head] = []
+            head += 1
+            if let b = nextBatch() { pipeline.submit(b); pending.append(b) }
+            if head >= 64 { pending.removeFirst(head); head = 0 }
+            for (l, result) in zip(batch, results) {
+                current.after(l)
+                if l.blank { current.blank += 1; continue }
+                current.linesRead += 1
+                switch result {
+                case .success(nil): break
+                case .success(var record?):
+                    record.sourceLine = UInt64(l.number)
+                    if record.flags.contains(.truncated) { current.truncated += 1 }
+                    current.written += 1
+                    committed.withLock { $0 = current }
+                    try writer.append(record, source: inputs[l.file])
+                case .failure(let e):
+                    let where_ = "\(inputs[l.file]):\(l.number):\(e.column)"
+                    if options.onInvalid == .fail {
+                        rejects.abandon()
+                        throw IngestError(location: where_, reason: e.reason)
                     }
-                    batch.append(l)
-                }
-                if batch.isEmpty { break }
-                batches.append(batch)
-            }
-            if batches.isEmpty { break }
-            let window = batches
-            let results = ResultSlots(count: batches.count)
-            let next = Atomic<Int>(0)
-            DispatchQueue.concurrentPerform(iterations: workers.count) { w in
-                let worker = workers[w]
-                while true {
-                    let b = next.wrappingAdd(1, ordering: .relaxed).oldValue
-                    if b >= window.count { break }
-                    results.set(b, window[b].map { l in
-                        if l.blank { return .success(nil) }
-                        return l.withBytes(files) { bytes in
-                            do throws(LineError) { return .success(try worker.processor.process(bytes)) } catch { return .failure(error) }
-                        }
-                    })
+                    current.rejected += 1
+                    committed.withLock { $0 = current }
+                    try l.withBytes(files) { try rejects.append(line: $0, location: where_, reason: e.reason) }
                 }
             }
-            for (b, batch) in batches.enumerated() {
-                for (l, result) in zip(batch, results.get(b)) {
-                    current.after(l)
-                    if l.blank { current.blank += 1; continue }
-                    current.linesRead += 1
-                    switch result {
-                    case .success(nil): break
-                    case .success(var record?):
-                        record.sourceLine = UInt64(l.number)
-                        if record.flags.contains(.truncated) { current.truncated += 1 }
-                        current.written += 1
-                        committed.withLock { $0 = current }
-                        try writer.append(record, source: inputs[l.file])
-                    case .failure(let e):
-                        let where_ = "\(inputs[l.file]):\(l.number):\(e.column)"
-                        if options.onInvalid == .fail {
-                            rejects.abandon()
-                            throw IngestError(location: where_, reason: e.reason)
-                        }
-                        current.rejected += 1
-                        committed.withLock { $0 = current }
-                        try l.withBytes(files) { try rejects.append(line: $0, location: where_, reason: e.reason) }
-                    }
-                }
-            }
-            progress(IngestProgress(bytesDone: lines.bytesConsumed, bytesTotal: totalBytes, linesRead: current.linesRead,
+            progress(IngestProgress(bytesDone: batch.last.map { lines.bytesConsumed(upTo: $0) } ?? lines.bytesConsumed,
+                                    bytesTotal: totalBytes, linesRead: current.linesRead,
                                     written: current.written, rejected: current.rejected))
         }
         committed.withLock { $0 = current }
@@ -216,19 +209,93 @@ public struct IngestError: Error, CustomStringConvertible {
     public var description: String { "\(location): \(reason)" }
 }
 
-/// Per-thread processor box (each worker thread uses only its own).
-final class Worker: @unchecked Sendable {
-    var processor: LineProcessor
-    init(_ p: LineProcessor) { processor = p }
-}
+/// Batches of lines tokenized by worker threads and handed back in submission order.
+///
+/// The submitting thread calls `submit` and `take` alternately (at most `depth` batches outstanding); each
+/// worker owns one `LineProcessor`. Memory stays bounded by `depth` batches whatever the input size.
+final class LinePipeline: @unchecked Sendable {
+    typealias Results = [Result<TrajectoryRecord?, LineError>]
+    let depth: Int
+    private let files: [MappedFile]
+    private let state = Mutex(State())
+    private let work = DispatchSemaphore(value: 0)
+    private let slots: [Slot]
+    private let group = DispatchGroup()
+    private let workerCount: Int
+    private var submitted = 0, taken = 0
 
-/// Results of a window's batches, filled from worker threads (each slot by exactly one thread).
-final class ResultSlots: @unchecked Sendable {
-    private var slots: [[Result<TrajectoryRecord?, LineError>]]
-    private let lock = Mutex(())
-    init(count: Int) { slots = Array(repeating: [], count: count) }
-    func set(_ i: Int, _ r: [Result<TrajectoryRecord?, LineError>]) { lock.withLock { _ in slots[i] = r } }
-    func get(_ i: Int) -> [Result<TrajectoryRecord?, LineError>] { lock.withLock { _ in slots[i] } }
+    private struct State { var queue: [(index: Int, lines: [LineRef])] = []; var head = 0; var closed = false }
+    private final class Slot: @unchecked Sendable {
+        let done = DispatchSemaphore(value: 0)
+        var results: Results = []
+    }
+
+    init(files: [MappedFile], depth: Int, processors: [LineProcessor]) {
+        self.files = files
+        self.depth = depth
+        slots = (0..<depth).map { _ in Slot() }
+        workerCount = processors.count
+        for p in processors {
+            let box = ProcessorBox(p)
+            DispatchQueue.global(qos: .userInitiated).async(group: group) { [self] in self.runWorker(box) }
+        }
+    }
+
+    private final class ProcessorBox: @unchecked Sendable {
+        var processor: LineProcessor
+        init(_ p: LineProcessor) { processor = p }
+    }
+
+    private func runWorker(_ box: ProcessorBox) {
+        while true {
+            work.wait()
+            let job: (index: Int, lines: [LineRef])? = state.withLock { s in
+                guard s.head < s.queue.count, !s.closed else { return nil }
+                defer { s.head += 1; if s.head > 64 { s.queue.removeFirst(s.head); s.head = 0 } }
+                return s.queue[s.head]
+            }
+            guard let job else { return }
+            let results: Results = job.lines.map { l in
+                if l.blank { return .success(nil) }
+                return l.withBytes(files) { bytes in
+                    do throws(LineError) { return .success(try box.processor.process(bytes)) } catch { return .failure(error) }
+                }
+            }
+            let slot = slots[job.index % depth]
+            slot.results = results
+            slot.done.signal()
+        }
+    }
+
+    /// Queues the next batch (fewer than `depth` batches may be outstanding).
+    func submit(_ lines: [LineRef]) {
+        precondition(submitted - taken < depth, "pipeline overfull")
+        state.withLock { $0.queue.append((submitted, lines)) }
+        submitted += 1
+        work.signal()
+    }
+
+    /// Waits for the oldest outstanding batch and returns its results, one per line.
+    func take() -> Results {
+        let slot = slots[taken % depth]
+        slot.done.wait()
+        taken += 1
+        defer { slot.results = [] }
+        return slot.results
+    }
+
+    /// Stops the workers (dropping queued batches) and waits until they have exited.
+    func finish() {
+        let workers = state.withLock { s -> Bool in
+            if s.closed { return false }
+            s.closed = true
+            return true
+        }
+        guard workers else { return }
+        // One wake-up per worker, so every waiting worker sees `closed` (surplus wake-ups are harmless).
+        for _ in 0..<workerCount { work.signal() }
+        group.wait()
+    }
 }
 
 /// Where an ingest stands: the input position after the last processed line and the running counts.
@@ -287,6 +354,11 @@ struct LineCursor {
 
     var bytesConsumed: Int {
         files.prefix(file).reduce(0) { $0 + $1.bytes.count } + offset
+    }
+
+    /// Input bytes up to the end of line `l` (the cursor itself may have read further ahead).
+    func bytesConsumed(upTo l: LineRef) -> Int {
+        files.prefix(l.file).reduce(0) { $0 + $1.bytes.count } + l.next
     }
 
     mutating func next() -> LineRef? {

@@ -48,6 +48,8 @@ public struct LineProcessor {
     var scanner = JSONScanner()
     var scratch: [UInt8] = []
     var responseBytes: [UInt8] = []
+    var promptScratch: [UInt32] = []
+    var responseScratch: [UInt32] = []
     var stepOffsets: [Int] = []
     /// Single-byte delimiters only: which bytes delimit, and per token whether it holds any of them.
     let delimiterByte: [Bool]?
@@ -106,8 +108,12 @@ public struct LineProcessor {
         default: throw fail(rewardNode, "'reward' must be a number or a boolean")
         }
 
-        var prompt: [UInt32] = []
-        var response: [UInt32] = []
+        // Prompt and response ids go to buffers kept from line to line (taken out of self for the duration,
+        // so the mutating helpers below can fill them); the record gets one exactly sized array.
+        var prompt = promptScratch, response = responseScratch
+        promptScratch = []; responseScratch = []
+        prompt.removeAll(keepingCapacity: true); response.removeAll(keepingCapacity: true)
+        defer { promptScratch = prompt; responseScratch = response }
         var stepEnds: [UInt32] = []
         var flags: TrajectoryFlags = []
         if let pIDs = scanner.member(root, "prompt_ids") {
@@ -201,12 +207,18 @@ public struct LineProcessor {
             }
             meta.append(UInt8(ascii: "}"))
         }
-        return TrajectoryRecord(tokens: prompt + response, promptLength: prompt.count, reward: reward, group: group,
+        var tokens: [UInt32] = []
+        tokens.reserveCapacity(prompt.count + response.count)
+        tokens.append(contentsOf: prompt)
+        tokens.append(contentsOf: response)
+        return TrajectoryRecord(tokens: tokens, promptLength: prompt.count, reward: reward, group: group,
                                 stepEnds: stepEnds, flags: flags, meta: meta)
     }
 
     private mutating func encode(_ node: Int, _ line: UnsafeBufferPointer<UInt8>, into ids: inout [UInt32]) throws {
-        try scanner.withText(node, in: line, scratch: &scratch) { try encoder.encode(bytes: UnsafeRawBufferPointer($0), into: &ids) }
+        // The scanner has validated the string's UTF-8 (and unescaping only writes whole scalars), so the
+        // encoder's own validation pass is skipped.
+        try scanner.withText(node, in: line, scratch: &scratch) { encoder.encodeValid($0, &ids) }
     }
 
     private func ids(_ node: Int, _ line: UnsafeBufferPointer<UInt8>, _ name: String) throws -> [UInt32] {
@@ -274,6 +286,7 @@ public struct LineProcessor {
     /// first non-delimiter byte after it, and the step ends before the token holding that byte.
     private func singleByteDelimiterSteps(_ response: [UInt32], promptLength: Int, _ table: [Bool]) -> [UInt32] {
         var ends: [UInt32] = []
+        ends.reserveCapacity(16)
         var lastToken = 0
         var inRun = false
         vocab.bytes.withUnsafeBufferPointer { bytes in

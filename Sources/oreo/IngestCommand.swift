@@ -1,6 +1,8 @@
 import ArgumentParser
+import Checkpoint
 import Foundation
 import Format
+import Infer
 import Ingest
 
 /// `oreo ingest`: JSONL trajectories to a dataset of shards.
@@ -25,7 +27,7 @@ struct IngestCommand: ParsableCommand {
         """)
 
     @Argument(help: "Input JSONL files.") var inputs: [String] = []
-    @Option(help: "The model's tokenizer.json.") var tokenizer: String?
+    @Option(help: "The model's tokenizer.json (or its .gguf file: the tokenizer its metadata describes).") var tokenizer: String?
     @Option(name: .shortAndLong, help: "Output dataset directory.") var out: String
     @Option(help: "Tokens per shard.") var shardTokens = 64_000_000
     @Option(help: "Block compression: raw, zstd, zstd-N.") var compression = "zstd-3"
@@ -67,7 +69,7 @@ struct IngestCommand: ParsableCommand {
         options.recognizeSpecialTokens = !specialTokensAsText
 
         let start = Date()
-        let tok = try Tokenizer.load(path: tokenizer)
+        let tok = tokenizer.lowercased().hasSuffix(".gguf") ? try GGUFTokenizer.load(try GGUFFile(path: tokenizer)) : try Tokenizer.load(path: tokenizer)
         let vocab = IngestVocabulary(tok)
         printError("tokenizer \(tokenizer): \(tok.vocabSize) tokens, loaded in \(String(format: "%.2f", Date().timeIntervalSince(start))) s")
         var job = IngestJob(inputs: inputs, output: out, vocab: vocab, options: options)

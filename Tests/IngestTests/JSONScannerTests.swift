@@ -111,3 +111,49 @@ import Ingest
         #expect(compared > 2000)
     }
 }
+
+@Suite struct JSONScannerFastPathTests {
+    /// The scalar definition the 8-byte test must agree with.
+    static func special(_ c: UInt8) -> Bool { c == 0x22 || c == 0x5C || c < 0x20 || c >= 0x80 }
+
+    @Test func eightByteTestAgreesWithTheByteRule() {
+        var rng = SystemRandomNumberGenerator()
+        // Every byte value at every position among plain filler, then random words biased to the boundaries.
+        for position in 0..<8 {
+            for c in 0...255 {
+                var w: UInt64 = 0x6161_6161_6161_6161  // "aaaaaaaa"
+                w &= ~(UInt64(0xFF) << (8 * UInt64(position)))
+                w |= UInt64(c) << (8 * UInt64(position))
+                #expect(JSONScanner.hasSpecialByte(w) == JSONScannerFastPathTests.special(UInt8(c)), "byte \(c) at \(position)")
+            }
+        }
+        let edges: [UInt8] = [0x00, 0x01, 0x1F, 0x20, 0x21, 0x22, 0x23, 0x5B, 0x5C, 0x5D, 0x7F, 0x80, 0xFF]
+        for _ in 0..<20_000 {
+            var w: UInt64 = 0
+            var expected = false
+            for k in 0..<8 {
+                let c = Bool.random(using: &rng) ? edges.randomElement(using: &rng)! : UInt8.random(in: 0x20...0x7E, using: &rng)
+                expected = expected || JSONScannerFastPathTests.special(c)
+                w |= UInt64(c) << (8 * UInt64(k))
+            }
+            #expect(JSONScanner.hasSpecialByte(w) == expected, "word \(String(w, radix: 16))")
+        }
+    }
+
+    @Test func longStringsWithEscapesAndUTF8AtEveryAlignment() {
+        var scanner = JSONScanner()
+        for pad in 0..<17 {
+            let text = String(repeating: "x", count: pad) + "caf\u{e9} \\\"q\\\" \u{1F600} end" + String(repeating: "y", count: 9)
+            let line = Array("{\"k\":\"\(text)\"}".utf8)
+            let ok = line.withUnsafeBufferPointer { b -> Bool in
+                guard let root = try? scanner.parse(b), let v = scanner.member(root, "k") else { return false }
+                var scratch: [UInt8] = []
+                let got = try? scanner.withText(v, in: b, scratch: &scratch) { String(decoding: $0, as: UTF8.self) }
+                return got == String(repeating: "x", count: pad) + "caf\u{e9} \"q\" \u{1F600} end" + String(repeating: "y", count: 9)
+            }
+            #expect(ok, "pad \(pad)")
+            let bad = Array("\"\(String(repeating: "z", count: pad))\u{01}\"".utf8)
+            #expect(bad.withUnsafeBufferPointer { (try? scanner.parse($0)) == nil }, "control byte after \(pad) bytes")
+        }
+    }
+}

@@ -183,7 +183,16 @@ public struct JSONScanner {
         i += 1
         let start = i
         var escaped = false
+        let raw = UnsafeRawPointer(b.baseAddress)
         while true {
+            // Eight plain bytes at a time: none is '"', '\\', a control character or non-ASCII.
+            if let raw {
+                while i + 8 <= b.count {
+                    let w = raw.loadUnaligned(fromByteOffset: i, as: UInt64.self)
+                    if Self.hasSpecialByte(w) { break }
+                    i += 8
+                }
+            }
             guard i < b.count else { throw Failure(offset: open, reason: "unterminated string") }
             let c = b[i]
             if c == UInt8(ascii: "\"") { break }
@@ -213,6 +222,17 @@ public struct JSONScanner {
         let node = add(Node(kind: .string, start: start, end: i, escaped: escaped))
         i += 1
         return node
+    }
+
+    /// Whether any byte of `w` is a quote, a backslash, below 0x20 or at least 0x80. SWAR: `(x - 0x01..) & ~x`
+    /// marks zero bytes; a borrow can only mark a byte above one that is itself marked, so "any" is exact.
+    @inline(__always) public static func hasSpecialByte(_ w: UInt64) -> Bool {
+        let ones: UInt64 = 0x0101_0101_0101_0101, high: UInt64 = 0x8080_8080_8080_8080
+        let quote = w ^ (ones &* 0x22), slash = w ^ (ones &* 0x5C)
+        let zeroQuote = (quote &- ones) & ~quote
+        let zeroSlash = (slash &- ones) & ~slash
+        let control = (w &- ones &* 0x20) & ~w  // high bit set where a byte is below 0x20 (or >= 0x80)
+        return (zeroQuote | zeroSlash | control | w) & high != 0
     }
 
     private mutating func number() throws(Failure) -> Int {

@@ -1,5 +1,5 @@
 /// GPT-2's reversible byte <-> character mapping used by byte-level BPE vocabularies.
-enum ByteLevelMap {
+public enum ByteLevelMap {
     /// The character each byte is written as in vocab and merges strings.
     static let byteToScalar: [UInt32] = {
         var table = [UInt32](repeating: 0, count: 256)
@@ -25,7 +25,7 @@ enum ByteLevelMap {
     }()
 
     /// The raw bytes a vocab string denotes, or nil when some character is not a mapped byte.
-    static func bytes(of token: String) -> [UInt8]? {
+    public static func bytes(of token: String) -> [UInt8]? {
         var out: [UInt8] = []
         out.reserveCapacity(token.utf8.count)
         for s in token.unicodeScalars {
@@ -61,7 +61,7 @@ enum ByteLevelMap {
     }
 
     /// The vocab string of raw bytes.
-    static func string(of bytes: [UInt8]) -> String {
+    public static func string(of bytes: [UInt8]) -> String {
         var s = String.UnicodeScalarView()
         for b in bytes { s.append(Unicode.Scalar(byteToScalar[Int(b)])!) }
         return String(s)

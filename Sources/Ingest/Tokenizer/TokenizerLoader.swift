@@ -1,4 +1,5 @@
 import Foundation
+import Format
 
 /// Reads a tokenizer.json into a `TokenizerModel`, refusing every component it cannot reproduce exactly.
 struct TokenizerLoader {
@@ -325,18 +326,5 @@ struct Vocabulary {
     func id(utf8 text: [UInt8]) -> UInt32? {
         if let raw = ByteLevelMap.bytes(utf8: text) { return id(raw: raw) }
         return unmapped[text]
-    }
-}
-
-/// FNV-1a, 64-bit: a stable fingerprint of a tokenizer file's bytes.
-enum FNV1a {
-    /// Hash of `bytes`.
-    static func hash(_ bytes: UnsafeRawBufferPointer) -> UInt64 {
-        var h: UInt64 = 0xCBF2_9CE4_8422_2325
-        for b in bytes {
-            h ^= UInt64(b)
-            h = h &* 0x0000_0100_0000_01B3
-        }
-        return h
     }
 }

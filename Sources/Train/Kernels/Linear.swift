@@ -7,6 +7,12 @@ public func linearForward(x: UnsafePointer<Float>, ldx: Int, weight: UnsafePoint
                           bias: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>, ldy: Int,
                           rows: Int, inDim: Int, outDim: Int, accumulate: Bool = false) {
     guard rows > 0 else { return }
+    if rows <= smallBatchLinearMaxRows {
+        // decoding: stream W once (sgemm would pack all of W first; gemv reads it once per row)
+        smallBatchLinear(x: x, ldx: ldx, weight: weight, bias: bias, y: y, ldy: ldy, rows: rows, inDim: inDim,
+                         outDim: outDim, accumulate: accumulate)
+        return
+    }
     var beta: Float = accumulate ? 1 : 0
     if let bias {
         let args = BiasArgs(dy: bias, ldy: 0, out: y, ldo: ldy, dim: outDim, rows: 0, accumulate: accumulate)

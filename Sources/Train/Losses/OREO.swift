@@ -1,5 +1,5 @@
 /// Which states carry a soft-Bellman residual (shared/docs/algorithm.md).
-public enum OREOLevel: String, Sendable, CaseIterable {
+public enum OREOLevel: String, Sendable, CaseIterable, Codable {
     /// Every response token's state (the default).
     case token
     /// Only states at step boundaries; a step's residual uses the sum of its tokens' log-ratios.
@@ -9,7 +9,7 @@ public enum OREOLevel: String, Sendable, CaseIterable {
 }
 
 /// Settings of the OREO objective.
-public struct OREOConfig: Sendable, Equatable {
+public struct OREOConfig: Sendable, Equatable, Codable {
     /// KL-regularization strength of the soft Bellman equation.
     public var beta: Double = 0.03
     /// Weight of the KL(pi || pi_ref) term of the policy loss.
@@ -59,58 +59,34 @@ public func oreoLoss(logProbs: [Double], refLogProbs: [Double], values: [Double]
     var out = OREOSequenceResult(valueLoss: 0, policyLoss: 0, k3: 0, residuals: [],
                                  dValues: [Double](repeating: 0, count: t), dLogProbs: [Double](repeating: 0, count: t))
     guard t > 0 else { return out }
-    let beta = config.beta
     let rho = (0..<t).map { logProbs[$0] - refLogProbs[$0] }
-
-    // Segments [start, end) that each carry one residual, and V at each segment's first state.
-    var segments: [(start: Int, end: Int)]
-    switch config.level {
-    case .token: segments = (0..<t).map { ($0, $0 + 1) }
-    case .response: segments = [(0, t)]
-    case .step:
-        let ends = stepEnds.isEmpty || stepEnds.last != t ? stepEnds.filter { $0 < t } + [t] : stepEnds
-        var start = 0
-        segments = []
-        for e in ends where e > start { segments.append((start, e)); start = e }
-    }
-    let k = Double(segments.count)
-    // suffix[i] = sum of rho from token i to the end.
-    var suffix = [Double](repeating: 0, count: t + 1)
-    for i in stride(from: t - 1, through: 0, by: -1) { suffix[i] = suffix[i + 1] + rho[i] }
-
-    for seg in segments {
-        let v = values[seg.start]
-        let res: Double
-        if config.temporalDifference && config.level == .token {
-            let next = seg.end < t ? values[seg.end] : 0
-            let r = seg.end == t ? reward : 0
-            res = v - r - next + beta * rho[seg.start]
-        } else {
-            res = v - reward + beta * suffix[seg.start]
-        }
-        out.residuals.append(res)
-        out.valueLoss += res * res / k
-        out.policyLoss += res * res / k
-        out.dValues[seg.start] += 2 * res / k
-        // The residual's own log-ratios always get gradient; with stop-gradient off, so do the later ones
-        // that enter it through the suffix (not for TD, whose residual holds only its own token).
-        let gradientEnd = config.stopGradient || config.temporalDifference ? seg.end : t
-        for i in seg.start..<gradientEnd { out.dLogProbs[i] += 2 * beta * res / k }
-    }
+    var ends = [Int](repeating: 0, count: t), residuals = [Double](repeating: 0, count: t)
+    let k = stepEnds.withUnsafeBufferPointer { segmentEnds(level: config.level, t: t, stepEnds: $0, into: &ends) }
+    let loss = softBellmanResiduals(rho: rho, values: values, t: t, segmentEnds: ends, segments: k, reward: reward,
+                                    beta: config.beta, lambda: config.temporalDifference ? 0 : 1,
+                                    stopGradient: config.stopGradient, weight: 1, residuals: &residuals,
+                                    dValues: &out.dValues, dLogProbs: &out.dLogProbs)
+    out.residuals = Array(residuals[0..<k])
+    out.valueLoss = loss
+    out.policyLoss = loss
     if config.k3 {
-        // k3 = exp(lr - lp) + (lp - lr) - 1 >= 0, unbiased for KL(pi || ref) under samples from pi.
-        for i in 0..<t {
-            let e = (-rho[i]).exp()
-            out.k3 += (e + rho[i] - 1) / Double(t)
-            out.dLogProbs[i] += config.alpha * (1 - e) / Double(t)
-        }
+        out.k3 = k3Penalty(rho: rho, t: t, alpha: config.alpha, dLogProbs: &out.dLogProbs)
         out.policyLoss += config.alpha * out.k3
     }
     return out
 }
 
-private extension Double {
-    func exp() -> Double { Foundation.exp(self) }
+/// Mean sampled-token k3 estimate of KL(pi || ref) over t tokens, `exp(-rho) + rho - 1 >= 0` (unbiased under
+/// samples from pi); adds the gradient of `alpha * mean` to dLogProbs. Shapes: rho, dLogProbs [t].
+@inline(__always)
+func k3Penalty(rho: UnsafePointer<Double>, t: Int, alpha: Double, dLogProbs: UnsafeMutablePointer<Double>) -> Double {
+    var k3 = 0.0
+    for i in 0..<t {
+        let e = Foundation.exp(-rho[i])
+        k3 += (e + rho[i] - 1) / Double(t)
+        dLogProbs[i] += alpha * (1 - e) / Double(t)
+    }
+    return k3
 }
 
 import Foundation

@@ -63,3 +63,10 @@ extension SplitMix64 {
     }
 }
 
+
+/// Sets `a` to `n` zeros, reusing its storage when it is large enough (a training step allocates nothing).
+@inline(__always) func resizeReusingStorage(_ a: inout [Float], to n: Int) {
+    if a.count == n { return }
+    a.removeAll(keepingCapacity: true)
+    a.append(contentsOf: repeatElement(0, count: n))
+}

@@ -33,7 +33,7 @@ public final class TransformerModel {
     private var attScratch = 0, headScratch = 0, attSlotFloats = 0
     private let maxSeq: Int
     private let ints: UnsafeMutablePointer<Int32>
-    private let rope: RoPETable?
+    let rope: RoPETable?
     private var n = 0, seqCount = 0, targetRows = 0
     private enum Pass { case none, logProbs, values }
     private var lastPass = Pass.none
@@ -160,7 +160,7 @@ public final class TransformerModel {
         guard reference.config.vocabSize == config.vocabSize else { throw TrainError.shape("reference vocabulary differs") }
         try forwardLogProbs(batch, logProbs: &logProbs, reference: reference)
         let a = acts.pointer
-        if kl.count != n { kl = [Float](repeating: 0, count: n) }
+        resizeReusingStorage(&kl, to: n)
         kl.withUnsafeMutableBufferPointer { out in
             out.update(repeating: 0)
             for j in 0..<targetRows { out[Int(rowIndexP[j])] = a[klG + j] }
@@ -211,10 +211,10 @@ public final class TransformerModel {
             lmHeadForward(hidden: a + gathered, weight: parameters.pointer + layout.lmHead, targets: targetsP,
                           logProbs: a + logpG, lse: a + lseG, rows: k, dim: d, vocab: config.vocabSize,
                           chunkRows: headChunkRows, scratch: a + headScratch,
-                          reference: reference.map { referenceProvider($0) }, kl: a + klG)
+                          reference: reference.map(referenceProvider), kl: a + klG)
             logitCacheValid = false
         }
-        if logProbs.count != n { logProbs = [Float](repeating: 0, count: n) }
+        resizeReusingStorage(&logProbs, to: n)
         logProbs.withUnsafeMutableBufferPointer { out in
             out.update(repeating: 0)
             for j in 0..<k { out[Int(rowIndexP[j])] = a[logpG + j] }
@@ -268,7 +268,7 @@ public final class TransformerModel {
         try prepare(batch)
         runBackbone()
         let a = acts.pointer, d = config.hiddenSize, w = parameters.pointer + layout.valueHead
-        if values.count != n { values = [Float](repeating: 0, count: n) }
+        resizeReusingStorage(&values, to: n)
         values.withUnsafeMutableBufferPointer { out in
             for i in 0..<n { out[i] = dot(a + nf + i * d, w, d) }
         }
@@ -346,11 +346,18 @@ public final class TransformerModel {
         }
     }
 
-    /// The single entry point of every linear layer's forward (adapters hook in here).
     private func linear(_ x: Int, _ w: Int, _ b: Int, _ y: Int, inDim: Int, outDim: Int, accumulate: Bool = false) {
-        let a = acts.pointer, p = parameters.pointer
-        linearForward(x: a + x, ldx: inDim, weight: p + w, bias: b >= 0 ? p + b : nil, y: a + y, ldy: outDim,
-                      rows: n, inDim: inDim, outDim: outDim, accumulate: accumulate)
+        let a = acts.pointer
+        linear(x: a + x, weight: w, bias: b, y: a + y, rows: n, inDim: inDim, outDim: outDim, accumulate: accumulate)
+    }
+
+    /// The single entry point of every linear layer's forward, training and decoding (adapters hook in here).
+    /// `weight` and `bias` are offsets into `parameters` (bias -1: none); x [rows, inDim], y [rows, outDim].
+    func linear(x: UnsafePointer<Float>, weight w: Int, bias b: Int, y: UnsafeMutablePointer<Float>, rows: Int,
+                inDim: Int, outDim: Int, accumulate: Bool = false) {
+        let p = parameters.pointer
+        linearForward(x: x, ldx: inDim, weight: p + w, bias: b >= 0 ? p + b : nil, y: y, ldy: outDim,
+                      rows: rows, inDim: inDim, outDim: outDim, accumulate: accumulate)
     }
 
     /// The single entry point of every linear layer's backward (adapters hook in here).

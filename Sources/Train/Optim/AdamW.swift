@@ -37,6 +37,9 @@ public final class AdamW {
         ranges = layout.specs.map { ($0.offset, $0.count, $0.decays) }
     }
 
+    /// Continues from a checkpoint: the moments are restored into `m` and `v` by the caller, the step count here.
+    public func restore(step: Int) { self.step = max(0, step) }
+
     /// One update at learning rate `lr` from `gradients` times `gradientScale` (a clipping coefficient or an
     /// averaging factor, applied here so the gradients need no separate scaling pass). The element range is
     /// split over the compute pool.

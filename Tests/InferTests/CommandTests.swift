@@ -1,0 +1,171 @@
+import Foundation
+import Format
+import Infer
+import Testing
+
+/// `oreo sample` and `oreo eval` end to end on the tiny model: output that `oreo ingest` accepts, resumption
+/// after SIGKILL equal to a clean run, beam search with a value model, and clear errors for bad input.
+@Suite struct CommandTests {
+    static var oreo: String {
+        if let p = ProcessInfo.processInfo.environment["OREO_BIN"] { return p }
+        return URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("oreo").path
+    }
+
+    @discardableResult
+    static func run(_ args: [String], wait: Bool = true) throws -> (Process, String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: oreo)
+        p.arguments = args
+        let err = Pipe()
+        p.standardOutput = err
+        p.standardError = err
+        try p.run()
+        guard wait else { return (p, "") }
+        let out = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        return (p, out)
+    }
+
+    static func prompts(_ dir: String, count: Int) throws -> String {
+        let lines = (0..<count).map { i in
+            #"{"prompt": "Problem \#(i): add \#(i) and \#(i + 1).", "answer": "\#(2 * i + 1)", "id": "p\#(i)"}"#
+        }
+        let path = dir + "/prompts.jsonl"
+        try (lines.joined(separator: "\n") + "\n").write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    static func lines(_ path: String) throws -> [String] {
+        try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n").map(String.init)
+    }
+
+    @Test func sampleOutputIngests() throws {
+        let model = try TinyWorld.write()
+        let dir = TinyWorld.tempDir("cli")
+        defer { try? FileManager.default.removeItem(atPath: model); try? FileManager.default.removeItem(atPath: dir) }
+        let p = try Self.prompts(dir, count: 5)
+        for format in ["text", "ids"] {
+            let out = dir + "/samples-\(format).jsonl"
+            let (s, log) = try Self.run(["sample", "--model", model, "--prompts", p, "--n", "3", "--out", out,
+                                         "--max-new-tokens", "12", "--format", format, "--verifier", "gsm8k"])
+            #expect(s.terminationStatus == 0, "sample failed: \(log)")
+            let ls = try Self.lines(out)
+            #expect(ls.count == 15)
+            #expect(!FileManager.default.fileExists(atPath: out + ".partial"))
+            let first = try JSONSerialization.jsonObject(with: Data(ls[0].utf8)) as! [String: Any]
+            #expect(first["reward"] is NSNumber && first["group"] is String && first["meta"] is [String: Any])
+            if format == "text" { #expect((first["prompt"] as! String).hasPrefix("<|im_start|>system\nYou are tiny.")) }
+            let (i, ilog) = try Self.run(["ingest", out, "--tokenizer", model + "/tokenizer.json", "--out", dir + "/ds-\(format)"])
+            #expect(i.terminationStatus == 0, "ingest failed: \(ilog)")
+            #expect(try Manifest.read(directory: dir + "/ds-\(format)").counts.trajectories == 15)
+        }
+    }
+
+    @Test func killedSampleResumesToTheSameLines() throws {
+        let model = try TinyWorld.write()
+        let dir = TinyWorld.tempDir("kill")
+        defer { try? FileManager.default.removeItem(atPath: model); try? FileManager.default.removeItem(atPath: dir) }
+        let p = try Self.prompts(dir, count: 60)
+        let common = ["sample", "--model", model, "--prompts", p, "--n", "2", "--max-new-tokens", "48", "--batch-size", "3"]
+        let (victim, _) = try Self.run(common + ["--out", dir + "/a.jsonl"], wait: false)
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline, victim.isRunning {
+            if let d = FileManager.default.contents(atPath: dir + "/a.jsonl.partial"), d.filter({ $0 == 10 }).count >= 6 { break }
+            Thread.sleep(forTimeInterval: 0.005)
+        }
+        let interrupted = victim.isRunning
+        print("sample kill test: killed while running: \(interrupted)")
+        kill(victim.processIdentifier, SIGKILL)
+        victim.waitUntilExit()
+        if interrupted { #expect(!FileManager.default.fileExists(atPath: dir + "/a.jsonl")) }
+        let (again, log) = try Self.run(common + ["--out", dir + "/a.jsonl"])
+        #expect(again.terminationStatus == 0, "resume failed: \(log)")
+        if interrupted { #expect(log.contains("resumed")) }
+        let (clean, _) = try Self.run(common + ["--out", dir + "/b.jsonl"])
+        #expect(clean.terminationStatus == 0)
+        // same lines (prompts finish in a different order when a run resumes; log-probs agree to rounding,
+        // since a different batch composition sums the matmuls differently)
+        func canonical(_ path: String) throws -> [(String, Double)] {
+            try Self.lines(path).map { l -> (String, Double) in
+                var o = try JSONSerialization.jsonObject(with: Data(l.utf8)) as! [String: Any]
+                var m = o["meta"] as! [String: Any]
+                let lp = m.removeValue(forKey: "logprob") as! Double
+                o["meta"] = m
+                return (String(decoding: try JSONSerialization.data(withJSONObject: o, options: .sortedKeys), as: UTF8.self), lp)
+            }.sorted { $0.0 < $1.0 }
+        }
+        let a = try canonical(dir + "/a.jsonl"), b = try canonical(dir + "/b.jsonl")
+        let diff = zip(a, b).filter { $0.0 != $1.0 || abs($0.1 - $1.1) > 1e-3 * max(1, abs($0.1)) }
+        if let d = diff.first { print("sample kill test: \(diff.count) lines differ, first:\n\(d.0)\n\(d.1)") }
+        #expect(diff.isEmpty && a.count == b.count)
+        #expect(try Self.lines(dir + "/a.jsonl").count == 120)
+    }
+
+    @Test func evalGreedyAndBeam() throws {
+        let model = try TinyWorld.write()
+        let valueDir = try TinyWorld.write(valueHead: true, seed: 2)
+        let dir = TinyWorld.tempDir("eval")
+        defer { for d in [model, valueDir, dir] { try? FileManager.default.removeItem(atPath: d) } }
+        let p = try Self.prompts(dir, count: 4)
+        let (g, glog) = try Self.run(["eval", "--model", model, "--data", p, "--max-new-tokens", "16", "--out", dir + "/g.jsonl"])
+        #expect(g.terminationStatus == 0, "greedy eval failed: \(glog)")
+        #expect(glog.contains("accuracy") && glog.contains("tokens generated"))
+        #expect(try Self.lines(dir + "/g.jsonl").count == 4)
+        let (b, blog) = try Self.run(["eval", "--model", model, "--data", p, "--search", "beam", "--width", "2",
+                                      "--value", valueDir, "--max-new-tokens", "16", "--max-steps", "3",
+                                      "--step-delimiter", " ", "--out", dir + "/b.jsonl"])
+        #expect(b.terminationStatus == 0, "beam eval failed: \(blog)")
+        #expect(blog.contains("candidates scored"))
+        let rows = try Self.lines(dir + "/b.jsonl").map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+        #expect(rows.count == 4 && rows.allSatisfy { $0["score"] is NSNumber && $0["reward"] is NSNumber })
+        // a policy directory is not a value model
+        let (bad, badlog) = try Self.run(["eval", "--model", model, "--data", p, "--search", "beam", "--value", model,
+                                          "--out", dir + "/c.jsonl"])
+        #expect(bad.terminationStatus != 0 && badlog.contains("value_head"))
+    }
+
+    @Test func badInputGivesOneClearError() throws {
+        let model = try TinyWorld.write()
+        let dir = TinyWorld.tempDir("bad")
+        defer { try? FileManager.default.removeItem(atPath: model); try? FileManager.default.removeItem(atPath: dir) }
+        let p = dir + "/p.jsonl"
+        try "{\"prompt\": \"ok\", \"answer\": \"1\"}\n{\"prompt\": 5}\n".write(toFile: p, atomically: true, encoding: .utf8)
+        let (s, log) = try Self.run(["sample", "--model", model, "--prompts", p, "--out", dir + "/o.jsonl"])
+        #expect(s.terminationStatus != 0)
+        #expect(log.contains("p.jsonl:2:"), "error should name file and line: \(log)")
+        try "{\"prompt\": \"no answer\"}\n".write(toFile: p, atomically: true, encoding: .utf8)
+        let (u, ulog) = try Self.run(["sample", "--model", model, "--prompts", p, "--out", dir + "/o.jsonl"])
+        #expect(u.terminationStatus != 0 && ulog.contains("--allow-unlabelled"))
+        let (e, elog) = try Self.run(["eval", "--model", model, "--data", p, "--out", dir + "/o.jsonl"])
+        #expect(e.terminationStatus != 0 && elog.contains("answer"))
+    }
+}
+
+@Suite struct ResumeTests {
+    /// A partial output whose last prompt is incomplete (or from other prompts) is cut back before resuming.
+    @Test func incompleteProblemsAreResampledOnce() throws {
+        let dir = TinyWorld.tempDir("resume")
+        let model = try TinyWorld.write()
+        defer { try? FileManager.default.removeItem(atPath: dir); try? FileManager.default.removeItem(atPath: model) }
+        let im = try InferenceModel.load(path: model)
+        let problems = (0..<4).map { Problem(id: "q\($0)", prompt: "Add \($0) and 2.", answer: "\($0 + 2)", line: $0 + 1) }
+        var o = SampleOptions()
+        o.n = 3
+        o.maxNewTokens = 8
+        let path = dir + "/s.jsonl"
+        let first = try ResumableJSONL(path: path, overwrite: true)
+        _ = try SampleJob.run(model: im, template: .none, problems: Array(problems.prefix(2)), verifier: GSM8KVerifier(), options: o, output: first)
+        // simulate a kill in the middle of the second prompt's lines, plus a torn last line
+        var lines = try String(contentsOfFile: path + ".partial", encoding: .utf8).split(separator: "\n").map(String.init)
+        lines = Array(lines.prefix(4))
+        try (lines.joined(separator: "\n") + "\n{\"torn").write(toFile: path + ".partial", atomically: true, encoding: .utf8)
+        let again = try ResumableJSONL(path: path, overwrite: false)
+        let s = try SampleJob.run(model: im, template: .none, problems: problems, verifier: GSM8KVerifier(), options: o, output: again)
+        try again.finish()
+        #expect(s.resumed == 1 && s.sampled == 3)
+        let out = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n")
+        #expect(out.count == 12)
+        let ids = out.compactMap { (try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])?["id"] as? String }
+        #expect(Set(ids).count == 12, "duplicate lines after resuming")
+    }
+}
