@@ -41,17 +41,20 @@ let package = Package(
         // 2. Raw JSONL trajectories -> tokens -> shards (tokenizer.json BPE).
         .target(name: "Ingest", dependencies: ["Format"]),
         // Checkpoint files (safetensors, GGUF, config.json): untrusted bytes, so a checked build of its own.
-        .target(name: "Checkpoint"),
+        .target(name: "Checkpoint", dependencies: ["Format"]),
         // 3. Transformers, losses and optimizers over BLAS + SIMD kernels.
         .target(name: "Train",
                 dependencies: ["Format", "Checkpoint", "COpenBLAS", .product(name: "Numerics", package: "swift-numerics")],
                 swiftSettings: kernelSettings),
+        // Counts heap allocations by interposing malloc: linked into the tests and Bench (zero allocations per
+        // training step), never into oreo.
+        .target(name: "CAllocCounter"),
         // 4. Training jobs: data loader over shards, reference scoring, OREO and baselines, run directories.
         //    Reads files (shards, run state), so it is a checked build; the numerics it calls live in Train.
         .target(name: "Trainer", dependencies: ["Train", "Format", "Checkpoint", .product(name: "TOMLKit", package: "TOMLKit")]),
         // 5. Sampling, verifiers, value-guided beam search, evaluation: parses model output and user files,
         // so a checked build (the numeric work happens in Train).
-        .target(name: "Infer", dependencies: ["Train", "Ingest", "Format"]),
+        .target(name: "Infer", dependencies: ["Train", "Ingest", "Format", "Checkpoint"]),
         // The built-in demo task: problem generator, its tokenizer, JSONL writers, verifier, metrics, reports.
         //    Its built-in hooks run Trainer and Infer in-process (a checked build: numerics live in Train).
         .target(name: "Demo", dependencies: ["Format", "Ingest", "Checkpoint", "Train", "Trainer", "Infer"]),
@@ -63,15 +66,15 @@ let package = Package(
         ]),
         // Throughput of every stage against a baseline measured in the same run.
         .executableTarget(name: "Bench", dependencies: [
-            "Format", "Ingest", "Train", "Trainer", "Infer", "CZstd", "COpenBLAS",
+            "Format", "Ingest", "Train", "Trainer", "Infer", "CZstd", "COpenBLAS", "CAllocCounter",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: kernelSettings),
 
         .testTarget(name: "FormatTests", dependencies: [
             "Format", "CZstd", .product(name: "PropertyBased", package: "swift-property-based"),
         ]),
-        .testTarget(name: "IngestTests", dependencies: ["Ingest", "Format"]),
-        .testTarget(name: "TrainTests", dependencies: ["Train", "Format"]),
+        .testTarget(name: "IngestTests", dependencies: ["Ingest", "Format", "Checkpoint"]),
+        .testTarget(name: "TrainTests", dependencies: ["Train", "Format", "CAllocCounter"]),
         .testTarget(name: "TrainerTests", dependencies: ["Trainer", "Train", "Format", "Checkpoint"]),
         .testTarget(name: "DemoTests", dependencies: ["Demo", "Ingest", "Format", "Train"]),
         .testTarget(name: "InferTests", dependencies: ["Infer", "Train", "Ingest", "Format"]),

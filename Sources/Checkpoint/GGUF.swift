@@ -49,14 +49,7 @@ public struct GGUFFile: Sendable {
 
     /// Bytes per block and elements per block of the supported ggml types.
     static func blockLayout(_ type: UInt32) -> (bytes: Int, elems: Int)? {
-        switch type {
-        case 0: return (4, 1)     // F32
-        case 1: return (2, 1)     // F16
-        case 2: return (18, 32)   // Q4_0: f16 d, 16 bytes of nibbles
-        case 3: return (20, 32)   // Q4_1: f16 d, f16 m, 16 bytes
-        case 8: return (34, 32)   // Q8_0: f16 d, 32 int8
-        default: return nil
-        }
+        GGMLType(rawValue: type).map { ($0.block.bytes, $0.block.elements) }
     }
 
     /// Bounds-checked little-endian reader over untrusted bytes.
@@ -217,60 +210,26 @@ public struct GGUFFile: Sendable {
         return out
     }
 
-    /// The HF Llama configuration this file's metadata describes.
-    public func llamaConfig() throws -> ModelConfig {
-        let arch = (metadata["general.architecture"]).flatMap { if case .string(let s) = $0 { return s }; return nil } ?? ""
-        guard arch == "llama" else { throw SafeTensorsError.invalid(file: path, why: "architecture \"\(arch)\" (only llama is imported)") }
-        func need(_ k: String) throws -> Int {
-            guard let v = metadata["llama." + k]?.int else { throw SafeTensorsError.invalid(file: path, why: "missing metadata llama.\(k)") }
-            return v
-        }
-        let d = try need("embedding_length"), heads = try need("attention.head_count")
-        var vocab = metadata["llama.vocab_size"]?.int
-        if vocab == nil, case .array(let toks)? = metadata["tokenizer.ggml.tokens"] { vocab = toks.count }
-        if vocab == nil, let e = info("token_embd.weight"), e.ne.count == 2 { vocab = e.ne[1] }
-        guard let vocab else { throw SafeTensorsError.invalid(file: path, why: "cannot determine the vocabulary size") }
-        let cfg = ModelConfig(family: .llama, vocabSize: vocab, hiddenSize: d, layers: try need("block_count"), heads: heads,
-                              kvHeads: metadata["llama.attention.head_count_kv"]?.int ?? heads,
-                              headDim: metadata["llama.rope.dimension_count"]?.int ?? d / heads,
-                              intermediateSize: try need("feed_forward_length"),
-                              maxPositions: metadata["llama.context_length"]?.int ?? 2048,
-                              normEps: Float(metadata["llama.attention.layer_norm_rms_epsilon"]?.double ?? 1e-5),
-                              ropeTheta: metadata["llama.rope.freq_base"]?.double ?? 10000,
-                              tieWordEmbeddings: info("output.weight") == nil,
-                              qkvBias: info("blk.0.attn_q.bias") != nil, outputBias: info("blk.0.attn_output.bias") != nil,
-                              mlpBias: false)
-        try cfg.validate()
-        return cfg
-    }
-
-    /// llama.cpp name of an HF Llama parameter name, or nil when unknown.
-    public static func ggufName(_ hf: String) -> String? {
-        let fixed = ["model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
-                     "lm_head.weight": "output.weight"]
-        if let f = fixed[hf] { return f }
-        let parts = hf.split(separator: ".")
-        guard parts.count >= 5, parts[0] == "model", parts[1] == "layers" else { return nil }
-        let tail = parts[3...].joined(separator: ".")
-        let map = ["input_layernorm.weight": "attn_norm.weight", "post_attention_layernorm.weight": "ffn_norm.weight",
-                   "self_attn.q_proj.weight": "attn_q.weight", "self_attn.k_proj.weight": "attn_k.weight",
-                   "self_attn.v_proj.weight": "attn_v.weight", "self_attn.o_proj.weight": "attn_output.weight",
-                   "self_attn.q_proj.bias": "attn_q.bias", "self_attn.k_proj.bias": "attn_k.bias",
-                   "self_attn.v_proj.bias": "attn_v.bias", "self_attn.o_proj.bias": "attn_output.bias",
-                   "mlp.gate_proj.weight": "ffn_gate.weight", "mlp.up_proj.weight": "ffn_up.weight",
-                   "mlp.down_proj.weight": "ffn_down.weight"]
-        return map[tail].map { "blk.\(parts[2]).\($0)" }
-    }
-
     /// Reverses llama.cpp's q/k row permutation (rotary pairs adjacent) back to HF's rotate_half order:
     /// within each head, HF row i * hd/2 + j is GGUF row 2j + i.
     public static func unpermuteRotary(_ w: [Float], heads: Int, rowsPerHead hd: Int, cols: Int) -> [Float] {
+        rotaryRows(w, heads: heads, rowsPerHead: hd, cols: cols, toGGUF: false)
+    }
+
+    /// Applies llama.cpp's q/k row permutation (HF rotate_half order -> rotary pairs adjacent).
+    public static func permuteRotary(_ w: [Float], heads: Int, rowsPerHead hd: Int, cols: Int) -> [Float] {
+        rotaryRows(w, heads: heads, rowsPerHead: hd, cols: cols, toGGUF: true)
+    }
+
+    /// Moves rows between HF row i * hd/2 + j and GGUF row 2j + i within each head.
+    static func rotaryRows(_ w: [Float], heads: Int, rowsPerHead hd: Int, cols: Int, toGGUF: Bool) -> [Float] {
         var out = w
         let half = hd / 2
         for h in 0..<heads {
             for i in 0..<2 {
                 for j in 0..<half {
-                    let src = (h * hd + 2 * j + i) * cols, dst = (h * hd + i * half + j) * cols
+                    let hf = (h * hd + i * half + j) * cols, gg = (h * hd + 2 * j + i) * cols
+                    let (src, dst) = toGGUF ? (hf, gg) : (gg, hf)
                     for c in 0..<cols { out[dst + c] = w[src + c] }
                 }
             }

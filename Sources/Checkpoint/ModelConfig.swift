@@ -160,21 +160,22 @@ public struct ModelConfig: Sendable, Equatable {
         return cfg
     }
 
-    /// Serializes to an HF-compatible `config.json`.
-    public func jsonData() throws -> Data {
+    /// Serializes to an HF-compatible `config.json`; `extra` keys (for example bos_token_id) are added as given.
+    public func jsonData(extra: [String: Any] = [:]) throws -> Data {
         var o: [String: Any] = ["vocab_size": vocabSize, "torch_dtype": "float32"]
+        o.merge(extra) { $1 }
         switch family {
         case .gpt2:
             o.merge(["model_type": "gpt2", "architectures": ["GPT2LMHeadModel"], "n_embd": hiddenSize,
                      "n_layer": layers, "n_head": heads, "n_positions": maxPositions, "n_ctx": maxPositions,
-                     "n_inner": intermediateSize, "layer_norm_epsilon": Double(normEps),
+                     "n_inner": intermediateSize, "layer_norm_epsilon": shortestDouble(normEps),
                      "activation_function": "gelu_new", "tie_word_embeddings": true]) { $1 }
         case .llama, .qwen2:
             o.merge(["model_type": family == .llama ? "llama" : "qwen2",
                      "architectures": [family == .llama ? "LlamaForCausalLM" : "Qwen2ForCausalLM"],
                      "hidden_size": hiddenSize, "num_hidden_layers": layers, "num_attention_heads": heads,
                      "num_key_value_heads": kvHeads, "head_dim": headDim, "intermediate_size": intermediateSize,
-                     "max_position_embeddings": maxPositions, "rms_norm_eps": Double(normEps),
+                     "max_position_embeddings": maxPositions, "rms_norm_eps": shortestDouble(normEps),
                      "rope_theta": ropeTheta, "tie_word_embeddings": tieWordEmbeddings, "hidden_act": "silu"]) { $1 }
             if family == .llama { o["attention_bias"] = qkvBias; o["mlp_bias"] = mlpBias }
             switch ropeScaling {

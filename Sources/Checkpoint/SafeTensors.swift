@@ -1,4 +1,5 @@
 import Foundation
+import Format
 
 /// Errors from reading or writing checkpoints; every message names the file (and tensor when there is one).
 public enum SafeTensorsError: Error, CustomStringConvertible {
@@ -12,7 +13,7 @@ public enum SafeTensorsError: Error, CustomStringConvertible {
     /// Human-readable message.
     public var description: String {
         switch self {
-        case let .invalid(f, w): return "\(f): invalid safetensors: \(w)"
+        case let .invalid(f, w): return "\(f): \(w)"
         case let .tensor(f, n, w): return "\(f): tensor \"\(n)\": \(w)"
         case let .io(f, w): return "\(f): \(w)"
         }
@@ -199,7 +200,7 @@ public struct SafeTensorsFile: Sendable {
     }
 }
 
-/// One tensor to write: name, shape, values (written as F32, or BF16 rounded to nearest even).
+/// One tensor to write: name, shape, values (stored as F32, F16 or BF16, rounded to nearest even).
 public struct SafeTensorsRecord: Sendable {
     /// Tensor name.
     public var name: String
@@ -219,10 +220,39 @@ public func bfloat16Bits(_ x: Float) -> UInt16 {
     return UInt16(rounded >> 16)
 }
 
-/// Serializes records into safetensors bytes (header padded with spaces to a multiple of 8).
-public func encodeSafeTensors(_ records: [SafeTensorsRecord], metadata: [String: String] = [:],
-                              dtype: SafeTensorsDType = .F32) throws -> Data {
-    guard dtype == .F32 || dtype == .BF16 else { throw SafeTensorsError.invalid(file: "<write>", why: "can only write F32 or BF16") }
+/// Appends `values` as little-endian F32, F16 or BF16 (nearest-even rounding) to `out`. A finite value too large
+/// for the narrower type is an error naming `tensor`, not a silent infinity.
+func appendFloats(_ values: UnsafeBufferPointer<Float>, as dtype: SafeTensorsDType, tensor: String, file: String,
+                  to out: inout [UInt8]) throws {
+    let start = out.count
+    out.append(contentsOf: repeatElement(0, count: values.count * dtype.size))
+    try out.withUnsafeMutableBytes { raw in
+        let dst = raw.baseAddress! + start
+        switch dtype {
+        case .F32:
+            for (i, v) in values.enumerated() { dst.storeBytes(of: v.bitPattern.littleEndian, toByteOffset: 4 * i, as: UInt32.self) }
+        case .F16, .BF16:
+            for (i, v) in values.enumerated() {
+                let bits = dtype == .F16 ? Float16(v).bitPattern : bfloat16Bits(v)
+                let back = dtype == .F16 ? Float(Float16(bitPattern: bits)) : Float(bitPattern: UInt32(bits) << 16)
+                if v.isFinite && !back.isFinite {
+                    throw SafeTensorsError.tensor(file: file, name: tensor,
+                                                  why: "value \(v) at element \(i) overflows \(dtype.rawValue)")
+                }
+                dst.storeBytes(of: bits.littleEndian, toByteOffset: 2 * i, as: UInt16.self)
+            }
+        default:
+            throw SafeTensorsError.invalid(file: file, why: "can only write F32, F16 or BF16, not \(dtype.rawValue)")
+        }
+    }
+}
+
+/// The header bytes (length prefix + JSON padded with spaces to a multiple of 8) for `records` stored as `dtype`.
+func safeTensorsHeader(_ records: [SafeTensorsRecord], metadata: [String: String], dtype: SafeTensorsDType,
+                       file: String) throws -> [UInt8] {
+    guard dtype == .F32 || dtype == .F16 || dtype == .BF16 else {
+        throw SafeTensorsError.invalid(file: file, why: "can only write F32, F16 or BF16, not \(dtype.rawValue)")
+    }
     func esc(_ s: String) -> String {
         var o = "\""
         for u in s.unicodeScalars {
@@ -241,9 +271,9 @@ public func encodeSafeTensors(_ records: [SafeTensorsRecord], metadata: [String:
     var offset = 0
     var seen = Set<String>()
     for r in records {
-        guard seen.insert(r.name).inserted else { throw SafeTensorsError.tensor(file: "<write>", name: r.name, why: "duplicate name") }
+        guard seen.insert(r.name).inserted else { throw SafeTensorsError.tensor(file: file, name: r.name, why: "duplicate name") }
         guard r.shape.reduce(1, *) == r.values.count else {
-            throw SafeTensorsError.tensor(file: "<write>", name: r.name, why: "shape \(r.shape) does not match \(r.values.count) values")
+            throw SafeTensorsError.tensor(file: file, name: r.name, why: "shape \(r.shape) does not match \(r.values.count) values")
         }
         let bytes = r.values.count * dtype.size
         parts.append("\(esc(r.name)):{\"dtype\":\"\(dtype.rawValue)\",\"shape\":[\(r.shape.map(String.init).joined(separator: ","))],\"data_offsets\":[\(offset),\(offset + bytes)]}")
@@ -251,25 +281,28 @@ public func encodeSafeTensors(_ records: [SafeTensorsRecord], metadata: [String:
     }
     var header = Array(("{" + parts.joined(separator: ",") + "}").utf8)
     while header.count % 8 != 0 { header.append(0x20) }
-    var out = Data(capacity: 8 + header.count + offset)
-    withUnsafeBytes(of: UInt64(header.count).littleEndian) { out.append(contentsOf: $0) }
-    out.append(contentsOf: header)
-    for r in records {
-        if dtype == .F32 {
-            r.values.withUnsafeBytes { out.append(contentsOf: $0) }
-        } else {
-            let bits = r.values.map { bfloat16Bits($0).littleEndian }
-            bits.withUnsafeBytes { out.append(contentsOf: $0) }
-        }
-    }
-    return out
+    return withUnsafeBytes(of: UInt64(header.count).littleEndian) { Array($0) } + header
 }
 
-/// Writes records to `path` as one safetensors file.
+/// Serializes records into safetensors bytes in memory (tests, small files).
+public func encodeSafeTensors(_ records: [SafeTensorsRecord], metadata: [String: String] = [:],
+                              dtype: SafeTensorsDType = .F32) throws -> Data {
+    var out = try safeTensorsHeader(records, metadata: metadata, dtype: dtype, file: "<memory>")
+    for r in records { try r.values.withUnsafeBufferPointer { try appendFloats($0, as: dtype, tensor: r.name, file: "<memory>", to: &out) } }
+    return Data(out)
+}
+
+/// Writes records to `path` as one safetensors file, tensor by tensor, under a temporary name renamed into
+/// place when complete (an interrupted write leaves any previous file intact).
 public func writeSafeTensors(_ records: [SafeTensorsRecord], to path: String, metadata: [String: String] = [:],
                              dtype: SafeTensorsDType = .F32) throws {
-    let data = try encodeSafeTensors(records, metadata: metadata, dtype: dtype)
-    do { try data.write(to: URL(fileURLWithPath: path), options: .atomic) } catch {
-        throw SafeTensorsError.io(file: path, why: "cannot write: \(error.localizedDescription)")
+    let out = try AtomicOutput(path: path)
+    try out.write(try safeTensorsHeader(records, metadata: metadata, dtype: dtype, file: path))
+    var bytes: [UInt8] = []
+    for r in records {
+        bytes.removeAll(keepingCapacity: true)
+        try r.values.withUnsafeBufferPointer { try appendFloats($0, as: dtype, tensor: r.name, file: path, to: &bytes) }
+        try out.write(bytes)
     }
+    try out.commit()
 }

@@ -573,12 +573,8 @@ public struct DemoPipeline: Sendable {
         var files: [(String, [UInt8])] = []
         if model.lowercased().hasSuffix(".gguf") {
             do {
-                let (json, bos, eos) = try GGUFTokenizer.json(try GGUFFile(path: model))
-                var config: [String: String] = [:]
-                if let bos { config["bos_token"] = bos }
-                if let eos { config["eos_token"] = eos }
-                files = [("tokenizer.json", Array(json)),
-                         ("tokenizer_config.json", Array(JSONText.object(config.sorted { $0.key < $1.key }.map { ($0.key, JSONText.string($0.value)) }).utf8))]
+                let (json, config) = try GGUFTokenizer.files(try GGUFFile(path: model))
+                files = [("tokenizer.json", Array(json)), ("tokenizer_config.json", Array(config))]
             } catch { throw DemoError("\(model): cannot read its tokenizer: \(error)") }
         } else {
             for name in ["tokenizer.json", "tokenizer_config.json"] {

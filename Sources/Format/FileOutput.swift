@@ -8,15 +8,20 @@ import Darwin
 ///
 /// Until `commit()` the final path is untouched; a killed process leaves at most `<final>.tmp-<pid>`, which no
 /// reader opens and which `removeStaleTemporaries` clears. Every byte written also feeds a running checksum.
-final class AtomicOutput {
-    let finalPath: String
-    let tempPath: String
+public final class AtomicOutput {
+    /// Where the file appears on commit.
+    public let finalPath: String
+    /// Where it is written until then.
+    public let tempPath: String
     private var fd: Int32
-    private(set) var written: UInt64 = 0
-    let checksum = StreamingChecksum()
+    /// Bytes written so far.
+    public private(set) var written: UInt64 = 0
+    /// XXH3 of everything written.
+    public let checksum = StreamingChecksum()
     private var committed = false
 
-    init(path: String) throws {
+    /// Creates `<path>.tmp-<pid>` for writing.
+    public init(path: String) throws {
         finalPath = path
         tempPath = path + ".tmp-\(getpid())"
         fd = open(tempPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
@@ -24,7 +29,7 @@ final class AtomicOutput {
     }
 
     /// Appends bytes; a short write or a full disk throws naming the file and offset.
-    func write(_ bytes: UnsafeRawBufferPointer) throws {
+    public func write(_ bytes: UnsafeRawBufferPointer) throws {
         checksum.update(bytes)
         var done = 0
         while done < bytes.count {
@@ -39,16 +44,17 @@ final class AtomicOutput {
         written += UInt64(bytes.count)
     }
 
-    func write(_ bytes: [UInt8]) throws { try bytes.withUnsafeBytes { try write($0) } }
+    /// Appends an array of bytes.
+    public func write(_ bytes: [UInt8]) throws { try bytes.withUnsafeBytes { try write($0) } }
 
     /// Writes zeros until the file length is a multiple of `alignment`.
-    func pad(to alignment: Int) throws {
+    public func pad(to alignment: Int) throws {
         let rem = Int(written % UInt64(alignment))
         if rem != 0 { try write([UInt8](repeating: 0, count: alignment - rem)) }
     }
 
     /// Flushes to disk, renames to the final name and syncs the directory so the rename survives a crash.
-    func commit() throws {
+    public func commit() throws {
         if fsync(fd) != 0 {
             throw FormatError(.io, path: finalPath, "fsync failed: \(String(cString: strerror(errno)))")
         }
@@ -61,7 +67,7 @@ final class AtomicOutput {
     }
 
     /// Closes and deletes the temporary file.
-    func abandon() {
+    public func abandon() {
         if fd >= 0 { close(fd); fd = -1 }
         if !committed { unlink(tempPath) }
     }

@@ -1,3 +1,4 @@
+import Checkpoint
 import Foundation
 import Ingest
 import Train
@@ -160,74 +161,25 @@ public struct InferenceModel {
     }
 }
 
-/// Rebuilds the tokenizer.json a GGUF file's metadata describes (byte-level BPE: `tokenizer.ggml.model`
-/// "gpt2"), so a GGUF model needs no separate tokenizer file. The pre-tokenizer follows
-/// `tokenizer.ggml.pre` (smollm: single digits then byte-level; gpt2/default: byte-level with GPT-2's
-/// regex); other pre-tokenizers are refused rather than guessed.
+/// The tokenizer a GGUF file's metadata describes, rebuilt as tokenizer.json (`BPEVocabulary`, the same code
+/// `oreo convert` uses), so a GGUF model needs no separate tokenizer file.
 public enum GGUFTokenizer {
-    /// The tokenizer.json text for `file`'s tokenizer, plus its BOS / EOS token names.
-    public static func json(_ file: GGUFFile) throws -> (json: Data, bos: String?, eos: String?) {
-        func fail(_ why: String) -> InferError { .invalid("\(file.path): \(why); pass --tokenizer tokenizer.json") }
-        func string(_ k: String) -> String? { if case .string(let s)? = file.metadata[k] { return s }; return nil }
-        guard string("tokenizer.ggml.model") == "gpt2" else {
-            throw fail("tokenizer model \"\(string("tokenizer.ggml.model") ?? "none")\" is not byte-level BPE")
-        }
-        guard case .array(let tv)? = file.metadata["tokenizer.ggml.tokens"],
-              case .array(let mv)? = file.metadata["tokenizer.ggml.merges"] else { throw fail("no tokens or merges") }
-        var tokens: [String] = []
-        tokens.reserveCapacity(tv.count)
-        for t in tv { guard case .string(let s) = t else { throw fail("a token is not a string") }; tokens.append(s) }
-        var merges: [String] = []
-        merges.reserveCapacity(mv.count)
-        for m in mv { guard case .string(let s) = m else { throw fail("a merge is not a string") }; merges.append(s) }
-        var types = [Int](repeating: 1, count: tokens.count)
-        if case .array(let ty)? = file.metadata["tokenizer.ggml.token_type"], ty.count == tokens.count {
-            types = ty.map { $0.int ?? 1 }
-        }
-        let byteLevel: [String: Any] = ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true]
-        let pre: [String: Any]
-        switch string("tokenizer.ggml.pre") ?? "default" {
-        case "smollm":
-            pre = ["type": "Sequence", "pretokenizers": [["type": "Digits", "individual_digits": true], byteLevel]]
-        case "gpt2", "default":
-            pre = byteLevel
-        case let other:
-            throw fail("pre-tokenizer \"\(other)\" is not rebuilt from GGUF metadata")
-        }
-        var vocab: [String: Int] = [:]
-        var added: [[String: Any]] = []
-        for (i, t) in tokens.enumerated() {
-            if types[i] == 3 || types[i] == 4 {  // control / user-defined: matched before BPE, like HF's added tokens
-                added.append(["id": i, "content": t, "single_word": false, "lstrip": false, "rstrip": false,
-                              "normalized": false, "special": types[i] == 3])
-            }
-            if vocab[t] == nil { vocab[t] = i }
-        }
-        let root: [String: Any] = [
-            "version": "1.0", "truncation": NSNull(), "padding": NSNull(), "added_tokens": added, "normalizer": NSNull(),
-            "pre_tokenizer": pre, "post_processor": ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": true],
-            "decoder": ["type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true],
-            "model": ["type": "BPE", "dropout": NSNull(), "unk_token": NSNull(), "fuse_unk": false, "byte_fallback": false,
-                      "ignore_merges": false, "vocab": vocab, "merges": merges],
-        ]
-        func name(_ key: String) -> String? {
-            guard let id = file.metadata[key]?.int, id >= 0, id < tokens.count else { return nil }
-            return tokens[id]
-        }
-        return (try JSONSerialization.data(withJSONObject: root, options: [.sortedKeys]), name("tokenizer.ggml.bos_token_id"), name("tokenizer.ggml.eos_token_id"))
+    /// tokenizer.json and tokenizer_config.json (BOS, EOS, chat template) for `file`'s tokenizer.
+    public static func files(_ file: GGUFFile) throws -> (tokenizer: Data, config: Data) {
+        let v = try BPEVocabulary(gguf: file)
+        var context = 8192
+        if let arch = file.string("general.architecture"), let n = file.metadata[arch + ".context_length"]?.int, n > 0 { context = n }
+        return (try v.tokenizerJSON(), try v.tokenizerConfigJSON(maxLength: context))
     }
 
     /// Loads the tokenizer of `file` (written to a private temporary directory, read back, removed).
     public static func load(_ file: GGUFFile) throws -> Tokenizer {
-        let (data, bos, eos) = try json(file)
+        let (json, config) = try files(file)
         let dir = NSTemporaryDirectory() + "oreo-gguf-tokenizer-\(getpid())-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        try data.write(to: URL(fileURLWithPath: dir + "/tokenizer.json"))
-        var cfg: [String: Any] = [:]
-        if let bos { cfg["bos_token"] = bos }
-        if let eos { cfg["eos_token"] = eos }
-        try JSONSerialization.data(withJSONObject: cfg).write(to: URL(fileURLWithPath: dir + "/tokenizer_config.json"))
+        try json.write(to: URL(fileURLWithPath: dir + "/tokenizer.json"))
+        try config.write(to: URL(fileURLWithPath: dir + "/tokenizer_config.json"))
         return try Tokenizer.load(path: dir + "/tokenizer.json")
     }
 }

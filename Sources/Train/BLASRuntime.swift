@@ -44,16 +44,16 @@ public enum BLASRuntime {
         return String(cString: p)
     }
 
-    /// Threads OpenBLAS uses for one call.
-    public static var threads: Int { Int(openblas_get_num_threads()) }
+    /// Threads the kernels use (oreo's compute pool; each runs single-threaded OpenBLAS on its share).
+    public static var threads: Int { ComputePool.shared.threads }
 
-    /// Sets the number of threads OpenBLAS uses for one call.
-    public static func setThreads(_ n: Int) { openblas_set_num_threads(Int32(n)) }
+    /// Sets the number of compute threads (OpenBLAS itself stays single-threaded: no nested pools).
+    public static func setThreads(_ n: Int) { ComputePool.shared.setThreads(n) }
 
     /// One line for logs: kernel family, thread count and how it was chosen.
     public static var summary: String {
         let env = getenv("OPENBLAS_CORETYPE").map { String(cString: $0) } ?? "unset"
-        return "OpenBLAS core \(coreName), \(threads) thread(s) (OPENBLAS_CORETYPE=\(env), AVX-512: \(cpuHasAVX512() ? "yes" : "no"))"
+        return "OpenBLAS core \(coreName), \(threads) compute thread(s) with single-threaded BLAS each (OPENBLAS_CORETYPE=\(env), AVX-512: \(cpuHasAVX512() ? "yes" : "no"))"
     }
 
     /// Whether /proc/cpuinfo lists the avx512f flag.

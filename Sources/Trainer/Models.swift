@@ -48,7 +48,7 @@ public enum ModelSource: Sendable, Equatable {
             let path = p + "/config.json"
             guard let data = FileManager.default.contents(atPath: path) else { throw DataError("\(path): cannot read") }
             return try ModelConfig.parse(json: data, source: path)
-        case .gguf(let p): return try GGUFFile(path: p).llamaConfig()
+        case .gguf(let p): return try GGUFFile(path: p).modelConfig()
         case .random(let c, _): return c
         }
     }

@@ -243,6 +243,57 @@ import Train
         #expect(relativeError(used(dv.toArray(), ldv, kvHeads * hd), usedD(gv, ldv, kvHeads * hd)) < 1e-5)
     }
 
+    /// Sequences longer than one causal block (several row blocks, a partial last one), on the pool's threads
+    /// with a scratch slot each; gradients checked along random directions against the double reference.
+    @Test(arguments: [(2, 2), (4, 1)]) func longSequenceAttentionInBlocks(heads: Int, kvHeads: Int) {
+        var rng = TestRNG(18)
+        let hd = 8, lengths = [150, 1, 70], rows = lengths.reduce(0, +), longest = 150
+        let ldq = heads * hd, ldk = kvHeads * hd, ldv = kvHeads * hd, ldo = heads * hd
+        let q = rng.normalD(rows * ldq), k = rng.normalD(rows * ldk), v = rng.normalD(rows * ldv), r = rng.normalD(rows * ldo)
+        var starts: [Int32] = [0]
+        for l in lengths { starts.append(starts.last! + Int32(l)) }
+        let group = heads / kvHeads, scale = 1 / Double(hd).squareRoot()
+        func ref(_ q: [Double], _ k: [Double], _ v: [Double]) -> [Double] {
+            var o = [Double](repeating: 0, count: rows * ldo)
+            for s in 0..<lengths.count {
+                let st = Int(starts[s]), t = lengths[s]
+                for h in 0..<heads {
+                    let kh = h / group
+                    for i in 0..<t {
+                        let sc = (0...i).map { j in (0..<hd).reduce(0.0) { $0 + q[(st + i) * ldq + h * hd + $1] * k[(st + j) * ldk + kh * hd + $1] } * scale }
+                        let m = sc.max()!
+                        let e = sc.map { exp($0 - m) }, z = e.reduce(0, +)
+                        for j in 0...i { for c in 0..<hd { o[(st + i) * ldo + h * hd + c] += e[j] / z * v[(st + j) * ldv + kh * hd + c] } }
+                    }
+                }
+            }
+            return o
+        }
+        let slots = 4, slot = longest * longest
+        let qf = buf(q), kf = buf(k), vf = buf(v), out = zeros(rows * ldo), lse = zeros(heads * rows)
+        let ss = IntBuf(starts), sc1 = zeros(slots * slot), sc2 = zeros(slots * slot)
+        attentionForward(q: qf.pointer, ldq: ldq, k: kf.pointer, ldk: ldk, v: vf.pointer, ldv: ldv, out: out.pointer,
+                         ldo: ldo, lse: lse.pointer, rows: rows, seqStarts: ss.p, seqCount: lengths.count,
+                         heads: heads, kvHeads: kvHeads, headDim: hd, scratch: sc1.pointer, scratchCount: slots * slot)
+        #expect(relativeError(out.toArray(), ref(q, k, v)) < 1e-6)
+        let dout = buf(r), dq = zeros(rows * ldq), dk = zeros(rows * ldk), dv = zeros(rows * ldv)
+        attentionBackward(dOut: dout.pointer, q: qf.pointer, ldq: ldq, k: kf.pointer, ldk: ldk, v: vf.pointer, ldv: ldv,
+                          out: out.pointer, ldo: ldo, lse: lse.pointer, dq: dq.pointer, lddq: ldq, dk: dk.pointer,
+                          lddk: ldk, dv: dv.pointer, lddv: ldv, rows: rows, seqStarts: ss.p, seqCount: lengths.count,
+                          heads: heads, kvHeads: kvHeads, headDim: hd, scratch: sc1.pointer, scratch2: sc2.pointer,
+                          scratchCount: slots * slot)
+        func directional(_ x: [Double], _ grad: [Float], _ f: ([Double]) -> [Double]) -> (Double, Double) {
+            let u = rng.normalD(x.count), eps = 1e-4
+            let plus = zip(x, u).map { $0 + eps * $1 }, minus = zip(x, u).map { $0 - eps * $1 }
+            return ((dotD(f(plus), r) - dotD(f(minus), r)) / (2 * eps), zip(grad, u).reduce(0.0) { $0 + Double($1.0) * $1.1 })
+        }
+        for (name, (fd, an)) in [("q", directional(q, dq.toArray()) { ref($0, k, v) }),
+                                 ("k", directional(k, dk.toArray()) { ref(q, $0, v) }),
+                                 ("v", directional(v, dv.toArray()) { ref(q, k, $0) })] {
+            #expect(abs(fd - an) <= 1e-4 * abs(fd) + 1e-6, "d\(name): finite difference \(fd) vs analytic \(an)")
+        }
+    }
+
     /// Double reference of log softmax rows.
     static func logSoftmax(_ z: [Double], rows: Int, vocab: Int) -> [Double] {
         (0..<rows).flatMap { i -> [Double] in
@@ -316,5 +367,29 @@ import Train
         }
         #expect(relativeError(dh.toArray(), numericGradient({ lossFixedRef($0, w) }, at: h)) < 1e-5)
         #expect(relativeError(dw.toArray(), numericGradient({ lossFixedRef(h, $0) }, at: w)) < 1e-5)
+    }
+
+    @Test func cachedLMHeadForwardAndBackward() {
+        let rows = 6, dim = 10, vocab = 53
+        var rng = TestRNG(31)
+        let h = rng.normalD(rows * dim), w = rng.normalD(vocab * dim, std: 0.7), a = rng.normalD(rows)
+        let targets: [Int32] = [0, 52, 7, 7, 30, 1]
+        let hf = buf(h), wf = buf(w), tg = IntBuf(targets)
+        let lp = zeros(rows), lse = zeros(rows), scale = zeros(rows), cache = zeros(rows * vocab), hs = zeros(rows * dim)
+        lmHeadForwardCached(hidden: hf.pointer, weight: wf.pointer, targets: tg.p, logProbs: lp.pointer, lse: lse.pointer,
+                            scale: scale.pointer, rows: rows, dim: dim, vocab: vocab, cache: cache.pointer)
+        func loss(_ hh: [Double], _ ww: [Double]) -> Double {
+            let l = Self.logSoftmax(Self.logits(hh, ww, rows: rows, dim: dim, vocab: vocab), rows: rows, vocab: vocab)
+            return (0..<rows).reduce(0.0) { $0 + a[$1] * l[$1 * vocab + Int(targets[$1])] }
+        }
+        let refLP = Self.logSoftmax(Self.logits(h, w, rows: rows, dim: dim, vocab: vocab), rows: rows, vocab: vocab)
+        #expect(relativeError(lp.toArray(), (0..<rows).map { refLP[$0 * vocab + Int(targets[$0])] }) < 1e-6)
+        let dlp = buf(a), dh = zeros(rows * dim), dw = buf([Double](repeating: 0.25, count: vocab * dim))
+        lmHeadBackwardCached(hidden: hf.pointer, weight: wf.pointer, targets: tg.p, scale: scale.pointer, dLogProbs: dlp.pointer,
+                             dHidden: dh.pointer, dWeight: dw.pointer, rows: rows, dim: dim, vocab: vocab, cache: cache.pointer,
+                             scaledHidden: hs.pointer)
+        #expect(relativeError(dh.toArray(), numericGradient({ loss($0, w) }, at: h)) < 1e-5)
+        // dWeight accumulates onto what was there
+        #expect(relativeError(dw.toArray().map { $0 - 0.25 }, numericGradient({ loss(h, $0) }, at: w)) < 1e-5)
     }
 }

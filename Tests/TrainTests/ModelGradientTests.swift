@@ -29,8 +29,9 @@ import Train
         return b
     }
 
-    static func model(_ family: ModelFamily, valueHead: Bool = false) throws -> TransformerModel {
-        let m = try TransformerModel(config: config(family), maxTokens: 32, valueHead: valueHead, headChunkRows: 4)
+    static func model(_ family: ModelFamily, valueHead: Bool = false, logitCache: Bool = true) throws -> TransformerModel {
+        let m = try TransformerModel(config: config(family), maxTokens: 32, valueHead: valueHead, headChunkRows: 4,
+                                     logitCacheBytes: logitCache ? 1 << 30 : 0)
         m.initializeRandomly(seed: 7, std: 0.3)
         // non-trivial norms and biases so their gradients are exercised
         var rng = TestRNG(11)
@@ -75,8 +76,10 @@ import Train
         }
     }
 
-    @Test(arguments: [ModelFamily.gpt2, .llama, .qwen2]) func logProbGradientsMatchFiniteDifferences(family: ModelFamily) throws {
-        let m = try Self.model(family)
+    /// With the whole-batch softmax kept for the backward (default) and with the chunked recompute.
+    @Test(arguments: [ModelFamily.gpt2, .llama, .qwen2], [true, false])
+    func logProbGradientsMatchFiniteDifferences(family: ModelFamily, logitCache: Bool) throws {
+        let m = try Self.model(family, logitCache: logitCache)
         let b = Self.batch(seed: 3)
         var rng = TestRNG(5)
         let a = rng.normal(b.count)
@@ -90,6 +93,25 @@ import Train
         m.zeroGradients()
         try m.backward(dLogProbs: a)
         try Self.checkDirectional(m, loss: loss, label: "\(family) logp")
+    }
+
+    @Test(arguments: [ModelFamily.gpt2, .llama]) func secondBackwardOfOneForwardAgrees(family: ModelFamily) throws {
+        // the kept softmax must survive a backward: a second one of the same forward gives the same gradients
+        let m = try Self.model(family), plain = try Self.model(family, logitCache: false)
+        let b = Self.batch(seed: 21)
+        var rng = TestRNG(22)
+        let a = rng.normal(b.count)
+        var lp: [Float] = [], lq: [Float] = []
+        try m.forward(b, logProbs: &lp)
+        try plain.forward(b, logProbs: &lq)
+        #expect(relativeError(lp, lq) < 1e-6)
+        m.zeroGradients(); plain.zeroGradients()
+        try m.backward(dLogProbs: a)
+        let once = m.gradients.toArray()
+        try plain.backward(dLogProbs: a)
+        #expect(relativeError(once, plain.gradients.toArray()) < 1e-5)
+        try m.backward(dLogProbs: a)
+        #expect(relativeError(m.gradients.toArray(), once.map { 2 * $0 }) < 1e-5)
     }
 
     @Test(arguments: [ModelFamily.gpt2, .llama, .qwen2]) func valueGradientsMatchFiniteDifferences(family: ModelFamily) throws {

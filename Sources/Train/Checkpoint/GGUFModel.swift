@@ -1,25 +1,53 @@
 import Checkpoint
 
 extension GGUFFile {
-    /// Builds a trainable model from a Llama GGUF (weights dequantized to F32, q/k rows un-permuted).
+    /// Builds a trainable Llama model from a GGUF (kept for callers that expect that family).
     public func loadLlamaModel(maxTokens: Int, valueHead: Bool = false) throws -> TransformerModel {
-        let cfg = try llamaConfig()
+        try loadModel(maxTokens: maxTokens, valueHead: valueHead)
+    }
+
+    /// Builds a trainable model (llama, qwen2 or gpt2 architecture) from this file: weights dequantized to F32,
+    /// llama.cpp's q/k row permutation undone where its converter applied it. Every tensor of the file must be
+    /// used (a GPT-2 `output.weight` only as an exact copy of the tied embedding).
+    public func loadModel(maxTokens: Int, valueHead: Bool = false) throws -> TransformerModel {
+        let cfg = try modelConfig()
         let model = try TransformerModel(config: cfg, maxTokens: maxTokens, valueHead: valueHead)
+        var used: Set<String> = cfg.ropeScaling.isLlama3 ? ["rope_freqs.weight"] : []
         for s in model.layout.specs where s.offset != model.layout.valueHead {
-            guard let g = Self.ggufName(s.name), let t = info(g) else {
-                throw SafeTensorsError.tensor(file: path, name: s.name, why: "missing (GGUF name \(Self.ggufName(s.name) ?? "?"))")
+            guard let g = Self.ggufName(s.name, family: cfg.family), let t = info(g) else {
+                throw SafeTensorsError.tensor(file: path, name: s.name, why: "missing (GGUF name \(Self.ggufName(s.name, family: cfg.family) ?? "?"))")
             }
             guard Array(t.ne.reversed()) == s.shape else {
                 throw SafeTensorsError.tensor(file: path, name: g, why: "shape \(Array(t.ne.reversed())), model expects \(s.shape)")
             }
+            used.insert(g)
             var v = try floats(g)
-            if s.name.hasSuffix("q_proj.weight") || s.name.hasSuffix("q_proj.bias") {
-                v = Self.unpermuteRotary(v, heads: cfg.heads, rowsPerHead: cfg.headDim, cols: s.shape.count == 2 ? s.shape[1] : 1)
-            } else if s.name.hasSuffix("k_proj.weight") || s.name.hasSuffix("k_proj.bias") {
-                v = Self.unpermuteRotary(v, heads: cfg.kvHeads, rowsPerHead: cfg.headDim, cols: s.shape.count == 2 ? s.shape[1] : 1)
+            if cfg.family.ggufPermutesRotary, let heads = rotaryHeads(s.name, cfg) {
+                v = Self.unpermuteRotary(v, heads: heads, rowsPerHead: cfg.headDim, cols: s.shape.count == 2 ? s.shape[1] : 1)
             }
             try model.parameters.copyIn(v, at: s.offset)
         }
+        if cfg.family == .gpt2, info("output.weight") != nil {
+            guard try floats("output.weight") == floats("token_embd.weight") else {
+                throw SafeTensorsError.tensor(file: path, name: "output.weight", why: "differs from token_embd.weight; GPT-2 ties its head")
+            }
+            used.insert("output.weight")
+        }
+        if let extra = tensors.first(where: { !used.contains($0.name) }) {
+            throw SafeTensorsError.tensor(file: path, name: extra.name, why: "unexpected tensor for a \(cfg.family.ggufArchitecture) model")
+        }
         return model
     }
+}
+
+/// Query or key head count of a q/k projection weight or bias (the rows llama.cpp permutes), else nil.
+func rotaryHeads(_ name: String, _ c: ModelConfig) -> Int? {
+    if name.hasSuffix("q_proj.weight") || name.hasSuffix("q_proj.bias") { return c.heads }
+    if name.hasSuffix("k_proj.weight") || name.hasSuffix("k_proj.bias") { return c.kvHeads }
+    return nil
+}
+
+extension RoPEScaling {
+    /// Llama 3.1 band-wise scaling (stored in GGUF as the rope_freqs tensor).
+    public var isLlama3: Bool { if case .llama3 = self { return true }; return false }
 }

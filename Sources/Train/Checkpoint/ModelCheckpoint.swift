@@ -1,4 +1,5 @@
 import Foundation
+import Format
 
 /// A checkpoint directory's tensors: one `model.safetensors` or a sharded `model.safetensors.index.json`.
 public struct SafeTensorsCollection: Sendable {
@@ -121,15 +122,15 @@ public enum ModelCheckpoint {
         }
     }
 
-    /// Writes `directory/config.json` and `directory/model.safetensors` (created if needed).
-    public static func save(_ model: TransformerModel, directory: String, dtype: SafeTensorsDType = .F32) throws {
+    /// Writes `directory/config.json` and `directory/model.safetensors` (created if needed), each under a
+    /// temporary name renamed into place when complete. `configExtras` are added to config.json as given.
+    public static func save(_ model: TransformerModel, directory: String, dtype: SafeTensorsDType = .F32,
+                            configExtras: [String: Any] = [:]) throws {
         do { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) } catch {
             throw SafeTensorsError.io(file: directory, why: "cannot create directory")
         }
         let cfgPath = directory + "/config.json"
-        do { try model.config.jsonData().write(to: URL(fileURLWithPath: cfgPath)) } catch {
-            throw SafeTensorsError.io(file: cfgPath, why: "cannot write: \(error.localizedDescription)")
-        }
+        try writeFileAtomically(Array(try model.config.jsonData(extra: configExtras)), to: cfgPath)
         try writeSafeTensors(records(of: model), to: directory + "/model.safetensors", metadata: ["format": "pt"], dtype: dtype)
     }
 }

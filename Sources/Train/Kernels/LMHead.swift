@@ -1,4 +1,3 @@
-import COpenBLAS
 import Foundation
 
 /// Fills reference logits (or reference log-probs: any per-row shift cancels) for rows
@@ -75,8 +74,7 @@ public func klDivergenceBackward(z: UnsafePointer<Float>, r: UnsafePointer<Float
 /// Logits of one chunk: z = h W^T. Shapes: h [n, dim], W [vocab, dim], z [n, vocab].
 @inline(__always) func chunkLogits(_ h: UnsafePointer<Float>, _ w: UnsafePointer<Float>, _ n: Int, _ dim: Int,
                                    _ vocab: Int, _ z: UnsafeMutablePointer<Float>) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(n), Int32(vocab), Int32(dim),
-                1, h, Int32(dim), w, Int32(dim), 0, z, Int32(vocab))
+    sgemm(false, true, n, vocab, dim, 1, h, dim, w, dim, 0, z, vocab)
 }
 
 /// Scratch the fused LM head needs: logits (and reference logits) for one chunk of rows.
@@ -99,14 +97,20 @@ public func lmHeadForward(hidden: UnsafePointer<Float>, weight: UnsafePointer<Fl
         chunkLogits(hidden + c0 * dim, weight, n, dim, vocab, scratch)
         let ref = scratch + chunkRows * vocab
         if let reference { reference(c0, n, ref) }
-        for i in 0..<n {
-            let z = scratch + i * vocab
-            let l = logSumExp(z, vocab)
-            lse[c0 + i] = l
-            logProbs[c0 + i] = z[Int(targets[c0 + i])] - l
-            if reference != nil, let kl {
-                let rr = ref + i * vocab
-                kl[c0 + i] = klRow(z, l, rr, logSumExp(rr, vocab), vocab)
+        let args = HeadRowArgs(z: scratch, ref: reference != nil ? ref : nil, targets: targets + c0, lse: lse + c0,
+                               logProbs: logProbs + c0, kl: kl.map { $0 + c0 }, dLogProbs: nil, dKL: nil, vocab: vocab, v0: 0)
+        ComputePool.shared.parallelFor(n, args) { raw, lo, hi in
+            let a = raw.load(as: HeadRowArgs.self)
+            let vocab = a.vocab
+            for i in lo..<hi {
+                let z = a.z + i * vocab
+                let l = logSumExp(z, vocab)
+                a.lse[i] = l
+                a.logProbs![i] = z[Int(a.targets[i])] - l
+                if let ref = a.ref, let kl = a.kl {
+                    let rr = ref + i * vocab
+                    kl[i] = klRow(z, l, rr, logSumExp(rr, vocab), vocab)
+                }
             }
         }
         c0 += n
@@ -140,30 +144,35 @@ public func lmHeadBackward(hidden: UnsafePointer<Float>, weight: UnsafePointer<F
         chunkLogits(hidden + c0 * dim, weight, n, dim, vocab, scratch)
         let ref = scratch + chunkRows * vocab
         if useKL, let reference { reference(c0, n, ref) }
-        for i in 0..<n {
-            let row = c0 + i
-            let z = scratch + i * vocab
-            let g = dLogProbs[row]
-            if useKL, let kl, let dKL {
-                // KL gradient needs the logits themselves, so form it before z is overwritten
-                let rr = ref + i * vocab
-                let lseQ = logSumExp(rr, vocab)
-                let lz = lse[row]
-                // ref row becomes the KL gradient; then z becomes the total gradient
-                klGradAccumulate(z, lz, rr, lseQ, kl[row], dKL[row], rr, vocab, overwrite: true)
+        let args = HeadRowArgs(z: scratch, ref: useKL ? ref : nil, targets: targets + c0, lse: UnsafeMutablePointer(mutating: lse + c0),
+                               logProbs: nil, kl: kl.map { UnsafeMutablePointer(mutating: $0 + c0) }, dLogProbs: dLogProbs + c0,
+                               dKL: dKL.map { $0 + c0 }, vocab: vocab, v0: 0)
+        ComputePool.shared.parallelFor(n, args) { raw, lo, hi in
+            let a = raw.load(as: HeadRowArgs.self)
+            let vocab = a.vocab, lse = a.lse, targets = a.targets, dLogProbs = a.dLogProbs!, useKL = a.ref != nil
+            for i in lo..<hi {
+                let row = i
+                let z = a.z + i * vocab
+                let g = dLogProbs[row]
+                if let ref = a.ref, let kl = a.kl, let dKL = a.dKL {
+                    // KL gradient needs the logits themselves, so form it before z is overwritten
+                    let rr = ref + i * vocab
+                    let lseQ = logSumExp(rr, vocab)
+                    let lz = lse[row]
+                    // ref row becomes the KL gradient; then z becomes the total gradient
+                    klGradAccumulate(z, lz, rr, lseQ, kl[row], dKL[row], rr, vocab, overwrite: true)
+                }
+                // dz = g * (onehot - p)
+                var j = 0
+                let l16 = F16x(repeating: lse[row]), mg = F16x(repeating: -g)
+                while j + 16 <= vocab { store16(mg * simdExp(load16(z + j) - l16), z + j); j += 16 }
+                while j < vocab { z[j] = -g * scalarExp(z[j] - lse[row]); j += 1 }
+                z[Int(targets[row])] += g
+                if let ref = a.ref, useKL { addInPlace(ref + i * vocab, z, vocab) }
             }
-            // dz = g * (onehot - p)
-            var j = 0
-            let l16 = F16x(repeating: lse[row]), mg = F16x(repeating: -g)
-            while j + 16 <= vocab { store16(mg * simdExp(load16(z + j) - l16), z + j); j += 16 }
-            while j < vocab { z[j] = -g * scalarExp(z[j] - lse[row]); j += 1 }
-            z[Int(targets[row])] += g
-            if useKL { addInPlace(ref + i * vocab, z, vocab) }
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(n), Int32(dim), Int32(vocab),
-                    1, scratch, Int32(vocab), weight, Int32(dim), 0, dHidden + c0 * dim, Int32(dim))
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(vocab), Int32(dim), Int32(n),
-                    1, scratch, Int32(vocab), hidden + c0 * dim, Int32(dim), 1, dWeight, Int32(dim))
+        sgemm(false, false, n, dim, vocab, 1, scratch, vocab, weight, dim, 0, dHidden + c0 * dim, dim)
+        sgemm(true, false, vocab, dim, n, 1, scratch, vocab, hidden + c0 * dim, dim, 1, dWeight, dim)
         c0 += n
     }
 }
@@ -181,21 +190,33 @@ func lmHeadBackwardVocabBlocked(hidden: UnsafePointer<Float>, weight: UnsafePoin
     var v0 = 0
     while v0 < vocab {
         let vb = min(block, vocab - v0)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(vb), Int32(dim),
-                    1, hidden, Int32(dim), weight + v0 * dim, Int32(dim), 0, scratch, Int32(vb))
-        for r in 0..<rows {
-            let z = scratch + r * vb, g = dLogProbs[r], l = lse[r]
-            var j = 0
-            let l16 = F16x(repeating: l), mg = F16x(repeating: -g)
-            while j + 16 <= vb { store16(mg * simdExp(load16(z + j) - l16), z + j); j += 16 }
-            while j < vb { z[j] = -g * scalarExp(z[j] - l); j += 1 }
-            let t = Int(targets[r]) - v0
-            if t >= 0 && t < vb { z[t] += g }
+        sgemm(false, true, rows, vb, dim, 1, hidden, dim, weight + v0 * dim, dim, 0, scratch, vb)
+        let args = HeadRowArgs(z: scratch, ref: nil, targets: targets, lse: UnsafeMutablePointer(mutating: lse), logProbs: nil,
+                               kl: nil, dLogProbs: dLogProbs, dKL: nil, vocab: vb, v0: v0)
+        ComputePool.shared.parallelFor(rows, minPerThread: 4, args) { raw, lo, hi in
+            let a = raw.load(as: HeadRowArgs.self)
+            let vb = a.vocab, v0 = a.v0, targets = a.targets
+            for r in lo..<hi {
+                let z = a.z + r * vb, g = a.dLogProbs![r], l = a.lse[r]
+                var j = 0
+                let l16 = F16x(repeating: l), mg = F16x(repeating: -g)
+                while j + 16 <= vb { store16(mg * simdExp(load16(z + j) - l16), z + j); j += 16 }
+                while j < vb { z[j] = -g * scalarExp(z[j] - l); j += 1 }
+                let t = Int(targets[r]) - v0
+                if t >= 0 && t < vb { z[t] += g }
+            }
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), Int32(dim), Int32(vb),
-                    1, scratch, Int32(vb), weight + v0 * dim, Int32(dim), v0 == 0 ? 0 : 1, dHidden, Int32(dim))
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(vb), Int32(dim), Int32(rows),
-                    1, scratch, Int32(vb), hidden, Int32(dim), 1, dWeight + v0 * dim, Int32(dim))
+        sgemm(false, false, rows, dim, vb, 1, scratch, vb, weight + v0 * dim, dim, v0 == 0 ? 0 : 1, dHidden, dim)
+        sgemm(true, false, vb, dim, rows, 1, scratch, vb, hidden, dim, 1, dWeight + v0 * dim, dim)
         v0 += vb
     }
+}
+
+/// Operands of the LM head's per-row passes, for the pool: rows of logits `z` (and reference logits), with the
+/// row-indexed arrays already offset to the chunk's first row; `v0` is the first column of a vocabulary block.
+private struct HeadRowArgs {
+    let z: UnsafeMutablePointer<Float>, ref: UnsafeMutablePointer<Float>?
+    let targets: UnsafePointer<Int32>, lse: UnsafeMutablePointer<Float>, logProbs: UnsafeMutablePointer<Float>?
+    let kl: UnsafeMutablePointer<Float>?, dLogProbs: UnsafePointer<Float>?, dKL: UnsafePointer<Float>?
+    let vocab: Int, v0: Int
 }

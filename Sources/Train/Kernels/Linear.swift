@@ -1,5 +1,3 @@
-import COpenBLAS
-
 /// Forward of a linear layer `y = x W^T + b` with W stored [out, in] (nn.Linear layout).
 ///
 /// Shapes: x [rows, inDim] (row stride ldx), W [outDim, inDim], bias [outDim] or nil, y [rows, outDim]
@@ -17,13 +15,16 @@ public func linearForward(x: UnsafePointer<Float>, ldx: Int, weight: UnsafePoint
     }
     var beta: Float = accumulate ? 1 : 0
     if let bias {
-        for r in 0..<rows {
-            if accumulate { addInPlace(bias, y + r * ldy, outDim) } else { (y + r * ldy).update(from: bias, count: outDim) }
+        let args = BiasArgs(dy: bias, ldy: 0, out: y, ldo: ldy, dim: outDim, rows: 0, accumulate: accumulate)
+        ComputePool.shared.parallelFor(rows, minPerThread: 64, args) { raw, lo, hi in
+            let a = raw.load(as: BiasArgs.self)
+            for r in lo..<hi {
+                if a.accumulate { addInPlace(a.dy, a.out + r * a.ldo, a.dim) } else { (a.out + r * a.ldo).update(from: a.dy, count: a.dim) }
+            }
         }
         beta = 1
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(outDim), Int32(inDim),
-                1, x, Int32(ldx), weight, Int32(inDim), beta, y, Int32(ldy))
+    sgemm(false, true, rows, outDim, inDim, 1, x, ldx, weight, inDim, beta, y, ldy)
 }
 
 /// Backward of `linearForward`: accumulates dW += dy^T x and db += colsum(dy); writes or adds dx = dy W.
@@ -35,13 +36,24 @@ public func linearBackward(dy: UnsafePointer<Float>, ldy: Int, x: UnsafePointer<
                            accumulateDX: Bool, dWeight: UnsafeMutablePointer<Float>,
                            dBias: UnsafeMutablePointer<Float>?, rows: Int, inDim: Int, outDim: Int) {
     guard rows > 0 else { return }
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(outDim), Int32(inDim), Int32(rows),
-                1, dy, Int32(ldy), x, Int32(ldx), 1, dWeight, Int32(inDim))
+    sgemm(true, false, outDim, inDim, rows, 1, dy, ldy, x, ldx, 1, dWeight, inDim)
     if let dBias {
-        for r in 0..<rows { addInPlace(dy + r * ldy, dBias, outDim) }
+        // column sums, split by columns so threads never share an output
+        let args = BiasArgs(dy: dy, ldy: ldy, out: dBias, ldo: 0, dim: outDim, rows: rows, accumulate: true)
+        ComputePool.shared.parallelFor(outDim, grain: 16, minPerThread: rows >= 64 ? 16 : outDim, args) { raw, lo, hi in
+            let a = raw.load(as: BiasArgs.self)
+            for r in 0..<a.rows { addInPlace(a.dy + r * a.ldy + lo, a.out + lo, hi - lo) }
+        }
     }
     if let dx {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(rows), Int32(inDim), Int32(outDim),
-                    1, dy, Int32(ldy), weight, Int32(inDim), accumulateDX ? 1 : 0, dx, Int32(lddx))
+        sgemm(false, false, rows, inDim, outDim, 1, dy, ldy, weight, inDim, accumulateDX ? 1 : 0, dx, lddx)
     }
+}
+
+/// Operands of the bias passes, for the pool: forward copies (or, accumulating, adds) `dy` (the bias) into
+/// each output row; backward sums `rows` rows of dy into `out` (the bias gradient).
+private struct BiasArgs {
+    let dy: UnsafePointer<Float>, ldy: Int
+    let out: UnsafeMutablePointer<Float>, ldo: Int
+    let dim: Int, rows: Int, accumulate: Bool
 }

@@ -60,29 +60,41 @@ public struct RoPETable: Sendable {
 public func ropeApply(x: UnsafeMutablePointer<Float>, ld: Int, rows: Int, heads: Int, headDim: Int,
                       positions: UnsafePointer<Int32>, cos: UnsafePointer<Float>, sin: UnsafePointer<Float>,
                       inverse: Bool) {
-    let half = headDim / 2
-    let sign: Float = inverse ? -1 : 1
-    for r in 0..<rows {
-        let c = cos + Int(positions[r]) * half
-        let s = sin + Int(positions[r]) * half
-        for h in 0..<heads {
-            let x1 = x + r * ld + h * headDim, x2 = x1 + half
-            var i = 0
-            let sg = F16x(repeating: sign)
-            while i + 16 <= half {
-                let a = load16(x1 + i), b = load16(x2 + i)
-                let cv = load16(c + i), sv = load16(s + i) * sg
-                store16(a * cv - b * sv, x1 + i)
-                store16(b * cv + a * sv, x2 + i)
-                i += 16
-            }
-            while i < half {
-                let a = x1[i], b = x2[i]
-                let sv = s[i] * sign
-                x1[i] = a * c[i] - b * sv
-                x2[i] = b * c[i] + a * sv
-                i += 1
+    let args = RoPEArgs(x: x, ld: ld, heads: heads, headDim: headDim, positions: positions, cos: cos, sin: sin,
+                        sign: inverse ? -1 : 1)
+    ComputePool.shared.parallelFor(rows, minPerThread: 32, args) { raw, lo, hi in
+        let a = raw.load(as: RoPEArgs.self)
+        let x = a.x, ld = a.ld, heads = a.heads, headDim = a.headDim, positions = a.positions, cos = a.cos, sin = a.sin
+        let half = headDim / 2, sign = a.sign
+        for r in lo..<hi {
+            let c = cos + Int(positions[r]) * half
+            let s = sin + Int(positions[r]) * half
+            for h in 0..<heads {
+                let x1 = x + r * ld + h * headDim, x2 = x1 + half
+                var i = 0
+                let sg = F16x(repeating: sign)
+                while i + 16 <= half {
+                    let a = load16(x1 + i), b = load16(x2 + i)
+                    let cv = load16(c + i), sv = load16(s + i) * sg
+                    store16(a * cv - b * sv, x1 + i)
+                    store16(b * cv + a * sv, x2 + i)
+                    i += 16
+                }
+                while i < half {
+                    let a = x1[i], b = x2[i]
+                    let sv = s[i] * sign
+                    x1[i] = a * c[i] - b * sv
+                    x2[i] = b * c[i] + a * sv
+                    i += 1
+                }
             }
         }
     }
+}
+
+/// Operands of `ropeApply`, for the pool.
+private struct RoPEArgs {
+    let x: UnsafeMutablePointer<Float>, ld: Int, heads: Int, headDim: Int
+    let positions: UnsafePointer<Int32>, cos: UnsafePointer<Float>, sin: UnsafePointer<Float>
+    let sign: Float
 }

@@ -20,8 +20,12 @@ public final class FlatBuffer {
 
     deinit { pointer.deallocate() }
 
-    /// Sets every element to zero.
-    public func zero() { pointer.update(repeating: 0, count: count) }
+    /// Sets every element to zero (split over the compute pool).
+    public func zero() {
+        ComputePool.shared.parallelFor(count, grain: 16, minPerThread: 1 << 16, pointer) { raw, lo, hi in
+            (raw.load(as: UnsafeMutablePointer<Float>.self) + lo).update(repeating: 0, count: hi - lo)
+        }
+    }
 
     /// Copies the contents out (tests, checkpoints).
     public func toArray() -> [Float] { Array(UnsafeBufferPointer(start: pointer, count: count)) }

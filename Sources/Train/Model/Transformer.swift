@@ -19,6 +19,10 @@ public final class TransformerModel {
     public let maxTokens: Int
     /// Rows of logits the LM head materializes at once.
     public let headChunkRows: Int
+    /// Whole-batch softmax kept from forward to backward (nil when over the memory limit): [maxTokens, vocab],
+    /// a per-row scale [maxTokens] and the backward's scaled hidden rows [maxTokens, d].
+    private let logitCache: FlatBuffer?
+    private var logitCacheValid = false
 
     struct BlockActs { var resIn = 0, mid = 0, n1 = 0, n1Mean = 0, n1Rstd = 0, qkv = 0, att = 0, lse = 0,
                        n2 = 0, n2Mean = 0, n2Rstd = 0, up = 0, act = 0 }
@@ -26,7 +30,7 @@ public final class TransformerModel {
     private var blockActs: [BlockActs] = []
     private var resFinal = 0, nf = 0, nfMean = 0, nfRstd = 0, gathered = 0, logpG = 0, lseG = 0, dlogpG = 0, klG = 0, dklG = 0
     private var dRes = 0, dNorm = 0, dQKV = 0, dAtt = 0, dUp = 0, dAct = 0, dNF = 0, dGathered = 0
-    private var attScratch = 0, headScratch = 0
+    private var attScratch = 0, headScratch = 0, attSlotFloats = 0
     private let maxSeq: Int
     private let ints: UnsafeMutablePointer<Int32>
     let rope: RoPETable?
@@ -48,7 +52,10 @@ public final class TransformerModel {
     /// Allocates parameters (zero), gradients and activations for batches of up to `maxTokens` positions.
     /// `headChunkRows` defaults to ~16M logits per chunk: small chunks make the LM head's dW update re-read
     /// the whole [vocab, d] gradient once per chunk (measured: the dominant cost at 64 rows for GPT-2).
-    public init(config: ModelConfig, maxTokens: Int, valueHead: Bool = false, headChunkRows: Int? = nil) throws {
+    /// When [maxTokens, vocab] floats fit in `logitCacheBytes`, the forward keeps the softmax for the backward,
+    /// which then skips recomputing the logits (a third of the LM head's matmul work); 0 disables it.
+    public init(config: ModelConfig, maxTokens: Int, valueHead: Bool = false, headChunkRows: Int? = nil,
+                logitCacheBytes: Int = 1 << 30) throws {
         try config.validate()
         guard maxTokens > 0 else { throw TrainError.shape("maxTokens must be positive") }
         self.config = config
@@ -76,9 +83,13 @@ public final class TransformerModel {
         gathered = take(N * d); logpG = take(N); lseG = take(N); dlogpG = take(N); klG = take(N); dklG = take(N)
         dRes = take(N * d); dNorm = take(N * d); dQKV = take(N * qkvW); dAtt = take(N * attW)
         dUp = take(N * upW); dAct = take(N * ffn); dNF = take(N * d); dGathered = take(N * d)
-        attScratch = take(2 * maxSeq * maxSeq)
+        // one pair of [maxSeq, maxSeq] score buffers per compute thread (attention runs heads in parallel)
+        attSlotFloats = maxSeq * maxSeq * max(1, ComputePool.shared.threads)
+        attScratch = take(2 * attSlotFloats)
         headScratch = take(lmHeadScratchCount(vocab: config.vocabSize, chunkRows: self.headChunkRows, withReference: true))
         acts = FlatBuffer(count: total)
+        let cacheFloats = maxTokens * (config.vocabSize + 1 + d)
+        logitCache = cacheFloats * 4 <= logitCacheBytes ? FlatBuffer(count: cacheFloats) : nil
         ints = .allocate(capacity: 5 * N + 1)
         ints.initialize(repeating: 0, count: 5 * N + 1)
         rope = config.family == .gpt2 ? nil
@@ -164,12 +175,18 @@ public final class TransformerModel {
         }
     }
 
-    /// Reference logits for gathered target rows, read from the reference model's last forward.
+    /// Reference logits for gathered target rows, read from the reference model's last forward. The closure
+    /// is made once per (buffers, shape): a closure context is a heap allocation, and steps allocate nothing.
     private func referenceProvider(_ r: TransformerModel) -> ReferenceLogitsProvider {
         let h = r.acts.pointer + r.gathered, w = r.parameters.pointer + r.layout.lmHead
         let d = r.config.hiddenSize, v = r.config.vocabSize
-        return { first, count, into in chunkLogits(h + first * d, w, count, d, v, into) }
+        if let c = providerCache, c.h == h, c.w == w, c.d == d, c.v == v { return c.provider }
+        let provider: ReferenceLogitsProvider = { first, count, into in chunkLogits(h + first * d, w, count, d, v, into) }
+        providerCache = (h, w, d, v, provider)
+        return provider
     }
+    private var providerCache: (h: UnsafeMutablePointer<Float>, w: UnsafeMutablePointer<Float>, d: Int, v: Int,
+                                provider: ReferenceLogitsProvider)?
 
     private func forwardLogProbs(_ batch: PackedBatch, logProbs: inout [Float], reference: TransformerModel?) throws {
         try prepare(batch)
@@ -185,10 +202,18 @@ public final class TransformerModel {
         targetRows = k
         if let reference { try checkReference(reference) }
         klReference = reference
-        lmHeadForward(hidden: a + gathered, weight: parameters.pointer + layout.lmHead, targets: targetsP,
-                      logProbs: a + logpG, lse: a + lseG, rows: k, dim: d, vocab: config.vocabSize,
-                      chunkRows: headChunkRows, scratch: a + headScratch,
-                      reference: reference.map(referenceProvider), kl: a + klG)
+        if let cache = logitCache, reference == nil {
+            lmHeadForwardCached(hidden: a + gathered, weight: parameters.pointer + layout.lmHead, targets: targetsP,
+                                logProbs: a + logpG, lse: a + lseG, scale: cache.pointer + maxTokens * config.vocabSize,
+                                rows: k, dim: d, vocab: config.vocabSize, cache: cache.pointer)
+            logitCacheValid = true
+        } else {
+            lmHeadForward(hidden: a + gathered, weight: parameters.pointer + layout.lmHead, targets: targetsP,
+                          logProbs: a + logpG, lse: a + lseG, rows: k, dim: d, vocab: config.vocabSize,
+                          chunkRows: headChunkRows, scratch: a + headScratch,
+                          reference: reference.map(referenceProvider), kl: a + klG)
+            logitCacheValid = false
+        }
         resizeReusingStorage(&logProbs, to: n)
         logProbs.withUnsafeMutableBufferPointer { out in
             out.update(repeating: 0)
@@ -220,10 +245,18 @@ public final class TransformerModel {
             a[dklG + j] = dKL?[Int(rowIndexP[j])] ?? 0
         }
         let ref = dKL != nil ? klReference : nil
-        lmHeadBackward(hidden: a + gathered, weight: parameters.pointer + layout.lmHead, targets: targetsP,
-                       lse: a + lseG, dLogProbs: a + dlogpG, dHidden: a + dGathered, dWeight: g + layout.lmHead,
-                       rows: targetRows, dim: d, vocab: config.vocabSize, chunkRows: headChunkRows,
-                       scratch: a + headScratch, reference: ref.map(referenceProvider), kl: a + klG, dKL: a + dklG)
+        if let cache = logitCache, logitCacheValid, ref == nil {
+            let v = config.vocabSize
+            lmHeadBackwardCached(hidden: a + gathered, weight: parameters.pointer + layout.lmHead, targets: targetsP,
+                                 scale: cache.pointer + maxTokens * v, dLogProbs: a + dlogpG, dHidden: a + dGathered,
+                                 dWeight: g + layout.lmHead, rows: targetRows, dim: d, vocab: v, cache: cache.pointer,
+                                 scaledHidden: cache.pointer + maxTokens * (v + 1))
+        } else {
+            lmHeadBackward(hidden: a + gathered, weight: parameters.pointer + layout.lmHead, targets: targetsP,
+                           lse: a + lseG, dLogProbs: a + dlogpG, dHidden: a + dGathered, dWeight: g + layout.lmHead,
+                           rows: targetRows, dim: d, vocab: config.vocabSize, chunkRows: headChunkRows,
+                           scratch: a + headScratch, reference: ref.map { referenceProvider($0) }, kl: a + klG, dKL: a + dklG)
+        }
         zeroFill(a + dNF, n * d)
         for j in 0..<targetRows { addInPlace(a + dGathered + j * d, a + dNF + Int(rowIndexP[j]) * d, d) }
         runBackboneBackward()
@@ -359,7 +392,7 @@ public final class TransformerModel {
             attentionForward(q: a + b.qkv, ldq: qkvWidth, k: a + b.qkv + attWidth, ldk: qkvWidth,
                              v: a + b.qkv + attWidth + kvOff, ldv: qkvWidth, out: a + b.att, ldo: attWidth,
                              lse: a + b.lse, rows: n, seqStarts: seqStartsP, seqCount: seqCount, heads: c.heads,
-                             kvHeads: c.kvHeads, headDim: c.headDim, scratch: a + attScratch)
+                             kvHeads: c.kvHeads, headDim: c.headDim, scratch: a + attScratch, scratchCount: attSlotFloats)
             (a + b.mid).update(from: a + b.resIn, count: n * d)
             linear(b.att, o.oW, o.oB, b.mid, inDim: attWidth, outDim: d, accumulate: true)
             norm(b.mid, o.norm2W, o.norm2B, b.n2, b.n2Mean, b.n2Rstd)
@@ -397,7 +430,7 @@ public final class TransformerModel {
                               lse: a + b.lse, dq: a + dQKV, lddq: qkvWidth, dk: a + dQKV + attWidth, lddk: qkvWidth,
                               dv: a + dQKV + attWidth + kvOff, lddv: qkvWidth, rows: n, seqStarts: seqStartsP,
                               seqCount: seqCount, heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim,
-                              scratch: a + attScratch, scratch2: a + attScratch + maxSeq * maxSeq)
+                              scratch: a + attScratch, scratch2: a + attScratch + attSlotFloats, scratchCount: attSlotFloats)
             if let rope {
                 rope.cos.withUnsafeBufferPointer { cs in
                     rope.sin.withUnsafeBufferPointer { sn in

@@ -40,36 +40,49 @@ public final class AdamW {
     /// Continues from a checkpoint: the moments are restored into `m` and `v` by the caller, the step count here.
     public func restore(step: Int) { self.step = max(0, step) }
 
-    /// One update at learning rate `lr` from `gradients` (already averaged and clipped).
-    public func update(parameters: FlatBuffer, gradients: FlatBuffer, lr: Float) {
+    /// One update at learning rate `lr` from `gradients` times `gradientScale` (a clipping coefficient or an
+    /// averaging factor, applied here so the gradients need no separate scaling pass). The element range is
+    /// split over the compute pool.
+    public func update(parameters: FlatBuffer, gradients: FlatBuffer, lr: Float, gradientScale: Float = 1) {
         step += 1
         let c = config
         let bc1 = 1 - Float(Foundation.pow(Double(c.beta1), Double(step)))
         let bc2 = 1 - Float(Foundation.pow(Double(c.beta2), Double(step)))
         let stepSize = lr / bc1
         let bc2Sqrt = bc2.squareRoot()
-        for r in ranges {
-            let decay: Float = r.decay ? 1 - lr * c.weightDecay : 1
-            adamWKernel(p: parameters.pointer + r.offset, g: gradients.pointer + r.offset, m: m.pointer + r.offset,
-                        v: v.pointer + r.offset, count: r.count, beta1: c.beta1, beta2: c.beta2, eps: c.eps,
-                        decay: decay, stepSize: stepSize, bc2Sqrt: bc2Sqrt)
+        let total = ranges.last.map { $0.offset + $0.count } ?? 0
+        ranges.withUnsafeBufferPointer { rs in
+            let args = AdamWArgs(p: parameters.pointer, g: gradients.pointer, m: m.pointer, v: v.pointer, ranges: rs.baseAddress!,
+                                 rangeCount: rs.count, beta1: c.beta1, beta2: c.beta2, eps: c.eps,
+                                 decay: 1 - lr * c.weightDecay, stepSize: stepSize, bc2Sqrt: bc2Sqrt, gradientScale: gradientScale)
+            ComputePool.shared.parallelFor(total, grain: 64, minPerThread: 1 << 16, args) { raw, lo, hi in
+                let a = raw.load(as: AdamWArgs.self)
+                for r in UnsafeBufferPointer(start: a.ranges, count: a.rangeCount) where r.offset < hi && r.offset + r.count > lo {
+                    let s = max(r.offset, lo), e = min(r.offset + r.count, hi)
+                    adamWKernel(p: a.p + s, g: a.g + s, m: a.m + s, v: a.v + s, count: e - s, beta1: a.beta1, beta2: a.beta2,
+                                eps: a.eps, decay: r.decay ? a.decay : 1, stepSize: a.stepSize, bc2Sqrt: a.bc2Sqrt,
+                                gradientScale: a.gradientScale)
+                }
+            }
         }
     }
 }
 
-/// The AdamW element update in PyTorch's order: p *= decay; m, v EMAs; p -= stepSize * m / (sqrt(v)/sqrt(bc2) + eps).
+/// The AdamW element update in PyTorch's order: g *= gradientScale; p *= decay; m, v EMAs;
+/// p -= stepSize * m / (sqrt(v)/sqrt(bc2) + eps).
 ///
 /// Shapes: p, g, m, v [count].
 public func adamWKernel(p: UnsafeMutablePointer<Float>, g: UnsafePointer<Float>, m: UnsafeMutablePointer<Float>,
                         v: UnsafeMutablePointer<Float>, count: Int, beta1: Float, beta2: Float, eps: Float,
-                        decay: Float, stepSize: Float, bc2Sqrt: Float) {
+                        decay: Float, stepSize: Float, bc2Sqrt: Float, gradientScale: Float = 1) {
+    let gs = F16x(repeating: gradientScale)
     var i = 0
     let b1 = F16x(repeating: beta1), b2 = F16x(repeating: beta2)
     let ob1 = F16x(repeating: 1 - beta1), ob2 = F16x(repeating: 1 - beta2)
     let dc = F16x(repeating: decay), ss = F16x(repeating: stepSize), bs = F16x(repeating: bc2Sqrt)
     let ep = F16x(repeating: eps)
     while i + 16 <= count {
-        let gv = load16(g + i)
+        let gv = load16(g + i) * gs
         let mv = b1 * load16(m + i) + ob1 * gv
         let vv = b2 * load16(v + i) + ob2 * gv * gv
         store16(mv, m + i); store16(vv, v + i)
@@ -77,7 +90,7 @@ public func adamWKernel(p: UnsafeMutablePointer<Float>, g: UnsafePointer<Float>,
         i += 16
     }
     while i < count {
-        let gv = g[i]
+        let gv = g[i] * gradientScale
         let mv = beta1 * m[i] + (1 - beta1) * gv
         let vv = beta2 * v[i] + (1 - beta2) * gv * gv
         m[i] = mv; v[i] = vv
@@ -86,25 +99,49 @@ public func adamWKernel(p: UnsafeMutablePointer<Float>, g: UnsafePointer<Float>,
     }
 }
 
-/// Global L2 norm of a gradient buffer (accumulated in double).
+/// Global L2 norm of a gradient buffer: 4096-float blocks accumulated in double, in 64 fixed parts summed in
+/// order (the same result for any number of threads).
 public func gradientNorm(_ g: FlatBuffer) -> Double {
-    var total = 0.0
-    var i = 0
-    let p = g.pointer
-    while i < g.count {
-        let n = min(4096, g.count - i)
-        total += Double(dot(p + i, p + i, n))
-        i += n
+    withUnsafeTemporaryAllocation(of: Double.self, capacity: 64) { partial in
+        partial.initialize(repeating: 0)
+        let part = (g.count + 63) / 64
+        let args = NormArgs(p: g.pointer, part: part, partial: partial.baseAddress!)
+        ComputePool.shared.parallelFor(g.count, grain: part, minPerThread: 1 << 16, chunks: 64, args) { raw, lo, hi in
+            let a = raw.load(as: NormArgs.self)
+            var s = lo
+            while s < hi {  // inline runs get the whole range: still sum it part by part
+                let e = min(hi, s + a.part)
+                var total = 0.0
+                var i = s
+                while i < e {
+                    let k = min(4096, e - i)
+                    total += Double(dot(a.p + i, a.p + i, k))
+                    i += k
+                }
+                a.partial[s / a.part] = total
+                s = e
+            }
+        }
+        return partial.reduce(0, +).squareRoot()
     }
-    return total.squareRoot()
 }
 
 /// Multiplies every gradient by `factor` (averaging accumulated micro-batches, clipping).
 public func scaleGradients(_ g: FlatBuffer, by factor: Float) {
-    var i = 0
-    let p = g.pointer, f = F16x(repeating: factor)
-    while i + 16 <= g.count { store16(load16(p + i) * f, p + i); i += 16 }
-    while i < g.count { p[i] *= factor; i += 1 }
+    ComputePool.shared.parallelFor(g.count, grain: 16, minPerThread: 1 << 16, (g.pointer, factor)) { raw, lo, hi in
+        let (p, factor) = raw.load(as: (UnsafeMutablePointer<Float>, Float).self)
+        let f = F16x(repeating: factor)
+        var i = lo
+        while i + 16 <= hi { store16(load16(p + i) * f, p + i); i += 16 }
+        while i < hi { p[i] *= factor; i += 1 }
+    }
+}
+
+/// The factor torch.nn.utils.clip_grad_norm_ scales by for gradients of norm `norm`: max / (norm + 1e-6) when
+/// that is below 1, else 1 (pass it to `AdamW.update(gradientScale:)` to clip without a scaling pass).
+public func clipCoefficient(norm: Double, maxNorm: Double) -> Float {
+    let coef = maxNorm / (norm + 1e-6)
+    return coef < 1 ? Float(coef) : 1
 }
 
 /// Clips to `maxNorm` as torch.nn.utils.clip_grad_norm_ (coef = max / (norm + 1e-6), applied when < 1);
@@ -112,8 +149,8 @@ public func scaleGradients(_ g: FlatBuffer, by factor: Float) {
 @discardableResult
 public func clipGradientNorm(_ g: FlatBuffer, maxNorm: Double) -> Double {
     let norm = gradientNorm(g)
-    let coef = maxNorm / (norm + 1e-6)
-    if coef < 1 { scaleGradients(g, by: Float(coef)) }
+    let coef = clipCoefficient(norm: norm, maxNorm: maxNorm)
+    if coef < 1 { scaleGradients(g, by: coef) }
     return norm
 }
 
@@ -165,4 +202,16 @@ public struct GradientAccumulation: Sendable {
         if let maxNorm { return clipGradientNorm(g, maxNorm: maxNorm) }
         return gradientNorm(g)
     }
+}
+
+/// Operands of the parallel AdamW pass: buffers, the parameter ranges (weight decay per range), step constants.
+private struct AdamWArgs {
+    let p: UnsafeMutablePointer<Float>, g: UnsafePointer<Float>, m: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>
+    let ranges: UnsafePointer<(offset: Int, count: Int, decay: Bool)>, rangeCount: Int
+    let beta1: Float, beta2: Float, eps: Float, decay: Float, stepSize: Float, bc2Sqrt: Float, gradientScale: Float
+}
+
+/// Operands of the parallel gradient norm: the buffer and one partial sum per thread.
+private struct NormArgs {
+    let p: UnsafePointer<Float>, part: Int, partial: UnsafeMutablePointer<Double>
 }
