@@ -75,7 +75,7 @@ let package = Package(
         ]),
         .testTarget(name: "IngestTests", dependencies: ["Ingest", "Format", "Checkpoint"]),
         .testTarget(name: "TrainTests", dependencies: ["Train", "Format", "CAllocCounter"]),
-        .testTarget(name: "TrainerTests", dependencies: ["Trainer", "Train", "Format", "Checkpoint"]),
+        .testTarget(name: "TrainerTests", dependencies: ["Trainer", "Train", "Format", "Checkpoint", "Ingest"]),
         .testTarget(name: "DemoTests", dependencies: ["Demo", "Ingest", "Format", "Train"]),
         .testTarget(name: "InferTests", dependencies: ["Infer", "Train", "Ingest", "Format"]),
     ],

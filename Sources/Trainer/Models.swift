@@ -41,6 +41,25 @@ public enum ModelSource: Sendable, Equatable {
         return nil
     }
 
+    /// The tokenizer files a checkpoint trained from this model carries, so it loads on its own (`oreo eval`,
+    /// HF `AutoTokenizer`): a directory's tokenizer files as they are, or tokenizer.json and
+    /// tokenizer_config.json rebuilt from a GGUF's metadata. Empty when there is none (random models, a GGUF
+    /// whose tokenizer has no exact tokenizer.json equivalent).
+    public func tokenizerFiles() -> [(name: String, bytes: [UInt8])] {
+        switch self {
+        case .directory(let p):
+            return ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"].compactMap { f in
+                FileManager.default.contents(atPath: p + "/" + f).map { (f, Array($0)) }
+            }
+        case .gguf(let p):
+            guard let g = try? GGUFFile(path: p), let v = try? BPEVocabulary(gguf: g),
+                  let json = try? v.tokenizerJSON(), let config = try? v.tokenizerConfigJSON(maxLength: (try? g.modelConfig().maxPositions) ?? 8192)
+            else { return [] }
+            return [("tokenizer.json", Array(json)), ("tokenizer_config.json", Array(config))]
+        case .random: return []
+        }
+    }
+
     /// The architecture, without loading weights.
     public func config() throws -> ModelConfig {
         switch self {

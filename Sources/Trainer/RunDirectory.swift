@@ -70,7 +70,7 @@ struct RunDirectory {
     /// Writes checkpoint `step` (policy, value, optimizer moments, state) under a temporary name, renames it
     /// into place, moves `latest` to it and prunes all but the newest `keep` (the final one is always kept).
     func saveCheckpoint(step: Int, policy: TransformerModel, value: TransformerModel?, policyOptimizer: AdamW,
-                        valueOptimizer: AdamW?, state: RunState, tokenizerFrom: String?, keep: Int) throws -> String {
+                        valueOptimizer: AdamW?, state: RunState, tokenizerFiles: [(name: String, bytes: [UInt8])], keep: Int) throws -> String {
         let fm = FileManager.default
         let name = String(format: "step-%08d", step)
         let final = checkpoints + "/" + name, tmp = final + ".tmp-\(getpid())"
@@ -79,12 +79,7 @@ struct RunDirectory {
             throw DataError("\(tmp): cannot create: \(error.localizedDescription)")
         }
         try ModelCheckpoint.save(policy, directory: tmp + "/policy")
-        if let dir = tokenizerFrom {
-            for f in ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"]
-            where fm.fileExists(atPath: dir + "/" + f) {
-                try? fm.copyItem(atPath: dir + "/" + f, toPath: tmp + "/policy/" + f)
-            }
-        }
+        for f in tokenizerFiles { try writeFileAtomically(f.bytes, to: tmp + "/policy/" + f.name) }
         if let value { try ModelCheckpoint.save(value, directory: tmp + "/value") }
         var records = [SafeTensorsRecord(name: "policy.m", shape: [policyOptimizer.m.count], values: policyOptimizer.m.toArray()),
                        SafeTensorsRecord(name: "policy.v", shape: [policyOptimizer.v.count], values: policyOptimizer.v.toArray())]

@@ -103,7 +103,7 @@ public final class TrainJob {
     private let policyOptimizer: AdamW, valueOptimizer: AdamW?
     private let objective: BatchObjective
     private let batches: [TrainingBatch]
-    private let tokenizerFrom: String?
+    private let tokenizerFiles: [(name: String, bytes: [UInt8])]
     private var logProbs: [Float] = [], refLogProbs: [Float] = [], values: [Float] = [], kl: [Float] = []
     private var elapsedBefore = 0.0, tokensBefore = 0
     private var lastCheckpoint: String?
@@ -212,7 +212,7 @@ public final class TrainJob {
         self.valueOptimizer = valueOptimizer
         objective = BatchObjective(capacity: maxTokens)
         batches = (0..<config.loader.microBatchesPerStep).map { _ in TrainingBatch() }
-        tokenizerFrom = model.tokenizerDirectory
+        tokenizerFiles = model.tokenizerFiles()
         step = state?.step ?? 0
         elapsedBefore = state?.elapsedSeconds ?? 0
         tokensBefore = state?.tokens ?? 0
@@ -320,7 +320,7 @@ public final class TrainJob {
                              policyOptimizerStep: policyOptimizer.step, valueOptimizerStep: valueOptimizer?.step ?? 0,
                              elapsedSeconds: elapsed, tokens: tokensBefore)
         let path = try run.saveCheckpoint(step: step, policy: policy, value: value, policyOptimizer: policyOptimizer,
-                                          valueOptimizer: valueOptimizer, state: state, tokenizerFrom: tokenizerFrom,
+                                          valueOptimizer: valueOptimizer, state: state, tokenizerFiles: tokenizerFiles,
                                           keep: config.keepCheckpoints)
         lastCheckpoint = path
         return path

@@ -1,6 +1,7 @@
 import Checkpoint
 import Format
 import Foundation
+import Ingest
 import Testing
 import Train
 import Trainer
@@ -62,5 +63,25 @@ import Trainer
         #expect(summary.last.map { $0.loss.isFinite && ($0.kl ?? -1) >= 0 } == true)
         let policy = try ModelCheckpoint.load(directory: summary.policy!, maxTokens: 8)
         #expect(sameParameters(policy, job.policy))
+        #expect(FileManager.default.fileExists(atPath: summary.policy! + "/tokenizer.json"))
+    }
+
+    /// A checkpoint trained from a GGUF carries the tokenizer its metadata describes (so `oreo eval RUN/policy`
+    /// needs no --tokenizer): it encodes as HF's SmolLM2 tokenizer, and names EOS.
+    @Test func ggufInitGivesItsCheckpointsATokenizer() throws {
+        guard let src = fixture("smollm2/source.json"), let hf = fixture("tokenizers/smollm2.tokenizer.json"),
+              let json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: src))) as? [String: String],
+              let gguf = json["gguf"], FileManager.default.fileExists(atPath: gguf) else { return }
+        let files = ModelSource.gguf(gguf).tokenizerFiles()
+        #expect(files.map(\.name) == ["tokenizer.json", "tokenizer_config.json"])
+        let dir = temporaryDirectory("gguf-tokenizer")
+        for f in files { try Data(f.bytes).write(to: URL(fileURLWithPath: dir + "/" + f.name)) }
+        let mine = try Tokenizer.load(path: dir + "/tokenizer.json"), theirs = try Tokenizer.load(path: hf)
+        for text in ["Tom has 3 apples and buys 15 more.\n#### 18", "  def f(x):\r\n\treturn x**2  # ok", "<|im_start|>user\nHi<|im_end|>"] {
+            #expect(mine.encode(text) == theirs.encode(text), "\(text)")
+        }
+        let config = try JSONSerialization.jsonObject(with: Data(files[1].bytes)) as? [String: Any]
+        #expect(config?["eos_token"] as? String == "<|im_end|>")
+        #expect(ModelSource.random(ModelConfig(family: .llama, vocabSize: 8, hiddenSize: 8, layers: 1, heads: 1), seed: 1).tokenizerFiles().isEmpty)
     }
 }
