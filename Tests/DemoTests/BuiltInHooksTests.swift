@@ -13,6 +13,7 @@ import Train
         other.valueLearningRate *= 4
         other.beta = 0.05
         other.preferenceBeta = 0.7
+        other.ktoBeta = 0.7
         other.learningRates["OREO"] = 3e-3
         // SFT and RFT read none of these: same configuration, so the same run is reused.
         for m in [DemoMethod.sft, .rft] { #expect(base.trainConfig(m, seed: 3) == other.trainConfig(m, seed: 3)) }
