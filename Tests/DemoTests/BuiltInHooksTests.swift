@@ -39,8 +39,10 @@ import Train
         var g = SplitMix64(seed: 9)
         try net.setParameter("value_head.weight", (0..<16).map { _ in Float(g.unit() - 0.5) })
         try ModelCheckpoint.save(net, directory: dir + "/value")
-        // The same backbone without the head as the policy.
-        try ModelCheckpoint.save(try ModelCheckpoint.load(directory: dir + "/value", maxTokens: 512), directory: dir + "/policy")
+        // The same backbone without the head as the policy (a checkpoint with a head is not a policy checkpoint).
+        let policy = try TransformerModel(config: small, maxTokens: 512)
+        for spec in policy.layout.specs { try policy.setParameter(spec.name, try #require(net.parameter(spec.name))) }
+        try ModelCheckpoint.save(policy, directory: dir + "/policy")
         let t = try Tokenizer.load(path: path)
         let samples = [
             SampledResponse(promptIds: [TaskTokenizer.bosId] + t.encode("Mia has 5 apples.\n"), responseIds: t.encode("5+3=8\n#### 8") + [TaskTokenizer.eosId]),
