@@ -17,7 +17,7 @@ public struct DemoSearchSettings: Sendable, Equatable, Codable {
     /// Most tokens in one step.
     public var maxStepTokens = 48
     /// Which policies are also searched with their own log-prob as scorer.
-    public var logProbSearch = LogProbSearch.sftAndValueModels
+    public var logProbSearch = LogProbSearch.sft
 
     /// The defaults.
     public init() {}
@@ -25,6 +25,9 @@ public struct DemoSearchSettings: Sendable, Equatable, Codable {
 
 /// Which policies the log-prob scorer searches with (beside every value network's search).
 public enum LogProbSearch: String, Sendable, Codable, CaseIterable {
+    /// SFT only: search without any offline RL. The other policies' log-probs stay so close to SFT's that
+    /// searching with them costs much and shows little.
+    case sft
     /// SFT (search without any offline RL) and the policies with a value network (their value against their own log-prob).
     case sftAndValueModels = "sft-and-value"
     /// Every policy.
@@ -129,6 +132,7 @@ public struct InProcessInference: DemoSampler, DemoEvaluator {
         let logprob = switch search.logProbSearch {
         case .all: true
         case .none: false
+        case .sft: model.method == .sft
         case .sftAndValueModels: model.method == .sft || model.hasValueHead
         }
         return (model.hasValueHead ? ["value"] : []) + (logprob ? ["logprob"] : [])

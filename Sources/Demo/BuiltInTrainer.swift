@@ -9,29 +9,29 @@ import Trainer
 /// part of each training stage's identity, so changing a setting redoes exactly the runs it affects.
 public struct DemoTrainingSettings: Sendable, Equatable, Codable {
     /// Transformer blocks of the from-scratch model (a Llama: RoPE, RMSNorm, SwiGLU, tied embeddings).
-    public var layers = 4
+    public var layers = 3
     /// Its width.
-    public var hidden = 128
+    public var hidden = 96
     /// Its attention heads.
     public var heads = 4
     /// Its MLP width.
-    public var intermediate = 512
+    public var intermediate = 384
     /// Its position limit (prompt + response).
     public var maxPositions = 256
     /// A pretrained starting point (safetensors directory or .gguf) instead of a random initialization.
     public var initModel: String?
     /// SFT optimizer steps.
-    public var sftSteps = 1000
+    public var sftSteps = 1200
     /// SFT peak learning rate.
-    public var sftLearningRate = 2e-3
+    public var sftLearningRate = 3e-3
     /// Decoupled weight decay of every run.
     public var weightDecay = 0.1
     /// Tokens per optimizer step (one micro-batch).
-    public var batchTokens = 2400
+    public var batchTokens = 1200
     /// Passes of every offline method over the samples.
     public var epochs = 1
     /// Peak policy learning rate of each offline method.
-    public var learningRates: [String: Double] = ["RFT": 1e-4, "DPO": 1e-5, "KTO": 1e-5, "OREO": 1e-4, "DQO": 1e-4]
+    public var learningRates: [String: Double] = ["RFT": 1e-4, "DPO": 1e-5, "KTO": 1e-6, "OREO": 1e-4, "DQO": 1e-4]
     /// Peak value-network learning rate (OREO, DQO).
     public var valueLearningRate = 5e-4
     /// OREO's KL-regularization strength beta (and DQO's).
@@ -40,8 +40,10 @@ public struct DemoTrainingSettings: Sendable, Equatable, Codable {
     public var alpha = 0.01
     /// OREO's residual level: token or step.
     public var level = OREOLevel.token
-    /// DPO and KTO's beta.
-    public var preferenceBeta = 0.1
+    /// DPO's beta (0.5 beat 0.1 on validation: docs/demo-experiments.md, E4).
+    public var preferenceBeta = 0.5
+    /// KTO's beta.
+    public var ktoBeta = 0.1
 
     /// The defaults.
     public init() {}
@@ -68,7 +70,7 @@ public struct DemoTrainingSettings: Sendable, Equatable, Codable {
         where !(lr > 0 && lr.isFinite) {
             throw DemoError("learning rate of \(name) must be positive, not \(lr)")
         }
-        guard beta > 0, alpha >= 0, preferenceBeta > 0, weightDecay >= 0 else { throw DemoError("beta must be > 0, alpha and weight decay >= 0") }
+        guard beta > 0, alpha >= 0, preferenceBeta > 0, ktoBeta > 0, weightDecay >= 0 else { throw DemoError("beta must be > 0, alpha and weight decay >= 0") }
     }
 
     /// The `oreo train` configuration of `method`. Settings the method does not read are those of the
@@ -105,7 +107,7 @@ public struct DemoTrainingSettings: Sendable, Equatable, Codable {
         c.oreo.level = level
         c.dqo.beta = beta
         c.dpo.beta = preferenceBeta
-        c.kto.beta = preferenceBeta
+        c.kto.beta = ktoBeta
         c.keepCheckpoints = 1
         return c
     }
@@ -118,7 +120,7 @@ public struct DemoTrainingSettings: Sendable, Equatable, Codable {
                     ?? "from scratch: Llama, \(layers) layers, d \(hidden), \(heads) heads, MLP \(intermediate), tied embeddings"))
         out.append(("SFT", "\(sftSteps) steps of \(batchTokens) tokens, lr \(n(sftLearningRate)) cosine, weight decay \(n(weightDecay))"))
         out.append(("offline methods", "\(epochs) epoch(s) over the samples, lr " + DemoMethod.allCases.dropFirst().map { "\($0.rawValue) \(n(learningRate($0)))" }.joined(separator: ", ")))
-        out.append(("OREO / DQO", "beta \(n(beta)), alpha \(n(alpha)), \(level.rawValue) level, value lr \(n(valueLearningRate)); DPO / KTO beta \(n(preferenceBeta))"))
+        out.append(("OREO / DQO", "beta \(n(beta)), alpha \(n(alpha)), \(level.rawValue) level, value lr \(n(valueLearningRate)); DPO beta \(n(preferenceBeta)), KTO beta \(n(ktoBeta))"))
         return out
     }
 }

@@ -15,7 +15,7 @@ public struct DemoConfig: Sendable, Equatable {
     /// Difficulty knobs of the task.
     public var task = ProblemConfig()
     /// Problems per split.
-    public var sizes = SplitSizes(train: 5000, validation: 500, test: 1000)
+    public var sizes = SplitSizes(train: 5000, validation: 500, test: 500)
     /// Most tokenizer merges to learn over the task's words.
     public var tokenizerMerges = 512
     /// Samples drawn per problem for the offline data (K) and for the held-out value metrics.
@@ -27,7 +27,7 @@ public struct DemoConfig: Sendable, Equatable {
     /// Longest response the sampler and decoders may generate, in tokens.
     public var maxResponseTokens = 128
     /// Beam widths evaluated for every scorer.
-    public var beamWidths = [2, 4, 8]
+    public var beamWidths = [2, 4]
     /// Methods trained from the SFT model (SFT itself is always trained: it is the reference).
     public var methods: [DemoMethod] = DemoMethod.allCases.filter { $0 != .sft }
     /// Wall-clock budget of the whole run in seconds (shared out by `BudgetPlan`).
@@ -112,9 +112,11 @@ public struct DemoConfig: Sendable, Equatable {
 
 /// How the time budget caps training: seeds running side by side share the wall clock, so each of the
 /// `seeds / concurrent` rounds gets an equal part; of a seed's part SFT may use `sftShare`, the other
-/// methods `methodsShare` split evenly, leaving the rest for sampling, evaluation and the report. The
+/// methods `methodsShare` together (each what is left of it over the methods still to train, so time a
+/// cheap method leaves goes to the dearer ones after it), leaving the rest for sampling, evaluation and the report. The
 /// demo's step counts are chosen to stay well inside these caps; a run that reaches one stops, is reported
-/// as stopped, and continues when the demo is run again.
+/// as stopped, and continues when the demo is run again. Decodings and metrics still to do when a seed's
+/// part has passed are left for the next run too, so the budget bounds the whole run.
 public struct BudgetPlan: Sendable, Equatable {
     /// Total seconds.
     public var total: Double
@@ -143,7 +145,9 @@ public struct BudgetPlan: Sendable, Equatable {
     /// Seconds for SFT.
     public var sft: Double { perSeed * sftShare }
     /// Seconds for each other method.
-    public var perMethod: Double { perSeed * methodsShare / Double(max(methods, 1)) }
+    public var perMethod: Double { allMethods / Double(max(methods, 1)) }
+    /// Seconds for all other methods together.
+    public var allMethods: Double { perSeed * methodsShare }
 }
 
 /// The stages of `oreo demo`, in order.
@@ -274,7 +278,8 @@ public struct DemoPipeline: Sendable {
         events(.finished(.tokenizer, seed: nil, summary: "\(tokenizer.vocabSize) tokens (\(tokenizerSummary)) at \(tokenizerPath)",
                          seconds: DemoPipeline.elapsed(since: t0)))
 
-        let results = try runSeeds(tokenizer: tokenizer, tokenizerPath: tokenizerPath, events: events)
+        let deadline = Date(timeIntervalSinceNow: config.timeBudget)
+        let results = try runSeeds(tokenizer: tokenizer, tokenizerPath: tokenizerPath, deadline: deadline, events: events)
 
         if hooks.trainer == nil { notes.append("Training did not run: \(DemoPipeline.missing(.trainSFT)). No accuracy is reported.") }
         else if hooks.sampler == nil { notes.append("Sampling did not run: \(DemoPipeline.missing(.sample)); only SFT was trained.") }
@@ -307,13 +312,13 @@ public struct DemoPipeline: Sendable {
 
     /// Every seed: one after another on all threads, or `concurrentSeeds` side by side on one thread each
     /// (BLAS and the small-batch kernel set to one thread meanwhile). Results are gathered in seed order.
-    func runSeeds(tokenizer: Tokenizer, tokenizerPath: String, events: @escaping @Sendable (DemoEvent) -> Void) throws -> SeedResults {
+    func runSeeds(tokenizer: Tokenizer, tokenizerPath: String, deadline: Date, events: @escaping @Sendable (DemoEvent) -> Void) throws -> SeedResults {
         let seeds = config.seeds, concurrent = config.concurrentSeeds
         var all = SeedResults()
         guard concurrent > 1 else {
             for seed in seeds {
                 var r = SeedResults()
-                try runSeed(seed, threads: config.threads, tokenizer: tokenizer, tokenizerPath: tokenizerPath, into: &r, events: events)
+                try runSeed(seed, threads: config.threads, tokenizer: tokenizer, tokenizerPath: tokenizerPath, deadline: deadline, into: &r, events: events)
                 all.append(r)
             }
             return all
@@ -334,7 +339,7 @@ public struct DemoPipeline: Sendable {
                     guard i < seeds.count, failure.withLock({ $0 == nil }) else { break }
                     var r = SeedResults()
                     do {
-                        try self.runSeed(seeds[i], threads: 1, tokenizer: tokenizer, tokenizerPath: tokenizerPath, into: &r, events: events)
+                        try self.runSeed(seeds[i], threads: 1, tokenizer: tokenizer, tokenizerPath: tokenizerPath, deadline: deadline, into: &r, events: events)
                         done.withLock { $0[i] = r }
                     } catch {
                         let e = error as? DemoError ?? DemoError("seed \(seeds[i]): \(error)")
@@ -352,11 +357,16 @@ public struct DemoPipeline: Sendable {
         return all
     }
 
-    /// Every stage of one seed, on `threads` threads.
-    func runSeed(_ seed: UInt64, threads: Int, tokenizer: Tokenizer, tokenizerPath: String, into results: inout SeedResults,
+    /// Every stage of one seed, on `threads` threads. The seed's part of the budget ends at the run's
+    /// `deadline` or its own share after it starts, whichever comes first: training runs are capped by it,
+    /// and the decodings and metrics not yet done when it passes are left for the next run.
+    func runSeed(_ seed: UInt64, threads: Int, tokenizer: Tokenizer, tokenizerPath: String, deadline: Date, into results: inout SeedResults,
                  events: @escaping @Sendable (DemoEvent) -> Void) throws {
         let plan = BudgetPlan(total: config.timeBudget, seeds: config.seeds.count, methods: config.methods.count,
                               concurrent: config.concurrentSeeds)
+        let seedDeadline = min(deadline, Date(timeIntervalSinceNow: plan.perSeed))
+        let remaining = { seedDeadline.timeIntervalSinceNow }
+        let outOfTime = "the time budget ran out; run `oreo demo` again to continue"
         let vocab = IngestVocabulary(tokenizer)
         let verifier = TaskVerifier(tokenizer: tokenizer)
         let dir = config.output + "/seed-\(seed)"
@@ -400,7 +410,7 @@ public struct DemoPipeline: Sendable {
         t0 = Date()
         let sft = try trainer.train(TrainRequest(method: .sft, data: seedArtifacts.sftData, validation: seedArtifacts.sftValidationData,
                                                  initialization: nil, reference: nil, output: dir + "/models/sft",
-                                                 tokenizer: tokenizerPath, seed: seed, timeBudget: plan.sft, threads: threads)) {
+                                                 tokenizer: tokenizerPath, seed: seed, timeBudget: max(1, min(plan.sft, remaining())), threads: threads)) {
             events(.progress(.trainSFT, seed: seed, $0))
         }
         seedArtifacts.models[.sft] = sft
@@ -472,14 +482,20 @@ public struct DemoPipeline: Sendable {
         if let samples = seedArtifacts.samplesData {
             events(.started(.train, seed: seed))
             t0 = Date()
-            for method in config.methods {
+            let methodsEnd = Date(timeIntervalSinceNow: plan.allMethods)
+            for (k, method) in config.methods.enumerated() {
                 if let c = trainCounts, let why = DemoPipeline.untrainable(method, c) {
                     results.notes.append("seed \(seed): \(method.rawValue) not trained: \(why)")
                     continue
                 }
+                let share = min(methodsEnd.timeIntervalSinceNow / Double(config.methods.count - k), remaining())
+                guard share > 0 else {
+                    results.notes.append("seed \(seed): \(method.rawValue) not trained: \(outOfTime)")
+                    continue
+                }
                 let m = try trainer.train(TrainRequest(method: method, data: samples, validation: nil, initialization: sft.checkpoint,
                                                        reference: sft.checkpoint, output: dir + "/models/\(method.rawValue.lowercased())",
-                                                       tokenizer: tokenizerPath, seed: seed, timeBudget: plan.perMethod,
+                                                       tokenizer: tokenizerPath, seed: seed, timeBudget: share,
                                                        threads: threads)) {
                     events(.progress(.train, seed: seed, HookProgress(done: $0.done, total: $0.total, unit: "\(method.rawValue) \($0.unit)")))
                 }
@@ -505,46 +521,52 @@ public struct DemoPipeline: Sendable {
         let test = splits[config.evaluationSplit].map(PromptRecord.init)
         let testDigest = StageRecords.digest(test.map(\.prompt))
         let models = ([DemoMethod.sft] + config.methods).compactMap { seedArtifacts.models[$0] }
-        var reusedEvaluations = 0, evaluationCount = 0
-        for model in models {
-            var decodings = [Decoding.greedy]
-            for scorer in evaluator.scorers(for: model) { decodings += config.beamWidths.map { Decoding.beam(width: $0, scorer: scorer) } }
-            for d in decodings {
-                let name = "eval-\(config.evaluationSplit.rawValue)-\(model.method.rawValue.lowercased())-\(d.slug)"
-                let answersFile = dir + "/eval/\(config.evaluationSplit.rawValue)-\(model.method.rawValue.lowercased())-\(d.slug).jsonl"
-                let inputs = StageRecords.inputs([
-                    ("model", model.identity), ("decoding", d.label), ("max_tokens", "\(config.maxResponseTokens)"), ("seed", "\(seed)"),
-                    ("test", testDigest), ("search", evaluator.settings.map { "\($0.key)=\($0.value)" }.joined(separator: ";")),
-                ])
-                var answers: [DecodedAnswer]
-                var seconds: Double
-                let reuse = records.matches(name, inputs)
-                if reuse, let stored = try? TaskFiles.readAnswers(answersFile), stored.answers.count == test.count {
-                    answers = stored.answers
-                    seconds = stored.seconds
-                    reusedEvaluations += 1
-                } else {
-                    records.clear(name)
-                    let start = Date()
-                    answers = try evaluator.decode(model, prompts: test, decoding: d, maxTokens: config.maxResponseTokens, seed: seed,
-                                                   threads: threads) {
-                        events(.progress(.evaluate, seed: seed, $0))
-                    }
-                    seconds = DemoPipeline.elapsed(since: start)
-                    try TaskFiles.writeAnswers(answers, prompts: test, verifier: verifier, seconds: seconds, to: answersFile)
-                    try records.mark(name, inputs)
+        var reusedEvaluations = 0, evaluationCount = 0, skippedEvaluations = 0
+        // Every greedy decoding first, then the searches from the narrowest: a budget that runs out costs the widest.
+        var queue: [(model: TrainedModel, decoding: Decoding)] = models.map { ($0, Decoding.greedy) }
+        for width in config.beamWidths.sorted() {
+            for model in models { queue += evaluator.scorers(for: model).map { (model, Decoding.beam(width: width, scorer: $0)) } }
+        }
+        for (model, d) in queue {
+            let name = "eval-\(config.evaluationSplit.rawValue)-\(model.method.rawValue.lowercased())-\(d.slug)"
+            let answersFile = dir + "/eval/\(config.evaluationSplit.rawValue)-\(model.method.rawValue.lowercased())-\(d.slug).jsonl"
+            let inputs = StageRecords.inputs([
+                ("model", model.identity), ("decoding", d.label), ("max_tokens", "\(config.maxResponseTokens)"), ("seed", "\(seed)"),
+                ("test", testDigest), ("search", evaluator.settings.map { "\($0.key)=\($0.value)" }.joined(separator: ";")),
+            ])
+            var answers: [DecodedAnswer]
+            var seconds: Double
+            let reuse = records.matches(name, inputs)
+            if reuse, let stored = try? TaskFiles.readAnswers(answersFile), stored.answers.count == test.count {
+                answers = stored.answers
+                seconds = stored.seconds
+                reusedEvaluations += 1
+            } else {
+                guard remaining() > 0 else { skippedEvaluations += 1; continue }
+                records.clear(name)
+                let start = Date()
+                answers = try evaluator.decode(model, prompts: test, decoding: d, maxTokens: config.maxResponseTokens, seed: seed,
+                                               threads: threads) {
+                    events(.progress(.evaluate, seed: seed, $0))
                 }
-                var evaluation = try DemoPipeline.score(model.method, d, seed, answers, test, verifier, seconds: seconds)
-                evaluation.answers = answersFile
-                results.evaluations.append(evaluation)
-                evaluationCount += 1
+                seconds = DemoPipeline.elapsed(since: start)
+                try TaskFiles.writeAnswers(answers, prompts: test, verifier: verifier, seconds: seconds, to: answersFile)
+                try records.mark(name, inputs)
             }
+            var evaluation = try DemoPipeline.score(model.method, d, seed, answers, test, verifier, seconds: seconds)
+            evaluation.answers = answersFile
+            results.evaluations.append(evaluation)
+            evaluationCount += 1
         }
         events(.finished(.evaluate, seed: seed, summary: "\(models.count) models, \(evaluationCount) decodings on \(test.count) \(config.evaluationSplit.rawValue) problems"
                          + (reusedEvaluations > 0 ? " (\(reusedEvaluations) reused)" : ""), seconds: DemoPipeline.elapsed(since: t0)))
+        if skippedEvaluations > 0 { results.notes.append("seed \(seed): \(skippedEvaluations) decodings not run: \(outOfTime)") }
 
         if heldOut.isEmpty {
             events(.skipped(.values, seed: seed, reason: "needs held-out samples"))
+        } else if remaining() <= 0 {
+            events(.skipped(.values, seed: seed, reason: outOfTime))
+            results.notes.append("seed \(seed): value metrics not measured: \(outOfTime)")
         } else {
             events(.started(.values, seed: seed))
             t0 = Date()

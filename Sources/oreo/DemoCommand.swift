@@ -30,20 +30,22 @@ struct DemoCommand: ParsableCommand {
         continue: finished stages whose inputs are unchanged are reused, an interrupted training run resumes \
         from its last checkpoint, and a stage whose inputs changed (another learning rate, say) is redone with \
         everything downstream of it. Other data settings (problems, samples) in the same directory need \
-        --overwrite. The time budget caps each training run (SFT 35% of a seed's share, the other methods 40% \
-        together); a capped run is reported as such and continues on the next run.
+        --overwrite. The time budget bounds the whole run: seeds side by side share it, each seed's part caps its \
+        training runs (SFT at most 35% of it, the other methods 40% together) and, once it has passed, the \
+        decodings and metrics not yet done are left out; what did not fit is reported as such and is done (or \
+        continued) by the next run in the same directory.
         """)
 
     @Option(name: .shortAndLong, help: "Output directory.") var out = "oreo-demo"
     @Option(help: "Seeds, comma-separated; the table reports their spread.") var seeds = "1,2,3"
     @Option(help: "Training problems (worked solutions for SFT; prompts for sampling).") var train = 5000
     @Option(help: "Validation problems (held-out SFT loss and value-network metrics).") var validation = 500
-    @Option(help: "Test problems (reported accuracy).") var test = 1000
+    @Option(help: "Test problems (reported accuracy).") var test = 500
     @Option(help: "Samples per problem (K) for the offline data and the held-out value metrics.") var samples = 8
-    @Option(help: "Training problems that get samples (default: all).") var sampleProblems: Int?
+    @Option(help: "Training problems that get samples (at most --train).") var sampleProblems = 600
     @Option(help: "Sampling temperature.") var temperature = 1.0
     @Option(help: "Longest generated response, in tokens.") var maxTokens = 128
-    @Option(help: "Beam widths for value-guided search, comma-separated.") var beamWidths = "2,4,8"
+    @Option(help: "Beam widths for value-guided search, comma-separated.") var beamWidths = "2,4"
     @Option(help: "Methods trained from the SFT model, comma-separated (SFT is always trained).") var methods = "RFT,DPO,KTO,OREO,DQO"
     @Option(help: "Wall-clock budget of the whole run: seconds, or with s / m / h.") var timeBudget = "15m"
     @Option(help: "Fewest calculation steps per problem.") var minSteps = 2
@@ -78,9 +80,10 @@ struct DemoCommand: ParsableCommand {
     @Option(help: "OREO and DQO's KL strength beta.") var beta = DemoTrainingSettings().beta
     @Option(help: "OREO's KL weight alpha.") var alpha = DemoTrainingSettings().alpha
     @Option(help: "OREO's residual level: token or step.") var level = DemoTrainingSettings().level.rawValue
-    @Option(help: "DPO and KTO's beta.") var preferenceBeta = DemoTrainingSettings().preferenceBeta
+    @Option(help: "DPO's beta.") var preferenceBeta = DemoTrainingSettings().preferenceBeta
+    @Option(help: "KTO's beta.") var ktoBeta = DemoTrainingSettings().ktoBeta
     @Option(help: "One-step samples per beam in beam search (default: the width).") var samplesPerBeam: Int?
-    @Option(help: "Policies also searched with their own log-prob as scorer: sft-and-value, all or none.") var logprobSearch = LogProbSearch.sftAndValueModels.rawValue
+    @Option(help: "Policies also searched with their own log-prob as scorer: sft, sft-and-value, all or none.") var logprobSearch = LogProbSearch.sft.rawValue
 
     static func rates(_ r: [String: Double]) -> String {
         DemoMethod.allCases.compactMap { m in r[m.rawValue].map { "\(m.rawValue)=\($0)" } }.joined(separator: ",")
@@ -99,7 +102,7 @@ struct DemoCommand: ParsableCommand {
                   m != .sft else { return nil }
             return (m.rawValue, v)
         }) { t.learningRates[name] = value }
-        t.valueLearningRate = valueLr; t.beta = beta; t.alpha = alpha; t.preferenceBeta = preferenceBeta
+        t.valueLearningRate = valueLr; t.beta = beta; t.alpha = alpha; t.preferenceBeta = preferenceBeta; t.ktoBeta = ktoBeta
         guard let l = OREOLevel(rawValue: level), l != .response else { throw ValidationError("--level takes token or step") }
         t.level = l
         do { try t.validate() } catch { throw ValidationError(error.message) }
@@ -111,7 +114,7 @@ struct DemoCommand: ParsableCommand {
     func builtInHooks(_ c: DemoConfig, tokenizer: String) throws -> DemoHooks {
         var search = DemoSearchSettings()
         search.samplesPerBeam = samplesPerBeam
-        guard let l = LogProbSearch(rawValue: logprobSearch) else { throw ValidationError("--logprob-search takes sft-and-value, all or none") }
+        guard let l = LogProbSearch(rawValue: logprobSearch) else { throw ValidationError("--logprob-search takes sft, sft-and-value, all or none") }
         search.logProbSearch = l
         let inference = InProcessInference(tokenizer: tokenizer, search: search)
         return DemoHooks(trainer: InProcessTrainer(training: try training()), sampler: inference, evaluator: inference)
@@ -122,7 +125,7 @@ struct DemoCommand: ParsableCommand {
         c.seeds = try DemoCommand.list(seeds, "--seeds") { UInt64($0) }
         c.sizes = SplitSizes(train: train, validation: validation, test: test)
         c.samplesPerProblem = samples
-        c.sampledProblems = sampleProblems
+        c.sampledProblems = min(sampleProblems, train)
         c.temperature = temperature
         c.maxResponseTokens = maxTokens
         c.beamWidths = try DemoCommand.list(beamWidths, "--beam-widths") { Int($0) }

@@ -13,6 +13,7 @@ import Train
         other.valueLearningRate *= 4
         other.beta = 0.05
         other.preferenceBeta = 0.7
+        other.ktoBeta = 0.7
         other.learningRates["OREO"] = 3e-3
         // SFT and RFT read none of these: same configuration, so the same run is reused.
         for m in [DemoMethod.sft, .rft] { #expect(base.trainConfig(m, seed: 3) == other.trainConfig(m, seed: 3)) }
@@ -38,9 +39,9 @@ import Train
         var g = SplitMix64(seed: 9)
         try net.setParameter("value_head.weight", (0..<16).map { _ in Float(g.unit() - 0.5) })
         try ModelCheckpoint.save(net, directory: dir + "/value")
-        // The same backbone without the head as the policy.
+        // The same backbone without the head as the policy (a checkpoint with a head is not a policy checkpoint).
         let policy = try TransformerModel(config: small, maxTokens: 512)
-        for spec in policy.layout.specs { try policy.setParameter(spec.name, net.parameter(spec.name) ?? []) }
+        for spec in policy.layout.specs { try policy.setParameter(spec.name, try #require(net.parameter(spec.name))) }
         try ModelCheckpoint.save(policy, directory: dir + "/policy")
         let t = try Tokenizer.load(path: path)
         let samples = [

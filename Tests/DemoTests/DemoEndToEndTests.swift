@@ -12,7 +12,8 @@ import Demo
     static func args(_ dir: String, _ extra: [String] = []) -> [String] {
         ["demo", "--out", dir, "--seeds", "4,5", "--train", "40", "--validation", "8", "--test", "10", "--samples", "2",
          "--beam-widths", "2", "--sft-steps", "6", "--layers", "1", "--hidden", "16", "--heads", "2", "--mlp", "32",
-         "--batch-tokens", "600", "--max-tokens", "24", "--sft-lr", "3e-2", "--threads", "2"] + extra
+         "--batch-tokens", "600", "--max-tokens", "24", "--sft-lr", "3e-2", "--threads", "2",
+         "--logprob-search", "sft-and-value"] + extra
     }
 
     static func json(_ path: String) throws -> [String: Any] {

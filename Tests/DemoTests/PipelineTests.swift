@@ -143,8 +143,12 @@ struct ScriptedPolicy: DemoSampler, DemoEvaluator {
         #expect(sft.initialization == nil && sft.reference == nil && sft.data.hasSuffix("seed-1/shards/sft-train"))
         for r in requests.dropFirst().prefix(5) {
             #expect(r.initialization == sft.output && r.reference == sft.output && r.data.hasSuffix("seed-1/shards/samples"))
-            #expect(abs(r.timeBudget - BudgetPlan(total: 60, seeds: 2, methods: 5).perMethod) < 1e-9)
         }
+        // Each method gets what is left of the methods' share over the methods still to train: the doubles
+        // take no time, so later ones inherit the first ones' unused time.
+        let plan = BudgetPlan(total: 60, seeds: 2, methods: 5)
+        let budgets = requests.dropFirst().prefix(5).map(\.timeBudget)
+        #expect(abs(budgets[0] - plan.perMethod) < 0.5 && budgets.last! > 4 * plan.perMethod && budgets.last! <= plan.allMethods)
         // The samples were labeled by the verifier and ingested with their ids: one in three is right.
         let samples = try Dataset(directory: outcome.seeds[0].samplesData!)
         #expect(samples.manifest.counts.trajectories == 60 * 3)
@@ -206,6 +210,34 @@ struct ScriptedPolicy: DemoSampler, DemoEvaluator {
         let p = BudgetPlan(total: 900, seeds: 3, methods: 5)
         #expect(p.perSeed == 300 && abs(p.sft - 105) < 1e-9 && abs(p.perMethod - 24) < 1e-9)
         #expect(p.sft + 5 * p.perMethod <= p.perSeed)
+    }
+
+    @Test func aSpentBudgetLeavesTheRestForTheNextRun() throws {
+        let dir = DemoTestSupport.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var config = PipelineTests.config(dir)
+        config.seeds = [1]
+        config.timeBudget = 0.001  // spent before SFT ends: SFT trains (capped), nothing after it does
+        _ = try DemoPipeline(config: config).run()
+        let tok = try Tokenizer.load(path: dir + "/tokenizer.json")
+        var keys: [String: AnswerKey] = [:]
+        let splits = try ProblemGenerator(config: config.task, seed: 1).splits(config.sizes)
+        for p in splits.train + splits.validation + splits.test { keys[p.prompt] = p.key }
+        let policy = ScriptedPolicy(tokenizer: tok, prompts: keys)
+        let log = CallLog()
+        let outcome = try DemoPipeline(config: config, hooks: DemoHooks(trainer: RecordingTrainer(log: log), sampler: policy, evaluator: policy)).run()
+        #expect(log.requests.withLock { $0 }.map(\.method) == [.sft])
+        #expect(outcome.report.evaluations.isEmpty && outcome.report.valueQuality.isEmpty)
+        let notes = outcome.report.notes
+        #expect(notes.filter { $0.contains("not trained: the time budget ran out") }.count == 5)
+        #expect(notes.contains { $0.contains("decodings not run: the time budget ran out") })
+        #expect(notes.contains { $0.contains("value metrics not measured") })
+
+        // With time, the next run in the same directory does the rest.
+        config.timeBudget = 60
+        let again = try DemoPipeline(config: config, hooks: DemoHooks(trainer: RecordingTrainer(log: log), sampler: policy, evaluator: policy)).run()
+        #expect(again.report.notes.allSatisfy { !$0.contains("time budget") })
+        #expect(again.report.summary("OREO", .beam(width: 4, scorer: "value")) != nil)
     }
 
     @Test func badSettingsAreRefused() {
