@@ -1,13 +1,11 @@
 #!/usr/bin/env bash
-# The main job on a built-in default, from a fresh machine: install, build, then run the most complete
-# pipeline oreo has today: write a synthetic trajectory dataset, inspect it, verify every checksum.
+# The main job on its built-in default, from a fresh machine: install, build, then `oreo demo` (the paper's
+# comparison in miniature, about 15 minutes on 2 cores). Extra arguments go to `oreo demo`; run it again
+# with the same arguments to continue an interrupted run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-swift build -c release --product oreo 2>&1 | grep -E "error|warning: unre|Compiling|Build complete" | tail -3
+swift build -c release --product oreo 2>&1 | grep -E "error|warning: unre|Build complete" | tail -3
 oreo=.build/release/oreo
-out=${OREO_QUICKSTART_DIR:-/tmp/oreo-quickstart}
 $oreo doctor
-$oreo synth --out "$out" --trajectories 20000 --vocab 151936
-$oreo inspect "$out" --rows 2
-$oreo verify "$out"
+$oreo demo --out "${OREO_QUICKSTART_DIR:-oreo-demo}" "$@"
