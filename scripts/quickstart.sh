@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-swift build -c release --product oreo 2>&1 | grep -E "error|warning: unre|Build complete" | tail -3
+swift build -c release --product oreo 2>&1 | { grep -E "error:|Compiling|omplete" || true; } | tail -3
 oreo=.build/release/oreo
 $oreo doctor
 $oreo demo --out "${OREO_QUICKSTART_DIR:-oreo-demo}" "$@"
