@@ -253,20 +253,9 @@ func safeTensorsHeader(_ records: [SafeTensorsRecord], metadata: [String: String
     guard dtype == .F32 || dtype == .F16 || dtype == .BF16 else {
         throw SafeTensorsError.invalid(file: file, why: "can only write F32, F16 or BF16, not \(dtype.rawValue)")
     }
-    func esc(_ s: String) -> String {
-        var o = "\""
-        for u in s.unicodeScalars {
-            switch u {
-            case "\"": o += "\\\""
-            case "\\": o += "\\\\"
-            default: if u.value < 0x20 { o += String(format: "\\u%04x", u.value) } else { o.unicodeScalars.append(u) }
-            }
-        }
-        return o + "\""
-    }
     var parts: [String] = []
     if !metadata.isEmpty {
-        parts.append("\"__metadata__\":{" + metadata.sorted { $0.key < $1.key }.map { esc($0.key) + ":" + esc($0.value) }.joined(separator: ",") + "}")
+        parts.append("\"__metadata__\":{" + metadata.sorted { $0.key < $1.key }.map { jsonStringLiteral($0.key) + ":" + jsonStringLiteral($0.value) }.joined(separator: ",") + "}")
     }
     var offset = 0
     var seen = Set<String>()
@@ -276,7 +265,7 @@ func safeTensorsHeader(_ records: [SafeTensorsRecord], metadata: [String: String
             throw SafeTensorsError.tensor(file: file, name: r.name, why: "shape \(r.shape) does not match \(r.values.count) values")
         }
         let bytes = r.values.count * dtype.size
-        parts.append("\(esc(r.name)):{\"dtype\":\"\(dtype.rawValue)\",\"shape\":[\(r.shape.map(String.init).joined(separator: ","))],\"data_offsets\":[\(offset),\(offset + bytes)]}")
+        parts.append("\(jsonStringLiteral(r.name)):{\"dtype\":\"\(dtype.rawValue)\",\"shape\":[\(r.shape.map(String.init).joined(separator: ","))],\"data_offsets\":[\(offset),\(offset + bytes)]}")
         offset += bytes
     }
     var header = Array(("{" + parts.joined(separator: ",") + "}").utf8)

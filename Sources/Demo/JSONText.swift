@@ -1,24 +1,10 @@
+import Format
+
 /// JSON text written by hand, so files come out byte-identical for the same content (key order as given,
 /// no locale or platform differences in number formatting).
 enum JSONText {
-    /// `s` as a JSON string literal (UTF-8 kept, quotes, backslashes and control characters escaped).
-    static func string(_ s: String) -> String {
-        var out = "\""
-        for u in s.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case _ where u.value < 0x20 || u.value == 0x2028 || u.value == 0x2029:
-                let hex = String(u.value, radix: 16)
-                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            default: out.unicodeScalars.append(u)
-            }
-        }
-        return out + "\""
-    }
+    /// `s` as a JSON string literal (`jsonStringLiteral`).
+    static func string(_ s: String) -> String { jsonStringLiteral(s) }
 
     /// An object from key / already-encoded value pairs, in the order given.
     static func object(_ members: [(String, String)]) -> String {

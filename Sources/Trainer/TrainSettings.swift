@@ -1,3 +1,4 @@
+import Format
 import Foundation
 import TOMLKit
 import Train
@@ -62,19 +63,8 @@ private func flag(_ s: String, _ key: String) throws -> Bool {
     }
 }
 
-/// A TOML string literal.
-func tomlString(_ s: String) -> String {
-    var o = "\""
-    for u in s.unicodeScalars {
-        switch u {
-        case "\"": o += "\\\""
-        case "\\": o += "\\\\"
-        case "\n": o += "\\n"
-        default: if u.value < 0x20 { o += String(format: "\\u%04X", u.value) } else { o.unicodeScalars.append(u) }
-        }
-    }
-    return o + "\""
-}
+/// A TOML string literal (a JSON string literal is a valid TOML basic string).
+func tomlString(_ s: String) -> String { jsonStringLiteral(s) }
 
 /// A TOML float literal that reads back to the same Double.
 private func tomlDouble(_ x: Double) -> String {
