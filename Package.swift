@@ -5,7 +5,7 @@ import PackageDescription
 // (see shared/docs/cpu-performance.md: baseline x86-64 turns SIMD FMAs into libm calls).
 // Parsers of files and JSON (Format, Ingest, the CLI) never get these flags.
 let kernelSettings: [SwiftSetting] = [
-    .unsafeFlags(["-Ounchecked", "-target-cpu", "native"], .when(configuration: .release)),
+    .unsafeFlags(["-Ounchecked", "-target-cpu", "native", "-Xcc", "-mprefer-vector-width=512"], .when(configuration: .release)),
 ]
 
 let package = Package(
@@ -35,6 +35,8 @@ let package = Package(
                        providers: [.apt(["libopenblas-dev"])]),
         // XXH3 checksums from libxxhash-dev's header, compiled for the host CPU (a hashing kernel, not a parser).
         .target(name: "CXXHash", cSettings: [.unsafeFlags(["-O3", "-march=native"])]),
+        // Software prefetch for the decoding kernels (a static inline C function; Swift cannot spell it).
+        .target(name: "CPrefetch"),
 
         // 1. On-disk columnar trajectory shards: writer, mmap reader, manifest.
         .target(name: "Format", dependencies: ["CZstd", "CXXHash"]),
@@ -44,7 +46,7 @@ let package = Package(
         .target(name: "Checkpoint", dependencies: ["Format"]),
         // 3. Transformers, losses and optimizers over BLAS + SIMD kernels.
         .target(name: "Train",
-                dependencies: ["Format", "Checkpoint", "COpenBLAS", .product(name: "Numerics", package: "swift-numerics")],
+                dependencies: ["Format", "Checkpoint", "COpenBLAS", "CPrefetch", .product(name: "Numerics", package: "swift-numerics")],
                 swiftSettings: kernelSettings),
         // Counts heap allocations by interposing malloc: linked into the tests and Bench (zero allocations per
         // training step), never into oreo.

@@ -9,7 +9,8 @@ import Train
 /// transformers `generate` on the same model and prompt in the same run (scripts/oracles/bench_peer_decode.py),
 /// and value-guided beam search candidates scored per second.
 ///
-/// Options: --gguf PATH, --new N (default 64), --batches 1,8, --threads T, --no-peer, --no-beam, --width B (default 4).
+/// Options: --gguf PATH, --new N (default 64), --repeats R (median of R timed runs, both engines; default 3), --batches 1,8, --threads T, --weights f32|packed (default both),
+/// --no-peer, --no-beam, --width B (default 4); --kernel: the decoding matmuls alone.
 func runDecodeBench(args: [String]) throws {
     if args.contains("--kernel") { runDecodeKernelBench(); return }
     func opt(_ name: String) -> String? {
@@ -19,7 +20,9 @@ func runDecodeBench(args: [String]) throws {
     let newTokens = Int(opt("--new") ?? "") ?? 64
     let batches = (opt("--batches") ?? "1,8").split(separator: ",").compactMap { Int($0) }
     let width = Int(opt("--width") ?? "") ?? 4
+    let repeats = max(1, Int(opt("--repeats") ?? "") ?? 3)
     if let r = opt("--small-rows").flatMap(Int.init) { smallBatchLinearMaxRows = r }
+    if let r = opt("--prefetch").flatMap(Int.init) { packedPrefetchDistance = r }
     if let t = opt("--threads").flatMap(Int.init) {
         BLASRuntime.setThreads(t)
         smallBatchLinearThreads = t
@@ -32,14 +35,20 @@ func runDecodeBench(args: [String]) throws {
     let gguf = try GGUFFile(path: path)
     let model = try gguf.loadLlamaModel(maxTokens: 1)
     print(String(format: "decode bench: %@ loaded in %.1f s, %d threads (OpenBLAS)", path, Date().timeIntervalSince(t0), BLASRuntime.threads))
+    let packed = try gguf.packedWeights(for: model)
+    print(String(format: "packed decoding weights: %@ (%d of %d linear layers, %.0f MB; f32: %.0f MB)", packed.summary,
+                 packed.matrixCount, model.linearWeights().count, Double(packed.byteCount) / 1e6,
+                 Double(model.linearWeights().reduce(0) { $0 + $1.outDim * $1.inDim } * 4) / 1e6))
     // A ChatML prompt of SmolLM2's own tokens (ids, so no tokenizer file is needed).
     let prompt: [Int32] = [1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 3365, 3511, 308, 34519, 28, 7018, 411,
                            407, 19712, 8182, 2, 198, 1, 4093, 198, 1780, 314, 216, 33, 34, 1232, 216, 35, 37, 47,
                            19842, 351, 253, 1230, 30, 2, 198, 1, 520, 9531, 198]
-    var ours: [Int: Double] = [:]
+    var ours: [Int: Double] = [:], oursF32: [Int: Double] = [:]
     var table = Table("engine", "batch", "new tokens", "seconds", "tokens/s", "CPU s / token")
     for b in batches {
-        let dec = try IncrementalDecoder(model: model, maxSequences: b, maxLength: prompt.count + newTokens + 1)
+      let engines: [PackedWeights?] = opt("--weights") == "packed" ? [packed] : opt("--weights") == "f32" ? [nil] : [nil, packed]
+      for weights in engines {
+        let dec = try IncrementalDecoder(model: model, maxSequences: b, maxLength: prompt.count + newTokens + 1, weights: weights)
         var logits: [Float] = []
         func generate(_ n: Int) throws {
             dec.releaseAll()
@@ -56,19 +65,26 @@ func runDecodeBench(args: [String]) throws {
             }
         }
         try generate(4)
-        var wall = 0.0
-        let cpu = try processSeconds { wall = try seconds { try generate(newTokens) } }
-        ours[b] = Double(b * newTokens) / wall
-        table.add("oreo", "\(b)", "\(newTokens)", String(format: "%.2f", wall), String(format: "%.1f", Double(b * newTokens) / wall),
+        // the median of `repeats` runs (this VM's speed varies by 20% from run to run)
+        var runs: [(wall: Double, cpu: Double)] = []
+        for _ in 0..<repeats {
+            var w = 0.0
+            let c = try processSeconds { w = try seconds { try generate(newTokens) } }
+            runs.append((w, c))
+        }
+        let (wall, cpu) = runs.sorted { $0.wall < $1.wall }[runs.count / 2]
+        if weights == nil { oursF32[b] = Double(b * newTokens) / wall } else { ours[b] = Double(b * newTokens) / wall }
+        table.add(weights == nil ? "oreo, f32 weights" : "oreo, GGUF blocks", "\(b)", "\(newTokens)", String(format: "%.2f", wall), String(format: "%.1f", Double(b * newTokens) / wall),
                   String(format: "%.4f", cpu / Double(b * newTokens)))
+      }
     }
     var peer: [Int: Double] = [:], loopPeer: [Int: Double] = [:]
     if !args.contains("--no-peer") {
         let script = "scripts/oracles/bench_peer_decode.py"
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["python3", script, path, "[" + prompt.map(String.init).joined(separator: ",") + "]", "\(newTokens)"]
-            + batches.map(String.init)
+        p.arguments = ["python3", script, "--repeats", "\(repeats)", path, "[" + prompt.map(String.init).joined(separator: ",") + "]",
+                       "\(newTokens)"] + batches.map(String.init)
         let out = Pipe()
         p.standardOutput = out
         p.standardError = FileHandle.nullDevice
@@ -91,8 +107,9 @@ func runDecodeBench(args: [String]) throws {
     table.print()
     for b in batches {
         if let o = ours[b], let h = peer[b] {
-            var line = String(format: "batch %d: oreo / HF generate = %.2fx%@", b, o / h, b == 1 ? " (target >= 3x)" : "")
-            if let l = loopPeer[b] { line += String(format: "; oreo / HF forward loop = %.2fx", o / l) }
+            var line = String(format: "batch %d: oreo (GGUF blocks) / HF generate = %.2fx%@", b, o / h, b == 1 ? " (target >= 3x)" : "")
+            if let l = loopPeer[b] { line += String(format: "; / HF forward loop = %.2fx", o / l) }
+            if let f = oursF32[b] { line += String(format: "; oreo f32 weights / HF generate = %.2fx", f / h) }
             print(line)
         }
     }
@@ -170,4 +187,53 @@ func runDecodeKernelBench() {
         }
     }
     table.print()
+    runPackedKernelBench()
+}
+
+/// `Bench decode --kernel`, second part: SmolLM2's own layers from its GGUF blocks (one thread) against the
+/// f32 kernel on the dequantized weights, then every linear layer of one token in sequence (all 96 MB
+/// streamed, as decoding does) on 1 and 2 threads.
+func runPackedKernelBench() {
+    guard let path = locateSmolLM2(), let gguf = try? GGUFFile(path: path), let model = try? gguf.loadLlamaModel(maxTokens: 1),
+          let packed = try? gguf.packedWeights(for: model) else { return }
+    let slots = 2, widest = 2048
+    let scratch = UnsafeMutablePointer<Float>.allocate(capacity: slots * 4 * widest)
+    let x = UnsafeMutablePointer<Float>.allocate(capacity: 8 * widest), y = UnsafeMutablePointer<Float>.allocate(capacity: 8 * 49152)
+    defer { scratch.deallocate(); x.deallocate(); y.deallocate() }
+    x.initialize(repeating: 0.02, count: 8 * widest)
+    /// One linear layer, from its blocks or (f32) from the dequantized parameters.
+    func layer(_ offset: Int, rows: Int, f32: Bool) {
+        let m = packed.matrix(at: offset)!
+        if f32 {
+            smallBatchLinear(x: x, ldx: m.inDim, weight: model.parameters.pointer + offset, bias: nil, y: y, ldy: m.outDim,
+                             rows: rows, inDim: m.inDim, outDim: m.outDim, accumulate: false)
+        } else {
+            packedSmallBatchLinear(x: x, ldx: m.inDim, weights: packed, matrix: m, bias: nil, y: y, ldy: m.outDim, rows: rows,
+                                   accumulate: false, scratch: scratch, scratchSlots: slots)
+        }
+    }
+    var table = Table("SmolLM2 layer (out x in)", "format", "rows", "packed GFLOP/s", "packed GB/s of blocks", "f32 GFLOP/s")
+    let layers = model.linearWeights()
+    for (offset, out, inDim) in [layers[2], layers[3], layers.last!] {
+        let format = packed.matrix(at: offset)!.segments[0].format
+        for rows in [1, 8] {
+            let reps = max(2, 100_000_000 / (out * inDim))
+            let t = medianSeconds(repeats: 3) { for _ in 0..<reps { layer(offset, rows: rows, f32: false) } } / Double(reps)
+            let tf = medianSeconds(repeats: 3) { for _ in 0..<reps { layer(offset, rows: rows, f32: true) } } / Double(reps)
+            let flops = 2.0 * Double(rows * out * inDim)
+            table.add("\(out) x \(inDim)", format.rawValue, "\(rows)", String(format: "%.1f", flops / t / 1e9),
+                      String(format: "%.1f", Double(format.rowBytes(inDim) * out) / t / 1e9), String(format: "%.1f", flops / tf / 1e9))
+        }
+    }
+    table.print()
+    for threads in [1, 2] {
+        smallBatchLinearThreads = threads
+        BLASRuntime.setThreads(threads)
+        for f32 in [false, true] {
+            for (offset, _, _) in layers { layer(offset, rows: 1, f32: f32) }
+            let wall = seconds { for _ in 0..<5 { for (offset, _, _) in layers { layer(offset, rows: 1, f32: f32) } } } / 5
+            print(String(format: "all %d linear layers of one token, %@, %d thread(s): %.2f ms", layers.count,
+                         f32 ? "f32 weights" : "GGUF blocks (\(packed.byteCount / 1_000_000) MB)", threads, wall * 1e3))
+        }
+    }
 }

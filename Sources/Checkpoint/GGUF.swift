@@ -168,6 +168,18 @@ public struct GGUFFile: Sendable {
     /// The header entry of `name`.
     public func info(_ name: String) -> GGUFTensorInfo? { byName[name].map { tensors[$0] } }
 
+    /// Calls `body` with the stored bytes of tensor `name` (its blocks as the file holds them, bounds checked
+    /// when the file was opened).
+    public func withStoredBytes<R>(of name: String, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
+        guard let t = info(name) else { throw SafeTensorsError.tensor(file: path, name: name, why: "not in file") }
+        guard let (bytes, per) = Self.blockLayout(t.type) else {
+            throw SafeTensorsError.tensor(file: path, name: name, why: "ggml type \(t.type) not supported (F32, F16, Q8_0, Q4_0, Q4_1)")
+        }
+        return try data.withUnsafeBytes { raw in
+            try body(UnsafeRawBufferPointer(rebasing: raw[(dataStart + t.offset)..<(dataStart + t.offset + t.count / per * bytes)]))
+        }
+    }
+
     /// Tensor `name` dequantized to Float, in row-major order of the PyTorch shape (ne reversed).
     public func floats(_ name: String) throws -> [Float] {
         guard let t = info(name) else { throw SafeTensorsError.tensor(file: path, name: name, why: "not in file") }

@@ -43,6 +43,36 @@ public enum ChatTemplate: Equatable, Sendable {
     }
 }
 
+/// Which weights decoding reads (`TransformerModel.decodingWeights`).
+public enum DecodeWeights: String, CaseIterable, Sendable {
+    /// A GGUF's own blocks (exactly the values of its dequantized f32 weights, 4-8x fewer bytes per token);
+    /// f32 for a checkpoint directory.
+    case auto
+    /// The f32 parameters.
+    case f32
+    /// The f32 weights rounded to bfloat16 (lossy).
+    case bf16
+    /// The f32 weights rounded to IEEE half (lossy).
+    case f16
+    /// The f32 weights quantized to ggml's Q8_0 (lossy).
+    case q8_0
+
+    /// Packs (or not) `model`, loaded from `gguf` when that is set, and says what it chose.
+    func apply(to model: TransformerModel, gguf: GGUFFile?) throws -> String {
+        switch (self, gguf) {
+        case (.f32, _), (.auto, nil):
+            model.decodingWeights = nil
+            return "f32"
+        case (.auto, let gguf?):
+            model.decodingWeights = try gguf.packedWeights(for: model)
+        case (.bf16, _), (.f16, _), (.q8_0, _):
+            model.decodingWeights = try PackedWeights(quantizing: model, to: PackedFormat(rawValue: rawValue)!)
+        }
+        let w = model.decodingWeights!
+        return "\(w.summary) (\(w.matrixCount) of \(model.linearWeights().count) linear layers, \(w.byteCount / 1_000_000) MB)"
+    }
+}
+
 /// A model loaded for inference: weights, tokenizer and the chat template its files describe.
 public struct InferenceModel {
     /// The transformer (activation buffers sized for one position: decoding uses its own).
@@ -53,6 +83,8 @@ public struct InferenceModel {
     public let chatTemplateSource: String?
     /// Where it was loaded from.
     public let path: String
+    /// The weights its decoders read, in words ("f32", or the packed formats and size).
+    public private(set) var decodeWeights = "f32"
 
     /// A model already in memory (in-process callers: a model just trained, and its tokenizer).
     public init(model: TransformerModel, tokenizer: Tokenizer, chatTemplateSource: String? = nil, path: String = "") {
@@ -65,8 +97,21 @@ public struct InferenceModel {
     /// Loads a GGUF file (Llama family) or an HF directory (config.json + safetensors). The tokenizer is
     /// `tokenizer` (a tokenizer.json, or a .gguf whose metadata describes one), else the directory's
     /// tokenizer.json, else (GGUF) the one its metadata describes. With
-    /// `valueHead` the checkpoint must hold `value_head.weight`.
-    public static func load(path: String, tokenizer: String? = nil, valueHead: Bool = false) throws -> InferenceModel {
+    /// `valueHead` the checkpoint must hold `value_head.weight`. `decodeWeights` picks what decoding reads.
+    public static func load(path: String, tokenizer: String? = nil, valueHead: Bool = false,
+                            decodeWeights: DecodeWeights = .auto) throws -> InferenceModel {
+        var m = try loadF32(path: path, tokenizer: tokenizer, valueHead: valueHead)
+        let gguf = isDirectory(path) ? nil : try GGUFFile(path: path)
+        m.decodeWeights = try decodeWeights.apply(to: m.model, gguf: gguf)
+        return m
+    }
+
+    private static func isDirectory(_ path: String) -> Bool {
+        var isDir: ObjCBool = false
+        return FileManager.default.fileExists(atPath: path, isDirectory: &isDir) && isDir.boolValue
+    }
+
+    private static func loadF32(path: String, tokenizer: String?, valueHead: Bool) throws -> InferenceModel {
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
             throw InferError.invalid("\(path): no such model file or directory")

@@ -54,11 +54,12 @@ struct EvalCommand: ParsableCommand {
             switch scorerName {
             case "value":
                 guard let value else { throw ValidationError("--scorer value needs --value V") }
-                let vm = try InferenceModel.load(path: value, tokenizer: common.tokenizer ?? (m.tokenizer.path), valueHead: true)
+                let vm = try InferenceModel.load(path: value, tokenizer: common.tokenizer ?? (m.tokenizer.path), valueHead: true,
+                                                 decodeWeights: common.decodeWeights)
                 guard vm.model.config.vocabSize == m.model.config.vocabSize else {
                     throw ValidationError("value model vocabulary \(vm.model.config.vocabSize) differs from the policy's \(m.model.config.vocabSize)")
                 }
-                printError("value model \(value): \(vm.model.config.layers) layers, d \(vm.model.config.hiddenSize)")
+                printError("value model \(value): \(vm.model.config.layers) layers, d \(vm.model.config.hiddenSize); decoding weights \(vm.decodeWeights)")
                 s = try ValueScorer(model: vm.model)
             case "logprob": s = LogProbScorer()
             case "": throw ValidationError("--search beam needs --value V (or --scorer logprob)")

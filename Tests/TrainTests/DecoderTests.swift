@@ -165,16 +165,23 @@ import Train
             Issue.record("prompts.json names no GGUF file that exists; rerun scripts/oracles/generate_reference.py")
             return
         }
-        let model = try GGUFFile(path: path).loadLlamaModel(maxTokens: 1)
+        let gguf = try GGUFFile(path: path)
+        let model = try gguf.loadLlamaModel(maxTokens: 1)
+        let packed = try gguf.packedWeights(for: model)
+        #expect(packed.summary == "q8_0 x 1, q4_1 x 210" && packed.matrixCount == model.linearWeights().count)
         let e = try SafeTensorsFile(path: dir + "/expected.safetensors")
         let n = prompts.count
         let promptIds = try (0..<n).map { try e.int64s("prompt.\($0)").map { Int32($0) } }
         let want = try (0..<n).map { try e.int64s("generated.\($0)").map { Int32($0) } }
         let eos: Int32 = 2
-        // all prompts decode together in one batch of different lengths
-        let dec = try IncrementalDecoder(model: model, maxSequences: n, maxLength: 256)
+        // all prompts decode together in one batch of different lengths, from the f32 weights and from the
+        // GGUF's own Q4_1 / Q8_0 blocks (the same values: the same tokens, logits equal bit for bit)
+        var firstLogits: [[Float]] = []
+        for weights in [nil, packed] {
+        let dec = try IncrementalDecoder(model: model, maxSequences: n, maxLength: 256, weights: weights)
         var logits: [Float] = []
         try dec.extend(Array(0..<n), promptIds, logits: &logits)
+        firstLogits.append(logits)
         let V = model.config.vocabSize
         var got = [[Int32]](repeating: [], count: n)
         var live = Array(0..<n)
@@ -194,9 +201,12 @@ import Train
             try dec.extend(live, feed, logits: &logits)
         }
         for s in 0..<n {
-            print("SmolLM2 greedy prompt \(s): \(got[s].count) tokens, transformers \(want[s].count), equal: \(got[s] == want[s])")
+            print("SmolLM2 greedy prompt \(s) (\(weights == nil ? "f32" : "GGUF blocks")): \(got[s].count) tokens, transformers \(want[s].count), equal: \(got[s] == want[s])")
             #expect(got[s] == want[s], "prompt \(s): oreo \(got[s]) vs transformers \(want[s])")
         }
+        }
+        let same = firstLogits[0] == firstLogits[1]
+        #expect(same, "prefill logits from the GGUF's blocks differ from the f32 weights'")
     }
 }
 

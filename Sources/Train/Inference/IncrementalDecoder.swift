@@ -1,10 +1,25 @@
 import Dispatch
 import Foundation
 
-/// Pointers of one decoding pass shared with attention worker threads (each writes its own rows).
-private struct DecoderPointers: @unchecked Sendable {
+/// The operands of one layer's decoding attention, read by every pool thread (each writes its own units'
+/// heads of `att` and uses its own scratch).
+private struct DecoderAttentionArgs {
     let qkv: UnsafeMutablePointer<Float>, att: UnsafeMutablePointer<Float>, positions: UnsafePointer<Int32>
     let cache: UnsafePointer<Float>, pageTable: UnsafePointer<Int32>, scratch: UnsafeMutablePointer<Float>
+    let sequences: UnsafePointer<Int>, units: Int, threads: Int
+    let heads: Int, kvHeads: Int, headDim: Int, qkvWidth: Int, attWidth: Int
+    let pagesPerSequence: Int, pageStride: Int, pageSize: Int, scratchSize: Int
+}
+
+/// Units `range` (unit u: row u / kvHeads, kv head u % kvHeads) of a layer's attention on thread `t`'s scratch.
+private func attentionUnits(_ a: DecoderAttentionArgs, _ t: Int, _ range: Range<Int>) {
+    for u in range {
+        let r = u / a.kvHeads, kvh = u % a.kvHeads
+        pagedAttentionRow(q: a.qkv + r * a.qkvWidth, out: a.att + r * a.attWidth, length: Int(a.positions[r]) + 1,
+                          pages: a.pageTable + a.sequences[r] * a.pagesPerSequence, cache: a.cache, pageStride: a.pageStride,
+                          pageSize: a.pageSize, heads: a.heads, kvHeads: a.kvHeads, headDim: a.headDim,
+                          scratch: a.scratch + t * a.scratchSize, kvHeadRange: kvh..<(kvh + 1))
+    }
 }
 
 /// KV-cached incremental decoding of a `TransformerModel` for a batch of sequences of different lengths.
@@ -26,9 +41,9 @@ public final class IncrementalDecoder {
     public let pageCount: Int
     /// Most new tokens one internal pass processes (longer extends run in several passes).
     public let maxRows: Int
-    /// Attention work (cached positions read x heads) per extra thread before a pass splits its rows over
-    /// threads; every row is computed the same way either way.
-    nonisolated(unsafe) public static var parallelAttentionWork = 65_536
+    /// Attention work (cached positions read x heads) per extra thread before a pass splits it over threads
+    /// (a pool dispatch costs about as much as 4096 position-heads).
+    nonisolated(unsafe) public static var parallelAttentionWork = 4096
 
     private let pool: FlatBuffer
     private let pageStride: Int, layerStride: Int
@@ -40,6 +55,13 @@ public final class IncrementalDecoder {
     private var heldPages: [Int]
 
     private let acts: FlatBuffer
+    /// Packed linear weights read by passes of few rows, if any.
+    public let weights: PackedWeights?
+    private let packedSlots: Int
+    private var packedScratchOff = 0
+    private var packed: PackedLinearContext? {
+        weights.map { PackedLinearContext(weights: $0, scratch: acts.pointer + packedScratchOff, slots: packedSlots) }
+    }
     private var xOff = 0, nOff = 0, qkvOff = 0, attOff = 0, upOff = 0, actOff = 0, meanOff = 0, rstdOff = 0
     private var gatherOff = 0, scoreOff = 0
     private let rowInts: UnsafeMutablePointer<Int32>
@@ -56,13 +78,28 @@ public final class IncrementalDecoder {
     /// A decoder with `maxSequences` slots of up to `maxLength` positions and a pool of `cacheTokens`
     /// positions (default: every slot full, no sharing needed). Beam search can give far fewer cache tokens
     /// than slots x length, since forked slots share their prefix pages.
+    ///
+    /// With `weights` (packed for this model; default: the model's `decodingWeights`), passes of up to
+    /// `smallBatchLinearMaxRows` rows read the packed linear weights instead of the f32 parameters.
+    public convenience init(model: TransformerModel, maxSequences: Int, maxLength: Int, cacheTokens: Int? = nil,
+                            pageSize: Int = 16, maxRows: Int = 256) throws {
+        try self.init(model: model, maxSequences: maxSequences, maxLength: maxLength, cacheTokens: cacheTokens,
+                      pageSize: pageSize, maxRows: maxRows, weights: model.decodingWeights)
+    }
+
+    /// A decoder like `init(model:maxSequences:maxLength:cacheTokens:pageSize:maxRows:)` reading `weights`
+    /// (nil: the f32 parameters, whatever the model's `decodingWeights`).
     public init(model: TransformerModel, maxSequences: Int, maxLength: Int, cacheTokens: Int? = nil,
-                pageSize: Int = 16, maxRows: Int = 256) throws {
+                pageSize: Int = 16, maxRows: Int = 256, weights: PackedWeights?) throws {
         let cfg = model.config
         guard maxSequences > 0, maxLength > 0, pageSize > 0, maxRows > 0 else {
             throw TrainError.shape("decoder sizes must be positive")
         }
+        if let weights, weights.parameterCount != model.layout.total {
+            throw TrainError.shape("packed weights were made for a model of \(weights.parameterCount) parameters, not \(model.layout.total)")
+        }
         self.model = model
+        self.weights = weights
         self.maxSequences = maxSequences
         self.maxLength = min(maxLength, cfg.maxPositions)
         self.pageSize = pageSize
@@ -89,6 +126,8 @@ public final class IncrementalDecoder {
         attOff = take(R * cfg.heads * cfg.headDim); upOff = take(R * upW); actOff = take(R * cfg.intermediateSize)
         meanOff = take(R); rstdOff = take(R); gatherOff = take(R * d)
         scoreOff = take(attentionThreads * self.maxLength * (cfg.heads / cfg.kvHeads))
+        packedSlots = max(1, smallBatchLinearThreads, ComputePool.shared.threads)
+        packedScratchOff = take(weights == nil ? 0 : packedSlots * packedRowsPerGroup * max(d, cfg.intermediateSize, cfg.heads * cfg.headDim))
         acts = FlatBuffer(count: total)
         rowInts = .allocate(capacity: 2 * R)
         rowInts.initialize(repeating: 0, count: 2 * R)
@@ -214,8 +253,8 @@ public final class IncrementalDecoder {
                 let dst = out.baseAddress! + nextOutput * width
                 switch output {
                 case .logits:
-                    linearForward(x: a + gatherOff, ldx: d, weight: model.parameters.pointer + model.layout.lmHead, bias: nil,
-                                  y: dst, ldy: c.vocabSize, rows: k, inDim: d, outDim: c.vocabSize)
+                    model.linear(x: a + gatherOff, weight: model.layout.lmHead, bias: -1, y: dst, rows: k, inDim: d,
+                                 outDim: c.vocabSize, packed: packed)
                 case .values:
                     let w = model.parameters.pointer + model.layout.valueHead
                     for i in 0..<k { dst[i] = dot(a + gatherOff + i * d, w, d) }
@@ -261,29 +300,35 @@ public final class IncrementalDecoder {
         }
     }
 
-    /// Every row's attention over its slot's cache; rows are split over threads when the work is large
-    /// (many candidates or long prefixes), each thread with its own score scratch.
+    /// Every row's attention over its slot's cache. The work is cut into (row, kv head) units, split over the
+    /// compute pool when it is large enough (a single decoding row too: its kv heads go to different threads),
+    /// each thread with its own score scratch; every unit is computed the same way either way.
     private func attention(rows n: Int, qkv: UnsafeMutablePointer<Float>, att: UnsafeMutablePointer<Float>,
                            positions: UnsafePointer<Int32>, layerBase: UnsafeMutablePointer<Float>) {
         var work = 0
         for r in 0..<n { work += Int(positions[r]) + 1 }
-        let threads = min(attentionThreads, n, max(1, work * c.heads / max(1, Self.parallelAttentionWork)))
-        let shared = DecoderPointers(qkv: qkv, att: att, positions: positions, cache: UnsafePointer(layerBase),
-                                     pageTable: UnsafePointer(pageTable), scratch: acts.pointer + scoreOff)
-        let seqs = rowSequence, cfg = c, qkvW = qkvWidth, attW = attWidth, perSeq = pagesPerSequence
-        let stride = pageStride, P = pageSize, scratchSize = maxLength * (cfg.heads / cfg.kvHeads)
-        let body: @Sendable (Int) -> Void = { t in
-            let r0 = n * t / threads, r1 = n * (t + 1) / threads
-            for r in r0..<r1 {
-                pagedAttentionRow(q: shared.qkv + r * qkvW, out: shared.att + r * attW, length: Int(shared.positions[r]) + 1,
-                                  pages: shared.pageTable + seqs[r] * perSeq, cache: shared.cache, pageStride: stride,
-                                  pageSize: P, heads: cfg.heads, kvHeads: cfg.kvHeads, headDim: cfg.headDim,
-                                  scratch: shared.scratch + t * scratchSize)
+        let units = n * c.kvHeads
+        let threads = min(attentionThreads, ComputePool.shared.threads, units,
+                          max(1, work * c.heads / max(1, Self.parallelAttentionWork)))
+        rowSequence.withUnsafeBufferPointer { seqs in
+            let args = DecoderAttentionArgs(qkv: qkv, att: att, positions: positions, cache: UnsafePointer(layerBase),
+                                     pageTable: UnsafePointer(pageTable), scratch: acts.pointer + scoreOff,
+                                     sequences: seqs.baseAddress!, units: units, threads: threads,
+                                     heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, qkvWidth: qkvWidth,
+                                     attWidth: attWidth, pagesPerSequence: pagesPerSequence, pageStride: pageStride,
+                                     pageSize: pageSize, scratchSize: maxLength * (c.heads / c.kvHeads))
+            if threads == 1 {
+                attentionUnits(args, 0, 0..<units)
+                return
+            }
+            ComputePool.shared.run(args) { raw, t, n in
+                let a = raw.load(as: DecoderAttentionArgs.self)
+                guard t < a.threads else { return }
+                // contiguous shares: a thread's units are mostly one row's kv heads
+                attentionUnits(a, t, n == 1 ? 0..<a.units : ComputePool.share(a.units, t, a.threads, grain: 1))
             }
         }
-        if threads == 1 { body(0) } else { DispatchQueue.concurrentPerform(iterations: threads, execute: body) }
     }
-
     private func norm(_ x: UnsafeMutablePointer<Float>, _ w: Int, _ b: Int, _ y: UnsafeMutablePointer<Float>, rows: Int) {
         let a = acts.pointer, p = model.parameters.pointer
         if c.family == .gpt2 {
@@ -298,13 +343,13 @@ public final class IncrementalDecoder {
     private func forwardPass(rows n: Int) throws {
         let a = acts.pointer, p = model.parameters.pointer, L = model.layout, d = c.hiddenSize
         let tokens = UnsafePointer(rowInts), positions = UnsafePointer(rowInts + maxRows)
-        let x = a + xOff, h = a + nOff, qkv = a + qkvOff, att = a + attOff
+        let x = a + xOff, h = a + nOff, qkv = a + qkvOff, att = a + attOff, packed = self.packed
         embeddingForward(tokens: tokens, table: p + L.embed, positions: c.family == .gpt2 ? positions : nil,
                          posTable: c.family == .gpt2 ? p + L.positions : nil, out: x, rows: n, dim: d)
         let hd = c.headDim, kvW = kvWidth, P = pageSize
         for (l, o) in L.blocks.enumerated() {
             norm(x, o.norm1W, o.norm1B, h, rows: n)
-            model.linear(x: h, weight: o.qkvW, bias: o.qkvB, y: qkv, rows: n, inDim: d, outDim: qkvWidth)
+            model.linear(x: h, weight: o.qkvW, bias: o.qkvB, y: qkv, rows: n, inDim: d, outDim: qkvWidth, packed: packed)
             if let rope = model.rope {
                 rope.cos.withUnsafeBufferPointer { cs in
                     rope.sin.withUnsafeBufferPointer { sn in
@@ -326,16 +371,17 @@ public final class IncrementalDecoder {
                 }
             }
             attention(rows: n, qkv: qkv, att: att, positions: positions, layerBase: layerBase)
-            model.linear(x: att, weight: o.oW, bias: o.oB, y: x, rows: n, inDim: attWidth, outDim: d, accumulate: true)
+            model.linear(x: att, weight: o.oW, bias: o.oB, y: x, rows: n, inDim: attWidth, outDim: d, accumulate: true,
+                         packed: packed)
             norm(x, o.norm2W, o.norm2B, h, rows: n)
-            model.linear(x: h, weight: o.upW, bias: o.upB, y: a + upOff, rows: n, inDim: d, outDim: upWidth)
+            model.linear(x: h, weight: o.upW, bias: o.upB, y: a + upOff, rows: n, inDim: d, outDim: upWidth, packed: packed)
             if c.family == .gpt2 {
                 geluForward(x: a + upOff, out: a + actOff, count: n * c.intermediateSize)
             } else {
                 swiGLUForward(gateUp: a + upOff, out: a + actOff, rows: n, dim: c.intermediateSize)
             }
             model.linear(x: a + actOff, weight: o.downW, bias: o.downB, y: x, rows: n, inDim: c.intermediateSize,
-                         outDim: d, accumulate: true)
+                         outDim: d, accumulate: true, packed: packed)
         }
         norm(x, L.finalNormW, L.finalNormB, h, rows: n)
     }

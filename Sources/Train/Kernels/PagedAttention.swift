@@ -7,15 +7,18 @@ import Foundation
 /// attends to positions `0 ..< length` (its own, already written, included). Query head h reads kv head
 /// h / (heads / kvHeads); probabilities are normalized before P V, as in `attentionForward`.
 ///
+/// With `kvHeadRange`, only the query heads of those kv heads are computed (their part of `out`), so threads
+/// can share one row.
+///
 /// Shapes: q, out [heads * headDim]; pages [ceil(length / pageSize)]; scratch [length * heads / kvHeads].
 public func pagedAttentionRow(q: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, length: Int,
                               pages: UnsafePointer<Int32>, cache: UnsafePointer<Float>, pageStride: Int,
                               pageSize: Int, heads: Int, kvHeads: Int, headDim: Int,
-                              scratch: UnsafeMutablePointer<Float>) {
+                              scratch: UnsafeMutablePointer<Float>, kvHeadRange: Range<Int>? = nil) {
     let group = heads / kvHeads, hd = headDim, P = pageSize
     let scale = 1 / Float(hd).squareRoot()
     let vOffset = kvHeads * P * hd
-    for kvh in 0..<kvHeads {
+    for kvh in kvHeadRange ?? 0..<kvHeads {
         let q0 = q + kvh * group * hd
         var pos = 0, page = 0
         while pos < length {

@@ -1,8 +1,7 @@
-import Dispatch
 import Foundation
 
 /// Raw pointers handed to worker threads (each writes a disjoint block of rows).
-private struct SharedPointers: @unchecked Sendable {
+struct SharedPointers: @unchecked Sendable {
     let x: UnsafePointer<Float>, w: UnsafePointer<Float>, bias: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>
 }
 
@@ -15,29 +14,41 @@ nonisolated(unsafe) public var smallBatchLinearThreads = ProcessInfo.processInfo
 /// `y = x W^T + b` for a few rows (decoding): every row of W is read once from memory and multiplied with
 /// all `rows` vectors while it is in registers, 4 rows of W x 4 vectors at a time. Decoding is bound by the
 /// bandwidth of streaming W; OpenBLAS' sgemm would first copy (pack) all of W on every call, and its gemv
-/// reads W once per vector. Output rows are split over `smallBatchLinearThreads` threads.
+/// reads W once per vector. Output rows are split over up to `smallBatchLinearThreads` threads of the compute pool.
 ///
 /// Shapes: x [rows, inDim] (stride ldx), W [outDim, inDim], bias [outDim] or nil, y [rows, outDim] (stride ldy).
 /// With `accumulate` the result is added to y.
 public func smallBatchLinear(x: UnsafePointer<Float>, ldx: Int, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
                              y: UnsafeMutablePointer<Float>, ldy: Int, rows: Int, inDim: Int, outDim: Int,
                              accumulate: Bool) {
-    let threads = max(1, min(smallBatchLinearThreads, outDim / 64))
+    let threads = max(1, min(smallBatchLinearThreads, ComputePool.shared.threads, outDim / 64))
     let p = SharedPointers(x: x, w: weight, bias: bias, y: y)
     if threads == 1 {
         smallBatchLinearRows(p, ldx, ldy, rows, inDim, 0, outDim, accumulate)
         return
     }
-    // blocks of 4 rows, split evenly
-    let blocks = (outDim + 3) / 4
-    DispatchQueue.concurrentPerform(iterations: threads) { t in
-        let b0 = blocks * t / threads, b1 = blocks * (t + 1) / threads
-        smallBatchLinearRows(p, ldx, ldy, rows, inDim, b0 * 4, min(outDim, b1 * 4), accumulate)
+    // blocks of 4 rows in chunks the pool's threads claim (a dispatch costs microseconds, not Dispatch's tens)
+    let args = SmallBatchArgs(p: p, ldx: ldx, ldy: ldy, rows: rows, inDim: inDim, outDim: outDim, accumulate: accumulate,
+                              blocks: (outDim + 3) / 4, chunks: 4 * threads, threads: threads)
+    ComputePool.shared.run(args) { raw, t, n in
+        let a = raw.load(as: SmallBatchArgs.self)
+        guard t < a.threads else { return }
+        ComputePool.shared.claim(a.chunks, inline: n == 1) { c in
+            let r = ComputePool.share(a.blocks, c, a.chunks, grain: 1)
+            smallBatchLinearRows(a.p, a.ldx, a.ldy, a.rows, a.inDim, r.lowerBound * 4, min(a.outDim, r.upperBound * 4), a.accumulate)
+        }
     }
 }
 
-/// Output rows o0 ..< o1 of `smallBatchLinear`.
-@inline(__always) private func smallBatchLinearRows(_ p: SharedPointers, _ ldx: Int, _ ldy: Int, _ rows: Int, _ inDim: Int,
+/// The operands of one `smallBatchLinear` call, read by every pool thread.
+private struct SmallBatchArgs {
+    let p: SharedPointers, ldx: Int, ldy: Int, rows: Int, inDim: Int, outDim: Int, accumulate: Bool
+    let blocks: Int, chunks: Int, threads: Int
+}
+
+/// Output rows o0 ..< o1 of `smallBatchLinear` (also run by `packedSmallBatchLinear` on rows it dequantized,
+/// so both give bit-identical results for the same weight values).
+@inline(__always) func smallBatchLinearRows(_ p: SharedPointers, _ ldx: Int, _ ldy: Int, _ rows: Int, _ inDim: Int,
                                                     _ o0: Int, _ o1: Int, _ accumulate: Bool) {
     let x = p.x, w = p.w, y = p.y
     let body = inDim / 16 * 16

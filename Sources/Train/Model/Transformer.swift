@@ -19,6 +19,10 @@ public final class TransformerModel {
     public let maxTokens: Int
     /// Rows of logits the LM head materializes at once.
     public let headChunkRows: Int
+    /// Packed linear weights that decoders of this model read by default (a GGUF's own blocks, or a rounded
+    /// copy; see `PackedWeights`). Set by inference loaders on models that are not trained afterwards: a
+    /// training step does not update them.
+    public var decodingWeights: PackedWeights?
     /// Whole-batch softmax kept from forward to backward (nil when over the memory limit): [maxTokens, vocab],
     /// a per-row scale [maxTokens] and the backward's scaled hidden rows [maxTokens, d].
     private let logitCache: FlatBuffer?
@@ -353,9 +357,17 @@ public final class TransformerModel {
 
     /// The single entry point of every linear layer's forward, training and decoding (adapters hook in here).
     /// `weight` and `bias` are offsets into `parameters` (bias -1: none); x [rows, inDim], y [rows, outDim].
+    /// With `packed` (decoding), passes of few rows read the layer's packed copy when it has one.
     func linear(x: UnsafePointer<Float>, weight w: Int, bias b: Int, y: UnsafeMutablePointer<Float>, rows: Int,
-                inDim: Int, outDim: Int, accumulate: Bool = false) {
+                inDim: Int, outDim: Int, accumulate: Bool = false, packed: PackedLinearContext? = nil) {
         let p = parameters.pointer
+        if let packed, rows > 0, rows <= smallBatchLinearMaxRows, let m = packed.weights.matrix(at: w),
+           m.inDim == inDim, m.outDim == outDim {
+            packedSmallBatchLinear(x: x, ldx: inDim, weights: packed.weights, matrix: m, bias: b >= 0 ? p + b : nil,
+                                   y: y, ldy: outDim, rows: rows, accumulate: accumulate, scratch: packed.scratch,
+                                   scratchSlots: packed.slots)
+            return
+        }
         linearForward(x: x, ldx: inDim, weight: p + w, bias: b >= 0 ? p + b : nil, y: y, ldy: outDim,
                       rows: rows, inDim: inDim, outDim: outDim, accumulate: accumulate)
     }
