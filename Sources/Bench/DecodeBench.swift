@@ -114,7 +114,10 @@ func runDecodeBench(args: [String]) throws {
         }
     }
     if !args.contains("--no-beam") {
+        // both models decode from the GGUF's blocks, as `oreo eval --model X.gguf` does
         let value = try gguf.loadLlamaModel(maxTokens: 1, valueHead: true)
+        value.decodingWeights = try gguf.packedWeights(for: value)
+        model.decodingWeights = packed
         var c = BeamSearchConfig()
         c.width = width
         c.samplesPerBeam = width

@@ -89,16 +89,25 @@ private struct SmallBatchArgs {
             b += 4
         }
         while b < rows {
+            // two accumulators per row: four FMA chains alone would wait on the FMA latency (batch-1 decoding)
             let x0 = x + b * ldx
             var a0 = F16x(), a1 = F16x(), a2 = F16x(), a3 = F16x()
+            var c0 = F16x(), c1 = F16x(), c2 = F16x(), c3 = F16x()
             var i = 0
-            while i < body {
+            while i + 32 <= body {
+                let v = load16(x0 + i), u = load16(x0 + i + 16)
+                a0.addProduct(load16(w0 + i), v); a1.addProduct(load16(w1 + i), v)
+                a2.addProduct(load16(w2 + i), v); a3.addProduct(load16(w3 + i), v)
+                c0.addProduct(load16(w0 + i + 16), u); c1.addProduct(load16(w1 + i + 16), u)
+                c2.addProduct(load16(w2 + i + 16), u); c3.addProduct(load16(w3 + i + 16), u)
+                i += 32
+            }
+            if i < body {
                 let v = load16(x0 + i)
                 a0.addProduct(load16(w0 + i), v); a1.addProduct(load16(w1 + i), v)
                 a2.addProduct(load16(w2 + i), v); a3.addProduct(load16(w3 + i), v)
-                i += 16
             }
-            store(b, o, hsum(a0)); store(b, o + 1, hsum(a1)); store(b, o + 2, hsum(a2)); store(b, o + 3, hsum(a3))
+            store(b, o, hsum(a0 + c0)); store(b, o + 1, hsum(a1 + c1)); store(b, o + 2, hsum(a2 + c2)); store(b, o + 3, hsum(a3 + c3))
             b += 1
         }
         o += 4
