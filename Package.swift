@@ -35,8 +35,8 @@ let package = Package(
                        providers: [.apt(["libopenblas-dev"])]),
         // XXH3 checksums from libxxhash-dev's header, compiled for the host CPU (a hashing kernel, not a parser).
         .target(name: "CXXHash", cSettings: [.unsafeFlags(["-O3", "-march=native"])]),
-        // Software prefetch for the decoding kernels (a static inline C function; Swift cannot spell it).
-        .target(name: "CPrefetch"),
+        // Decoding kernels Swift cannot spell (software prefetch, vpermps table lookups), for the host CPU.
+        .target(name: "CDecodeKernels", cSettings: [.unsafeFlags(["-O3", "-march=native", "-ffp-contract=off"])]),
 
         // 1. On-disk columnar trajectory shards: writer, mmap reader, manifest.
         .target(name: "Format", dependencies: ["CZstd", "CXXHash"]),
@@ -46,7 +46,7 @@ let package = Package(
         .target(name: "Checkpoint", dependencies: ["Format"]),
         // 3. Transformers, losses and optimizers over BLAS + SIMD kernels.
         .target(name: "Train",
-                dependencies: ["Format", "Checkpoint", "COpenBLAS", "CPrefetch", .product(name: "Numerics", package: "swift-numerics")],
+                dependencies: ["Format", "Checkpoint", "COpenBLAS", "CDecodeKernels", .product(name: "Numerics", package: "swift-numerics")],
                 swiftSettings: kernelSettings),
         // Counts heap allocations by interposing malloc: linked into the tests and Bench (zero allocations per
         // training step), never into oreo.

@@ -6,7 +6,8 @@ import Train
 /// Decoding from packed weights (GGUF blocks, halves) against decoding from the same values in f32.
 @Suite struct PackedWeightsTests {
     /// Prefills three sequences of different lengths (34 rows: the f32 sgemm path), then decodes six steps of
-    /// three rows each (the packed path when the model has packed weights); all logits, concatenated.
+    /// three rows each and four of one row (batch 1 has a kernel of its own) — the packed paths when the model
+    /// has packed weights; all logits, concatenated.
     static func decode(_ m: TransformerModel, weights: PackedWeights?) throws -> [Float] {
         let dec = try IncrementalDecoder(model: m, maxSequences: 3, maxLength: 40, pageSize: 4, weights: weights)
         let seqs = DecoderTests.sequences(seed: 9, lengths: [5, 20, 9], vocab: m.config.vocabSize)
@@ -15,6 +16,10 @@ import Train
         all += logits
         for step in 0..<6 {
             try dec.extend([0, 1, 2], (0..<3).map { [Int32((step * 7 + $0 * 13) % m.config.vocabSize)] }, logits: &logits)
+            all += logits
+        }
+        for step in 0..<4 {
+            try dec.extend([1], [[Int32((step * 5 + 3) % m.config.vocabSize)]], logits: &logits)
             all += logits
         }
         return all
@@ -81,7 +86,7 @@ import Train
         #expect(packed.matrixCount == m.linearWeights().count)
         #expect(packed.summary == "\(format.rawValue) x 15")
         let f32 = try Self.decode(m, weights: nil), fromBlocks = try Self.decode(m, weights: packed)
-        #expect(f32.count == 7 * 3 * m.config.vocabSize)
+        #expect(f32.count == (7 * 3 + 4) * m.config.vocabSize)
         let same = fromBlocks == f32
         #expect(same, "\(format): max difference \(zip(fromBlocks, f32).map { abs($0 - $1) }.max()!)")
         // the model's decodingWeights is the default

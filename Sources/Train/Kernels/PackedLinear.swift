@@ -1,4 +1,4 @@
-import CPrefetch
+import CDecodeKernels
 
 /// Storage formats of packed weight rows: halves, and ggml's 32-weight blocks.
 public enum PackedFormat: String, Sendable, CaseIterable {
@@ -116,6 +116,7 @@ public func packedSmallBatchLinear(x: UnsafePointer<Float>, ldx: Int, weights: P
     var segment = 0
     for g in range {
         let o = g * packedRowsPerGroup, n = min(packedRowsPerGroup, outDim - o)
+        if a.rows == 1, n == 4, blockDotRows4(a, o, &segment) { continue }
         for j in 0..<n {
             let r = o + j
             while r >= segments[segment].firstRow + segments[segment].rows { segment += 1 }
@@ -131,6 +132,44 @@ public func packedSmallBatchLinear(x: UnsafePointer<Float>, ldx: Int, weights: P
         }
         let p = SharedPointers(x: a.x, w: UnsafePointer(buffer), bias: a.bias.map { $0 + o }, y: a.y + o)
         smallBatchLinearRows(p, a.ldx, a.ldy, a.rows, inDim, 0, n, a.accumulate)
+    }
+}
+
+/// Batch-1 rows o ..< o + 4 of a Q4_0 / Q4_1 / Q8_0 matrix straight from their blocks (4-bit weights by a
+/// register table lookup per block) instead of dequantizing into scratch, when the CPU path is compiled in and
+/// the four rows share a segment; the same values as the scratch path, bit for bit. Returns whether it did.
+@inline(__always) private func blockDotRows4(_ a: PackedArgs, _ o: Int, _ segment: inout Int) -> Bool {
+    let segments = a.matrix.segments, inDim = a.matrix.inDim
+    while o >= segments[segment].firstRow + segments[segment].rows { segment += 1 }
+    let s = segments[segment]
+    let code: Int32
+    switch s.format {
+    case .q4_0: code = 0
+    case .q4_1: code = 1
+    case .q8_0: code = 2
+    default: return false
+    }
+    guard o + 4 <= s.firstRow + s.rows else { return false }
+    let rowBytes = s.format.rowBytes(inDim)
+    let src = a.storage + s.byteOffset + (o - s.firstRow) * rowBytes
+    var line = 0
+    while line < 4 * rowBytes {
+        oreo_prefetch(src + packedPrefetchDistance * packedRowsPerGroup * rowBytes + line)
+        line += 64
+    }
+    var out: (Float, Float, Float, Float) = (0, 0, 0, 0)
+    return withUnsafeMutablePointer(to: &out) { p in
+        p.withMemoryRebound(to: Float.self, capacity: 4) { r in
+            guard oreo_block_dot_rows4(src.assumingMemoryBound(to: UInt8.self), rowBytes, Int32(inDim / 32), code,
+                                       a.x, r) == 1 else { return false }
+            // as `smallBatchLinearRows` stores a row: bias, then overwrite or accumulate
+            for j in 0..<4 {
+                var v = r[j]
+                if let bias = a.bias { v += bias[o + j] }
+                if a.accumulate { a.y[o + j] += v } else { a.y[o + j] = v }
+            }
+            return true
+        }
     }
 }
 
