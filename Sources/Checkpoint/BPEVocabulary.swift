@@ -1,3 +1,4 @@
+import Format
 import Foundation
 
 /// A byte-level BPE tokenizer as both formats carry it: HF `tokenizer.json` (+ `tokenizer_config.json`) and
@@ -229,8 +230,16 @@ public struct BPEVocabulary: Sendable, Equatable {
                 "special_tokens": [b: ["id": b, "ids": [bos], "tokens": [b]]],
             ] as [String: Any]]]
         }
-        var vocab: [String: Int] = [:]
-        for (i, t) in tokens.enumerated() { vocab[t] = i }
+        // the vocabulary is written by hand in id order: JSONSerialization's sortedKeys compares 50k keys with
+        // locale-aware string comparison, seconds per model load
+        let placeholder = "oreo-vocabulary-\(tokens.count)"
+        var last: [String: Int] = [:]
+        for (i, t) in tokens.enumerated() { last[t] = i }  // a repeated string maps to its last id, as before
+        var vocabJSON = "{"
+        for (i, t) in tokens.enumerated() where last[t] == i {
+            vocabJSON += (vocabJSON.utf8.count == 1 ? "" : ",") + jsonStringLiteral(t) + ":\(i)"
+        }
+        vocabJSON += "}"
         let added: [[String: Any]] = tokens.indices.filter { tokenTypes[$0] == 3 || tokenTypes[$0] == 4 }.map { i in
             ["id": i, "content": tokens[i], "single_word": false, "lstrip": false, "rstrip": false,
              "normalized": false, "special": tokenTypes[i] == 3]
@@ -242,13 +251,17 @@ public struct BPEVocabulary: Sendable, Equatable {
             "decoder": ["type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true],
             "model": ["type": "BPE", "dropout": NSNull(), "unk_token": NSNull(), "continuing_subword_prefix": NSNull(),
                       "end_of_word_suffix": NSNull(), "fuse_unk": false, "byte_fallback": false,
-                      "ignore_merges": preTokenizer == "llama-bpe", "vocab": vocab,
+                      "ignore_merges": preTokenizer == "llama-bpe", "vocab": placeholder,
                       "merges": merges.map { m -> [String] in
                           let p = m.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: false)
                           return [String(p[0]), String(p[1])]
                       }] as [String: Any],
         ]
-        return try JSONSerialization.data(withJSONObject: root, options: [.sortedKeys])
+        let text = String(decoding: try JSONSerialization.data(withJSONObject: root, options: [.sortedKeys]), as: UTF8.self)
+        guard let r = text.range(of: "\"" + placeholder + "\"") else {
+            throw SafeTensorsError.invalid(file: "<tokenizer.json>", why: "vocabulary placeholder lost in serialization")
+        }
+        return Data(text.replacingCharacters(in: r, with: vocabJSON).utf8)
     }
 
     /// A `tokenizer_config.json` naming BOS, EOS and the chat template (HF AutoTokenizer and oreo read it).
