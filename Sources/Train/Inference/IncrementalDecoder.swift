@@ -1,4 +1,3 @@
-import Dispatch
 import Foundation
 
 /// The operands of one layer's decoding attention, read by every pool thread (each writes its own units'
