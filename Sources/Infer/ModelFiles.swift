@@ -100,18 +100,13 @@ public struct InferenceModel {
     /// `valueHead` the checkpoint must hold `value_head.weight`. `decodeWeights` picks what decoding reads.
     public static func load(path: String, tokenizer: String? = nil, valueHead: Bool = false,
                             decodeWeights: DecodeWeights = .auto) throws -> InferenceModel {
-        var m = try loadF32(path: path, tokenizer: tokenizer, valueHead: valueHead)
-        let gguf = isDirectory(path) ? nil : try GGUFFile(path: path)
+        var (m, gguf) = try loadF32(path: path, tokenizer: tokenizer, valueHead: valueHead)
         m.decodeWeights = try decodeWeights.apply(to: m.model, gguf: gguf)
         return m
     }
 
-    private static func isDirectory(_ path: String) -> Bool {
-        var isDir: ObjCBool = false
-        return FileManager.default.fileExists(atPath: path, isDirectory: &isDir) && isDir.boolValue
-    }
-
-    private static func loadF32(path: String, tokenizer: String?, valueHead: Bool) throws -> InferenceModel {
+    /// The model with f32 weights, and the GGUF file it came from (nil for a checkpoint directory).
+    private static func loadF32(path: String, tokenizer: String?, valueHead: Bool) throws -> (InferenceModel, GGUFFile?) {
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
             throw InferError.invalid("\(path): no such model file or directory")
@@ -119,6 +114,7 @@ public struct InferenceModel {
         let model: TransformerModel
         var template: String?
         var tokenizerPath = tokenizer
+        var gguf: GGUFFile?
         if isDir.boolValue {
             if valueHead {
                 let files = try SafeTensorsCollection(directory: path)
@@ -141,11 +137,12 @@ public struct InferenceModel {
         } else {
             guard !valueHead else { throw InferError.invalid("\(path): a value model is a checkpoint directory with value_head.weight") }
             let g = try GGUFFile(path: path)
+            gguf = g
             model = try g.loadLlamaModel(maxTokens: 1)
             if case .string(let s)? = g.metadata["tokenizer.chat_template"] { template = s }
             if tokenizerPath == nil {
                 let tok = try GGUFTokenizer.load(g)
-                return InferenceModel(model: model, tokenizer: tok, chatTemplateSource: template, path: path)
+                return (InferenceModel(model: model, tokenizer: tok, chatTemplateSource: template, path: path), g)
             }
         }
         // A .gguf as tokenizer: the one its metadata describes (a model trained from a GGUF keeps its tokenizer there).
@@ -154,7 +151,7 @@ public struct InferenceModel {
         guard tok.vocabSize <= model.config.vocabSize else {
             throw InferError.invalid("tokenizer \(tokenizerPath!) has \(tok.vocabSize) tokens, more than the model's \(model.config.vocabSize)")
         }
-        return InferenceModel(model: model, tokenizer: tok, chatTemplateSource: template, path: path)
+        return (InferenceModel(model: model, tokenizer: tok, chatTemplateSource: template, path: path), gguf)
     }
 
     /// The tokenizer `load(path:tokenizer:)` would use, without loading the weights: `tokenizer`, else the

@@ -122,12 +122,7 @@ public func packedSmallBatchLinear(x: UnsafePointer<Float>, ldx: Int, weights: P
             while r >= segments[segment].firstRow + segments[segment].rows { segment += 1 }
             let s = segments[segment], rowBytes = s.format.rowBytes(inDim)
             let src = a.storage + s.byteOffset + (r - s.firstRow) * rowBytes
-            // this row's bytes `packedPrefetchDistance` groups ahead (the stream is contiguous within a segment)
-            var line = 0
-            while line < rowBytes {
-                oreo_prefetch(src + packedPrefetchDistance * packedRowsPerGroup * rowBytes + line)
-                line += 64
-            }
+            prefetchAhead(src, rowBytes: rowBytes, rows: 1)
             dequantizeRow(s.format, src, buffer + j * inDim, inDim)
         }
         let p = SharedPointers(x: a.x, w: UnsafePointer(buffer), bias: a.bias.map { $0 + o }, y: a.y + o)
@@ -152,11 +147,7 @@ public func packedSmallBatchLinear(x: UnsafePointer<Float>, ldx: Int, weights: P
     guard o + 4 <= s.firstRow + s.rows else { return false }
     let rowBytes = s.format.rowBytes(inDim)
     let src = a.storage + s.byteOffset + (o - s.firstRow) * rowBytes
-    var line = 0
-    while line < 4 * rowBytes {
-        oreo_prefetch(src + packedPrefetchDistance * packedRowsPerGroup * rowBytes + line)
-        line += 64
-    }
+    prefetchAhead(src, rowBytes: rowBytes, rows: 4)
     var out: (Float, Float, Float, Float) = (0, 0, 0, 0)
     return withUnsafeMutablePointer(to: &out) { p in
         p.withMemoryRebound(to: Float.self, capacity: 4) { r in
@@ -170,6 +161,17 @@ public func packedSmallBatchLinear(x: UnsafePointer<Float>, ldx: Int, weights: P
             }
             return true
         }
+    }
+}
+
+/// Prefetches `rows` rows starting at `src`, `packedPrefetchDistance` groups ahead (the stream is contiguous
+/// within a segment; a prefetch past its end is harmless).
+@inline(__always) private func prefetchAhead(_ src: UnsafeRawPointer, rowBytes: Int, rows: Int) {
+    let ahead = src + packedPrefetchDistance * packedRowsPerGroup * rowBytes
+    var line = 0
+    while line < rows * rowBytes {
+        oreo_prefetch(ahead + line)
+        line += 64
     }
 }
 
