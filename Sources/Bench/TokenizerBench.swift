@@ -1,6 +1,7 @@
 import Dispatch
 import Foundation
 import Ingest
+import Tokenizers
 
 /// Tokenizer throughput per family (1 and 2 threads) against HF tokenizers and tiktoken on the same text.
 ///

@@ -1,7 +1,9 @@
 import CAllocCounter
 import COpenBLAS
+import Checkpoint
 import Format
 import Foundation
+import Support
 import Train
 
 /// One benchmarked training configuration.

@@ -1,5 +1,5 @@
 import Foundation
-import Format
+import Support
 
 /// A typed GGUF metadata value for writing: llama.cpp checks the exact type of every key it reads
 /// (counts are u32, epsilons f32, token types an i32 array).

@@ -1,5 +1,5 @@
 import Foundation
-import Format
+import Support
 
 /// Errors from reading or writing checkpoints; every message names the file (and tensor when there is one).
 public enum SafeTensorsError: Error, CustomStringConvertible {

@@ -3,7 +3,10 @@ import Format
 import Foundation
 import Infer
 import Ingest
+import Models
+import Support
 import Synchronization
+import Tokenizers
 import Train
 
 /// Settings of the demo's step-level beam search (the paper's: B beams, B one-step samples each).

@@ -2,8 +2,11 @@ import Checkpoint
 import Format
 import Foundation
 import Ingest
+import Models
+import Support
+import Tokenizers
 import Train
-import Trainer
+import Runs
 
 /// Every training setting of a demo run: the from-scratch model, SFT, and the offline methods. All of it is
 /// part of each training stage's identity, so changing a setting redoes exactly the runs it affects.

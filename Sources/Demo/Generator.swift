@@ -1,4 +1,5 @@
 import Format
+import Support
 
 /// Shares of the problem space given to each split (by a seeded hash of the canonical form).
 public struct PartitionWeights: Sendable, Equatable, Codable {

@@ -1,4 +1,5 @@
 import Format
+import Support
 
 /// One sampled solution's score (a value estimate, or any scorer's) and whether it was correct.
 public struct ScoredSample: Sendable, Equatable {

@@ -3,7 +3,9 @@ import Format
 import Checkpoint
 import Infer
 import Ingest
+import Support
 import Synchronization
+import Tokenizers
 import Train
 
 /// Everything a demo run is configured by.

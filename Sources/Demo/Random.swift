@@ -1,4 +1,5 @@
 import Format
+import Support
 
 /// Draws the demo makes from Format's SplitMix64, written out here because the standard library's
 /// `random(in:using:)` does not promise one algorithm across platforms and Swift versions.

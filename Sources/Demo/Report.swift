@@ -1,4 +1,5 @@
 import Format
+import Support
 
 /// The methods the demo compares, in the order the table lists them.
 public enum DemoMethod: String, Sendable, Codable, CaseIterable {

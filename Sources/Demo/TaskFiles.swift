@@ -1,6 +1,8 @@
 import Foundation
 import Format
 import Ingest
+import Support
+import Tokenizers
 
 /// A problem as the sampler and evaluator see it: id, prompt and the key its solutions are checked against.
 public struct PromptRecord: Sendable, Hashable {

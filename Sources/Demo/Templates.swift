@@ -1,4 +1,5 @@
 import Format
+import Support
 
 /// The words and sentence patterns problems are written with. Placeholders: `{name}` the main character,
 /// `{pro}` / `{obj}` / `{pos}` their pronouns (she / her / her), `{friend}` another character, `{items}` the

@@ -1,3 +1,5 @@
+import Support
+
 /// A validated, memory-mapped block container (a shard or a sidecar column file).
 ///
 /// Opening checks, before any column data is trusted: the file length against the tail, magic and version at

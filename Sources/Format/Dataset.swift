@@ -1,4 +1,5 @@
 import Foundation
+import Support
 
 /// An opened dataset directory: the manifest and its shards, validated against each other.
 public final class Dataset: Sendable {

@@ -1,4 +1,5 @@
 import Foundation
+import Support
 
 /// The tokenizer a dataset was made with.
 public struct TokenizerInfo: Codable, Sendable, Equatable {

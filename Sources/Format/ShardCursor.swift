@@ -1,3 +1,5 @@
+import Support
+
 /// Reads trajectories from a `Shard` on one thread: decompresses only the blocks it touches and keeps the
 /// last few of each column in a small cache.
 public final class ShardCursor {

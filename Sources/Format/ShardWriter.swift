@@ -1,3 +1,5 @@
+import Support
+
 /// How column blocks are stored.
 public enum Compression: Sendable, Equatable, CustomStringConvertible {
     /// Stored as is; readers use the bytes straight from the mapping.

@@ -1,6 +1,8 @@
 import Format
 import Foundation
 import Ingest
+import Support
+import Tokenizers
 import Train
 
 /// Scores beam-search candidates. A candidate lives in a slot of the scorer's own state: it is its parent's

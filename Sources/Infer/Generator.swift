@@ -1,6 +1,8 @@
 import Format
 import Foundation
 import Ingest
+import Support
+import Tokenizers
 import Train
 
 /// One prompt to continue.

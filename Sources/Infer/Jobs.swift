@@ -1,6 +1,8 @@
 import Format
 import Foundation
 import Ingest
+import Models
+import Support
 import Train
 
 /// The seed of sample `k` of problem `index` under a job seed: independent of batching and resumption.

@@ -1,5 +1,6 @@
 import Format
 import Foundation
+import Support
 
 /// How the next token is drawn from the model's logits.
 public struct SamplingParameters: Sendable, Equatable, Codable {

@@ -1,6 +1,7 @@
 import Dispatch
 import Format
 import Foundation
+import Support
 import Synchronization
 
 /// Progress of an ingest, reported after every window of lines.

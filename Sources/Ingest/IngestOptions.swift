@@ -1,4 +1,5 @@
 import Format
+import Support
 
 /// What to do with a line that is not a valid trajectory.
 public enum InvalidLinePolicy: String, Sendable, CaseIterable {

@@ -1,5 +1,7 @@
 import CXXHash
 import Format
+import Support
+import Tokenizers
 
 /// Facts about a tokenizer that every ingest thread shares: token byte lengths (for steps in token space).
 public final class IngestVocabulary: Sendable {

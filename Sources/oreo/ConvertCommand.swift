@@ -1,5 +1,7 @@
 import ArgumentParser
+import Checkpoint
 import Foundation
+import Models
 import Train
 
 /// `oreo convert`: Hugging Face safetensors directories <-> GGUF files (llama.cpp, Ollama).

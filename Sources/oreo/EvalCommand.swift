@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Infer
 import Ingest
+import Models
 import Train
 
 /// `oreo eval`: greedy or value-guided beam-search accuracy on problems with answers.

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Format
 import Ingest
+import Tokenizers
 
 /// `oreo inspect`: what a dataset or shard holds, column by column, and its first rows.
 struct Inspect: ParsableCommand {

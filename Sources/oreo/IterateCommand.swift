@@ -3,8 +3,10 @@ import Format
 import Foundation
 import Infer
 import Ingest
+import Models
+import Support
 import Train
-import Trainer
+import Runs
 
 /// `oreo iterate`: one round of iterative OREO (or a baseline): sample from the current policy, label with the
 /// verifier, ingest, score against the current policy, train from it.

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Infer
 import Ingest
+import Models
 import Train
 
 /// Options shared by `oreo sample` and `oreo eval`: the model, its tokenizer and the prompt format.

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Ingest
+import Tokenizers
 
 /// `oreo tokenize`: text to token ids, or ids back to text, with a Hugging Face tokenizer.json.
 struct TokenizeCommand: ParsableCommand {

@@ -1,8 +1,10 @@
 import ArgumentParser
 import Format
 import Foundation
+import Models
+import Support
 import Train
-import Trainer
+import Runs
 
 /// `oreo train`: OREO or a baseline on a dataset, into a run directory.
 struct TrainCommand: ParsableCommand {

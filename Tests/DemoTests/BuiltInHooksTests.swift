@@ -1,7 +1,10 @@
 import Foundation
 import Format
 import Ingest
+import Models
+import Support
 import Testing
+import Tokenizers
 import Train
 @testable import Demo
 

@@ -3,6 +3,7 @@ import Format
 import Ingest
 import Testing
 import Demo
+import Tokenizers
 
 /// `oreo demo` end to end at a miniature size (a one-layer model, a few steps, a handful of problems: seconds),
 /// run as the built binary: every stage runs, the outputs parse, every number in results.json is recounted

@@ -1,4 +1,5 @@
 import Format
+import Support
 import Testing
 import Demo
 

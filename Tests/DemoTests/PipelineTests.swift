@@ -4,6 +4,7 @@ import Ingest
 import Synchronization
 import Testing
 import Demo
+import Tokenizers
 
 /// Test doubles for the hooks: they do no learning; they let the test check what the pipeline asks for and
 /// what it makes of the answers (every number in the report comes from the verifier, not from a hook).

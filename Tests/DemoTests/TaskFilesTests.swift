@@ -3,6 +3,7 @@ import Format
 import Ingest
 import Testing
 import Demo
+import Tokenizers
 
 /// The JSONL files: what ingest makes of them, the prompt reader, the verifier over ids.
 @Suite struct TaskFilesTests {

@@ -1,16 +1,15 @@
 import Foundation
 import Format
 import Ingest
+import Support
+import TestSupport
 import Testing
 import Demo
+import Tokenizers
 
 /// Helpers shared by the demo suites.
 enum DemoTestSupport {
-    static func tempDir() -> String {
-        let d = NSTemporaryDirectory() + "oreo-demo-\(UUID().uuidString)"
-        try? FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
-        return d
-    }
+    static func tempDir() -> String { makeTemporaryDirectory("demo") }
 
     static var requireOracles: Bool { ProcessInfo.processInfo.environment["OREO_REQUIRE_FIXTURES"] == "1" }
 
@@ -74,7 +73,7 @@ enum DemoTestSupport {
     }
 
     @Test func refusesMergesOfUnknownTokens() {
-        #expect(throws: DemoError.self) { try TaskTokenizer(merges: [TaskTokenizer.Merge([0x61, 0x62], [0x63])]) }
+        #expect(throws: TokenizerError.self) { try TaskTokenizer(merges: [TaskTokenizer.Merge([0x61, 0x62], [0x63])]) }
         #expect(throws: Never.self) { try TaskTokenizer(merges: [.init([0x61], [0x62]), .init([0x61, 0x62], [0x63])]) }
     }
 

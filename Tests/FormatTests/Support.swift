@@ -1,5 +1,6 @@
 import Foundation
 import Format
+import Support
 
 /// A fresh directory under the system temporary directory, removed by `cleanup()`.
 struct TempDir {

@@ -2,6 +2,8 @@ import Format
 import Foundation
 import Infer
 import Ingest
+import Models
+import TestSupport
 import Testing
 import Train
 

@@ -1,6 +1,8 @@
 import Foundation
 import Format
 import Infer
+import Models
+import TestSupport
 import Testing
 
 /// `oreo sample` and `oreo eval` end to end on the tiny model: output that `oreo ingest` accepts, resumption

@@ -1,8 +1,12 @@
+import Checkpoint
 import Format
 import Foundation
 import Infer
 import Ingest
+import Models
+import TestSupport
 import Testing
+import Tokenizers
 import Train
 
 /// Batched generation on a tiny random model: batching and order do not change samples, seeds reproduce,
@@ -117,8 +121,8 @@ import Train
         let ids = im.encodePrompt("Hi", template: .chatML(defaultSystem: nil))
         #expect(ids.first == 257 && ids.filter { $0 == 258 }.count == 1)  // markers are control tokens
         #expect(im.stopTokens.contains(TinyWorld.eos))
-        #expect(throws: InferError.self) { try InferenceModel.load(path: dir, valueHead: true) }  // no value head saved
-        #expect(throws: InferError.self) { try InferenceModel.load(path: dir + "/missing") }
+        #expect(throws: ModelError.self) { try InferenceModel.load(path: dir, valueHead: true) }  // no value head saved
+        #expect(throws: ModelError.self) { try InferenceModel.load(path: dir + "/missing") }
     }
 
     /// The SmolLM2 fixture's prompts, templated and tokenized here, give transformers' ids.

@@ -1,6 +1,7 @@
 import Foundation
 import Format
 import Infer
+import TestSupport
 import Testing
 
 /// `oreo iterate` end to end on the tiny model: every stage's output, a rerun that keeps the finished stages,

@@ -1,6 +1,7 @@
 import Format
 import Foundation
 import Infer
+import Support
 import Testing
 
 /// Sampling: truncation sets, temperature, seeds, and empirical frequencies against the exact distribution.

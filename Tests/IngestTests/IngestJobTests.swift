@@ -1,7 +1,9 @@
 import Foundation
+import TestSupport
 import Testing
 import Format
 import Ingest
+import Tokenizers
 
 /// Ingest end to end on a byte-level tokenizer built by the test (ids = bytes, one merge, BOS and EOS).
 @Suite struct IngestJobTests {
@@ -27,11 +29,7 @@ import Ingest
         return path
     }
 
-    static func tempDir() -> String {
-        let d = NSTemporaryDirectory() + "oreo-ingest-\(UUID().uuidString)"
-        try! FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
-        return d
-    }
+    static func tempDir() -> String { makeTemporaryDirectory("ingest") }
 
     static func trajectories(_ dir: String) throws -> [TrajectoryView] {
         let d = try Dataset(directory: dir)

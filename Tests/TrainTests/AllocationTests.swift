@@ -1,4 +1,5 @@
 import CAllocCounter
+import Checkpoint
 import Foundation
 import Testing
 import Train

@@ -1,14 +1,13 @@
+import Checkpoint
 import Foundation
+import Models
+import TestSupport
 import Testing
 import Train
 
 /// safetensors validation, round trips and HF directory layouts.
 @Suite struct CheckpointTests {
-    static func tempDir(_ tag: String) -> String {
-        let d = NSTemporaryDirectory() + "oreo-ckpt-\(tag)-\(getpid())-\(UInt64.random(in: 0..<UInt64.max))"
-        try! FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
-        return d
-    }
+    static func tempDir(_ tag: String) -> String { makeTemporaryDirectory("ckpt-" + tag) }
 
     /// Builds a file from a raw header string and data bytes.
     static func raw(_ header: String, data: [UInt8]) -> Data {

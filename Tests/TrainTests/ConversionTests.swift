@@ -1,5 +1,8 @@
+import Checkpoint
 import Foundation
+import Models
 import Testing
+import Tokenizers
 import Train
 
 /// `oreo convert`: safetensors <-> GGUF round trips per family and storage type, rejected inputs, and (with

@@ -1,5 +1,6 @@
 import Format
 import Foundation
+import Support
 import Testing
 import Train
 

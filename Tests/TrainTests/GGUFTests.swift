@@ -1,4 +1,6 @@
+import Checkpoint
 import Foundation
+import Models
 import Testing
 import Train
 

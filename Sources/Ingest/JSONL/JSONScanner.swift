@@ -1,3 +1,5 @@
+import Support
+
 /// A strict (RFC 8259), zero-copy JSON parser for one JSONL line: values are byte ranges into the line, so
 /// field text can be tokenized straight from the mapped input. Node storage is reused from line to line.
 ///

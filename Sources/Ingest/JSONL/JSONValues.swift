@@ -1,4 +1,5 @@
 import Foundation
+import Support
 
 extension JSONScanner {
     /// Calls `body` with the UTF-8 bytes of string node `n`: the line's own bytes when the string has no

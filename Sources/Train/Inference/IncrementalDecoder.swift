@@ -1,3 +1,4 @@
+import Checkpoint
 import Foundation
 
 /// The operands of one layer's decoding attention, read by every pool thread (each writes its own units'

@@ -1,4 +1,5 @@
 import CDecodeKernels
+import Checkpoint
 
 /// Storage formats of packed weight rows: halves, and ggml's 32-weight blocks.
 public enum PackedFormat: String, Sendable, CaseIterable {

@@ -1,3 +1,4 @@
+import Checkpoint
 import Foundation
 
 /// Inverse frequencies `inv_freq[i]`, i < headDim/2, after `scaling` (computed in double like HF's fp32 path

@@ -1,5 +1,5 @@
-import Format
 import Foundation
+import Support
 
 /// One contiguous, zero-initialized Float allocation owned for the lifetime of the object.
 ///

@@ -1,3 +1,5 @@
+import Checkpoint
+
 /// One named tensor inside the flat parameter (and gradient) buffer.
 public struct TensorSpec: Sendable, Equatable {
     /// Hugging Face name (GPT-2 names carry the `transformer.` prefix).

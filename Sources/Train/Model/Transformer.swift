@@ -1,5 +1,6 @@
-import Format
+import Checkpoint
 import Foundation
+import Support
 
 /// A decoder-only transformer (GPT-2, Llama, Qwen2) with fused, chunked log-prob head and optional scalar
 /// value head, training on packed batches.

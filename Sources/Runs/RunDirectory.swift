@@ -1,0 +1,161 @@
+import Checkpoint
+import Format
+import Foundation
+import Models
+import Support
+import Train
+
+/// What a checkpoint records besides the weights: enough to continue the run exactly.
+public struct RunState: Sendable, Equatable, Codable {
+    /// Optimizer steps completed.
+    public var step: Int
+    /// Steps the run was planned for.
+    public var totalSteps: Int
+    /// Where the data loader stands (with the run's seed, the whole data and random state: the order is a
+    /// pure function of seed and epoch, and nothing else draws random numbers during training).
+    public var position: LoaderPosition
+    /// Seed of the data order.
+    public var seed: UInt64
+    /// AdamW step counts of the policy and value optimizers.
+    public var policyOptimizerStep: Int, valueOptimizerStep: Int
+    /// Wall seconds and tokens trained so far.
+    public var elapsedSeconds: Double, tokens: Int
+}
+
+/// The files of one run: config, data record, metrics, checkpoints (each written to a temporary name and
+/// renamed), and the `latest` / `policy` / `value` links.
+struct RunDirectory {
+    let path: String
+    var checkpoints: String { path + "/checkpoints" }
+    var configFile: String { path + "/config.json" }
+    var metricsFile: String { path + "/metrics.jsonl" }
+    var latestLink: String { path + "/latest" }
+
+    static func encode<T: Encodable>(_ value: T) throws -> [UInt8] {
+        let e = JSONEncoder()
+        e.outputFormatting = [.prettyPrinted, .sortedKeys]
+        e.keyEncodingStrategy = .convertToSnakeCase
+        e.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        return Array(try e.encode(value)) + [10]
+    }
+
+    static func decode<T: Decodable>(_ type: T.Type, file: String) throws -> T {
+        guard let data = FileManager.default.contents(atPath: file) else { throw DataError("\(file): cannot read") }
+        do {
+            let d = JSONDecoder()
+            d.keyDecodingStrategy = .convertFromSnakeCase
+            d.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+            return try d.decode(T.self, from: data)
+        } catch { throw DataError("\(file): not a valid \(T.self): \(error)") }
+    }
+
+    func write<T: Encodable>(_ value: T, to name: String) throws {
+        try writeFileAtomically(try RunDirectory.encode(value), to: path + "/" + name)
+    }
+
+    /// The checkpoint directory `latest` points at, if any.
+    func latestCheckpoint() -> String? {
+        guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: latestLink) else { return nil }
+        let full = target.hasPrefix("/") ? target : path + "/" + target
+        return FileManager.default.fileExists(atPath: full + "/state.json") ? full : nil
+    }
+
+    /// Points `link` (relative to the run) at `target` (relative to the run) by renaming a fresh symlink over it.
+    func relink(_ link: String, to target: String) throws {
+        let full = path + "/" + link, tmp = full + ".tmp-\(getpid())"
+        unlink(tmp)
+        guard symlink(target, tmp) == 0, rename(tmp, full) == 0 else {
+            throw DataError("\(full): cannot update the link to \(target): \(String(cString: strerror(errno)))")
+        }
+    }
+
+    /// Writes checkpoint `step` (policy, value, optimizer moments, state) under a temporary name, renames it
+    /// into place, moves `latest` to it and prunes all but the newest `keep` (the final one is always kept).
+    func saveCheckpoint(step: Int, policy: TransformerModel, value: TransformerModel?, policyOptimizer: AdamW,
+                        valueOptimizer: AdamW?, state: RunState, tokenizerFiles: [(name: String, bytes: [UInt8])], keep: Int) throws -> String {
+        let fm = FileManager.default
+        let name = String(format: "step-%08d", step)
+        let final = checkpoints + "/" + name, tmp = final + ".tmp-\(getpid())"
+        try? fm.removeItem(atPath: tmp)
+        do { try fm.createDirectory(atPath: tmp, withIntermediateDirectories: true) } catch {
+            throw DataError("\(tmp): cannot create: \(error.localizedDescription)")
+        }
+        try ModelCheckpoint.save(policy, directory: tmp + "/policy")
+        for f in tokenizerFiles { try writeFileAtomically(f.bytes, to: tmp + "/policy/" + f.name) }
+        if let value { try ModelCheckpoint.save(value, directory: tmp + "/value") }
+        var records = [SafeTensorsRecord(name: "policy.m", shape: [policyOptimizer.m.count], values: policyOptimizer.m.toArray()),
+                       SafeTensorsRecord(name: "policy.v", shape: [policyOptimizer.v.count], values: policyOptimizer.v.toArray())]
+        if let valueOptimizer {
+            records += [SafeTensorsRecord(name: "value.m", shape: [valueOptimizer.m.count], values: valueOptimizer.m.toArray()),
+                        SafeTensorsRecord(name: "value.v", shape: [valueOptimizer.v.count], values: valueOptimizer.v.toArray())]
+        }
+        try writeSafeTensors(records, to: tmp + "/optimizer.safetensors", metadata: ["format": "oreo.adamw"])
+        try writeFileAtomically(try RunDirectory.encode(state), to: tmp + "/state.json")
+        if fm.fileExists(atPath: final) { try? fm.removeItem(atPath: final) }
+        guard rename(tmp, final) == 0 else { throw DataError("\(final): cannot rename the checkpoint into place") }
+        try relink("latest", to: "checkpoints/" + name)
+        prune(keep: keep, current: name)
+        return final
+    }
+
+    /// Deletes checkpoints beyond the newest `keep` (never `current`) and leftovers of interrupted writes.
+    func prune(keep: Int, current: String) {
+        let fm = FileManager.default
+        let items = ((try? fm.contentsOfDirectory(atPath: checkpoints)) ?? []).sorted()
+        for f in items where f.contains(".tmp-") { try? fm.removeItem(atPath: checkpoints + "/" + f) }
+        let done = items.filter { $0.hasPrefix("step-") && !$0.contains(".tmp-") && $0 != current }
+        for f in done.dropLast(max(0, keep - 1)) { try? fm.removeItem(atPath: checkpoints + "/" + f) }
+    }
+
+    /// Restores the optimizer moments and step counts written by `saveCheckpoint`.
+    static func loadOptimizer(_ checkpoint: String, policy: AdamW, value: AdamW?, state: RunState) throws {
+        let file = try SafeTensorsFile(path: checkpoint + "/optimizer.safetensors")
+        func restore(_ opt: AdamW, _ prefix: String) throws {
+            let m = try file.floats(prefix + ".m"), v = try file.floats(prefix + ".v")
+            guard m.count == opt.m.count, v.count == opt.v.count else {
+                throw DataError("\(file.path): \(prefix) moments hold \(m.count) values, the model has \(opt.m.count) parameters")
+            }
+            try opt.m.copyIn(m)
+            try opt.v.copyIn(v)
+        }
+        try restore(policy, "policy")
+        policy.restore(step: state.policyOptimizerStep)
+        if let value {
+            try restore(value, "value")
+            value.restore(step: state.valueOptimizerStep)
+        }
+    }
+
+    /// Keeps the first `steps` lines of metrics.jsonl (a resumed run rewrites the lines after its checkpoint).
+    func truncateMetrics(toSteps steps: Int) throws {
+        guard let data = FileManager.default.contents(atPath: metricsFile) else { return }
+        var kept: [UInt8] = []
+        var lines = 0
+        for line in data.split(separator: 10, omittingEmptySubsequences: true) where lines < steps {
+            kept += line + [10]
+            lines += 1
+        }
+        try writeFileAtomically(kept, to: metricsFile)
+    }
+}
+
+/// Differences between two encodable values as "key: a -> b" lines (nested keys joined with dots).
+func differences<T: Encodable>(_ a: T, _ b: T) throws -> [String] {
+    func flat(_ v: T) throws -> [String: String] {
+        let obj = try JSONSerialization.jsonObject(with: Data(try RunDirectory.encode(v)))
+        var out: [String: String] = [:]
+        func walk(_ x: Any, _ prefix: String) {
+            if let d = x as? [String: Any] {
+                for (k, v) in d { walk(v, prefix.isEmpty ? k : prefix + "." + k) }
+            } else {
+                out[prefix] = "\(x)"
+            }
+        }
+        walk(obj, "")
+        return out
+    }
+    let fa = try flat(a), fb = try flat(b)
+    return Set(fa.keys).union(fb.keys).sorted().compactMap { k in
+        fa[k] == fb[k] ? nil : "\(k): \(fa[k] ?? "-") -> \(fb[k] ?? "-")"
+    }
+}

@@ -1,0 +1,392 @@
+import Checkpoint
+import Format
+import Foundation
+import Models
+import Train
+
+/// One optimizer step's measurements (one line of metrics.jsonl). Means are over the step's sequences
+/// (pairs for DPO); fields a method does not have are nil.
+public struct StepMetrics: Sendable, Equatable, Codable {
+    /// 1-based optimizer step, and the fractional epoch reached.
+    public var step: Int, epoch: Double
+    /// Learning rates used in this step.
+    public var lr: Double, valueLR: Double?
+    /// The policy objective (Bellman + alpha*KL for OREO; NLL, DPO, KTO, Q loss otherwise).
+    public var loss: Double
+    /// Value loss and the Bellman part of the policy loss (OREO, DQO).
+    public var valueLoss: Double?, bellman: Double?
+    /// Mean per-token KL(pi || ref): exact, k3 estimate, or KTO's z0.
+    public var kl: Double?
+    /// Mean |V(s_0) - R|.
+    public var valueError: Double?
+    /// Mean V over the states of positive / negative trajectories.
+    public var valuePositive: Double?, valueNegative: Double?
+    /// Mean log pi per token of positive / negative responses.
+    public var logProbPositive: Double?, logProbNegative: Double?
+    /// Mean summed log-ratio sum_t (log pi - log pi_ref) per response.
+    public var logRatio: Double?
+    /// Gradient norms before clipping.
+    public var gradNorm: Double, valueGradNorm: Double?
+    /// DPO: fraction of pairs ranked right and mean margin r_w - r_l.
+    public var pairAccuracy: Double?, margin: Double?
+    /// DQO: mean importance weight.
+    public var importanceWeight: Double?
+    /// Sequences and tokens in the step; throughput; seconds since the run started (over all sessions).
+    public var sequences: Int, tokens: Int, tokensPerSecond: Double, elapsed: Double
+
+    enum CodingKeys: String, CodingKey {
+        case step, epoch, lr, valueLR = "value_lr", loss, valueLoss = "value_loss", bellman, kl
+        case valueError = "value_error", valuePositive = "v_pos", valueNegative = "v_neg"
+        case logProbPositive = "logp_pos", logProbNegative = "logp_neg", logRatio = "log_ratio"
+        case gradNorm = "grad_norm", valueGradNorm = "value_grad_norm", pairAccuracy = "pair_accuracy", margin
+        case importanceWeight = "importance_weight", sequences, tokens, tokensPerSecond = "tokens_per_s", elapsed
+    }
+}
+
+/// Reported after every optimizer step.
+public struct TrainProgress: Sendable {
+    /// Steps done and planned.
+    public var step: Int, totalSteps: Int
+    /// The step's metrics.
+    public var metrics: StepMetrics
+    /// Path of the checkpoint written after this step, if one was.
+    public var checkpoint: String?
+}
+
+/// What a finished run produced.
+public struct TrainSummary: Sendable {
+    /// Steps done, and whether the run reached its planned end (false after `stopAfter`).
+    public var steps: Int, finished: Bool
+    /// The last checkpoint directory and the policy / value model directories inside it (loadable as INIT);
+    /// nil when a stopped session wrote none.
+    public var checkpoint: String?, policy: String?, value: String?
+    /// Metrics of the last step.
+    public var last: StepMetrics?
+    /// What the data loader kept and left out.
+    public var data: LoaderReport
+}
+
+/// A run stopped because a loss or gradient stopped being a finite number.
+public struct NonFiniteLoss: Error, CustomStringConvertible {
+    /// The 1-based step that produced it, and what was not finite.
+    public let step: Int, what: String
+    /// The last checkpoint written before it (nil if none), left in place.
+    public let lastCheckpoint: String?
+    /// Message with the step and the checkpoint to resume from.
+    public var description: String {
+        "\(what) is not finite at step \(step); stopped. " + (lastCheckpoint.map { "Last good checkpoint: \($0)" } ?? "No checkpoint was written yet.")
+    }
+}
+
+/// A training run of any method: validates data and models, then trains with checkpoints and metrics in
+/// a run directory. `oreo train` wraps it; `oreo demo` calls it in-process.
+///
+/// Per micro-batch: (reference forward,) policy forward, value forward, losses from those numbers, value
+/// backward, policy backward; per step the value network is updated first, then the policy, so the policy
+/// loss always uses values computed before the update. All buffers are allocated here, once.
+public final class TrainJob {
+    /// The effective configuration (written to RUN/config.json).
+    public let config: TrainConfig
+    /// The run directory.
+    public let runDirectory: String
+    /// The loader (its report says what data is used).
+    public let loader: DataLoader
+    /// Optimizer steps planned.
+    public let totalSteps: Int
+    /// Steps already done (non-zero when resuming).
+    public private(set) var step = 0
+    /// Things the checks could not verify, and what resuming did.
+    public private(set) var notes: [String] = []
+    /// The models (the value network and the reference only when the method uses them).
+    public let policy: TransformerModel, value: TransformerModel?, reference: TransformerModel?
+
+    private let run: RunDirectory
+    private let policyOptimizer: AdamW, valueOptimizer: AdamW?
+    private let objective: BatchObjective
+    private let batches: [TrainingBatch]
+    private let tokenizerFiles: [(name: String, bytes: [UInt8])]
+    private var logProbs: [Float] = [], refLogProbs: [Float] = [], values: [Float] = [], kl: [Float] = []
+    private var elapsedBefore = 0.0, tokensBefore = 0
+    private var lastCheckpoint: String?
+
+    /// Checks the configuration, the dataset against the model and method, and the run directory; loads the
+    /// models (from the run's latest checkpoint when `resume`). Everything that would stop training is
+    /// thrown here, before the first step.
+    ///
+    /// - Parameters:
+    ///   - model: INIT, the policy's start and the value network's backbone (plus a zero head).
+    ///   - reference: the frozen reference model when one runs in memory (default: INIT).
+    ///   - data: a dataset directory.
+    ///   - run: the run directory (created; refused if it already holds a run and `resume` is false).
+    public init(config: TrainConfig, model: ModelSource, reference referenceSource: ModelSource? = nil, data: String,
+                run runPath: String, resume: Bool = false) throws {
+        try config.validate()
+        var notes: [String] = []
+        let run = RunDirectory(path: runPath)
+        let dataset = try Dataset(directory: data)
+        let modelConfig = try model.config()
+        notes += try Compatibility.check(dataset: dataset, model: modelConfig, tokenizerDirectory: model.tokenizerDirectory)
+        if let referenceSource, config.usesReferenceModel {
+            let rc = try referenceSource.config()
+            guard rc.vocabSize == modelConfig.vocabSize else {
+                throw DataError("reference model \(referenceSource.description) has vocabulary \(rc.vocabSize), the policy \(modelConfig.vocabSize)")
+            }
+        }
+        let selection: DataSelection = switch config.method {
+        case .rft: .positives
+        case .dpo: .pairs(perGroup: config.dpoPairsPerPrompt)
+        default: .all
+        }
+        let column = config.method.needsReference && !config.usesReferenceModel ? config.referenceColumn : nil
+        let loader = try DataLoader(dataset: dataset, config: config.loader, selection: selection,
+                                    sequenceLimit: modelConfig.maxPositions, referenceColumn: column)
+        let planned = loader.stepCount(epochs: config.epochs)
+        let totalSteps = config.maxSteps > 0 ? config.maxSteps : planned
+        if config.method == .kto && (loader.report.positives == 0 || loader.report.negatives == 0) {
+            notes.append("KTO sees only \(loader.report.positives == 0 ? "negative" : "positive") responses")
+        }
+
+        // The run directory: a fresh one, or the same configuration continued from its latest checkpoint.
+        let fm = FileManager.default
+        var checkpoint: String?
+        if fm.fileExists(atPath: run.configFile) {
+            guard resume else {
+                throw DataError("\(runPath) already holds a run (config.json); pass --resume to continue it, or choose another --out")
+            }
+            let stored = try RunDirectory.decode(TrainConfig.self, file: run.configFile)
+            let diff = try differences(stored, config)
+            guard diff.isEmpty else {
+                throw DataError("\(runPath): --resume with a different configuration than the run's:\n  " + diff.joined(separator: "\n  "))
+            }
+            checkpoint = run.latestCheckpoint()
+            if checkpoint == nil { notes.append("\(runPath) has no checkpoint yet: starting from the beginning") }
+        } else if resume {
+            notes.append("\(runPath) holds no run yet: starting a new one")
+        }
+        let maxTokens = config.loader.tokensPerMicroBatch
+        var state: RunState?
+        let policy: TransformerModel, value: TransformerModel?
+        if let checkpoint {
+            let s = try RunDirectory.decode(RunState.self, file: checkpoint + "/state.json")
+            guard s.step >= 0, s.step <= totalSteps, s.seed == config.loader.seed else {
+                throw DataError("\(checkpoint)/state.json: step \(s.step) of \(s.totalSteps) does not fit this run of \(totalSteps) steps")
+            }
+            state = s
+            policy = try ModelCheckpoint.load(directory: checkpoint + "/policy", maxTokens: maxTokens)
+            value = config.method.hasValue
+                ? try ModelCheckpoint.load(directory: checkpoint + "/value", maxTokens: maxTokens, valueHead: true) : nil
+            guard policy.config == modelConfig else {
+                throw DataError("\(checkpoint)/policy: architecture differs from the INIT model \(model.description)")
+            }
+        } else {
+            policy = try model.load(maxTokens: maxTokens)
+            value = config.method.hasValue ? try model.load(maxTokens: maxTokens, valueHead: true) : nil
+        }
+        let reference = config.usesReferenceModel ? try (referenceSource ?? model).load(maxTokens: maxTokens) : nil
+        let adam = AdamWConfig(beta1: Float(config.adamBeta1), beta2: Float(config.adamBeta2), eps: Float(config.adamEps),
+                               weightDecay: Float(config.weightDecay))
+        let policyOptimizer = AdamW(layout: policy.layout, config: adam)
+        let valueOptimizer = value.map { AdamW(layout: $0.layout, config: adam) }
+        do { try fm.createDirectory(atPath: runPath, withIntermediateDirectories: true) } catch {
+            throw DataError("\(runPath): cannot create: \(error.localizedDescription)")
+        }
+        if let checkpoint, let state {
+            try RunDirectory.loadOptimizer(checkpoint, policy: policyOptimizer, value: valueOptimizer, state: state)
+            try loader.seek(state.position)
+            try run.truncateMetrics(toSteps: state.step)
+            notes.append("resuming \(runPath) after step \(state.step) of \(totalSteps) from \(checkpoint)")
+        } else {
+            try run.write(config, to: "config.json")
+            try? fm.removeItem(atPath: run.metricsFile)
+        }
+        try run.write(loader.report, to: "data.json")
+
+        self.config = config
+        runDirectory = runPath
+        self.run = run
+        self.loader = loader
+        self.totalSteps = totalSteps
+        self.policy = policy
+        self.value = value
+        self.reference = reference
+        self.policyOptimizer = policyOptimizer
+        self.valueOptimizer = valueOptimizer
+        objective = BatchObjective(capacity: maxTokens)
+        batches = (0..<config.loader.microBatchesPerStep).map { _ in TrainingBatch() }
+        tokenizerFiles = model.tokenizerFiles()
+        step = state?.step ?? 0
+        elapsedBefore = state?.elapsedSeconds ?? 0
+        tokensBefore = state?.tokens ?? 0
+        lastCheckpoint = state == nil ? nil : checkpoint
+        self.notes = notes
+        logProbs.reserveCapacity(maxTokens); refLogProbs.reserveCapacity(maxTokens)
+        values.reserveCapacity(maxTokens); kl.reserveCapacity(maxTokens)
+    }
+
+    /// Trains to the planned step count, writing metrics every step and checkpoints every
+    /// `checkpointEvery` steps and at the end. Throws `NonFiniteLoss` (keeping the last checkpoint) when a loss
+    /// or gradient norm is NaN or infinite.
+    ///
+    /// `stopAfter` ends the session early after that step (time-boxed sessions, tests): with
+    /// `checkpointAtStop` a checkpoint is written there so `resume` continues from it; without, the run is left
+    /// as a killed one would be (resume redoes the steps after the last checkpoint).
+    @discardableResult
+    public func run(stopAfter: Int? = nil, checkpointAtStop: Bool = true,
+                    progress: (TrainProgress) -> Void = { _ in }) throws -> TrainSummary {
+        if !FileManager.default.fileExists(atPath: run.metricsFile) {
+            _ = FileManager.default.createFile(atPath: run.metricsFile, contents: nil)
+        }
+        guard let metricsOut = FileHandle(forWritingAtPath: run.metricsFile) else {
+            throw DataError("\(run.metricsFile): cannot open for writing")
+        }
+        defer { try? metricsOut.close() }
+        try metricsOut.seekToEnd()
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let schedule = CosineSchedule(baseLR: config.learningRate, minLR: config.learningRate * config.minLearningRateFraction,
+                                      totalSteps: totalSteps, warmupFraction: config.warmupFraction)
+        let valueSchedule = CosineSchedule(baseLR: config.valueLearningRate,
+                                           minLR: config.valueLearningRate * config.minLearningRateFraction,
+                                           totalSteps: totalSteps, warmupFraction: config.warmupFraction)
+        let totalMicroBatches = config.maxSteps > 0 ? Int.max : loader.report.microBatchesPerEpoch.reduce(0, +)
+        var last: StepMetrics?
+        let sessionStart = Date()
+        while step < totalSteps {
+            let t0 = Date()
+            let m = min(config.loader.microBatchesPerStep, totalMicroBatches - loader.position.microBatches)
+            guard m > 0 else { break }
+            for k in 0..<m { try loader.next(into: batches[k]) }
+            let sequences = batches[0..<m].reduce(0) { $0 + $1.spans.count }
+            let weight = 1 / Double(max(1, config.method == .dpo ? sequences / 2 : sequences))
+            policy.zeroGradients()
+            value?.zeroGradients()
+            var stats = ObjectiveStats()
+            var tokens = 0
+            for k in 0..<m {
+                stats += try microStep(batches[k], weight: weight)
+                tokens += batches[k].count
+            }
+            let stepNumber = step + 1
+            guard stats.isFinite else {
+                throw NonFiniteLoss(step: stepNumber, what: "the \(config.method.rawValue) loss", lastCheckpoint: lastCheckpoint)
+            }
+            let clip = config.gradientClip > 0 ? config.gradientClip : Double.infinity
+            var valueNorm: Double?
+            if let value, let valueOptimizer {
+                let norm = clipGradientNorm(value.gradients, maxNorm: clip)
+                guard norm.isFinite else { throw NonFiniteLoss(step: stepNumber, what: "the value gradient norm", lastCheckpoint: lastCheckpoint) }
+                valueOptimizer.update(parameters: value.parameters, gradients: value.gradients,
+                                      lr: Float(valueSchedule.learningRate(step: step)))
+                valueNorm = norm
+            }
+            let norm = clipGradientNorm(policy.gradients, maxNorm: clip)
+            guard norm.isFinite else { throw NonFiniteLoss(step: stepNumber, what: "the policy gradient norm", lastCheckpoint: lastCheckpoint) }
+            let lr = schedule.learningRate(step: step)
+            policyOptimizer.update(parameters: policy.parameters, gradients: policy.gradients, lr: Float(lr))
+            step = stepNumber
+            tokensBefore += tokens
+            let seconds = Date().timeIntervalSince(t0)
+            let metrics = makeMetrics(stats, lr: lr, valueLR: value == nil ? nil : valueSchedule.learningRate(step: step - 1),
+                                      gradNorm: norm, valueGradNorm: valueNorm, tokens: tokens, seconds: seconds,
+                                      elapsed: elapsedBefore + Date().timeIntervalSince(sessionStart))
+            try metricsOut.write(contentsOf: try encoder.encode(metrics) + [10])
+            last = metrics
+            var written: String?
+            if step == totalSteps || (config.checkpointEvery > 0 && step % config.checkpointEvery == 0) {
+                written = try saveCheckpoint(elapsed: metrics.elapsed)
+            }
+            if let stopAfter, step >= stopAfter, step < totalSteps {
+                if checkpointAtStop, written == nil { written = try saveCheckpoint(elapsed: metrics.elapsed) }
+                progress(TrainProgress(step: step, totalSteps: totalSteps, metrics: metrics, checkpoint: written))
+                return summary(finished: false, last: last)
+            }
+            progress(TrainProgress(step: step, totalSteps: totalSteps, metrics: metrics, checkpoint: written))
+        }
+        if lastCheckpoint == nil || !lastCheckpoint!.hasSuffix(String(format: "step-%08d", step)) {
+            _ = try saveCheckpoint(elapsed: elapsedBefore + Date().timeIntervalSince(sessionStart))
+        }
+        let final = lastCheckpoint!
+        try run.relink("policy", to: String(final.dropFirst(run.path.count + 1)) + "/policy")
+        if value != nil { try run.relink("value", to: String(final.dropFirst(run.path.count + 1)) + "/value") }
+        return summary(finished: true, last: last)
+    }
+
+    private func summary(finished: Bool, last: StepMetrics?) -> TrainSummary {
+        TrainSummary(steps: step, finished: finished, checkpoint: lastCheckpoint, policy: lastCheckpoint.map { $0 + "/policy" },
+                     value: value == nil ? nil : lastCheckpoint.map { $0 + "/value" }, last: last, data: loader.report)
+    }
+
+    private func saveCheckpoint(elapsed: Double) throws -> String {
+        let state = RunState(step: step, totalSteps: totalSteps, position: loader.position, seed: config.loader.seed,
+                             policyOptimizerStep: policyOptimizer.step, valueOptimizerStep: valueOptimizer?.step ?? 0,
+                             elapsedSeconds: elapsed, tokens: tokensBefore)
+        let path = try run.saveCheckpoint(step: step, policy: policy, value: value, policyOptimizer: policyOptimizer,
+                                          valueOptimizer: valueOptimizer, state: state, tokenizerFiles: tokenizerFiles,
+                                          keep: config.keepCheckpoints)
+        lastCheckpoint = path
+        return path
+    }
+
+    /// Forward passes, losses and backward passes of one micro-batch; gradients accumulate.
+    private func microStep(_ b: TrainingBatch, weight: Double) throws -> ObjectiveStats {
+        let c = config
+        if let reference {
+            try reference.forward(b.packed, logProbs: &refLogProbs)
+        }
+        let refs = reference != nil ? refLogProbs : b.refLogProbs
+        if c.exactKL, let reference {
+            try policy.forward(b.packed, logProbs: &logProbs, klAgainst: reference, kl: &kl)
+        } else {
+            try policy.forward(b.packed, logProbs: &logProbs)
+        }
+        if let value { try value.forwardValues(b.packed, values: &values) }
+        let stats: ObjectiveStats
+        switch c.method {
+        case .oreo:
+            stats = try objective.oreo(spans: b.spans, stepEnds: b.stepEnds, logProbs: logProbs, refLogProbs: refs,
+                                       values: values, kl: c.exactKL ? kl : nil, config: c.oreo, sequenceWeight: weight)
+        case .dqo:
+            stats = try objective.dqo(spans: b.spans, logProbs: logProbs, refLogProbs: refs, values: values,
+                                      config: c.dqo, sequenceWeight: weight)
+        case .sft, .rft:
+            stats = try objective.nll(spans: b.spans, logProbs: logProbs, sequenceWeight: weight)
+        case .dpo:
+            stats = try objective.dpo(spans: b.spans, logProbs: logProbs, refLogProbs: refs, config: c.dpo, pairWeight: weight)
+        case .kto:
+            stats = try objective.kto(spans: b.spans, logProbs: logProbs, refLogProbs: refs, config: c.kto, sequenceWeight: weight)
+        }
+        // A non-finite loss must not reach the weights: the caller stops before any update.
+        guard stats.isFinite else { return stats }
+        if let value { try value.backwardValues(dValues: objective.dValues) }
+        if c.exactKL, reference != nil {
+            try policy.backward(dLogProbs: objective.dLogProbs, dKL: objective.dKL)
+        } else {
+            try policy.backward(dLogProbs: objective.dLogProbs)
+        }
+        return stats
+    }
+
+    private func makeMetrics(_ s: ObjectiveStats, lr: Double, valueLR: Double?, gradNorm: Double, valueGradNorm: Double?,
+                             tokens: Int, seconds: Double, elapsed: Double) -> StepMetrics {
+        let method = config.method
+        let units = Double(max(1, method == .dpo ? s.pairs : s.sequences))
+        let seqs = Double(max(1, s.sequences))
+        func mean(_ sum: Double, _ n: Int) -> Double? { n > 0 ? sum / Double(n) : nil }
+        let units0 = Double(max(1, loader.unitsPerEpoch))
+        return StepMetrics(
+            step: step, epoch: Double(loader.position.epoch) + Double(loader.position.consumed) / units0,
+            lr: lr, valueLR: valueLR, loss: s.policyLoss / units,
+            valueLoss: method.hasValue ? s.valueLoss / seqs : nil, bellman: method.hasValue ? s.bellman / seqs : nil,
+            kl: (method == .oreo && config.oreo.alpha != 0) || method == .kto ? s.kl / seqs : nil,
+            valueError: method.hasValue ? s.valueError / seqs : nil,
+            valuePositive: method.hasValue ? mean(s.positiveValue, s.positiveStates) : nil,
+            valueNegative: method.hasValue ? mean(s.negativeValue, s.negativeStates) : nil,
+            logProbPositive: mean(s.positiveLogProb, s.positiveTokens), logProbNegative: mean(s.negativeLogProb, s.negativeTokens),
+            logRatio: method.needsReference ? s.logRatio / seqs : nil,
+            gradNorm: gradNorm, valueGradNorm: valueGradNorm,
+            pairAccuracy: method == .dpo ? mean(Double(s.pairsCorrect), s.pairs) : nil,
+            margin: method == .dpo ? mean(s.margin, s.pairs) : nil,
+            importanceWeight: method == .dqo ? s.weight / seqs : nil,
+            sequences: s.sequences, tokens: tokens, tokensPerSecond: Double(tokens) / max(seconds, 1e-9), elapsed: elapsed)
+    }
+}

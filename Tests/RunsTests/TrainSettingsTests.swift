@@ -1,0 +1,53 @@
+import Foundation
+import Testing
+import Train
+import Runs
+
+/// `oreo train` settings: TOML file, flags over it, and the effective TOML written back.
+@Suite struct TrainSettingsTests {
+    @Test func flagsOverrideTheFileAndTheEffectiveConfigReadsBack() throws {
+        let dir = temporaryDirectory("settings")
+        let file = dir + "/run.toml"
+        try """
+        # a comment
+        method = "dpo"
+        learning_rate = 1e-4
+        epochs = 3
+        stop_gradient = false
+        level = "step"
+        data = "some/data"
+        """.write(toFile: file, atomically: true, encoding: .utf8)
+        var s = TrainSettings()
+        var keys = try s.apply(tomlFile: file)
+        keys.formUnion(try s.apply(flags: ["--learning-rate", "3e-4", "--td", "--seed=7", "--kl", "k3", "--model", "m.gguf"]))
+        s.applyLevelDefaults(explicit: keys)
+        #expect(s.config.method == .dpo && s.config.epochs == 3 && s.config.learningRate == 3e-4)
+        #expect(!s.config.oreo.stopGradient && s.config.oreo.temporalDifference && s.config.oreo.k3)
+        #expect(s.config.loader.seed == 7 && s.config.oreo.level == .step && s.config.oreo.alpha == 0.1)
+        let source = try s.modelSource()
+        #expect(s.data == "some/data" && source == .gguf("m.gguf"))
+
+        try s.toml.write(toFile: dir + "/effective.toml", atomically: true, encoding: .utf8)
+        var back = TrainSettings()
+        let all = try back.apply(tomlFile: dir + "/effective.toml")
+        #expect(back.config == s.config && back.data == s.data && back.model == s.model)
+        #expect(all.count == trainSettings.count - 2)  // the unset paths init_config and reference_model are left out
+    }
+
+    @Test func badSettingsNameTheirPlace() throws {
+        let dir = temporaryDirectory("bad-settings")
+        func message(_ text: String) -> String {
+            try! text.write(toFile: dir + "/x.toml", atomically: true, encoding: .utf8)
+            var s = TrainSettings()
+            do { _ = try s.apply(tomlFile: dir + "/x.toml"); return "accepted" } catch { return "\(error)" }
+        }
+        #expect(message("epochs = 2\nlearning_rat = 1e-4\n").hasPrefix(dir + "/x.toml:2: unknown setting 'learning_rat'"))
+        #expect(message("epochs = 2\nmethod = \"ppo\"\n").contains("x.toml:2: method: 'ppo' is not one of oreo, sft"))
+        #expect(message("epochs = = 2\n").contains("x.toml:1:"))
+        #expect(message("epochs = 2.5\n").contains("epochs: '2.5' is not a valid Int"))
+        var s = TrainSettings()
+        #expect(throws: SettingError.self) { try s.apply(flags: ["--bogus", "1"]) }
+        #expect(throws: SettingError.self) { try s.apply(flags: ["--epochs"]) }
+        #expect(throws: SettingError.self) { try s.modelSource() }
+    }
+}
