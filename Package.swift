@@ -2,7 +2,7 @@
 import PackageDescription
 
 // Numeric kernels are compiled for the host CPU without overflow traps in release builds
-// (see shared/docs/cpu-performance.md: baseline x86-64 turns SIMD FMAs into libm calls).
+// (see docs/cpu-performance.md: baseline x86-64 turns SIMD FMAs into libm calls).
 // Parsers of files and JSON (Format, Ingest, the CLI) never get these flags.
 let kernelSettings: [SwiftSetting] = [
     .unsafeFlags(["-Ounchecked", "-target-cpu", "native", "-Xcc", "-mprefer-vector-width=512"], .when(configuration: .release)),
