@@ -49,7 +49,7 @@ public enum StepStyle: String, Sendable, Codable, CaseIterable {
 }
 
 /// Difficulty knobs of the generator. Defaults are the settings the calibration prototype learned in minutes
-/// (shared/docs/demo-calibration.md): start 2-20, single-digit + and -, x2/x3 with probability 0.25,
+/// (docs/demo-calibration.md): start 2-20, single-digit + and -, x2/x3 with probability 0.25,
 /// every value <= 99, 2-4 operations.
 public struct ProblemConfig: Sendable, Equatable, Codable {
     /// Fewest calculation steps (operations) per problem.

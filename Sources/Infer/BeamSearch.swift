@@ -106,7 +106,7 @@ public final class LogProbScorer: CandidateScorer {
     public func release(_ slot: Int) {}
 }
 
-/// Settings of the step-level beam search (shared/docs/algorithm.md, "Test-time search").
+/// Settings of the step-level beam search (docs/algorithm.md, "Test-time search with the value network").
 public struct BeamSearchConfig: Sendable, Equatable {
     /// Beams kept after each step (B).
     public var width = 7

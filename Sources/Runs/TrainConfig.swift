@@ -32,7 +32,7 @@ public enum ReferenceSource: String, Sendable, Codable, CaseIterable {
     case model
 }
 
-/// Every setting of a training run. Defaults follow shared/docs/algorithm.md (the paper's 1.5B settings):
+/// Every setting of a training run. Defaults follow docs/algorithm.md (the paper's 1.5B settings):
 /// tiny models need far larger learning rates (the demo calibration used 1e-4 for the policy, 5e-4 for the value).
 public struct TrainConfig: Sendable, Equatable, Codable {
     /// Method.

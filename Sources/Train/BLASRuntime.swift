@@ -8,7 +8,7 @@ import Glibc
 /// OpenBLAS reads `OPENBLAS_CORETYPE` once, when the shared library loads, so the only way to change it
 /// for a process that is already running is to exec the same binary again with the variable set.
 /// This machine kind sets `OPENBLAS_CORETYPE=Haswell` (AVX2); on an AVX-512 CPU `SkylakeX` about
-/// doubles sgemm (shared/docs/cpu-performance.md).
+/// doubles sgemm (docs/cpu-performance.md).
 public enum BLASRuntime {
     /// Environment variable a user sets to force a core type (`auto` keeps the automatic choice).
     public static let overrideVariable = "OREO_BLAS_CORETYPE"

@@ -1,5 +1,5 @@
 // SIMD helpers shared by the kernels. Swift keeps IEEE order, so plain float reductions never vectorize:
-// every reduction here uses explicit SIMD16 accumulators (shared/docs/cpu-performance.md).
+// every reduction here uses explicit SIMD16 accumulators (docs/cpu-performance.md).
 
 /// 16 float lanes: one AVX-512 register.
 public typealias F16x = SIMD16<Float>

@@ -1,4 +1,4 @@
-/// Which states carry a soft-Bellman residual (shared/docs/algorithm.md).
+/// Which states carry a soft-Bellman residual (docs/algorithm.md).
 public enum OREOLevel: String, Sendable, CaseIterable, Codable {
     /// Every response token's state (the default).
     case token

@@ -10,7 +10,7 @@ import Glibc
 /// One pool per process, sized to the cores (2 here). BLAS runs single-threaded inside it (one sgemm per
 /// thread on its share), so there is never a second, nested thread pool: OpenBLAS' own threads spin between
 /// calls, allocate a job array per threaded call and collapse when other processes want the cores
-/// (shared/docs/cpu-performance.md). A dispatch allocates nothing: the task is a C function and a pointer to the
+/// (docs/cpu-performance.md). A dispatch allocates nothing: the task is a C function and a pointer to the
 /// caller's arguments. Workers spin briefly, then yield, then sleep on a condition variable. A dispatch made
 /// while the pool is busy (from a worker, or another thread) runs inline on the caller, so nesting cannot
 /// deadlock.
