@@ -136,26 +136,11 @@ public struct TokenSampler {
     private func kthLargest(_ z: ArraySlice<Float>, _ k: Int) -> Float {
         var heap: [Float] = []
         heap.reserveCapacity(k)
-        func siftDown(_ i0: Int) {
-            var i = i0
-            while true {
-                let l = 2 * i + 1, r = l + 1
-                var s = i
-                if l < heap.count && heap[l] < heap[s] { s = l }
-                if r < heap.count && heap[r] < heap[s] { s = r }
-                if s == i { return }
-                heap.swapAt(i, s)
-                i = s
-            }
-        }
         for v in z {
             if heap.count < k {
-                heap.append(v)
-                var i = heap.count - 1
-                while i > 0 && heap[(i - 1) / 2] > heap[i] { heap.swapAt(i, (i - 1) / 2); i = (i - 1) / 2 }
+                MinHeap.push(&heap, v)
             } else if v > heap[0] {
-                heap[0] = v
-                siftDown(0)
+                MinHeap.replaceTop(&heap, with: v)
             }
         }
         return heap[0]

@@ -115,32 +115,7 @@ struct MergeScratch {
         ids.removeLast(n - w)
     }
 
-    private mutating func heapPush(_ v: UInt64) {
-        heap.append(v)
-        var i = heap.count - 1
-        while i > 0 {
-            let parent = (i - 1) / 2
-            if heap[parent] <= heap[i] { break }
-            heap.swapAt(parent, i)
-            i = parent
-        }
-    }
+    private mutating func heapPush(_ v: UInt64) { MinHeap.push(&heap, v) }
 
-    private mutating func heapPop() -> UInt64? {
-        guard let top = heap.first else { return nil }
-        let last = heap.removeLast()
-        if heap.isEmpty { return top }
-        heap[0] = last
-        var i = 0
-        while true {
-            let l = 2 * i + 1, r = l + 1
-            var m = i
-            if l < heap.count && heap[l] < heap[m] { m = l }
-            if r < heap.count && heap[r] < heap[m] { m = r }
-            if m == i { break }
-            heap.swapAt(i, m)
-            i = m
-        }
-        return top
-    }
+    private mutating func heapPop() -> UInt64? { MinHeap.pop(&heap) }
 }

@@ -317,15 +317,10 @@ public final class IncrementalDecoder {
                                      heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, qkvWidth: qkvWidth,
                                      attWidth: attWidth, pagesPerSequence: pagesPerSequence, pageStride: pageStride,
                                      pageSize: pageSize, scratchSize: maxLength * (c.heads / c.kvHeads))
-            if threads == 1 {
-                attentionUnits(args, 0, 0..<units)
-                return
-            }
-            ComputePool.shared.run(args) { raw, t, n in
+            // contiguous shares: a thread's units are mostly one row's kv heads
+            ComputePool.shared.run(args, limit: threads) { raw, t, n in
                 let a = raw.load(as: DecoderAttentionArgs.self)
-                guard t < a.threads else { return }
-                // contiguous shares: a thread's units are mostly one row's kv heads
-                attentionUnits(a, t, n == 1 ? 0..<a.units : ComputePool.share(a.units, t, a.threads, grain: 1))
+                attentionUnits(a, t, ComputePool.share(a.units, t, n, grain: 1))
             }
         }
     }

@@ -96,14 +96,9 @@ public func packedSmallBatchLinear(x: UnsafePointer<Float>, ldx: Int, weights: P
     let args = PackedArgs(storage: UnsafeRawPointer(weights.storage), matrix: matrix, x: x, ldx: ldx, bias: bias, y: y,
                           ldy: ldy, rows: rows, accumulate: accumulate, scratch: scratch, slots: threads,
                           groups: groups, chunks: threads == 1 ? 1 : 4 * threads)
-    if threads == 1 {
-        packedGroups(args, 0, 0..<groups)
-        return
-    }
-    // chunks are claimed, so a thread beyond the scratch slots (or one the OS runs late) just takes none
-    ComputePool.shared.run(args) { raw, t, n in
+    // chunks are claimed, so a thread the OS runs late just takes fewer; at most one thread per scratch slot
+    ComputePool.shared.run(args, limit: threads) { raw, t, n in
         let a = raw.load(as: PackedArgs.self)
-        guard t < a.slots else { return }
         ComputePool.shared.claim(a.chunks, inline: n == 1) { c in
             packedGroups(a, t, ComputePool.share(a.groups, c, a.chunks, grain: 1))
         }

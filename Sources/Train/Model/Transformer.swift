@@ -29,13 +29,9 @@ public final class TransformerModel {
     private let logitCache: FlatBuffer?
     private var logitCacheValid = false
 
-    struct BlockActs { var resIn = 0, mid = 0, n1 = 0, n1Mean = 0, n1Rstd = 0, qkv = 0, att = 0, lse = 0,
-                       n2 = 0, n2Mean = 0, n2Rstd = 0, up = 0, act = 0 }
+    /// All activations, one allocation; `at` says where each tensor starts.
     private let acts: FlatBuffer
-    private var blockActs: [BlockActs] = []
-    private var resFinal = 0, nf = 0, nfMean = 0, nfRstd = 0, gathered = 0, logpG = 0, lseG = 0, dlogpG = 0, klG = 0, dklG = 0
-    private var dRes = 0, dNorm = 0, dQKV = 0, dAtt = 0, dUp = 0, dAct = 0, dNF = 0, dGathered = 0
-    private var attScratch = 0, headScratch = 0, attSlotFloats = 0
+    private let at: ActivationLayout
     private let maxSeq: Int
     private let ints: UnsafeMutablePointer<Int32>
     let rope: RoPETable?
@@ -71,28 +67,9 @@ public final class TransformerModel {
         gradients = FlatBuffer(count: layout.total)
         maxSeq = min(maxTokens, config.maxPositions)
         let N = maxTokens, d = config.hiddenSize
-        var total = 0
-        func take(_ c: Int) -> Int { defer { total += c }; return total }
-        let qkvW = (config.heads + 2 * config.kvHeads) * config.headDim
-        let attW = config.heads * config.headDim
-        let upW = config.family == .gpt2 ? config.intermediateSize : 2 * config.intermediateSize
-        let ffn = config.intermediateSize
-        for _ in 0..<config.layers {
-            var b = BlockActs()
-            b.resIn = take(N * d); b.mid = take(N * d); b.n1 = take(N * d); b.n1Mean = take(N); b.n1Rstd = take(N)
-            b.qkv = take(N * qkvW); b.att = take(N * attW); b.lse = take(config.heads * N)
-            b.n2 = take(N * d); b.n2Mean = take(N); b.n2Rstd = take(N); b.up = take(N * upW); b.act = take(N * ffn)
-            blockActs.append(b)
-        }
-        resFinal = take(N * d); nf = take(N * d); nfMean = take(N); nfRstd = take(N)
-        gathered = take(N * d); logpG = take(N); lseG = take(N); dlogpG = take(N); klG = take(N); dklG = take(N)
-        dRes = take(N * d); dNorm = take(N * d); dQKV = take(N * qkvW); dAtt = take(N * attW)
-        dUp = take(N * upW); dAct = take(N * ffn); dNF = take(N * d); dGathered = take(N * d)
-        // one pair of [maxSeq, maxSeq] score buffers per compute thread (attention runs heads in parallel)
-        attSlotFloats = maxSeq * maxSeq * max(1, ComputePool.shared.threads)
-        attScratch = take(2 * attSlotFloats)
-        headScratch = take(lmHeadScratchCount(vocab: config.vocabSize, chunkRows: self.headChunkRows, withReference: true))
-        acts = FlatBuffer(count: total)
+        at = ActivationLayout(config: config, maxTokens: N, maxSeq: maxSeq, threads: ComputePool.shared.threads,
+                              headChunkRows: self.headChunkRows)
+        acts = FlatBuffer(count: at.total)
         let cacheFloats = maxTokens * (config.vocabSize + 1 + d)
         logitCache = cacheFloats * 4 <= logitCacheBytes ? FlatBuffer(count: cacheFloats) : nil
         ints = .allocate(capacity: 5 * N + 1)
@@ -168,7 +145,7 @@ public final class TransformerModel {
         resizeReusingStorage(&kl, to: n)
         kl.withUnsafeMutableBufferPointer { out in
             out.update(repeating: 0)
-            for j in 0..<targetRows { out[Int(rowIndexP[j])] = a[klG + j] }
+            for j in 0..<targetRows { out[Int(rowIndexP[j])] = a[at.klG + j] }
         }
     }
 
@@ -183,7 +160,7 @@ public final class TransformerModel {
     /// Reference logits for gathered target rows, read from the reference model's last forward. The closure
     /// is made once per (buffers, shape): a closure context is a heap allocation, and steps allocate nothing.
     private func referenceProvider(_ r: TransformerModel) -> ReferenceLogitsProvider {
-        let h = r.acts.pointer + r.gathered, w = r.parameters.pointer + r.layout.lmHead
+        let h = r.acts.pointer + r.at.gathered, w = r.parameters.pointer + r.layout.lmHead
         let d = r.config.hiddenSize, v = r.config.vocabSize
         if let c = providerCache, c.h == h, c.w == w, c.d == d, c.v == v { return c.provider }
         let provider: ReferenceLogitsProvider = { first, count, into in chunkLogits(h + first * d, w, count, d, v, into) }
@@ -201,28 +178,28 @@ public final class TransformerModel {
         for i in 0..<n where batch.targets[i] >= 0 {
             rowIndexP[k] = Int32(i)
             targetsP[k] = batch.targets[i]
-            (a + gathered + k * d).update(from: a + nf + i * d, count: d)
+            (a + at.gathered + k * d).update(from: a + at.nf + i * d, count: d)
             k += 1
         }
         targetRows = k
         if let reference { try checkReference(reference) }
         klReference = reference
         if let cache = logitCache, reference == nil {
-            lmHeadForwardCached(hidden: a + gathered, weight: parameters.pointer + layout.lmHead, targets: targetsP,
-                                logProbs: a + logpG, lse: a + lseG, scale: cache.pointer + maxTokens * config.vocabSize,
+            lmHeadForwardCached(hidden: a + at.gathered, weight: parameters.pointer + layout.lmHead, targets: targetsP,
+                                logProbs: a + at.logpG, lse: a + at.lseG, scale: cache.pointer + maxTokens * config.vocabSize,
                                 rows: k, dim: d, vocab: config.vocabSize, cache: cache.pointer)
             logitCacheValid = true
         } else {
-            lmHeadForward(hidden: a + gathered, weight: parameters.pointer + layout.lmHead, targets: targetsP,
-                          logProbs: a + logpG, lse: a + lseG, rows: k, dim: d, vocab: config.vocabSize,
-                          chunkRows: headChunkRows, scratch: a + headScratch,
-                          reference: reference.map(referenceProvider), kl: a + klG)
+            lmHeadForward(hidden: a + at.gathered, weight: parameters.pointer + layout.lmHead, targets: targetsP,
+                          logProbs: a + at.logpG, lse: a + at.lseG, rows: k, dim: d, vocab: config.vocabSize,
+                          chunkRows: headChunkRows, scratch: a + at.headScratch,
+                          reference: reference.map(referenceProvider), kl: a + at.klG)
             logitCacheValid = false
         }
         resizeReusingStorage(&logProbs, to: n)
         logProbs.withUnsafeMutableBufferPointer { out in
             out.update(repeating: 0)
-            for j in 0..<k { out[Int(rowIndexP[j])] = a[logpG + j] }
+            for j in 0..<k { out[Int(rowIndexP[j])] = a[at.logpG + j] }
         }
         lastPass = .logProbs
     }
@@ -246,24 +223,24 @@ public final class TransformerModel {
         if let dKL, dKL.count != n { throw TrainError.shape("dKL has \(dKL.count) values for \(n) positions") }
         let a = acts.pointer, g = gradients.pointer, d = config.hiddenSize
         for j in 0..<targetRows {
-            a[dlogpG + j] = dLogProbs[Int(rowIndexP[j])]
-            a[dklG + j] = dKL?[Int(rowIndexP[j])] ?? 0
+            a[at.dlogpG + j] = dLogProbs[Int(rowIndexP[j])]
+            a[at.dklG + j] = dKL?[Int(rowIndexP[j])] ?? 0
         }
         let ref = dKL != nil ? klReference : nil
         if let cache = logitCache, logitCacheValid, ref == nil {
             let v = config.vocabSize
-            lmHeadBackwardCached(hidden: a + gathered, weight: parameters.pointer + layout.lmHead, targets: targetsP,
-                                 scale: cache.pointer + maxTokens * v, dLogProbs: a + dlogpG, dHidden: a + dGathered,
+            lmHeadBackwardCached(hidden: a + at.gathered, weight: parameters.pointer + layout.lmHead, targets: targetsP,
+                                 scale: cache.pointer + maxTokens * v, dLogProbs: a + at.dlogpG, dHidden: a + at.dGathered,
                                  dWeight: g + layout.lmHead, rows: targetRows, dim: d, vocab: v, cache: cache.pointer,
                                  scaledHidden: cache.pointer + maxTokens * (v + 1))
         } else {
-            lmHeadBackward(hidden: a + gathered, weight: parameters.pointer + layout.lmHead, targets: targetsP,
-                           lse: a + lseG, dLogProbs: a + dlogpG, dHidden: a + dGathered, dWeight: g + layout.lmHead,
+            lmHeadBackward(hidden: a + at.gathered, weight: parameters.pointer + layout.lmHead, targets: targetsP,
+                           lse: a + at.lseG, dLogProbs: a + at.dlogpG, dHidden: a + at.dGathered, dWeight: g + layout.lmHead,
                            rows: targetRows, dim: d, vocab: config.vocabSize, chunkRows: headChunkRows,
-                           scratch: a + headScratch, reference: ref.map { referenceProvider($0) }, kl: a + klG, dKL: a + dklG)
+                           scratch: a + at.headScratch, reference: ref.map { referenceProvider($0) }, kl: a + at.klG, dKL: a + at.dklG)
         }
-        zeroFill(a + dNF, n * d)
-        for j in 0..<targetRows { addInPlace(a + dGathered + j * d, a + dNF + Int(rowIndexP[j]) * d, d) }
+        zeroFill(a + at.dNF, n * d)
+        for j in 0..<targetRows { addInPlace(a + at.dGathered + j * d, a + at.dNF + Int(rowIndexP[j]) * d, d) }
         runBackboneBackward()
     }
 
@@ -275,7 +252,7 @@ public final class TransformerModel {
         let a = acts.pointer, d = config.hiddenSize, w = parameters.pointer + layout.valueHead
         resizeReusingStorage(&values, to: n)
         values.withUnsafeMutableBufferPointer { out in
-            for i in 0..<n { out[i] = dot(a + nf + i * d, w, d) }
+            for i in 0..<n { out[i] = dot(a + at.nf + i * d, w, d) }
         }
         lastPass = .values
     }
@@ -288,8 +265,8 @@ public final class TransformerModel {
         let w = parameters.pointer + layout.valueHead, dw = gradients.pointer + layout.valueHead
         for i in 0..<n {
             let dv = dValues[i]
-            axpy(dv, a + nf + i * d, dw, d)
-            let row = a + dNF + i * d
+            axpy(dv, a + at.nf + i * d, dw, d)
+            let row = a + at.dNF + i * d
             zeroFill(row, d)
             axpy(dv, w, row, d)
         }
@@ -298,7 +275,7 @@ public final class TransformerModel {
 
     /// Final (post-norm) hidden states of the last pass, [positions, hiddenSize] row-major.
     public func finalHiddenStates() -> [Float] {
-        Array(UnsafeBufferPointer(start: acts.pointer + nf, count: n * config.hiddenSize))
+        Array(UnsafeBufferPointer(start: acts.pointer + at.nf, count: n * config.hiddenSize))
     }
 
     // MARK: - Internals
@@ -383,12 +360,12 @@ public final class TransformerModel {
 
     private func runBackbone() {
         let a = acts.pointer, p = parameters.pointer, c = config, d = c.hiddenSize
-        let first = blockActs.first?.resIn ?? resFinal
+        let first = at.blocks.first?.resIn ?? at.resFinal
         embeddingForward(tokens: tokensP, table: p + layout.embed, positions: c.family == .gpt2 ? positionsP : nil,
                          posTable: c.family == .gpt2 ? p + layout.positions : nil, out: a + first, rows: n, dim: d)
         for (l, o) in layout.blocks.enumerated() {
-            let b = blockActs[l]
-            let next = l + 1 < blockActs.count ? blockActs[l + 1].resIn : resFinal
+            let b = at.blocks[l]
+            let next = l + 1 < at.blocks.count ? at.blocks[l + 1].resIn : at.resFinal
             norm(b.resIn, o.norm1W, o.norm1B, b.n1, b.n1Mean, b.n1Rstd)
             linear(b.n1, o.qkvW, o.qkvB, b.qkv, inDim: d, outDim: qkvWidth)
             if let rope {
@@ -405,7 +382,7 @@ public final class TransformerModel {
             attentionForward(q: a + b.qkv, ldq: qkvWidth, k: a + b.qkv + attWidth, ldk: qkvWidth,
                              v: a + b.qkv + attWidth + kvOff, ldv: qkvWidth, out: a + b.att, ldo: attWidth,
                              lse: a + b.lse, rows: n, seqStarts: seqStartsP, seqCount: seqCount, heads: c.heads,
-                             kvHeads: c.kvHeads, headDim: c.headDim, scratch: a + attScratch, scratchCount: attSlotFloats)
+                             kvHeads: c.kvHeads, headDim: c.headDim, scratch: a + at.attScratch, scratchCount: at.attSlotFloats)
             (a + b.mid).update(from: a + b.resIn, count: n * d)
             linear(b.att, o.oW, o.oB, b.mid, inDim: attWidth, outDim: d, accumulate: true)
             norm(b.mid, o.norm2W, o.norm2B, b.n2, b.n2Mean, b.n2Rstd)
@@ -418,46 +395,46 @@ public final class TransformerModel {
             (a + next).update(from: a + b.mid, count: n * d)
             linear(b.act, o.downW, o.downB, next, inDim: c.intermediateSize, outDim: d, accumulate: true)
         }
-        norm(resFinal, layout.finalNormW, layout.finalNormB, nf, nfMean, nfRstd)
+        norm(at.resFinal, layout.finalNormW, layout.finalNormB, at.nf, at.nfMean, at.nfRstd)
     }
 
-    /// Backpropagates d(final hidden) held in dNF through the blocks and embeddings.
+    /// Backpropagates d(final hidden) held in at.dNF through the blocks and embeddings.
     private func runBackboneBackward() {
         let a = acts.pointer, g = gradients.pointer, c = config, d = c.hiddenSize
-        zeroFill(a + dRes, n * d)
-        normBackward(dNF, resFinal, layout.finalNormW, layout.finalNormB, nfMean, nfRstd, dRes)
+        zeroFill(a + at.dRes, n * d)
+        normBackward(at.dNF, at.resFinal, layout.finalNormW, layout.finalNormB, at.nfMean, at.nfRstd, at.dRes)
         for l in stride(from: layout.blocks.count - 1, through: 0, by: -1) {
-            let o = layout.blocks[l], b = blockActs[l]
-            linearBack(dRes, b.act, o.downW, o.downB, dAct, inDim: c.intermediateSize, outDim: d)
+            let o = layout.blocks[l], b = at.blocks[l]
+            linearBack(at.dRes, b.act, o.downW, o.downB, at.dAct, inDim: c.intermediateSize, outDim: d)
             if c.family == .gpt2 {
-                geluBackward(x: a + b.up, dOut: a + dAct, dx: a + dUp, count: n * c.intermediateSize)
+                geluBackward(x: a + b.up, dOut: a + at.dAct, dx: a + at.dUp, count: n * c.intermediateSize)
             } else {
-                swiGLUBackward(gateUp: a + b.up, dOut: a + dAct, dGateUp: a + dUp, rows: n, dim: c.intermediateSize)
+                swiGLUBackward(gateUp: a + b.up, dOut: a + at.dAct, dGateUp: a + at.dUp, rows: n, dim: c.intermediateSize)
             }
-            linearBack(dUp, b.n2, o.upW, o.upB, dNorm, inDim: d, outDim: upWidth)
-            normBackward(dNorm, b.mid, o.norm2W, o.norm2B, b.n2Mean, b.n2Rstd, dRes)
-            linearBack(dRes, b.att, o.oW, o.oB, dAtt, inDim: attWidth, outDim: d)
+            linearBack(at.dUp, b.n2, o.upW, o.upB, at.dNorm, inDim: d, outDim: upWidth)
+            normBackward(at.dNorm, b.mid, o.norm2W, o.norm2B, b.n2Mean, b.n2Rstd, at.dRes)
+            linearBack(at.dRes, b.att, o.oW, o.oB, at.dAtt, inDim: attWidth, outDim: d)
             let kvOff = c.kvHeads * c.headDim
-            attentionBackward(dOut: a + dAtt, q: a + b.qkv, ldq: qkvWidth, k: a + b.qkv + attWidth, ldk: qkvWidth,
+            attentionBackward(dOut: a + at.dAtt, q: a + b.qkv, ldq: qkvWidth, k: a + b.qkv + attWidth, ldk: qkvWidth,
                               v: a + b.qkv + attWidth + kvOff, ldv: qkvWidth, out: a + b.att, ldo: attWidth,
-                              lse: a + b.lse, dq: a + dQKV, lddq: qkvWidth, dk: a + dQKV + attWidth, lddk: qkvWidth,
-                              dv: a + dQKV + attWidth + kvOff, lddv: qkvWidth, rows: n, seqStarts: seqStartsP,
+                              lse: a + b.lse, dq: a + at.dQKV, lddq: qkvWidth, dk: a + at.dQKV + attWidth, lddk: qkvWidth,
+                              dv: a + at.dQKV + attWidth + kvOff, lddv: qkvWidth, rows: n, seqStarts: seqStartsP,
                               seqCount: seqCount, heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim,
-                              scratch: a + attScratch, scratch2: a + attScratch + attSlotFloats, scratchCount: attSlotFloats)
+                              scratch: a + at.attScratch, scratch2: a + at.attScratch + at.attSlotFloats, scratchCount: at.attSlotFloats)
             if let rope {
                 rope.cos.withUnsafeBufferPointer { cs in
                     rope.sin.withUnsafeBufferPointer { sn in
-                        ropeApply(x: a + dQKV, ld: qkvWidth, rows: n, heads: c.heads, headDim: c.headDim,
+                        ropeApply(x: a + at.dQKV, ld: qkvWidth, rows: n, heads: c.heads, headDim: c.headDim,
                                   positions: positionsP, cos: cs.baseAddress!, sin: sn.baseAddress!, inverse: true)
-                        ropeApply(x: a + dQKV + attWidth, ld: qkvWidth, rows: n, heads: c.kvHeads, headDim: c.headDim,
+                        ropeApply(x: a + at.dQKV + attWidth, ld: qkvWidth, rows: n, heads: c.kvHeads, headDim: c.headDim,
                                   positions: positionsP, cos: cs.baseAddress!, sin: sn.baseAddress!, inverse: true)
                     }
                 }
             }
-            linearBack(dQKV, b.n1, o.qkvW, o.qkvB, dNorm, inDim: d, outDim: qkvWidth)
-            normBackward(dNorm, b.resIn, o.norm1W, o.norm1B, b.n1Mean, b.n1Rstd, dRes)
+            linearBack(at.dQKV, b.n1, o.qkvW, o.qkvB, at.dNorm, inDim: d, outDim: qkvWidth)
+            normBackward(at.dNorm, b.resIn, o.norm1W, o.norm1B, b.n1Mean, b.n1Rstd, at.dRes)
         }
-        embeddingBackward(tokens: tokensP, positions: c.family == .gpt2 ? positionsP : nil, dOut: a + dRes,
+        embeddingBackward(tokens: tokensP, positions: c.family == .gpt2 ? positionsP : nil, dOut: a + at.dRes,
                           dTable: g + layout.embed, dPosTable: c.family == .gpt2 ? g + layout.positions : nil,
                           rows: n, dim: d)
     }

@@ -70,19 +70,20 @@ public final class ComputePool: @unchecked Sendable {
         threads = min(want, workers.count + 1)
     }
 
-    /// Runs entry(context, i, n) for i in 0..<n on n = `threads` threads (the caller runs i = 0) and returns
-    /// when all are done; entry(context, 0, 1) on the caller alone when the pool is busy or has one thread.
+    /// Runs entry(context, i, n) for i in 0..<n on n = min(`threads`, `limit`) threads (the caller runs i = 0)
+    /// and returns when all are done; entry(context, 0, 1) on the caller alone when the pool is busy or n is 1.
     ///
     /// A C function and a pointer rather than a closure: handing a Swift closure to other threads means an
     /// escaping (heap-allocated) context on every call, and a training step must not allocate.
-    public func run(_ entry: PoolEntry, _ context: UnsafeRawPointer) {
-        guard threads > 1, busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else {
+    public func run(_ entry: PoolEntry, _ context: UnsafeRawPointer, limit: Int = .max) {
+        let n = min(threads, limit)
+        guard n > 1, busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else {
             entry(context, 0, 1)
             return
         }
         self.entry = entry
         self.context = context
-        taskThreads = threads
+        taskThreads = n
         cursor.store(0, ordering: .relaxed)
         // every worker checks in, also those beyond `threads` after a setThreads down
         pending.store(workers.count, ordering: .relaxed)
@@ -111,11 +112,11 @@ public final class ComputePool: @unchecked Sendable {
         busy.store(false, ordering: .releasing)
     }
 
-    /// Runs entry(&args, i, n) on every thread (see `run(_:_:)`); `args` holds what the entry needs, since a
-    /// C function captures nothing.
+    /// Runs entry(&args, i, n) on n = min(`threads`, `limit`) threads (see `run(_:_:limit:)`); `args` holds
+    /// what the entry needs, since a C function captures nothing.
     @inline(__always)
-    public func run<Args>(_ args: Args, _ entry: PoolEntry) {
-        withUnsafePointer(to: args) { run(entry, UnsafeRawPointer($0)) }
+    public func run<Args>(_ args: Args, limit: Int = .max, _ entry: PoolEntry) {
+        withUnsafePointer(to: args) { run(entry, UnsafeRawPointer($0), limit: limit) }
     }
 
     /// Splits 0..<count into `chunks` contiguous ranges (default: two per thread; boundaries multiples of

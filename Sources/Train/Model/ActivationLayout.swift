@@ -1,0 +1,104 @@
+import Checkpoint
+
+/// Where every activation of a `TransformerModel` lives in its one activation buffer: float offsets, fixed at
+/// init for batches of up to N = `maxTokens` positions (like llm.c's `ActivationTensors`, as offsets into one
+/// allocation instead of pointers). Shapes use d = hidden size, qkvW = (heads + 2 kvHeads) headDim,
+/// attW = heads headDim, upW = intermediate size (GPT-2) or twice it (gate | up, Llama / Qwen2), ffn =
+/// intermediate size. Rows are positions of the packed batch; "gathered" rows are the target positions only.
+struct ActivationLayout {
+    /// One transformer block's forward activations (kept for its backward).
+    struct Block {
+        /// Residual stream entering the block [N, d].
+        var resIn = 0
+        /// Residual stream after attention [N, d].
+        var mid = 0
+        /// First norm's output [N, d], its mean [N] (LayerNorm only) and reciprocal std [N].
+        var n1 = 0, n1Mean = 0, n1Rstd = 0
+        /// Fused q | k | v projections, RoPE applied in place [N, qkvW].
+        var qkv = 0
+        /// Attention output before the output projection [N, attW].
+        var att = 0
+        /// Softmax log-sum-exp per head and row [heads, N], for the attention backward.
+        var lse = 0
+        /// Second norm's output [N, d], mean [N] and reciprocal std [N].
+        var n2 = 0, n2Mean = 0, n2Rstd = 0
+        /// MLP input projection(s) [N, upW].
+        var up = 0
+        /// MLP activation (GELU, or SiLU(gate) * up) [N, ffn].
+        var act = 0
+    }
+
+    /// Per-block activations, one per layer.
+    var blocks: [Block] = []
+    /// Residual stream after the last block [N, d].
+    var resFinal = 0
+    /// Final norm's output [N, d] (the hidden states heads read), its mean [N] and reciprocal std [N].
+    var nf = 0, nfMean = 0, nfRstd = 0
+    /// Final hidden states of the target rows, gathered contiguously for the LM head [N, d].
+    var gathered = 0
+    /// Per target row: log-prob of the target [N], log-sum-exp [N], d loss / d log-prob [N], KL to the reference
+    /// [N] and d loss / d KL [N].
+    var logpG = 0, lseG = 0, dlogpG = 0, klG = 0, dklG = 0
+    /// Backward scratch, reused by every block: d residual [N, d], d norm output [N, d], d qkv [N, qkvW],
+    /// d attention output [N, attW], d up [N, upW], d activation [N, ffn], d final norm [N, d], d gathered [N, d].
+    var dRes = 0, dNorm = 0, dQKV = 0, dAtt = 0, dUp = 0, dAct = 0, dNF = 0, dGathered = 0
+    /// Attention score scratch: two slots of `attSlotFloats` = [maxSeq, maxSeq] per compute thread.
+    var attScratch = 0, attSlotFloats = 0
+    /// LM head scratch (logit chunks, with the reference's) [`lmHeadScratchCount`].
+    var headScratch = 0
+    /// Floats in all.
+    var total = 0
+
+    /// The layout for `config` with `maxTokens` positions, sequences of up to `maxSeq`, attention scratch for
+    /// `threads` compute threads and an LM head working in chunks of `headChunkRows` rows.
+    init(config: ModelConfig, maxTokens: Int, maxSeq: Int, threads: Int, headChunkRows: Int) {
+        let N = maxTokens, d = config.hiddenSize
+        func take(_ count: Int) -> Int {
+            defer { total += count }
+            return total
+        }
+        let qkvW = (config.heads + 2 * config.kvHeads) * config.headDim
+        let attW = config.heads * config.headDim
+        let upW = config.family == .gpt2 ? config.intermediateSize : 2 * config.intermediateSize
+        let ffn = config.intermediateSize
+        for _ in 0..<config.layers {
+            var b = Block()
+            b.resIn = take(N * d)
+            b.mid = take(N * d)
+            b.n1 = take(N * d)
+            b.n1Mean = take(N)
+            b.n1Rstd = take(N)
+            b.qkv = take(N * qkvW)
+            b.att = take(N * attW)
+            b.lse = take(config.heads * N)
+            b.n2 = take(N * d)
+            b.n2Mean = take(N)
+            b.n2Rstd = take(N)
+            b.up = take(N * upW)
+            b.act = take(N * ffn)
+            blocks.append(b)
+        }
+        resFinal = take(N * d)
+        nf = take(N * d)
+        nfMean = take(N)
+        nfRstd = take(N)
+        gathered = take(N * d)
+        logpG = take(N)
+        lseG = take(N)
+        dlogpG = take(N)
+        klG = take(N)
+        dklG = take(N)
+        dRes = take(N * d)
+        dNorm = take(N * d)
+        dQKV = take(N * qkvW)
+        dAtt = take(N * attW)
+        dUp = take(N * upW)
+        dAct = take(N * ffn)
+        dNF = take(N * d)
+        dGathered = take(N * d)
+        // one pair of [maxSeq, maxSeq] score buffers per compute thread (attention runs heads in parallel)
+        attSlotFloats = maxSeq * maxSeq * max(1, threads)
+        attScratch = take(2 * attSlotFloats)
+        headScratch = take(lmHeadScratchCount(vocab: config.vocabSize, chunkRows: headChunkRows, withReference: true))
+    }
+}
