@@ -17,6 +17,7 @@ let package = Package(
         .library(name: "Format", targets: ["Format"]),
         .library(name: "Ingest", targets: ["Ingest"]),
         .library(name: "Train", targets: ["Train"]),
+        .library(name: "Rounds", targets: ["Rounds"]),
         .library(name: "Demo", targets: ["Demo"]),
         .library(name: "Infer", targets: ["Infer"]),
     ],
@@ -57,12 +58,15 @@ let package = Package(
         // 5. Sampling, verifiers, value-guided beam search, evaluation: parses model output and user files,
         // so a checked build (the numeric work happens in Train).
         .target(name: "Infer", dependencies: ["Train", "Ingest", "Format", "Checkpoint"]),
+        // One round of sample -> label -> ingest -> score -> train as stage functions, and the stage runner both
+        // `oreo iterate` and `oreo demo` record, skip and continue their stages with (a checked build).
+        .target(name: "Rounds", dependencies: ["Format", "Ingest", "Checkpoint", "Train", "Trainer", "Infer"]),
         // The built-in demo task: problem generator, its tokenizer, JSONL writers, verifier, metrics, reports.
         //    Its built-in hooks run Trainer and Infer in-process (a checked build: numerics live in Train).
-        .target(name: "Demo", dependencies: ["Format", "Ingest", "Checkpoint", "Train", "Trainer", "Infer"]),
+        .target(name: "Demo", dependencies: ["Format", "Ingest", "Checkpoint", "Train", "Trainer", "Infer", "Rounds"]),
         // The command-line tool.
         .executableTarget(name: "oreo", dependencies: [
-            "Format", "Ingest", "Train", "Trainer", "Infer", "Demo",
+            "Format", "Ingest", "Train", "Trainer", "Infer", "Demo", "Rounds",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -78,8 +82,9 @@ let package = Package(
         .testTarget(name: "IngestTests", dependencies: ["Ingest", "Format", "Checkpoint"]),
         .testTarget(name: "TrainTests", dependencies: ["Train", "Format", "CAllocCounter"]),
         .testTarget(name: "TrainerTests", dependencies: ["Trainer", "Train", "Format", "Checkpoint", "Ingest"]),
-        .testTarget(name: "DemoTests", dependencies: ["Demo", "Ingest", "Format", "Train"]),
-        .testTarget(name: "InferTests", dependencies: ["Infer", "Train", "Ingest", "Format"]),
+        .testTarget(name: "DemoTests", dependencies: ["Demo", "Rounds", "Ingest", "Format", "Train"]),
+        .testTarget(name: "RoundsTests", dependencies: ["Rounds", "Infer", "Trainer", "Train", "Ingest", "Format"]),
+        .testTarget(name: "InferTests", dependencies: ["Infer", "Rounds", "Train", "Ingest", "Format"]),
     ],
     swiftLanguageModes: [.v6]
 )
