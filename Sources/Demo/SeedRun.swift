@@ -142,9 +142,8 @@ struct SeedRun {
         artifacts.models[.sft] = sft
         results.notes += sft.notes.map { "seed \(seed): \($0)" }
         if sft.status.unfinished { results.unfinished.append("seed \(seed): SFT \(sft.status.remark)") }
-        let summary = sft.reused ? "\(sft.updates) updates -> \(sft.checkpoint)"
-            : "\(sft.updates) updates in \(ResultsReport.fixed(sft.seconds, 1)) s -> \(sft.checkpoint)"
-        finished(.trainSFT, sft.status.line(summary), since: t0)
+        let summary = sft.reused ? "\(sft.updates) updates" : "\(sft.updates) updates in \(ResultsReport.fixed(sft.seconds, 1)) s"
+        finished(.trainSFT, sft.status.line(summary) + " -> \(sft.checkpoint)", since: t0)
         return sft
     }
 

@@ -278,7 +278,7 @@ struct ScriptedPolicy: DemoSampler, DemoEvaluator {
             if case .finished(.trainSFT, _, let summary, _) = e { summary } else { nil }
         }
         #expect(sft.count == 1 && sft[0].hasPrefix("5 updates in "), "\(sft)")
-        #expect(sft.first?.hasSuffix("(continued from step 3; stopped by the time budget after 5 of 10 updates)") == true, "\(sft)")
+        #expect(sft.first?.contains(" s (continued from step 3; stopped by the time budget after 5 of 10 updates) -> ") == true, "\(sft)")
         #expect(outcome.unfinished == ["seed 1: SFT continued from step 3; stopped by the time budget after 5 of 10 updates"])
     }
 

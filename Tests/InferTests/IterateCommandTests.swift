@@ -122,5 +122,11 @@ import Testing
         let done = try IterateRound(settings: s).run(events: third.take)
         #expect(done.statuses.values.allSatisfy { $0 == .done || $0 == .notRun }, "\(third.text)")
         #expect(third.text.contains("[4/4 train] skipped (done)"), "\(third.text)")
+
+        // A round from before stage records (iterate.json only): its finished stages stand.
+        try FileManager.default.removeItem(atPath: dir + "/round/stages")
+        let fourth = Lines()
+        let adopted = try IterateRound(settings: s).run(events: fourth.take)
+        #expect(adopted.statuses.values.allSatisfy { $0 == .done || $0 == .notRun } && !adopted.unfinished, "\(fourth.text)")
     }
 }
