@@ -64,10 +64,7 @@ struct IterateCommand: ParsableCommand {
             throw ValidationError(e.message)
         }
         let printer = RoundPrinter()
-        let outcome: RoundOutcome
-        do { outcome = try iterate.run { printer.show($0) } } catch let e as RoundError where e.message.hasSuffix("or choose another --out") {
-            throw ValidationError(e.message)
-        }
+        let outcome = try iterate.run { printer.show($0) }
         if outcome.unfinished {
             print("to continue: \(ContinueCommand(commandLine: CommandLine.arguments).line)")
         } else {
@@ -76,10 +73,12 @@ struct IterateCommand: ParsableCommand {
     }
 }
 
-/// Prints a round's events: a line per stage (`[1/4 sample] ...`) on stdout, progress lines on stderr.
+/// Prints a round's events: a line per stage (`[1/4 sample] ...`, saying when it was skipped, continued or
+/// cut) on stdout, progress lines and remarks on stderr.
 final class RoundPrinter {
     private var bars: [RoundStage: (bar: Progress, done: Double)] = [:]
 
+    /// Prints one event.
     func show(_ e: RoundEvent) {
         switch e {
         case .progress(let stage, let p):
