@@ -20,6 +20,7 @@ let package = Package(
         .library(name: "Train", targets: ["Train"]),
         .library(name: "Models", targets: ["Models"]),
         .library(name: "Runs", targets: ["Runs"]),
+        .library(name: "Rounds", targets: ["Rounds"]),
         .library(name: "Demo", targets: ["Demo"]),
         .library(name: "Infer", targets: ["Infer"]),
     ],
@@ -69,12 +70,15 @@ let package = Package(
         // 4. Sampling, verifiers, value-guided beam search, evaluation: parses model output and user files,
         // so a checked build (the numeric work happens in Train).
         .target(name: "Infer", dependencies: ["Support", "Train", "Models", "Tokenizers", "Ingest", "Format", "Checkpoint"]),
+        // One round of sample -> label -> ingest -> score -> train as stage functions, and the stage runner both
+        // `oreo iterate` and `oreo demo` record, skip and continue their stages with (a checked build).
+        .target(name: "Rounds", dependencies: ["Support", "Format", "Ingest", "Tokenizers", "Checkpoint", "Train", "Models", "Runs", "Infer"]),
         // The built-in demo task: problem generator, JSONL writers, verifier, metrics, reports.
         //    Its built-in hooks run Runs and Infer in-process (a checked build: numerics live in Train).
-        .target(name: "Demo", dependencies: ["Support", "Format", "Ingest", "Tokenizers", "Checkpoint", "Train", "Models", "Runs", "Infer"]),
+        .target(name: "Demo", dependencies: ["Support", "Format", "Ingest", "Tokenizers", "Checkpoint", "Train", "Models", "Runs", "Infer", "Rounds"]),
         // The command-line tool.
         .executableTarget(name: "oreo", dependencies: [
-            "Support", "Format", "Ingest", "Tokenizers", "Checkpoint", "Train", "Models", "Runs", "Infer", "Demo",
+            "Support", "Format", "Ingest", "Tokenizers", "Checkpoint", "Train", "Models", "Runs", "Infer", "Demo", "Rounds",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -96,8 +100,9 @@ let package = Package(
         .testTarget(name: "IngestTests", dependencies: ["TestSupport", "Ingest", "Tokenizers", "Format", "Support", "Checkpoint"]),
         .testTarget(name: "TrainTests", dependencies: ["TestSupport", "Train", "Models", "Checkpoint", "Support", "Tokenizers", "CAllocCounter"]),
         .testTarget(name: "RunsTests", dependencies: ["TestSupport", "Runs", "Models", "Train", "Format", "Checkpoint", "Tokenizers", "Ingest", "Support"]),
-        .testTarget(name: "DemoTests", dependencies: ["TestSupport", "Demo", "Models", "Runs", "Checkpoint", "Ingest", "Tokenizers", "Format", "Train", "Support"]),
-        .testTarget(name: "InferTests", dependencies: ["TestSupport", "Infer", "Models", "Train", "Tokenizers", "Ingest", "Format", "Checkpoint", "Support"]),
+        .testTarget(name: "DemoTests", dependencies: ["TestSupport", "Demo", "Rounds", "Models", "Runs", "Checkpoint", "Ingest", "Tokenizers", "Format", "Train", "Support"]),
+        .testTarget(name: "RoundsTests", dependencies: ["TestSupport", "Rounds", "Infer", "Models", "Runs", "Train", "Ingest", "Format", "Support", "Checkpoint", "Tokenizers"]),
+        .testTarget(name: "InferTests", dependencies: ["TestSupport", "Infer", "Rounds", "Models", "Train", "Tokenizers", "Ingest", "Format", "Checkpoint", "Support"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -5,6 +5,7 @@ import Ingest
 import Models
 import Support
 import Tokenizers
+import Rounds
 import Train
 import Runs
 
@@ -128,16 +129,9 @@ public struct DemoTrainingSettings: Sendable, Equatable, Codable {
     }
 }
 
-/// What a finished (or time-stopped) training stage recorded in its output directory.
-struct TrainStageRecord: Codable {
-    var identity: String
-    var complete: Bool
-    var model: TrainedModel
-}
-
 /// The demo's trainer: `TrainJob` in-process, one run directory per method under the request's output.
 /// A run whose inputs (settings, data, starting weights) are unchanged is reused when finished and resumed
-/// when interrupted; a run with other inputs is deleted and redone.
+/// when interrupted; a run with other inputs is deleted and redone (Rounds' stage runner and train stage).
 public struct InProcessTrainer: DemoTrainer {
     /// The training settings.
     public let training: DemoTrainingSettings
@@ -148,34 +142,8 @@ public struct InProcessTrainer: DemoTrainer {
     /// Report rows.
     public var settings: [(key: String, value: String)] { training.rows }
 
-    /// Hash of a file's bytes (mapped), or of its path, size and date when it is too big to read each run.
-    static func fileIdentity(_ path: String) -> String {
-        let attributes = try? FileManager.default.attributesOfItem(atPath: path)
-        let size = (attributes?[.size] as? NSNumber)?.intValue ?? -1
-        if size >= 0, size <= 1 << 30, let data = try? Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped) {
-            return Checksum.hex(data.withUnsafeBytes { Checksum.xxh3($0) })
-        }
-        let date = (attributes?[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0
-        return "\(path):\(size):\(date)"
-    }
-
-    /// The identity of a model source's weights.
-    static func modelIdentity(_ path: String) -> String {
-        var isDir: ObjCBool = false
-        if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue {
-            let files = ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).filter { $0.hasSuffix(".safetensors") }.sorted()
-            return files.map { fileIdentity(path + "/" + $0) }.joined(separator: "+")
-        }
-        return fileIdentity(path)
-    }
-
-    /// The identity of a dataset: its shards' checksums (sidecar columns such as ref_logprob left out).
-    static func dataIdentity(_ directory: String) throws -> String {
-        let m = try Manifest.read(directory: directory)
-        return m.shards.map(\.xxh3).joined(separator: "+")
-    }
-
-    /// Trains (or reuses, or resumes) the run for `r`.
+    /// Trains (or reuses, or resumes) the run for `r`: a stage recorded in `r.output`/stage.json, its run
+    /// directory `r.output`/run.
     public func train(_ r: TrainRequest, progress: @escaping @Sendable (HookProgress) -> Void) throws -> TrainedModel {
         let start = Date()
         let fm = FileManager.default
@@ -185,7 +153,7 @@ public struct InProcessTrainer: DemoTrainer {
         let sourceIdentity: String
         if let initial = r.initialization ?? training.initModel {
             source = ModelSource(path: initial)
-            sourceIdentity = InProcessTrainer.modelIdentity(initial)
+            sourceIdentity = InputFingerprint.model(initial)
         } else {
             let c = training.modelConfig(vocab: tokenizer.vocabSize)
             source = .random(c, seed: r.seed)
@@ -195,65 +163,49 @@ public struct InProcessTrainer: DemoTrainer {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         let configText = String(decoding: try encoder.encode(config), as: UTF8.self)
-        let identity = Checksum.hex(Checksum.xxh3(Array([
-            "method \(r.method.rawValue)", "config \(configText)", "init \(sourceIdentity)",
-            "reference \(r.reference.map(InProcessTrainer.modelIdentity) ?? "-")", "data \(try InProcessTrainer.dataIdentity(r.data))",
-        ].joined(separator: "\n").utf8)))
+        let inputs = InputFingerprint([
+            ("method", r.method.rawValue), ("config", configText), ("init", sourceIdentity),
+            ("reference", r.reference.map(InputFingerprint.model) ?? "-"), ("data", try InputFingerprint.dataset(r.data)),
+        ])
 
-        let recordPath = r.output + "/stage.json"
-        let runPath = r.output + "/run"
-        var resume = false
-        if let data = fm.contents(atPath: recordPath), let record = try? JSONDecoder().decode(TrainStageRecord.self, from: data),
-           record.identity == identity {
-            if record.complete, fm.fileExists(atPath: record.model.checkpoint + "/config.json") {
-                var m = record.model
-                m.reused = true
-                return m
-            }
-            resume = fm.fileExists(atPath: runPath + "/config.json")
-        } else if fm.fileExists(atPath: r.output) {
-            try? fm.removeItem(atPath: r.output)  // other inputs: this run is stale
+        let stage = "stage", runPath = r.output + "/run"
+        let runner = StageRunner(directory: r.output)
+        if let record = runner.finished(stage, inputs), var m = record.decode(TrainedModel.self),
+           fm.fileExists(atPath: m.checkpoint + "/config.json") {
+            m.reused = true
+            m.continuedFrom = nil
+            return m
         }
-        do { try fm.createDirectory(atPath: r.output, withIntermediateDirectories: true) } catch {
-            throw DemoError("\(r.output): cannot create the directory: \(error.localizedDescription)")
-        }
-        // Written before training so an interrupted run with the same inputs is resumed, not redone.
-        let pending = TrainStageRecord(identity: identity, complete: false,
-                                       model: TrainedModel(method: r.method, checkpoint: "", hasValueHead: false, seconds: 0, updates: 0))
-        try writeFileAtomically(Array(try encoder.encode(pending)), to: recordPath)
+        // An interrupted run with the same inputs is continued; a run with other inputs is stale.
+        let continuing = runner.record(stage)?.matches(inputs) == true
+        if !continuing, fm.fileExists(atPath: r.output) { try? fm.removeItem(atPath: r.output) }
+        try runner.begin(stage, inputs)
 
         if config.method.needsReference && !config.usesReferenceModel {
-            try addReferenceColumn(data: r.data, reference: reference ?? source, column: config.referenceColumn, progress: progress)
+            do {
+                _ = try ScoreStage.run(data: r.data, reference: reference ?? source, column: config.referenceColumn,
+                                       maxTokens: training.batchTokens) { done, total in
+                    progress(HookProgress(done: Double(done), total: Double(total), unit: "tok"))
+                }
+            } catch let e as RoundError { throw DemoError(e.message) }
         }
         BLASRuntime.setThreads(r.threads)
         let job: TrainJob
+        let outcome: (summary: TrainSummary, status: StageStatus)
         do {
-            job = try TrainJob(config: config, model: source, reference: reference, data: r.data, run: runPath, resume: resume)
+            job = try TrainStage(config: config, model: source, reference: reference, data: r.data, run: runPath).open(resume: continuing)
+            // Sessions of at most a tenth of the run and about two minutes each: a checkpoint at every stop
+            // (what a killed run resumes from), and a chance to honour the time budget.
+            outcome = try TrainStage.train(job, timeBudget: r.timeBudget, started: start) { p in
+                progress(HookProgress(done: Double(p.step), total: Double(p.totalSteps), unit: "steps"))
+            }
         } catch {
             throw DemoError("\(r.method.rawValue): \(error)")
         }
-        let total = job.totalSteps
-        // Sessions of at most a tenth of the run and about two minutes each: a checkpoint at every stop (what
-        // a killed run resumes from), and a chance to honour the time budget.
-        var chunk = max(1, total / 10)
-        var summary: TrainSummary?
-        var stoppedByBudget = false
-        let report = { @Sendable (p: TrainProgress) in progress(HookProgress(done: Double(p.step), total: Double(p.totalSteps), unit: "steps")) }
-        repeat {
-            let sessionStart = Date(), before = job.step
-            do {
-                summary = try job.run(stopAfter: min(total, job.step + chunk), checkpointAtStop: true, progress: report)
-            } catch {
-                throw DemoError("\(r.method.rawValue): \(error)")
-            }
-            if summary?.finished == true { break }
-            if Date().timeIntervalSince(start) >= r.timeBudget { stoppedByBudget = true; break }
-            let perStep = Date().timeIntervalSince(sessionStart) / Double(max(1, job.step - before))
-            chunk = max(1, min(total / 10, Int(120 / max(perStep, 1e-6))))
-        } while job.step < total
-        guard let s = summary, let policy = s.policy else { throw DemoError("\(r.method.rawValue): training wrote no checkpoint") }
+        let s = outcome.summary, total = job.totalSteps
+        guard let policy = s.policy else { throw DemoError("\(r.method.rawValue): training wrote no checkpoint") }
         var notes: [String] = []
-        if stoppedByBudget {
+        if outcome.status.stoppedAfter != nil {
             notes.append("\(r.method.rawValue) stopped by its time budget (\(Int(r.timeBudget)) s) after \(s.steps) of \(total) steps; run `oreo demo` again to continue it")
         }
         let d = s.data
@@ -262,27 +214,12 @@ public struct InProcessTrainer: DemoTrainer {
         }
         let finalPolicy = s.finished ? runPath + "/policy" : policy
         let finalValue = s.value.map { s.finished ? runPath + "/value" : $0 }
-        let model = TrainedModel(method: r.method, checkpoint: finalPolicy, hasValueHead: finalValue != nil,
+        var model = TrainedModel(method: r.method, checkpoint: finalPolicy, hasValueHead: finalValue != nil,
                                  seconds: Date().timeIntervalSince(start), updates: s.steps, valueCheckpoint: finalValue,
-                                 identity: identity + "@\(s.steps)", plannedUpdates: total, notes: notes)
-        let record = TrainStageRecord(identity: identity, complete: s.finished, model: model)
-        try writeFileAtomically(Array(try encoder.encode(record)), to: recordPath)
+                                 identity: inputs.digest + "@\(s.steps)", plannedUpdates: total, notes: notes)
+        model.continuedFrom = outcome.status.continuedFrom
+        let result = Array(try encoder.encode(model))
+        if s.finished { try runner.finish(stage, inputs, result: result) } else { try runner.pause(stage, inputs, result: result) }
         return model
-    }
-
-    /// Adds the reference log-prob column to `data` (once: DPO, KTO and DQO read it instead of running the
-    /// reference model beside the policy).
-    func addReferenceColumn(data: String, reference: ModelSource, column: String,
-                            progress: @escaping @Sendable (HookProgress) -> Void) throws {
-        let dataset = try Dataset(directory: data)
-        guard !dataset.manifest.tokenColumns.contains(column) else { return }
-        do {
-            let model = try reference.load(maxTokens: training.batchTokens)
-            _ = try ReferenceScorer.score(dataset: dataset, model: model, column: column) { done, total in
-                progress(HookProgress(done: Double(done), total: Double(total), unit: "tok"))
-            }
-        } catch {
-            throw DemoError("\(data): scoring reference log-probs: \(error)")
-        }
     }
 }

@@ -53,6 +53,8 @@ public struct TrainedModel: Sendable, Equatable, Codable {
     public var notes: [String]
     /// Whether the trainer reused a finished run instead of training.
     public var reused = false
+    /// The step an interrupted run was continued from in this run (nil: trained from its start, or reused).
+    public var continuedFrom: Int?
 
     /// A trained model.
     public init(method: DemoMethod, checkpoint: String, hasValueHead: Bool, seconds: Double, updates: Int,

@@ -3,7 +3,9 @@ import Format
 import Checkpoint
 import Infer
 import Ingest
+import Models
 import Support
+import Rounds
 import Synchronization
 import Tokenizers
 import Train
@@ -203,8 +205,8 @@ public enum DemoEvent: Sendable {
     case progress(DemoStage, seed: UInt64?, HookProgress)
     /// A stage ended with a one-line summary.
     case finished(DemoStage, seed: UInt64?, summary: String, seconds: Double)
-    /// A stage did not run, and why.
-    case skipped(DemoStage, seed: UInt64?, reason: String)
+    /// A stage did not run: not needed or not built (`.notRun`), left out by the time budget (`.leftOut`).
+    case skipped(DemoStage, seed: UInt64?, status: StageStatus, reason: String)
 }
 
 /// What one seed produced.
@@ -233,6 +235,8 @@ public struct DemoOutcome: Sendable {
     public var tokenizer: String
     /// Per seed.
     public var seeds: [SeedArtifacts]
+    /// What the time budget cut or left out (empty: the run is complete); the same command continues it.
+    public var unfinished: [String] = []
 }
 
 /// The demo from problems to report; stages whose hook is missing are skipped and listed in the report.
@@ -296,7 +300,8 @@ public struct DemoPipeline: Sendable {
                                    samples: results.samples, notes: notes, split: config.evaluationSplit.rawValue)
         let paths = try report.write(directory: out)
         events(.finished(.report, seed: nil, summary: paths.joined(separator: ", "), seconds: DemoPipeline.elapsed(since: t1)))
-        return DemoOutcome(report: report, reportPaths: paths, tokenizer: tokenizerPath, seeds: results.artifacts)
+        return DemoOutcome(report: report, reportPaths: paths, tokenizer: tokenizerPath, seeds: results.artifacts,
+                           unfinished: results.unfinished)
     }
 
     /// What the seeds measured, gathered for the report.
@@ -306,9 +311,12 @@ public struct DemoPipeline: Sendable {
         var samples: [SampleStatistics] = []
         var artifacts: [SeedArtifacts] = []
         var notes: [String] = []
+        /// What the time budget cut or left out.
+        var unfinished: [String] = []
 
         mutating func append(_ o: SeedResults) {
             evaluations += o.evaluations; quality += o.quality; samples += o.samples; artifacts += o.artifacts; notes += o.notes
+            unfinished += o.unfinished
         }
     }
 
@@ -359,233 +367,11 @@ public struct DemoPipeline: Sendable {
         return all
     }
 
-    /// Every stage of one seed, on `threads` threads. The seed's part of the budget ends at the run's
-    /// `deadline` or its own share after it starts, whichever comes first: training runs are capped by it,
-    /// and the decodings and metrics not yet done when it passes are left for the next run.
+    /// Every stage of one seed, on `threads` threads (`SeedRun`, one function per stage).
     func runSeed(_ seed: UInt64, threads: Int, tokenizer: Tokenizer, tokenizerPath: String, deadline: Date, into results: inout SeedResults,
                  events: @escaping @Sendable (DemoEvent) -> Void) throws {
-        let plan = BudgetPlan(total: config.timeBudget, seeds: config.seeds.count, methods: config.methods.count,
-                              concurrent: config.concurrentSeeds)
-        let seedDeadline = min(deadline, Date(timeIntervalSinceNow: plan.perSeed))
-        let remaining = { seedDeadline.timeIntervalSinceNow }
-        let outOfTime = "the time budget ran out; run `oreo demo` again to continue"
-        let vocab = IngestVocabulary(tokenizer)
-        let verifier = TaskVerifier(tokenizer: tokenizer)
-        let dir = config.output + "/seed-\(seed)"
-        try makeDirectory(dir + "/data")
-        try makeDirectory(dir + "/shards")
-        try makeDirectory(dir + "/eval")
-        let records = StageRecords(directory: dir + "/stages")
-        try makeDirectory(records.directory)
-
-        events(.started(.generate, seed: seed))
-        var t0 = Date()
-        let splits = try ProblemGenerator(config: config.task, seed: seed).splits(config.sizes)
-        events(.finished(.generate, seed: seed, summary: "\(splits.train.count) train, \(splits.validation.count) validation, \(splits.test.count) test problems",
-                         seconds: DemoPipeline.elapsed(since: t0)))
-
-        events(.started(.write, seed: seed))
-        t0 = Date()
-        let files = try TaskFiles.writeSplits(splits, directory: dir + "/data")
-        events(.finished(.write, seed: seed, summary: "JSONL in \(dir)/data", seconds: DemoPipeline.elapsed(since: t0)))
-
-        events(.started(.ingest, seed: seed))
-        t0 = Date()
-        var seedArtifacts = SeedArtifacts(seed: seed, directory: dir, files: files, sftData: dir + "/shards/sft-train",
-                                          sftValidationData: dir + "/shards/sft-validation")
-        var summaries: [String] = []
-        for (input, dataset) in [(files.sftTrain, seedArtifacts.sftData), (files.sftValidation, seedArtifacts.sftValidationData)] {
-            let m = try ingest(input, into: dataset, vocab: vocab, options: IngestOptions(), stage: .ingest, seed: seed, events: events)
-            summaries.append("\(m.counts.trajectories) trajectories, \(m.counts.tokens) tokens")
-        }
-        events(.finished(.ingest, seed: seed, summary: "train \(summaries[0]); validation \(summaries[1])", seconds: DemoPipeline.elapsed(since: t0)))
-
-        // SFT: the reference and every method's starting point.
-        guard let trainer = hooks.trainer else {
-            for stage in [DemoStage.trainSFT, .sample, .ingestSamples, .train, .evaluate, .values] {
-                events(.skipped(stage, seed: seed, reason: DemoPipeline.missing(stage)))
-            }
-            results.artifacts.append(seedArtifacts)
-            return
-        }
-        events(.started(.trainSFT, seed: seed))
-        t0 = Date()
-        let sft = try trainer.train(TrainRequest(method: .sft, data: seedArtifacts.sftData, validation: seedArtifacts.sftValidationData,
-                                                 initialization: nil, reference: nil, output: dir + "/models/sft",
-                                                 tokenizer: tokenizerPath, seed: seed, timeBudget: max(1, min(plan.sft, remaining())), threads: threads)) {
-            events(.progress(.trainSFT, seed: seed, $0))
-        }
-        seedArtifacts.models[.sft] = sft
-        results.notes += sft.notes.map { "seed \(seed): \($0)" }
-        events(.finished(.trainSFT, seed: seed, summary: "\(sft.updates) updates in \(ResultsReport.fixed(sft.seconds, 1)) s\(sft.reused ? " (reused)" : "") -> \(sft.checkpoint)",
-                         seconds: DemoPipeline.elapsed(since: t0)))
-
-        // Samples of the SFT policy: offline data on training problems, held-out samples for the value metrics.
-        var heldOut: [SampleRecord] = []
-        var trainCounts: SampleCounts?
-        let trainProblems = Array(splits.train.prefix(config.sampledProblems ?? splits.train.count))
-        let trainPrompts = trainProblems.map(PromptRecord.init), validationPrompts = splits.validation.map(PromptRecord.init)
-        if let sampler = hooks.sampler {
-            events(.started(.sample, seed: seed))
-            t0 = Date()
-            let trainFile = dir + "/data/samples-train.jsonl", validationFile = dir + "/data/samples-validation.jsonl"
-            let inputs = StageRecords.inputs([
-                ("model", sft.identity), ("samples", "\(config.samplesPerProblem)"), ("temperature", JSONText.number(config.temperature)),
-                ("max_tokens", "\(config.maxResponseTokens)"), ("seed", "\(seed)"),
-                ("train", StageRecords.digest(trainPrompts.map(\.prompt))), ("validation", StageRecords.digest(validationPrompts.map(\.prompt))),
-            ])
-            let trainSamples: [SampleRecord]
-            var reused = false
-            if records.matches("sample", inputs), let a = try? TaskFiles.readSamples(trainFile), let b = try? TaskFiles.readSamples(validationFile) {
-                trainSamples = try relabel(a, trainPrompts, verifier)
-                heldOut = try relabel(b, validationPrompts, verifier)
-                reused = true
-            } else {
-                records.clear("sample")
-                let n = Double(trainPrompts.count + validationPrompts.count) * Double(config.samplesPerProblem)
-                let trainShare = Double(trainPrompts.count * config.samplesPerProblem)
-                trainSamples = try label(sampler.sample(sft, prompts: trainPrompts, count: config.samplesPerProblem, temperature: config.temperature,
-                                                        maxTokens: config.maxResponseTokens, seed: seed, threads: threads) {
-                    events(.progress(.sample, seed: seed, HookProgress(done: $0.done, total: n, unit: $0.unit)))
-                }, trainPrompts, verifier)
-                heldOut = try label(sampler.sample(sft, prompts: validationPrompts, count: config.samplesPerProblem,
-                                                   temperature: config.temperature, maxTokens: config.maxResponseTokens, seed: seed ^ 0x5EED,
-                                                   threads: threads) {
-                    events(.progress(.sample, seed: seed, HookProgress(done: trainShare + $0.done, total: n, unit: $0.unit)))
-                }, validationPrompts, verifier)
-                try TaskFiles.write(trainSamples.map(TaskFiles.sampleLine), to: trainFile)
-                try TaskFiles.write(heldOut.map(TaskFiles.sampleLine), to: validationFile)
-                try records.mark("sample", inputs)
-            }
-            results.samples.append(SampleStatistics(seed: seed, train: trainSamples, validation: heldOut))
-            trainCounts = SampleCounts(trainSamples)
-            events(.finished(.sample, seed: seed, summary: DemoPipeline.describe(trainSamples) + (reused ? " (reused)" : ""),
-                             seconds: DemoPipeline.elapsed(since: t0)))
-
-            events(.started(.ingestSamples, seed: seed))
-            t0 = Date()
-            var options = IngestOptions()
-            options.eos = .never
-            let samplesData = dir + "/shards/samples"
-            if !records.matches("ingest-samples", inputs) {
-                try? FileManager.default.removeItem(atPath: samplesData)
-                records.clear("ingest-samples")
-            }
-            let m = try ingest(trainFile, into: samplesData, vocab: vocab, options: options, stage: .ingestSamples, seed: seed, events: events)
-            try records.mark("ingest-samples", inputs)
-            seedArtifacts.samplesData = samplesData
-            events(.finished(.ingestSamples, seed: seed, summary: "\(m.counts.trajectories) trajectories, \(m.counts.tokens) tokens",
-                             seconds: DemoPipeline.elapsed(since: t0)))
-        } else {
-            events(.skipped(.sample, seed: seed, reason: DemoPipeline.missing(.sample)))
-            events(.skipped(.ingestSamples, seed: seed, reason: DemoPipeline.missing(.sample)))
-        }
-
-        if let samples = seedArtifacts.samplesData {
-            events(.started(.train, seed: seed))
-            t0 = Date()
-            let methodsEnd = Date(timeIntervalSinceNow: plan.allMethods)
-            for (k, method) in config.methods.enumerated() {
-                if let c = trainCounts, let why = DemoPipeline.untrainable(method, c) {
-                    results.notes.append("seed \(seed): \(method.rawValue) not trained: \(why)")
-                    continue
-                }
-                let share = min(methodsEnd.timeIntervalSinceNow / Double(config.methods.count - k), remaining())
-                guard share > 0 else {
-                    results.notes.append("seed \(seed): \(method.rawValue) not trained: \(outOfTime)")
-                    continue
-                }
-                let m = try trainer.train(TrainRequest(method: method, data: samples, validation: nil, initialization: sft.checkpoint,
-                                                       reference: sft.checkpoint, output: dir + "/models/\(method.rawValue.lowercased())",
-                                                       tokenizer: tokenizerPath, seed: seed, timeBudget: share,
-                                                       threads: threads)) {
-                    events(.progress(.train, seed: seed, HookProgress(done: $0.done, total: $0.total, unit: "\(method.rawValue) \($0.unit)")))
-                }
-                seedArtifacts.models[method] = m
-                results.notes += m.notes.map { "seed \(seed): \($0)" }
-            }
-            events(.finished(.train, seed: seed, summary: config.methods.map { m in
-                guard let model = seedArtifacts.models[m] else { return "\(m.rawValue) not trained" }
-                return "\(m.rawValue) \(model.updates) updates\(model.reused ? " (reused)" : "")"
-            }.joined(separator: ", "), seconds: DemoPipeline.elapsed(since: t0)))
-        } else {
-            events(.skipped(.train, seed: seed, reason: "needs the labeled samples"))
-        }
-
-        guard let evaluator = hooks.evaluator else {
-            events(.skipped(.evaluate, seed: seed, reason: DemoPipeline.missing(.evaluate)))
-            events(.skipped(.values, seed: seed, reason: DemoPipeline.missing(.evaluate)))
-            results.artifacts.append(seedArtifacts)
-            return
-        }
-        events(.started(.evaluate, seed: seed))
-        t0 = Date()
-        let test = splits[config.evaluationSplit].map(PromptRecord.init)
-        let testDigest = StageRecords.digest(test.map(\.prompt))
-        let models = ([DemoMethod.sft] + config.methods).compactMap { seedArtifacts.models[$0] }
-        var reusedEvaluations = 0, evaluationCount = 0, skippedEvaluations = 0
-        // Every greedy decoding first, then the searches from the narrowest: a budget that runs out costs the widest.
-        var queue: [(model: TrainedModel, decoding: Decoding)] = models.map { ($0, Decoding.greedy) }
-        for width in config.beamWidths.sorted() {
-            for model in models { queue += evaluator.scorers(for: model).map { (model, Decoding.beam(width: width, scorer: $0)) } }
-        }
-        for (model, d) in queue {
-            let name = "eval-\(config.evaluationSplit.rawValue)-\(model.method.rawValue.lowercased())-\(d.slug)"
-            let answersFile = dir + "/eval/\(config.evaluationSplit.rawValue)-\(model.method.rawValue.lowercased())-\(d.slug).jsonl"
-            let inputs = StageRecords.inputs([
-                ("model", model.identity), ("decoding", d.label), ("max_tokens", "\(config.maxResponseTokens)"), ("seed", "\(seed)"),
-                ("test", testDigest), ("search", evaluator.settings.map { "\($0.key)=\($0.value)" }.joined(separator: ";")),
-            ])
-            var answers: [DecodedAnswer]
-            var seconds: Double
-            let reuse = records.matches(name, inputs)
-            if reuse, let stored = try? TaskFiles.readAnswers(answersFile), stored.answers.count == test.count {
-                answers = stored.answers
-                seconds = stored.seconds
-                reusedEvaluations += 1
-            } else {
-                guard remaining() > 0 else { skippedEvaluations += 1; continue }
-                records.clear(name)
-                let start = Date()
-                answers = try evaluator.decode(model, prompts: test, decoding: d, maxTokens: config.maxResponseTokens, seed: seed,
-                                               threads: threads) {
-                    events(.progress(.evaluate, seed: seed, $0))
-                }
-                seconds = DemoPipeline.elapsed(since: start)
-                try TaskFiles.writeAnswers(answers, prompts: test, verifier: verifier, seconds: seconds, to: answersFile)
-                try records.mark(name, inputs)
-            }
-            var evaluation = try DemoPipeline.score(model.method, d, seed, answers, test, verifier, seconds: seconds)
-            evaluation.answers = answersFile
-            results.evaluations.append(evaluation)
-            evaluationCount += 1
-        }
-        events(.finished(.evaluate, seed: seed, summary: "\(models.count) models, \(evaluationCount) decodings on \(test.count) \(config.evaluationSplit.rawValue) problems"
-                         + (reusedEvaluations > 0 ? " (\(reusedEvaluations) reused)" : ""), seconds: DemoPipeline.elapsed(since: t0)))
-        if skippedEvaluations > 0 { results.notes.append("seed \(seed): \(skippedEvaluations) decodings not run: \(outOfTime)") }
-
-        if heldOut.isEmpty {
-            events(.skipped(.values, seed: seed, reason: "needs held-out samples"))
-        } else if remaining() <= 0 {
-            events(.skipped(.values, seed: seed, reason: outOfTime))
-            results.notes.append("seed \(seed): value metrics not measured: \(outOfTime)")
-        } else {
-            events(.started(.values, seed: seed))
-            t0 = Date()
-            var measured: [ValueQuality] = []
-            for model in models {
-                for scorer in evaluator.scorers(for: model) {
-                    measured.append(try scoreQuality(model, scorer: scorer, heldOut, evaluator, verifier, seed: seed, threads: threads) {
-                        events(.progress(.values, seed: seed, $0))
-                    })
-                }
-            }
-            results.quality += measured
-            events(.finished(.values, seed: seed, summary: measured.map {
-                "\($0.method) \($0.scorer) AUC \($0.auc.auc.map { ResultsReport.fixed($0, 3) } ?? "–")"
-            }.joined(separator: "; ") + " over \(measured.first?.auc.problems ?? 0) mixed problems", seconds: DemoPipeline.elapsed(since: t0)))
-        }
-        results.artifacts.append(seedArtifacts)
+        try SeedRun(pipeline: self, seed: seed, threads: threads, tokenizer: tokenizer, tokenizerPath: tokenizerPath, deadline: deadline,
+                    events: events).run(into: &results)
     }
 
     /// Writes a pretrained model's tokenizer as `directory`/tokenizer.json (with tokenizer_config.json):
@@ -653,21 +439,6 @@ public struct DemoPipeline: Sendable {
         do { try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true) } catch {
             throw DemoError("\(path): cannot create the directory: \(error.localizedDescription)")
         }
-    }
-
-    /// Ingests `input` into `dataset`, reusing a complete dataset made with the same tokenizer (the data
-    /// settings are pinned by demo.json) and continuing an interrupted one.
-    func ingest(_ input: String, into dataset: String, vocab: IngestVocabulary, options: IngestOptions, stage: DemoStage,
-                seed: UInt64, events: @escaping @Sendable (DemoEvent) -> Void) throws -> Manifest {
-        if let m = try? Manifest.read(directory: dataset), m.complete {
-            if m.tokenizer?.fingerprint == String(vocab.tokenizer.fingerprint, radix: 16) { return m }
-        }
-        var job = IngestJob(inputs: [input], output: dataset, vocab: vocab, options: options)
-        job.threads = config.threads
-        if let m = try? Manifest.read(directory: dataset), m.complete { job.removeOutput() }
-        return try job.run { p in
-            events(.progress(stage, seed: seed, HookProgress(done: Double(p.bytesDone), total: Double(p.bytesTotal), unit: "B")))
-        }.manifest
     }
 
     /// Verdicts on sampled responses (one array per prompt, in prompt order).
@@ -749,34 +520,5 @@ public struct DemoPipeline: Sendable {
         let (r, n) = Metrics.promptValueCorrelation(values: prompt, successRate: success.mapValues { Double($0.right) / Double($0.all) })
         return ValueQuality(method: model.method.rawValue, scorer: scorer, seed: seed, auc: Metrics.withinProblemAUC(scored),
                             stepChange: Metrics.stepValueChange(traces), promptCorrelation: r, correlationProblems: n)
-    }
-}
-
-/// Records of finished stages: the inputs each ran on, so a later run reuses a stage only when they match.
-struct StageRecords {
-    /// The directory of the records (one file per stage).
-    let directory: String
-
-    func path(_ name: String) -> String { directory + "/" + name + ".json" }
-
-    /// Whether stage `name` finished with exactly these inputs.
-    func matches(_ name: String, _ inputs: String) -> Bool {
-        FileManager.default.contents(atPath: path(name)).map { String(decoding: $0, as: UTF8.self) == inputs + "\n" } ?? false
-    }
-
-    /// Records that stage `name` finished with `inputs`.
-    func mark(_ name: String, _ inputs: String) throws { try writeFileAtomically(Array((inputs + "\n").utf8), to: path(name)) }
-
-    /// Forgets stage `name` (before it is redone, so a crash midway never leaves a stale record).
-    func clear(_ name: String) { try? FileManager.default.removeItem(atPath: path(name)) }
-
-    /// Inputs as one JSON object.
-    static func inputs(_ items: [(String, String)]) -> String { JSONText.object(items.map { ($0.0, JSONText.string($0.1)) }) }
-
-    /// A checksum of texts (order matters).
-    static func digest(_ texts: [String]) -> String {
-        var bytes: [UInt8] = []
-        for t in texts { bytes += Array(t.utf8); bytes.append(0) }
-        return Checksum.hex(Checksum.xxh3(bytes))
     }
 }

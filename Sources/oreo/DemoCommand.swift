@@ -1,6 +1,7 @@
 import ArgumentParser
 import Demo
 import Foundation
+import Rounds
 import Synchronization
 import Train
 
@@ -32,8 +33,10 @@ struct DemoCommand: ParsableCommand {
         everything downstream of it. Other data settings (problems, samples) in the same directory need \
         --overwrite. The time budget bounds the whole run: seeds side by side share it, each seed's part caps its \
         training runs (SFT at most 35% of it, the other methods 40% together) and, once it has passed, the \
-        decodings and metrics not yet done are left out; what did not fit is reported as such and is done (or \
-        continued) by the next run in the same directory.
+        decodings and metrics not yet done are left out; what did not fit is reported as such ("skipped (budget)", \
+        "stopped by the time budget after N of M updates"), the run ends with the command that continues it, and \
+        the next run in the same directory does (or continues) it ("continued from step N"); a finished stage \
+        whose inputs match says "skipped (done)".
         """)
 
     @Option(name: .shortAndLong, help: "Output directory.") var out = "oreo-demo"
@@ -186,6 +189,13 @@ struct DemoCommand: ParsableCommand {
         let printer = EventPrinter()
         let started = Date()
         let outcome = try pipeline.run { printer.show($0) }
+        // The last line: how to finish what the time budget cut or left out.
+        defer {
+            if !outcome.unfinished.isEmpty {
+                print("cut by the time budget: \(outcome.unfinished.joined(separator: "; "))")
+                print("to continue: \(ContinueCommand(commandLine: CommandLine.arguments).line)")
+            }
+        }
         if outcome.report.evaluations.isEmpty {
             print("no accuracy to report; the data is ready in \(c.output)")
             return
@@ -240,8 +250,8 @@ final class EventPrinter: Sendable {
                 let tag = EventPrinter.tag(stage, seed)
                 if let job = jobs.removeValue(forKey: tag), job.shown { job.bar.finish(job.done) }
                 EventPrinter.say("\(tag): \(summary) (\(String(format: "%.1f", seconds)) s; \(String(format: "%.0f", Date().timeIntervalSince(start))) s in all)")
-            case .skipped(let stage, let seed, let reason):
-                EventPrinter.say("\(EventPrinter.tag(stage, seed)): skipped: \(reason)")
+            case .skipped(let stage, let seed, let status, let reason):
+                EventPrinter.say("\(EventPrinter.tag(stage, seed)): \(status.outcome == .notRun ? "skipped: " + reason : status.line(reason))")
             }
         }
     }

@@ -4,6 +4,7 @@ import Foundation
 import Format
 import Infer
 import Ingest
+import Models
 import Tokenizers
 
 /// `oreo ingest`: JSONL trajectories to a dataset of shards.

@@ -7,6 +7,8 @@ import Models
 import Support
 import Train
 import Runs
+import Rounds
+import Runs
 
 /// `oreo iterate`: one round of iterative OREO (or a baseline): sample from the current policy, label with the
 /// verifier, ingest, score against the current policy, train from it.
@@ -16,8 +18,8 @@ struct IterateCommand: ParsableCommand {
         abstract: "One round of sample -> label -> ingest -> score -> train from the current policy.",
         usage: "oreo iterate --model CURRENT --prompts P.jsonl --out ROUND [--n K] [--config TRAIN.toml] [--SETTING VALUE ...]",
         discussion: """
-        Stages, each in ROUND (resumable at stage boundaries: rerun the same command after an interruption and \
-        finished stages are kept, an interrupted one continues):
+        Stages, each in ROUND (each records its inputs in ROUND/stages: rerun the same command after an \
+        interruption and finished stages whose inputs match are skipped, an interrupted one continues):
           1. sample   K samples per prompt from CURRENT, labelled by --verifier: ROUND/samples.jsonl (token ids \
         kept exactly as sampled, so nothing is re-tokenized)
           2. ingest   ROUND/data (shards), steps cut at --step-delimiter in token space
@@ -44,128 +46,53 @@ struct IterateCommand: ParsableCommand {
     @Argument(parsing: .allUnrecognized, help: .hidden) var settings: [String] = []
 
     func run() throws {
-        guard n >= 1 else { throw ValidationError("--n must be at least 1") }
-        var s = TrainSettings()
-        var set = Set<String>()
-        if let config { set.formUnion(try s.apply(tomlFile: config)) }
-        set.formUnion(try s.apply(flags: settings))
-        for key in ["model", "data", "init_config"] where set.contains(key) {
-            throw ValidationError("iterate sets \(key) itself: give the current policy with --model before the training settings")
+        var round = IterateSettings(model: common.model, prompts: prompts, output: out)
+        round.tokenizer = common.tokenizer
+        round.chatTemplate = common.chatTemplate
+        round.maxNewTokens = common.maxNewTokens
+        round.batchSize = common.batchSize
+        round.seed = common.seed
+        round.stop = common.stop
+        round.decodeWeights = common.decodeWeights
+        round.samples = n
+        round.verifier = verifier
+        round.temperature = temperature
+        round.stepDelimiters = stepDelimiter
+        round.overwrite = overwrite
+        let iterate: IterateRound
+        do {
+            round.training = try IterateSettings.training(configFile: config, flags: settings)
+            iterate = try IterateRound(settings: round)
+        } catch let e as RoundError {
+            throw ValidationError(e.message)
         }
-        s.applyLevelDefaults(explicit: set)
-        s.model = common.model
-        s.data = out + "/data"
-        try s.config.validate()
-
-        let fm = FileManager.default
-        if overwrite { try? fm.removeItem(atPath: out) }
-        try fm.createDirectory(atPath: out, withIntermediateDirectories: true)
-        let identity = roundIdentity(s)
-        let identityPath = out + "/iterate.json"
-        if let old = fm.contents(atPath: identityPath) {
-            guard old == identity else {
-                throw ValidationError("\(identityPath): an earlier run of this round used other inputs or settings; pass --overwrite to start it again, or choose another --out")
-            }
+        let printer = RoundPrinter()
+        let outcome = try iterate.run { printer.show($0) }
+        if outcome.unfinished {
+            print("to continue: \(ContinueCommand(commandLine: CommandLine.arguments).line)")
         } else {
-            try writeFileAtomically(Array(identity), to: identityPath)
+            print("next round: oreo iterate --model \(outcome.run)/policy --prompts \(prompts) --out NEXT ...")
         }
-
-        // 1. Sample.
-        let samples = out + "/samples.jsonl"
-        if fm.fileExists(atPath: samples) {
-            print("[1/4 sample] done earlier: \(samples)")
-        } else {
-            let problems = try ProblemFile.read(prompts)
-            guard !problems.isEmpty else { throw ValidationError("\(prompts) has no prompts") }
-            if let p = problems.first(where: { $0.answer == nil }) {
-                throw ValidationError("\(prompts):\(p.line): no \"answer\" to label samples with")
-            }
-            let v = try makeVerifier(verifier)
-            var options = SampleOptions()
-            options.n = n
-            options.sampling = SamplingParameters(temperature: temperature)
-            try options.sampling.validate()
-            options.maxNewTokens = common.maxNewTokens
-            options.batchSize = common.batchSize
-            options.stop = common.stop.map { String(decoding: unescapeDelimiter($0), as: UTF8.self) }
-            options.seed = common.seed
-            options.ids = true
-            let (m, template) = try common.load()
-            let output = try ResumableJSONL(path: samples, overwrite: false)
-            let progress = Progress("sample", total: Double(problems.count), unit: "prompts")
-            let r = try SampleJob.run(model: m, template: template, problems: problems, verifier: v, options: options,
-                                      output: output) { p in progress.update(Double(p.done)) }
-            progress.finish(Double(problems.count))
-            try output.finish()
-            print("[1/4 sample] \(r.lines) samples of \(problems.count) prompts, mean reward \(r.meanReward.map { String(format: "%.3f", $0) } ?? "-") (\(v.name)) -> \(samples)")
-        }
-
-        // 2. Ingest (ids verbatim; the model's tokenizer gives the vocabulary and the fingerprint).
-        let data = out + "/data"
-        if let m = try? Manifest.read(directory: data), m.complete {
-            print("[2/4 ingest] done earlier: \(data), \(m.counts.trajectories) trajectories")
-        } else {
-            let tokenizer = try InferenceModel.loadTokenizer(modelPath: common.model, tokenizer: common.tokenizer)
-            var options = IngestOptions()
-            options.eos = .never
-            if !stepDelimiter.isEmpty { options.stepDelimiters = stepDelimiter.map(unescapeDelimiter) }
-            let job = IngestJob(inputs: [samples], output: data, vocab: IngestVocabulary(tokenizer), options: options)
-            let progress = Progress("ingest", unit: "B")
-            var total = 0.0
-            let r = try job.run { p in total = Double(p.bytesTotal); progress.update(Double(p.bytesDone)) }
-            progress.finish(total)
-            print("[2/4 ingest] \(r.written) trajectories, \(r.manifest.counts.tokens) tokens -> \(data)")
-        }
-
-        // 3. Score against the current policy when the method reads the stored column.
-        let c = s.config
-        if c.method.needsReference && !c.usesReferenceModel {
-            let dataset = try Dataset(directory: data)
-            if dataset.manifest.tokenColumns.contains(c.referenceColumn) {
-                print("[3/4 score] done earlier: column '\(c.referenceColumn)'")
-            } else {
-                let source = ModelSource(path: common.model)
-                let m = try source.load(maxTokens: 4096)
-                let progress = Progress("score", total: Double(dataset.manifest.counts.tokens), unit: "tok")
-                let r = try ReferenceScorer.score(dataset: dataset, model: m, column: c.referenceColumn) { done, _ in
-                    progress.update(Double(done))
-                }
-                progress.finish(Double(r.tokens))
-                print("[3/4 score] \(r.tokens) tokens scored by \(common.model) -> column '\(c.referenceColumn)'")
-            }
-        } else {
-            print("[3/4 score] not needed: \(c.method.rawValue)\(c.usesReferenceModel ? " keeps the reference model in memory" : " reads no reference")")
-        }
-
-        // 4. Train from the current policy.
-        let run = out + "/run"
-        let resume = fm.fileExists(atPath: run + "/config.toml")
-        let job = try TrainJob(config: c, model: try s.modelSource(), reference: nil, data: data, run: run, resume: resume)
-        try writeFileAtomically(Array(s.toml.utf8), to: run + "/config.toml")
-        if resume && job.step >= job.totalSteps {
-            print("[4/4 train] done earlier: \(run)")
-        } else {
-            for note in job.notes { printError("note: \(note)") }
-            let progress = Progress("train", total: Double(job.totalSteps), unit: "steps", startingAt: Double(job.step))
-            let r = try job.run { p in
-                progress.update(Double(p.step), detail: String(format: "loss %.4f, %.0f tok/s", p.metrics.loss, p.metrics.tokensPerSecond))
-            }
-            progress.finish(Double(job.step))
-            print("[4/4 train] \(c.method.rawValue): \(job.step) steps -> \(run)" + (r.last.map { String(format: ", final loss %.4f", $0.loss) } ?? ""))
-        }
-        print("next round: oreo iterate --model \(run)/policy --prompts \(prompts) --out NEXT ...")
     }
+}
 
-    /// What a rerun must agree on: the inputs and every setting of the round.
-    private func roundIdentity(_ s: TrainSettings) -> Data {
-        var lines = ["model = \(common.model)", "tokenizer = \(common.tokenizer ?? "-")", "prompts = \(prompts)",
-                     "n = \(n)", "verifier = \(verifier)", "temperature = \(temperature)", "seed = \(common.seed)",
-                     "max_new_tokens = \(common.maxNewTokens)", "chat_template = \(common.chatTemplate)",
-                     "stop = \(common.stop)", "step_delimiter = \(stepDelimiter)"]
-        if let size = (try? FileManager.default.attributesOfItem(atPath: prompts))?[.size] as? Int {
-            lines.append("prompts_bytes = \(size)")
+/// Prints a round's events: a line per stage (`[1/4 sample] ...`, saying when it was skipped, continued or
+/// cut) on stdout, progress lines and remarks on stderr.
+final class RoundPrinter {
+    private var bars: [RoundStage: (bar: Progress, done: Double)] = [:]
+
+    /// Prints one event.
+    func show(_ e: RoundEvent) {
+        switch e {
+        case .progress(let stage, let p):
+            let bar = bars[stage]?.bar ?? Progress(stage.rawValue, total: p.total, unit: p.unit, startingAt: p.before)
+            bar.update(p.done, detail: p.detail)
+            bars[stage] = (bar, p.done)
+        case .finished(let stage, let summary, let status):
+            if let b = bars.removeValue(forKey: stage) { b.bar.finish(b.done) }
+            print("\(stage.tag) \(status.line(summary))")
+        case .note(let text):
+            printError(text)
         }
-        lines.append(s.toml)
-        return Data(lines.joined(separator: "\n").utf8)
     }
 }

@@ -3,6 +3,7 @@ import Format
 import Ingest
 import Models
 import Support
+import Rounds
 import Testing
 import Tokenizers
 import Train
@@ -27,6 +28,34 @@ import Train
         #expect(base.trainConfig(.sft, seed: 3) != sft.trainConfig(.sft, seed: 3))
         #expect(base.trainConfig(.oreo, seed: 3) == sft.trainConfig(.oreo, seed: 3))
         #expect(base.trainConfig(.sft, seed: 3) != base.trainConfig(.sft, seed: 4))
+    }
+
+    @Test func aRunTheBudgetCutIsContinuedThenReused() throws {
+        let dir = DemoTestSupport.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var config = PipelineTests.config(dir)
+        config.seeds = [1]
+        let data = try DemoPipeline(config: config).run()
+        var t = DemoTrainingSettings()
+        t.layers = 1; t.hidden = 16; t.heads = 2; t.intermediate = 32; t.sftSteps = 30; t.batchTokens = 600
+        let trainer = InProcessTrainer(training: t)
+        let request = { (budget: Double) in
+            TrainRequest(method: .sft, data: data.seeds[0].sftData, validation: nil, initialization: nil, reference: nil,
+                         output: dir + "/models/sft", tokenizer: data.tokenizer, seed: 1, timeBudget: budget, threads: 1)
+        }
+        // Spent after the first session (a tenth of the run): stopped there, with a checkpoint.
+        let cut = try trainer.train(request(1e-6)) { _ in }
+        #expect(cut.updates == 3 && cut.plannedUpdates == 30 && cut.continuedFrom == nil && !cut.reused)
+        #expect(cut.status.line("3 updates") == "3 updates (stopped by the time budget after 3 of 30 updates)")
+        #expect(cut.notes.contains { $0.contains("stopped by its time budget") })
+        // With time: continued from that checkpoint to the end.
+        let rest = try trainer.train(request(600)) { _ in }
+        #expect(rest.updates == 30 && rest.continuedFrom == 3 && !rest.reused)
+        #expect(rest.status.line("30 updates") == "30 updates (continued from step 3)")
+        // Finished: reused as it is.
+        let again = try trainer.train(request(600)) { _ in }
+        #expect(again.reused && again.updates == 30 && again.continuedFrom == nil && again.identity == rest.identity)
+        #expect(again.status == .done)
     }
 
     /// A tokenizer, a random policy with a value head (saved twice: as policy and as value network) and samples.

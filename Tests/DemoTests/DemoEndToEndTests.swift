@@ -98,12 +98,15 @@ import Tokenizers
         #expect(samplesData.manifest.counts.trajectories == 80 && samplesData.manifest.tokenColumns.contains("ref_logprob"))
         #expect(FileManager.default.fileExists(atPath: dir + "/seed-4/models/oreo/run/value/model.safetensors"))
 
-        // Run again: everything is reused and the numbers are the same.
+        // Run again: everything is reused, says so, and the numbers are the same.
         let (again, out2, err2) = try DemoCommandTests.oreo(DemoEndToEndTests.args(dir))
         #expect(again == 0, "\(err2)")
-        for line in out2.split(separator: "\n") where line.contains("] train-sft: ") || line.contains("] sample: ") || line.contains("] evaluate: ") {
-            #expect(line.contains("reused"), "not reused: \(line)")
+        let stageLines = out2.split(separator: "\n").filter { line in
+            ["ingest", "train-sft", "sample", "ingest-samples", "train", "evaluate"].contains { line.contains("] \($0): ") }
         }
+        #expect(stageLines.count == 2 * 6, "\(out2)")
+        for line in stageLines { #expect(line.contains(": skipped (done): "), "not skipped: \(line)") }
+        #expect(!out2.contains("to continue:"), "\(out2)")
         let second = try DemoEndToEndTests.json(dir + "/results.json")
         #expect((second["evaluations"] as? [[String: Any]])?.map { $0["correct"] as? Int } == evaluations.map { $0["correct"] as? Int })
 
@@ -148,10 +151,35 @@ import Tokenizers
         let (status, out, err) = try DemoCommandTests.oreo(args)
         #expect(status == 0, "\(err)")
         #expect(out.contains("[seed 4] train-sft: 60 updates"))
+        // It says that it continued the killed run, from the checkpoint the kill left.
+        let sftLine = out.split(separator: "\n").first { $0.hasPrefix("[seed 4] train-sft: ") }.map(String.init) ?? ""
+        #expect(sftLine.contains("(continued from step ") && !sftLine.contains("continued from step 0"), "\(out)")
         // The resumed run wrote each step once: 60 lines, steps 1...60 in order.
         let metrics = try DemoEndToEndTests.lines(dir + "/seed-4/models/sft/run/metrics.jsonl")
         #expect(metrics.compactMap { $0["step"] as? Int } == Array(1...60))
         #expect(stopped < 60, "the kill came after SFT had finished; the test proved nothing")
         #expect(FileManager.default.fileExists(atPath: dir + "/results.json"))
+    }
+
+    @Test func aSpentBudgetSaysWhatItLeftAndEndsWithTheCommandThatContinues() throws {
+        let dir = DemoTestSupport.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        // Spent at once: SFT still trains (a run gets at least a second), what comes after it is left out.
+        let args = DemoEndToEndTests.args(dir, ["--seeds", "4", "--time-budget", "0.001s"])
+        let (status, out, err) = try DemoCommandTests.oreo(args)
+        #expect(status == 0, "\(err)")
+        let printed = out.split(separator: "\n").map(String.init)
+        for stage in ["train", "evaluate", "values"] {
+            #expect(printed.contains { $0.hasPrefix("[seed 4] \(stage): skipped (budget): ") }, "\(stage):\n\(out)")
+        }
+        #expect(printed.contains { $0.hasPrefix("cut by the time budget: ") && $0.contains("seed 4: OREO not trained") }, "\(out)")
+        #expect(printed.last == "to continue: oreo " + args.joined(separator: " "), "\(out)")
+
+        // That command skips what is done.
+        let (again, out2, err2) = try DemoCommandTests.oreo(args)
+        #expect(again == 0, "\(err2)")
+        for stage in ["ingest", "train-sft", "sample", "ingest-samples"] {
+            #expect(out2.contains("[seed 4] \(stage): skipped (done): "), "\(stage):\n\(out2)")
+        }
     }
 }

@@ -5,6 +5,7 @@ import Synchronization
 import Testing
 import Demo
 import Tokenizers
+import Rounds
 
 /// Test doubles for the hooks: they do no learning; they let the test check what the pipeline asks for and
 /// what it makes of the answers (every number in the report comes from the verifier, not from a hook).
@@ -92,7 +93,7 @@ struct ScriptedPolicy: DemoSampler, DemoEvaluator {
         let outcome = try DemoPipeline(config: PipelineTests.config(dir)).run { e in events.list.withLock { $0.append(e) } }
         #expect(outcome.report.evaluations.isEmpty && outcome.report.valueQuality.isEmpty)
         #expect(outcome.report.notes.contains { $0.hasPrefix("Training did not run") })
-        let skipped = events.stages { if case .skipped(let s, _, _) = $0 { s } else { nil } }
+        let skipped = events.stages { if case .skipped(let s, _, _, _) = $0 { s } else { nil } }
         #expect(skipped == Array(repeating: [.trainSFT, .sample, .ingestSamples, .train, .evaluate, .values], count: 2).flatMap { $0 })
         let finished = events.stages { if case .finished(let s, _, _, _) = $0 { s } else { nil } }
         #expect(finished == [.tokenizer, .generate, .write, .ingest, .generate, .write, .ingest, .report])
@@ -226,19 +227,60 @@ struct ScriptedPolicy: DemoSampler, DemoEvaluator {
         for p in splits.train + splits.validation + splits.test { keys[p.prompt] = p.key }
         let policy = ScriptedPolicy(tokenizer: tok, prompts: keys)
         let log = CallLog()
-        let outcome = try DemoPipeline(config: config, hooks: DemoHooks(trainer: RecordingTrainer(log: log), sampler: policy, evaluator: policy)).run()
+        let events = Events()
+        let outcome = try DemoPipeline(config: config, hooks: DemoHooks(trainer: RecordingTrainer(log: log), sampler: policy, evaluator: policy))
+            .run { e in events.list.withLock { $0.append(e) } }
         #expect(log.requests.withLock { $0 }.map(\.method) == [.sft])
         #expect(outcome.report.evaluations.isEmpty && outcome.report.valueQuality.isEmpty)
         let notes = outcome.report.notes
         #expect(notes.filter { $0.contains("not trained: the time budget ran out") }.count == 5)
         #expect(notes.contains { $0.contains("decodings not run: the time budget ran out") })
         #expect(notes.contains { $0.contains("value metrics not measured") })
+        // The stages the budget left out say so, and the run says it is not complete.
+        let leftOut = events.stages { if case .skipped(let s, _, let status, _) = $0, status == .leftOut { s } else { nil } }
+        #expect(leftOut == [.train, .evaluate, .values])
+        #expect(outcome.unfinished.count == 5 + 2 && outcome.unfinished.contains("seed 1: OREO not trained"), "\(outcome.unfinished)")
 
-        // With time, the next run in the same directory does the rest.
+        // With time, the next run in the same directory does the rest, skipping what is done.
         config.timeBudget = 60
-        let again = try DemoPipeline(config: config, hooks: DemoHooks(trainer: RecordingTrainer(log: log), sampler: policy, evaluator: policy)).run()
-        #expect(again.report.notes.allSatisfy { !$0.contains("time budget") })
-        #expect(again.report.summary("OREO", .beam(width: 4, scorer: "value")) != nil)
+        let again = Events()
+        let rest = try DemoPipeline(config: config, hooks: DemoHooks(trainer: RecordingTrainer(log: log), sampler: policy, evaluator: policy))
+            .run { e in again.list.withLock { $0.append(e) } }
+        #expect(rest.report.notes.allSatisfy { !$0.contains("time budget") })
+        #expect(rest.report.summary("OREO", .beam(width: 4, scorer: "value")) != nil)
+        #expect(rest.unfinished.isEmpty)
+        let summaries = again.list.withLock { $0 }.compactMap { e -> (DemoStage, String)? in
+            if case .finished(let s, _, let summary, _) = e { (s, summary) } else { nil }
+        }
+        for stage in [DemoStage.ingest, .sample, .ingestSamples] {
+            #expect(summaries.contains { $0.0 == stage && $0.1.hasPrefix("skipped (done): ") }, "\(stage.rawValue): \(summaries)")
+        }
+        #expect(summaries.contains { $0.0 == .train && !$0.1.contains("skipped") })
+    }
+
+    /// A trainer whose SFT run was continued and cut again by the budget, as the built-in one reports it.
+    struct CutTrainer: DemoTrainer {
+        func train(_ r: TrainRequest, progress: @escaping @Sendable (HookProgress) -> Void) throws -> TrainedModel {
+            try FileManager.default.createDirectory(atPath: r.output, withIntermediateDirectories: true)
+            var m = TrainedModel(method: r.method, checkpoint: r.output, hasValueHead: false, seconds: 0, updates: 5, plannedUpdates: 10)
+            m.continuedFrom = 3
+            return m
+        }
+    }
+
+    @Test func aContinuedAndCutTrainingRunSaysSo() throws {
+        let dir = DemoTestSupport.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var config = PipelineTests.config(dir)
+        config.seeds = [1]
+        let events = Events()
+        let outcome = try DemoPipeline(config: config, hooks: DemoHooks(trainer: CutTrainer())).run { e in events.list.withLock { $0.append(e) } }
+        let sft = events.list.withLock { $0 }.compactMap { e -> String? in
+            if case .finished(.trainSFT, _, let summary, _) = e { summary } else { nil }
+        }
+        #expect(sft.count == 1 && sft[0].hasPrefix("5 updates in "), "\(sft)")
+        #expect(sft.first?.contains(" s (continued from step 3; stopped by the time budget after 5 of 10 updates) -> ") == true, "\(sft)")
+        #expect(outcome.unfinished == ["seed 1: SFT continued from step 3; stopped by the time budget after 5 of 10 updates"])
     }
 
     @Test func badSettingsAreRefused() {
