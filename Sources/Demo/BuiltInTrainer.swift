@@ -108,7 +108,7 @@ public struct DemoTrainingSettings: Sendable, Equatable, Codable {
         c.dqo.beta = beta
         c.dpo.beta = preferenceBeta
         c.kto.beta = ktoBeta
-        c.keepCheckpoints = 1
+        c.keepCheckpoints = 0  // only the newest: a stopped run resumes from it
         return c
     }
 

@@ -132,5 +132,7 @@ public enum ModelCheckpoint {
         let cfgPath = directory + "/config.json"
         try writeFileAtomically(Array(try model.config.jsonData(extra: configExtras)), to: cfgPath)
         try writeSafeTensors(records(of: model), to: directory + "/model.safetensors", metadata: ["format": "pt"], dtype: dtype)
+        // Each file was fsynced before its rename; the directory's own entry in its parent must be durable too.
+        syncDirectory(of: directory)
     }
 }
