@@ -29,8 +29,9 @@ public struct FormatError: Error, CustomStringConvertible, Sendable, Equatable {
         self.offset = offset; self.reason = reason
     }
 
-    /// One line: `file: column 'x' block 3 at offset 1234: reason`.
+    /// One line: `file: column 'x' block 3 at offset 1234: reason` (`no such file: file` for a missing one).
     public var description: String {
+        if reason == FileReadError.missing && column == nil && offset == nil { return "no such file: \(path)" }
         var s = path
         if let column { s += ": column '\(column)'" }
         if let block { s += " block \(block)" }

@@ -17,7 +17,7 @@ public final class MappedFile: @unchecked Sendable {
     public init(path: String) throws {
         self.path = path
         let fd = open(path, O_RDONLY | O_CLOEXEC)
-        if fd < 0 { throw FormatError(.io, path: path, "cannot open: \(String(cString: strerror(errno)))") }
+        if fd < 0 { throw FormatError(.io, path: path, FileReadError.errno(errno, path: path).reason) }
         defer { close(fd) }
         var st = stat()
         if fstat(fd, &st) != 0 { throw FormatError(.io, path: path, "cannot stat: \(String(cString: strerror(errno)))") }

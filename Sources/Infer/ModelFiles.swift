@@ -109,7 +109,7 @@ public struct InferenceModel {
     private static func loadF32(path: String, tokenizer: String?, valueHead: Bool) throws -> (InferenceModel, GGUFFile?) {
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
-            throw InferError.invalid("\(path): no such model file or directory")
+            throw InferError.invalid("no such file or directory: \(path)")
         }
         let model: TransformerModel
         var template: String?

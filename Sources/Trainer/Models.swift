@@ -19,9 +19,8 @@ public enum ModelSource: Sendable, Equatable {
 
     /// A seeded random initialization of the architecture in an HF `config.json`.
     public static func random(configFile: String, seed: UInt64) throws -> ModelSource {
-        guard let data = FileManager.default.contents(atPath: configFile) else {
-            throw DataError("\(configFile): cannot read")
-        }
+        let data: Data
+        do { data = try readFile(configFile) } catch { throw DataError(error.description) }
         return .random(try ModelConfig.parse(json: data, source: configFile), seed: seed)
     }
 
@@ -65,7 +64,8 @@ public enum ModelSource: Sendable, Equatable {
         switch self {
         case .directory(let p):
             let path = p + "/config.json"
-            guard let data = FileManager.default.contents(atPath: path) else { throw DataError("\(path): cannot read") }
+            let data: Data
+            do { data = try readFile(path) } catch { throw DataError(error.description) }
             return try ModelConfig.parse(json: data, source: path)
         case .gguf(let p): return try GGUFFile(path: p).modelConfig()
         case .random(let c, _): return c

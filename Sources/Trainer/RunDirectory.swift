@@ -38,7 +38,8 @@ struct RunDirectory {
     }
 
     static func decode<T: Decodable>(_ type: T.Type, file: String) throws -> T {
-        guard let data = FileManager.default.contents(atPath: file) else { throw DataError("\(file): cannot read") }
+        let data: Data
+        do { data = try readFile(file) } catch { throw DataError(error.description) }
         do {
             let d = JSONDecoder()
             d.keyDecodingStrategy = .convertFromSnakeCase

@@ -177,6 +177,8 @@ struct DemoCommand: ParsableCommand {
     func run() throws {
         var c = try config()
         c.pretrainedModel = model
+        // Before any stage runs (the data stages would run first and fail later, at the tokenizer).
+        if let model, !FileManager.default.fileExists(atPath: model) { throw CommandError("no such file or directory: \(model)") }
         if let s = samplesPerBeam, s < 1 { throw ValidationError("--samples-per-beam must be positive") }
         let pipeline: DemoPipeline
         do { pipeline = try DemoPipeline(config: c, hooks: try builtInHooks(c, tokenizer: c.output + "/tokenizer.json")) } catch let e as DemoError {
