@@ -146,8 +146,7 @@ public struct InferenceModel {
             }
         }
         // A .gguf as tokenizer: the one its metadata describes (a model trained from a GGUF keeps its tokenizer there).
-        let tok = tokenizerPath!.lowercased().hasSuffix(".gguf") ? try GGUFTokenizer.load(try GGUFFile(path: tokenizerPath!))
-            : try Tokenizer.load(path: tokenizerPath!)
+        let tok = try GGUFTokenizer.load(path: tokenizerPath!)
         guard tok.vocabSize <= model.config.vocabSize else {
             throw InferError.invalid("tokenizer \(tokenizerPath!) has \(tok.vocabSize) tokens, more than the model's \(model.config.vocabSize)")
         }
@@ -157,10 +156,10 @@ public struct InferenceModel {
     /// The tokenizer `load(path:tokenizer:)` would use, without loading the weights: `tokenizer`, else the
     /// directory's tokenizer.json, else (GGUF) the one its metadata describes.
     public static func loadTokenizer(modelPath path: String, tokenizer: String? = nil) throws -> Tokenizer {
-        if let tokenizer { return try Tokenizer.load(path: tokenizer) }
+        if let tokenizer { return try GGUFTokenizer.load(path: tokenizer) }
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
-            throw InferError.invalid("\(path): no such model file or directory")
+            throw InferError.invalid("no such file or directory: \(path)")
         }
         if isDir.boolValue {
             let t = path + "/tokenizer.json"
@@ -214,14 +213,17 @@ public enum GGUFTokenizer {
         return (try v.tokenizerJSON(), try v.tokenizerConfigJSON(maxLength: context))
     }
 
-    /// Loads the tokenizer of `file` (written to a private temporary directory, read back, removed).
+    /// Loads the tokenizer of `file`, rebuilt in memory. Its `path` is the .gguf file (what a dataset's manifest
+    /// records as the tokenizer's source) and its fingerprint that of the rebuilt tokenizer.json: the file a
+    /// checkpoint trained from this GGUF carries (`ModelSource.tokenizerFiles`), so a dataset ingested with the
+    /// GGUF passes the fingerprint check against such a checkpoint.
     public static func load(_ file: GGUFFile) throws -> Tokenizer {
         let (json, config) = try files(file)
-        let dir = NSTemporaryDirectory() + "oreo-gguf-tokenizer-\(getpid())-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        try json.write(to: URL(fileURLWithPath: dir + "/tokenizer.json"))
-        try config.write(to: URL(fileURLWithPath: dir + "/tokenizer_config.json"))
-        return try Tokenizer.load(path: dir + "/tokenizer.json")
+        return try Tokenizer.load(json: json, config: config, source: file.path)
+    }
+
+    /// Loads a tokenizer.json, or the tokenizer a .gguf file's metadata describes (by the file's extension).
+    public static func load(path: String) throws -> Tokenizer {
+        path.lowercased().hasSuffix(".gguf") ? try load(try GGUFFile(path: path)) : try Tokenizer.load(path: path)
     }
 }
