@@ -184,6 +184,8 @@ import Testing
             (gone + ".gguf", ["train", "--method", "sft", "--model", gone + ".gguf", "--data", ds, "--out", dir + "/r3"]),
             (gone, ["train", "--method", "sft", "--model", model, "--data", gone, "--out", dir + "/r4"]),
             (gone, ["train", "--method", "sft", "--init-config", gone, "--data", ds, "--out", dir + "/r5"]),
+            (gone, ["train", "--resume", "--out", gone]),
+            (gone, ["train", "--method", "oreo", "--model", model, "--reference-model", gone, "--data", ds, "--out", dir + "/r6"]),
             (gone, ["sample", "--model", gone, "--prompts", prompts, "--out", dir + "/s1.jsonl"]),
             (gone + ".jsonl", ["sample", "--model", model, "--prompts", gone + ".jsonl", "--out", dir + "/s2.jsonl"]),
             (gone + ".json", ["sample", "--model", model, "--tokenizer", gone + ".json", "--prompts", prompts, "--out", dir + "/s3.jsonl"]),
