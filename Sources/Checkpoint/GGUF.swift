@@ -1,4 +1,5 @@
 import Foundation
+import Support
 
 /// A metadata value from a GGUF file (arrays of scalars are kept; nested arrays are skipped).
 public enum GGUFValue: Sendable {
@@ -107,7 +108,7 @@ public struct GGUFFile: Sendable {
     public init(path: String) throws {
         let data: Data
         do { data = try Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped) } catch {
-            throw SafeTensorsError.io(file: path, why: "cannot read: \(error.localizedDescription)")
+            throw SafeTensorsError.io(file: path, why: FileReadError(foundation: error, path: path)?.reason ?? "cannot read: \(error.localizedDescription)")
         }
         self.path = path
         self.data = data

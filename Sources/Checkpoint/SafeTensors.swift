@@ -15,7 +15,7 @@ public enum SafeTensorsError: Error, CustomStringConvertible {
         switch self {
         case let .invalid(f, w): return "\(f): \(w)"
         case let .tensor(f, n, w): return "\(f): tensor \"\(n)\": \(w)"
-        case let .io(f, w): return "\(f): \(w)"
+        case let .io(f, w): return w == FileReadError.missing ? "no such file: \(f)" : "\(f): \(w)"
         }
     }
 }
@@ -67,7 +67,7 @@ public struct SafeTensorsFile: Sendable {
     public init(path: String) throws {
         let data: Data
         do { data = try Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped) } catch {
-            throw SafeTensorsError.io(file: path, why: "cannot read: \(error.localizedDescription)")
+            throw SafeTensorsError.io(file: path, why: FileReadError(foundation: error, path: path)?.reason ?? "cannot read: \(error.localizedDescription)")
         }
         try self.init(data: data, path: path)
     }

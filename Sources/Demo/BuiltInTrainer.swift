@@ -112,7 +112,7 @@ public struct DemoTrainingSettings: Sendable, Equatable, Codable {
         c.dqo.beta = beta
         c.dpo.beta = preferenceBeta
         c.kto.beta = ktoBeta
-        c.keepCheckpoints = 1
+        c.keepCheckpoints = 0  // only the newest: a stopped run resumes from it
         return c
     }
 
@@ -120,7 +120,8 @@ public struct DemoTrainingSettings: Sendable, Equatable, Codable {
     public var rows: [(key: String, value: String)] {
         let n = { (x: Double) in JSONText.number(x) }
         var out: [(key: String, value: String)] = []
-        out.append(("model", initModel.map { "\($0) (pretrained)" }
+        // The model's file name, not its path: the report ships (docs/demo) and names no directory of this machine.
+        out.append(("model", initModel.map { "\(URL(fileURLWithPath: $0).lastPathComponent) (pretrained)" }
                     ?? "from scratch: Llama, \(layers) layers, d \(hidden), \(heads) heads, MLP \(intermediate), tied embeddings"))
         out.append(("SFT", "\(sftSteps) steps of \(batchTokens) tokens, lr \(n(sftLearningRate)) cosine, weight decay \(n(weightDecay))"))
         out.append(("offline methods", "\(epochs) epoch(s) over the samples, lr " + DemoMethod.allCases.dropFirst().map { "\($0.rawValue) \(n(learningRate($0)))" }.joined(separator: ", ")))

@@ -1,5 +1,6 @@
 import Format
 import Support
+import Foundation
 
 /// The methods the demo compares, in the order the table lists them.
 public enum DemoMethod: String, Sendable, Codable, CaseIterable {
@@ -404,14 +405,37 @@ public struct ResultsReport: Sendable {
         """
     }
 
+    /// `path` relative to `base`, both taken against the current directory when relative (`..` where `path` is
+    /// outside `base`).
+    static func relativePath(_ path: String, to base: String) -> String {
+        let cwd = FileManager.default.currentDirectoryPath
+        func parts(_ p: String) -> [Substring] {
+            var out: [Substring] = []
+            for c in (p.hasPrefix("/") ? p : cwd + "/" + p).split(separator: "/") where c != "." {
+                if c == ".." { _ = out.popLast() } else { out.append(c) }
+            }
+            return out
+        }
+        let p = parts(path), b = parts(base)
+        var k = 0
+        while k < p.count, k < b.count, p[k] == b[k] { k += 1 }
+        let rel = Array(repeating: "..", count: b.count - k) + p[k...].map(String.init)
+        return rel.isEmpty ? "." : rel.joined(separator: "/")
+    }
+
     /// Writes `results.md`, `results.json` and the search plots `search-tokens.svg` and `search-candidates.svg`
-    /// into `directory` (each atomically); returns the paths written.
+    /// into `directory` (each atomically); returns the paths written. Paths in them are relative to `directory`,
+    /// so a report that is moved or shipped (docs/demo) does not name directories of the machine that wrote it.
     @discardableResult
     public func write(directory: String) throws -> [String] {
-        var written: [(String, String)] = [("results.md", markdown), ("results.json", json)]
+        var report = self
+        for i in report.evaluations.indices {
+            report.evaluations[i].answers = report.evaluations[i].answers.map { ResultsReport.relativePath($0, to: directory) }
+        }
+        var written: [(String, String)] = [("results.md", report.markdown), ("results.json", report.json)]
         if !evaluations.isEmpty {
-            written.append(("search-tokens.svg", searchPlot(x: .tokensGenerated).svg))
-            written.append(("search-candidates.svg", searchPlot(x: .candidatesScored).svg))
+            written.append(("search-tokens.svg", report.searchPlot(x: .tokensGenerated).svg))
+            written.append(("search-candidates.svg", report.searchPlot(x: .candidatesScored).svg))
         }
         for (name, text) in written { try writeFileAtomically(Array(text.utf8), to: directory + "/" + name) }
         return written.map { directory + "/" + $0.0 }

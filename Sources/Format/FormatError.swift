@@ -1,3 +1,5 @@
+import Support
+
 /// Everything that can be wrong with a shard, a sidecar or a manifest, with where it was found.
 ///
 /// Readers never trap on hostile bytes: every check that fails becomes one of these, naming the file and,
@@ -29,8 +31,9 @@ public struct FormatError: Error, CustomStringConvertible, Sendable, Equatable {
         self.offset = offset; self.reason = reason
     }
 
-    /// One line: `file: column 'x' block 3 at offset 1234: reason`.
+    /// One line: `file: column 'x' block 3 at offset 1234: reason` (`no such file: file` for a missing one).
     public var description: String {
+        if reason == FileReadError.missing && column == nil && offset == nil { return "no such file: \(path)" }
         var s = path
         if let column { s += ": column '\(column)'" }
         if let block { s += " block \(block)" }

@@ -3,6 +3,7 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Support
 
 /// A read-only memory mapping of a whole file; the owner that keeps views into it alive.
 public final class MappedFile: @unchecked Sendable {
@@ -17,7 +18,7 @@ public final class MappedFile: @unchecked Sendable {
     public init(path: String) throws {
         self.path = path
         let fd = open(path, O_RDONLY | O_CLOEXEC)
-        if fd < 0 { throw FormatError(.io, path: path, "cannot open: \(String(cString: strerror(errno)))") }
+        if fd < 0 { throw FormatError(.io, path: path, FileReadError.errno(errno, path: path).reason) }
         defer { close(fd) }
         var st = stat()
         if fstat(fd, &st) != 0 { throw FormatError(.io, path: path, "cannot stat: \(String(cString: strerror(errno)))") }

@@ -1,5 +1,7 @@
 import Checkpoint
+import Format
 import Foundation
+import Support
 import Train
 
 /// One prompt of a prompts / evaluation file.
@@ -27,9 +29,8 @@ public struct Problem: Sendable, Equatable {
 public enum ProblemFile {
     /// Every problem of `path`; a malformed line is an error naming the file, line and reason.
     public static func read(_ path: String) throws -> [Problem] {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw InferError.invalid("\(path): cannot read")
-        }
+        let data: Data
+        do { data = try readFile(path) } catch { throw InferError.invalid(error.description) }
         var out: [Problem] = []
         var seen = Set<String>()
         var lineNo = 0

@@ -68,9 +68,8 @@ public enum ModelCheckpoint {
     /// Reads `directory/config.json` and the weights into a new model sized for `maxTokens`.
     public static func load(directory: String, maxTokens: Int, valueHead: Bool = false) throws -> TransformerModel {
         let cfgPath = directory + "/config.json"
-        guard let cfgData = FileManager.default.contents(atPath: cfgPath) else {
-            throw SafeTensorsError.io(file: cfgPath, why: "cannot read")
-        }
+        let cfgData: Data
+        do { cfgData = try readFile(cfgPath) } catch { throw SafeTensorsError.io(file: cfgPath, why: error.reason) }
         let config = try ModelConfig.parse(json: cfgData, source: cfgPath)
         let model = try TransformerModel(config: config, maxTokens: maxTokens, valueHead: valueHead)
         try loadWeights(into: model, from: SafeTensorsCollection(directory: directory), directory: directory)
@@ -134,5 +133,7 @@ public enum ModelCheckpoint {
         let cfgPath = directory + "/config.json"
         try writeFileAtomically(Array(try model.config.jsonData(extra: configExtras)), to: cfgPath)
         try writeSafeTensors(records(of: model), to: directory + "/model.safetensors", metadata: ["format": "pt"], dtype: dtype)
+        // Each file was fsynced before its rename; the directory's own entry in its parent must be durable too.
+        syncDirectory(of: directory)
     }
 }

@@ -62,7 +62,7 @@ public enum ModelConversion {
     public static func open(_ path: String, maxTokens: Int = 1) throws -> LoadedCheckpoint {
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
-            throw SafeTensorsError.io(file: path, why: "no such file or directory")
+            throw SafeTensorsError.io(file: path, why: FileReadError.missing)
         }
         if isDir.boolValue {
             let model = try ModelCheckpoint.load(directory: path, maxTokens: maxTokens)

@@ -23,16 +23,15 @@ public enum ModelSource: Sendable, Equatable {
     public init(existing path: String) throws(ModelError) {
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
-            throw ModelError("\(path): no such model file or directory")
+            throw ModelError("no such file or directory: \(path)")
         }
         self = isDir.boolValue ? .directory(path) : ModelSource(path: path)
     }
 
     /// A seeded random initialization of the architecture in an HF `config.json`.
     public static func random(configFile: String, seed: UInt64) throws -> ModelSource {
-        guard let data = FileManager.default.contents(atPath: configFile) else {
-            throw ModelError("\(configFile): no such file")
-        }
+        let data: Data
+        do { data = try readFile(configFile) } catch { throw ModelError(error.description) }
         return .random(try ModelConfig.parse(json: data, source: configFile), seed: seed)
     }
 
@@ -76,7 +75,8 @@ public enum ModelSource: Sendable, Equatable {
         switch self {
         case .directory(let p):
             let path = p + "/config.json"
-            guard let data = FileManager.default.contents(atPath: path) else { throw ModelError("\(path): no such file") }
+            let data: Data
+            do { data = try readFile(path) } catch { throw ModelError(error.description) }
             return try ModelConfig.parse(json: data, source: path)
         case .gguf(let p): return try GGUFFile(path: p).modelConfig()
         case .random(let c, _): return c

@@ -40,7 +40,8 @@ struct RunDirectory {
     }
 
     static func decode<T: Decodable>(_ type: T.Type, file: String) throws -> T {
-        guard let data = FileManager.default.contents(atPath: file) else { throw DataError("\(file): cannot read") }
+        let data: Data
+        do { data = try readFile(file) } catch { throw DataError(error.description) }
         do {
             let d = JSONDecoder()
             d.keyDecodingStrategy = .convertFromSnakeCase
@@ -67,10 +68,11 @@ struct RunDirectory {
         guard symlink(target, tmp) == 0, rename(tmp, full) == 0 else {
             throw DataError("\(full): cannot update the link to \(target): \(String(cString: strerror(errno)))")
         }
+        syncDirectory(path)  // the link's new target survives a power loss
     }
 
     /// Writes checkpoint `step` (policy, value, optimizer moments, state) under a temporary name, renames it
-    /// into place, moves `latest` to it and prunes all but the newest `keep` (the final one is always kept).
+    /// into place, moves `latest` to it and prunes all but the newest `keep` besides it.
     func saveCheckpoint(step: Int, policy: TransformerModel, value: TransformerModel?, policyOptimizer: AdamW,
                         valueOptimizer: AdamW?, state: RunState, tokenizerFiles: [(name: String, bytes: [UInt8])], keep: Int) throws -> String {
         let fm = FileManager.default
@@ -92,19 +94,22 @@ struct RunDirectory {
         try writeSafeTensors(records, to: tmp + "/optimizer.safetensors", metadata: ["format": "oreo.adamw"])
         try writeFileAtomically(try RunDirectory.encode(state), to: tmp + "/state.json")
         if fm.fileExists(atPath: final) { try? fm.removeItem(atPath: final) }
-        guard rename(tmp, final) == 0 else { throw DataError("\(final): cannot rename the checkpoint into place") }
+        // Every file and directory of the checkpoint reaches the disk before its name does, and the name
+        // before `latest` points at it: after a power loss a step-N that exists is complete.
+        try renameDurably(tmp, to: final)
         try relink("latest", to: "checkpoints/" + name)
         prune(keep: keep, current: name)
         return final
     }
 
-    /// Deletes checkpoints beyond the newest `keep` (never `current`) and leftovers of interrupted writes.
+    /// Deletes leftovers of interrupted writes and every checkpoint but `current` and the newest `keep` others
+    /// (`keep_checkpoints` counts the checkpoints kept besides the newest, as its help says).
     func prune(keep: Int, current: String) {
         let fm = FileManager.default
         let items = ((try? fm.contentsOfDirectory(atPath: checkpoints)) ?? []).sorted()
         for f in items where f.contains(".tmp-") { try? fm.removeItem(atPath: checkpoints + "/" + f) }
         let done = items.filter { $0.hasPrefix("step-") && !$0.contains(".tmp-") && $0 != current }
-        for f in done.dropLast(max(0, keep - 1)) { try? fm.removeItem(atPath: checkpoints + "/" + f) }
+        for f in done.dropLast(max(0, keep)) { try? fm.removeItem(atPath: checkpoints + "/" + f) }
     }
 
     /// Restores the optimizer moments and step counts written by `saveCheckpoint`.

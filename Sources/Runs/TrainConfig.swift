@@ -71,7 +71,7 @@ public struct TrainConfig: Sendable, Equatable, Codable {
     public var referenceColumn = ReferenceScorer.defaultColumn
     /// Write a checkpoint every N optimizer steps (0: only at the end).
     public var checkpointEvery = 0
-    /// Checkpoints kept besides the final one (older ones are deleted).
+    /// Checkpoints kept besides the newest one (older ones are deleted).
     public var keepCheckpoints = 2
 
     /// The defaults.

@@ -161,9 +161,8 @@ extension TrainSettings {
     /// Applies a TOML file's keys (flat `key = value`, the same names as the flags with underscores).
     /// Returns the keys it set.
     public mutating func apply(tomlFile file: String) throws -> Set<String> {
-        guard let text = try? String(contentsOfFile: file, encoding: .utf8) else {
-            throw SettingError(description: "\(file): cannot read")
-        }
+        let text: String
+        do { text = try readTextFile(file) } catch { throw SettingError(description: error.description) }
         let table: TOMLTable
         do { table = try TOMLTable(string: text) } catch let e as TOMLParseError {
             throw SettingError(description: "\(file):\(e.source.begin.line):\(e.source.begin.column): \(e.description)")

@@ -13,14 +13,15 @@ public enum GGUFTokenizer {
         return (try v.tokenizerJSON(), try v.tokenizerConfigJSON(maxLength: context))
     }
 
-    /// Loads the tokenizer of `file` (written to a private temporary directory, read back, removed).
+    /// Loads the tokenizer of `file`, rebuilt in memory. Its `path` is the .gguf file (what a dataset's manifest
+    /// records as the tokenizer's source) and its fingerprint that of the rebuilt tokenizer.json: the file a
+    /// checkpoint trained from this GGUF carries (`ModelSource.tokenizerFiles`), so a dataset ingested with the
+    /// GGUF passes the fingerprint check against such a checkpoint.
     public static func load(_ file: GGUFFile) throws -> Tokenizer {
         let (json, config) = try files(file)
-        let dir = NSTemporaryDirectory() + "oreo-gguf-tokenizer-\(getpid())-\(UUID().uuidString)"
-        try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        try json.write(to: URL(fileURLWithPath: dir + "/tokenizer.json"))
-        try config.write(to: URL(fileURLWithPath: dir + "/tokenizer_config.json"))
-        return try Tokenizer.load(path: dir + "/tokenizer.json")
+        return try Tokenizer.load(json: json, config: config, source: file.path)
     }
+
+    /// Loads a tokenizer.json, or the tokenizer a GGUF file's metadata describes (`Tokenizer.load(path:)`).
+    public static func load(path: String) throws -> Tokenizer { try Tokenizer.load(path: path) }
 }

@@ -1,6 +1,6 @@
 import Checkpoint
-
 import Support
+import Foundation
 
 /// A Hugging Face tokenizer.json byte-level BPE tokenizer that reproduces HF `tokenizers` ids exactly.
 ///
@@ -17,6 +17,12 @@ public struct Tokenizer: Sendable {
             }
         }
         return Tokenizer(model: try TokenizerLoader(path: path).load())
+    }
+
+    /// Parses tokenizer.json bytes already in memory (with tokenizer_config.json's, for BOS and EOS), as
+    /// `load(path:)` parses a file; `source` names where they came from (a .gguf file) in `path` and errors.
+    public static func load(json: Data, config: Data?, source: String) throws(TokenizerError) -> Tokenizer {
+        Tokenizer(model: try TokenizerLoader(path: source, contents: json, configContents: config).load())
     }
 
     /// A new encoder with its own scratch space and cache.
@@ -54,7 +60,7 @@ public struct Tokenizer: Sendable {
     public var eosId: UInt32? { model.eosId }
     /// FNV-1a 64 of the tokenizer.json bytes: shards record it to catch a changed tokenizer.
     public var fingerprint: UInt64 { model.fingerprint }
-    /// The file this tokenizer was loaded from.
+    /// The file this tokenizer was loaded from (for one rebuilt from GGUF metadata, the .gguf file).
     public var path: String { model.path }
     /// Ids the post-processor puts before and after each text when `addSpecialTokens` is set.
     public var templateIds: (prefix: [UInt32], suffix: [UInt32]) { (model.prefix, model.suffix) }

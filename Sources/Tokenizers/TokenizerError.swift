@@ -30,7 +30,8 @@ public struct TokenizerError: Error, CustomStringConvertible, Equatable {
     /// A message naming the file and the offending component.
     public var description: String {
         switch kind {
-        case .unreadable(let why): return "\(path): cannot read tokenizer: \(why)"
+        case .unreadable(let why):
+            return why == FileReadError.missing ? "no such file: \(path)" : "\(path): cannot read tokenizer: \(why)"
         case .malformed(let why): return "\(path): malformed tokenizer.json: \(why)"
         case .unsupported(let component, let detail):
             return "\(path): unsupported \(component): \(detail) (refused rather than risk ids that differ from HF tokenizers)"

@@ -4,6 +4,11 @@ import Support
 /// Reads a tokenizer.json into a `TokenizerModel`, refusing every component it cannot reproduce exactly.
 struct TokenizerLoader {
     let path: String
+    /// The tokenizer.json bytes when they are already in memory (rebuilt from GGUF metadata); `path` then
+    /// only names where they came from.
+    var contents: Data? = nil
+    /// tokenizer_config.json bytes to use instead of a file beside `path`.
+    var configContents: Data? = nil
 
     /// Ids size per-id tables, so an absurd id in an untrusted file must not allocate gigabytes;
     /// real vocabularies stay below 300k.
@@ -18,7 +23,11 @@ struct TokenizerLoader {
     /// Parses the file at `path`.
     func load() throws(TokenizerError) -> TokenizerModel {
         let data: Data
-        do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch { throw fail(.unreadable("\(error)")) }
+        if let contents {
+            data = contents
+        } else {
+            do { data = try readFile(path) } catch { throw fail(.unreadable(error.reason)) }
+        }
         let parsed: Result<(JSONValue, UInt64), JSONParser.Failure> = data.withUnsafeBytes { raw in
             let b = raw.bindMemory(to: UInt8.self)
             do throws(JSONParser.Failure) { return .success((try JSONParser.parse(b), FNV1a.hash(raw))) } catch {
@@ -248,7 +257,9 @@ struct TokenizerLoader {
     func specialIds(prefix: [UInt32], added: [(AddedToken, normalized: Bool)]) -> (UInt32?, UInt32?) {
         func id(of name: [UInt8]) -> UInt32? { added.first { $0.0.content == name }?.0.id }
         var config: JSONValue? = nil
-        if path.hasSuffix("tokenizer.json") {
+        if let configContents {
+            config = configContents.withUnsafeBytes { try? JSONParser.parse($0.bindMemory(to: UInt8.self)) }
+        } else if path.hasSuffix("tokenizer.json") {
             let configPath = String(path.dropLast("tokenizer.json".count)) + "tokenizer_config.json"
             if let data = FileManager.default.contents(atPath: configPath) {
                 config = data.withUnsafeBytes { try? JSONParser.parse($0.bindMemory(to: UInt8.self)) }

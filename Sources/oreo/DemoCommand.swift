@@ -14,8 +14,9 @@ struct DemoCommand: ParsableCommand {
         Stages (per seed unless marked):
         \(DemoStage.allCases.map { "  \($0.rawValue.padding(toLength: 15, withPad: " ", startingAt: 0))\($0.summary)\($0 == .tokenizer || $0 == .report ? " (once)" : "")" }.joined(separator: "\n"))
 
-        The task: a short word problem (varied names, objects and sentences), 2 to 6 calculation steps one per \
-        line (`7+5=12`), then `#### N`. A sample earns reward 1 when it ends with EOS and its final answer is right; \
+        The task: a short word problem (varied names, objects and sentences), \(ProblemConfig().minSteps) to \
+        \(ProblemConfig().maxSteps) calculation steps (--min-calc-steps, --max-calc-steps) one per line (`7+5=12`), \
+        then `#### N`. A sample earns reward 1 when it ends with EOS and its final answer is right; \
         the verifier also finds the first wrong line. Train, validation and test problems never share a problem.
 
         Every model starts from the same SFT model, trained from scratch on the worked solutions (or from \
@@ -51,8 +52,11 @@ struct DemoCommand: ParsableCommand {
     @Option(help: "Beam widths for value-guided search, comma-separated.") var beamWidths = "2,4"
     @Option(help: "Methods trained from the SFT model, comma-separated (SFT is always trained).") var methods = "RFT,DPO,KTO,OREO,DQO"
     @Option(help: "Wall-clock budget of the whole run: seconds, or with s / m / h.") var timeBudget = "15m"
-    @Option(help: "Fewest calculation steps per problem.") var minSteps = 2
-    @Option(help: "Most calculation steps per problem.") var maxSteps = 4
+    @Option(help: "Fewest calculation steps (lines like 7+5=12) per problem.") var minCalcSteps = ProblemConfig().minSteps
+    @Option(help: "Most calculation steps (lines like 7+5=12) per problem.") var maxCalcSteps = ProblemConfig().maxSteps
+    // Their first names, hidden: `oreo eval --max-steps` counts beam-search steps, a different thing.
+    @Option(name: .customLong("min-steps"), help: .hidden) var minStepsAlias: Int?
+    @Option(name: .customLong("max-steps"), help: .hidden) var maxStepsAlias: Int?
     @Option(help: "Starting value range, LOW-HIGH.") var startRange = "2-20"
     @Option(help: "Operand range of + and -, LOW-HIGH.") var operandRange = "1-9"
     @Option(help: "Operations steps may use, comma-separated from + - *.") var operations = "+,-,*"
@@ -136,8 +140,8 @@ struct DemoCommand: ParsableCommand {
             .filter { $0 != .sft }
         guard let budget = DemoCommand.seconds(timeBudget) else { throw ValidationError("--time-budget takes seconds or a number with s, m or h: '\(timeBudget)'") }
         c.timeBudget = budget
-        c.task.minSteps = minSteps
-        c.task.maxSteps = maxSteps
+        c.task.minSteps = minStepsAlias ?? minCalcSteps
+        c.task.maxSteps = maxStepsAlias ?? maxCalcSteps
         c.task.startRange = try DemoCommand.range(startRange, "--start-range")
         c.task.operandRange = try DemoCommand.range(operandRange, "--operand-range")
         c.task.operations = try DemoCommand.list(operations, "--operations") { ArithmeticOp(rawValue: $0) }
@@ -180,6 +184,8 @@ struct DemoCommand: ParsableCommand {
     func run() throws {
         var c = try config()
         c.pretrainedModel = model
+        // Before any stage runs (the data stages would run first and fail later, at the tokenizer).
+        if let model, !FileManager.default.fileExists(atPath: model) { throw CommandError("no such file or directory: \(model)") }
         if let s = samplesPerBeam, s < 1 { throw ValidationError("--samples-per-beam must be positive") }
         let pipeline: DemoPipeline
         do { pipeline = try DemoPipeline(config: c, hooks: try builtInHooks(c, tokenizer: c.output + "/tokenizer.json")) } catch let e as DemoError {

@@ -39,7 +39,7 @@ struct IngestCommand: ParsableCommand {
     var stepDelimiter: [String] = []
     @Option(help: "EOS after text responses: auto (unless already there), always, never.") var eos = "auto"
     @Flag(help: "Do not put the tokenizer's BOS/template prefix before prompts.") var noBos = false
-    @Flag(help: "Encode special tokens written in the text as plain text instead of control tokens.") var specialTokensAsText = false
+    @OptionGroup var specialTokens: SpecialTokenOptions
     @Option(help: "Worker threads.") var threads = ProcessInfo.processInfo.activeProcessorCount
     @Option(help: "Ingest only part I of N (I/N) of the lines, for several machines; then --merge-parts N.") var part: String?
     @Option(help: "Combine the N finished parts in --out into one manifest.") var mergeParts: Int?
@@ -68,10 +68,10 @@ struct IngestCommand: ParsableCommand {
         if !stepDelimiter.isEmpty { options.stepDelimiters = stepDelimiter.map(unescapeDelimiter) }
         options.eos = eosPolicy
         options.addBOS = !noBos
-        options.recognizeSpecialTokens = !specialTokensAsText
+        options.recognizeSpecialTokens = !specialTokens.asText
 
         let start = Date()
-        let tok = tokenizer.lowercased().hasSuffix(".gguf") ? try GGUFTokenizer.load(try GGUFFile(path: tokenizer)) : try Tokenizer.load(path: tokenizer)
+        let tok = try GGUFTokenizer.load(path: tokenizer)
         let vocab = IngestVocabulary(tok)
         printError("tokenizer \(tokenizer): \(tok.vocabSize) tokens, loaded in \(String(format: "%.2f", Date().timeIntervalSince(start))) s")
         var job = IngestJob(inputs: inputs, output: out, vocab: vocab, options: options)

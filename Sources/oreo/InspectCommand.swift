@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Format
+import Infer
 import Ingest
 import Tokenizers
 
@@ -13,11 +14,12 @@ struct Inspect: ParsableCommand {
     @Option(help: "How many trajectories to print.") var rows = 3
     @Option(help: "How many token ids to print per trajectory.") var tokens = 24
     @Flag(help: "Accept a dataset whose writer has not finished.") var allowIncomplete = false
-    @Option(help: "A tokenizer.json to show the rows as text (checked against the dataset's fingerprint).") var tokenizer: String?
+    @Option(help: "A tokenizer.json (or a .gguf file's tokenizer) to show the rows as text (checked against the dataset's fingerprint).")
+    var tokenizer: String?
 
     func run() throws {
         var decoder: Tokenizer?
-        if let tokenizer { decoder = try Tokenizer.load(path: tokenizer) }
+        if let tokenizer { decoder = try GGUFTokenizer.load(path: tokenizer) }
         let shards: [Shard]
         if isDirectory(path) {
             let d = try Dataset(directory: path, allowIncomplete: allowIncomplete)

@@ -1,4 +1,7 @@
 import ArgumentParser
+import Foundation
+import Format
+import Support
 import Train
 
 /// The `oreo` command line: ingest, inspect, verify, train, sample, evaluate.
@@ -14,12 +17,26 @@ struct Oreo: ParsableCommand {
 
     static func main() {
         BLASRuntime.ensurePreferredKernels()
+        var command: ParsableCommand
+        do { command = try parseAsRoot() } catch { exit(withError: error) }
         do {
-            var command = try parseAsRoot()
             try command.run()
+        } catch let e as ValidationError {
+            exitWithUsage(e.message, of: type(of: command))
         } catch {
+            // Foundation's file errors print as `Error Domain=NSCocoaErrorDomain Code=260 ...`: one line instead.
+            if let f = FileReadError(foundation: error) { exit(withError: CommandError(f.description)) }
             exit(withError: error)
         }
+    }
+
+    /// Prints an option's error found while running with the usage of the command it belongs to (as ArgumentParser
+    /// does for errors found while parsing; `exit(withError:)` would show the top-level usage), and exits 64.
+    static func exitWithUsage(_ message: String, of command: ParsableCommand.Type) -> Never {
+        let usage = usageString(for: command)
+        let name = usage.split(separator: " ").prefix(2).joined(separator: " ")
+        printError("Error: \(message)\nUsage: \(usage)\n  See '\(name) --help' for more information.")
+        Foundation.exit(ExitCode.validationFailure.rawValue)
     }
 }
 

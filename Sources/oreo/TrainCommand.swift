@@ -41,6 +41,9 @@ struct TrainCommand: ParsableCommand {
         var s = TrainSettings()
         var set = Set<String>()
         let stored = out + "/config.toml"
+        if resume && !FileManager.default.fileExists(atPath: out) {
+            throw CommandError("no such file or directory: \(out) (--resume continues the run in --out)")
+        }
         if resume, config == nil, FileManager.default.fileExists(atPath: stored) { set.formUnion(try s.apply(tomlFile: stored)) }
         if let config { set.formUnion(try s.apply(tomlFile: config)) }
         set.formUnion(try s.apply(flags: settings))

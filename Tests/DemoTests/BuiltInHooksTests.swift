@@ -58,6 +58,15 @@ import Train
         #expect(again.status == .done)
     }
 
+    /// The report rows name a pretrained model by its file name: results.md and results.json name no
+    /// directory of the machine that wrote them.
+    @Test func reportRowsNameThePretrainedModelWithoutItsDirectory() {
+        var t = DemoTrainingSettings()
+        t.initModel = "/home/someone/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+        let model = t.rows.first { $0.key == "model" }?.value
+        #expect(model == "SmolLM2-135M-Instruct.Q4_1.gguf (pretrained)")
+    }
+
     /// A tokenizer, a random policy with a value head (saved twice: as policy and as value network) and samples.
     static func world() throws -> (dir: String, tokenizer: String, model: TrainedModel, samples: [SampledResponse], net: TransformerModel) {
         let dir = DemoTestSupport.tempDir()

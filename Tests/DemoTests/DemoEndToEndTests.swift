@@ -63,7 +63,8 @@ import Tokenizers
         let verifier = TaskVerifier(tokenizer: tokenizer)
         for e in evaluations {
             let file = try #require(e["answers"] as? String)
-            let answers = try DemoEndToEndTests.lines(file)
+            #expect(!file.hasPrefix("/"), "results.json names an absolute path: \(file)")
+            let answers = try DemoEndToEndTests.lines(dir + "/" + file)
             let seed = try #require(e["seed"] as? Int)
             let prompts = try TaskFiles.readPrompts(dir + "/seed-\(seed)/data/prompts-test.jsonl")
             #expect(answers.count == 10 && e["total"] as? Int == 10)

@@ -175,6 +175,20 @@ struct ScriptedPolicy: DemoSampler, DemoEvaluator {
         }
         let md = try String(contentsOfFile: dir + "/results.md", encoding: .utf8)
         #expect(md.contains("| SFT | 50.0 | 50.0 | 50.0 ± 0.0 |"))
+        // results.json names files relative to the run directory (it ships in docs/ and moves between machines).
+        #expect(dir.hasPrefix("/") && !md.contains(dir))
+        let json = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/results.json")))
+        func strings(_ v: Any) -> [String] {
+            if let s = v as? String { return [s] }
+            if let a = v as? [Any] { return a.flatMap(strings) }
+            if let o = v as? [String: Any] { return o.values.flatMap(strings) }
+            return []
+        }
+        let absolute = strings(json).filter { $0.hasPrefix("/") || $0.contains(dir) }
+        #expect(absolute.isEmpty, "absolute paths in results.json: \(absolute.prefix(3))")
+        let answers = ((json as? [String: Any])?["evaluations"] as? [[String: Any]] ?? []).compactMap { $0["answers"] as? String }
+        #expect(answers.count == r.evaluations.count)
+        for a in answers { #expect(FileManager.default.fileExists(atPath: dir + "/" + a), "\(a) is not a file in the run directory") }
         #expect(FileManager.default.fileExists(atPath: dir + "/search-tokens.svg"))
     }
 

@@ -87,7 +87,7 @@ import Runs
         let ds = try writeDataset(toyTask(40, seed: 3), vocab: 16, at: root + "/data")
         var c = tinyTrain(method)
         c.checkpointEvery = 2
-        c.keepCheckpoints = 1
+        c.keepCheckpoints = 0
         c.loader.microBatchesPerStep = 2
         c.loader.tokensPerMicroBatch = 24
         if method == .dqo || method == .kto || method == .dpo {
