@@ -1,4 +1,5 @@
 import Checkpoint
+import Format
 import Foundation
 import Ingest
 import Train
@@ -130,9 +131,11 @@ public struct InferenceModel {
                 }
                 tokenizerPath = t
             }
-            if let d = FileManager.default.contents(atPath: path + "/tokenizer_config.json"),
-               let o = try? JSONSerialization.jsonObject(with: d) as? [String: Any] {
-                template = o["chat_template"] as? String
+            let configPath = path + "/tokenizer_config.json"
+            if let d = FileManager.default.contents(atPath: configPath) {
+                do { template = try StrictJSON.parse(d, file: configPath)["chat_template"]?.string } catch {
+                    throw InferError.invalid(error.description)
+                }
             }
         } else {
             guard !valueHead else { throw InferError.invalid("\(path): a value model is a checkpoint directory with value_head.weight") }
