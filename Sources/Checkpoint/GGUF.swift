@@ -1,6 +1,38 @@
 import Foundation
 import Support
 
+/// Errors from reading or writing GGUF files; every message names the file (and the tensor or metadata key).
+public enum GGUFError: Error, CustomStringConvertible, Equatable {
+    /// The file's structure breaks the format's rules.
+    case invalid(file: String, why: String)
+    /// A metadata value is missing, of the wrong type, or out of range.
+    case metadata(file: String, key: String, why: String)
+    /// A tensor is missing, has the wrong shape, an unsupported type, or values that cannot be weights.
+    case tensor(file: String, name: String, why: String)
+    /// The file could not be read or written.
+    case io(file: String, why: String)
+
+    /// One line naming the file and what is wrong.
+    public var description: String {
+        switch self {
+        case let .invalid(f, w): return "\(f): \(w)"
+        case let .metadata(f, k, w): return "\(f): metadata \(k): \(w)"
+        case let .tensor(f, n, w): return "\(f): tensor \"\(n)\": \(w)"
+        case let .io(f, w): return "\(f): \(w)"
+        }
+    }
+}
+
+/// The index of the first NaN or infinity in `values`, if any (model weights are finite).
+func firstNonFinite(_ values: [Float]) -> Int? {
+    values.withUnsafeBufferPointer { v in
+        // The largest exponent field is all ones only for NaN or infinity: an integer max vectorizes.
+        var top: UInt32 = 0
+        for x in v { top = max(top, x.bitPattern & 0x7F80_0000) }
+        return top == 0x7F80_0000 ? v.firstIndex { !$0.isFinite } : nil
+    }
+}
+
 /// A metadata value from a GGUF file (arrays of scalars are kept; nested arrays are skipped).
 public enum GGUFValue: Sendable {
     /// Any integer type.
@@ -16,6 +48,16 @@ public enum GGUFValue: Sendable {
 
     /// Integer view.
     public var int: Int? { if case .int(let v) = self { return Int(exactly: v) }; return nil }
+    /// What this value is, for messages.
+    public var summary: String {
+        switch self {
+        case .int(let i): return "the integer \(i)"
+        case .float(let d): return "the number \(d)"
+        case .bool(let b): return "the boolean \(b)"
+        case .string(let s): return s.count <= 40 ? "the string \(s.debugDescription)" : "a string"
+        case .array(let a): return "an array of \(a.count)"
+        }
+    }
     /// Floating view (integers convert).
     public var double: Double? {
         switch self { case .float(let d): return d; case .int(let i): return Double(i); default: return nil }
@@ -58,7 +100,7 @@ public struct GGUFFile: Sendable {
         let raw: UnsafeRawBufferPointer
         var pos = 0
         let path: String
-        func fail(_ why: String) -> SafeTensorsError { .invalid(file: path, why: "GGUF at byte \(pos): \(why)") }
+        func fail(_ why: String) -> GGUFError { .invalid(file: path, why: "GGUF at byte \(pos): \(why)") }
         mutating func take(_ n: Int) throws -> Int {
             guard n >= 0, n <= raw.count - pos else { throw fail("read of \(n) bytes past the end") }
             defer { pos += n }
@@ -108,7 +150,7 @@ public struct GGUFFile: Sendable {
     public init(path: String) throws {
         let data: Data
         do { data = try Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped) } catch {
-            throw SafeTensorsError.io(file: path, why: FileReadError(foundation: error, path: path)?.reason ?? "cannot read: \(error.localizedDescription)")
+            throw GGUFError.io(file: path, why: FileReadError(foundation: error, path: path)?.reason ?? "cannot read: \(error.localizedDescription)")
         }
         self.path = path
         self.data = data
@@ -121,8 +163,14 @@ public struct GGUFFile: Sendable {
             let version = try r.u32()
             guard version == 2 || version == 3 else { throw r.fail("unsupported version \(version)") }
             let nt = try r.count(1 << 20, "tensor count"), nkv = try r.count(1 << 20, "metadata count")
+            var keys = Set<String>()
             for _ in 0..<nkv {
+                let keyAt = r.pos
                 let k = try r.string()
+                // A repeated key has no single meaning (readers differ on which copy counts): refuse it.
+                guard keys.insert(k).inserted else {
+                    throw GGUFError.metadata(file: path, key: k, why: "appears twice (second time at byte \(keyAt))")
+                }
                 let t = try r.u32()
                 if let v = try r.value(type: t, depth: 0) { meta[k] = v }
             }
@@ -142,7 +190,7 @@ public struct GGUFFile: Sendable {
         }
         var idx: [String: Int] = [:]
         for (i, t) in infos.enumerated() {
-            func bad(_ w: String) -> SafeTensorsError { .tensor(file: path, name: t.name, why: w) }
+            func bad(_ w: String) -> GGUFError { .tensor(file: path, name: t.name, why: w) }
             guard idx[t.name] == nil else { throw bad("duplicate tensor name") }
             idx[t.name] = i
             var elems = 1
@@ -172,9 +220,9 @@ public struct GGUFFile: Sendable {
     /// Calls `body` with the stored bytes of tensor `name` (its blocks as the file holds them, bounds checked
     /// when the file was opened).
     public func withStoredBytes<R>(of name: String, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
-        guard let t = info(name) else { throw SafeTensorsError.tensor(file: path, name: name, why: "not in file") }
+        guard let t = info(name) else { throw GGUFError.tensor(file: path, name: name, why: "not in file") }
         guard let (bytes, per) = Self.blockLayout(t.type) else {
-            throw SafeTensorsError.tensor(file: path, name: name, why: "ggml type \(t.type) not supported (F32, F16, Q8_0, Q4_0, Q4_1)")
+            throw GGUFError.tensor(file: path, name: name, why: "ggml type \(t.type) not supported (F32, F16, Q8_0, Q4_0, Q4_1)")
         }
         return try data.withUnsafeBytes { raw in
             try body(UnsafeRawBufferPointer(rebasing: raw[(dataStart + t.offset)..<(dataStart + t.offset + t.count / per * bytes)]))
@@ -183,9 +231,9 @@ public struct GGUFFile: Sendable {
 
     /// Tensor `name` dequantized to Float, in row-major order of the PyTorch shape (ne reversed).
     public func floats(_ name: String) throws -> [Float] {
-        guard let t = info(name) else { throw SafeTensorsError.tensor(file: path, name: name, why: "not in file") }
+        guard let t = info(name) else { throw GGUFError.tensor(file: path, name: name, why: "not in file") }
         guard let (bytes, per) = Self.blockLayout(t.type) else {
-            throw SafeTensorsError.tensor(file: path, name: name, why: "ggml type \(t.type) not supported (F32, F16, Q8_0, Q4_0, Q4_1)")
+            throw GGUFError.tensor(file: path, name: name, why: "ggml type \(t.type) not supported (F32, F16, Q8_0, Q4_0, Q4_1)")
         }
         let n = t.count
         var out = [Float](repeating: 0, count: n)
@@ -219,6 +267,11 @@ public struct GGUFFile: Sendable {
                     }
                 }
             }
+        }
+        // A relabelled type or corrupt scales read as NaN or infinity: refuse them here, where the tensor can be
+        // named, rather than as a non-finite loss or an unwritable JSON number later.
+        if let bad = firstNonFinite(out) {
+            throw GGUFError.tensor(file: path, name: name, why: "element \(bad) is \(out[bad]) (ggml type \(t.type)): the tensor's type or data is corrupt")
         }
         return out
     }

@@ -90,7 +90,8 @@ extension GGUFFile {
         return nil
     }
 
-    /// The model configuration this file's metadata describes (llama, qwen2 or gpt2 architectures).
+    /// The model configuration this file's metadata describes (llama, qwen2 or gpt2 architectures); every value
+    /// is checked, and a bad one is named by its metadata key.
     public func modelConfig() throws -> ModelConfig {
         let arch = string("general.architecture") ?? ""
         let family: ModelFamily
@@ -98,67 +99,98 @@ extension GGUFFile {
         case "llama": family = .llama
         case "qwen2": family = .qwen2
         case "gpt2": family = .gpt2
-        default: throw SafeTensorsError.invalid(file: path, why: "architecture \"\(arch)\" is not supported (llama, qwen2, gpt2)")
+        default: throw GGUFError.metadata(file: path, key: "general.architecture", why: "\"\(arch)\" is not supported (llama, qwen2, gpt2)")
         }
         func key(_ k: String) -> String { arch + "." + k }
+        func bad(_ k: String, _ why: String) -> GGUFError { .metadata(file: path, key: k, why: why) }
+        /// An integer value, nil when absent; present with another type is an error.
+        func int(_ k: String) throws -> Int? {
+            guard let v = metadata[k] else { return nil }
+            guard let i = v.int else { throw bad(k, "expected an integer, got \(v.summary)") }
+            return i
+        }
         func need(_ k: String) throws -> Int {
-            guard let v = metadata[key(k)]?.int else { throw SafeTensorsError.invalid(file: path, why: "missing metadata \(key(k))") }
+            guard let v = try int(key(k)) else { throw bad(key(k), "missing") }
             return v
         }
-        func float(_ k: String) -> Float? { metadata[key(k)]?.double.map { Float($0) } }
+        /// A float value (stored as f32, so read back as its shortest decimal), nil when absent.
+        func float(_ k: String) throws -> Double? {
+            guard let v = metadata[k] else { return nil }
+            guard let d = v.double else { throw bad(k, "expected a number, got \(v.summary)") }
+            return shortestDouble(Float(d))
+        }
         let d = try need("embedding_length"), heads = try need("attention.head_count")
-        var vocab = metadata[key("vocab_size")]?.int
+        var vocab = try int(key("vocab_size"))
         if vocab == nil, let e = info("token_embd.weight"), e.ne.count == 2 { vocab = e.ne[1] }
         if vocab == nil, case .array(let toks)? = metadata["tokenizer.ggml.tokens"] { vocab = toks.count }
-        guard let vocab else { throw SafeTensorsError.invalid(file: path, why: "cannot determine the vocabulary size") }
+        guard let vocab else { throw GGUFError.invalid(file: path, why: "cannot determine the vocabulary size") }
         let cfg: ModelConfig
         if family == .gpt2 {
             cfg = ModelConfig(family: .gpt2, vocabSize: vocab, hiddenSize: d, layers: try need("block_count"), heads: heads,
                               intermediateSize: try need("feed_forward_length"),
                               maxPositions: try need("context_length"),
-                              normEps: float("attention.layer_norm_epsilon").map(shortestDouble).map { Float($0) } ?? 1e-5)
+                              normEps: try float(key("attention.layer_norm_epsilon")).map { Float($0) } ?? 1e-5)
         } else {
             var scaling = RoPEScaling.none
+            let factorKey = key("rope.scaling.factor"), origKey = key("rope.scaling.original_context_length")
+            let loKey = "oreo.rope.scaling.low_freq_factor", hiKey = "oreo.rope.scaling.high_freq_factor"
             switch string(key("rope.scaling.type")) {
             case nil, "none"?: break
             case "linear"?:
-                guard let f = float("rope.scaling.factor") else { throw SafeTensorsError.invalid(file: path, why: "linear RoPE scaling without \(key("rope.scaling.factor"))") }
-                scaling = .linear(factor: shortestDouble(f))
+                guard let f = try float(factorKey) else { throw bad(factorKey, "missing (linear RoPE scaling needs it)") }
+                scaling = .linear(factor: f)
             case "llama3"?:
-                guard let f = float("rope.scaling.factor"), let orig = metadata[key("rope.scaling.original_context_length")]?.int,
-                      let lo = metadata["oreo.rope.scaling.low_freq_factor"]?.double,
-                      let hi = metadata["oreo.rope.scaling.high_freq_factor"]?.double else {
-                    throw SafeTensorsError.invalid(file: path, why: "llama3 RoPE scaling without its factor, original context and band parameters")
+                guard let f = try float(factorKey), let orig = try int(origKey), let lo = try float(loKey), let hi = try float(hiKey) else {
+                    throw bad(key("rope.scaling.type"), "llama3 RoPE scaling without its factor, original context and band parameters")
                 }
-                scaling = .llama3(factor: shortestDouble(f), lowFreqFactor: shortestDouble(Float(lo)),
-                                  highFreqFactor: shortestDouble(Float(hi)), originalMaxPositions: orig)
+                scaling = .llama3(factor: f, lowFreqFactor: lo, highFreqFactor: hi, originalMaxPositions: orig)
             case let other?:
-                throw SafeTensorsError.invalid(file: path, why: "RoPE scaling type \"\(other)\" is not supported")
+                throw bad(key("rope.scaling.type"), "\"\(other)\" is not supported (none, linear, llama3)")
             }
-            let headDim = metadata[key("attention.key_length")]?.int ?? metadata[key("rope.dimension_count")]?.int ?? d / max(heads, 1)
+            let headDim = try int(key("attention.key_length")) ?? int(key("rope.dimension_count")) ?? d / max(heads, 1)
             cfg = ModelConfig(family: family, vocabSize: vocab, hiddenSize: d, layers: try need("block_count"), heads: heads,
-                              kvHeads: metadata[key("attention.head_count_kv")]?.int ?? heads, headDim: headDim,
+                              kvHeads: try int(key("attention.head_count_kv")) ?? heads, headDim: headDim,
                               intermediateSize: try need("feed_forward_length"),
-                              maxPositions: metadata[key("context_length")]?.int ?? 2048,
-                              normEps: float("attention.layer_norm_rms_epsilon").map(shortestDouble).map { Float($0) } ?? 1e-5,
-                              ropeTheta: float("rope.freq_base").map(shortestDouble) ?? 10000,
+                              maxPositions: try int(key("context_length")) ?? 2048,
+                              normEps: try float(key("attention.layer_norm_rms_epsilon")).map { Float($0) } ?? 1e-5,
+                              ropeTheta: try float(key("rope.freq_base")) ?? 10000,
                               ropeScaling: scaling,
                               tieWordEmbeddings: info("output.weight") == nil,
                               qkvBias: info("blk.0.attn_q.bias") != nil, outputBias: info("blk.0.attn_output.bias") != nil,
                               mlpBias: info("blk.0.ffn_up.bias") != nil)
         }
-        do { try cfg.validate() } catch { throw SafeTensorsError.invalid(file: path, why: "\(error)") }
+        do { try cfg.check() } catch {
+            let name: String
+            switch error.field {
+            case .vocabSize: name = metadata[key("vocab_size")] != nil ? key("vocab_size") : "token_embd.weight"
+            case .hiddenSize: name = key("embedding_length")
+            case .layers: name = key("block_count")
+            case .heads: name = key("attention.head_count")
+            case .kvHeads: name = key("attention.head_count_kv")
+            case .headDim: name = metadata[key("attention.key_length")] != nil ? key("attention.key_length") : key("rope.dimension_count")
+            case .intermediateSize: name = key("feed_forward_length")
+            case .maxPositions: name = key("context_length")
+            case .normEps: name = key(family == .gpt2 ? "attention.layer_norm_epsilon" : "attention.layer_norm_rms_epsilon")
+            case .ropeTheta: name = key("rope.freq_base")
+            case .ropeScalingFactor: name = key("rope.scaling.factor")
+            case .ropeLowFreqFactor: name = "oreo.rope.scaling.low_freq_factor"
+            case .ropeHighFreqFactor: name = "oreo.rope.scaling.high_freq_factor"
+            case .ropeOriginalMaxPositions: name = key("rope.scaling.original_context_length")
+            case .tieWordEmbeddings: name = "output.weight"
+            }
+            throw bad(name, error.reason)
+        }
         if case let .llama3(f, lo, hi, orig) = cfg.ropeScaling {
             let want = llama3RopeFactors(headDim: cfg.headDim, theta: cfg.ropeTheta, factor: f, lowFreqFactor: lo,
                                          highFreqFactor: hi, originalMaxPositions: orig)
-            guard info("rope_freqs.weight") != nil else { throw SafeTensorsError.invalid(file: path, why: "llama3 RoPE scaling without rope_freqs.weight") }
+            guard info("rope_freqs.weight") != nil else { throw GGUFError.invalid(file: path, why: "llama3 RoPE scaling without rope_freqs.weight") }
             let got = try floats("rope_freqs.weight")
             guard got.count == want.count, zip(got, want).allSatisfy({ abs($0 - $1) <= 1e-5 * abs($1) }) else {
-                throw SafeTensorsError.tensor(file: path, name: "rope_freqs.weight", why: "does not match the llama3 scaling parameters in the metadata")
+                throw GGUFError.tensor(file: path, name: "rope_freqs.weight", why: "does not match the llama3 scaling parameters in the metadata")
             }
         } else if info("rope_freqs.weight") != nil {
-            throw SafeTensorsError.tensor(file: path, name: "rope_freqs.weight",
-                                          why: "per-frequency RoPE factors without oreo's llama3 parameters are not supported")
+            throw GGUFError.tensor(file: path, name: "rope_freqs.weight",
+                                   why: "per-frequency RoPE factors without oreo's llama3 parameters are not supported")
         }
         return cfg
     }

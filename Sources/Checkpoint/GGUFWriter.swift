@@ -120,7 +120,7 @@ func ggmlBytes(_ r: GGUFTensorRecord, file: String) throws -> [UInt8] {
         case .q8_0:
             return quantizeQ8_0(v)
         case .q4_0, .q4_1:
-            throw SafeTensorsError.tensor(file: file, name: r.name, why: "writing \(r.type) is not supported (F32, F16, Q8_0)")
+            throw GGUFError.tensor(file: file, name: r.name, why: "writing \(r.type) is not supported (F32, F16, Q8_0)")
         }
     }
 }
@@ -129,12 +129,12 @@ func ggmlBytes(_ r: GGUFTensorRecord, file: String) throws -> [UInt8] {
 /// in the given order; `general.alignment` is added when `alignment` is not the default 32.
 public func writeGGUF(_ tensors: [GGUFTensorRecord], metadata: [(String, GGUFMetadataValue)], to path: String,
                       alignment: Int = 32) throws {
-    guard alignment > 0, alignment % 8 == 0 else { throw SafeTensorsError.invalid(file: path, why: "alignment \(alignment) must be a positive multiple of 8") }
+    guard alignment > 0, alignment % 8 == 0 else { throw GGUFError.invalid(file: path, why: "alignment \(alignment) must be a positive multiple of 8") }
     var meta = metadata
     if alignment != 32 { meta.append(("general.alignment", .uint32(UInt32(alignment)))) }
     var seenKeys = Set<String>()
     for (k, _) in meta where !seenKeys.insert(k).inserted {
-        throw SafeTensorsError.invalid(file: path, why: "duplicate metadata key \(k)")
+        throw GGUFError.invalid(file: path, why: "duplicate metadata key \(k)")
     }
     var e = GGUFEncoder()
     e.u32(0x4655_4747)  // "GGUF"
@@ -146,13 +146,13 @@ public func writeGGUF(_ tensors: [GGUFTensorRecord], metadata: [(String, GGUFMet
     var offset = 0
     var names = Set<String>()
     for t in tensors {
-        guard names.insert(t.name).inserted else { throw SafeTensorsError.tensor(file: path, name: t.name, why: "duplicate name") }
+        guard names.insert(t.name).inserted else { throw GGUFError.tensor(file: path, name: t.name, why: "duplicate name") }
         guard !t.shape.isEmpty, t.shape.count <= 4, t.shape.allSatisfy({ $0 > 0 }), t.shape.reduce(1, *) == t.values.count else {
-            throw SafeTensorsError.tensor(file: path, name: t.name, why: "shape \(t.shape) does not fit \(t.values.count) values")
+            throw GGUFError.tensor(file: path, name: t.name, why: "shape \(t.shape) does not fit \(t.values.count) values")
         }
         let (per, size) = t.type.block
         guard t.shape.last! % per == 0 else {
-            throw SafeTensorsError.tensor(file: path, name: t.name, why: "rows of \(t.shape.last!) are not a multiple of the \(t.type) block of \(per)")
+            throw GGUFError.tensor(file: path, name: t.name, why: "rows of \(t.shape.last!) are not a multiple of the \(t.type) block of \(per)")
         }
         e.string(t.name)
         e.u32(UInt32(t.shape.count))

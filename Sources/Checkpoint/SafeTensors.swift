@@ -20,6 +20,11 @@ public enum SafeTensorsError: Error, CustomStringConvertible {
     }
 }
 
+extension JSONValue {
+    /// The exact non-negative integer this number spells, if it is one.
+    var nonNegativeInt: Int? { int.flatMap { $0 >= 0 ? $0 : nil } }
+}
+
 /// Element types safetensors files may declare.
 public enum SafeTensorsDType: String, Sendable {
     case F64, F32, F16, BF16, I64, I32, I16, I8, U8, BOOL
@@ -87,9 +92,11 @@ public struct SafeTensorsFile: Sendable {
         let header = data.withUnsafeBytes { Array($0[8..<(8 + headerLen)]) }
         var trimmed = header
         while let last = trimmed.last, last == 0x20 || last == 0 { trimmed.removeLast() }
-        guard case .object(let entries) = try StrictJSONParser.parse(trimmed, source: path) else {
-            throw bad("header is not a JSON object")
+        let root: JSONValue
+        do { root = try StrictJSON.parse(trimmed, file: path) } catch {
+            throw bad("header JSON at byte \(8 + error.offset) of the file: \(error.reason)")
         }
+        guard case .object(let entries) = root else { throw bad("header is not a JSON object") }
         var meta: [String: String] = [:]
         var infos: [SafeTensorInfo] = []
         for (name, v) in entries {
@@ -107,7 +114,7 @@ public struct SafeTensorsFile: Sendable {
             for (k, f) in fields {
                 switch k {
                 case "dtype":
-                    guard case .string(let s) = f, let d = SafeTensorsDType(rawValue: s) else { throw tbad("unknown dtype \(f)") }
+                    guard case .string(let s) = f, let d = SafeTensorsDType(rawValue: s) else { throw tbad("unknown dtype \(f.summary)") }
                     dtype = d
                 case "shape":
                     guard case .array(let a) = f else { throw tbad("shape is not an array") }

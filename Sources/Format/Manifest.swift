@@ -120,6 +120,11 @@ public struct Manifest: Codable, Sendable, Equatable {
         let file = try MappedFile(path: path)
         guard file.bytes.count <= 256 << 20 else { throw FormatError(.manifest, path: path, "manifest over 256 MiB") }
         let data = Data(file.bytes)
+        // The strict reader first: syntax errors (and duplicate keys, NaN, ...) with their position.
+        do { _ = try StrictJSON.parse(data, file: path) } catch {
+            throw FormatError(.manifest, path: path, offset: UInt64(error.offset),
+                              "not valid JSON (line \(error.line), column \(error.column)): \(error.reason)")
+        }
         let m: Manifest
         do {
             m = try JSONDecoder().decode(Manifest.self, from: data)

@@ -39,23 +39,24 @@ public enum ProblemFile {
             let bytes = raw.last == UInt8(ascii: "\r") ? raw.dropLast() : raw
             if bytes.allSatisfy({ $0 == 32 || $0 == 9 }) { continue }
             func fail(_ why: String) -> InferError { .badLine(file: path, line: lineNo, reason: why) }
-            guard let value = try? StrictJSONParser.parse(Array(bytes), source: path) else { throw fail("not valid JSON") }
-            guard case .object(let members) = value else { throw fail("not a JSON object") }
-            func member(_ k: String) -> JSONValue? { members.first { $0.0 == k }?.1 }
+            let value: JSONValue
+            do { value = try StrictJSON.parse(Array(bytes), file: path) } catch { throw fail("not valid JSON: at column \(error.column): \(error.reason)") }
+            guard case .object = value else { throw fail("not a JSON object") }
+            func member(_ k: String) -> JSONValue? { value[k] }
             guard case .string(let prompt)? = member("prompt") ?? member("question") else {
                 throw fail("needs a string \"prompt\" (or \"question\")")
             }
             var answer: String?
             switch member("answer") {
             case .string(let a)?: answer = a
-            case .number(let a)?: answer = a
+            case .number(let a)?: answer = a.text
             case nil, .null?: break
             default: throw fail("\"answer\" must be a string or a number")
             }
             var id = String(lineNo)
             switch member("id") {
             case .string(let v)?: id = v
-            case .number(let v)? where Int(v) != nil: id = v
+            case .number(let v)? where v.int != nil: id = v.text
             case nil: break
             default: throw fail("\"id\" must be a string or an integer")
             }
@@ -119,6 +120,10 @@ public final class ResumableJSONL {
     public func append(_ records: [[String: Any]]) throws {
         var d = Data()
         for r in records {
+            // JSONSerialization's own refusal reads "Error Domain=NSCocoaErrorDomain Code=3840 ...": name the field.
+            if let key = nonFiniteField(r) {
+                throw InferError.invalid("\(partialPath): field \"\(key)\" of a record is not a finite number (NaN or infinity); JSON cannot hold it")
+            }
             d.append(try JSONSerialization.data(withJSONObject: r, options: [.sortedKeys, .withoutEscapingSlashes]))
             d.append(UInt8(ascii: "\n"))
         }
@@ -136,5 +141,22 @@ public final class ResumableJSONL {
         do { try fm.moveItem(atPath: partialPath, toPath: path) } catch {
             throw InferError.invalid("cannot rename \(partialPath) to \(path): \(error.localizedDescription)")
         }
+    }
+}
+
+/// The dotted key of the first NaN or infinite number in a record, if any.
+func nonFiniteField(_ value: Any, _ prefix: String = "") -> String? {
+    switch value {
+    case let d as Double: return d.isFinite ? nil : prefix
+    case let f as Float: return f.isFinite ? nil : prefix
+    case let o as [String: Any]:
+        for (k, v) in o.sorted(by: { $0.key < $1.key }) {
+            if let bad = nonFiniteField(v, prefix.isEmpty ? k : prefix + "." + k) { return bad }
+        }
+        return nil
+    case let a as [Any]:
+        for (i, v) in a.enumerated() { if let bad = nonFiniteField(v, prefix + "[\(i)]") { return bad } }
+        return nil
+    default: return nil
     }
 }

@@ -53,6 +53,8 @@ public struct LineProcessor {
     var stepOffsets: [Int] = []
     var stepText: [UInt8] = []
     var stepCuts: [Int] = []
+    var keySpans: [KeySpan] = []
+    var keyBytes: [UInt8] = []
     /// The one-trajectory batch behind `process(_:)`.
     var single = TrajectoryBatch()
     /// Single-byte delimiters only: which bytes delimit and which tokens hold them.
@@ -111,29 +113,74 @@ public struct LineProcessor {
         }
     }
 
-    /// The members of a trajectory line, found in one pass; for a key given twice the last one counts.
+    /// The members of a trajectory line, found in one pass.
     struct Fields {
         var reward, prompt, response, steps, promptIDs, responseIDs, stepEnds, group, id, meta: Int?
     }
 
-    private func fields(_ root: Int) -> Fields {
+    /// The top-level members by key (escaped keys unescaped); a key given twice is refused, since readers
+    /// disagree on which copy counts (Python's json keeps the last, others the first).
+    private mutating func fields(_ root: Int, _ line: UnsafeBufferPointer<UInt8>) throws -> Fields {
         var f = Fields()
-        scanner.forEachMember(root) { key, value in
-            guard let base = key.baseAddress else { return }
-            func equals(_ name: StaticString) -> Bool { memEqual(base, name.utf8Start, key.count) }
-            switch key.count {
-            case 2: if equals("id") { f.id = value }
-            case 4: if equals("meta") { f.meta = value }
-            case 5: if equals("steps") { f.steps = value } else if equals("group") { f.group = value }
-            case 6: if equals("reward") { f.reward = value } else if equals("prompt") { f.prompt = value }
-            case 8: if equals("response") { f.response = value }
-            case 9: if equals("step_ends") { f.stepEnds = value }
-            case 10: if equals("prompt_ids") { f.promptIDs = value }
-            case 12: if equals("response_ids") { f.responseIDs = value }
-            default: break
+        keySpans.removeAll(keepingCapacity: true)
+        keyBytes.removeAll(keepingCapacity: true)
+        var k = scanner[root].firstChild
+        while k >= 0 {
+            let value = scanner[k].next
+            let node = scanner[k]
+            if node.escaped {
+                let start = keyBytes.count
+                try scanner.withText(k, in: line, scratch: &scratch) { keyBytes.append(contentsOf: $0) }
+                keySpans.append(KeySpan(inLine: false, start: start, count: keyBytes.count - start, node: k))
+            } else {
+                keySpans.append(KeySpan(inLine: true, start: node.start, count: node.end - node.start, node: k))
+            }
+            k = scanner[value].next
+        }
+        try keyBytes.withUnsafeBufferPointer { side in
+            func bytes(_ s: KeySpan) -> UnsafeBufferPointer<UInt8> {
+                UnsafeBufferPointer(rebasing: (s.inLine ? line : side)[s.start..<(s.start + s.count)])
+            }
+            // Few keys: compare pairs; many (a hostile line): hash them.
+            if keySpans.count <= 32 {
+                for j in keySpans.indices {
+                    let b = bytes(keySpans[j])
+                    for i in 0..<j where keySpans[i].count == b.count && bytes(keySpans[i]).elementsEqual(b) {
+                        throw fail(keySpans[j].node, "duplicate key '\(String(decoding: b, as: UTF8.self))'")
+                    }
+                }
+            } else {
+                var seen = Set<[UInt8]>()
+                for span in keySpans where !seen.insert(Array(bytes(span))).inserted {
+                    throw fail(span.node, "duplicate key '\(String(decoding: bytes(span), as: UTF8.self))'")
+                }
+            }
+            for span in keySpans {
+                let key = bytes(span)
+                guard let base = key.baseAddress else { continue }
+                let value = scanner[span.node].next
+                func equals(_ name: StaticString) -> Bool { memEqual(base, name.utf8Start, key.count) }
+                switch key.count {
+                case 2: if equals("id") { f.id = value }
+                case 4: if equals("meta") { f.meta = value }
+                case 5: if equals("steps") { f.steps = value } else if equals("group") { f.group = value }
+                case 6: if equals("reward") { f.reward = value } else if equals("prompt") { f.prompt = value }
+                case 8: if equals("response") { f.response = value }
+                case 9: if equals("step_ends") { f.stepEnds = value }
+                case 10: if equals("prompt_ids") { f.promptIDs = value }
+                case 12: if equals("response_ids") { f.responseIDs = value }
+                default: break
+                }
             }
         }
         return f
+    }
+
+    /// Where a top-level key's text is: in the line (unescaped keys) or in `keyBytes`.
+    struct KeySpan {
+        var inLine: Bool
+        var start: Int, count: Int
+        var node: Int
     }
 
     private func fail(_ node: Int?, _ reason: String) -> LineError {
@@ -144,7 +191,7 @@ public struct LineProcessor {
     private mutating func build(_ line: UnsafeBufferPointer<UInt8>, _ batch: inout TrajectoryBatch, _ sourceLine: UInt64) throws {
         let root = try scanner.parse(line)
         guard scanner[root].kind == .object else { throw fail(root, "a trajectory line must be a JSON object") }
-        let field = fields(root)
+        let field = try fields(root, line)
 
         guard let rewardNode = field.reward else { throw fail(root, "missing field 'reward'") }
         let reward: Float
@@ -169,10 +216,17 @@ public struct LineProcessor {
             guard let rIDs = field.responseIDs else { throw fail(root, "missing field 'response_ids'") }
             try ids(pIDs, line, "prompt_ids", into: &batch.tokens)
             promptCount = batch.tokens.count - start
+            // The first response token is predicted from the prompt, and a trajectory without response tokens
+            // trains nothing: the data loader would skip either, so they are refused here, where the line is known.
+            guard promptCount > 0 else { throw fail(pIDs, "'prompt_ids' is empty: a trajectory needs at least one prompt token") }
             try ids(rIDs, line, "response_ids", into: &batch.tokens)
             let responseCount = batch.tokens.count - start - promptCount
+            guard responseCount > 0 else { throw fail(rIDs, "'response_ids' is empty: a trajectory needs at least one response token") }
             if let se = field.stepEnds {
                 guard scanner[se].kind == .array else { throw fail(se, "'step_ends' must be an array of integers") }
+                guard scanner[se].count > 0 else {
+                    throw fail(se, "'step_ends' is empty: end the last step at the response length \(responseCount), or omit 'step_ends' to split at step delimiters")
+                }
                 var previous = 0
                 for e in scanner.children(se) {
                     guard let v = scanner.integer(e, in: line), v > Int64(previous), v <= Int64(responseCount) else {
@@ -180,6 +234,10 @@ public struct LineProcessor {
                     }
                     previous = Int(v)
                     batch.stepEnds.append(UInt32(promptCount + previous))
+                }
+                // Tokens after the last step would belong to no step (and a typo in an end would go unnoticed).
+                guard previous == responseCount else {
+                    throw fail(se, "'step_ends' must end at the last response token: its last value is \(previous), the response has \(responseCount) tokens")
                 }
             } else {
                 delimiterSteps(batch.tokens, from: start + promptCount, promptLength: promptCount, into: &batch.stepEnds)
@@ -192,6 +250,9 @@ public struct LineProcessor {
             if options.addBOS { batch.tokens.append(contentsOf: bos) }
             try encode(pNode, line, into: &batch.tokens)
             promptCount = batch.tokens.count - start
+            guard promptCount > 0 else {
+                throw fail(pNode, "'prompt' is empty and no BOS token precedes it: a trajectory needs at least one prompt token")
+            }
             switch (field.response, field.steps) {
             case (let r?, nil):
                 guard scanner[r].kind == .string else { throw fail(r, "'response' must be a string") }
@@ -214,6 +275,9 @@ public struct LineProcessor {
                 }
             } else if options.eos == .always {
                 throw fail(root, "--eos always, but the tokenizer has no EOS token")
+            }
+            guard batch.tokens.count > start + promptCount else {
+                throw fail(field.response ?? field.steps, "the response is empty (and no EOS is appended): a trajectory needs at least one response token")
             }
         }
 
@@ -345,6 +409,7 @@ public struct LineProcessor {
     private mutating func explicitSteps(_ node: Int, _ line: UnsafeBufferPointer<UInt8>, prompt: Int,
                                         tokens: inout [UInt32], into ends: inout [UInt32]) throws {
         guard scanner[node].kind == .array else { throw fail(node, "'steps' must be an array of strings") }
+        guard scanner[node].count > 0 else { throw fail(node, "'steps' is empty: a trajectory needs at least one step") }
         stepText.removeAll(keepingCapacity: true)
         stepCuts.removeAll(keepingCapacity: true)
         var item = scanner[node].firstChild

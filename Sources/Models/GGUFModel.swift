@@ -16,10 +16,10 @@ extension GGUFFile {
         var used: Set<String> = cfg.ropeScaling.isLlama3 ? ["rope_freqs.weight"] : []
         for s in model.layout.specs where s.offset != model.layout.valueHead {
             guard let g = Self.ggufName(s.name, family: cfg.family), let t = info(g) else {
-                throw SafeTensorsError.tensor(file: path, name: s.name, why: "missing (GGUF name \(Self.ggufName(s.name, family: cfg.family) ?? "?"))")
+                throw GGUFError.tensor(file: path, name: s.name, why: "missing (GGUF name \(Self.ggufName(s.name, family: cfg.family) ?? "?"))")
             }
             guard Array(t.ne.reversed()) == s.shape else {
-                throw SafeTensorsError.tensor(file: path, name: g, why: "shape \(Array(t.ne.reversed())), model expects \(s.shape)")
+                throw GGUFError.tensor(file: path, name: g, why: "shape \(Array(t.ne.reversed())), model expects \(s.shape)")
             }
             used.insert(g)
             var v = try floats(g)
@@ -30,12 +30,12 @@ extension GGUFFile {
         }
         if cfg.family == .gpt2, info("output.weight") != nil {
             guard try floats("output.weight") == floats("token_embd.weight") else {
-                throw SafeTensorsError.tensor(file: path, name: "output.weight", why: "differs from token_embd.weight; GPT-2 ties its head")
+                throw GGUFError.tensor(file: path, name: "output.weight", why: "differs from token_embd.weight; GPT-2 ties its head")
             }
             used.insert("output.weight")
         }
         if let extra = tensors.first(where: { !used.contains($0.name) }) {
-            throw SafeTensorsError.tensor(file: path, name: extra.name, why: "unexpected tensor for a \(cfg.family.ggufArchitecture) model")
+            throw GGUFError.tensor(file: path, name: extra.name, why: "unexpected tensor for a \(cfg.family.ggufArchitecture) model")
         }
         return model
     }
@@ -61,7 +61,7 @@ extension GGUFFile {
                 pieces.append(PackedWeights.Piece(spec: s, format: format) { dst in
                     try self.withStoredBytes(of: g) { src in
                         guard src.count == rows * rowBytes else {
-                            throw SafeTensorsError.tensor(file: self.path, name: g, why: "\(src.count) bytes, expected \(rows * rowBytes)")
+                            throw GGUFError.tensor(file: self.path, name: g, why: "\(src.count) bytes, expected \(rows * rowBytes)")
                         }
                         for r in 0..<rows {
                             // HF row h*hd + i*hd/2 + j is GGUF row h*hd + 2j + i (see unpermuteRotary)

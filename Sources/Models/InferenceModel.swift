@@ -50,7 +50,7 @@ public struct InferenceModel {
                 }
             }
             model = try source.load(maxTokens: 1, valueHead: valueHead)
-            template = source.chatTemplateSource()
+            template = try source.chatTemplateSource()
         case .gguf(let p):
             guard !valueHead else { throw ModelError("\(p): a value model is a checkpoint directory with value_head.weight") }
             // Opened once: the weights, the template, the tokenizer and the packed decoding weights all read it.

@@ -20,8 +20,11 @@ public struct SafeTensorsCollection: Sendable {
         if fm.fileExists(atPath: indexPath) {
             guard let bytes = fm.contents(atPath: indexPath) else { throw SafeTensorsError.io(file: indexPath, why: "cannot read") }
             guard bytes.count < SafeTensorsFile.maxHeaderBytes else { throw SafeTensorsError.invalid(file: indexPath, why: "index too large") }
-            guard case .object(let top) = try StrictJSONParser.parse(Array(bytes), source: indexPath),
-                  let wm = top.first(where: { $0.0 == "weight_map" })?.1, case .object(let map) = wm else {
+            let index: JSONValue
+            do { index = try StrictJSON.parse(bytes, file: indexPath) } catch {
+                throw SafeTensorsError.invalid(file: indexPath, why: "invalid JSON at \(error.position)")
+            }
+            guard case .object(let map)? = index["weight_map"] else {
                 throw SafeTensorsError.invalid(file: indexPath, why: "no weight_map object")
             }
             for (name, v) in map {
@@ -124,9 +127,9 @@ public enum ModelCheckpoint {
     }
 
     /// Writes `directory/config.json` and `directory/model.safetensors` (created if needed), each under a
-    /// temporary name renamed into place when complete. `configExtras` are added to config.json as given.
+    /// temporary name renamed into place when complete. `configExtras` (integer keys such as bos_token_id) are added to config.json.
     public static func save(_ model: TransformerModel, directory: String, dtype: SafeTensorsDType = .F32,
-                            configExtras: [String: Any] = [:]) throws {
+                            configExtras: [String: Int] = [:]) throws {
         do { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) } catch {
             throw SafeTensorsError.io(file: directory, why: "cannot create directory")
         }

@@ -101,7 +101,7 @@ public enum ModelConversion {
         var out: [GGUFTensorRecord] = []
         for s in model.layout.specs where s.offset != model.layout.valueHead {
             guard let g = GGUFFile.ggufName(s.name, family: c.family) else {
-                throw SafeTensorsError.tensor(file: "<gguf export>", name: s.name, why: "has no GGUF name")
+                throw GGUFError.tensor(file: "<gguf export>", name: s.name, why: "has no GGUF name")
             }
             var v = Array(UnsafeBufferPointer(start: p + s.offset, count: s.count))
             if c.family.ggufPermutesRotary, let heads = rotaryHeads(s.name, c) {
@@ -124,7 +124,7 @@ public enum ModelConversion {
         if var v = vocabulary {
             let n = model.config.vocabSize
             guard v.tokens.count <= n else {
-                throw SafeTensorsError.invalid(file: path, why: "tokenizer has \(v.tokens.count) tokens, the model only \(n)")
+                throw GGUFError.invalid(file: path, why: "tokenizer has \(v.tokens.count) tokens, the model only \(n)")
             }
             // as llama.cpp's converter: embedding rows beyond the tokenizer become unused [PADi] tokens
             for i in v.tokens.count..<n { v.tokens.append("[PAD\(i)]"); v.tokenTypes.append(5) }
@@ -140,7 +140,7 @@ public enum ModelConversion {
         if FileManager.default.fileExists(atPath: dir + "/model.safetensors.index.json") {
             throw SafeTensorsError.io(file: dir, why: "holds a sharded checkpoint (model.safetensors.index.json); write to an empty directory")
         }
-        var extras: [String: Any] = [:]
+        var extras: [String: Int] = [:]
         if let b = vocabulary?.bos { extras["bos_token_id"] = b }
         if let e = vocabulary?.eos { extras["eos_token_id"] = e }
         try ModelCheckpoint.save(model, directory: dir, dtype: dtype, configExtras: extras)

@@ -111,15 +111,16 @@ public enum ModelSource: Sendable, Equatable {
 
     /// The Jinja chat template the model's files carry (tokenizer_config.json's `chat_template`, or GGUF
     /// `tokenizer.chat_template`), if any.
-    public func chatTemplateSource() -> String? {
+    public func chatTemplateSource() throws -> String? {
         switch self {
         case .directory(let p):
-            guard let d = FileManager.default.contents(atPath: p + "/tokenizer_config.json"),
-                  let o = try? JSONSerialization.jsonObject(with: d) as? [String: Any] else { return nil }
-            return o["chat_template"] as? String
+            let configPath = p + "/tokenizer_config.json"
+            guard let d = FileManager.default.contents(atPath: configPath) else { return nil }
+            do { return try StrictJSON.parse(d, file: configPath)["chat_template"]?.string } catch {
+                throw ModelError(error.description)
+            }
         case .gguf(let p):
-            guard let g = try? GGUFFile(path: p) else { return nil }
-            return Self.chatTemplateSource(g)
+            return Self.chatTemplateSource(try GGUFFile(path: p))
         case .random: return nil
         }
     }

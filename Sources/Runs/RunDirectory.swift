@@ -22,6 +22,14 @@ public struct RunState: Sendable, Equatable, Codable {
     public var elapsedSeconds: Double, tokens: Int
 }
 
+/// A run directory that cannot be used: its files are unreadable, malformed, or belong to another run.
+public struct RunDirectoryError: Error, CustomStringConvertible {
+    /// One line naming the file (or directory) and what is wrong.
+    public let description: String
+    /// An error with its message.
+    public init(_ description: String) { self.description = description }
+}
+
 /// The files of one run: config, data record, metrics, checkpoints (each written to a temporary name and
 /// renamed), and the `latest` / `policy` / `value` links.
 struct RunDirectory {
@@ -39,15 +47,19 @@ struct RunDirectory {
         return Array(try e.encode(value)) + [10]
     }
 
+    /// Reads a file `encode` wrote: syntax errors with their position, structure errors with the field.
     static func decode<T: Decodable>(_ type: T.Type, file: String) throws -> T {
         let data: Data
-        do { data = try readFile(file) } catch { throw DataError(error.description) }
+        do { data = try readFile(file) } catch { throw RunDirectoryError(error.description) }
+        // As `encode` writes it: snake_case keys, non-finite numbers as strings.
+        let options = JSONValueDecoder.Options(convertFromSnakeCase: true, nonFiniteStrings: ("inf", "-inf", "nan"))
         do {
-            let d = JSONDecoder()
-            d.keyDecodingStrategy = .convertFromSnakeCase
-            d.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
-            return try d.decode(T.self, from: data)
-        } catch { throw DataError("\(file): not a valid \(T.self): \(error)") }
+            return try StrictJSON.decode(T.self, from: data, file: file, options: options)
+        } catch let e as JSONSyntaxError {
+            throw RunDirectoryError(e.description)
+        } catch let e as JSONFieldError {
+            throw RunDirectoryError("\(e.description) (not a valid \(T.self))")
+        }
     }
 
     func write<T: Encodable>(_ value: T, to name: String) throws {
@@ -66,7 +78,7 @@ struct RunDirectory {
         let full = path + "/" + link, tmp = full + ".tmp-\(getpid())"
         unlink(tmp)
         guard symlink(target, tmp) == 0, rename(tmp, full) == 0 else {
-            throw DataError("\(full): cannot update the link to \(target): \(String(cString: strerror(errno)))")
+            throw RunDirectoryError("\(full): cannot update the link to \(target): \(String(cString: strerror(errno)))")
         }
         syncDirectory(path)  // the link's new target survives a power loss
     }
@@ -80,7 +92,7 @@ struct RunDirectory {
         let final = checkpoints + "/" + name, tmp = final + ".tmp-\(getpid())"
         try? fm.removeItem(atPath: tmp)
         do { try fm.createDirectory(atPath: tmp, withIntermediateDirectories: true) } catch {
-            throw DataError("\(tmp): cannot create: \(error.localizedDescription)")
+            throw RunDirectoryError("\(tmp): cannot create: \(error.localizedDescription)")
         }
         try ModelCheckpoint.save(policy, directory: tmp + "/policy")
         for f in tokenizerFiles { try writeFileAtomically(f.bytes, to: tmp + "/policy/" + f.name) }
@@ -118,7 +130,7 @@ struct RunDirectory {
         func restore(_ opt: AdamW, _ prefix: String) throws {
             let m = try file.floats(prefix + ".m"), v = try file.floats(prefix + ".v")
             guard m.count == opt.m.count, v.count == opt.v.count else {
-                throw DataError("\(file.path): \(prefix) moments hold \(m.count) values, the model has \(opt.m.count) parameters")
+                throw RunDirectoryError("\(file.path): \(prefix) moments hold \(m.count) values, the model has \(opt.m.count) parameters")
             }
             try opt.m.copyIn(m)
             try opt.v.copyIn(v)

@@ -151,12 +151,12 @@ public final class TrainJob {
         var checkpoint: String?
         if fm.fileExists(atPath: run.configFile) {
             guard resume else {
-                throw DataError("\(runPath) already holds a run (config.json); pass --resume to continue it, or choose another --out")
+                throw RunDirectoryError("\(runPath) already holds a run (config.json); pass --resume to continue it, or choose another --out")
             }
             let stored = try RunDirectory.decode(TrainConfig.self, file: run.configFile)
             let diff = try differences(stored, config)
             guard diff.isEmpty else {
-                throw DataError("\(runPath): --resume with a different configuration than the run's:\n  " + diff.joined(separator: "\n  "))
+                throw RunDirectoryError("\(runPath): --resume with a different configuration than the run's:\n  " + diff.joined(separator: "\n  "))
             }
             checkpoint = run.latestCheckpoint()
             if checkpoint == nil { notes.append("\(runPath) has no checkpoint yet: starting from the beginning") }
@@ -169,14 +169,14 @@ public final class TrainJob {
         if let checkpoint {
             let s = try RunDirectory.decode(RunState.self, file: checkpoint + "/state.json")
             guard s.step >= 0, s.step <= totalSteps, s.seed == config.loader.seed else {
-                throw DataError("\(checkpoint)/state.json: step \(s.step) of \(s.totalSteps) does not fit this run of \(totalSteps) steps")
+                throw RunDirectoryError("\(checkpoint)/state.json: step \(s.step) of \(s.totalSteps) does not fit this run of \(totalSteps) steps")
             }
             state = s
             policy = try ModelCheckpoint.load(directory: checkpoint + "/policy", maxTokens: maxTokens)
             value = config.method.hasValue
                 ? try ModelCheckpoint.load(directory: checkpoint + "/value", maxTokens: maxTokens, valueHead: true) : nil
             guard policy.config == modelConfig else {
-                throw DataError("\(checkpoint)/policy: architecture differs from the INIT model \(model.description)")
+                throw RunDirectoryError("\(checkpoint)/policy: architecture differs from the INIT model \(model.description)")
             }
         } else {
             policy = try model.load(maxTokens: maxTokens)
@@ -188,7 +188,7 @@ public final class TrainJob {
         let policyOptimizer = AdamW(layout: policy.layout, config: adam)
         let valueOptimizer = value.map { AdamW(layout: $0.layout, config: adam) }
         do { try fm.createDirectory(atPath: runPath, withIntermediateDirectories: true) } catch {
-            throw DataError("\(runPath): cannot create: \(error.localizedDescription)")
+            throw RunDirectoryError("\(runPath): cannot create: \(error.localizedDescription)")
         }
         if let checkpoint, let state {
             try RunDirectory.loadOptimizer(checkpoint, policy: policyOptimizer, value: valueOptimizer, state: state)
@@ -237,7 +237,7 @@ public final class TrainJob {
             _ = FileManager.default.createFile(atPath: run.metricsFile, contents: nil)
         }
         guard let metricsOut = FileHandle(forWritingAtPath: run.metricsFile) else {
-            throw DataError("\(run.metricsFile): cannot open for writing")
+            throw RunDirectoryError("\(run.metricsFile): cannot open for writing")
         }
         defer { try? metricsOut.close() }
         try metricsOut.seekToEnd()

@@ -2,6 +2,17 @@ import Checkpoint
 import Foundation
 import Support
 
+/// A tokenizer.json or tokenizer_config.json that cannot be read as a byte-level BPE vocabulary: one line
+/// naming the file and the entry.
+public struct TokenizerFileError: Error, CustomStringConvertible {
+    /// The file.
+    public let file: String
+    /// What is wrong, naming the entry.
+    public let why: String
+    /// `file: why`.
+    public var description: String { "\(file): \(why)" }
+}
+
 /// A byte-level BPE tokenizer as both formats carry it: HF `tokenizer.json` (+ `tokenizer_config.json`) and
 /// GGUF's `tokenizer.ggml.*` metadata. Converting between the two is exact for the pre-tokenizer families
 /// llama.cpp names (`tokenizer.ggml.pre`) and oreo's tokenizer reproduces; anything else is refused.
@@ -42,7 +53,7 @@ public struct BPEVocabulary: Sendable, Equatable {
 
     /// Reads `tokenizer.ggml.*` from a GGUF file (model gpt2, a known pre-tokenizer).
     public init(gguf g: GGUFFile) throws {
-        func bad(_ w: String) -> SafeTensorsError { .invalid(file: g.path, why: "tokenizer metadata: \(w)") }
+        func bad(_ w: String) -> GGUFError { .invalid(file: g.path, why: "tokenizer metadata: \(w)") }
         guard let model = g.string("tokenizer.ggml.model") else { throw bad("no tokenizer.ggml.model") }
         guard model == "gpt2" else { throw bad("tokenizer model \"\(model)\" is not byte-level BPE (gpt2)") }
         let pre = g.string("tokenizer.ggml.pre") ?? "gpt2"
@@ -76,7 +87,7 @@ public struct BPEVocabulary: Sendable, Equatable {
         self.init(tokens: toks, tokenTypes: types, merges: try strings("tokenizer.ggml.merges"), preTokenizer: canonical,
                   bos: try id("tokenizer.ggml.bos_token_id"), eos: try id("tokenizer.ggml.eos_token_id"),
                   addBOS: addBOS, chatTemplate: g.string("tokenizer.chat_template"))
-        try validate(file: g.path)
+        try validate { GGUFError.invalid(file: g.path, why: "tokenizer: \($0)") }
     }
 
     /// The `tokenizer.ggml.*` metadata llama.cpp reads.
@@ -94,8 +105,7 @@ public struct BPEVocabulary: Sendable, Equatable {
     }
 
     /// Checks ids, types and merges against each other (both readers end here).
-    func validate(file: String) throws {
-        func bad(_ w: String) -> SafeTensorsError { .invalid(file: file, why: "tokenizer: \(w)") }
+    func validate(_ bad: (String) -> any Error) throws {
         guard !tokens.isEmpty, tokenTypes.count == tokens.count else { throw bad("\(tokens.count) tokens, \(tokenTypes.count) types") }
         var seen: [String: Int] = [:]
         for (i, t) in tokens.enumerated() {
@@ -116,93 +126,98 @@ public struct BPEVocabulary: Sendable, Equatable {
     /// Reads an HF `tokenizer.json` (BPE, a known byte-level pre-tokenizer) and, when given, the
     /// `tokenizer_config.json` beside it (BOS / EOS names, chat template).
     public init(tokenizerJSON data: Data, path: String, config: Data? = nil) throws {
-        func bad(_ w: String) -> SafeTensorsError { .invalid(file: path, why: w) }
-        guard let root = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { throw bad("not a JSON object") }
-        guard let model = root["model"] as? [String: Any], (model["type"] as? String) == "BPE" else {
+        func bad(_ w: String) -> TokenizerFileError { TokenizerFileError(file: path, why: w) }
+        let root: JSONValue
+        do { root = try StrictJSON.parse(data, file: path) } catch { throw bad("invalid JSON at \(error.position)") }
+        guard root.members != nil else { throw bad("not a JSON object") }
+        guard let model = root["model"], model.members != nil, model["type"]?.string == "BPE" else {
             throw bad("model is not BPE")
         }
-        if (model["byte_fallback"] as? Bool) == true { throw bad("byte_fallback BPE is not byte-level") }
-        for k in ["continuing_subword_prefix", "end_of_word_suffix"] where !(model[k] is NSNull || model[k] == nil) {
+        if model["byte_fallback"]?.bool == true { throw bad("byte_fallback BPE is not byte-level") }
+        for k in ["continuing_subword_prefix", "end_of_word_suffix"] where !(model[k]?.isNull ?? true) {
             throw bad("model.\(k) is not supported")
         }
-        guard let vocab = model["vocab"] as? [String: Any] else { throw bad("model.vocab is not an object") }
+        guard let vocab = model["vocab"]?.members else { throw bad("model.vocab is not an object") }
         var byId: [Int: (String, Int32)] = [:]
         for (t, v) in vocab {
-            guard let n = v as? NSNumber, let i = Int(exactly: n.doubleValue), i >= 0, i < 1 << 24 else { throw bad("vocab id of \"\(t)\" is not an id") }
-            guard byId[i] == nil else { throw bad("vocab id \(i) used twice") }
+            guard let i = v.int, i >= 0, i < 1 << 24 else { throw bad("model.vocab[\(t.debugDescription)]: \(v.summary) is not a token id") }
+            if let prev = byId[i] { throw bad("model.vocab[\(t.debugDescription)]: id \(i) is already the id of \(prev.0.debugDescription)") }
             byId[i] = (t, 1)
         }
-        for (k, a) in ((root["added_tokens"] as? [Any]) ?? []).enumerated() {
-            guard let o = a as? [String: Any], let c = o["content"] as? String, let n = o["id"] as? NSNumber,
-                  let i = Int(exactly: n.doubleValue), i >= 0, i < 1 << 24 else { throw bad("added_tokens[\(k)] needs id and content") }
-            if let prev = byId[i], prev.0 != c { throw bad("added token \(i) \"\(c)\" differs from vocab entry \"\(prev.0)\"") }
-            byId[i] = (c, (o["special"] as? Bool) == true ? 3 : 4)
+        guard let addedList = (root["added_tokens"] ?? .array([])).array else { throw bad("added_tokens is not an array") }
+        for (k, a) in addedList.enumerated() {
+            guard let c = a["content"]?.string, let i = a["id"]?.int, i >= 0, i < 1 << 24 else {
+                throw bad("added_tokens[\(k)] needs an integer id and a string content")
+            }
+            if let prev = byId[i], prev.0 != c { throw bad("added_tokens[\(k)]: id \(i) of \(c.debugDescription) is already the id of \(prev.0.debugDescription)") }
+            byId[i] = (c, a["special"]?.bool == true ? 3 : 4)
         }
         let n = (byId.keys.max() ?? -1) + 1
         guard n > 0, byId.count == n else { throw bad("token ids are not contiguous from 0 (\(byId.count) ids, highest \(n - 1))") }
         let toks = (0..<n).map { byId[$0]!.0 }
         let types = (0..<n).map { byId[$0]!.1 }
         var merges: [String] = []
-        for (i, m) in ((model["merges"] as? [Any]) ?? []).enumerated() {
-            if let s = m as? String { merges.append(s) }
-            else if let p = m as? [String], p.count == 2 { merges.append(p[0] + " " + p[1]) }
-            else { throw bad("merges[\(i)] is neither \"a b\" nor [a, b]") }
+        guard let mergeList = (model["merges"] ?? .array([])).array else { throw bad("model.merges is not an array") }
+        for (i, m) in mergeList.enumerated() {
+            if let s = m.string { merges.append(s) }
+            else if let p = m.array, p.count == 2, let a = p[0].string, let b = p[1].string { merges.append(a + " " + b) }
+            else { throw bad("model.merges[\(i)] is neither \"a b\" nor [a, b]") }
         }
-        let pre = try Self.preTokenizerName(root, ignoreMerges: (model["ignore_merges"] as? Bool) ?? false, path: path)
+        let pre = try Self.preTokenizerName(root, ignoreMerges: model["ignore_merges"]?.bool ?? false, path: path)
         // BOS from a TemplateProcessing that prepends one special token (Llama 3 style).
         var templateBOS: String?
-        func findTemplate(_ p: Any?) {
-            guard let p = p as? [String: Any] else { return }
-            if p["type"] as? String == "Sequence" { for q in (p["processors"] as? [Any]) ?? [] { findTemplate(q) } }
-            if p["type"] as? String == "TemplateProcessing", let single = p["single"] as? [Any],
-               let first = single.first as? [String: Any], let st = first["SpecialToken"] as? [String: Any] {
-                templateBOS = st["id"] as? String
+        func findTemplate(_ p: JSONValue?) {
+            guard let p, p.members != nil else { return }
+            if p["type"]?.string == "Sequence" { for q in p["processors"]?.array ?? [] { findTemplate(q) } }
+            if p["type"]?.string == "TemplateProcessing", let first = p["single"]?.array?.first,
+               let st = first["SpecialToken"], st.members != nil {
+                templateBOS = st["id"]?.string
             }
         }
         findTemplate(root["post_processor"])
-        var cfg: [String: Any] = [:]
+        var cfg = JSONValue.object([])
         if let config {
-            guard let c = try? JSONSerialization.jsonObject(with: config) as? [String: Any] else { throw bad("tokenizer_config.json is not a JSON object") }
-            cfg = c
+            let configPath = (path as NSString).deletingLastPathComponent + "/tokenizer_config.json"
+            do { cfg = try StrictJSON.parse(config, file: configPath) } catch {
+                throw TokenizerFileError(file: configPath, why: "invalid JSON at \(error.position)")
+            }
+            guard cfg.members != nil else { throw TokenizerFileError(file: configPath, why: "not a JSON object") }
         }
-        func named(_ key: String) -> String? {
-            (cfg[key] as? String) ?? ((cfg[key] as? [String: Any])?["content"] as? String)
-        }
+        func named(_ key: String) -> String? { cfg[key]?.string ?? cfg[key]?["content"]?.string }
         let index = Dictionary(toks.enumerated().map { ($1, $0) }, uniquingKeysWith: { a, _ in a })
         let bosName = named("bos_token") ?? templateBOS
         self.init(tokens: toks, tokenTypes: types, merges: merges, preTokenizer: pre,
                   bos: bosName.flatMap { index[$0] }, eos: named("eos_token").flatMap { index[$0] },
-                  addBOS: templateBOS != nil, chatTemplate: cfg["chat_template"] as? String)
-        try validate(file: path)
+                  addBOS: templateBOS != nil, chatTemplate: cfg["chat_template"]?.string)
+        try validate { TokenizerFileError(file: path, why: $0) }
     }
 
     /// Which llama.cpp pre-tokenizer a tokenizer.json's normalizer + pre_tokenizer spell, or an error.
-    static func preTokenizerName(_ root: [String: Any], ignoreMerges: Bool, path: String) throws -> String {
-        func type(_ x: Any?) -> String? { (x as? [String: Any])?["type"] as? String }
-        func byteLevel(_ x: Any?, regex: Bool) -> Bool {
-            guard let o = x as? [String: Any], o["type"] as? String == "ByteLevel" else { return false }
-            return (o["add_prefix_space"] as? Bool ?? false) == false && (o["use_regex"] as? Bool ?? true) == regex
+    static func preTokenizerName(_ root: JSONValue, ignoreMerges: Bool, path: String) throws -> String {
+        func type(_ x: JSONValue?) -> String? { x?["type"]?.string }
+        func byteLevel(_ x: JSONValue?, regex: Bool) -> Bool {
+            guard let o = x, type(o) == "ByteLevel" else { return false }
+            return (o["add_prefix_space"]?.bool ?? false) == false && (o["use_regex"]?.bool ?? true) == regex
         }
-        func split(_ x: Any?, _ pattern: String) -> Bool {
-            guard let o = x as? [String: Any], o["type"] as? String == "Split",
-                  let p = o["pattern"] as? [String: Any], p["Regex"] as? String == pattern else { return false }
-            return (o["behavior"] as? String) == "Isolated" && (o["invert"] as? Bool ?? false) == false
+        func split(_ x: JSONValue?, _ pattern: String) -> Bool {
+            guard let o = x, type(o) == "Split", o["pattern"]?["Regex"]?.string == pattern else { return false }
+            return o["behavior"]?.string == "Isolated" && (o["invert"]?.bool ?? false) == false
         }
         let norm = root["normalizer"]
-        let normType = norm is NSNull || norm == nil ? nil : type(norm)
+        let normType = norm?.isNull ?? true ? nil : type(norm)
         let pre = root["pre_tokenizer"]
-        let seq = type(pre) == "Sequence" ? ((pre as? [String: Any])?["pretokenizers"] as? [Any]) ?? [] : [pre as Any]
+        let seq: [JSONValue?] = type(pre) == "Sequence" ? (pre?["pretokenizers"]?.array ?? []) : [pre]
         if normType == nil && seq.count == 1 && byteLevel(seq[0], regex: true) { return "gpt2" }
         if normType == nil && seq.count == 2 && split(seq[0], gpt2Regex) && byteLevel(seq[1], regex: false) { return "gpt2" }
-        if normType == nil && seq.count == 2, let d = seq[0] as? [String: Any], d["type"] as? String == "Digits",
-           d["individual_digits"] as? Bool == true, byteLevel(seq[1], regex: true) { return "smollm" }
+        if normType == nil && seq.count == 2, type(seq[0]) == "Digits", seq[0]?["individual_digits"]?.bool == true,
+           byteLevel(seq[1], regex: true) { return "smollm" }
         if normType == nil && seq.count == 2 && split(seq[0], llama3Regex) && byteLevel(seq[1], regex: false) && ignoreMerges {
             return "llama-bpe"
         }
         if normType == "NFC" && seq.count == 2 && split(seq[0], qwen2Regex) && byteLevel(seq[1], regex: false) && !ignoreMerges {
             return "qwen2"
         }
-        throw SafeTensorsError.invalid(file: path, why: "normalizer / pre_tokenizer match none of the GGUF pre-tokenizers \(knownPreTokenizers.joined(separator: ", "))")
+        throw TokenizerFileError(file: path, why: "normalizer / pre_tokenizer match none of the GGUF pre-tokenizers \(knownPreTokenizers.joined(separator: ", "))")
     }
 
     /// An HF `tokenizer.json` that tokenizes exactly as llama.cpp does with this vocabulary.
@@ -260,7 +275,7 @@ public struct BPEVocabulary: Sendable, Equatable {
         ]
         let text = String(decoding: try JSONSerialization.data(withJSONObject: root, options: [.sortedKeys]), as: UTF8.self)
         guard let r = text.range(of: "\"" + placeholder + "\"") else {
-            throw SafeTensorsError.invalid(file: "<tokenizer.json>", why: "vocabulary placeholder lost in serialization")
+            throw TokenizerFileError(file: "<tokenizer.json>", why: "vocabulary placeholder lost in serialization")
         }
         return Data(text.replacingCharacters(in: r, with: vocabJSON).utf8)
     }

@@ -28,15 +28,14 @@ struct TokenizerLoader {
         } else {
             do { data = try readFile(path) } catch { throw fail(.unreadable(error.reason)) }
         }
-        let parsed: Result<(JSONValue, UInt64), JSONParser.Failure> = data.withUnsafeBytes { raw in
-            let b = raw.bindMemory(to: UInt8.self)
-            do throws(JSONParser.Failure) { return .success((try JSONParser.parse(b), FNV1a.hash(raw))) } catch {
+        let parsed: Result<(JSONValue, UInt64), JSONSyntaxError> = data.withUnsafeBytes { raw in
+            do throws(JSONSyntaxError) { return .success((try StrictJSON.parse(raw, file: path), FNV1a.hash(raw))) } catch {
                 return .failure(error)
             }
         }
         switch parsed {
         case .success(let (root, fingerprint)): return try build(root, fingerprint: fingerprint)
-        case .failure(let f): throw fail(.malformed("JSON at byte \(f.offset): \(f.reason)"))
+        case .failure(let e): throw fail(.malformed("JSON at \(e.position)"))
         }
     }
 
@@ -70,9 +69,10 @@ struct TokenizerLoader {
             throw unsupported("model", "byte_fallback with bytes missing from the vocabulary")
         }
         let pairs = try merges(model["merges"], vocab: vocab)
-        let (prefix, suffix) = try postProcessor(root["post_processor"])
+        try checkAddedIds(added, vocab: vocab)
+        let (prefix, suffix) = try postProcessor(root["post_processor"], decodeBytes: decodeBytes)
         try checkDecoder(root["decoder"])
-        let (bos, eos) = specialIds(prefix: prefix, added: added)
+        let (bos, eos) = try specialIds(prefix: prefix, added: added)
         return TokenizerModel(path: path, vocab: vocab.table, decodeBytes: decodeBytes, pairs: pairs, byteIds: byteIds,
                               unkId: unkId, fuseUnk: model["fuse_unk"]?.bool ?? false,
                               ignoreMerges: model["ignore_merges"]?.bool ?? false,
@@ -209,15 +209,39 @@ struct TokenizerLoader {
         return PairTable(out)
     }
 
-    /// Ids the post-processor puts before and after a single sequence.
-    func postProcessor(_ v: JSONValue?) throws(TokenizerError) -> ([UInt32], [UInt32]) {
+    /// Added tokens agree with the vocabulary: a content the vocabulary has keeps its id there, an id the
+    /// vocabulary uses keeps its text, and no id or content is given twice with different partners. (HF warns and
+    /// picks one; either pick could differ from what the file's author meant.)
+    func checkAddedIds(_ added: [(AddedToken, normalized: Bool)], vocab: Vocabulary) throws(TokenizerError) {
+        var byId: [UInt32: Int] = [:], byContent: [[UInt8]: Int] = [:]
+        for (k, (t, _)) in added.enumerated() {
+            let name = String(decoding: t.content, as: UTF8.self).debugDescription
+            if let j = byId[t.id], added[j].0.content != t.content {
+                throw fail(.malformed("added_tokens[\(k)]: id \(t.id) of \(name) is already the id of added_tokens[\(j)] \(String(decoding: added[j].0.content, as: UTF8.self).debugDescription)"))
+            }
+            if let j = byContent[t.content], added[j].0.id != t.id {
+                throw fail(.malformed("added_tokens[\(k)]: \(name) has id \(t.id), added_tokens[\(j)] gives it id \(added[j].0.id)"))
+            }
+            byId[t.id] = byId[t.id] ?? k
+            byContent[t.content] = byContent[t.content] ?? k
+            if let v = vocab.id(utf8: t.content), v != t.id {
+                throw fail(.malformed("added_tokens[\(k)]: \(name) has id \(t.id), but model.vocab gives it id \(v)"))
+            }
+            if let other = vocab.text(of: t.id), other != t.content {
+                throw fail(.malformed("added_tokens[\(k)]: id \(t.id) of \(name) is already the id of model.vocab entry \(String(decoding: other, as: UTF8.self).debugDescription)"))
+            }
+        }
+    }
+
+    /// Ids the post-processor puts before and after a single sequence; each must be a token of the vocabulary.
+    func postProcessor(_ v: JSONValue?, decodeBytes: [[UInt8]]) throws(TokenizerError) -> ([UInt32], [UInt32]) {
         guard let v, !v.isNull else { return ([], []) }
         switch v.typeName {
         case "ByteLevel": return ([], [])  // only moves offsets
         case "Sequence":
             var prefix: [UInt32] = [], suffix: [UInt32] = []
             for item in v["processors"]?.array ?? [] {
-                let (p, s) = try postProcessor(item)
+                let (p, s) = try postProcessor(item, decodeBytes: decodeBytes)
                 prefix = p + prefix
                 suffix += s
             }
@@ -233,10 +257,17 @@ struct TokenizerLoader {
                     }
                     seenSequence = true
                 } else if let name = piece["SpecialToken"]?["id"]?.string {
-                    guard let ids = v["special_tokens"]?[name]?["ids"]?.array?.compactMap(\.int) else {
-                        throw fail(.malformed("template special token \(name.debugDescription) has no ids"))
+                    guard let ids = v["special_tokens"]?[name]?["ids"]?.array, !ids.isEmpty else {
+                        throw fail(.malformed("post_processor: template special token \(name.debugDescription) has no ids"))
                     }
-                    let u = ids.map { UInt32(clamping: $0) }
+                    var u: [UInt32] = []
+                    for (k, x) in ids.enumerated() {
+                        // Unchecked, an id past the vocabulary would only be noticed by whoever reads the ids.
+                        guard let id = x.int, id >= 0, id < decodeBytes.count, !decodeBytes[id].isEmpty else {
+                            throw fail(.malformed("post_processor.special_tokens[\(name.debugDescription)].ids[\(k)]: \(x.summary) is not the id of a token (the vocabulary has ids 0..<\(decodeBytes.count))"))
+                        }
+                        u.append(UInt32(id))
+                    }
                     if seenSequence { suffix += u } else { prefix += u }
                 } else {
                     throw fail(.malformed("unknown template piece"))
@@ -254,15 +285,15 @@ struct TokenizerLoader {
     }
 
     /// BOS and EOS: tokenizer_config.json beside the file when present, else the template and common names.
-    func specialIds(prefix: [UInt32], added: [(AddedToken, normalized: Bool)]) -> (UInt32?, UInt32?) {
+    func specialIds(prefix: [UInt32], added: [(AddedToken, normalized: Bool)]) throws(TokenizerError) -> (UInt32?, UInt32?) {
         func id(of name: [UInt8]) -> UInt32? { added.first { $0.0.content == name }?.0.id }
         var config: JSONValue? = nil
         if let configContents {
-            config = configContents.withUnsafeBytes { try? JSONParser.parse($0.bindMemory(to: UInt8.self)) }
+            config = try? StrictJSON.parse(configContents, file: path)
         } else if path.hasSuffix("tokenizer.json") {
             let configPath = String(path.dropLast("tokenizer.json".count)) + "tokenizer_config.json"
             if let data = FileManager.default.contents(atPath: configPath) {
-                config = data.withUnsafeBytes { try? JSONParser.parse($0.bindMemory(to: UInt8.self)) }
+                do { config = try StrictJSON.parse(data, file: configPath) } catch { throw TokenizerError(path: configPath, .malformed("JSON at \(error.position)")) }
             }
         }
         func configured(_ key: String) -> UInt32? {
@@ -290,10 +321,18 @@ struct Vocabulary {
         entries.reserveCapacity(members.count)
         var unmapped: [[UInt8]: UInt32] = [:]
         var maxId = -1
-        for (text, value) in members {
+        var owner: [Int32] = []  // entry index by id, to name both entries of a repeated id
+        for (k, (key, value)) in members.enumerated() {
+            let text = Array(key.utf8)
             guard let id = value.int, id >= 0, id < TokenizerLoader.idLimit else {
-                throw loader.fail(.malformed("vocab id of \(String(decoding: text, as: UTF8.self).debugDescription) is not an integer in 0..<\(TokenizerLoader.idLimit)"))
+                throw loader.fail(.malformed("model.vocab[\(key.debugDescription)]: id \(value.summary) is not an integer in 0..<\(TokenizerLoader.idLimit)"))
             }
+            if id >= owner.count { owner.append(contentsOf: repeatElement(-1, count: max(id + 1 - owner.count, owner.count))) }
+            if owner[id] >= 0 {
+                // HF keeps one of the two entries for decoding and encodes both, so the ids would not round-trip.
+                throw loader.fail(.malformed("model.vocab[\(key.debugDescription)]: id \(id) is already the id of \(members[Int(owner[id])].key.debugDescription)"))
+            }
+            owner[id] = Int32(k)
             maxId = max(maxId, id)
             if let raw = ByteLevelMap.bytes(utf8: text) {
                 entries.append((UInt32(id), raw))
@@ -333,9 +372,24 @@ struct Vocabulary {
         }
     }
 
+    /// The text (as written in tokenizer.json) of the vocabulary entry with id `id`, or nil when there is none.
+    func text(of id: UInt32) -> [UInt8]? {
+        guard Int(id) < decodeBytes.count else { return nil }
+        if let (text, _) = unmapped.first(where: { $0.value == id }) { return text }
+        let raw = decodeBytes[Int(id)]
+        return raw.isEmpty ? nil : Array(ByteLevelMap.string(of: raw).utf8)
+    }
+
     /// The id of the entry written `text` in tokenizer.json.
     func id(utf8 text: [UInt8]) -> UInt32? {
         if let raw = ByteLevelMap.bytes(utf8: text) { return id(raw: raw) }
         return unmapped[text]
     }
+}
+
+extension JSONValue {
+    /// A string's UTF-8 bytes (vocabulary texts are compared and mapped as bytes).
+    var bytes: [UInt8]? { string.map { Array($0.utf8) } }
+    /// The `type` member of an object, as tokenizer.json tags its components.
+    var typeName: String { self["type"]?.string ?? "?" }
 }

@@ -144,7 +144,7 @@ import Runs
         let first = try TrainJob(config: c, model: .directory(initDir), data: root + "/data", run: root + "/b")
         let stopped = try first.run(stopAfter: 5, checkpointAtStop: false)
         #expect(!stopped.finished && stopped.checkpoint!.hasSuffix("step-00000003"))
-        #expect(throws: DataError.self) { try TrainJob(config: c, model: .directory(initDir), data: root + "/data", run: root + "/b") }
+        #expect(throws: RunDirectoryError.self) { try TrainJob(config: c, model: .directory(initDir), data: root + "/data", run: root + "/b") }
         let resumed = try TrainJob(config: c, model: .directory(initDir), data: root + "/data", run: root + "/b", resume: true)
         #expect(resumed.step == 3 && resumed.notes.contains { $0.contains("resuming") })
         try resumed.run()
@@ -164,7 +164,7 @@ import Runs
         // A different configuration does not resume this run.
         var other = c
         other.learningRate *= 2
-        #expect(throws: DataError.self) {
+        #expect(throws: RunDirectoryError.self) {
             try TrainJob(config: other, model: .directory(initDir), data: root + "/data", run: root + "/b", resume: true)
         }
     }

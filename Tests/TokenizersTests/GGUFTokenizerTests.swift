@@ -79,7 +79,7 @@ struct GGUFTokenizerTests {
         var model = root["model"] as! [String: Any]
         model["type"] = "WordPiece"
         root["model"] = model
-        #expect(throws: SafeTensorsError.self) { try BPEVocabulary(tokenizerJSON: JSONSerialization.data(withJSONObject: root), path: "wp.json") }
+        #expect(throws: TokenizerFileError.self) { try BPEVocabulary(tokenizerJSON: JSONSerialization.data(withJSONObject: root), path: "wp.json") }
         // GGUF side: an unknown pre-tokenizer and mismatched token types are named
         let dir = Self.tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }

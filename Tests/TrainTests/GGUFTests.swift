@@ -56,14 +56,14 @@ import Train
             return p
         }
         func le<T: FixedWidthInteger>(_ v: T) -> [UInt8] { withUnsafeBytes(of: v.littleEndian) { Array($0) } }
-        #expect(throws: SafeTensorsError.self) { try GGUFFile(path: try write(Array("GGML".utf8) + le(UInt32(3)))) }
+        #expect(throws: GGUFError.self) { try GGUFFile(path: try write(Array("GGML".utf8) + le(UInt32(3)))) }
         // claims one metadata entry with a string longer than the file
         let lying = Array("GGUF".utf8) + le(UInt32(3)) + le(UInt64(0)) + le(UInt64(1)) + le(UInt64(1 << 40))
-        #expect(throws: SafeTensorsError.self) { try GGUFFile(path: try write(lying)) }
+        #expect(throws: GGUFError.self) { try GGUFFile(path: try write(lying)) }
         // a tensor whose data would run past the end
         var t = Array("GGUF".utf8) + le(UInt32(3)) + le(UInt64(1)) + le(UInt64(0))
         t += le(UInt64(1)) + Array("w".utf8) + le(UInt32(1)) + le(UInt64(64)) + le(UInt32(0)) + le(UInt64(0))
-        #expect(throws: SafeTensorsError.self) { try GGUFFile(path: try write(t)) }
+        #expect(throws: GGUFError.self) { try GGUFFile(path: try write(t)) }
         // the same tensor with its 256 bytes present loads, and F32 values come back
         var ok = t
         while ok.count % 32 != 0 { ok.append(0) }

@@ -1,4 +1,5 @@
 import Support
+import Format
 
 /// A strict (RFC 8259), zero-copy JSON parser for one JSONL line: values are byte ranges into the line, so
 /// field text can be tokenized straight from the mapped input. Node storage is reused from line to line.
@@ -220,7 +221,7 @@ public struct JSONScanner {
                  UInt8(ascii: "n"), UInt8(ascii: "r"), UInt8(ascii: "t"):
                 i += 2
             case UInt8(ascii: "u"):
-                guard i + 6 <= b.count, (2..<6).allSatisfy({ hexValue(b[i + $0]) != nil }) else {
+                guard JSONEscape.hex4(b, at: i + 2) != nil else {
                     throw Failure(offset: i, reason: "invalid \\u escape (needs 4 hex digits)")
                 }
                 i += 6
@@ -299,16 +300,6 @@ public struct JSONScanner {
             guard digits() > 0 else { throw Failure(offset: i, reason: "invalid number: expected exponent digits") }
         }
         return add(Node(kind: .number, start: start, end: i))
-    }
-}
-
-/// The value of an ASCII hex digit, or nil.
-func hexValue(_ c: UInt8) -> UInt32? {
-    switch c {
-    case UInt8(ascii: "0")...UInt8(ascii: "9"): UInt32(c - UInt8(ascii: "0"))
-    case UInt8(ascii: "a")...UInt8(ascii: "f"): UInt32(c - UInt8(ascii: "a") + 10)
-    case UInt8(ascii: "A")...UInt8(ascii: "F"): UInt32(c - UInt8(ascii: "A") + 10)
-    default: nil
     }
 }
 

@@ -1,3 +1,4 @@
+import Format
 import Foundation
 import Support
 
@@ -28,28 +29,22 @@ extension JSONScanner {
                 if i >= raw.count { break }
             }
             let e = raw[i + 1]
-            i += 2
             switch e {
-            case UInt8(ascii: "b"): scratch.append(0x08)
-            case UInt8(ascii: "f"): scratch.append(0x0C)
-            case UInt8(ascii: "n"): scratch.append(0x0A)
-            case UInt8(ascii: "r"): scratch.append(0x0D)
-            case UInt8(ascii: "t"): scratch.append(0x09)
+            case UInt8(ascii: "b"): scratch.append(0x08); i += 2
+            case UInt8(ascii: "f"): scratch.append(0x0C); i += 2
+            case UInt8(ascii: "n"): scratch.append(0x0A); i += 2
+            case UInt8(ascii: "r"): scratch.append(0x0D); i += 2
+            case UInt8(ascii: "t"): scratch.append(0x09); i += 2
             case UInt8(ascii: "u"):
-                var v = hex4(raw, i)
-                i += 4
-                if (0xD800...0xDBFF).contains(v) {
-                    guard i + 6 <= raw.count, raw[i] == UInt8(ascii: "\\"), raw[i + 1] == UInt8(ascii: "u"),
-                          case let low = hex4(raw, i + 2), (0xDC00...0xDFFF).contains(low) else {
-                        throw Failure(offset: node.start + i - 6, reason: "lone UTF-16 surrogate in a \\u escape")
-                    }
-                    v = 0x10000 + ((v - 0xD800) << 10) + (low - 0xDC00)
-                    i += 6
-                } else if (0xDC00...0xDFFF).contains(v) {
-                    throw Failure(offset: node.start + i - 6, reason: "lone UTF-16 surrogate in a \\u escape")
+                // The scanner checked the four hex digits; surrogate pairing is checked here.
+                switch JSONEscape.unicode(raw, at: i) {
+                case .scalar(let v, let next):
+                    JSONEscape.appendUTF8(v, to: &scratch)
+                    i = next
+                case .failure(let why):
+                    throw Failure(offset: node.start + i, reason: why.description)
                 }
-                appendUTF8(v, &scratch)
-            default: scratch.append(e)  // \" \\ \/
+            default: scratch.append(e); i += 2  // \" \\ \/
             }
         }
     }
@@ -91,20 +86,3 @@ extension JSONScanner {
     }
 }
 
-private func hex4(_ b: UnsafeBufferPointer<UInt8>, _ i: Int) -> UInt32 {
-    (0..<4).reduce(UInt32(0)) { $0 << 4 | (hexValue(b[i + $1]) ?? 0) }
-}
-
-/// Appends the UTF-8 encoding of scalar value `v` (already checked to be a valid scalar).
-func appendUTF8(_ v: UInt32, _ out: inout [UInt8]) {
-    switch v {
-    case 0..<0x80: out.append(UInt8(v))
-    case 0x80..<0x800:
-        out.append(UInt8(0xC0 | v >> 6)); out.append(UInt8(0x80 | v & 0x3F))
-    case 0x800..<0x10000:
-        out.append(UInt8(0xE0 | v >> 12)); out.append(UInt8(0x80 | v >> 6 & 0x3F)); out.append(UInt8(0x80 | v & 0x3F))
-    default:
-        out.append(UInt8(0xF0 | v >> 18)); out.append(UInt8(0x80 | v >> 12 & 0x3F))
-        out.append(UInt8(0x80 | v >> 6 & 0x3F)); out.append(UInt8(0x80 | v & 0x3F))
-    }
-}
