@@ -9,6 +9,10 @@ bash scripts/setup-oracles.sh
 bash scripts/gen-fixtures.sh
 export OREO_REQUIRE_FIXTURES=1
 
+# The style the build enforces (.swift-format: 4 spaces, 120 columns, no statements joined by semicolons).
+# `swift format format -i -r Sources Tests Package.swift` fixes what this reports.
+swift format lint --strict --parallel -r Sources Tests Package.swift
+
 swift build -c release
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

@@ -1,4 +1,7 @@
+import Checkpoint
 import Foundation
+import Models
+import Support
 import Testing
 import Train
 
