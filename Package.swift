@@ -5,7 +5,8 @@ import PackageDescription
 // (docs/cpu-performance.md: baseline x86-64 turns SIMD FMAs into libm calls).
 // Parsers of files and JSON (Format, Checkpoint, Tokenizers, Ingest, Models, the CLI) never get these flags.
 let kernelSettings: [SwiftSetting] = [
-    .unsafeFlags(["-Ounchecked", "-target-cpu", "native", "-Xcc", "-mprefer-vector-width=512"], .when(configuration: .release)),
+    .unsafeFlags(
+        ["-Ounchecked", "-target-cpu", "native", "-Xcc", "-mprefer-vector-width=512"], .when(configuration: .release))
 ]
 
 let package = Package(
@@ -33,10 +34,12 @@ let package = Package(
     ],
     targets: [
         // System libraries (Debian: libzstd-dev, libopenblas-dev) and libxxhash-dev's header.
-        .systemLibrary(name: "CZstd", path: "Sources/CZstd", pkgConfig: "libzstd",
-                       providers: [.apt(["libzstd-dev"])]),
-        .systemLibrary(name: "COpenBLAS", path: "Sources/COpenBLAS", pkgConfig: "openblas",
-                       providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(
+            name: "CZstd", path: "Sources/CZstd", pkgConfig: "libzstd",
+            providers: [.apt(["libzstd-dev"])]),
+        .systemLibrary(
+            name: "COpenBLAS", path: "Sources/COpenBLAS", pkgConfig: "openblas",
+            providers: [.apt(["libopenblas-dev"])]),
         // XXH3 checksums from libxxhash-dev's header, compiled for the host CPU (a hashing kernel, not a parser).
         .target(name: "CXXHash", cSettings: [.unsafeFlags(["-O3", "-march=native"])]),
         // Decoding kernels Swift cannot spell (software prefetch, vpermps table lookups), for the host CPU.
@@ -54,9 +57,13 @@ let package = Package(
         // 2. Raw JSONL trajectories -> tokens -> shards.
         .target(name: "Ingest", dependencies: ["Support", "Format", "Tokenizers"]),
         // 3. Transformers, losses and optimizers over BLAS + SIMD kernels.
-        .target(name: "Train",
-                dependencies: ["Support", "Checkpoint", "COpenBLAS", "CDecodeKernels", .product(name: "Numerics", package: "swift-numerics")],
-                swiftSettings: kernelSettings),
+        .target(
+            name: "Train",
+            dependencies: [
+                "Support", "Checkpoint", "COpenBLAS", "CDecodeKernels",
+                .product(name: "Numerics", package: "swift-numerics"),
+            ],
+            swiftSettings: kernelSettings),
         // Model files -> models: one loader for safetensors directories, GGUF files and random inits (weights,
         // tokenizer, chat template), checkpoint saving and safetensors <-> GGUF conversion. Reads untrusted
         // files, so a checked build; the numerics live in Train.
@@ -66,43 +73,92 @@ let package = Package(
         .target(name: "CAllocCounter"),
         // Training runs: data loader over shards, reference scoring, the OREO / baseline loop, run directories.
         //    Reads files (shards, run state), so it is a checked build; the numerics it calls live in Train.
-        .target(name: "Runs", dependencies: ["Support", "Train", "Models", "Format", "Checkpoint", "Tokenizers", .product(name: "TOMLKit", package: "TOMLKit")]),
+        .target(
+            name: "Runs",
+            dependencies: [
+                "Support", "Train", "Models", "Format", "Checkpoint", "Tokenizers",
+                .product(name: "TOMLKit", package: "TOMLKit"),
+            ]),
         // 4. Sampling, verifiers, value-guided beam search, evaluation: parses model output and user files,
         // so a checked build (the numeric work happens in Train).
-        .target(name: "Infer", dependencies: ["Support", "Train", "Models", "Tokenizers", "Ingest", "Format", "Checkpoint"]),
+        .target(
+            name: "Infer", dependencies: ["Support", "Train", "Models", "Tokenizers", "Ingest", "Format", "Checkpoint"]),
         // One round of sample -> label -> ingest -> score -> train as stage functions, and the stage runner both
         // `oreo iterate` and `oreo demo` record, skip and continue their stages with (a checked build).
-        .target(name: "Rounds", dependencies: ["Support", "Format", "Ingest", "Tokenizers", "Checkpoint", "Train", "Models", "Runs", "Infer"]),
+        .target(
+            name: "Rounds",
+            dependencies: [
+                "Support", "Format", "Ingest", "Tokenizers", "Checkpoint", "Train", "Models", "Runs", "Infer",
+            ]),
         // The built-in demo task: problem generator, JSONL writers, verifier, metrics, reports.
         //    Its built-in hooks run Runs and Infer in-process (a checked build: numerics live in Train).
-        .target(name: "Demo", dependencies: ["Support", "Format", "Ingest", "Tokenizers", "Checkpoint", "Train", "Models", "Runs", "Infer", "Rounds"]),
+        .target(
+            name: "Demo",
+            dependencies: [
+                "Support", "Format", "Ingest", "Tokenizers", "Checkpoint", "Train", "Models", "Runs", "Infer", "Rounds",
+            ]),
         // The command-line tool.
-        .executableTarget(name: "oreo", dependencies: [
-            "Support", "Format", "Ingest", "Tokenizers", "Checkpoint", "Train", "Models", "Runs", "Infer", "Demo", "Rounds",
-            .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            .product(name: "Logging", package: "swift-log"),
-        ]),
+        .executableTarget(
+            name: "oreo",
+            dependencies: [
+                "Support", "Format", "Ingest", "Tokenizers", "Checkpoint", "Train", "Models", "Runs", "Infer", "Demo",
+                "Rounds",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]),
         // Throughput of every stage against a baseline measured in the same run.
-        .executableTarget(name: "Bench", dependencies: [
-            "Support", "Format", "Ingest", "Tokenizers", "Checkpoint", "Train", "Models", "Runs", "Infer", "CZstd", "COpenBLAS", "CAllocCounter",
-            .product(name: "ArgumentParser", package: "swift-argument-parser"),
-        ], swiftSettings: kernelSettings),
+        .executableTarget(
+            name: "Bench",
+            dependencies: [
+                "Support", "Format", "Ingest", "Tokenizers", "Checkpoint", "Train", "Models", "Runs", "Infer", "CZstd",
+                "COpenBLAS", "CAllocCounter",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ], swiftSettings: kernelSettings),
 
         // What the test targets share: temporary directories, tokenizer fixtures and synthetic tokenizers, a tiny
         // self-contained model world.
-        .target(name: "TestSupport", dependencies: ["Support", "Checkpoint", "Tokenizers", "Train", "Models", "Format", "Ingest", "Infer"],
-                path: "Tests/TestSupport"),
+        .target(
+            name: "TestSupport",
+            dependencies: ["Support", "Checkpoint", "Tokenizers", "Train", "Models", "Format", "Ingest", "Infer"],
+            path: "Tests/TestSupport"),
         .testTarget(name: "SupportTests", dependencies: ["Support"]),
-        .testTarget(name: "FormatTests", dependencies: ["TestSupport", 
-            "Format", "Support", "CZstd", .product(name: "PropertyBased", package: "swift-property-based"),
-        ]),
-        .testTarget(name: "TokenizersTests", dependencies: ["TestSupport", "Tokenizers", "Ingest", "Checkpoint", "Support"]),
-        .testTarget(name: "IngestTests", dependencies: ["TestSupport", "Ingest", "Tokenizers", "Format", "Support", "Checkpoint"]),
-        .testTarget(name: "TrainTests", dependencies: ["TestSupport", "Train", "Models", "Checkpoint", "Support", "Tokenizers", "CAllocCounter"]),
-        .testTarget(name: "RunsTests", dependencies: ["TestSupport", "Runs", "Models", "Train", "Format", "Checkpoint", "Tokenizers", "Ingest", "Support"]),
-        .testTarget(name: "DemoTests", dependencies: ["TestSupport", "Demo", "Rounds", "Models", "Runs", "Checkpoint", "Ingest", "Tokenizers", "Format", "Train", "Support"]),
-        .testTarget(name: "RoundsTests", dependencies: ["TestSupport", "Rounds", "Infer", "Models", "Runs", "Train", "Ingest", "Format", "Support", "Checkpoint", "Tokenizers"]),
-        .testTarget(name: "InferTests", dependencies: ["TestSupport", "Infer", "Rounds", "Models", "Train", "Tokenizers", "Ingest", "Format", "Checkpoint", "Support"]),
+        .testTarget(
+            name: "FormatTests",
+            dependencies: [
+                "TestSupport",
+                "Format", "Support", "CZstd", .product(name: "PropertyBased", package: "swift-property-based"),
+            ]),
+        .testTarget(
+            name: "TokenizersTests", dependencies: ["TestSupport", "Tokenizers", "Ingest", "Checkpoint", "Support"]),
+        .testTarget(
+            name: "IngestTests",
+            dependencies: ["TestSupport", "Ingest", "Tokenizers", "Format", "Support", "Checkpoint"]),
+        .testTarget(
+            name: "TrainTests",
+            dependencies: ["TestSupport", "Train", "Models", "Checkpoint", "Support", "Tokenizers", "CAllocCounter"]),
+        .testTarget(
+            name: "RunsTests",
+            dependencies: [
+                "TestSupport", "Runs", "Models", "Train", "Format", "Checkpoint", "Tokenizers", "Ingest", "Support",
+            ]),
+        .testTarget(
+            name: "DemoTests",
+            dependencies: [
+                "TestSupport", "Demo", "Rounds", "Models", "Runs", "Checkpoint", "Ingest", "Tokenizers", "Format",
+                "Train", "Support",
+            ]),
+        .testTarget(
+            name: "RoundsTests",
+            dependencies: [
+                "TestSupport", "Rounds", "Infer", "Models", "Runs", "Train", "Ingest", "Format", "Support",
+                "Checkpoint", "Tokenizers",
+            ]),
+        .testTarget(
+            name: "InferTests",
+            dependencies: [
+                "TestSupport", "Infer", "Rounds", "Models", "Train", "Tokenizers", "Ingest", "Format", "Checkpoint",
+                "Support",
+            ]),
     ],
     swiftLanguageModes: [.v6]
 )

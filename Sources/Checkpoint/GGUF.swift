@@ -47,7 +47,10 @@ public enum GGUFValue: Sendable {
     case array([GGUFValue])
 
     /// Integer view.
-    public var int: Int? { if case .int(let v) = self { return Int(exactly: v) }; return nil }
+    public var int: Int? {
+        if case .int(let v) = self { return Int(exactly: v) }
+        return nil
+    }
     /// What this value is, for messages.
     public var summary: String {
         switch self {
@@ -60,7 +63,11 @@ public enum GGUFValue: Sendable {
     }
     /// Floating view (integers convert).
     public var double: Double? {
-        switch self { case .float(let d): return d; case .int(let i): return Double(i); default: return nil }
+        switch self {
+        case .float(let d): return d
+        case .int(let i): return Double(i)
+        default: return nil
+        }
     }
 }
 
@@ -150,7 +157,10 @@ public struct GGUFFile: Sendable {
     public init(path: String) throws {
         let data: Data
         do { data = try Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped) } catch {
-            throw GGUFError.io(file: path, why: FileReadError(foundation: error, path: path)?.reason ?? "cannot read: \(error.localizedDescription)")
+            throw GGUFError.io(
+                file: path,
+                why: FileReadError(foundation: error, path: path)?.reason
+                    ?? "cannot read: \(error.localizedDescription)")
         }
         self.path = path
         self.data = data
@@ -222,10 +232,13 @@ public struct GGUFFile: Sendable {
     public func withStoredBytes<R>(of name: String, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
         guard let t = info(name) else { throw GGUFError.tensor(file: path, name: name, why: "not in file") }
         guard let (bytes, per) = Self.blockLayout(t.type) else {
-            throw GGUFError.tensor(file: path, name: name, why: "ggml type \(t.type) not supported (F32, F16, Q8_0, Q4_0, Q4_1)")
+            throw GGUFError.tensor(
+                file: path, name: name, why: "ggml type \(t.type) not supported (F32, F16, Q8_0, Q4_0, Q4_1)")
         }
         return try data.withUnsafeBytes { raw in
-            try body(UnsafeRawBufferPointer(rebasing: raw[(dataStart + t.offset)..<(dataStart + t.offset + t.count / per * bytes)]))
+            try body(
+                UnsafeRawBufferPointer(
+                    rebasing: raw[(dataStart + t.offset)..<(dataStart + t.offset + t.count / per * bytes)]))
         }
     }
 
@@ -233,14 +246,17 @@ public struct GGUFFile: Sendable {
     public func floats(_ name: String) throws -> [Float] {
         guard let t = info(name) else { throw GGUFError.tensor(file: path, name: name, why: "not in file") }
         guard let (bytes, per) = Self.blockLayout(t.type) else {
-            throw GGUFError.tensor(file: path, name: name, why: "ggml type \(t.type) not supported (F32, F16, Q8_0, Q4_0, Q4_1)")
+            throw GGUFError.tensor(
+                file: path, name: name, why: "ggml type \(t.type) not supported (F32, F16, Q8_0, Q4_0, Q4_1)")
         }
         let n = t.count
         var out = [Float](repeating: 0, count: n)
         data.withUnsafeBytes { raw in
             let base = raw.baseAddress! + dataStart + t.offset
             out.withUnsafeMutableBufferPointer { o in
-                func half(_ p: UnsafeRawPointer) -> Float { Float(Float16(bitPattern: p.loadUnaligned(as: UInt16.self))) }
+                func half(_ p: UnsafeRawPointer) -> Float {
+                    Float(Float16(bitPattern: p.loadUnaligned(as: UInt16.self)))
+                }
                 for b in 0..<(n / per) {
                     let blk = base + b * bytes
                     let dst = b * per
@@ -249,7 +265,9 @@ public struct GGUFFile: Sendable {
                     case 1: o[dst] = half(blk)
                     case 8:
                         let d = half(blk)
-                        for i in 0..<32 { o[dst + i] = d * Float(Int8(bitPattern: blk.load(fromByteOffset: 2 + i, as: UInt8.self))) }
+                        for i in 0..<32 {
+                            o[dst + i] = d * Float(Int8(bitPattern: blk.load(fromByteOffset: 2 + i, as: UInt8.self)))
+                        }
                     case 2:
                         let d = half(blk)
                         for i in 0..<16 {
@@ -271,7 +289,9 @@ public struct GGUFFile: Sendable {
         // A relabelled type or corrupt scales read as NaN or infinity: refuse them here, where the tensor can be
         // named, rather than as a non-finite loss or an unwritable JSON number later.
         if let bad = firstNonFinite(out) {
-            throw GGUFError.tensor(file: path, name: name, why: "element \(bad) is \(out[bad]) (ggml type \(t.type)): the tensor's type or data is corrupt")
+            throw GGUFError.tensor(
+                file: path, name: name,
+                why: "element \(bad) is \(out[bad]) (ggml type \(t.type)): the tensor's type or data is corrupt")
         }
         return out
     }

@@ -19,8 +19,10 @@ extension ModelFamily {
 
 /// Per-frequency divisors llama.cpp applies for Llama 3.1 RoPE scaling (the `rope_freqs.weight` tensor its
 /// converter writes), computed as that converter does.
-public func llama3RopeFactors(headDim: Int, theta: Double, factor: Double, lowFreqFactor: Double,
-                              highFreqFactor: Double, originalMaxPositions: Int) -> [Float] {
+public func llama3RopeFactors(
+    headDim: Int, theta: Double, factor: Double, lowFreqFactor: Double,
+    highFreqFactor: Double, originalMaxPositions: Int
+) -> [Float] {
     let lowWavelen = Double(originalMaxPositions) / lowFreqFactor
     let highWavelen = Double(originalMaxPositions) / highFreqFactor
     return (0..<(headDim / 2)).map { i in
@@ -43,7 +45,8 @@ extension ModelConfig {
     public func ggufMetadata(name: String, fileType: UInt32) -> [(String, GGUFMetadataValue)] {
         let a = family.ggufArchitecture
         var m: [(String, GGUFMetadataValue)] = [
-            ("general.architecture", .string(a)), ("general.name", .string(name)), ("general.file_type", .uint32(fileType)),
+            ("general.architecture", .string(a)), ("general.name", .string(name)),
+            ("general.file_type", .uint32(fileType)),
         ]
         if fileType == 7 { m.append(("general.quantization_version", .uint32(2))) }
         func u(_ k: String, _ v: Int) { m.append((a + "." + k, .uint32(UInt32(v)))) }
@@ -99,7 +102,9 @@ extension GGUFFile {
         case "llama": family = .llama
         case "qwen2": family = .qwen2
         case "gpt2": family = .gpt2
-        default: throw GGUFError.metadata(file: path, key: "general.architecture", why: "\"\(arch)\" is not supported (llama, qwen2, gpt2)")
+        default:
+            throw GGUFError.metadata(
+                file: path, key: "general.architecture", why: "\"\(arch)\" is not supported (llama, qwen2, gpt2)")
         }
         func key(_ k: String) -> String { arch + "." + k }
         func bad(_ k: String, _ why: String) -> GGUFError { .metadata(file: path, key: k, why: why) }
@@ -126,10 +131,11 @@ extension GGUFFile {
         guard let vocab else { throw GGUFError.invalid(file: path, why: "cannot determine the vocabulary size") }
         let cfg: ModelConfig
         if family == .gpt2 {
-            cfg = ModelConfig(family: .gpt2, vocabSize: vocab, hiddenSize: d, layers: try need("block_count"), heads: heads,
-                              intermediateSize: try need("feed_forward_length"),
-                              maxPositions: try need("context_length"),
-                              normEps: try float(key("attention.layer_norm_epsilon")).map { Float($0) } ?? 1e-5)
+            cfg = ModelConfig(
+                family: .gpt2, vocabSize: vocab, hiddenSize: d, layers: try need("block_count"), heads: heads,
+                intermediateSize: try need("feed_forward_length"),
+                maxPositions: try need("context_length"),
+                normEps: try float(key("attention.layer_norm_epsilon")).map { Float($0) } ?? 1e-5)
         } else {
             var scaling = RoPEScaling.none
             let factorKey = key("rope.scaling.factor"), origKey = key("rope.scaling.original_context_length")
@@ -137,27 +143,34 @@ extension GGUFFile {
             switch string(key("rope.scaling.type")) {
             case nil, "none"?: break
             case "linear"?:
-                guard let f = try float(factorKey) else { throw bad(factorKey, "missing (linear RoPE scaling needs it)") }
+                guard let f = try float(factorKey) else {
+                    throw bad(factorKey, "missing (linear RoPE scaling needs it)")
+                }
                 scaling = .linear(factor: f)
             case "llama3"?:
-                guard let f = try float(factorKey), let orig = try int(origKey), let lo = try float(loKey), let hi = try float(hiKey) else {
-                    throw bad(key("rope.scaling.type"), "llama3 RoPE scaling without its factor, original context and band parameters")
+                guard let f = try float(factorKey), let orig = try int(origKey), let lo = try float(loKey),
+                    let hi = try float(hiKey)
+                else {
+                    throw bad(
+                        key("rope.scaling.type"),
+                        "llama3 RoPE scaling without its factor, original context and band parameters")
                 }
                 scaling = .llama3(factor: f, lowFreqFactor: lo, highFreqFactor: hi, originalMaxPositions: orig)
             case let other?:
                 throw bad(key("rope.scaling.type"), "\"\(other)\" is not supported (none, linear, llama3)")
             }
             let headDim = try int(key("attention.key_length")) ?? int(key("rope.dimension_count")) ?? d / max(heads, 1)
-            cfg = ModelConfig(family: family, vocabSize: vocab, hiddenSize: d, layers: try need("block_count"), heads: heads,
-                              kvHeads: try int(key("attention.head_count_kv")) ?? heads, headDim: headDim,
-                              intermediateSize: try need("feed_forward_length"),
-                              maxPositions: try int(key("context_length")) ?? 2048,
-                              normEps: try float(key("attention.layer_norm_rms_epsilon")).map { Float($0) } ?? 1e-5,
-                              ropeTheta: try float(key("rope.freq_base")) ?? 10000,
-                              ropeScaling: scaling,
-                              tieWordEmbeddings: info("output.weight") == nil,
-                              qkvBias: info("blk.0.attn_q.bias") != nil, outputBias: info("blk.0.attn_output.bias") != nil,
-                              mlpBias: info("blk.0.ffn_up.bias") != nil)
+            cfg = ModelConfig(
+                family: family, vocabSize: vocab, hiddenSize: d, layers: try need("block_count"), heads: heads,
+                kvHeads: try int(key("attention.head_count_kv")) ?? heads, headDim: headDim,
+                intermediateSize: try need("feed_forward_length"),
+                maxPositions: try int(key("context_length")) ?? 2048,
+                normEps: try float(key("attention.layer_norm_rms_epsilon")).map { Float($0) } ?? 1e-5,
+                ropeTheta: try float(key("rope.freq_base")) ?? 10000,
+                ropeScaling: scaling,
+                tieWordEmbeddings: info("output.weight") == nil,
+                qkvBias: info("blk.0.attn_q.bias") != nil, outputBias: info("blk.0.attn_output.bias") != nil,
+                mlpBias: info("blk.0.ffn_up.bias") != nil)
         }
         do { try cfg.check() } catch {
             let name: String
@@ -167,10 +180,14 @@ extension GGUFFile {
             case .layers: name = key("block_count")
             case .heads: name = key("attention.head_count")
             case .kvHeads: name = key("attention.head_count_kv")
-            case .headDim: name = metadata[key("attention.key_length")] != nil ? key("attention.key_length") : key("rope.dimension_count")
+            case .headDim:
+                name =
+                    metadata[key("attention.key_length")] != nil
+                    ? key("attention.key_length") : key("rope.dimension_count")
             case .intermediateSize: name = key("feed_forward_length")
             case .maxPositions: name = key("context_length")
-            case .normEps: name = key(family == .gpt2 ? "attention.layer_norm_epsilon" : "attention.layer_norm_rms_epsilon")
+            case .normEps:
+                name = key(family == .gpt2 ? "attention.layer_norm_epsilon" : "attention.layer_norm_rms_epsilon")
             case .ropeTheta: name = key("rope.freq_base")
             case .ropeScalingFactor: name = key("rope.scaling.factor")
             case .ropeLowFreqFactor: name = "oreo.rope.scaling.low_freq_factor"
@@ -181,16 +198,22 @@ extension GGUFFile {
             throw bad(name, error.reason)
         }
         if case let .llama3(f, lo, hi, orig) = cfg.ropeScaling {
-            let want = llama3RopeFactors(headDim: cfg.headDim, theta: cfg.ropeTheta, factor: f, lowFreqFactor: lo,
-                                         highFreqFactor: hi, originalMaxPositions: orig)
-            guard info("rope_freqs.weight") != nil else { throw GGUFError.invalid(file: path, why: "llama3 RoPE scaling without rope_freqs.weight") }
+            let want = llama3RopeFactors(
+                headDim: cfg.headDim, theta: cfg.ropeTheta, factor: f, lowFreqFactor: lo,
+                highFreqFactor: hi, originalMaxPositions: orig)
+            guard info("rope_freqs.weight") != nil else {
+                throw GGUFError.invalid(file: path, why: "llama3 RoPE scaling without rope_freqs.weight")
+            }
             let got = try floats("rope_freqs.weight")
             guard got.count == want.count, zip(got, want).allSatisfy({ abs($0 - $1) <= 1e-5 * abs($1) }) else {
-                throw GGUFError.tensor(file: path, name: "rope_freqs.weight", why: "does not match the llama3 scaling parameters in the metadata")
+                throw GGUFError.tensor(
+                    file: path, name: "rope_freqs.weight",
+                    why: "does not match the llama3 scaling parameters in the metadata")
             }
         } else if info("rope_freqs.weight") != nil {
-            throw GGUFError.tensor(file: path, name: "rope_freqs.weight",
-                                   why: "per-frequency RoPE factors without oreo's llama3 parameters are not supported")
+            throw GGUFError.tensor(
+                file: path, name: "rope_freqs.weight",
+                why: "per-frequency RoPE factors without oreo's llama3 parameters are not supported")
         }
         return cfg
     }
@@ -202,27 +225,35 @@ extension GGUFFile {
     /// prefix), or nil when the name has no GGUF counterpart.
     public static func ggufName(_ hf: String, family: ModelFamily) -> String? {
         if family == .gpt2 {
-            let fixed = ["transformer.wte.weight": "token_embd.weight", "transformer.wpe.weight": "position_embd.weight",
-                         "transformer.ln_f.weight": "output_norm.weight", "transformer.ln_f.bias": "output_norm.bias"]
+            let fixed = [
+                "transformer.wte.weight": "token_embd.weight", "transformer.wpe.weight": "position_embd.weight",
+                "transformer.ln_f.weight": "output_norm.weight", "transformer.ln_f.bias": "output_norm.bias",
+            ]
             if let f = fixed[hf] { return f }
             let parts = hf.split(separator: ".")
             guard parts.count >= 5, parts[0] == "transformer", parts[1] == "h" else { return nil }
-            let map = ["ln_1": "attn_norm", "attn.c_attn": "attn_qkv", "attn.c_proj": "attn_output", "ln_2": "ffn_norm",
-                       "mlp.c_fc": "ffn_up", "mlp.c_proj": "ffn_down"]
+            let map = [
+                "ln_1": "attn_norm", "attn.c_attn": "attn_qkv", "attn.c_proj": "attn_output", "ln_2": "ffn_norm",
+                "mlp.c_fc": "ffn_up", "mlp.c_proj": "ffn_down",
+            ]
             let module = parts[3..<(parts.count - 1)].joined(separator: ".")
             guard let g = map[module], parts.last == "weight" || parts.last == "bias" else { return nil }
             return "blk.\(parts[2]).\(g).\(parts.last!)"
         }
-        let fixed = ["model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
-                     "lm_head.weight": "output.weight"]
+        let fixed = [
+            "model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
+            "lm_head.weight": "output.weight",
+        ]
         if let f = fixed[hf] { return f }
         let parts = hf.split(separator: ".")
         guard parts.count >= 5, parts[0] == "model", parts[1] == "layers" else { return nil }
         let module = parts[3..<(parts.count - 1)].joined(separator: ".")
-        let map = ["input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
-                   "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
-                   "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
-                   "mlp.down_proj": "ffn_down"]
+        let map = [
+            "input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
+            "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k", "self_attn.v_proj": "attn_v",
+            "self_attn.o_proj": "attn_output", "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up",
+            "mlp.down_proj": "ffn_down",
+        ]
         guard let g = map[module], parts.last == "weight" || parts.last == "bias" else { return nil }
         return "blk.\(parts[2]).\(g).\(parts.last!)"
     }

@@ -1,7 +1,7 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 extension GGUFFile {
@@ -10,7 +10,7 @@ extension GGUFFile {
     /// every command and loader decides this.
     public static func isGGUF(path: String) -> Bool {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return path.lowercased().hasSuffix(".gguf") }
+        guard fd >= 0 else { return hasGGUFExtension(path) }
         defer { close(fd) }
         var st = stat()
         guard fstat(fd, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG else { return false }
@@ -18,4 +18,8 @@ extension GGUFFile {
         guard read(fd, &magic, 4) == 4 else { return false }
         return UInt32(littleEndian: magic) == 0x4655_4747
     }
+
+    /// Whether `path` ends in `.gguf` (any case): how an output path asks for GGUF, and the guess for an input that
+    /// cannot be read.
+    public static func hasGGUFExtension(_ path: String) -> Bool { path.lowercased().hasSuffix(".gguf") }
 }

@@ -59,7 +59,10 @@ public struct GGUFTensorRecord: Sendable {
     public var type: GGMLType
     /// Makes a record.
     public init(name: String, shape: [Int], values: [Float], type: GGMLType) {
-        self.name = name; self.shape = shape; self.values = values; self.type = type
+        self.name = name
+        self.shape = shape
+        self.values = values
+        self.type = type
     }
 }
 
@@ -93,18 +96,44 @@ struct GGUFEncoder {
 
     mutating func u32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
     mutating func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { bytes.append(contentsOf: $0) } }
-    mutating func string(_ s: String) { let u = Array(s.utf8); u64(UInt64(u.count)); bytes.append(contentsOf: u) }
+    mutating func string(_ s: String) {
+        let u = Array(s.utf8)
+        u64(UInt64(u.count))
+        bytes.append(contentsOf: u)
+    }
 
     mutating func value(_ v: GGUFMetadataValue) {
         switch v {
-        case .uint32(let x): u32(4); u32(x)
-        case .int32(let x): u32(5); u32(UInt32(bitPattern: x))
-        case .float32(let x): u32(6); u32(x.bitPattern)
-        case .bool(let x): u32(7); bytes.append(x ? 1 : 0)
-        case .string(let s): u32(8); string(s)
-        case .stringArray(let a): u32(9); u32(8); u64(UInt64(a.count)); for s in a { string(s) }
-        case .int32Array(let a): u32(9); u32(5); u64(UInt64(a.count)); for x in a { u32(UInt32(bitPattern: x)) }
-        case .float32Array(let a): u32(9); u32(6); u64(UInt64(a.count)); for x in a { u32(x.bitPattern) }
+        case .uint32(let x):
+            u32(4)
+            u32(x)
+        case .int32(let x):
+            u32(5)
+            u32(UInt32(bitPattern: x))
+        case .float32(let x):
+            u32(6)
+            u32(x.bitPattern)
+        case .bool(let x):
+            u32(7)
+            bytes.append(x ? 1 : 0)
+        case .string(let s):
+            u32(8)
+            string(s)
+        case .stringArray(let a):
+            u32(9)
+            u32(8)
+            u64(UInt64(a.count))
+            for s in a { string(s) }
+        case .int32Array(let a):
+            u32(9)
+            u32(5)
+            u64(UInt64(a.count))
+            for x in a { u32(UInt32(bitPattern: x)) }
+        case .float32Array(let a):
+            u32(9)
+            u32(6)
+            u64(UInt64(a.count))
+            for x in a { u32(x.bitPattern) }
         }
     }
 }
@@ -127,9 +156,13 @@ func ggmlBytes(_ r: GGUFTensorRecord, file: String) throws -> [UInt8] {
 
 /// Writes a GGUF v3 file under a temporary name, renamed into place when complete. Metadata keys are written
 /// in the given order; `general.alignment` is added when `alignment` is not the default 32.
-public func writeGGUF(_ tensors: [GGUFTensorRecord], metadata: [(String, GGUFMetadataValue)], to path: String,
-                      alignment: Int = 32) throws {
-    guard alignment > 0, alignment % 8 == 0 else { throw GGUFError.invalid(file: path, why: "alignment \(alignment) must be a positive multiple of 8") }
+public func writeGGUF(
+    _ tensors: [GGUFTensorRecord], metadata: [(String, GGUFMetadataValue)], to path: String,
+    alignment: Int = 32
+) throws {
+    guard alignment > 0, alignment % 8 == 0 else {
+        throw GGUFError.invalid(file: path, why: "alignment \(alignment) must be a positive multiple of 8")
+    }
     var meta = metadata
     if alignment != 32 { meta.append(("general.alignment", .uint32(UInt32(alignment)))) }
     var seenKeys = Set<String>()
@@ -141,18 +174,28 @@ public func writeGGUF(_ tensors: [GGUFTensorRecord], metadata: [(String, GGUFMet
     e.u32(3)
     e.u64(UInt64(tensors.count))
     e.u64(UInt64(meta.count))
-    for (k, v) in meta { e.string(k); e.value(v) }
+    for (k, v) in meta {
+        e.string(k)
+        e.value(v)
+    }
     func aligned(_ x: Int) -> Int { (x + alignment - 1) / alignment * alignment }
     var offset = 0
     var names = Set<String>()
     for t in tensors {
-        guard names.insert(t.name).inserted else { throw GGUFError.tensor(file: path, name: t.name, why: "duplicate name") }
-        guard !t.shape.isEmpty, t.shape.count <= 4, t.shape.allSatisfy({ $0 > 0 }), t.shape.reduce(1, *) == t.values.count else {
-            throw GGUFError.tensor(file: path, name: t.name, why: "shape \(t.shape) does not fit \(t.values.count) values")
+        guard names.insert(t.name).inserted else {
+            throw GGUFError.tensor(file: path, name: t.name, why: "duplicate name")
+        }
+        guard !t.shape.isEmpty, t.shape.count <= 4, t.shape.allSatisfy({ $0 > 0 }),
+            t.shape.reduce(1, *) == t.values.count
+        else {
+            throw GGUFError.tensor(
+                file: path, name: t.name, why: "shape \(t.shape) does not fit \(t.values.count) values")
         }
         let (per, size) = t.type.block
         guard t.shape.last! % per == 0 else {
-            throw GGUFError.tensor(file: path, name: t.name, why: "rows of \(t.shape.last!) are not a multiple of the \(t.type) block of \(per)")
+            throw GGUFError.tensor(
+                file: path, name: t.name,
+                why: "rows of \(t.shape.last!) are not a multiple of the \(t.type) block of \(per)")
         }
         e.string(t.name)
         e.u32(UInt32(t.shape.count))

@@ -56,10 +56,12 @@ public struct ModelConfig: Sendable, Equatable {
     public var mlpBias: Bool
 
     /// A configuration with the family's usual defaults filled in.
-    public init(family: ModelFamily, vocabSize: Int, hiddenSize: Int, layers: Int, heads: Int, kvHeads: Int? = nil,
-                headDim: Int? = nil, intermediateSize: Int? = nil, maxPositions: Int = 1024, normEps: Float? = nil,
-                ropeTheta: Double = 10000, ropeScaling: RoPEScaling = .none, tieWordEmbeddings: Bool? = nil,
-                qkvBias: Bool? = nil, outputBias: Bool? = nil, mlpBias: Bool? = nil) {
+    public init(
+        family: ModelFamily, vocabSize: Int, hiddenSize: Int, layers: Int, heads: Int, kvHeads: Int? = nil,
+        headDim: Int? = nil, intermediateSize: Int? = nil, maxPositions: Int = 1024, normEps: Float? = nil,
+        ropeTheta: Double = 10000, ropeScaling: RoPEScaling = .none, tieWordEmbeddings: Bool? = nil,
+        qkvBias: Bool? = nil, outputBias: Bool? = nil, mlpBias: Bool? = nil
+    ) {
         self.family = family
         self.vocabSize = vocabSize
         self.hiddenSize = hiddenSize
@@ -119,9 +121,11 @@ public struct ModelConfig: Sendable, Equatable {
     /// positive and finite (a NaN here would surface as a non-finite loss or unwritable JSON much later).
     public func check() throws(Invalid) {
         func fail(_ f: Field, _ s: String) -> Invalid { Invalid(field: f, reason: s) }
-        for (f, v) in [(Field.vocabSize, vocabSize), (.hiddenSize, hiddenSize), (.layers, layers), (.heads, heads),
-                       (.kvHeads, kvHeads), (.headDim, headDim), (.intermediateSize, intermediateSize),
-                       (.maxPositions, maxPositions)] {
+        for (f, v) in [
+            (Field.vocabSize, vocabSize), (.hiddenSize, hiddenSize), (.layers, layers), (.heads, heads),
+            (.kvHeads, kvHeads), (.headDim, headDim), (.intermediateSize, intermediateSize),
+            (.maxPositions, maxPositions),
+        ] {
             if v <= 0 || v > 1 << 24 { throw fail(f, "must be an integer in 1...\(1 << 24), got \(v)") }
         }
         if heads % kvHeads != 0 {
@@ -150,15 +154,21 @@ public struct ModelConfig: Sendable, Equatable {
             try positive(.ropeScalingFactor, f)
             try positive(.ropeLowFreqFactor, lo)
             try positive(.ropeHighFreqFactor, hi)
-            if hi <= lo { throw fail(.ropeHighFreqFactor, "must be above low_freq_factor \(formatNumber(lo)), got \(formatNumber(hi))") }
-            if orig <= 0 || orig > 1 << 24 { throw fail(.ropeOriginalMaxPositions, "must be an integer in 1...\(1 << 24), got \(orig)") }
+            if hi <= lo {
+                throw fail(
+                    .ropeHighFreqFactor, "must be above low_freq_factor \(formatNumber(lo)), got \(formatNumber(hi))")
+            }
+            if orig <= 0 || orig > 1 << 24 {
+                throw fail(.ropeOriginalMaxPositions, "must be an integer in 1...\(1 << 24), got \(orig)")
+            }
         }
     }
 
     /// `check()` with the fields named as in an HF config.json.
     public func validate() throws {
         do { try check() } catch {
-            throw ModelConfigError(description: "invalid model config: field \"\(error.field.configName(family))\": \(error.reason)")
+            throw ModelConfigError(
+                description: "invalid model config: field \"\(error.field.configName(family))\": \(error.reason)")
         }
     }
 
@@ -225,7 +235,8 @@ extension ModelConfig: Codable {
         case nEmbd = "n_embd", nLayer = "n_layer", nHead = "n_head", nInner = "n_inner", nPositions = "n_positions"
         case nCtx = "n_ctx", layerNormEpsilon = "layer_norm_epsilon", activationFunction = "activation_function"
         // Llama / Qwen2
-        case hiddenSize = "hidden_size", numHiddenLayers = "num_hidden_layers", numAttentionHeads = "num_attention_heads"
+        case hiddenSize = "hidden_size", numHiddenLayers = "num_hidden_layers", numAttentionHeads =
+            "num_attention_heads"
         case numKeyValueHeads = "num_key_value_heads", headDim = "head_dim", intermediateSize = "intermediate_size"
         case maxPositionEmbeddings = "max_position_embeddings", rmsNormEps = "rms_norm_eps", ropeTheta = "rope_theta"
         case ropeScaling = "rope_scaling", ropeParameters = "rope_parameters", hiddenAct = "hidden_act"
@@ -238,7 +249,8 @@ extension ModelConfig: Codable {
         var originalMaxPositionEmbeddings: Int?, ropeTheta: Double?
 
         enum CodingKeys: String, CodingKey {
-            case ropeType = "rope_type", type, factor, lowFreqFactor = "low_freq_factor", highFreqFactor = "high_freq_factor"
+            case ropeType = "rope_type", type, factor, lowFreqFactor = "low_freq_factor", highFreqFactor =
+                "high_freq_factor"
             case originalMaxPositionEmbeddings = "original_max_position_embeddings", ropeTheta = "rope_theta"
         }
     }
@@ -249,33 +261,46 @@ extension ModelConfig: Codable {
         let modelType = try c.decodeIfPresent(String.self, forKey: .modelType) ?? ""
         let archs = try c.decodeIfPresent([String].self, forKey: .architectures) ?? []
         let family: ModelFamily
-        if modelType == "gpt2" || archs.contains("GPT2LMHeadModel") { family = .gpt2 }
-        else if modelType == "qwen2" || archs.contains("Qwen2ForCausalLM") { family = .qwen2 }
-        else if modelType == "llama" || archs.contains("LlamaForCausalLM") { family = .llama }
-        else { throw FieldProblem(field: "model_type", reason: "unsupported model type \"\(modelType)\" (gpt2, llama, qwen2)") }
+        if modelType == "gpt2" || archs.contains("GPT2LMHeadModel") {
+            family = .gpt2
+        } else if modelType == "qwen2" || archs.contains("Qwen2ForCausalLM") {
+            family = .qwen2
+        } else if modelType == "llama" || archs.contains("LlamaForCausalLM") {
+            family = .llama
+        } else {
+            throw FieldProblem(
+                field: "model_type", reason: "unsupported model type \"\(modelType)\" (gpt2, llama, qwen2)")
+        }
         func need(_ k: CodingKeys) throws -> Int {
-            guard let v = try c.decodeIfPresent(Int.self, forKey: k) else { throw FieldProblem(field: k.rawValue, reason: "missing") }
+            guard let v = try c.decodeIfPresent(Int.self, forKey: k) else {
+                throw FieldProblem(field: k.rawValue, reason: "missing")
+            }
             return v
         }
         /// A positive finite number that stays positive and finite as a Float when `float`.
         func positive(_ k: CodingKeys, _ v: Double?, float: Bool = false) throws -> Double? {
             guard let v else { return nil }
             guard v.isFinite, v > 0, !float || (Float(v).isFinite && Float(v) > 0) else {
-                throw FieldProblem(field: k.rawValue, reason: "must be a positive finite number, got \(formatNumber(v))")
+                throw FieldProblem(
+                    field: k.rawValue, reason: "must be a positive finite number, got \(formatNumber(v))")
             }
             return v
         }
         var cfg: ModelConfig
         if family == .gpt2 {
             let width = try need(.nEmbd), heads = try need(.nHead)
-            if let act = try c.decodeIfPresent(String.self, forKey: .activationFunction), act != "gelu_new", act != "gelu_pytorch_tanh" {
+            if let act = try c.decodeIfPresent(String.self, forKey: .activationFunction), act != "gelu_new",
+                act != "gelu_pytorch_tanh"
+            {
                 throw FieldProblem(field: "activation_function", reason: "\"\(act)\" is not supported (gelu_new)")
             }
-            let eps = try positive(.layerNormEpsilon, c.decodeIfPresent(Double.self, forKey: .layerNormEpsilon), float: true)
-            cfg = ModelConfig(family: .gpt2, vocabSize: try need(.vocabSize), hiddenSize: width,
-                              layers: try need(.nLayer), heads: heads,
-                              intermediateSize: try c.decodeIfPresent(Int.self, forKey: .nInner) ?? 4 * width,
-                              maxPositions: try need(.nPositions), normEps: Float(eps ?? 1e-5))
+            let eps = try positive(
+                .layerNormEpsilon, c.decodeIfPresent(Double.self, forKey: .layerNormEpsilon), float: true)
+            cfg = ModelConfig(
+                family: .gpt2, vocabSize: try need(.vocabSize), hiddenSize: width,
+                layers: try need(.nLayer), heads: heads,
+                intermediateSize: try c.decodeIfPresent(Int.self, forKey: .nInner) ?? 4 * width,
+                maxPositions: try need(.nPositions), normEps: Float(eps ?? 1e-5))
         } else {
             if let act = try c.decodeIfPresent(String.self, forKey: .hiddenAct), act != "silu" {
                 throw FieldProblem(field: "hidden_act", reason: "\"\(act)\" is not supported (silu)")
@@ -283,7 +308,9 @@ extension ModelConfig: Codable {
             let width = try need(.hiddenSize), heads = try need(.numAttentionHeads)
             let headDim = try c.decodeIfPresent(Int.self, forKey: .headDim)
             if headDim == nil && heads > 0 && width % heads != 0 {
-                throw FieldProblem(field: "num_attention_heads", reason: "\(heads) heads do not divide hidden_size \(width) (and no head_dim is given)")
+                throw FieldProblem(
+                    field: "num_attention_heads",
+                    reason: "\(heads) heads do not divide hidden_size \(width) (and no head_dim is given)")
             }
             let params = try c.decodeIfPresent(RoPEParameters.self, forKey: .ropeParameters)
             let scalingKey = try c.decodeIfPresent(RoPEParameters.self, forKey: .ropeScaling)
@@ -295,26 +322,32 @@ extension ModelConfig: Codable {
                 case "default": break
                 case "linear": scaling = .linear(factor: rs.factor ?? 1)
                 case "llama3":
-                    scaling = .llama3(factor: rs.factor ?? 1, lowFreqFactor: rs.lowFreqFactor ?? 1, highFreqFactor: rs.highFreqFactor ?? 4,
-                                      originalMaxPositions: rs.originalMaxPositionEmbeddings ?? 8192)
-                default: throw FieldProblem(field: section + ".rope_type", reason: "\"\(type)\" is not supported (default, linear, llama3)")
+                    scaling = .llama3(
+                        factor: rs.factor ?? 1, lowFreqFactor: rs.lowFreqFactor ?? 1,
+                        highFreqFactor: rs.highFreqFactor ?? 4,
+                        originalMaxPositions: rs.originalMaxPositionEmbeddings ?? 8192)
+                default:
+                    throw FieldProblem(
+                        field: section + ".rope_type", reason: "\"\(type)\" is not supported (default, linear, llama3)")
                 }
             }
-            let theta = try positive(.ropeTheta, c.decodeIfPresent(Double.self, forKey: .ropeTheta) ?? params?.ropeTheta)
+            let theta = try positive(
+                .ropeTheta, c.decodeIfPresent(Double.self, forKey: .ropeTheta) ?? params?.ropeTheta)
             let eps = try positive(.rmsNormEps, c.decodeIfPresent(Double.self, forKey: .rmsNormEps), float: true)
             let attnBias = try c.decodeIfPresent(Bool.self, forKey: .attentionBias)
-            cfg = ModelConfig(family: family, vocabSize: try need(.vocabSize), hiddenSize: width,
-                              layers: try need(.numHiddenLayers), heads: heads,
-                              kvHeads: try c.decodeIfPresent(Int.self, forKey: .numKeyValueHeads) ?? heads,
-                              headDim: headDim ?? (heads > 0 ? width / heads : 0),
-                              intermediateSize: try need(.intermediateSize),
-                              maxPositions: try c.decodeIfPresent(Int.self, forKey: .maxPositionEmbeddings) ?? 2048,
-                              normEps: Float(eps ?? (family == .qwen2 ? 1e-6 : 1e-5)),
-                              ropeTheta: theta ?? 10000, ropeScaling: scaling,
-                              tieWordEmbeddings: try c.decodeIfPresent(Bool.self, forKey: .tieWordEmbeddings) ?? false,
-                              qkvBias: family == .qwen2 ? true : (attnBias ?? false),
-                              outputBias: family == .qwen2 ? false : (attnBias ?? false),
-                              mlpBias: try c.decodeIfPresent(Bool.self, forKey: .mlpBias) ?? false)
+            cfg = ModelConfig(
+                family: family, vocabSize: try need(.vocabSize), hiddenSize: width,
+                layers: try need(.numHiddenLayers), heads: heads,
+                kvHeads: try c.decodeIfPresent(Int.self, forKey: .numKeyValueHeads) ?? heads,
+                headDim: headDim ?? (heads > 0 ? width / heads : 0),
+                intermediateSize: try need(.intermediateSize),
+                maxPositions: try c.decodeIfPresent(Int.self, forKey: .maxPositionEmbeddings) ?? 2048,
+                normEps: Float(eps ?? (family == .qwen2 ? 1e-6 : 1e-5)),
+                ropeTheta: theta ?? 10000, ropeScaling: scaling,
+                tieWordEmbeddings: try c.decodeIfPresent(Bool.self, forKey: .tieWordEmbeddings) ?? false,
+                qkvBias: family == .qwen2 ? true : (attnBias ?? false),
+                outputBias: family == .qwen2 ? false : (attnBias ?? false),
+                mlpBias: try c.decodeIfPresent(Bool.self, forKey: .mlpBias) ?? false)
         }
         do { try cfg.check() } catch { throw FieldProblem(field: error.field.configName(family), reason: error.reason) }
         self = cfg
@@ -361,8 +394,10 @@ extension ModelConfig: Codable {
             case .linear(let f):
                 try c.encode(RoPEParameters(ropeType: "linear", factor: f), forKey: .ropeScaling)
             case let .llama3(f, lo, hi, orig):
-                try c.encode(RoPEParameters(ropeType: "llama3", factor: f, lowFreqFactor: lo, highFreqFactor: hi,
-                                            originalMaxPositionEmbeddings: orig), forKey: .ropeScaling)
+                try c.encode(
+                    RoPEParameters(
+                        ropeType: "llama3", factor: f, lowFreqFactor: lo, highFreqFactor: hi,
+                        originalMaxPositionEmbeddings: orig), forKey: .ropeScaling)
             }
         }
     }

@@ -72,7 +72,10 @@ public struct SafeTensorsFile: Sendable {
     public init(path: String) throws {
         let data: Data
         do { data = try Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped) } catch {
-            throw SafeTensorsError.io(file: path, why: FileReadError(foundation: error, path: path)?.reason ?? "cannot read: \(error.localizedDescription)")
+            throw SafeTensorsError.io(
+                file: path,
+                why: FileReadError(foundation: error, path: path)?.reason
+                    ?? "cannot read: \(error.localizedDescription)")
         }
         try self.init(data: data, path: path)
     }
@@ -85,8 +88,12 @@ public struct SafeTensorsFile: Sendable {
         guard data.count >= 8 else { throw bad("file of \(data.count) bytes is shorter than the 8-byte header length") }
         var n: UInt64 = 0
         data.withUnsafeBytes { raw in for k in 0..<8 { n |= UInt64(raw[k]) << (8 * UInt64(k)) } }
-        guard n <= UInt64(Self.maxHeaderBytes) else { throw bad("header length \(n) exceeds \(Self.maxHeaderBytes) bytes") }
-        guard n >= 2, Int(n) <= data.count - 8 else { throw bad("header length \(n) does not fit a file of \(data.count) bytes") }
+        guard n <= UInt64(Self.maxHeaderBytes) else {
+            throw bad("header length \(n) exceeds \(Self.maxHeaderBytes) bytes")
+        }
+        guard n >= 2, Int(n) <= data.count - 8 else {
+            throw bad("header length \(n) does not fit a file of \(data.count) bytes")
+        }
         let headerLen = Int(n)
         dataStart = 8 + headerLen
         let header = data.withUnsafeBytes { Array($0[8..<(8 + headerLen)]) }
@@ -114,7 +121,9 @@ public struct SafeTensorsFile: Sendable {
             for (k, f) in fields {
                 switch k {
                 case "dtype":
-                    guard case .string(let s) = f, let d = SafeTensorsDType(rawValue: s) else { throw tbad("unknown dtype \(f.summary)") }
+                    guard case .string(let s) = f, let d = SafeTensorsDType(rawValue: s) else {
+                        throw tbad("unknown dtype \(f.summary)")
+                    }
                     dtype = d
                 case "shape":
                     guard case .array(let a) = f else { throw tbad("shape is not an array") }
@@ -138,7 +147,9 @@ public struct SafeTensorsFile: Sendable {
             }
             let (bytes, o) = elems.multipliedReportingOverflow(by: dtype.size)
             guard !o, offsets[0] <= offsets[1], offsets[1] - offsets[0] == bytes else {
-                throw tbad("data_offsets \(offsets) hold \(offsets[1] &- offsets[0]) bytes; shape \(shape) of \(dtype.rawValue) needs \(bytes)")
+                throw tbad(
+                    "data_offsets \(offsets) hold \(offsets[1] &- offsets[0]) bytes; shape \(shape) of \(dtype.rawValue) needs \(bytes)"
+                )
             }
             infos.append(SafeTensorInfo(name: name, dtype: dtype, shape: shape, begin: offsets[0], end: offsets[1]))
         }
@@ -146,9 +157,11 @@ public struct SafeTensorsFile: Sendable {
         var cursor = 0
         for t in infos.sorted(by: { ($0.begin, $0.end) < ($1.begin, $1.end) }) {
             guard t.begin == cursor else {
-                throw SafeTensorsError.tensor(file: path, name: t.name,
-                                              why: t.begin > cursor ? "gap in data before byte \(t.begin) (expected \(cursor))"
-                                                                    : "overlaps the previous tensor at byte \(t.begin)")
+                throw SafeTensorsError.tensor(
+                    file: path, name: t.name,
+                    why: t.begin > cursor
+                        ? "gap in data before byte \(t.begin) (expected \(cursor))"
+                        : "overlaps the previous tensor at byte \(t.begin)")
             }
             cursor = t.end
         }
@@ -178,13 +191,17 @@ public struct SafeTensorsFile: Sendable {
                 switch t.dtype {
                 case .F32: for i in 0..<n { o[i] = base.loadUnaligned(fromByteOffset: 4 * i, as: Float.self) }
                 case .F16:
-                    for i in 0..<n { o[i] = Float(Float16(bitPattern: base.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))) }
+                    for i in 0..<n {
+                        o[i] = Float(Float16(bitPattern: base.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))
+                    }
                 case .BF16:
                     for i in 0..<n {
-                        o[i] = Float(bitPattern: UInt32(base.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) << 16)
+                        o[i] = Float(
+                            bitPattern: UInt32(base.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) << 16)
                     }
                 default:
-                    throw SafeTensorsError.tensor(file: path, name: name, why: "dtype \(t.dtype.rawValue) is not a float type")
+                    throw SafeTensorsError.tensor(
+                        file: path, name: name, why: "dtype \(t.dtype.rawValue) is not a float type")
                 }
             }
         }
@@ -196,12 +213,15 @@ public struct SafeTensorsFile: Sendable {
         guard let t = info(name) else { throw SafeTensorsError.tensor(file: path, name: name, why: "not in file") }
         let start = dataStart + t.begin
         return try data.withUnsafeBytes { raw in
-            guard start + (t.end - t.begin) <= raw.count else { throw SafeTensorsError.tensor(file: path, name: name, why: "data out of bounds") }
+            guard start + (t.end - t.begin) <= raw.count else {
+                throw SafeTensorsError.tensor(file: path, name: name, why: "data out of bounds")
+            }
             let base = raw.baseAddress! + start
             switch t.dtype {
             case .I64: return (0..<t.count).map { base.loadUnaligned(fromByteOffset: 8 * $0, as: Int64.self) }
             case .I32: return (0..<t.count).map { Int64(base.loadUnaligned(fromByteOffset: 4 * $0, as: Int32.self)) }
-            default: throw SafeTensorsError.tensor(file: path, name: name, why: "dtype \(t.dtype.rawValue) is not I32/I64")
+            default:
+                throw SafeTensorsError.tensor(file: path, name: name, why: "dtype \(t.dtype.rawValue) is not I32/I64")
             }
         }
     }
@@ -216,7 +236,11 @@ public struct SafeTensorsRecord: Sendable {
     /// Values, row-major.
     public var values: [Float]
     /// Makes a record.
-    public init(name: String, shape: [Int], values: [Float]) { self.name = name; self.shape = shape; self.values = values }
+    public init(name: String, shape: [Int], values: [Float]) {
+        self.name = name
+        self.shape = shape
+        self.values = values
+    }
 }
 
 /// Rounds an F32 to BF16 bits, nearest-even (NaN stays NaN).
@@ -229,22 +253,27 @@ public func bfloat16Bits(_ x: Float) -> UInt16 {
 
 /// Appends `values` as little-endian F32, F16 or BF16 (nearest-even rounding) to `out`. A finite value too large
 /// for the narrower type is an error naming `tensor`, not a silent infinity.
-func appendFloats(_ values: UnsafeBufferPointer<Float>, as dtype: SafeTensorsDType, tensor: String, file: String,
-                  to out: inout [UInt8]) throws {
+func appendFloats(
+    _ values: UnsafeBufferPointer<Float>, as dtype: SafeTensorsDType, tensor: String, file: String,
+    to out: inout [UInt8]
+) throws {
     let start = out.count
     out.append(contentsOf: repeatElement(0, count: values.count * dtype.size))
     try out.withUnsafeMutableBytes { raw in
         let dst = raw.baseAddress! + start
         switch dtype {
         case .F32:
-            for (i, v) in values.enumerated() { dst.storeBytes(of: v.bitPattern.littleEndian, toByteOffset: 4 * i, as: UInt32.self) }
+            for (i, v) in values.enumerated() {
+                dst.storeBytes(of: v.bitPattern.littleEndian, toByteOffset: 4 * i, as: UInt32.self)
+            }
         case .F16, .BF16:
             for (i, v) in values.enumerated() {
                 let bits = dtype == .F16 ? Float16(v).bitPattern : bfloat16Bits(v)
                 let back = dtype == .F16 ? Float(Float16(bitPattern: bits)) : Float(bitPattern: UInt32(bits) << 16)
                 if v.isFinite && !back.isFinite {
-                    throw SafeTensorsError.tensor(file: file, name: tensor,
-                                                  why: "value \(v) at element \(i) overflows \(dtype.rawValue)")
+                    throw SafeTensorsError.tensor(
+                        file: file, name: tensor,
+                        why: "value \(v) at element \(i) overflows \(dtype.rawValue)")
                 }
                 dst.storeBytes(of: bits.littleEndian, toByteOffset: 2 * i, as: UInt16.self)
             }
@@ -255,24 +284,35 @@ func appendFloats(_ values: UnsafeBufferPointer<Float>, as dtype: SafeTensorsDTy
 }
 
 /// The header bytes (length prefix + JSON padded with spaces to a multiple of 8) for `records` stored as `dtype`.
-func safeTensorsHeader(_ records: [SafeTensorsRecord], metadata: [String: String], dtype: SafeTensorsDType,
-                       file: String) throws -> [UInt8] {
+func safeTensorsHeader(
+    _ records: [SafeTensorsRecord], metadata: [String: String], dtype: SafeTensorsDType,
+    file: String
+) throws -> [UInt8] {
     guard dtype == .F32 || dtype == .F16 || dtype == .BF16 else {
         throw SafeTensorsError.invalid(file: file, why: "can only write F32, F16 or BF16, not \(dtype.rawValue)")
     }
     var parts: [String] = []
     if !metadata.isEmpty {
-        parts.append("\"__metadata__\":{" + metadata.sorted { $0.key < $1.key }.map { jsonStringLiteral($0.key) + ":" + jsonStringLiteral($0.value) }.joined(separator: ",") + "}")
+        parts.append(
+            "\"__metadata__\":{"
+                + metadata.sorted { $0.key < $1.key }.map {
+                    jsonStringLiteral($0.key) + ":" + jsonStringLiteral($0.value)
+                }.joined(separator: ",") + "}")
     }
     var offset = 0
     var seen = Set<String>()
     for r in records {
-        guard seen.insert(r.name).inserted else { throw SafeTensorsError.tensor(file: file, name: r.name, why: "duplicate name") }
+        guard seen.insert(r.name).inserted else {
+            throw SafeTensorsError.tensor(file: file, name: r.name, why: "duplicate name")
+        }
         guard r.shape.reduce(1, *) == r.values.count else {
-            throw SafeTensorsError.tensor(file: file, name: r.name, why: "shape \(r.shape) does not match \(r.values.count) values")
+            throw SafeTensorsError.tensor(
+                file: file, name: r.name, why: "shape \(r.shape) does not match \(r.values.count) values")
         }
         let bytes = r.values.count * dtype.size
-        parts.append("\(jsonStringLiteral(r.name)):{\"dtype\":\"\(dtype.rawValue)\",\"shape\":[\(r.shape.map(String.init).joined(separator: ","))],\"data_offsets\":[\(offset),\(offset + bytes)]}")
+        parts.append(
+            "\(jsonStringLiteral(r.name)):{\"dtype\":\"\(dtype.rawValue)\",\"shape\":[\(r.shape.map(String.init).joined(separator: ","))],\"data_offsets\":[\(offset),\(offset + bytes)]}"
+        )
         offset += bytes
     }
     var header = Array(("{" + parts.joined(separator: ",") + "}").utf8)
@@ -281,17 +321,25 @@ func safeTensorsHeader(_ records: [SafeTensorsRecord], metadata: [String: String
 }
 
 /// Serializes records into safetensors bytes in memory (tests, small files).
-public func encodeSafeTensors(_ records: [SafeTensorsRecord], metadata: [String: String] = [:],
-                              dtype: SafeTensorsDType = .F32) throws -> Data {
+public func encodeSafeTensors(
+    _ records: [SafeTensorsRecord], metadata: [String: String] = [:],
+    dtype: SafeTensorsDType = .F32
+) throws -> Data {
     var out = try safeTensorsHeader(records, metadata: metadata, dtype: dtype, file: "<memory>")
-    for r in records { try r.values.withUnsafeBufferPointer { try appendFloats($0, as: dtype, tensor: r.name, file: "<memory>", to: &out) } }
+    for r in records {
+        try r.values.withUnsafeBufferPointer {
+            try appendFloats($0, as: dtype, tensor: r.name, file: "<memory>", to: &out)
+        }
+    }
     return Data(out)
 }
 
 /// Writes records to `path` as one safetensors file, tensor by tensor, under a temporary name renamed into
 /// place when complete (an interrupted write leaves any previous file intact).
-public func writeSafeTensors(_ records: [SafeTensorsRecord], to path: String, metadata: [String: String] = [:],
-                             dtype: SafeTensorsDType = .F32) throws {
+public func writeSafeTensors(
+    _ records: [SafeTensorsRecord], to path: String, metadata: [String: String] = [:],
+    dtype: SafeTensorsDType = .F32
+) throws {
     let out = try AtomicOutput(path: path)
     try out.write(try safeTensorsHeader(records, metadata: metadata, dtype: dtype, file: path))
     var bytes: [UInt8] = []

@@ -53,12 +53,19 @@ public struct InProcessInference: DemoSampler, DemoEvaluator {
 
     /// An inference hook.
     public init(tokenizer: String, search: DemoSearchSettings = DemoSearchSettings(), batchSize: Int = 64) {
-        self.tokenizer = tokenizer; self.search = search; self.batchSize = max(1, batchSize)
+        self.tokenizer = tokenizer
+        self.search = search
+        self.batchSize = max(1, batchSize)
     }
 
     /// Report rows.
     public var settings: [(key: String, value: String)] {
-        [("beam search", "B beams x \(search.samplesPerBeam.map(String.init) ?? "B") one-line samples each at temperature \(JSONText.number(search.temperature)), at most \(search.maxSteps) lines of \(search.maxStepTokens) tokens; log-prob scorer for \(search.logProbSearch.rawValue)")]
+        [
+            (
+                "beam search",
+                "B beams x \(search.samplesPerBeam.map(String.init) ?? "B") one-line samples each at temperature \(JSONText.number(search.temperature)), at most \(search.maxSteps) lines of \(search.maxStepTokens) tokens; log-prob scorer for \(search.logProbSearch.rawValue)"
+            )
+        ]
     }
 
     func load(_ model: TrainedModel) throws -> InferenceModel {
@@ -73,30 +80,33 @@ public struct InProcessInference: DemoSampler, DemoEvaluator {
     func parallel(_ count: Int, threads: Int, _ body: @escaping @Sendable (Int, Range<Int>) throws -> Void) throws {
         let workers = max(1, min(threads, count))
         guard workers > 1 else { return try body(0, 0..<count) }
-        let blas = BLASRuntime.threads, small = smallBatchLinearThreads
-        BLASRuntime.setThreads(1)
-        smallBatchLinearThreads = 1
-        defer { BLASRuntime.setThreads(blas); smallBatchLinearThreads = small }
-        let failure = Mutex<(any Error)?>(nil)
-        DispatchQueue.concurrentPerform(iterations: workers) { w in
-            let range = (count * w / workers)..<(count * (w + 1) / workers)
-            do { try body(w, range) } catch { failure.withLock { if $0 == nil { $0 = error } } }
+        try BLASRuntime.singleThreaded {
+            let failure = Mutex<(any Error)?>(nil)
+            DispatchQueue.concurrentPerform(iterations: workers) { w in
+                let range = (count * w / workers)..<(count * (w + 1) / workers)
+                do { try body(w, range) } catch { failure.withLock { if $0 == nil { $0 = error } } }
+            }
+            if let e = failure.withLock({ $0 }) { throw e }
         }
-        if let e = failure.withLock({ $0 }) { throw e }
     }
 
     /// `count` samples per prompt.
-    public func sample(_ model: TrainedModel, prompts: [PromptRecord], count: Int, temperature: Double, maxTokens: Int,
-                       seed: UInt64, threads: Int, progress: @escaping @Sendable (HookProgress) -> Void) throws -> [[SampledResponse]] {
+    public func sample(
+        _ model: TrainedModel, prompts: [PromptRecord], count: Int, temperature: Double, maxTokens: Int,
+        seed: UInt64, threads: Int, progress: @escaping @Sendable (HookProgress) -> Void
+    ) throws -> [[SampledResponse]] {
         let m = try load(model)
         let ids = prompts.map { m.encodePrompt($0.prompt, template: .none) }
         var requests: [GenerationRequest] = []
         for (i, p) in ids.enumerated() {
             for k in 0..<count {
-                requests.append(GenerationRequest(prompt: p, seed: sampleSeed(seed, problem: i, sample: k), maxNewTokens: maxTokens))
+                requests.append(
+                    GenerationRequest(prompt: p, seed: sampleSeed(seed, problem: i, sample: k), maxNewTokens: maxTokens)
+                )
             }
         }
-        let out = try generate(m, requests, sampling: SamplingParameters(temperature: temperature), threads: threads, progress: progress)
+        let out = try generate(
+            m, requests, sampling: SamplingParameters(temperature: temperature), threads: threads, progress: progress)
         return (0..<prompts.count).map { i in
             (0..<count).map { k in
                 SampledResponse(promptIds: ids[i].map { UInt32(bitPattern: $0) }, responseIds: out[i * count + k])
@@ -105,8 +115,10 @@ public struct InProcessInference: DemoSampler, DemoEvaluator {
     }
 
     /// Generates every request; returns each response's ids with the end token when the model emitted it.
-    func generate(_ m: InferenceModel, _ requests: [GenerationRequest], sampling: SamplingParameters, threads: Int,
-                  progress: @escaping @Sendable (HookProgress) -> Void) throws -> [[UInt32]] {
+    func generate(
+        _ m: InferenceModel, _ requests: [GenerationRequest], sampling: SamplingParameters, threads: Int,
+        progress: @escaping @Sendable (HookProgress) -> Void
+    ) throws -> [[UInt32]] {
         let results = Mutex<[[UInt32]]>(Array(repeating: [], count: requests.count))
         let done = Mutex(0)
         let total = Double(requests.count)
@@ -115,15 +127,21 @@ public struct InProcessInference: DemoSampler, DemoEvaluator {
         try parallel(requests.count, threads: threads) { _, range in
             let part = Array(requests[range])
             let longest = part.map { $0.prompt.count + $0.maxNewTokens }.max() ?? 1
-            let gen = try Generator(model: model.model, tokenizer: model.tokenizer, stopTokens: model.stopTokens,
-                                    batchSize: batch, maxLength: min(model.model.config.maxPositions, longest))
+            let gen = try Generator(
+                model: model.model, tokenizer: model.tokenizer, stopTokens: model.stopTokens,
+                batchSize: batch, maxLength: min(model.model.config.maxPositions, longest))
             let eos = model.tokenizer.eosId
             _ = try gen.generate(part, sampling: sampling) { j, g in
                 var ids = g.tokens.map { UInt32(bitPattern: $0) }
                 if g.finish == .eos, let eos { ids.append(eos) }
                 results.withLock { $0[range.lowerBound + j] = ids }
-                let n = done.withLock { $0 += 1; return $0 }
-                if n % 16 == 0 || Double(n) == total { progress(HookProgress(done: Double(n), total: total, unit: "samples")) }
+                let n = done.withLock {
+                    $0 += 1
+                    return $0
+                }
+                if n % 16 == 0 || Double(n) == total {
+                    progress(HookProgress(done: Double(n), total: total, unit: "samples"))
+                }
             }
         }
         return results.withLock { $0 }
@@ -132,18 +150,21 @@ public struct InProcessInference: DemoSampler, DemoEvaluator {
     /// The scorers of `model`: its value network when it has one, and the policy's log-prob as
     /// `search.logProbSearch` says.
     public func scorers(for model: TrainedModel) -> [String] {
-        let logprob = switch search.logProbSearch {
-        case .all: true
-        case .none: false
-        case .sft: model.method == .sft
-        case .sftAndValueModels: model.method == .sft || model.hasValueHead
-        }
+        let logprob =
+            switch search.logProbSearch {
+            case .all: true
+            case .none: false
+            case .sft: model.method == .sft
+            case .sftAndValueModels: model.method == .sft || model.hasValueHead
+            }
         return (model.hasValueHead ? ["value"] : []) + (logprob ? ["logprob"] : [])
     }
 
     /// Greedy decoding, or beam search ranked by the decoding's scorer.
-    public func decode(_ model: TrainedModel, prompts: [PromptRecord], decoding: Decoding, maxTokens: Int, seed: UInt64,
-                       threads: Int, progress: @escaping @Sendable (HookProgress) -> Void) throws -> [DecodedAnswer] {
+    public func decode(
+        _ model: TrainedModel, prompts: [PromptRecord], decoding: Decoding, maxTokens: Int, seed: UInt64,
+        threads: Int, progress: @escaping @Sendable (HookProgress) -> Void
+    ) throws -> [DecodedAnswer] {
         let m = try load(model)
         let ids = prompts.map { m.encodePrompt($0.prompt, template: .none) }
         guard let scorerName = decoding.scorer else {
@@ -153,7 +174,9 @@ public struct InProcessInference: DemoSampler, DemoEvaluator {
         }
         var valueModel: TransformerModel?
         if scorerName == "value" {
-            guard let dir = model.valueCheckpoint else { throw DemoError("\(model.method.rawValue) has no value network to search with") }
+            guard let dir = model.valueCheckpoint else {
+                throw DemoError("\(model.method.rawValue) has no value network to search with")
+            }
             do { valueModel = try ModelCheckpoint.load(directory: dir, maxTokens: 1, valueHead: true) } catch {
                 throw DemoError("\(dir): cannot load the value network: \(error)")
             }
@@ -175,15 +198,20 @@ public struct InProcessInference: DemoSampler, DemoEvaluator {
         let searchConfig = config
         try parallel(prompts.count, threads: threads) { _, range in
             let scorer: CandidateScorer = try value.map { try ValueScorer(model: $0) } ?? LogProbScorer()
-            let beam = try BeamSearch(policy: policy.model, tokenizer: policy.tokenizer, stopTokens: policy.stopTokens,
-                                      scorer: scorer, config: searchConfig, maxPromptTokens: longest)
+            let beam = try BeamSearch(
+                policy: policy.model, tokenizer: policy.tokenizer, stopTokens: policy.stopTokens,
+                scorer: scorer, config: searchConfig, maxPromptTokens: longest)
             for i in range {
                 let r = try beam.run(prompt: ids[i], seed: sampleSeed(seed, problem: i, sample: 0))
                 var response = r.best.tokens.map { UInt32(bitPattern: $0) }
                 if r.best.finish == .eos, let end = r.best.endToken { response.append(UInt32(bitPattern: end)) }
-                let answer = DecodedAnswer(responseIds: response, tokensGenerated: r.tokensGenerated, candidatesScored: r.candidatesScored)
+                let answer = DecodedAnswer(
+                    responseIds: response, tokensGenerated: r.tokensGenerated, candidatesScored: r.candidatesScored)
                 results.withLock { $0[i] = answer }
-                let n = done.withLock { $0 += 1; return $0 }
+                let n = done.withLock {
+                    $0 += 1
+                    return $0
+                }
                 progress(HookProgress(done: Double(n), total: total, unit: "problems"))
             }
         }
@@ -191,16 +219,22 @@ public struct InProcessInference: DemoSampler, DemoEvaluator {
     }
 
     /// Scores along each sample, by full forward passes over packed samples.
-    public func scores(_ model: TrainedModel, scorer: String, samples: [SampledResponse], stepEnds: [[Int]], threads: Int,
-                       progress: @escaping @Sendable (HookProgress) -> Void) throws -> [[Double]] {
-        guard samples.count == stepEnds.count else { throw DemoError("scores: \(samples.count) samples but \(stepEnds.count) step lists") }
+    public func scores(
+        _ model: TrainedModel, scorer: String, samples: [SampledResponse], stepEnds: [[Int]], threads: Int,
+        progress: @escaping @Sendable (HookProgress) -> Void
+    ) throws -> [[Double]] {
+        guard samples.count == stepEnds.count else {
+            throw DemoError("scores: \(samples.count) samples but \(stepEnds.count) step lists")
+        }
         let capacity = 4096
         let net: TransformerModel
         let useValue = scorer == "value"
         do {
             switch scorer {
             case "value":
-                guard let dir = model.valueCheckpoint else { throw DemoError("\(model.method.rawValue) has no value network") }
+                guard let dir = model.valueCheckpoint else {
+                    throw DemoError("\(model.method.rawValue) has no value network")
+                }
                 net = try ModelCheckpoint.load(directory: dir, maxTokens: capacity, valueHead: true)
             case "logprob":
                 net = try ModelCheckpoint.load(directory: model.checkpoint, maxTokens: capacity)
@@ -222,7 +256,9 @@ public struct InProcessInference: DemoSampler, DemoEvaluator {
                 let s = samples[j]
                 let n = s.promptIds.count + s.responseIds.count
                 guard n <= min(capacity, net.config.maxPositions) else {
-                    throw DemoError("a sample of \(n) tokens exceeds the model's \(min(capacity, net.config.maxPositions)) positions")
+                    throw DemoError(
+                        "a sample of \(n) tokens exceeds the model's \(min(capacity, net.config.maxPositions)) positions"
+                    )
                 }
                 if j > i && used + n > capacity { break }
                 let seq = (s.promptIds + s.responseIds).map { Int32(bitPattern: $0) }
@@ -233,7 +269,11 @@ public struct InProcessInference: DemoSampler, DemoEvaluator {
                 j += 1
             }
             do {
-                if useValue { try net.forwardValues(batch, values: &outputs) } else { try net.forward(batch, logProbs: &outputs) }
+                if useValue {
+                    try net.forwardValues(batch, values: &outputs)
+                } else {
+                    try net.forward(batch, logProbs: &outputs)
+                }
             } catch { throw DemoError("scoring samples: \(error)") }
             var offset = 0
             for k in i..<j {
@@ -243,7 +283,9 @@ public struct InProcessInference: DemoSampler, DemoEvaluator {
                 var trace: [Double] = []
                 if useValue {
                     // V(s_e) sits at the prefix's last token; the end token's own position is never trained.
-                    for e in [0] + stepEnds[k] { trace.append(Double(outputs[offset + p - 1 + min(e, finished ? t - 1 : t)])) }
+                    for e in [0] + stepEnds[k] {
+                        trace.append(Double(outputs[offset + p - 1 + min(e, finished ? t - 1 : t)]))
+                    }
                 } else {
                     // logProbs[q] is log p(token q+1 | tokens ..q): response token r sits at q = p - 1 + r.
                     var cumulative = [0.0]

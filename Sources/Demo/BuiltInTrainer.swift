@@ -59,22 +59,32 @@ public struct DemoTrainingSettings: Sendable, Equatable, Codable {
 
     /// The from-scratch architecture for a vocabulary of `vocab` tokens.
     public func modelConfig(vocab: Int) -> ModelConfig {
-        ModelConfig(family: .llama, vocabSize: vocab, hiddenSize: hidden, layers: layers, heads: heads,
-                    intermediateSize: intermediate, maxPositions: maxPositions, tieWordEmbeddings: true)
+        ModelConfig(
+            family: .llama, vocabSize: vocab, hiddenSize: hidden, layers: layers, heads: heads,
+            intermediateSize: intermediate, maxPositions: maxPositions, tieWordEmbeddings: true)
     }
 
     /// Throws on settings that cannot train.
     public func validate() throws(DemoError) {
-        guard layers >= 1, hidden >= 8, heads >= 1, hidden % heads == 0, (hidden / heads) % 2 == 0, intermediate >= 1 else {
-            throw DemoError("model: need layers >= 1 and a width (\(hidden)) that the heads (\(heads)) divide into even head widths")
+        guard layers >= 1, hidden >= 8, heads >= 1, hidden % heads == 0, (hidden / heads) % 2 == 0, intermediate >= 1
+        else {
+            throw DemoError(
+                "model: need layers >= 1 and a width (\(hidden)) that the heads (\(heads)) divide into even head widths"
+            )
         }
         guard maxPositions >= 16 else { throw DemoError("max positions must be at least 16") }
-        guard sftSteps >= 1, epochs >= 1, batchTokens >= 64 else { throw DemoError("SFT steps and epochs must be positive, batch tokens >= 64") }
-        for (name, lr) in learningRates.sorted(by: { $0.key < $1.key }) + [("SFT", sftLearningRate), ("value", valueLearningRate)]
+        guard sftSteps >= 1, epochs >= 1, batchTokens >= 64 else {
+            throw DemoError("SFT steps and epochs must be positive, batch tokens >= 64")
+        }
+        for (name, lr) in learningRates.sorted(by: { $0.key < $1.key }) + [
+            ("SFT", sftLearningRate), ("value", valueLearningRate),
+        ]
         where !(lr > 0 && lr.isFinite) {
             throw DemoError("learning rate of \(name) must be positive, not \(lr)")
         }
-        guard beta > 0, alpha >= 0, preferenceBeta > 0, ktoBeta > 0, weightDecay >= 0 else { throw DemoError("beta must be > 0, alpha and weight decay >= 0") }
+        guard beta > 0, alpha >= 0, preferenceBeta > 0, ktoBeta > 0, weightDecay >= 0 else {
+            throw DemoError("beta must be > 0, alpha and weight decay >= 0")
+        }
     }
 
     /// The `oreo train` configuration of `method`. Settings the method does not read are those of the
@@ -92,14 +102,15 @@ public struct DemoTrainingSettings: Sendable, Equatable, Codable {
 
     func rawConfig(_ method: DemoMethod, seed: UInt64) -> TrainConfig {
         var c = TrainConfig()
-        c.method = switch method {
-        case .sft: .sft
-        case .rft: .rft
-        case .dpo: .dpo
-        case .kto: .kto
-        case .oreo: .oreo
-        case .dqo: .dqo
-        }
+        c.method =
+            switch method {
+            case .sft: .sft
+            case .rft: .rft
+            case .dpo: .dpo
+            case .kto: .kto
+            case .oreo: .oreo
+            case .dqo: .dqo
+            }
         if method == .sft { c.maxSteps = sftSteps } else { c.epochs = epochs }
         c.learningRate = learningRate(method)
         c.valueLearningRate = valueLearningRate
@@ -121,11 +132,29 @@ public struct DemoTrainingSettings: Sendable, Equatable, Codable {
         let n = { (x: Double) in JSONText.number(x) }
         var out: [(key: String, value: String)] = []
         // The model's file name, not its path: the report ships (docs/demo) and names no directory of this machine.
-        out.append(("model", initModel.map { "\(URL(fileURLWithPath: $0).lastPathComponent) (pretrained)" }
-                    ?? "from scratch: Llama, \(layers) layers, d \(hidden), \(heads) heads, MLP \(intermediate), tied embeddings"))
-        out.append(("SFT", "\(sftSteps) steps of \(batchTokens) tokens, lr \(n(sftLearningRate)) cosine, weight decay \(n(weightDecay))"))
-        out.append(("offline methods", "\(epochs) epoch(s) over the samples, lr " + DemoMethod.allCases.dropFirst().map { "\($0.rawValue) \(n(learningRate($0)))" }.joined(separator: ", ")))
-        out.append(("OREO / DQO", "beta \(n(beta)), alpha \(n(alpha)), \(level.rawValue) level, value lr \(n(valueLearningRate)); DPO beta \(n(preferenceBeta)), KTO beta \(n(ktoBeta))"))
+        out.append(
+            (
+                "model",
+                initModel.map { "\(URL(fileURLWithPath: $0).lastPathComponent) (pretrained)" }
+                    ?? "from scratch: Llama, \(layers) layers, d \(hidden), \(heads) heads, MLP \(intermediate), tied embeddings"
+            ))
+        out.append(
+            (
+                "SFT",
+                "\(sftSteps) steps of \(batchTokens) tokens, lr \(n(sftLearningRate)) cosine, weight decay \(n(weightDecay))"
+            ))
+        out.append(
+            (
+                "offline methods",
+                "\(epochs) epoch(s) over the samples, lr "
+                    + DemoMethod.allCases.dropFirst().map { "\($0.rawValue) \(n(learningRate($0)))" }.joined(
+                        separator: ", ")
+            ))
+        out.append(
+            (
+                "OREO / DQO",
+                "beta \(n(beta)), alpha \(n(alpha)), \(level.rawValue) level, value lr \(n(valueLearningRate)); DPO beta \(n(preferenceBeta)), KTO beta \(n(ktoBeta))"
+            ))
         return out
     }
 }
@@ -158,7 +187,8 @@ public struct InProcessTrainer: DemoTrainer {
         } else {
             let c = training.modelConfig(vocab: tokenizer.vocabSize)
             source = .random(c, seed: r.seed)
-            sourceIdentity = source.description + " mlp=\(c.intermediateSize) heads=\(c.heads) positions=\(c.maxPositions)"
+            sourceIdentity =
+                source.description + " mlp=\(c.intermediateSize) heads=\(c.heads) positions=\(c.maxPositions)"
         }
         let reference = r.reference.map(ModelSource.init(path:))
         let encoder = JSONEncoder()
@@ -166,13 +196,15 @@ public struct InProcessTrainer: DemoTrainer {
         let configText = String(decoding: try encoder.encode(config), as: UTF8.self)
         let inputs = InputFingerprint([
             ("method", r.method.rawValue), ("config", configText), ("init", sourceIdentity),
-            ("reference", r.reference.map(InputFingerprint.model) ?? "-"), ("data", try InputFingerprint.dataset(r.data)),
+            ("reference", r.reference.map(InputFingerprint.model) ?? "-"),
+            ("data", try InputFingerprint.dataset(r.data)),
         ])
 
         let stage = "stage", runPath = r.output + "/run"
         let runner = StageRunner(directory: r.output)
         if let record = runner.finished(stage, inputs), var m = record.decode(TrainedModel.self),
-           fm.fileExists(atPath: m.checkpoint + "/config.json") {
+            fm.fileExists(atPath: m.checkpoint + "/config.json")
+        {
             m.reused = true
             m.continuedFrom = nil
             return m
@@ -184,8 +216,10 @@ public struct InProcessTrainer: DemoTrainer {
 
         if config.method.needsReference && !config.usesReferenceModel {
             do {
-                _ = try ScoreStage.run(data: r.data, reference: reference ?? source, column: config.referenceColumn,
-                                       maxTokens: training.batchTokens) { done, total in
+                _ = try ScoreStage.run(
+                    data: r.data, reference: reference ?? source, column: config.referenceColumn,
+                    maxTokens: training.batchTokens
+                ) { done, total in
                     progress(HookProgress(done: Double(done), total: Double(total), unit: "tok"))
                 }
             } catch let e as RoundError { throw DemoError(e.message) }
@@ -194,7 +228,8 @@ public struct InProcessTrainer: DemoTrainer {
         let job: TrainJob
         let outcome: (summary: TrainSummary, status: StageStatus)
         do {
-            job = try TrainStage(config: config, model: source, reference: reference, data: r.data, run: runPath).open(resume: continuing)
+            job = try TrainStage(config: config, model: source, reference: reference, data: r.data, run: runPath).open(
+                resume: continuing)
             // Sessions of at most a tenth of the run and about two minutes each: a checkpoint at every stop
             // (what a killed run resumes from), and a chance to honour the time budget.
             outcome = try TrainStage.train(job, timeBudget: r.timeBudget, started: start) { p in
@@ -207,20 +242,29 @@ public struct InProcessTrainer: DemoTrainer {
         guard let policy = s.policy else { throw DemoError("\(r.method.rawValue): training wrote no checkpoint") }
         var notes: [String] = []
         if outcome.status.stoppedAfter != nil {
-            notes.append("\(r.method.rawValue) stopped by its time budget (\(Int(r.timeBudget)) s) after \(s.steps) of \(total) steps; run `oreo demo` again to continue it")
+            notes.append(
+                "\(r.method.rawValue) stopped by its time budget (\(Int(r.timeBudget)) s) after \(s.steps) of \(total) steps; run `oreo demo` again to continue it"
+            )
         }
         let d = s.data
         if d.skippedOverlong > 0 || d.truncated > 0 {
-            notes.append("\(r.method.rawValue): \(d.skippedOverlong) trajectories longer than \(d.maxLength) tokens left out, \(d.truncated) cut")
+            notes.append(
+                "\(r.method.rawValue): \(d.skippedOverlong) trajectories longer than \(d.maxLength) tokens left out, \(d.truncated) cut"
+            )
         }
         let finalPolicy = s.finished ? runPath + "/policy" : policy
         let finalValue = s.value.map { s.finished ? runPath + "/value" : $0 }
-        var model = TrainedModel(method: r.method, checkpoint: finalPolicy, hasValueHead: finalValue != nil,
-                                 seconds: Date().timeIntervalSince(start), updates: s.steps, valueCheckpoint: finalValue,
-                                 identity: inputs.digest + "@\(s.steps)", plannedUpdates: total, notes: notes)
+        var model = TrainedModel(
+            method: r.method, checkpoint: finalPolicy, hasValueHead: finalValue != nil,
+            seconds: Date().timeIntervalSince(start), updates: s.steps, valueCheckpoint: finalValue,
+            identity: inputs.digest + "@\(s.steps)", plannedUpdates: total, notes: notes)
         model.continuedFrom = outcome.status.continuedFrom
         let result = Array(try encoder.encode(model))
-        if s.finished { try runner.finish(stage, inputs, result: result) } else { try runner.pause(stage, inputs, result: result) }
+        if s.finished {
+            try runner.finish(stage, inputs, result: result)
+        } else {
+            try runner.pause(stage, inputs, result: result)
+        }
         return model
     }
 }

@@ -12,7 +12,9 @@ public struct PartitionWeights: Sendable, Equatable, Codable {
 
     /// Weights; the default gives 80% of the problem space to training, 10% each to validation and test.
     public init(train: Int = 8, validation: Int = 1, test: Int = 1) {
-        self.train = train; self.validation = validation; self.test = test
+        self.train = train
+        self.validation = validation
+        self.test = test
     }
 
     func weight(_ s: ProblemSplit) -> Int {
@@ -35,7 +37,9 @@ public struct SplitSizes: Sendable, Equatable, Codable {
 
     /// Sizes of the three splits.
     public init(train: Int, validation: Int, test: Int) {
-        self.train = train; self.validation = validation; self.test = test
+        self.train = train
+        self.validation = validation
+        self.test = test
     }
 
     /// The size of split `s`.
@@ -81,13 +85,18 @@ public struct ProblemGenerator: Sendable {
     public let partition: PartitionWeights
 
     /// A generator; throws when the knobs cannot produce problems.
-    public init(config: ProblemConfig = ProblemConfig(), seed: UInt64, partition: PartitionWeights = PartitionWeights()) throws(DemoError) {
+    public init(config: ProblemConfig = ProblemConfig(), seed: UInt64, partition: PartitionWeights = PartitionWeights())
+        throws(DemoError)
+    {
         try config.validate()
         guard partition.train >= 0, partition.validation >= 0, partition.test >= 0,
-              partition.train + partition.validation + partition.test > 0 else {
+            partition.train + partition.validation + partition.test > 0
+        else {
             throw DemoError("partition weights must be non-negative and not all zero")
         }
-        self.config = config; self.seed = seed; self.partition = partition
+        self.config = config
+        self.seed = seed
+        self.partition = partition
     }
 
     /// The split that owns the problem with canonical form `canonical`.
@@ -105,7 +114,9 @@ public struct ProblemGenerator: Sendable {
     /// The first `count` distinct problems of split `s`; throws when the knobs allow too few distinct problems.
     public func problems(_ s: ProblemSplit, count: Int) throws(DemoError) -> [Problem] {
         guard count >= 0 else { throw DemoError("\(s.rawValue) size \(count) is negative") }
-        guard count == 0 || partition.weight(s) > 0 else { throw DemoError("the \(s.rawValue) split has partition weight 0") }
+        guard count == 0 || partition.weight(s) > 0 else {
+            throw DemoError("the \(s.rawValue) split has partition weight 0")
+        }
         var rng = SplitMix64.stream(seed, UInt64(ProblemSplit.allCases.firstIndex(of: s) ?? 0) + 1)
         var seen = Set<String>()
         var out: [Problem] = []
@@ -117,7 +128,9 @@ public struct ProblemGenerator: Sendable {
         while out.count < count {
             draws += 1
             if draws > limit {
-                throw DemoError("only \(out.count) distinct \(s.rawValue) problems after \(limit) draws: the knobs allow too few distinct problems for \(count) (allow more steps, a wider start or operand range, or ask for fewer)")
+                throw DemoError(
+                    "only \(out.count) distinct \(s.rawValue) problems after \(limit) draws: the knobs allow too few distinct problems for \(count) (allow more steps, a wider start or operand range, or ask for fewer)"
+                )
             }
             guard let (start, ops, values) = arithmetic(&rng) else { continue }
             let canonical = Problem.canonical(start: start, ops)
@@ -129,9 +142,10 @@ public struct ProblemGenerator: Sendable {
 
     /// All three splits.
     public func splits(_ sizes: SplitSizes) throws(DemoError) -> ProblemSplits {
-        ProblemSplits(train: try problems(.train, count: sizes.train),
-                      validation: try problems(.validation, count: sizes.validation),
-                      test: try problems(.test, count: sizes.test))
+        ProblemSplits(
+            train: try problems(.train, count: sizes.train),
+            validation: try problems(.validation, count: sizes.validation),
+            test: try problems(.test, count: sizes.test))
     }
 
     /// A start value and operations within the knobs' bounds, with the running values; nil when the draw got
@@ -145,7 +159,8 @@ public struct ProblemGenerator: Sendable {
         var values: [Int] = []
         let low = c.operandRange.lowerBound
         for _ in 0..<n {
-            let factors = value > 0 && c.operations.contains(.multiply) ? c.factors.filter { value * $0 <= c.maxValue } : []
+            let factors =
+                value > 0 && c.operations.contains(.multiply) ? c.factors.filter { value * $0 <= c.maxValue } : []
             let canAdd = c.operations.contains(.add) && value + low <= c.maxValue
             let canSubtract = c.operations.contains(.subtract) && value - low >= c.minValue
             let step: ProblemStep
@@ -153,8 +168,10 @@ public struct ProblemGenerator: Sendable {
                 step = ProblemStep(.multiply, rng.pick(factors))
             } else if canAdd || canSubtract {
                 let add = canAdd && (!canSubtract || rng.chance(0.5))
-                let high = add ? min(c.operandRange.upperBound, c.maxValue - value)
-                               : min(c.operandRange.upperBound, value - c.minValue)
+                let high =
+                    add
+                    ? min(c.operandRange.upperBound, c.maxValue - value)
+                    : min(c.operandRange.upperBound, value - c.minValue)
                 step = ProblemStep(add ? .add : .subtract, rng.draw(low...high))
             } else {
                 return nil

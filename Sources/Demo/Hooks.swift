@@ -22,11 +22,20 @@ public struct TrainRequest: Sendable, Equatable {
     public var threads: Int
 
     /// A request.
-    public init(method: DemoMethod, data: String, validation: String?, initialization: String?, reference: String?,
-                output: String, tokenizer: String, seed: UInt64, timeBudget: Double, threads: Int) {
-        self.method = method; self.data = data; self.validation = validation; self.initialization = initialization
-        self.reference = reference; self.output = output; self.tokenizer = tokenizer; self.seed = seed
-        self.timeBudget = timeBudget; self.threads = threads
+    public init(
+        method: DemoMethod, data: String, validation: String?, initialization: String?, reference: String?,
+        output: String, tokenizer: String, seed: UInt64, timeBudget: Double, threads: Int
+    ) {
+        self.method = method
+        self.data = data
+        self.validation = validation
+        self.initialization = initialization
+        self.reference = reference
+        self.output = output
+        self.tokenizer = tokenizer
+        self.seed = seed
+        self.timeBudget = timeBudget
+        self.threads = threads
     }
 }
 
@@ -57,12 +66,19 @@ public struct TrainedModel: Sendable, Equatable, Codable {
     public var continuedFrom: Int?
 
     /// A trained model.
-    public init(method: DemoMethod, checkpoint: String, hasValueHead: Bool, seconds: Double, updates: Int,
-                valueCheckpoint: String? = nil, identity: String = "", plannedUpdates: Int? = nil, notes: [String] = []) {
-        self.method = method; self.checkpoint = checkpoint; self.hasValueHead = hasValueHead
-        self.seconds = seconds; self.updates = updates; self.valueCheckpoint = valueCheckpoint
+    public init(
+        method: DemoMethod, checkpoint: String, hasValueHead: Bool, seconds: Double, updates: Int,
+        valueCheckpoint: String? = nil, identity: String = "", plannedUpdates: Int? = nil, notes: [String] = []
+    ) {
+        self.method = method
+        self.checkpoint = checkpoint
+        self.hasValueHead = hasValueHead
+        self.seconds = seconds
+        self.updates = updates
+        self.valueCheckpoint = valueCheckpoint
         self.identity = identity.isEmpty ? "\(method.rawValue)@\(checkpoint)#\(updates)" : identity
-        self.plannedUpdates = plannedUpdates ?? updates; self.notes = notes
+        self.plannedUpdates = plannedUpdates ?? updates
+        self.notes = notes
     }
 }
 
@@ -74,7 +90,10 @@ public struct SampledResponse: Sendable, Equatable {
     public var responseIds: [UInt32]
 
     /// A response.
-    public init(promptIds: [UInt32], responseIds: [UInt32]) { self.promptIds = promptIds; self.responseIds = responseIds }
+    public init(promptIds: [UInt32], responseIds: [UInt32]) {
+        self.promptIds = promptIds
+        self.responseIds = responseIds
+    }
 }
 
 /// The answer a decoding chose for one prompt, with what it cost.
@@ -88,7 +107,9 @@ public struct DecodedAnswer: Sendable, Equatable {
 
     /// An answer.
     public init(responseIds: [UInt32], tokensGenerated: Int, candidatesScored: Int) {
-        self.responseIds = responseIds; self.tokensGenerated = tokensGenerated; self.candidatesScored = candidatesScored
+        self.responseIds = responseIds
+        self.tokensGenerated = tokensGenerated
+        self.candidatesScored = candidatesScored
     }
 }
 
@@ -102,7 +123,11 @@ public struct HookProgress: Sendable {
     public var unit: String
 
     /// A progress report.
-    public init(done: Double, total: Double?, unit: String) { self.done = done; self.total = total; self.unit = unit }
+    public init(done: Double, total: Double?, unit: String) {
+        self.done = done
+        self.total = total
+        self.unit = unit
+    }
 }
 
 /// Trains models for the demo (the trainer: `oreo train`'s job behind this protocol).
@@ -123,8 +148,10 @@ extension DemoTrainer {
 public protocol DemoSampler: Sendable {
     /// `count` samples per prompt at `temperature`, at most `maxTokens` response tokens each, seeded, on
     /// `threads` threads; the result has one array per prompt, in order.
-    func sample(_ model: TrainedModel, prompts: [PromptRecord], count: Int, temperature: Double, maxTokens: Int,
-                seed: UInt64, threads: Int, progress: @escaping @Sendable (HookProgress) -> Void) throws -> [[SampledResponse]]
+    func sample(
+        _ model: TrainedModel, prompts: [PromptRecord], count: Int, temperature: Double, maxTokens: Int,
+        seed: UInt64, threads: Int, progress: @escaping @Sendable (HookProgress) -> Void
+    ) throws -> [[SampledResponse]]
 }
 
 /// Decodes answers and reads value estimates (the infer branch's greedy decoding, value-guided beam search
@@ -132,15 +159,19 @@ public protocol DemoSampler: Sendable {
 public protocol DemoEvaluator: Sendable {
     /// One answer per prompt, in order, by `decoding` (greedy, or beam search of a width ranked by a scorer),
     /// on `threads` threads.
-    func decode(_ model: TrainedModel, prompts: [PromptRecord], decoding: Decoding, maxTokens: Int, seed: UInt64,
-                threads: Int, progress: @escaping @Sendable (HookProgress) -> Void) throws -> [DecodedAnswer]
+    func decode(
+        _ model: TrainedModel, prompts: [PromptRecord], decoding: Decoding, maxTokens: Int, seed: UInt64,
+        threads: Int, progress: @escaping @Sendable (HookProgress) -> Void
+    ) throws -> [DecodedAnswer]
     /// Scorers this evaluator can rank beam candidates by for `model` ("value" needs a value head; "logprob" the policy).
     func scorers(for model: TrainedModel) -> [String]
     /// The scorer's score along each sample: at the prompt and at each of `stepEnds` (response-token
     /// offsets), so `result[i].count == stepEnds[i].count + 1`. "value": V of the value network at each
     /// prefix; "logprob": the policy's cumulative log-prob of the response up to there (0 at the prompt).
-    func scores(_ model: TrainedModel, scorer: String, samples: [SampledResponse], stepEnds: [[Int]], threads: Int,
-                progress: @escaping @Sendable (HookProgress) -> Void) throws -> [[Double]]
+    func scores(
+        _ model: TrainedModel, scorer: String, samples: [SampledResponse], stepEnds: [[Int]], threads: Int,
+        progress: @escaping @Sendable (HookProgress) -> Void
+    ) throws -> [[Double]]
     /// Report rows on how decoding and search run.
     var settings: [(key: String, value: String)] { get }
 }
@@ -160,7 +191,11 @@ public struct DemoHooks: Sendable {
     public var evaluator: (any DemoEvaluator)?
 
     /// Hooks; none by default.
-    public init(trainer: (any DemoTrainer)? = nil, sampler: (any DemoSampler)? = nil, evaluator: (any DemoEvaluator)? = nil) {
-        self.trainer = trainer; self.sampler = sampler; self.evaluator = evaluator
+    public init(
+        trainer: (any DemoTrainer)? = nil, sampler: (any DemoSampler)? = nil, evaluator: (any DemoEvaluator)? = nil
+    ) {
+        self.trainer = trainer
+        self.sampler = sampler
+        self.evaluator = evaluator
     }
 }

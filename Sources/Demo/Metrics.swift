@@ -12,7 +12,9 @@ public struct ScoredSample: Sendable, Equatable {
 
     /// A scored sample.
     public init(problem: String, score: Double, correct: Bool) {
-        self.problem = problem; self.score = score; self.correct = correct
+        self.problem = problem
+        self.score = score
+        self.correct = correct
     }
 }
 
@@ -28,7 +30,9 @@ public struct WithinProblemAUC: Sendable, Equatable, Codable {
 
     /// A result.
     public init(auc: Double?, problems: Int, pairs: Int) {
-        self.auc = auc; self.problems = problems; self.pairs = pairs
+        self.auc = auc
+        self.problems = problems
+        self.pairs = pairs
     }
 }
 
@@ -41,7 +45,8 @@ public struct StepValues: Sendable, Equatable {
 
     /// A trace.
     public init(values: [Double], firstWrongStep: Int?) {
-        self.values = values; self.firstWrongStep = firstWrongStep
+        self.values = values
+        self.firstWrongStep = firstWrongStep
     }
 }
 
@@ -58,8 +63,10 @@ public struct StepValueChange: Sendable, Equatable, Codable {
 
     /// A result.
     public init(atFirstWrong: Double?, firstWrongCount: Int, atCorrect: Double?, correctCount: Int) {
-        self.atFirstWrong = atFirstWrong; self.firstWrongCount = firstWrongCount
-        self.atCorrect = atCorrect; self.correctCount = correctCount
+        self.atFirstWrong = atFirstWrong
+        self.firstWrongCount = firstWrongCount
+        self.atCorrect = atCorrect
+        self.correctCount = correctCount
     }
 }
 
@@ -76,7 +83,10 @@ public struct Spread: Sendable, Equatable, Codable {
 
     /// A spread.
     public init(count: Int, mean: Double, standardDeviation: Double, standardError: Double) {
-        self.count = count; self.mean = mean; self.standardDeviation = standardDeviation; self.standardError = standardError
+        self.count = count
+        self.mean = mean
+        self.standardDeviation = standardDeviation
+        self.standardError = standardError
     }
 }
 
@@ -86,8 +96,11 @@ public enum Metrics {
     public static func withinProblemAUC(_ samples: [ScoredSample]) -> WithinProblemAUC {
         var byProblem: [String: (correct: [Double], wrong: [Double])] = [:]
         for s in samples {
-            if s.correct { byProblem[s.problem, default: ([], [])].correct.append(s.score) }
-            else { byProblem[s.problem, default: ([], [])].wrong.append(s.score) }
+            if s.correct {
+                byProblem[s.problem, default: ([], [])].correct.append(s.score)
+            } else {
+                byProblem[s.problem, default: ([], [])].wrong.append(s.score)
+            }
         }
         var total = 0.0, problems = 0, pairs = 0
         // In key order, so the floating-point sum is the same in every process.
@@ -122,8 +135,9 @@ public enum Metrics {
                 wrongCount += 1
             }
         }
-        return StepValueChange(atFirstWrong: wrongCount > 0 ? wrongSum / Double(wrongCount) : nil, firstWrongCount: wrongCount,
-                               atCorrect: rightCount > 0 ? rightSum / Double(rightCount) : nil, correctCount: rightCount)
+        return StepValueChange(
+            atFirstWrong: wrongCount > 0 ? wrongSum / Double(wrongCount) : nil, firstWrongCount: wrongCount,
+            atCorrect: rightCount > 0 ? rightSum / Double(rightCount) : nil, correctCount: rightCount)
     }
 
     /// Pearson correlation of paired evaluations; nil when fewer than two pairs or either side is constant.
@@ -134,14 +148,18 @@ public enum Metrics {
         var sxy = 0.0, sxx = 0.0, syy = 0.0
         for i in 0..<n {
             let dx = x[i] - mx, dy = y[i] - my
-            sxy += dx * dy; sxx += dx * dx; syy += dy * dy
+            sxy += dx * dy
+            sxx += dx * dx
+            syy += dy * dy
         }
         guard sxx > 0, syy > 0 else { return nil }
         return sxy / (sxx * syy).squareRoot()
     }
 
     /// Pearson correlation of V(prompt) with the per-problem success rate, over the problems both know.
-    public static func promptValueCorrelation(values: [String: Double], successRate: [String: Double]) -> (r: Double?, problems: Int) {
+    public static func promptValueCorrelation(values: [String: Double], successRate: [String: Double]) -> (
+        r: Double?, problems: Int
+    ) {
         let keys = values.keys.filter { successRate[$0] != nil }.sorted()
         return (pearson(keys.map { values[$0]! }, keys.map { successRate[$0]! }), keys.count)
     }
@@ -164,9 +182,12 @@ public enum Metrics {
     /// Bootstrap of `statistic` over `xs` resampled with replacement: the statistic on the data (`mean`),
     /// the standard deviation of the resampled statistics (`standardError` and `standardDeviation`), and the
     /// percentile interval at `level`. Seeded, so the same call gives the same answer.
-    public static func bootstrap(_ xs: [Double], resamples: Int = 1000, level: Double = 0.95, seed: UInt64 = 1,
-                                 statistic: ([Double]) -> Double = { $0.reduce(0, +) / Double($0.count) })
-        -> (spread: Spread, low: Double, high: Double) {
+    public static func bootstrap(
+        _ xs: [Double], resamples: Int = 1000, level: Double = 0.95, seed: UInt64 = 1,
+        statistic: ([Double]) -> Double = { $0.reduce(0, +) / Double($0.count) }
+    )
+        -> (spread: Spread, low: Double, high: Double)
+    {
         guard !xs.isEmpty, resamples > 1 else {
             return (Spread(count: xs.count, mean: .nan, standardDeviation: .nan, standardError: .nan), .nan, .nan)
         }
@@ -183,7 +204,9 @@ public enum Metrics {
         let tail = (1 - level) / 2
         let lowIndex = min(resamples - 1, max(0, Int((tail * Double(resamples)).rounded(.down))))
         let highIndex = min(resamples - 1, max(0, Int(((1 - tail) * Double(resamples)).rounded(.up)) - 1))
-        return (Spread(count: xs.count, mean: statistic(xs), standardDeviation: sd, standardError: sd),
-                stats[lowIndex], stats[highIndex])
+        return (
+            Spread(count: xs.count, mean: statistic(xs), standardDeviation: sd, standardError: sd),
+            stats[lowIndex], stats[highIndex]
+        )
     }
 }

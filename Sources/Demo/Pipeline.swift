@@ -59,21 +59,31 @@ public struct DemoConfig: Sendable, Equatable {
     /// Throws on settings that cannot run.
     public func validate() throws(DemoError) {
         try task.validate()
-        guard !seeds.isEmpty, Set(seeds).count == seeds.count else { throw DemoError("seeds must be non-empty and distinct") }
+        guard !seeds.isEmpty, Set(seeds).count == seeds.count else {
+            throw DemoError("seeds must be non-empty and distinct")
+        }
         guard sizes.train >= 1, sizes.validation >= 0, sizes.test >= 1 else {
             throw DemoError("need at least one training and one test problem")
         }
-        guard tokenizerMerges >= 0, tokenizerMerges <= 100_000 else { throw DemoError("tokenizer merges must lie within 0...100000") }
-        guard samplesPerProblem >= 1, samplesPerProblem <= 1024 else { throw DemoError("samples per problem must lie within 1...1024") }
+        guard tokenizerMerges >= 0, tokenizerMerges <= 100_000 else {
+            throw DemoError("tokenizer merges must lie within 0...100000")
+        }
+        guard samplesPerProblem >= 1, samplesPerProblem <= 1024 else {
+            throw DemoError("samples per problem must lie within 1...1024")
+        }
         if let n = sampledProblems, n < 1 || n > sizes.train {
             throw DemoError("sampled problems \(n) must lie within 1...\(sizes.train) (the training split)")
         }
         guard temperature > 0, temperature.isFinite else { throw DemoError("temperature must be positive") }
         guard maxResponseTokens >= 1 else { throw DemoError("max response tokens must be positive") }
-        guard beamWidths.allSatisfy({ $0 >= 2 && $0 <= 64 }) else { throw DemoError("beam widths must lie within 2...64") }
+        guard beamWidths.allSatisfy({ $0 >= 2 && $0 <= 64 }) else {
+            throw DemoError("beam widths must lie within 2...64")
+        }
         guard timeBudget > 0 else { throw DemoError("the time budget must be positive") }
         guard threads >= 1 else { throw DemoError("threads must be positive") }
-        guard evaluationSplit != .train else { throw DemoError("accuracy is measured on the validation or the test split, not on training problems") }
+        guard evaluationSplit != .train else {
+            throw DemoError("accuracy is measured on the validation or the test split, not on training problems")
+        }
     }
 
     /// The settings that decide the data: a run in the same directory must agree on them to be continued.
@@ -84,11 +94,14 @@ public struct DemoConfig: Sendable, Equatable {
             ("min_steps", "\(t.minSteps)"), ("max_steps", "\(t.maxSteps)"),
             ("start_range", ints([t.startRange.lowerBound, t.startRange.upperBound])),
             ("operand_range", ints([t.operandRange.lowerBound, t.operandRange.upperBound])),
-            ("operations", JSONText.array(t.operations.map { JSONText.string($0.rawValue) })), ("factors", ints(t.factors)), ("multiply_probability", JSONText.number(t.multiplyProbability)),
-            ("min_value", "\(t.minValue)"), ("max_value", "\(t.maxValue)"), ("style", JSONText.string(t.style.rawValue)),
+            ("operations", JSONText.array(t.operations.map { JSONText.string($0.rawValue) })),
+            ("factors", ints(t.factors)), ("multiply_probability", JSONText.number(t.multiplyProbability)),
+            ("min_value", "\(t.minValue)"), ("max_value", "\(t.maxValue)"),
+            ("style", JSONText.string(t.style.rawValue)),
             ("train", "\(sizes.train)"), ("validation", "\(sizes.validation)"), ("test", "\(sizes.test)"),
             ("tokenizer_merges", "\(tokenizerMerges)"), ("samples_per_problem", "\(samplesPerProblem)"),
-            ("sampled_problems", sampledProblems.map(String.init) ?? "null"), ("temperature", JSONText.number(temperature)),
+            ("sampled_problems", sampledProblems.map(String.init) ?? "null"),
+            ("temperature", JSONText.number(temperature)),
             ("max_response_tokens", "\(maxResponseTokens)"),
             ("tokenizer_from", pretrainedModel.map(JSONText.string) ?? "null"),
         ])
@@ -101,8 +114,15 @@ public struct DemoConfig: Sendable, Equatable {
             ("seeds", seeds.map(String.init).joined(separator: ", ")),
             ("problems (train / validation / test)", "\(sizes.train) / \(sizes.validation) / \(sizes.test)"),
             ("steps per problem", "\(t.minSteps)-\(t.maxSteps)"),
-            ("start value, +/- operand", "\(t.startRange.lowerBound)-\(t.startRange.upperBound), \(t.operandRange.lowerBound)-\(t.operandRange.upperBound)"),
-            ("multiplication", "x" + t.factors.map(String.init).joined(separator: "/x") + " with probability \(JSONText.number(t.multiplyProbability))"),
+            (
+                "start value, +/- operand",
+                "\(t.startRange.lowerBound)-\(t.startRange.upperBound), \(t.operandRange.lowerBound)-\(t.operandRange.upperBound)"
+            ),
+            (
+                "multiplication",
+                "x" + t.factors.map(String.init).joined(separator: "/x")
+                    + " with probability \(JSONText.number(t.multiplyProbability))"
+            ),
             ("operations", t.operations.map(\.rawValue).joined(separator: " ")),
             ("values", "\(t.minValue)-\(t.maxValue)"), ("step style", t.style.rawValue),
             ("samples per problem", "\(samplesPerProblem) at temperature \(JSONText.number(temperature))"),
@@ -138,7 +158,10 @@ public struct BudgetPlan: Sendable, Equatable {
 
     /// A plan.
     public init(total: Double, seeds: Int, methods: Int, concurrent: Int = 1) {
-        self.total = total; self.seeds = seeds; self.methods = methods; self.concurrent = max(1, concurrent)
+        self.total = total
+        self.seeds = seeds
+        self.methods = methods
+        self.concurrent = max(1, concurrent)
     }
 
     /// Seconds of wall clock for one seed.
@@ -249,7 +272,8 @@ public struct DemoPipeline: Sendable {
     /// A pipeline (the configuration is validated).
     public init(config: DemoConfig, hooks: DemoHooks = DemoHooks()) throws(DemoError) {
         try config.validate()
-        self.config = config; self.hooks = hooks
+        self.config = config
+        self.hooks = hooks
     }
 
     /// Seed of the generator whose problems the tokenizer is learned from: one tokenizer serves every seed.
@@ -269,7 +293,9 @@ public struct DemoPipeline: Sendable {
         events(.started(.tokenizer, seed: nil))
         let t0 = Date()
         let corpusGenerator = try ProblemGenerator(config: config.task, seed: DemoPipeline.tokenizerCorpusSeed)
-        let corpus = try corpusGenerator.problems(.train, count: DemoPipeline.tokenizerCorpusProblems).map { $0.prompt + $0.solution }
+        let corpus = try corpusGenerator.problems(.train, count: DemoPipeline.tokenizerCorpusProblems).map {
+            $0.prompt + $0.solution
+        }
         let tokenizerPath: String, tokenizerSummary: String
         if let model = config.pretrainedModel {
             tokenizerPath = try DemoPipeline.writeModelTokenizer(model, directory: out)
@@ -280,28 +306,42 @@ public struct DemoPipeline: Sendable {
             tokenizerSummary = "\(taskTokenizer.mergedTokens.count) merged words"
         }
         let tokenizer: Tokenizer
-        do { tokenizer = try Tokenizer.load(path: tokenizerPath) } catch { throw DemoError("\(tokenizerPath): \(error)") }
-        events(.finished(.tokenizer, seed: nil, summary: "\(tokenizer.vocabSize) tokens (\(tokenizerSummary)) at \(tokenizerPath)",
-                         seconds: DemoPipeline.elapsed(since: t0)))
+        do { tokenizer = try Tokenizer.load(path: tokenizerPath) } catch {
+            throw DemoError("\(tokenizerPath): \(error)")
+        }
+        events(
+            .finished(
+                .tokenizer, seed: nil,
+                summary: "\(tokenizer.vocabSize) tokens (\(tokenizerSummary)) at \(tokenizerPath)",
+                seconds: DemoPipeline.elapsed(since: t0)))
 
         let deadline = Date(timeIntervalSinceNow: config.timeBudget)
-        let results = try runSeeds(tokenizer: tokenizer, tokenizerPath: tokenizerPath, deadline: deadline, events: events)
+        let results = try runSeeds(
+            tokenizer: tokenizer, tokenizerPath: tokenizerPath, deadline: deadline, events: events)
 
-        if hooks.trainer == nil { notes.append("Training did not run: \(DemoPipeline.missing(.trainSFT)). No accuracy is reported.") }
-        else if hooks.sampler == nil { notes.append("Sampling did not run: \(DemoPipeline.missing(.sample)); only SFT was trained.") }
+        if hooks.trainer == nil {
+            notes.append("Training did not run: \(DemoPipeline.missing(.trainSFT)). No accuracy is reported.")
+        } else if hooks.sampler == nil {
+            notes.append("Sampling did not run: \(DemoPipeline.missing(.sample)); only SFT was trained.")
+        }
         if hooks.evaluator == nil { notes.append("Evaluation did not run: \(DemoPipeline.missing(.evaluate)).") }
         notes += results.notes
         events(.started(.report, seed: nil))
         let t1 = Date()
-        let settings = config.settings + (hooks.trainer?.settings ?? []) + (hooks.evaluator?.settings ?? [])
+        let settings =
+            config.settings + (hooks.trainer?.settings ?? []) + (hooks.evaluator?.settings ?? [])
             + [("tokenizer", "\(tokenizer.vocabSize) tokens")]
-        let report = ResultsReport(title: "oreo demo: SFT, RFT, DPO, KTO, OREO and DQO on generated multi-step word problems",
-                                   settings: settings, evaluations: results.evaluations, valueQuality: results.quality,
-                                   samples: results.samples, notes: notes, split: config.evaluationSplit.rawValue)
+        let report = ResultsReport(
+            title: "oreo demo: SFT, RFT, DPO, KTO, OREO and DQO on generated multi-step word problems",
+            settings: settings, evaluations: results.evaluations, valueQuality: results.quality,
+            samples: results.samples, notes: notes, split: config.evaluationSplit.rawValue)
         let paths = try report.write(directory: out)
-        events(.finished(.report, seed: nil, summary: paths.joined(separator: ", "), seconds: DemoPipeline.elapsed(since: t1)))
-        return DemoOutcome(report: report, reportPaths: paths, tokenizer: tokenizerPath, seeds: results.artifacts,
-                           unfinished: results.unfinished)
+        events(
+            .finished(
+                .report, seed: nil, summary: paths.joined(separator: ", "), seconds: DemoPipeline.elapsed(since: t1)))
+        return DemoOutcome(
+            report: report, reportPaths: paths, tokenizer: tokenizerPath, seeds: results.artifacts,
+            unfinished: results.unfinished)
     }
 
     /// What the seeds measured, gathered for the report.
@@ -315,63 +355,80 @@ public struct DemoPipeline: Sendable {
         var unfinished: [String] = []
 
         mutating func append(_ o: SeedResults) {
-            evaluations += o.evaluations; quality += o.quality; samples += o.samples; artifacts += o.artifacts; notes += o.notes
+            evaluations += o.evaluations
+            quality += o.quality
+            samples += o.samples
+            artifacts += o.artifacts
+            notes += o.notes
             unfinished += o.unfinished
         }
     }
 
     /// Every seed: one after another on all threads, or `concurrentSeeds` side by side on one thread each
     /// (BLAS and the small-batch kernel set to one thread meanwhile). Results are gathered in seed order.
-    func runSeeds(tokenizer: Tokenizer, tokenizerPath: String, deadline: Date, events: @escaping @Sendable (DemoEvent) -> Void) throws -> SeedResults {
+    func runSeeds(
+        tokenizer: Tokenizer, tokenizerPath: String, deadline: Date, events: @escaping @Sendable (DemoEvent) -> Void
+    ) throws -> SeedResults {
         let seeds = config.seeds, concurrent = config.concurrentSeeds
         var all = SeedResults()
         guard concurrent > 1 else {
             for seed in seeds {
                 var r = SeedResults()
-                try runSeed(seed, threads: config.threads, tokenizer: tokenizer, tokenizerPath: tokenizerPath, deadline: deadline, into: &r, events: events)
+                try runSeed(
+                    seed, threads: config.threads, tokenizer: tokenizer, tokenizerPath: tokenizerPath,
+                    deadline: deadline, into: &r, events: events)
                 all.append(r)
             }
             return all
         }
-        let blas = BLASRuntime.threads, small = smallBatchLinearThreads
-        BLASRuntime.setThreads(1)
-        smallBatchLinearThreads = 1
-        defer { BLASRuntime.setThreads(blas); smallBatchLinearThreads = small }
-        let next = Mutex(0)
-        let done = Mutex([SeedResults?](repeating: nil, count: seeds.count))
-        let failure = Mutex<DemoError?>(nil)
-        let finished = DispatchSemaphore(value: 0)
-        for _ in 0..<concurrent {
-            // Threads of their own: a dispatch queue would run no more CPU-bound blocks at once than there are cores.
-            let worker = Thread {
-                while true {
-                    let i = next.withLock { (n: inout Int) -> Int in defer { n += 1 }; return n }
-                    guard i < seeds.count, failure.withLock({ $0 == nil }) else { break }
-                    var r = SeedResults()
-                    do {
-                        try self.runSeed(seeds[i], threads: 1, tokenizer: tokenizer, tokenizerPath: tokenizerPath, deadline: deadline, into: &r, events: events)
-                        done.withLock { $0[i] = r }
-                    } catch {
-                        let e = error as? DemoError ?? DemoError("seed \(seeds[i]): \(error)")
-                        failure.withLock { if $0 == nil { $0 = e } }
+        return try BLASRuntime.singleThreaded {
+            let next = Mutex(0)
+            let done = Mutex([SeedResults?](repeating: nil, count: seeds.count))
+            let failure = Mutex<DemoError?>(nil)
+            let finished = DispatchSemaphore(value: 0)
+            for _ in 0..<concurrent {
+                // Threads of their own: a dispatch queue would run no more CPU-bound blocks at once than there are cores.
+                let worker = Thread {
+                    while true {
+                        let i = next.withLock { (n: inout Int) -> Int in
+                            defer { n += 1 }
+                            return n
+                        }
+                        guard i < seeds.count, failure.withLock({ $0 == nil }) else { break }
+                        var r = SeedResults()
+                        do {
+                            try self.runSeed(
+                                seeds[i], threads: 1, tokenizer: tokenizer, tokenizerPath: tokenizerPath,
+                                deadline: deadline, into: &r, events: events)
+                            done.withLock { $0[i] = r }
+                        } catch {
+                            let e = error as? DemoError ?? DemoError("seed \(seeds[i]): \(error)")
+                            failure.withLock { if $0 == nil { $0 = e } }
+                        }
                     }
+                    finished.signal()
                 }
-                finished.signal()
+                worker.stackSize = 16 << 20
+                worker.start()
             }
-            worker.stackSize = 16 << 20
-            worker.start()
+            for _ in 0..<concurrent { finished.wait() }
+            if let e = failure.withLock({ $0 }) { throw e }
+            for r in done.withLock({ $0 }) { if let r { all.append(r) } }
+            return all
         }
-        for _ in 0..<concurrent { finished.wait() }
-        if let e = failure.withLock({ $0 }) { throw e }
-        for r in done.withLock({ $0 }) { if let r { all.append(r) } }
-        return all
     }
 
     /// Every stage of one seed, on `threads` threads (`SeedRun`, one function per stage).
-    func runSeed(_ seed: UInt64, threads: Int, tokenizer: Tokenizer, tokenizerPath: String, deadline: Date, into results: inout SeedResults,
-                 events: @escaping @Sendable (DemoEvent) -> Void) throws {
-        try SeedRun(pipeline: self, seed: seed, threads: threads, tokenizer: tokenizer, tokenizerPath: tokenizerPath, deadline: deadline,
-                    events: events).run(into: &results)
+    func runSeed(
+        _ seed: UInt64, threads: Int, tokenizer: Tokenizer, tokenizerPath: String, deadline: Date,
+        into results: inout SeedResults,
+        events: @escaping @Sendable (DemoEvent) -> Void
+    ) throws {
+        try SeedRun(
+            pipeline: self, seed: seed, threads: threads, tokenizer: tokenizer, tokenizerPath: tokenizerPath,
+            deadline: deadline,
+            events: events
+        ).run(into: &results)
     }
 
     /// Writes a pretrained model's tokenizer as `directory`/tokenizer.json (with tokenizer_config.json):
@@ -381,7 +438,7 @@ public struct DemoPipeline: Sendable {
         // demo.json pins the model the tokenizer came from: an existing copy is that tokenizer.
         if FileManager.default.fileExists(atPath: target) { return target }
         var files: [(String, [UInt8])] = []
-        if model.lowercased().hasSuffix(".gguf") {
+        if GGUFFile.isGGUF(path: model) {
             do {
                 let (json, config) = try GGUFTokenizer.files(try GGUFFile(path: model))
                 files = [("tokenizer.json", Array(json)), ("tokenizer_config.json", Array(config))]
@@ -389,7 +446,10 @@ public struct DemoPipeline: Sendable {
         } else {
             for name in ["tokenizer.json", "tokenizer_config.json"] {
                 guard let data = FileManager.default.contents(atPath: model + "/" + name) else {
-                    if name == "tokenizer.json" { throw DemoError("\(model)/tokenizer.json: cannot read (a pretrained model directory needs its tokenizer)") }
+                    if name == "tokenizer.json" {
+                        throw DemoError(
+                            "\(model)/tokenizer.json: cannot read (a pretrained model directory needs its tokenizer)")
+                    }
                     continue
                 }
                 files.append((name, Array(data)))
@@ -425,12 +485,21 @@ public struct DemoPipeline: Sendable {
         let marker = out + "/demo.json"
         if config.overwrite {
             let items = (try? FileManager.default.contentsOfDirectory(atPath: out)) ?? []
-            for f in items where f.hasPrefix("seed-") || ["demo.json", "tokenizer.json", "tokenizer_config.json", "results.md",
-                                                         "results.json", "search-tokens.svg", "search-candidates.svg"].contains(f) {
+            for f in items
+            where f.hasPrefix("seed-")
+                || [
+                    "demo.json", "tokenizer.json", "tokenizer_config.json", "results.md",
+                    "results.json", "search-tokens.svg", "search-candidates.svg",
+                ].contains(f)
+            {
                 try FileManager.default.removeItem(atPath: out + "/" + f)
             }
-        } else if let old = FileManager.default.contents(atPath: marker), String(decoding: old, as: UTF8.self) != config.identity + "\n" {
-            throw DemoError("\(marker): an earlier demo run with other data settings is in \(out); pass --overwrite or choose another --out")
+        } else if let old = FileManager.default.contents(atPath: marker),
+            String(decoding: old, as: UTF8.self) != config.identity + "\n"
+        {
+            throw DemoError(
+                "\(marker): an earlier demo run with other data settings is in \(out); pass --overwrite or choose another --out"
+            )
         }
         try writeFileAtomically(Array((config.identity + "\n").utf8), to: marker)
     }
@@ -442,7 +511,9 @@ public struct DemoPipeline: Sendable {
     }
 
     /// Verdicts on sampled responses (one array per prompt, in prompt order).
-    func label(_ sampled: [[SampledResponse]], _ prompts: [PromptRecord], _ verifier: TaskVerifier) throws -> [SampleRecord] {
+    func label(_ sampled: [[SampledResponse]], _ prompts: [PromptRecord], _ verifier: TaskVerifier) throws
+        -> [SampleRecord]
+    {
         guard sampled.count == prompts.count else {
             throw DemoError("the sampler returned samples for \(sampled.count) prompts, not \(prompts.count)")
         }
@@ -450,8 +521,10 @@ public struct DemoPipeline: Sendable {
         for (p, responses) in zip(prompts, sampled) {
             for (k, r) in responses.enumerated() {
                 let (check, finished) = try verifier.check(p.key, responseIds: r.responseIds)
-                out.append(SampleRecord(problemId: p.id, index: k, promptIds: r.promptIds, responseIds: r.responseIds,
-                                        check: check, finished: finished))
+                out.append(
+                    SampleRecord(
+                        problemId: p.id, index: k, promptIds: r.promptIds, responseIds: r.responseIds,
+                        check: check, finished: finished))
             }
         }
         return out
@@ -460,53 +533,72 @@ public struct DemoPipeline: Sendable {
     /// One line on a set of labeled samples: the positive rate and how many problems have both outcomes.
     static func describe(_ records: [SampleRecord]) -> String {
         var byProblem: [String: (right: Int, all: Int)] = [:]
-        for r in records { byProblem[r.problemId, default: (0, 0)].all += 1; if r.reward > 0 { byProblem[r.problemId]!.right += 1 } }
+        for r in records {
+            byProblem[r.problemId, default: (0, 0)].all += 1
+            if r.reward > 0 { byProblem[r.problemId]!.right += 1 }
+        }
         let right = records.filter { $0.reward > 0 }.count
         let mixed = byProblem.values.filter { $0.right > 0 && $0.right < $0.all }.count
         let none = byProblem.values.filter { $0.right == 0 }.count
         let n = Double(max(byProblem.count, 1))
-        return "\(records.count) samples, \(ResultsReport.percent(Double(right) / Double(max(records.count, 1))))% correct; "
+        return
+            "\(records.count) samples, \(ResultsReport.percent(Double(right) / Double(max(records.count, 1))))% correct; "
             + "\(ResultsReport.percent(Double(mixed) / n))% of problems mixed, \(ResultsReport.percent(Double(none) / n))% with none correct"
     }
 
     /// An evaluation from decoded answers, each checked by the verifier.
-    static func score(_ method: DemoMethod, _ d: Decoding, _ seed: UInt64, _ answers: [DecodedAnswer], _ prompts: [PromptRecord],
-                      _ verifier: TaskVerifier, seconds: Double) throws -> Evaluation {
+    static func score(
+        _ method: DemoMethod, _ d: Decoding, _ seed: UInt64, _ answers: [DecodedAnswer], _ prompts: [PromptRecord],
+        _ verifier: TaskVerifier, seconds: Double
+    ) throws -> Evaluation {
         guard answers.count == prompts.count else {
-            throw DemoError("the evaluator answered \(answers.count) of \(prompts.count) prompts (\(method.rawValue), \(d.label))")
+            throw DemoError(
+                "the evaluator answered \(answers.count) of \(prompts.count) prompts (\(method.rawValue), \(d.label))")
         }
         var correct = 0
         for (p, a) in zip(prompts, answers) {
             let (check, finished) = try verifier.check(p.key, responseIds: a.responseIds)
             if finished && check.correct { correct += 1 }
         }
-        return Evaluation(method: method.rawValue, decoding: d, seed: seed, correct: correct, total: prompts.count,
-                          tokensGenerated: answers.reduce(0) { $0 + $1.tokensGenerated },
-                          candidatesScored: answers.reduce(0) { $0 + $1.candidatesScored }, seconds: seconds)
+        return Evaluation(
+            method: method.rawValue, decoding: d, seed: seed, correct: correct, total: prompts.count,
+            tokensGenerated: answers.reduce(0) { $0 + $1.tokensGenerated },
+            candidatesScored: answers.reduce(0) { $0 + $1.candidatesScored }, seconds: seconds)
     }
 
     /// Verdicts on samples read back from an earlier run (each re-checked; the prompts must match by id).
-    func relabel(_ stored: [(problemId: String, index: Int, promptIds: [UInt32], responseIds: [UInt32])], _ prompts: [PromptRecord],
-                 _ verifier: TaskVerifier) throws -> [SampleRecord] {
+    func relabel(
+        _ stored: [(problemId: String, index: Int, promptIds: [UInt32], responseIds: [UInt32])],
+        _ prompts: [PromptRecord],
+        _ verifier: TaskVerifier
+    ) throws -> [SampleRecord] {
         let keys = Dictionary(prompts.map { ($0.id, $0.key) }, uniquingKeysWith: { a, _ in a })
         return try stored.map { s in
-            guard let key = keys[s.problemId] else { throw DemoError("a stored sample names problem \(s.problemId), which this run does not have") }
+            guard let key = keys[s.problemId] else {
+                throw DemoError("a stored sample names problem \(s.problemId), which this run does not have")
+            }
             let (check, finished) = try verifier.check(key, responseIds: s.responseIds)
-            return SampleRecord(problemId: s.problemId, index: s.index, promptIds: s.promptIds, responseIds: s.responseIds,
-                                check: check, finished: finished)
+            return SampleRecord(
+                problemId: s.problemId, index: s.index, promptIds: s.promptIds, responseIds: s.responseIds,
+                check: check, finished: finished)
         }
     }
 
     /// A scorer's quality on labeled held-out samples: the value network's (or the policy log-prob's)
     /// within-problem AUC, its change at the first wrong step, and its prompt score against success rates.
-    func scoreQuality(_ model: TrainedModel, scorer: String, _ samples: [SampleRecord], _ evaluator: any DemoEvaluator,
-                      _ verifier: TaskVerifier, seed: UInt64, threads: Int,
-                      progress: @escaping @Sendable (HookProgress) -> Void) throws -> ValueQuality {
+    func scoreQuality(
+        _ model: TrainedModel, scorer: String, _ samples: [SampleRecord], _ evaluator: any DemoEvaluator,
+        _ verifier: TaskVerifier, seed: UInt64, threads: Int,
+        progress: @escaping @Sendable (HookProgress) -> Void
+    ) throws -> ValueQuality {
         let ends = samples.map { verifier.lineEnds($0.responseIds) }
-        let values = try evaluator.scores(model, scorer: scorer, samples: samples.map { SampledResponse(promptIds: $0.promptIds, responseIds: $0.responseIds) },
-                                          stepEnds: ends, threads: threads, progress: progress)
+        let values = try evaluator.scores(
+            model, scorer: scorer,
+            samples: samples.map { SampledResponse(promptIds: $0.promptIds, responseIds: $0.responseIds) },
+            stepEnds: ends, threads: threads, progress: progress)
         guard values.count == samples.count, zip(values, ends).allSatisfy({ $0.count == $1.count + 1 }) else {
-            throw DemoError("the evaluator's \(scorer) scores do not match the samples' steps (\(model.method.rawValue))")
+            throw DemoError(
+                "the evaluator's \(scorer) scores do not match the samples' steps (\(model.method.rawValue))")
         }
         var scored: [ScoredSample] = [], traces: [StepValues] = []
         var prompt: [String: Double] = [:], success: [String: (right: Int, all: Int)] = [:]
@@ -517,8 +609,10 @@ public struct DemoPipeline: Sendable {
             success[s.problemId, default: (0, 0)].all += 1
             if s.reward > 0 { success[s.problemId]!.right += 1 }
         }
-        let (r, n) = Metrics.promptValueCorrelation(values: prompt, successRate: success.mapValues { Double($0.right) / Double($0.all) })
-        return ValueQuality(method: model.method.rawValue, scorer: scorer, seed: seed, auc: Metrics.withinProblemAUC(scored),
-                            stepChange: Metrics.stepValueChange(traces), promptCorrelation: r, correlationProblems: n)
+        let (r, n) = Metrics.promptValueCorrelation(
+            values: prompt, successRate: success.mapValues { Double($0.right) / Double($0.all) })
+        return ValueQuality(
+            method: model.method.rawValue, scorer: scorer, seed: seed, auc: Metrics.withinProblemAUC(scored),
+            stepChange: Metrics.stepValueChange(traces), promptCorrelation: r, correlationProblems: n)
     }
 }

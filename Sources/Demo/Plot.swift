@@ -18,7 +18,10 @@ public struct LinePlot: Sendable {
 
         /// A point.
         public init(x: Double, y: Double, yError: Double = 0, label: String = "") {
-            self.x = x; self.y = y; self.yError = yError; self.label = label
+            self.x = x
+            self.y = y
+            self.yError = yError
+            self.label = label
         }
     }
 
@@ -35,7 +38,10 @@ public struct LinePlot: Sendable {
 
         /// A series.
         public init(name: String, points: [Point], color: String, dashed: Bool = false) {
-            self.name = name; self.points = points; self.color = color; self.dashed = dashed
+            self.name = name
+            self.points = points
+            self.color = color
+            self.dashed = dashed
         }
     }
 
@@ -56,8 +62,12 @@ public struct LinePlot: Sendable {
 
     /// A plot.
     public init(title: String, xLabel: String, yLabel: String, logX: Bool, yLabelScale: Double = 1, series: [Series]) {
-        self.title = title; self.xLabel = xLabel; self.yLabel = yLabel; self.logX = logX
-        self.yLabelScale = yLabelScale; self.series = series
+        self.title = title
+        self.xLabel = xLabel
+        self.yLabel = yLabel
+        self.logX = logX
+        self.yLabelScale = yLabelScale
+        self.series = series
     }
 
     /// Plot area: left, top, right, bottom (the legend sits right of it).
@@ -89,7 +99,10 @@ public struct LinePlot: Sendable {
             return Array(all[first...max(first + 1, last)])
         }
         var lo = low, hi = high
-        if hi - lo < 1e-12 { lo -= 0.5 * max(abs(lo), 1e-3); hi += 0.5 * max(abs(hi), 1e-3) }
+        if hi - lo < 1e-12 {
+            lo -= 0.5 * max(abs(lo), 1e-3)
+            hi += 0.5 * max(abs(hi), 1e-3)
+        }
         let rough = (hi - lo) / 5
         let magnitude = pow10(log10(rough).rounded(.down))
         let step = [1.0, 2, 5, 10].map { $0 * magnitude }.first { $0 >= rough } ?? 10 * magnitude
@@ -134,8 +147,11 @@ public struct LinePlot: Sendable {
         let xTicks = LinePlot.ticks(xLow, xHigh, log: logX)
         let yTicks = LinePlot.ticks(ys.min() ?? 0, ys.max() ?? 1, log: false)
         let f = frame
-        let x = Scale(low: min(xTicks.first!, xLow), high: max(xTicks.last!, xHigh), from: f.left, to: f.right, log: logX)
-        let y = Scale(low: min(yTicks.first!, ys.min() ?? 0), high: max(yTicks.last!, ys.max() ?? 1), from: f.bottom, to: f.top, log: false)
+        let x = Scale(
+            low: min(xTicks.first!, xLow), high: max(xTicks.last!, xHigh), from: f.left, to: f.right, log: logX)
+        let y = Scale(
+            low: min(yTicks.first!, ys.min() ?? 0), high: max(yTicks.last!, ys.max() ?? 1), from: f.bottom, to: f.top,
+            log: false)
         return (x, y, xTicks, yTicks)
     }
 
@@ -157,29 +173,43 @@ public struct LinePlot: Sendable {
         let xStep = xTicks.count > 1 ? xTicks[1] - xTicks[0] : 1, yStep = yTicks.count > 1 ? yTicks[1] - yTicks[0] : 1
         for v in xTicks {
             let x = c(sx(v))
-            out.append("<g class=\"tick-x\" data-value=\"\(v)\"><line x1=\"\(x)\" y1=\"\(c(f.bottom))\" x2=\"\(x)\" y2=\"\(c(f.bottom + 5))\"/>"
-                + "<line class=\"grid\" x1=\"\(x)\" y1=\"\(c(f.bottom))\" x2=\"\(x)\" y2=\"\(c(f.top))\" stroke=\"#e5e5e5\"/>"
-                + "<text x=\"\(x)\" y=\"\(c(f.bottom + 19))\" text-anchor=\"middle\" stroke=\"none\">\(LinePlot.tickLabel(v, step: logX ? v : xStep))</text></g>")
+            out.append(
+                "<g class=\"tick-x\" data-value=\"\(v)\"><line x1=\"\(x)\" y1=\"\(c(f.bottom))\" x2=\"\(x)\" y2=\"\(c(f.bottom + 5))\"/>"
+                    + "<line class=\"grid\" x1=\"\(x)\" y1=\"\(c(f.bottom))\" x2=\"\(x)\" y2=\"\(c(f.top))\" stroke=\"#e5e5e5\"/>"
+                    + "<text x=\"\(x)\" y=\"\(c(f.bottom + 19))\" text-anchor=\"middle\" stroke=\"none\">\(LinePlot.tickLabel(v, step: logX ? v : xStep))</text></g>"
+            )
         }
         for v in yTicks {
             let y = c(sy(v))
-            out.append("<g class=\"tick-y\" data-value=\"\(v)\"><line x1=\"\(c(f.left - 5))\" y1=\"\(y)\" x2=\"\(c(f.left))\" y2=\"\(y)\"/>"
-                + "<line class=\"grid\" x1=\"\(c(f.left))\" y1=\"\(y)\" x2=\"\(c(f.right))\" y2=\"\(y)\" stroke=\"#e5e5e5\"/>"
-                + "<text x=\"\(c(f.left - 8))\" y=\"\(c(sy(v) + 4))\" text-anchor=\"end\" stroke=\"none\">\(LinePlot.tickLabel(v * yLabelScale, step: yStep * yLabelScale))</text></g>")
+            out.append(
+                "<g class=\"tick-y\" data-value=\"\(v)\"><line x1=\"\(c(f.left - 5))\" y1=\"\(y)\" x2=\"\(c(f.left))\" y2=\"\(y)\"/>"
+                    + "<line class=\"grid\" x1=\"\(c(f.left))\" y1=\"\(y)\" x2=\"\(c(f.right))\" y2=\"\(y)\" stroke=\"#e5e5e5\"/>"
+                    + "<text x=\"\(c(f.left - 8))\" y=\"\(c(sy(v) + 4))\" text-anchor=\"end\" stroke=\"none\">\(LinePlot.tickLabel(v * yLabelScale, step: yStep * yLabelScale))</text></g>"
+            )
         }
-        out.append("<text class=\"label-x\" x=\"\(c((f.left + f.right) / 2))\" y=\"\(c(height - 18))\" text-anchor=\"middle\" stroke=\"none\">\(e(xLabel))</text>")
-        out.append("<text class=\"label-y\" x=\"18\" y=\"\(c((f.top + f.bottom) / 2))\" text-anchor=\"middle\" stroke=\"none\" transform=\"rotate(-90 18 \(c((f.top + f.bottom) / 2)))\">\(e(yLabel))</text>")
+        out.append(
+            "<text class=\"label-x\" x=\"\(c((f.left + f.right) / 2))\" y=\"\(c(height - 18))\" text-anchor=\"middle\" stroke=\"none\">\(e(xLabel))</text>"
+        )
+        out.append(
+            "<text class=\"label-y\" x=\"18\" y=\"\(c((f.top + f.bottom) / 2))\" text-anchor=\"middle\" stroke=\"none\" transform=\"rotate(-90 18 \(c((f.top + f.bottom) / 2)))\">\(e(yLabel))</text>"
+        )
         out.append("</g>")
         for s in series {
             let pts = s.points.filter { $0.x.isFinite && $0.y.isFinite && (!logX || $0.x > 0) }
             let dash = s.dashed ? " stroke-dasharray=\"6 4\"" : ""
             out.append("<g class=\"series\" data-name=\"\(e(s.name))\">")
-            out.append("<polyline fill=\"none\" stroke=\"\(s.color)\" stroke-width=\"2\"\(dash) points=\"\(pts.map { "\(c(sx($0.x))),\(c(sy($0.y)))" }.joined(separator: " "))\"/>")
+            out.append(
+                "<polyline fill=\"none\" stroke=\"\(s.color)\" stroke-width=\"2\"\(dash) points=\"\(pts.map { "\(c(sx($0.x))),\(c(sy($0.y)))" }.joined(separator: " "))\"/>"
+            )
             for p in pts {
                 if p.yError > 0 {
-                    out.append("<line class=\"error-bar\" stroke=\"\(s.color)\" x1=\"\(c(sx(p.x)))\" y1=\"\(c(sy(p.y - p.yError)))\" x2=\"\(c(sx(p.x)))\" y2=\"\(c(sy(p.y + p.yError)))\"/>")
+                    out.append(
+                        "<line class=\"error-bar\" stroke=\"\(s.color)\" x1=\"\(c(sx(p.x)))\" y1=\"\(c(sy(p.y - p.yError)))\" x2=\"\(c(sx(p.x)))\" y2=\"\(c(sy(p.y + p.yError)))\"/>"
+                    )
                 }
-                out.append("<circle cx=\"\(c(sx(p.x)))\" cy=\"\(c(sy(p.y)))\" r=\"3.5\" fill=\"\(s.color)\" data-x=\"\(p.x)\" data-y=\"\(p.y)\"><title>\(e(p.label.isEmpty ? s.name : p.label))</title></circle>")
+                out.append(
+                    "<circle cx=\"\(c(sx(p.x)))\" cy=\"\(c(sy(p.y)))\" r=\"3.5\" fill=\"\(s.color)\" data-x=\"\(p.x)\" data-y=\"\(p.y)\"><title>\(e(p.label.isEmpty ? s.name : p.label))</title></circle>"
+                )
             }
             out.append("</g>")
         }
@@ -187,8 +217,10 @@ public struct LinePlot: Sendable {
         for (k, s) in series.enumerated() {
             let y = f.top + 10 + Double(k) * 20
             let dash = s.dashed ? " stroke-dasharray=\"6 4\"" : ""
-            out.append("<g class=\"legend-item\" data-name=\"\(e(s.name))\"><line x1=\"\(c(f.right + 20))\" y1=\"\(c(y))\" x2=\"\(c(f.right + 48))\" y2=\"\(c(y))\" stroke=\"\(s.color)\" stroke-width=\"2\"\(dash)/>"
-                + "<circle cx=\"\(c(f.right + 34))\" cy=\"\(c(y))\" r=\"3.5\" fill=\"\(s.color)\"/><text x=\"\(c(f.right + 56))\" y=\"\(c(y + 4))\">\(e(s.name))</text></g>")
+            out.append(
+                "<g class=\"legend-item\" data-name=\"\(e(s.name))\"><line x1=\"\(c(f.right + 20))\" y1=\"\(c(y))\" x2=\"\(c(f.right + 48))\" y2=\"\(c(y))\" stroke=\"\(s.color)\" stroke-width=\"2\"\(dash)/>"
+                    + "<circle cx=\"\(c(f.right + 34))\" cy=\"\(c(y))\" r=\"3.5\" fill=\"\(s.color)\"/><text x=\"\(c(f.right + 56))\" y=\"\(c(y + 4))\">\(e(s.name))</text></g>"
+            )
         }
         out.append("</g>")
         out.append("</svg>")
@@ -207,7 +239,9 @@ public enum SearchCompute: String, Sendable, CaseIterable {
 extension ResultsReport {
     /// Colour of a method's lines (a fixed palette, so methods keep their colour across runs).
     static func color(_ method: String) -> String {
-        let palette = ["SFT": "#7f7f7f", "RFT": "#1f77b4", "DPO": "#ff7f0e", "KTO": "#9467bd", "OREO": "#d62728", "DQO": "#2ca02c"]
+        let palette = [
+            "SFT": "#7f7f7f", "RFT": "#1f77b4", "DPO": "#ff7f0e", "KTO": "#9467bd", "OREO": "#d62728", "DQO": "#2ca02c",
+        ]
         if let c = palette[method] { return c }
         let extra = ["#8c564b", "#e377c2", "#17becf", "#bcbd22"]
         return extra[Int(stableHash(method, seed: 0) % UInt64(extra.count))]
@@ -219,9 +253,13 @@ extension ResultsReport {
     public func searchPlot(x: SearchCompute) -> LinePlot {
         var series: [LinePlot.Series] = []
         func point(_ s: Summary) -> LinePlot.Point {
-            let cost = x == .tokensGenerated ? s.tokensPerProblem : max(s.candidatesPerProblem, s.decoding.isGreedy ? 1 : 0)
-            return LinePlot.Point(x: cost, y: s.accuracy.mean, yError: s.accuracy.count > 1 ? s.accuracy.standardDeviation : 0,
-                                  label: "\(s.method) \(s.decoding.label): \(ResultsReport.percent(s.accuracy.mean))% at \(ResultsReport.fixed(cost, 1))")
+            let cost =
+                x == .tokensGenerated ? s.tokensPerProblem : max(s.candidatesPerProblem, s.decoding.isGreedy ? 1 : 0)
+            return LinePlot.Point(
+                x: cost, y: s.accuracy.mean, yError: s.accuracy.count > 1 ? s.accuracy.standardDeviation : 0,
+                label:
+                    "\(s.method) \(s.decoding.label): \(ResultsReport.percent(s.accuracy.mean))% at \(ResultsReport.fixed(cost, 1))"
+            )
         }
         // The value scorer draws solid, others dashed.
         let scorers = Array(Set(decodings.compactMap(\.scorer))).sorted { (a: String, b: String) -> Bool in
@@ -234,15 +272,24 @@ extension ResultsReport {
                 let beams = decodings.filter { $0.scorer == scorer }.compactMap { summary(method, $0) }
                 guard !beams.isEmpty else { continue }
                 let pts = (greedy.map { [point($0)] } ?? []) + beams.map(point)
-                series.append(LinePlot.Series(name: "\(method) · \(scorer)", points: pts, color: ResultsReport.color(method), dashed: k % 2 == 1))
+                series.append(
+                    LinePlot.Series(
+                        name: "\(method) · \(scorer)", points: pts, color: ResultsReport.color(method),
+                        dashed: k % 2 == 1))
                 drawn = true
             }
             if !drawn, let greedy {
-                series.append(LinePlot.Series(name: "\(method) · greedy", points: [point(greedy)], color: ResultsReport.color(method)))
+                series.append(
+                    LinePlot.Series(
+                        name: "\(method) · greedy", points: [point(greedy)], color: ResultsReport.color(method)))
             }
         }
-        let xLabel = x == .tokensGenerated ? "tokens generated per problem (log scale)" : "candidates scored per problem (log scale; greedy = 1)"
-        return LinePlot(title: "\(split == "test" ? "Test" : "Validation") accuracy against search compute", xLabel: xLabel, yLabel: "\(split) accuracy (%)",
-                        logX: true, yLabelScale: 100, series: series)
+        let xLabel =
+            x == .tokensGenerated
+            ? "tokens generated per problem (log scale)" : "candidates scored per problem (log scale; greedy = 1)"
+        return LinePlot(
+            title: "\(split == "test" ? "Test" : "Validation") accuracy against search compute", xLabel: xLabel,
+            yLabel: "\(split) accuracy (%)",
+            logX: true, yLabelScale: 100, series: series)
     }
 }

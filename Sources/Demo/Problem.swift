@@ -36,7 +36,8 @@ public struct ProblemStep: Sendable, Hashable, Codable {
 
     /// A step.
     public init(_ operation: ArithmeticOp, _ operand: Int) {
-        self.operation = operation; self.operand = operand
+        self.operation = operation
+        self.operand = operand
     }
 }
 
@@ -91,7 +92,10 @@ public struct ProblemConfig: Sendable, Equatable, Codable {
         guard low >= 1, operandRange.upperBound <= maxValue else {
             throw DemoError("operand range \(operandRange) must lie within 1...\(maxValue)")
         }
-        guard operations.contains(.add) || operations.contains(.subtract) || (operations.contains(.multiply) && !factors.isEmpty) else {
+        guard
+            operations.contains(.add) || operations.contains(.subtract)
+                || (operations.contains(.multiply) && !factors.isEmpty)
+        else {
             throw DemoError("operations \(operations.map(\.rawValue)) leave no step to take")
         }
         // Then from any value in bounds either `+ low` or `- low` stays in bounds (fewer operations can

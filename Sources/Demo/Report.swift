@@ -31,7 +31,10 @@ public struct Decoding: Sendable, Hashable, Codable {
     public var scorer: String?
 
     /// A decoding.
-    public init(width: Int, scorer: String?) { self.width = width; self.scorer = scorer }
+    public init(width: Int, scorer: String?) {
+        self.width = width
+        self.scorer = scorer
+    }
 
     /// Greedy decoding.
     public static let greedy = Decoding(width: 1, scorer: nil)
@@ -70,10 +73,18 @@ public struct Evaluation: Sendable, Equatable, Codable {
     public var answers: String?
 
     /// A measurement.
-    public init(method: String, decoding: Decoding, seed: UInt64, correct: Int, total: Int, tokensGenerated: Int,
-                candidatesScored: Int = 0, seconds: Double? = nil) {
-        self.method = method; self.decoding = decoding; self.seed = seed; self.correct = correct; self.total = total
-        self.tokensGenerated = tokensGenerated; self.candidatesScored = candidatesScored; self.seconds = seconds
+    public init(
+        method: String, decoding: Decoding, seed: UInt64, correct: Int, total: Int, tokensGenerated: Int,
+        candidatesScored: Int = 0, seconds: Double? = nil
+    ) {
+        self.method = method
+        self.decoding = decoding
+        self.seed = seed
+        self.correct = correct
+        self.total = total
+        self.tokensGenerated = tokensGenerated
+        self.candidatesScored = candidatesScored
+        self.seconds = seconds
     }
 
     /// Fraction answered correctly.
@@ -98,10 +109,17 @@ public struct ValueQuality: Sendable, Equatable, Codable {
     public var correlationProblems: Int
 
     /// A measurement of a value network.
-    public init(method: String, scorer: String = "value", seed: UInt64, auc: WithinProblemAUC, stepChange: StepValueChange,
-                promptCorrelation: Double?, correlationProblems: Int) {
-        self.method = method; self.scorer = scorer; self.seed = seed; self.auc = auc; self.stepChange = stepChange
-        self.promptCorrelation = promptCorrelation; self.correlationProblems = correlationProblems
+    public init(
+        method: String, scorer: String = "value", seed: UInt64, auc: WithinProblemAUC, stepChange: StepValueChange,
+        promptCorrelation: Double?, correlationProblems: Int
+    ) {
+        self.method = method
+        self.scorer = scorer
+        self.seed = seed
+        self.auc = auc
+        self.stepChange = stepChange
+        self.promptCorrelation = promptCorrelation
+        self.correlationProblems = correlationProblems
     }
 }
 
@@ -141,7 +159,9 @@ public struct SampleStatistics: Sendable, Equatable, Codable {
 
     /// Statistics of both sets.
     public init(seed: UInt64, train: [SampleRecord], validation: [SampleRecord]) {
-        self.seed = seed; self.train = SampleCounts(train); self.validation = SampleCounts(validation)
+        self.seed = seed
+        self.train = SampleCounts(train)
+        self.validation = SampleCounts(validation)
     }
 }
 
@@ -187,10 +207,18 @@ public struct ResultsReport: Sendable {
     public var split: String
 
     /// A report.
-    public init(title: String, settings: [(key: String, value: String)] = [], evaluations: [Evaluation] = [],
-                valueQuality: [ValueQuality] = [], samples: [SampleStatistics] = [], notes: [String] = [], split: String = "test") {
-        self.title = title; self.settings = settings; self.evaluations = evaluations
-        self.valueQuality = valueQuality; self.samples = samples; self.notes = notes; self.split = split
+    public init(
+        title: String, settings: [(key: String, value: String)] = [], evaluations: [Evaluation] = [],
+        valueQuality: [ValueQuality] = [], samples: [SampleStatistics] = [], notes: [String] = [],
+        split: String = "test"
+    ) {
+        self.title = title
+        self.settings = settings
+        self.evaluations = evaluations
+        self.valueQuality = valueQuality
+        self.samples = samples
+        self.notes = notes
+        self.split = split
     }
 
     /// Methods in table order.
@@ -213,10 +241,11 @@ public struct ResultsReport: Sendable {
         guard !bySeed.isEmpty else { return nil }
         let ms = bySeed.keys.sorted().map { bySeed[$0]! }
         let problems = Double(ms.reduce(0) { $0 + $1.total })
-        return Summary(method: method, decoding: decoding, perSeed: ms.map { ($0.seed, $0.accuracy) },
-                       accuracy: Metrics.spread(ms.map(\.accuracy)),
-                       tokensPerProblem: Double(ms.reduce(0) { $0 + $1.tokensGenerated }) / max(problems, 1),
-                       candidatesPerProblem: Double(ms.reduce(0) { $0 + $1.candidatesScored }) / max(problems, 1))
+        return Summary(
+            method: method, decoding: decoding, perSeed: ms.map { ($0.seed, $0.accuracy) },
+            accuracy: Metrics.spread(ms.map(\.accuracy)),
+            tokensPerProblem: Double(ms.reduce(0) { $0 + $1.tokensGenerated }) / max(problems, 1),
+            candidatesPerProblem: Double(ms.reduce(0) { $0 + $1.candidatesScored }) / max(problems, 1))
     }
 
     /// `method`'s accuracy with `decoding` minus SFT's greedy accuracy on the same seed, over the seeds both
@@ -265,14 +294,21 @@ public struct ResultsReport: Sendable {
         if !samples.isEmpty {
             let pct = { (a: Int, b: Int) in ResultsReport.percent(Double(a) / Double(max(b, 1))) }
             out += ["## Offline data: samples of the SFT policy", ""]
-            out += [ResultsReport.row(["seed", "training samples", "correct (%)", "problems mixed (%)", "problems none correct (%)",
-                                       "held-out samples", "correct (%)", "held-out problems mixed (%)"]),
-                    "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            out += [
+                ResultsReport.row([
+                    "seed", "training samples", "correct (%)", "problems mixed (%)", "problems none correct (%)",
+                    "held-out samples", "correct (%)", "held-out problems mixed (%)",
+                ]),
+                "|---:|---:|---:|---:|---:|---:|---:|---:|",
+            ]
             for x in samples.sorted(by: { $0.seed < $1.seed }) {
-                out.append(ResultsReport.row(["\(x.seed)", "\(x.train.samples)", pct(x.train.correct, x.train.samples),
-                                              pct(x.train.mixed, x.train.problems), pct(x.train.noneCorrect, x.train.problems),
-                                              "\(x.validation.samples)", pct(x.validation.correct, x.validation.samples),
-                                              pct(x.validation.mixed, x.validation.problems)]))
+                out.append(
+                    ResultsReport.row([
+                        "\(x.seed)", "\(x.train.samples)", pct(x.train.correct, x.train.samples),
+                        pct(x.train.mixed, x.train.problems), pct(x.train.noneCorrect, x.train.problems),
+                        "\(x.validation.samples)", pct(x.validation.correct, x.validation.samples),
+                        pct(x.validation.mixed, x.validation.problems),
+                    ]))
             }
             out.append("")
         }
@@ -280,66 +316,112 @@ public struct ResultsReport: Sendable {
             out += ["No evaluations were run.", ""]
         } else {
             out += ["## \(split == "test" ? "Test" : "Validation (not test)") accuracy (%)", ""]
-            let header = ["method"] + seeds.map { "seed \($0)" } + ["greedy mean ± sd", "greedy − SFT"] + beams.map(\.label) + ["greedy tokens / problem"]
+            let header =
+                ["method"] + seeds.map { "seed \($0)" } + ["greedy mean ± sd", "greedy − SFT"] + beams.map(\.label) + [
+                    "greedy tokens / problem"
+                ]
             out.append(ResultsReport.row(header))
             out.append("|---|" + String(repeating: "---:|", count: header.count - 1))
             for method in methods {
                 let g = summary(method, .greedy)
                 var cells = [method]
-                for seed in seeds { cells.append(g?.perSeed.first { $0.seed == seed }.map { ResultsReport.percent($0.accuracy) } ?? "–") }
+                for seed in seeds {
+                    cells.append(g?.perSeed.first { $0.seed == seed }.map { ResultsReport.percent($0.accuracy) } ?? "–")
+                }
                 cells.append(g.map { ResultsReport.meanSD($0.accuracy) } ?? "–")
-                cells.append(method == DemoMethod.sft.rawValue ? "–" : deltaVersusSFT(method, .greedy).map(ResultsReport.signedPercent) ?? "–")
+                cells.append(
+                    method == DemoMethod.sft.rawValue
+                        ? "–" : deltaVersusSFT(method, .greedy).map(ResultsReport.signedPercent) ?? "–")
                 for b in beams { cells.append(summary(method, b).map { ResultsReport.meanSD($0.accuracy) } ?? "–") }
                 cells.append(g.map { ResultsReport.fixed($0.tokensPerProblem, 1) } ?? "–")
                 out.append(ResultsReport.row(cells))
             }
-            out += ["", "Mean ± sample standard deviation over seeds. \"greedy − SFT\" is the paired difference: per seed, the method's greedy accuracy minus the SFT model's it started from (mean ± sd over seeds). Beam columns are value- or log-prob-guided step-level beam search at width B.", ""]
+            out += [
+                "",
+                "Mean ± sample standard deviation over seeds. \"greedy − SFT\" is the paired difference: per seed, the method's greedy accuracy minus the SFT model's it started from (mean ± sd over seeds). Beam columns are value- or log-prob-guided step-level beam search at width B.",
+                "",
+            ]
             out += ["## Search compute", ""]
-            out += [ResultsReport.row(["method", "decoding", "seeds", "accuracy (%)", "− SFT greedy", "tokens generated / problem", "candidates scored / problem"]),
-                    "|---|---|---:|---:|---:|---:|---:|"]
+            out += [
+                ResultsReport.row([
+                    "method", "decoding", "seeds", "accuracy (%)", "− SFT greedy", "tokens generated / problem",
+                    "candidates scored / problem",
+                ]),
+                "|---|---|---:|---:|---:|---:|---:|",
+            ]
             for method in methods {
                 for d in decodings {
                     guard let s = summary(method, d) else { continue }
-                    let delta = method == DemoMethod.sft.rawValue && d.isGreedy ? "–" : deltaVersusSFT(method, d).map(ResultsReport.signedPercent) ?? "–"
-                    out.append(ResultsReport.row([method, d.label, "\(s.accuracy.count)", ResultsReport.meanSD(s.accuracy), delta,
-                                                  ResultsReport.fixed(s.tokensPerProblem, 1), ResultsReport.fixed(s.candidatesPerProblem, 1)]))
+                    let delta =
+                        method == DemoMethod.sft.rawValue && d.isGreedy
+                        ? "–" : deltaVersusSFT(method, d).map(ResultsReport.signedPercent) ?? "–"
+                    out.append(
+                        ResultsReport.row([
+                            method, d.label, "\(s.accuracy.count)", ResultsReport.meanSD(s.accuracy), delta,
+                            ResultsReport.fixed(s.tokensPerProblem, 1), ResultsReport.fixed(s.candidatesPerProblem, 1),
+                        ]))
                 }
             }
             out.append("")
         }
         if !valueQuality.isEmpty {
             out += ["## Scorers on held-out samples", ""]
-            out += [ResultsReport.row(["method", "scorer", "seeds", "within-problem AUC", "Δ at first wrong step", "Δ at correct steps"]),
-                    "|---|---|---:|---:|---:|---:|"]
+            out += [
+                ResultsReport.row([
+                    "method", "scorer", "seeds", "within-problem AUC", "Δ at first wrong step", "Δ at correct steps",
+                ]),
+                "|---|---|---:|---:|---:|---:|",
+            ]
             var groups: [(String, String)] = []
-            for q in valueQuality where !groups.contains(where: { $0 == (q.method, q.scorer) }) { groups.append((q.method, q.scorer)) }
-            groups.sort { a, b in DemoMethod.order(a.0) != DemoMethod.order(b.0) ? DemoMethod.order(a.0) < DemoMethod.order(b.0) : a.1 > b.1 }
+            for q in valueQuality where !groups.contains(where: { $0 == (q.method, q.scorer) }) {
+                groups.append((q.method, q.scorer))
+            }
+            groups.sort { a, b in
+                DemoMethod.order(a.0) != DemoMethod.order(b.0)
+                    ? DemoMethod.order(a.0) < DemoMethod.order(b.0) : a.1 > b.1
+            }
             for (method, scorer) in groups {
                 let qs = valueQuality.filter { $0.method == method && $0.scorer == scorer }
                 let f = { (xs: [Double?]) -> String in
                     let v = xs.compactMap { $0 }
                     guard !v.isEmpty else { return "–" }
                     let sp = Metrics.spread(v)
-                    return sp.count > 1 ? "\(ResultsReport.fixed(sp.mean, 3)) ± \(ResultsReport.fixed(sp.standardDeviation, 3))" : ResultsReport.fixed(sp.mean, 3)
+                    return sp.count > 1
+                        ? "\(ResultsReport.fixed(sp.mean, 3)) ± \(ResultsReport.fixed(sp.standardDeviation, 3))"
+                        : ResultsReport.fixed(sp.mean, 3)
                 }
-                out.append(ResultsReport.row([method, scorer, "\(qs.count)", f(qs.map(\.auc.auc)), f(qs.map(\.stepChange.atFirstWrong)),
-                                              f(qs.map(\.stepChange.atCorrect))]))
+                out.append(
+                    ResultsReport.row([
+                        method, scorer, "\(qs.count)", f(qs.map(\.auc.auc)), f(qs.map(\.stepChange.atFirstWrong)),
+                        f(qs.map(\.stepChange.atCorrect)),
+                    ]))
             }
             out += ["", "Per seed:", ""]
-            out += [ResultsReport.row(["method", "scorer", "seed", "within-problem AUC", "problems", "Δ at first wrong step", "Δ at correct steps", "r(score(prompt), success rate)"]),
-                    "|---|---|---:|---:|---:|---:|---:|---:|"]
+            out += [
+                ResultsReport.row([
+                    "method", "scorer", "seed", "within-problem AUC", "problems", "Δ at first wrong step",
+                    "Δ at correct steps", "r(score(prompt), success rate)",
+                ]),
+                "|---|---|---:|---:|---:|---:|---:|---:|",
+            ]
             for q in valueQuality.sorted(by: { a, b in
                 let (x, y) = (DemoMethod.order(a.method), DemoMethod.order(b.method))
                 return x != y ? x < y : a.scorer != b.scorer ? a.scorer > b.scorer : a.seed < b.seed
             }) {
-                out.append(ResultsReport.row([
-                    q.method, q.scorer, "\(q.seed)", q.auc.auc.map { ResultsReport.fixed($0, 3) } ?? "–", "\(q.auc.problems)",
-                    q.stepChange.atFirstWrong.map { ResultsReport.fixed($0, 3) } ?? "–",
-                    q.stepChange.atCorrect.map { ResultsReport.fixed($0, 3) } ?? "–",
-                    q.promptCorrelation.map { ResultsReport.fixed($0, 3) } ?? "–",
-                ]))
+                out.append(
+                    ResultsReport.row([
+                        q.method, q.scorer, "\(q.seed)", q.auc.auc.map { ResultsReport.fixed($0, 3) } ?? "–",
+                        "\(q.auc.problems)",
+                        q.stepChange.atFirstWrong.map { ResultsReport.fixed($0, 3) } ?? "–",
+                        q.stepChange.atCorrect.map { ResultsReport.fixed($0, 3) } ?? "–",
+                        q.promptCorrelation.map { ResultsReport.fixed($0, 3) } ?? "–",
+                    ]))
             }
-            out += ["", "Scores of the SFT policy's held-out samples (validation problems): \"value\" is the value network's V, \"logprob\" the policy's cumulative log-prob of the response (0 at the prompt). Δ is the mean score change over a step. AUC 0.5 is chance: search guided by a scorer can only help when it is clearly above.", ""]
+            out += [
+                "",
+                "Scores of the SFT policy's held-out samples (validation problems): \"value\" is the value network's V, \"logprob\" the policy's cumulative log-prob of the response (0 at the prompt). Δ is the mean score change over a step. AUC 0.5 is chance: search guided by a scorer can only help when it is clearly above.",
+                "",
+            ]
         }
         if !notes.isEmpty { out += notes.map { "- " + $0 } + [""] }
         return out.joined(separator: "\n")
@@ -350,59 +432,80 @@ public struct ResultsReport: Sendable {
         let n = { (x: Double) in JSONText.number(x) }
         let opt = { (x: Double?) in x.map { JSONText.number($0) } ?? "null" }
         func decoding(_ d: Decoding) -> String {
-            JSONText.object([("search", JSONText.string(d.isGreedy ? "greedy" : "beam")), ("width", "\(d.width)"),
-                             ("scorer", d.scorer.map(JSONText.string) ?? "null")])
+            JSONText.object([
+                ("search", JSONText.string(d.isGreedy ? "greedy" : "beam")), ("width", "\(d.width)"),
+                ("scorer", d.scorer.map(JSONText.string) ?? "null"),
+            ])
         }
         func spread(_ s: Spread) -> String {
-            JSONText.object([("mean", n(s.mean)), ("sd", n(s.standardDeviation)), ("se", n(s.standardError)), ("n", "\(s.count)")])
+            JSONText.object([
+                ("mean", n(s.mean)), ("sd", n(s.standardDeviation)), ("se", n(s.standardError)), ("n", "\(s.count)"),
+            ])
         }
         let ms = evaluations.map { m in
-            JSONText.object([("method", JSONText.string(m.method)), ("decoding", decoding(m.decoding)), ("seed", "\(m.seed)"),
-                             ("correct", "\(m.correct)"), ("total", "\(m.total)"), ("accuracy", n(m.accuracy)),
-                             ("tokens_generated", "\(m.tokensGenerated)"), ("candidates_scored", "\(m.candidatesScored)"),
-                             ("seconds", opt(m.seconds)), ("answers", m.answers.map(JSONText.string) ?? "null")])
+            JSONText.object([
+                ("method", JSONText.string(m.method)), ("decoding", decoding(m.decoding)), ("seed", "\(m.seed)"),
+                ("correct", "\(m.correct)"), ("total", "\(m.total)"), ("accuracy", n(m.accuracy)),
+                ("tokens_generated", "\(m.tokensGenerated)"), ("candidates_scored", "\(m.candidatesScored)"),
+                ("seconds", opt(m.seconds)), ("answers", m.answers.map(JSONText.string) ?? "null"),
+            ])
         }
         var sums: [String] = []
         for method in methods {
             for d in decodings {
                 guard let s = summary(method, d) else { continue }
-                sums.append(JSONText.object([
-                    ("method", JSONText.string(method)), ("decoding", decoding(d)),
-                    ("seeds", JSONText.array(s.perSeed.map { "\($0.seed)" })),
-                    ("accuracy_per_seed", JSONText.array(s.perSeed.map { n($0.accuracy) })), ("accuracy", spread(s.accuracy)),
-                    ("minus_sft_greedy", deltaVersusSFT(method, d).map(spread) ?? "null"),
-                    ("tokens_per_problem", n(s.tokensPerProblem)), ("candidates_per_problem", n(s.candidatesPerProblem)),
-                ]))
+                sums.append(
+                    JSONText.object([
+                        ("method", JSONText.string(method)), ("decoding", decoding(d)),
+                        ("seeds", JSONText.array(s.perSeed.map { "\($0.seed)" })),
+                        ("accuracy_per_seed", JSONText.array(s.perSeed.map { n($0.accuracy) })),
+                        ("accuracy", spread(s.accuracy)),
+                        ("minus_sft_greedy", deltaVersusSFT(method, d).map(spread) ?? "null"),
+                        ("tokens_per_problem", n(s.tokensPerProblem)),
+                        ("candidates_per_problem", n(s.candidatesPerProblem)),
+                    ]))
             }
         }
         let vq = valueQuality.map { q in
             JSONText.object([
                 ("method", JSONText.string(q.method)), ("scorer", JSONText.string(q.scorer)), ("seed", "\(q.seed)"),
-                ("within_problem_auc", opt(q.auc.auc)), ("auc_problems", "\(q.auc.problems)"), ("auc_pairs", "\(q.auc.pairs)"),
-                ("value_change_first_wrong", opt(q.stepChange.atFirstWrong)), ("first_wrong_steps", "\(q.stepChange.firstWrongCount)"),
-                ("value_change_correct", opt(q.stepChange.atCorrect)), ("correct_steps", "\(q.stepChange.correctCount)"),
-                ("prompt_value_success_pearson", opt(q.promptCorrelation)), ("correlation_problems", "\(q.correlationProblems)"),
+                ("within_problem_auc", opt(q.auc.auc)), ("auc_problems", "\(q.auc.problems)"),
+                ("auc_pairs", "\(q.auc.pairs)"),
+                ("value_change_first_wrong", opt(q.stepChange.atFirstWrong)),
+                ("first_wrong_steps", "\(q.stepChange.firstWrongCount)"),
+                ("value_change_correct", opt(q.stepChange.atCorrect)),
+                ("correct_steps", "\(q.stepChange.correctCount)"),
+                ("prompt_value_success_pearson", opt(q.promptCorrelation)),
+                ("correlation_problems", "\(q.correlationProblems)"),
             ])
         }
         let counts = { (k: SampleCounts) in
-            JSONText.object([("samples", "\(k.samples)"), ("correct", "\(k.correct)"), ("problems", "\(k.problems)"),
-                             ("mixed", "\(k.mixed)"), ("none_correct", "\(k.noneCorrect)")])
+            JSONText.object([
+                ("samples", "\(k.samples)"), ("correct", "\(k.correct)"), ("problems", "\(k.problems)"),
+                ("mixed", "\(k.mixed)"), ("none_correct", "\(k.noneCorrect)"),
+            ])
         }
-        let sampleItems = samples.map { JSONText.object([("seed", "\($0.seed)"), ("train", counts($0.train)), ("validation", counts($0.validation))]) }
-        let list = { (items: [String]) in items.isEmpty ? "[]" : "[\n    " + items.joined(separator: ",\n    ") + "\n  ]" }
+        let sampleItems = samples.map {
+            JSONText.object([
+                ("seed", "\($0.seed)"), ("train", counts($0.train)), ("validation", counts($0.validation)),
+            ])
+        }
+        let list = { (items: [String]) in
+            items.isEmpty ? "[]" : "[\n    " + items.joined(separator: ",\n    ") + "\n  ]"
+        }
         return """
-        {
-          "title": \(JSONText.string(title)),
-          "split": \(JSONText.string(split)),
-          "settings": \(JSONText.object(settings.map { ($0.key, JSONText.string($0.value)) })),
-          "evaluations": \(list(ms)),
-          "summary": \(list(sums)),
-          "value_quality": \(list(vq)),
-          "samples": \(list(sampleItems)),
-          "notes": \(JSONText.array(notes.map(JSONText.string)))
-        }
+            {
+              "title": \(JSONText.string(title)),
+              "split": \(JSONText.string(split)),
+              "settings": \(JSONText.object(settings.map { ($0.key, JSONText.string($0.value)) })),
+              "evaluations": \(list(ms)),
+              "summary": \(list(sums)),
+              "value_quality": \(list(vq)),
+              "samples": \(list(sampleItems)),
+              "notes": \(JSONText.array(notes.map(JSONText.string)))
+            }
 
-        """
+            """
     }
 
     /// `path` relative to `base`, both taken against the current directory when relative (`..` where `path` is
@@ -430,7 +533,9 @@ public struct ResultsReport: Sendable {
     public func write(directory: String) throws -> [String] {
         var report = self
         for i in report.evaluations.indices {
-            report.evaluations[i].answers = report.evaluations[i].answers.map { ResultsReport.relativePath($0, to: directory) }
+            report.evaluations[i].answers = report.evaluations[i].answers.map {
+                ResultsReport.relativePath($0, to: directory)
+            }
         }
         var written: [(String, String)] = [("results.md", report.markdown), ("results.json", report.json)]
         if !evaluations.isEmpty {

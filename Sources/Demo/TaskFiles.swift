@@ -15,7 +15,9 @@ public struct PromptRecord: Sendable, Hashable {
 
     /// A record.
     public init(id: String, prompt: String, key: AnswerKey) {
-        self.id = id; self.prompt = prompt; self.key = key
+        self.id = id
+        self.prompt = prompt
+        self.key = key
     }
 
     /// The record of a generated problem.
@@ -38,9 +40,15 @@ public struct SampleRecord: Sendable, Equatable {
     public var finished: Bool
 
     /// A record.
-    public init(problemId: String, index: Int, promptIds: [UInt32], responseIds: [UInt32], check: SolutionCheck, finished: Bool) {
-        self.problemId = problemId; self.index = index; self.promptIds = promptIds; self.responseIds = responseIds
-        self.check = check; self.finished = finished
+    public init(
+        problemId: String, index: Int, promptIds: [UInt32], responseIds: [UInt32], check: SolutionCheck, finished: Bool
+    ) {
+        self.problemId = problemId
+        self.index = index
+        self.promptIds = promptIds
+        self.responseIds = responseIds
+        self.check = check
+        self.finished = finished
     }
 
     /// 1 iff the response ended with EOS and its final answer is right.
@@ -52,14 +60,18 @@ public enum TaskFiles {
     /// A worked solution as an SFT trajectory: `{"id", "prompt", "steps": [...], "reward": 1}` (the answer line
     /// is the last step; ingest adds BOS before the prompt and EOS after the response).
     public static func sftLine(_ p: Problem) -> String {
-        JSONText.object([("id", JSONText.string(p.id)), ("prompt", JSONText.string(p.prompt)),
-                         ("steps", JSONText.array(p.solutionLines.map(JSONText.string))), ("reward", "1")])
+        JSONText.object([
+            ("id", JSONText.string(p.id)), ("prompt", JSONText.string(p.prompt)),
+            ("steps", JSONText.array(p.solutionLines.map(JSONText.string))), ("reward", "1"),
+        ])
     }
 
     /// A problem for sampling and evaluation: `{"id", "prompt", "answer", "values"}`.
     public static func promptLine(_ p: PromptRecord) -> String {
-        JSONText.object([("id", JSONText.string(p.id)), ("prompt", JSONText.string(p.prompt)),
-                         ("answer", String(p.key.answer)), ("values", JSONText.array(p.key.values.map(String.init)))])
+        JSONText.object([
+            ("id", JSONText.string(p.id)), ("prompt", JSONText.string(p.prompt)),
+            ("answer", String(p.key.answer)), ("values", JSONText.array(p.key.values.map(String.init))),
+        ])
     }
 
     /// A sampled solution as a pre-tokenized trajectory (ids kept verbatim: re-tokenizing sampled text can
@@ -72,9 +84,11 @@ public enum TaskFiles {
             ("final_answer", s.check.finalAnswer.map(String.init) ?? "null"),
             ("first_wrong_step", s.check.firstWrongStep.map(String.init) ?? "null"),
         ])
-        return JSONText.object([("id", JSONText.string("\(s.problemId)/\(s.index)")), ("group", JSONText.string(s.problemId)),
-                                ("prompt_ids", ids(s.promptIds)), ("response_ids", ids(s.responseIds)),
-                                ("reward", JSONText.number(s.reward)), ("meta", meta)])
+        return JSONText.object([
+            ("id", JSONText.string("\(s.problemId)/\(s.index)")), ("group", JSONText.string(s.problemId)),
+            ("prompt_ids", ids(s.promptIds)), ("response_ids", ids(s.responseIds)),
+            ("reward", JSONText.number(s.reward)), ("meta", meta),
+        ])
     }
 
     /// Writes lines as a JSONL file, atomically (temporary name, then rename).
@@ -101,7 +115,8 @@ public enum TaskFiles {
         public init(directory: String) {
             sftTrain = directory + "/sft-train.jsonl"
             sftValidation = directory + "/sft-validation.jsonl"
-            prompts = Dictionary(uniqueKeysWithValues: ProblemSplit.allCases.map { ($0, directory + "/prompts-\($0.rawValue).jsonl") })
+            prompts = Dictionary(
+                uniqueKeysWithValues: ProblemSplit.allCases.map { ($0, directory + "/prompts-\($0.rawValue).jsonl") })
         }
     }
 
@@ -111,7 +126,9 @@ public enum TaskFiles {
         let paths = Paths(directory: directory)
         try write(s.train.map(sftLine), to: paths.sftTrain)
         try write(s.validation.map(sftLine), to: paths.sftValidation)
-        for split in ProblemSplit.allCases { try write(s[split].map { promptLine(PromptRecord($0)) }, to: paths.prompts[split]!) }
+        for split in ProblemSplit.allCases {
+            try write(s[split].map { promptLine(PromptRecord($0)) }, to: paths.prompts[split]!)
+        }
         return paths
     }
 
@@ -139,11 +156,15 @@ public enum TaskFiles {
         return out
     }
 
-    private static func prompt(_ b: UnsafeBufferPointer<UInt8>, _ scanner: inout JSONScanner, _ scratch: inout [UInt8]) throws -> PromptRecord {
+    private static func prompt(_ b: UnsafeBufferPointer<UInt8>, _ scanner: inout JSONScanner, _ scratch: inout [UInt8])
+        throws -> PromptRecord
+    {
         let root = try scanner.parse(b)
         guard scanner[root].kind == .object else { throw DemoError("not a JSON object") }
         func text(_ key: StaticString) throws -> String {
-            guard let n = scanner.member(root, key), scanner[n].kind == .string else { throw DemoError("needs a string field '\(key)'") }
+            guard let n = scanner.member(root, key), scanner[n].kind == .string else {
+                throw DemoError("needs a string field '\(key)'")
+            }
             return try scanner.withText(n, in: b, scratch: &scratch) { String(decoding: $0, as: UTF8.self) }
         }
         func integer(_ n: Int?) -> Int? {
@@ -151,7 +172,9 @@ public enum TaskFiles {
             return Int(v)
         }
         let id = try text("id"), prompt = try text("prompt")
-        guard let answer = integer(scanner.member(root, "answer")) else { throw DemoError("'answer' must be an integer") }
+        guard let answer = integer(scanner.member(root, "answer")) else {
+            throw DemoError("'answer' must be an integer")
+        }
         guard let v = scanner.member(root, "values"), scanner[v].kind == .array else {
             throw DemoError("'values' must be an array of integers")
         }
@@ -173,7 +196,9 @@ public struct TaskVerifier: Sendable {
     public init(tokenizer: Tokenizer) { self.tokenizer = tokenizer }
 
     /// The verdict on sampled `responseIds` (a trailing EOS marks the response finished and is not text).
-    public func check(_ key: AnswerKey, responseIds: [UInt32]) throws(DemoError) -> (check: SolutionCheck, finished: Bool) {
+    public func check(_ key: AnswerKey, responseIds: [UInt32]) throws(DemoError) -> (
+        check: SolutionCheck, finished: Bool
+    ) {
         var ids = responseIds[...]
         let finished = tokenizer.eosId.map { ids.last == $0 } ?? false
         if finished { ids = ids.dropLast() }
@@ -196,7 +221,10 @@ public struct TaskVerifier: Sendable {
                 if b == 0x0A {
                     inRun = true
                 } else if inRun {
-                    if k > last { ends.append(k); last = k }
+                    if k > last {
+                        ends.append(k)
+                        last = k
+                    }
                     inRun = false
                 }
             }
@@ -226,7 +254,8 @@ public struct AnswerLine: Sendable, Equatable, Codable {
 
     enum CodingKeys: String, CodingKey {
         case id, correct, finished, finalAnswer = "final_answer", firstWrongStep = "first_wrong_step"
-        case tokensGenerated = "tokens_generated", candidatesScored = "candidates_scored", response, responseIds = "response_ids"
+        case tokensGenerated = "tokens_generated", candidatesScored = "candidates_scored", response, responseIds =
+            "response_ids"
     }
 }
 
@@ -246,7 +275,8 @@ extension TaskFiles {
         guard let data = FileManager.default.contents(atPath: path) else { throw DemoError("\(path): cannot read") }
         let decoder = JSONDecoder()
         var out: [T] = []
-        for (n, line) in data.split(separator: 0x0A, omittingEmptySubsequences: false).enumerated() where !line.isEmpty {
+        for (n, line) in data.split(separator: 0x0A, omittingEmptySubsequences: false).enumerated() where !line.isEmpty
+        {
             do { out.append(try decoder.decode(T.self, from: Data(line))) } catch {
                 throw DemoError("\(path):\(n + 1): not a valid \(T.self) line: \(error)")
             }
@@ -255,7 +285,9 @@ extension TaskFiles {
     }
 
     /// Samples written by `sampleLine`: problem, index (from the id `problem/k`) and ids.
-    public static func readSamples(_ path: String) throws(DemoError) -> [(problemId: String, index: Int, promptIds: [UInt32], responseIds: [UInt32])] {
+    public static func readSamples(_ path: String) throws(DemoError) -> [(
+        problemId: String, index: Int, promptIds: [UInt32], responseIds: [UInt32]
+    )] {
         try readLines(path, as: StoredSample.self).map { s throws(DemoError) in
             guard let slash = s.id.lastIndex(of: "/"), let k = Int(s.id[s.id.index(after: slash)...]) else {
                 throw DemoError("\(path): sample id \(s.id) is not PROBLEM/INDEX")
@@ -266,18 +298,26 @@ extension TaskFiles {
 
     /// Writes the answers to `prompts` (one line each, checked by `verifier`) and their wall time beside them
     /// (`path` with `.seconds` appended).
-    public static func writeAnswers(_ answers: [DecodedAnswer], prompts: [PromptRecord], verifier: TaskVerifier, seconds: Double,
-                                    to path: String) throws {
-        guard answers.count == prompts.count else { throw DemoError("\(answers.count) answers for \(prompts.count) prompts") }
+    public static func writeAnswers(
+        _ answers: [DecodedAnswer], prompts: [PromptRecord], verifier: TaskVerifier, seconds: Double,
+        to path: String
+    ) throws {
+        guard answers.count == prompts.count else {
+            throw DemoError("\(answers.count) answers for \(prompts.count) prompts")
+        }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         var lines: [String] = []
         for (p, a) in zip(prompts, answers) {
             let (check, finished) = try verifier.check(p.key, responseIds: a.responseIds)
-            let text = (try? verifier.tokenizer.decode(a.responseIds, skipSpecialTokens: true)).map { String(decoding: $0, as: UTF8.self) } ?? ""
-            let line = AnswerLine(id: p.id, correct: finished && check.correct, finished: finished, finalAnswer: check.finalAnswer,
-                                  firstWrongStep: check.firstWrongStep, tokensGenerated: a.tokensGenerated,
-                                  candidatesScored: a.candidatesScored, response: text, responseIds: a.responseIds)
+            let text =
+                (try? verifier.tokenizer.decode(a.responseIds, skipSpecialTokens: true)).map {
+                    String(decoding: $0, as: UTF8.self)
+                } ?? ""
+            let line = AnswerLine(
+                id: p.id, correct: finished && check.correct, finished: finished, finalAnswer: check.finalAnswer,
+                firstWrongStep: check.firstWrongStep, tokensGenerated: a.tokensGenerated,
+                candidatesScored: a.candidatesScored, response: text, responseIds: a.responseIds)
             lines.append(String(decoding: try encoder.encode(line), as: UTF8.self))
         }
         try write(lines, to: path)
@@ -285,11 +325,22 @@ extension TaskFiles {
     }
 
     /// Answers written by `writeAnswers`, with their wall time.
-    public static func readAnswers(_ path: String) throws(DemoError) -> (lines: [AnswerLine], answers: [DecodedAnswer], seconds: Double) {
+    public static func readAnswers(_ path: String) throws(DemoError) -> (
+        lines: [AnswerLine], answers: [DecodedAnswer], seconds: Double
+    ) {
         let lines = try readLines(path, as: AnswerLine.self)
-        let seconds = FileManager.default.contents(atPath: path + ".seconds")
-            .flatMap { Double(String(decoding: $0, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)) } ?? 0
-        return (lines, lines.map { DecodedAnswer(responseIds: $0.responseIds, tokensGenerated: $0.tokensGenerated, candidatesScored: $0.candidatesScored) },
-                seconds)
+        let seconds =
+            FileManager.default.contents(atPath: path + ".seconds")
+            .flatMap { Double(String(decoding: $0, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)) }
+            ?? 0
+        return (
+            lines,
+            lines.map {
+                DecodedAnswer(
+                    responseIds: $0.responseIds, tokensGenerated: $0.tokensGenerated,
+                    candidatesScored: $0.candidatesScored)
+            },
+            seconds
+        )
     }
 }

@@ -7,14 +7,20 @@ import Support
 enum Templates {
     /// Characters with their subject, object and possessive pronouns.
     static let characters: [(name: String, pro: String, obj: String, pos: String)] = {
-        let she = ["Mia", "Ava", "Emma", "Zoe", "Sara", "Nina", "Lucy", "Ana", "Maya", "Eva", "Lily", "Rosa", "Ella", "Ines"]
-        let he = ["Noah", "Liam", "Omar", "Leo", "Ivan", "Raj", "Tom", "Ben", "Kai", "Jack", "Hugo", "Sam", "Max", "Luca"]
+        let she = [
+            "Mia", "Ava", "Emma", "Zoe", "Sara", "Nina", "Lucy", "Ana", "Maya", "Eva", "Lily", "Rosa", "Ella", "Ines",
+        ]
+        let he = [
+            "Noah", "Liam", "Omar", "Leo", "Ivan", "Raj", "Tom", "Ben", "Kai", "Jack", "Hugo", "Sam", "Max", "Luca",
+        ]
         return she.map { ($0, "she", "her", "her") } + he.map { ($0, "he", "him", "his") }
     }()
 
     /// Plural nouns that are counted.
-    static let items = ["apples", "marbles", "stickers", "coins", "books", "pencils", "cookies", "shells", "stamps",
-                        "cards", "beads", "balloons", "eggs", "flowers", "candies", "toy cars", "buttons", "crayons"]
+    static let items = [
+        "apples", "marbles", "stickers", "coins", "books", "pencils", "cookies", "shells", "stamps",
+        "cards", "beads", "balloons", "eggs", "flowers", "candies", "toy cars", "buttons", "crayons",
+    ]
 
     /// The first sentence: the starting amount.
     static let intro = [
@@ -40,7 +46,9 @@ enum Templates {
         "{pro} ends up with {n} times as many.", "the number of {items} grows to {n} times as many.",
     ]
     /// Extra sentences for doubling.
-    static let double = ["{pro} doubles {pos} {items}.", "the number of {items} doubles.", "{friend} gives {obj} as many again."]
+    static let double = [
+        "{pro} doubles {pos} {items}.", "the number of {items} doubles.", "{friend} gives {obj} as many again.",
+    ]
     /// Extra sentences for tripling.
     static let triple = ["the number of {items} triples.", "{pro} triples {pos} {items}."]
 
@@ -117,7 +125,8 @@ extension ProblemGenerator {
         let who = rng.pick(Templates.characters)
         var friend = rng.pick(Templates.characters).name
         while friend == who.name { friend = rng.pick(Templates.characters).name }
-        let f = Filler(name: who.name, pro: who.pro, obj: who.obj, pos: who.pos, friend: friend, items: rng.pick(Templates.items))
+        let f = Filler(
+            name: who.name, pro: who.pro, obj: who.obj, pos: who.pos, friend: friend, items: rng.pick(Templates.items))
         var sentences = [capitalized(f.fill(rng.pick(Templates.intro), start))]
         for op in operations {
             let connector = rng.pick(Templates.connectors)
@@ -135,7 +144,8 @@ extension ProblemGenerator {
             }
             value = next
         }
-        return Problem(id: id, prompt: sentences.joined(separator: " ") + "\n", steps: lines, answer: value,
-                       values: values, start: start, operations: operations)
+        return Problem(
+            id: id, prompt: sentences.joined(separator: " ") + "\n", steps: lines, answer: value,
+            values: values, start: start, operations: operations)
     }
 }

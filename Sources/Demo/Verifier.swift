@@ -16,7 +16,10 @@ public struct SolutionCheck: Sendable, Equatable {
 
     /// A verdict.
     public init(reward: Double, finalAnswer: Int?, firstWrongStep: Int?, lineCount: Int) {
-        self.reward = reward; self.finalAnswer = finalAnswer; self.firstWrongStep = firstWrongStep; self.lineCount = lineCount
+        self.reward = reward
+        self.finalAnswer = finalAnswer
+        self.firstWrongStep = firstWrongStep
+        self.lineCount = lineCount
     }
 }
 
@@ -29,7 +32,8 @@ public struct AnswerKey: Sendable, Hashable, Codable {
 
     /// A key.
     public init(answer: Int, values: [Int]) {
-        self.answer = answer; self.values = values
+        self.answer = answer
+        self.values = values
     }
 
     /// Checks a sampled solution (the response text only, without the prompt).
@@ -39,7 +43,10 @@ public struct AnswerKey: Sendable, Hashable, Codable {
         while let last = lines.last, last.allSatisfy(AnswerKey.isSpace) { lines.removeLast() }
         var firstWrong: Int? = nil
         for k in 0..<max(lines.count, values.count + 1) {
-            guard k < lines.count else { firstWrong = k; break }  // a missing line
+            guard k < lines.count else {
+                firstWrong = k
+                break
+            }  // a missing line
             let right: Bool
             if k < values.count {
                 right = AnswerKey.calculation(lines[k]).map { $0.holds && $0.result == values[k] } ?? false
@@ -48,10 +55,14 @@ public struct AnswerKey: Sendable, Hashable, Codable {
             } else {
                 right = false  // a line after the answer
             }
-            if !right { firstWrong = k; break }
+            if !right {
+                firstWrong = k
+                break
+            }
         }
-        return SolutionCheck(reward: final == answer ? 1 : 0, finalAnswer: final, firstWrongStep: firstWrong,
-                             lineCount: lines.count)
+        return SolutionCheck(
+            reward: final == answer ? 1 : 0, finalAnswer: final, firstWrongStep: firstWrong,
+            lineCount: lines.count)
     }
 
     static func isSpace(_ b: UInt8) -> Bool { b == 0x20 || b == 0x09 || b == 0x0A || b == 0x0D }
@@ -63,8 +74,10 @@ public struct AnswerKey: Sendable, Hashable, Codable {
         let marker = Array("#### ".utf8)
         guard b.count >= marker.count else { return nil }
         var at = -1
-        for i in stride(from: b.count - marker.count, through: 0, by: -1) where Array(b[i..<(i + marker.count)]) == marker {
-            at = i; break
+        for i in stride(from: b.count - marker.count, through: 0, by: -1)
+        where Array(b[i..<(i + marker.count)]) == marker {
+            at = i
+            break
         }
         guard at >= 0 else { return nil }
         guard let (n, end) = integer(b, at: at + marker.count), b[end...].allSatisfy(isSpace) else { return nil }
@@ -90,7 +103,10 @@ public struct AnswerKey: Sendable, Hashable, Codable {
     static func integer(_ b: [UInt8], at i: Int) -> (Int, Int)? {
         var j = i
         var negative = false
-        if j < b.count, b[j] == UInt8(ascii: "-") { negative = true; j += 1 }
+        if j < b.count, b[j] == UInt8(ascii: "-") {
+            negative = true
+            j += 1
+        }
         let digitsStart = j
         var v = 0
         while j < b.count, isDigit(b[j]), j - digitsStart < maxDigits {
@@ -128,11 +144,14 @@ public struct AnswerKey: Sendable, Hashable, Codable {
         skipSpaces()
         let op: ArithmeticOp
         if j >= 1, let o = ArithmeticOp(rawValue: String(UnicodeScalar(left[j - 1]))) {
-            op = o; j -= 1
+            op = o
+            j -= 1
         } else if j >= 1, left[j - 1] == UInt8(ascii: "x") {
-            op = .multiply; j -= 1
+            op = .multiply
+            j -= 1
         } else if j >= 2, left[j - 2] == 0xC3, left[j - 1] == 0x97 {  // U+00D7 ×
-            op = .multiply; j -= 2
+            op = .multiply
+            j -= 2
         } else {
             return nil
         }

@@ -23,7 +23,8 @@ public final class BlockFile: Sendable {
         let size = UInt64(bytes.count)
         let minimum = UInt64(Container.headerSize + Container.tailSize)
         guard size >= minimum else {
-            throw FormatError(.truncated, path: path, "file is \(size) bytes, shorter than the \(minimum) of an empty shard")
+            throw FormatError(
+                .truncated, path: path, "file is \(size) bytes, shorter than the \(minimum) of an empty shard")
         }
         func fail(_ kind: FormatError.Kind, offset: UInt64? = nil, _ reason: String) -> FormatError {
             FormatError(kind, path: path, offset: offset, reason)
@@ -39,21 +40,31 @@ public final class BlockFile: Sendable {
         let tailMagic = Array(try tail.take(8, "magic"))
         guard tailMagic == magic else {
             if tailMagic == Container.magic || tailMagic == Container.sidecarMagic {
-                throw fail(.badMagic, offset: UInt64(tailStart + 40), "wrong kind of oreo file (shard vs column sidecar)")
+                throw fail(
+                    .badMagic, offset: UInt64(tailStart + 40), "wrong kind of oreo file (shard vs column sidecar)")
             }
-            throw fail(.badMagic, offset: UInt64(tailStart + 40),
-                       "no oreo magic at the end: not a shard, or truncated or still being written")
+            throw fail(
+                .badMagic, offset: UInt64(tailStart + 40),
+                "no oreo magic at the end: not a shard, or truncated or still being written")
         }
         guard fileLength == size else {
             throw fail(.truncated, "file is \(size) bytes but its tail says \(fileLength): truncated or appended to")
         }
         guard tailVersion == formatVersion else {
-            throw fail(.unsupportedVersion, offset: UInt64(tailStart + 32), "format version \(tailVersion), this build reads \(formatVersion)")
+            throw fail(
+                .unsupportedVersion, offset: UInt64(tailStart + 32),
+                "format version \(tailVersion), this build reads \(formatVersion)")
         }
-        guard tailReserved == 0 else { throw fail(.corruptFooter, offset: UInt64(tailStart + 36), "reserved tail field is not zero") }
+        guard tailReserved == 0 else {
+            throw fail(.corruptFooter, offset: UInt64(tailStart + 36), "reserved tail field is not zero")
+        }
 
-        var header = ByteReader(UnsafeRawBufferPointer(rebasing: bytes[0..<Container.headerSize])) { fail(.badMagic, $0) }
-        guard Array(try header.take(8, "magic")) == magic else { throw fail(.badMagic, offset: 0, "bad magic at the start") }
+        var header = ByteReader(UnsafeRawBufferPointer(rebasing: bytes[0..<Container.headerSize])) {
+            fail(.badMagic, $0)
+        }
+        guard Array(try header.take(8, "magic")) == magic else {
+            throw fail(.badMagic, offset: 0, "bad magic at the start")
+        }
         let version = try header.u32("version")
         guard version == formatVersion else {
             throw fail(.unsupportedVersion, offset: 8, "format version \(version), this build reads \(formatVersion)")
@@ -64,9 +75,11 @@ public final class BlockFile: Sendable {
 
         let dataEnd = size - UInt64(Container.tailSize)
         guard footerLength <= Container.maxFooter, footerOffset >= UInt64(Container.headerSize),
-              footerOffset <= dataEnd, dataEnd - footerOffset == footerLength else {
-            throw fail(.corruptFooter, offset: UInt64(tailStart),
-                       "footer at \(footerOffset) of length \(footerLength) does not end where the tail starts (\(dataEnd))")
+            footerOffset <= dataEnd, dataEnd - footerOffset == footerLength
+        else {
+            throw fail(
+                .corruptFooter, offset: UInt64(tailStart),
+                "footer at \(footerOffset) of length \(footerLength) does not end where the tail starts (\(dataEnd))")
         }
         let footerBytes = UnsafeRawBufferPointer(rebasing: bytes[Int(footerOffset)..<Int(dataEnd)])
         guard Checksum.xxh3(footerBytes) == footerChecksum else {
@@ -84,7 +97,8 @@ public final class BlockFile: Sendable {
             guard index[c.name] == nil else { throw colFail(nil, "column listed twice") }
             index[c.name] = ci
             guard c.count == footer.expectedCount(c.level) else {
-                throw colFail(nil, "holds \(c.count) elements, its level (\(c.level)) needs \(footer.expectedCount(c.level))")
+                throw colFail(
+                    nil, "holds \(c.count) elements, its level (\(c.level)) needs \(footer.expectedCount(c.level))")
             }
             var next: UInt64 = 0
             for (bi, b) in c.blocks.enumerated() {
@@ -103,7 +117,8 @@ public final class BlockFile: Sendable {
                     guard b.storedLength > 0 else { throw colFail(bi, "empty compressed block") }
                 }
                 guard b.offset % UInt64(Container.blockAlignment) == 0, b.offset >= UInt64(Container.headerSize),
-                      b.offset <= footerOffset, b.storedLength <= footerOffset - b.offset else {
+                    b.offset <= footerOffset, b.storedLength <= footerOffset - b.offset
+                else {
                     throw colFail(bi, "stored range \(b.offset)..+\(b.storedLength) is outside the data area")
                 }
                 spans.append((b.offset, b.offset + b.storedLength))
@@ -118,8 +133,10 @@ public final class BlockFile: Sendable {
         func checkGap(upTo end: UInt64) throws {
             guard end >= cursor else { throw fail(.corruptFooter, offset: end, "blocks overlap") }
             guard end - cursor < UInt64(Container.blockAlignment),
-                  bytes[Int(cursor)..<Int(end)].allSatisfy({ $0 == 0 }) else {
-                throw fail(.corruptFooter, offset: cursor, "\(end - cursor) bytes between blocks that belong to no block")
+                bytes[Int(cursor)..<Int(end)].allSatisfy({ $0 == 0 })
+            else {
+                throw fail(
+                    .corruptFooter, offset: cursor, "\(end - cursor) bytes between blocks that belong to no block")
             }
         }
         for s in spans {
@@ -139,8 +156,9 @@ public final class BlockFile: Sendable {
         let b = c.blocks[bi]
         let stored = UnsafeRawBufferPointer(rebasing: file.bytes[Int(b.offset)..<Int(b.offset + b.storedLength)])
         guard Checksum.xxh3(stored) == b.checksum else {
-            throw FormatError(.checksumMismatch, path: path, column: c.name, block: bi, offset: b.offset,
-                              "block checksum mismatch")
+            throw FormatError(
+                .checksumMismatch, path: path, column: c.name, block: bi, offset: b.offset,
+                "block checksum mismatch")
         }
         return stored
     }
@@ -160,7 +178,8 @@ public final class BlockFile: Sendable {
                 let b = c.blocks[bi]
                 let stored = try verifiedStoredBytes(column: c, block: bi)
                 let start = Int(b.firstElement) * c.dtype.size
-                let target = UnsafeMutableRawBufferPointer(rebasing: dst[start..<(start + Int(b.elementCount) * c.dtype.size)])
+                let target = UnsafeMutableRawBufferPointer(
+                    rebasing: dst[start..<(start + Int(b.elementCount) * c.dtype.size)])
                 switch b.codec {
                 case .raw: target.copyMemory(from: stored)
                 case .zstd:

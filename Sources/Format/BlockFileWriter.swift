@@ -27,7 +27,9 @@ struct ColumnBuilder {
     /// Appends elements `from ..< to` of `values`.
     mutating func append<T: BitwiseCopyable>(_ values: [T], _ from: Int, _ to: Int) {
         let size = MemoryLayout<T>.stride
-        values.withUnsafeBytes { buffer.append(contentsOf: UnsafeRawBufferPointer(rebasing: $0[(from * size)..<(to * size)])) }
+        values.withUnsafeBytes {
+            buffer.append(contentsOf: UnsafeRawBufferPointer(rebasing: $0[(from * size)..<(to * size)]))
+        }
         count += UInt64(to - from)
     }
 
@@ -59,13 +61,18 @@ final class BlockFileWriter {
         if case .zstd(let level) = compression { compressor = ZstdCompressor(level: level) } else { compressor = nil }
         out = try AtomicOutput(path: path)
         var h = ByteWriter()
-        h.raw(magic); h.u32(formatVersion); h.u32(0); h.raw([UInt8](repeating: 0, count: 16))
+        h.raw(magic)
+        h.u32(formatVersion)
+        h.u32(0)
+        h.raw([UInt8](repeating: 0, count: 16))
         try out.write(h.bytes)
     }
 
     func addColumn(_ name: String, _ level: Level, _ dtype: DType, compressible: Bool = true) -> Int {
-        columns.append(ColumnBuilder(name: name, level: level, dtype: dtype,
-                                     compress: compressible && compression != .none))
+        columns.append(
+            ColumnBuilder(
+                name: name, level: level, dtype: dtype,
+                compress: compressible && compression != .none))
         return columns.count - 1
     }
 
@@ -84,7 +91,10 @@ final class BlockFileWriter {
         if columns[i].compress, let compressor {
             let n = columns[i].buffer.withUnsafeBytes { compressor.compress($0, into: &scratch) }
             // Incompressible blocks (random floats) stay raw: smaller and readable without a copy.
-            if let n, n < stored { codec = .zstd; stored = n }
+            if let n, n < stored {
+                codec = .zstd
+                stored = n
+            }
         }
         let sum: UInt64
         if codec == .zstd {
@@ -94,9 +104,11 @@ final class BlockFileWriter {
             sum = Checksum.xxh3(columns[i].buffer)
             try out.write(columns[i].buffer)
         }
-        columns[i].blocks.append(BlockEntry(offset: offset, storedLength: UInt64(stored),
-                                            firstElement: columns[i].blockFirst, elementCount: elements,
-                                            codec: codec, checksum: sum))
+        columns[i].blocks.append(
+            BlockEntry(
+                offset: offset, storedLength: UInt64(stored),
+                firstElement: columns[i].blockFirst, elementCount: elements,
+                codec: codec, checksum: sum))
         columns[i].blockFirst = columns[i].count
         columns[i].buffer.removeAll(keepingCapacity: true)
     }
@@ -113,8 +125,13 @@ final class BlockFileWriter {
         try out.write(footerBytes)
         var t = ByteWriter()
         let fileLength = out.written + UInt64(Container.tailSize)
-        t.u64(footerOffset); t.u64(UInt64(footerBytes.count)); t.u64(Checksum.xxh3(footerBytes))
-        t.u64(fileLength); t.u32(formatVersion); t.u32(0); t.raw(magic)
+        t.u64(footerOffset)
+        t.u64(UInt64(footerBytes.count))
+        t.u64(Checksum.xxh3(footerBytes))
+        t.u64(fileLength)
+        t.u32(formatVersion)
+        t.u32(0)
+        t.raw(magic)
         try out.write(t.bytes)
         let checksum = out.checksum.digest
         try out.commit()

@@ -10,7 +10,8 @@ struct ByteWriter {
     /// A string as u32 length + UTF-8 bytes.
     mutating func string(_ s: String) {
         let utf8 = Array(s.utf8)
-        u32(UInt32(utf8.count)); raw(utf8)
+        u32(UInt32(utf8.count))
+        raw(utf8)
     }
 }
 
@@ -37,9 +38,15 @@ struct ByteReader {
     }
 
     mutating func u8(_ what: String) throws -> UInt8 { try take(1, what)[0] }
-    mutating func u16(_ what: String) throws -> UInt16 { UInt16(littleEndian: try take(2, what).loadUnaligned(as: UInt16.self)) }
-    mutating func u32(_ what: String) throws -> UInt32 { UInt32(littleEndian: try take(4, what).loadUnaligned(as: UInt32.self)) }
-    mutating func u64(_ what: String) throws -> UInt64 { UInt64(littleEndian: try take(8, what).loadUnaligned(as: UInt64.self)) }
+    mutating func u16(_ what: String) throws -> UInt16 {
+        UInt16(littleEndian: try take(2, what).loadUnaligned(as: UInt16.self))
+    }
+    mutating func u32(_ what: String) throws -> UInt32 {
+        UInt32(littleEndian: try take(4, what).loadUnaligned(as: UInt32.self))
+    }
+    mutating func u64(_ what: String) throws -> UInt64 {
+        UInt64(littleEndian: try take(8, what).loadUnaligned(as: UInt64.self))
+    }
 
     /// A u64 that must fit in `Int` and be at most `limit`.
     mutating func count(_ what: String, limit: UInt64) throws -> Int {

@@ -18,13 +18,15 @@ public final class Dataset: Sendable {
         let manifest = try Manifest.read(directory: directory)
         let mpath = directory + "/" + Manifest.fileName
         guard manifest.complete || allowIncomplete else {
-            throw FormatError(.manifest, path: mpath, "dataset is incomplete (a writer was interrupted or is still running)")
+            throw FormatError(
+                .manifest, path: mpath, "dataset is incomplete (a writer was interrupted or is still running)")
         }
         self.manifest = manifest
         var shards: [Shard] = []
         var first = [0]
         for e in manifest.shards {
-            let shard = try Shard(path: directory + "/" + e.file, sidecars: e.sidecars.map { directory + "/" + $0.file })
+            let shard = try Shard(
+                path: directory + "/" + e.file, sidecars: e.sidecars.map { directory + "/" + $0.file })
             try Dataset.check(e, against: shard, manifest: manifest, manifestPath: mpath)
             shards.append(shard)
             first.append(first.last! + shard.trajectoryCount)
@@ -34,21 +36,31 @@ public final class Dataset: Sendable {
     }
 
     static func check(_ e: ShardEntry, against s: Shard, manifest m: Manifest, manifestPath: String) throws {
-        func bad(_ reason: String) -> FormatError { FormatError(.inconsistent, path: s.path, reason + " (manifest \(manifestPath))") }
-        guard UInt64(s.trajectoryCount) == e.trajectories, UInt64(s.stepCount) == e.steps, UInt64(s.tokenCount) == e.tokens else {
-            throw bad("holds \(s.trajectoryCount)/\(s.stepCount)/\(s.tokenCount) trajectories/steps/tokens, the manifest says \(e.trajectories)/\(e.steps)/\(e.tokens)")
+        func bad(_ reason: String) -> FormatError {
+            FormatError(.inconsistent, path: s.path, reason + " (manifest \(manifestPath))")
+        }
+        guard UInt64(s.trajectoryCount) == e.trajectories, UInt64(s.stepCount) == e.steps,
+            UInt64(s.tokenCount) == e.tokens
+        else {
+            throw bad(
+                "holds \(s.trajectoryCount)/\(s.stepCount)/\(s.tokenCount) trajectories/steps/tokens, the manifest says \(e.trajectories)/\(e.steps)/\(e.tokens)"
+            )
         }
         guard UInt64(s.main.file.bytes.count) == e.bytes else {
             throw bad("is \(s.main.file.bytes.count) bytes, the manifest says \(e.bytes)")
         }
         for (sc, file) in zip(e.sidecars, s.sidecars) where UInt64(file.file.bytes.count) != sc.bytes {
-            throw FormatError(.inconsistent, path: file.path, "is \(file.file.bytes.count) bytes, the manifest says \(sc.bytes)")
+            throw FormatError(
+                .inconsistent, path: file.path, "is \(file.file.bytes.count) bytes, the manifest says \(sc.bytes)")
         }
         guard s.vocabSize == m.vocabSize, s.tokenDType.description == m.tokenDType else {
-            throw bad("vocabulary \(s.vocabSize) (\(s.tokenDType)) differs from the manifest's \(m.vocabSize) (\(m.tokenDType))")
+            throw bad(
+                "vocabulary \(s.vocabSize) (\(s.tokenDType)) differs from the manifest's \(m.vocabSize) (\(m.tokenDType))"
+            )
         }
         guard Set(s.tokenValueColumns) == Set(m.tokenColumns) else {
-            throw bad("has token columns \(s.tokenValueColumns.sorted()), the manifest lists \(m.tokenColumns.sorted())")
+            throw bad(
+                "has token columns \(s.tokenValueColumns.sorted()), the manifest lists \(m.tokenColumns.sorted())")
         }
     }
 
@@ -103,14 +115,17 @@ public final class Dataset: Sendable {
     ///
     /// `values(shard, cursor, i)` returns trajectory i's values (one per token). An interrupted run leaves the
     /// previous manifest in force; running again rewrites the sidecars.
-    public func addTokenColumn(_ name: String, compression: Compression = .zstd(level: 3),
-                               values: (Int, ShardCursor, Int) throws -> [Float]) throws -> Manifest {
+    public func addTokenColumn(
+        _ name: String, compression: Compression = .zstd(level: 3),
+        values: (Int, ShardCursor, Int) throws -> [Float]
+    ) throws -> Manifest {
         var m = manifest
         guard !m.tokenColumns.contains(name) else {
             throw FormatError(.invalidArgument, path: directory, "dataset already has token column '\(name)'")
         }
         for (si, shard) in shards.enumerated() {
-            let file = (m.shards[si].file.hasSuffix(".oreo") ? String(m.shards[si].file.dropLast(5)) : m.shards[si].file)
+            let file =
+                (m.shards[si].file.hasSuffix(".oreo") ? String(m.shards[si].file.dropLast(5)) : m.shards[si].file)
                 + ".\(name).oreocol"
             let w = try SidecarWriter(path: directory + "/" + file, shard: shard, name: name, compression: compression)
             let cursor = shard.cursor()
@@ -147,9 +162,11 @@ public final class DatasetWriter {
     private var current: ShardWriter?
 
     /// Creates `directory` if needed and writes an empty, incomplete manifest.
-    public init(directory: String, options: ShardOptions, shardTokens: UInt64 = 64 << 20,
-                tokenizer: TokenizerInfo? = nil, properties: [String: String] = [:],
-                manifestName: String = Manifest.fileName, shardPrefix: String = "shard") throws {
+    public init(
+        directory: String, options: ShardOptions, shardTokens: UInt64 = 64 << 20,
+        tokenizer: TokenizerInfo? = nil, properties: [String: String] = [:],
+        manifestName: String = Manifest.fileName, shardPrefix: String = "shard"
+    ) throws {
         self.directory = directory
         self.options = options
         self.shardTokens = max(1, shardTokens)
@@ -161,25 +178,30 @@ public final class DatasetWriter {
             throw FormatError(.io, path: directory, "cannot create directory: \(error.localizedDescription)")
         }
         DatasetWriter.removeTemporaries(in: directory)
-        manifest = Manifest(complete: false, tokenDType: options.tokenDType.description, vocabSize: options.vocabSize,
-                            tokenizer: tokenizer, compression: options.compression.description,
-                            tokenColumns: options.tokenColumns,
-                            counts: DatasetCounts(trajectories: 0, steps: 0, tokens: 0), shards: [],
-                            createdBy: "oreo \(oreoVersion)", properties: properties)
+        manifest = Manifest(
+            complete: false, tokenDType: options.tokenDType.description, vocabSize: options.vocabSize,
+            tokenizer: tokenizer, compression: options.compression.description,
+            tokenColumns: options.tokenColumns,
+            counts: DatasetCounts(trajectories: 0, steps: 0, tokens: 0), shards: [],
+            createdBy: "oreo \(oreoVersion)", properties: properties)
         try manifest.write(directory: directory, fileName: manifestName)
     }
 
     /// Continues an interrupted dataset: keeps the shards `manifest` lists and numbers new ones after them.
-    public init(resuming manifest: Manifest, directory: String, shardTokens: UInt64,
-                manifestName: String = Manifest.fileName, shardPrefix: String = "shard") throws {
+    public init(
+        resuming manifest: Manifest, directory: String, shardTokens: UInt64,
+        manifestName: String = Manifest.fileName, shardPrefix: String = "shard"
+    ) throws {
         guard !manifest.complete else {
             throw FormatError(.invalidArgument, path: directory + "/" + manifestName, "dataset is already complete")
         }
-        guard DType(name: manifest.tokenDType) != nil, let compression = Compression(parsing: manifest.compression) else {
+        guard DType(name: manifest.tokenDType) != nil, let compression = Compression(parsing: manifest.compression)
+        else {
             throw FormatError(.manifest, path: directory + "/" + manifestName, "unreadable dtype or compression")
         }
         self.directory = directory
-        options = ShardOptions(vocabSize: manifest.vocabSize, compression: compression, tokenColumns: manifest.tokenColumns)
+        options = ShardOptions(
+            vocabSize: manifest.vocabSize, compression: compression, tokenColumns: manifest.tokenColumns)
         self.shardTokens = max(1, shardTokens)
         self.manifestName = manifestName
         self.shardPrefix = shardPrefix
@@ -205,8 +227,10 @@ public final class DatasetWriter {
     /// Appends trajectories `range` of `batch`, all from input `source`. When trajectory k fills the current
     /// shard, `beforeClose(k)` runs just before the shard is closed (so that `onShardClose` can report the
     /// state after k); shards roll exactly where appending the trajectories one at a time would roll them.
-    public func append(_ batch: TrajectoryBatch, _ range: Range<Int>, source: String = "",
-                       beforeClose: (Int) throws -> Void = { _ in }) throws {
+    public func append(
+        _ batch: TrajectoryBatch, _ range: Range<Int>, source: String = "",
+        beforeClose: (Int) throws -> Void = { _ in }
+    ) throws {
         var k = range.lowerBound
         while k < range.upperBound {
             let w = try openShard()
@@ -242,9 +266,11 @@ public final class DatasetWriter {
         if let w = current {
             current = nil
             let s = try w.finish()
-            manifest.shards.append(ShardEntry(file: s.file, trajectories: s.trajectories, steps: s.steps,
-                                              tokens: s.tokens, bytes: s.bytes, xxh3: Checksum.hex(s.checksum),
-                                              sidecars: []))
+            manifest.shards.append(
+                ShardEntry(
+                    file: s.file, trajectories: s.trajectories, steps: s.steps,
+                    tokens: s.tokens, bytes: s.bytes, xxh3: Checksum.hex(s.checksum),
+                    sidecars: []))
             manifest.counts.trajectories += s.trajectories
             manifest.counts.steps += s.steps
             manifest.counts.tokens += s.tokens

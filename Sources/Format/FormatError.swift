@@ -25,10 +25,16 @@ public struct FormatError: Error, CustomStringConvertible, Sendable, Equatable {
     public var reason: String
 
     /// Builds an error; only `kind`, `path` and `reason` are required.
-    public init(_ kind: Kind, path: String, column: String? = nil, block: Int? = nil, offset: UInt64? = nil,
-                _ reason: String) {
-        self.kind = kind; self.path = path; self.column = column; self.block = block
-        self.offset = offset; self.reason = reason
+    public init(
+        _ kind: Kind, path: String, column: String? = nil, block: Int? = nil, offset: UInt64? = nil,
+        _ reason: String
+    ) {
+        self.kind = kind
+        self.path = path
+        self.column = column
+        self.block = block
+        self.offset = offset
+        self.reason = reason
     }
 
     /// One line: `file: column 'x' block 3 at offset 1234: reason` (`no such file: file` for a missing one).

@@ -193,16 +193,27 @@ public struct Footer: Sendable, Equatable {
 
     func encode() -> [UInt8] {
         var w = ByteWriter()
-        w.u64(trajectories); w.u64(steps); w.u64(tokens); w.u64(metaBytes); w.u64(vocabSize)
+        w.u64(trajectories)
+        w.u64(steps)
+        w.u64(tokens)
+        w.u64(metaBytes)
+        w.u64(vocabSize)
         w.u32(UInt32(sources.count))
         for s in sources { w.string(s) }
         w.u32(UInt32(columns.count))
         for c in columns {
-            w.string(c.name); w.u8(c.level.rawValue); w.u8(c.dtype.rawValue); w.u64(c.count)
+            w.string(c.name)
+            w.u8(c.level.rawValue)
+            w.u8(c.dtype.rawValue)
+            w.u64(c.count)
             w.u64(UInt64(c.blocks.count))
             for b in c.blocks {
-                w.u64(b.offset); w.u64(b.storedLength); w.u64(b.firstElement); w.u64(b.elementCount)
-                w.u8(b.codec.rawValue); w.u64(b.checksum)
+                w.u64(b.offset)
+                w.u64(b.storedLength)
+                w.u64(b.firstElement)
+                w.u64(b.elementCount)
+                w.u8(b.codec.rawValue)
+                w.u64(b.checksum)
             }
         }
         return w.bytes
@@ -216,8 +227,10 @@ public struct Footer: Sendable, Equatable {
         let tokens = try r.u64("token count")
         let metaBytes = try r.u64("metadata byte count")
         let vocab = try r.u64("vocabulary size")
-        for (v, what) in [(trajectories, "trajectory count"), (steps, "step count"), (tokens, "token count"),
-                          (metaBytes, "metadata byte count"), (vocab, "vocabulary size")] where v > limit {
+        for (v, what) in [
+            (trajectories, "trajectory count"), (steps, "step count"), (tokens, "token count"),
+            (metaBytes, "metadata byte count"), (vocab, "vocabulary size"),
+        ] where v > limit {
             throw FormatError(.corruptFooter, path: path, "\(what) \(v) is absurd")
         }
         let nSources = Int(try r.u32("source count"))
@@ -253,15 +266,18 @@ public struct Footer: Sendable, Equatable {
                     throw FormatError(.corruptFooter, path: path, column: name, block: blocks.count, "unknown codec")
                 }
                 let sum = try r.u64("block checksum")
-                blocks.append(BlockEntry(offset: offset, storedLength: stored, firstElement: first,
-                                         elementCount: n, codec: codec, checksum: sum))
+                blocks.append(
+                    BlockEntry(
+                        offset: offset, storedLength: stored, firstElement: first,
+                        elementCount: n, codec: codec, checksum: sum))
             }
             columns.append(ColumnDescriptor(name: name, level: level, dtype: dtype, count: count, blocks: blocks))
         }
         guard r.remaining == 0 else {
             throw FormatError(.corruptFooter, path: path, "\(r.remaining) unexpected bytes after the column directory")
         }
-        return Footer(trajectories: trajectories, steps: steps, tokens: tokens, metaBytes: metaBytes,
-                      vocabSize: vocab, sources: sources, columns: columns)
+        return Footer(
+            trajectories: trajectories, steps: steps, tokens: tokens, metaBytes: metaBytes,
+            vocabSize: vocab, sources: sources, columns: columns)
     }
 }

@@ -8,7 +8,10 @@ public struct TokenizerInfo: Codable, Sendable, Equatable {
     /// Where it came from (a path or a name), for people.
     public var source: String
     /// Creates tokenizer info.
-    public init(fingerprint: String, source: String) { self.fingerprint = fingerprint; self.source = source }
+    public init(fingerprint: String, source: String) {
+        self.fingerprint = fingerprint
+        self.source = source
+    }
 }
 
 /// A sidecar column file of one shard.
@@ -94,7 +97,9 @@ public struct Manifest: Codable, Sendable, Equatable {
         var totals = DatasetCounts(trajectories: 0, steps: 0, tokens: 0)
         for (i, s) in shards.enumerated() {
             for f in [s.file] + s.sidecars.map(\.file) {
-                guard Manifest.isPlainFileName(f) else { throw bad("shard \(i): file name '\(f)' is not a plain file name") }
+                guard Manifest.isPlainFileName(f) else {
+                    throw bad("shard \(i): file name '\(f)' is not a plain file name")
+                }
                 guard names.insert(f).inserted else { throw bad("file '\(f)' is listed twice") }
             }
             for x in [s.xxh3] + s.sidecars.map(\.xxh3) where UInt64(x, radix: 16) == nil || x.count != 16 {
@@ -103,10 +108,14 @@ public struct Manifest: Codable, Sendable, Equatable {
             for c in s.sidecars.map(\.column) where !tokenColumns.contains(c) {
                 throw bad("shard \(i): sidecar column '\(c)' is not in token_columns")
             }
-            totals.trajectories += s.trajectories; totals.steps += s.steps; totals.tokens += s.tokens
+            totals.trajectories += s.trajectories
+            totals.steps += s.steps
+            totals.tokens += s.tokens
         }
         guard totals == counts else {
-            throw bad("counts say \(counts.trajectories)/\(counts.steps)/\(counts.tokens) trajectories/steps/tokens, shards add up to \(totals.trajectories)/\(totals.steps)/\(totals.tokens)")
+            throw bad(
+                "counts say \(counts.trajectories)/\(counts.steps)/\(counts.tokens) trajectories/steps/tokens, shards add up to \(totals.trajectories)/\(totals.steps)/\(totals.tokens)"
+            )
         }
     }
 
@@ -122,8 +131,9 @@ public struct Manifest: Codable, Sendable, Equatable {
         let data = Data(file.bytes)
         // The strict reader first: syntax errors (and duplicate keys, NaN, ...) with their position.
         do { _ = try StrictJSON.parse(data, file: path) } catch {
-            throw FormatError(.manifest, path: path, offset: UInt64(error.offset),
-                              "not valid JSON (line \(error.line), column \(error.column)): \(error.reason)")
+            throw FormatError(
+                .manifest, path: path, offset: UInt64(error.offset),
+                "not valid JSON (line \(error.line), column \(error.column)): \(error.reason)")
         }
         let m: Manifest
         do {
@@ -131,11 +141,16 @@ public struct Manifest: Codable, Sendable, Equatable {
         } catch let DecodingError.dataCorrupted(ctx) {
             throw FormatError(.manifest, path: path, "not valid JSON: \(ctx.debugDescription)")
         } catch let DecodingError.keyNotFound(key, ctx) {
-            throw FormatError(.manifest, path: path, "missing field '\((ctx.codingPath + [key]).map(\.stringValue).joined(separator: "."))'")
+            throw FormatError(
+                .manifest, path: path,
+                "missing field '\((ctx.codingPath + [key]).map(\.stringValue).joined(separator: "."))'")
         } catch let DecodingError.typeMismatch(_, ctx) {
-            throw FormatError(.manifest, path: path, "wrong type at '\(ctx.codingPath.map(\.stringValue).joined(separator: "."))': \(ctx.debugDescription)")
+            throw FormatError(
+                .manifest, path: path,
+                "wrong type at '\(ctx.codingPath.map(\.stringValue).joined(separator: "."))': \(ctx.debugDescription)")
         } catch let DecodingError.valueNotFound(_, ctx) {
-            throw FormatError(.manifest, path: path, "null at '\(ctx.codingPath.map(\.stringValue).joined(separator: "."))'")
+            throw FormatError(
+                .manifest, path: path, "null at '\(ctx.codingPath.map(\.stringValue).joined(separator: "."))'")
         } catch {
             throw FormatError(.manifest, path: path, "cannot decode: \(error)")
         }

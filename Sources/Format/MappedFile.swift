@@ -1,7 +1,7 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 import Support
 
@@ -21,7 +21,9 @@ public final class MappedFile: @unchecked Sendable {
         if fd < 0 { throw FormatError(.io, path: path, FileReadError.errno(errno, path: path).reason) }
         defer { close(fd) }
         var st = stat()
-        if fstat(fd, &st) != 0 { throw FormatError(.io, path: path, "cannot stat: \(String(cString: strerror(errno)))") }
+        if fstat(fd, &st) != 0 {
+            throw FormatError(.io, path: path, "cannot stat: \(String(cString: strerror(errno)))")
+        }
         if (st.st_mode & S_IFMT) != S_IFREG { throw FormatError(.io, path: path, "not a regular file") }
         let size = Int(st.st_size)
         if size == 0 {

@@ -76,8 +76,9 @@ public final class Shard: Sendable {
         }
         let ids = main.column(ColumnName.tokenIDs)!
         if f.vocabSize == 0 || f.vocabSize > UInt64(UInt32.max) || ids.dtype != DType.forVocabulary(Int(f.vocabSize)) {
-            throw FormatError(.inconsistent, path: path, column: ColumnName.tokenIDs,
-                              "dtype \(ids.dtype) does not fit the vocabulary size \(f.vocabSize)")
+            throw FormatError(
+                .inconsistent, path: path, column: ColumnName.tokenIDs,
+                "dtype \(ids.dtype) does not fit the vocabulary size \(f.vocabSize)")
         }
         for c in f.columns where c.level == .token && c.name != ColumnName.tokenIDs && c.dtype != .f32 {
             throw FormatError(.inconsistent, path: path, column: c.name, "per-token value columns must be f32")
@@ -95,11 +96,15 @@ public final class Shard: Sendable {
         for p in sidecarPaths {
             let s = try BlockFile(path: p, magic: Container.sidecarMagic)
             guard s.footer.trajectories == f.trajectories, s.footer.tokens == f.tokens else {
-                throw FormatError(.inconsistent, path: p,
-                                  "sidecar holds \(s.footer.trajectories) trajectories / \(s.footer.tokens) tokens, shard \(path) holds \(f.trajectories) / \(f.tokens)")
+                throw FormatError(
+                    .inconsistent, path: p,
+                    "sidecar holds \(s.footer.trajectories) trajectories / \(s.footer.tokens) tokens, shard \(path) holds \(f.trajectories) / \(f.tokens)"
+                )
             }
-            for c in s.footer.columns where c.level != .token || c.dtype != .f32
-                || !c.name.hasPrefix(ColumnName.tokenPrefix) || c.name == ColumnName.tokenIDs {
+            for c in s.footer.columns
+            where c.level != .token || c.dtype != .f32
+                || !c.name.hasPrefix(ColumnName.tokenPrefix) || c.name == ColumnName.tokenIDs
+            {
                 throw FormatError(.inconsistent, path: p, column: c.name, "a sidecar holds only per-token f32 columns")
             }
             sidecars.append(s)
@@ -111,19 +116,22 @@ public final class Shard: Sendable {
         for file in [main] + sidecars {
             for c in file.footer.columns {
                 guard handles[c.name] == nil else {
-                    throw FormatError(.inconsistent, path: file.path, column: c.name, "column also stored in another file")
+                    throw FormatError(
+                        .inconsistent, path: file.path, column: c.name, "column also stored in another file")
                 }
-                let parents: [UInt64]? = switch c.level {
-                case .token: tokenOffsets
-                case .step: stepOffsets
-                case .metaByte: metaOffsets
-                case .trajectory, .offsets: nil
-                }
+                let parents: [UInt64]? =
+                    switch c.level {
+                    case .token: tokenOffsets
+                    case .step: stepOffsets
+                    case .metaByte: metaOffsets
+                    case .trajectory, .offsets: nil
+                    }
                 // Ragged blocks must start at trajectory boundaries so one trajectory never spans two blocks.
                 if let parents {
                     for (bi, b) in c.blocks.enumerated() where !Shard.contains(parents, b.firstElement) {
-                        throw FormatError(.inconsistent, path: file.path, column: c.name, block: bi, offset: b.offset,
-                                          "block starts at element \(b.firstElement), inside a trajectory")
+                        throw FormatError(
+                            .inconsistent, path: file.path, column: c.name, block: bi, offset: b.offset,
+                            "block starts at element \(b.firstElement), inside a trajectory")
                     }
                 }
                 handles[c.name] = columns.count
@@ -146,8 +154,9 @@ public final class Shard: Sendable {
     private static func loadOffsets(_ file: BlockFile, _ name: String, total: UInt64) throws -> [UInt64] {
         let v = try file.readWholeColumn(name, as: UInt64.self)
         guard v.first == 0, v.last == total else {
-            throw FormatError(.inconsistent, path: file.path, column: name,
-                              "offsets run from \(v.first ?? 0) to \(v.last ?? 0), expected 0 to \(total)")
+            throw FormatError(
+                .inconsistent, path: file.path, column: name,
+                "offsets run from \(v.first ?? 0) to \(v.last ?? 0), expected 0 to \(total)")
         }
         for i in 1..<v.count where v[i] < v[i - 1] {
             throw FormatError(.inconsistent, path: file.path, column: name, "offset \(i) decreases")

@@ -33,13 +33,21 @@ public final class ShardCursor {
         last.initialize(repeating: LastHit(), count: max(1, shard.columns.count))
         lastOwner = Array(repeating: nil, count: shard.columns.count)
         elementSize = shard.columns.map { $0.descriptor.dtype.size }
-        tokenOffsets = shard.tokenOffsets; stepOffsets = shard.stepOffsets; metaOffsets = shard.metaOffsets
+        tokenOffsets = shard.tokenOffsets
+        stepOffsets = shard.stepOffsets
+        metaOffsets = shard.metaOffsets
         trajectoryCount = shard.trajectoryCount
         tokenDType = shard.tokenDType
         let h = shard.handles
-        hTokens = h[ColumnName.tokenIDs]!; hPrompt = h[ColumnName.promptLength]!; hReward = h[ColumnName.reward]!
-        hGroup = h[ColumnName.group]!; hSource = h[ColumnName.sourceFile]!; hLine = h[ColumnName.sourceLine]!
-        hFlags = h[ColumnName.flags]!; hStepEnd = h[ColumnName.stepEnd]!; hMeta = h[ColumnName.meta]!
+        hTokens = h[ColumnName.tokenIDs]!
+        hPrompt = h[ColumnName.promptLength]!
+        hReward = h[ColumnName.reward]!
+        hGroup = h[ColumnName.group]!
+        hSource = h[ColumnName.sourceFile]!
+        hLine = h[ColumnName.sourceLine]!
+        hFlags = h[ColumnName.flags]!
+        hStepEnd = h[ColumnName.stepEnd]!
+        hMeta = h[ColumnName.meta]!
     }
 
     deinit { last.deallocate() }
@@ -50,7 +58,8 @@ public final class ShardCursor {
     /// Trajectory `i` (0-based), with its semantic checks applied.
     public func trajectory(_ i: Int) throws -> TrajectoryView {
         guard i >= 0, i < trajectoryCount else {
-            throw FormatError(.invalidArgument, path: shard.path, "trajectory \(i) out of range 0..<\(shard.trajectoryCount)")
+            throw FormatError(
+                .invalidArgument, path: shard.path, "trajectory \(i) out of range 0..<\(shard.trajectoryCount)")
         }
         let tokRange = range(tokenOffsets, i)
         let raw = try slice(hTokens, tokRange)
@@ -67,7 +76,9 @@ public final class ShardCursor {
             guard e > previous, Int(e) <= tokens.count else { throw bad("step end \(e) out of order or past the end") }
             previous = e
         }
-        guard sourceIndex < shard.main.footer.sources.count else { throw bad("source index \(sourceIndex) out of range") }
+        guard sourceIndex < shard.main.footer.sources.count else {
+            throw bad("source index \(sourceIndex) out of range")
+        }
         return TrajectoryView(
             index: i, tokens: tokens, promptLength: prompt,
             reward: Float(bitPattern: try scalar(hReward, i, as: UInt32.self)),
@@ -81,23 +92,28 @@ public final class ShardCursor {
     /// tokens (for planning passes over a whole dataset).
     public func scalars(_ i: Int) throws -> TrajectoryScalars {
         guard i >= 0, i < trajectoryCount else {
-            throw FormatError(.invalidArgument, path: shard.path, "trajectory \(i) out of range 0..<\(shard.trajectoryCount)")
+            throw FormatError(
+                .invalidArgument, path: shard.path, "trajectory \(i) out of range 0..<\(shard.trajectoryCount)")
         }
         let tokens = range(tokenOffsets, i).count
         let prompt = Int(try scalar(hPrompt, i, as: UInt32.self))
         guard prompt <= tokens else {
-            throw FormatError(.inconsistent, path: shard.path, "trajectory \(i): prompt length \(prompt) exceeds its \(tokens) tokens")
+            throw FormatError(
+                .inconsistent, path: shard.path, "trajectory \(i): prompt length \(prompt) exceeds its \(tokens) tokens"
+            )
         }
-        return TrajectoryScalars(tokenCount: tokens, promptLength: prompt,
-                                 reward: Float(bitPattern: try scalar(hReward, i, as: UInt32.self)),
-                                 group: try scalar(hGroup, i, as: UInt64.self),
-                                 flags: TrajectoryFlags(rawValue: try scalar(hFlags, i, as: UInt32.self)))
+        return TrajectoryScalars(
+            tokenCount: tokens, promptLength: prompt,
+            reward: Float(bitPattern: try scalar(hReward, i, as: UInt32.self)),
+            group: try scalar(hGroup, i, as: UInt64.self),
+            flags: TrajectoryFlags(rawValue: try scalar(hFlags, i, as: UInt32.self)))
     }
 
     /// Only the token ids of trajectory `i` (the batching fast path; no semantic checks of the other columns).
     public func tokens(_ i: Int) throws -> TokenSlice {
         guard i >= 0, i < trajectoryCount else {
-            throw FormatError(.invalidArgument, path: shard.path, "trajectory \(i) out of range 0..<\(shard.trajectoryCount)")
+            throw FormatError(
+                .invalidArgument, path: shard.path, "trajectory \(i) out of range 0..<\(shard.trajectoryCount)")
         }
         let r = range(tokenOffsets, i)
         let raw = try slice(hTokens, r)
@@ -110,7 +126,8 @@ public final class ShardCursor {
             throw FormatError(.missingColumn, path: shard.path, column: ColumnName.tokenPrefix + name, "no such column")
         }
         guard i >= 0, i < trajectoryCount else {
-            throw FormatError(.invalidArgument, path: shard.path, "trajectory \(i) out of range 0..<\(shard.trajectoryCount)")
+            throw FormatError(
+                .invalidArgument, path: shard.path, "trajectory \(i) out of range 0..<\(shard.trajectoryCount)")
         }
         return try typed(h, range(tokenOffsets, i))
     }
@@ -156,13 +173,15 @@ public final class ShardCursor {
         }
         let b = col.descriptor.blocks[lo]
         guard UInt64(r.upperBound) <= b.firstElement + b.elementCount else {
-            throw FormatError(.inconsistent, path: col.file.path, column: col.descriptor.name, block: lo,
-                              "elements \(r) cross a block boundary")
+            throw FormatError(
+                .inconsistent, path: col.file.path, column: col.descriptor.name, block: lo,
+                "elements \(r) cross a block boundary")
         }
         let (owner, base) = try block(h, lo)
         lastOwner[h] = owner
-        last[h] = LastHit(first: Int(b.firstElement), end: Int(b.firstElement + b.elementCount), base: base,
-                          owner: Unmanaged.passUnretained(owner), elementSize: col.descriptor.dtype.size)
+        last[h] = LastHit(
+            first: Int(b.firstElement), end: Int(b.firstElement + b.elementCount), base: base,
+            owner: Unmanaged.passUnretained(owner), elementSize: col.descriptor.dtype.size)
         return (owner, base + (r.lowerBound - Int(b.firstElement)) * col.descriptor.dtype.size)
     }
 
@@ -190,10 +209,14 @@ public final class ShardCursor {
         }
         // Blocks already checked in this process decompress to the same checked bytes: skip the checks.
         let known = shard.isVerified(h, bi)
-        let stored = known ? UnsafeRawBufferPointer(rebasing: col.file.file.bytes[Int(b.offset)..<Int(b.offset + b.storedLength)])
-                           : try col.file.verifiedStoredBytes(column: d, block: bi)
+        let stored =
+            known
+            ? UnsafeRawBufferPointer(rebasing: col.file.file.bytes[Int(b.offset)..<Int(b.offset + b.storedLength)])
+            : try col.file.verifiedStoredBytes(column: d, block: bi)
         let buffer = takeBuffer(count: Int(b.elementCount) * d.dtype.size)
-        if let err = decompressor.decompress(stored, into: UnsafeMutableRawBufferPointer(start: buffer.pointer, count: buffer.count)) {
+        if let err = decompressor.decompress(
+            stored, into: UnsafeMutableRawBufferPointer(start: buffer.pointer, count: buffer.count))
+        {
             throw FormatError(.corruptBlock, path: col.file.path, column: d.name, block: bi, offset: b.offset, err)
         }
         if !known {
@@ -201,9 +224,14 @@ public final class ShardCursor {
             shard.markVerified(h, bi)
         }
         verified[h][bi] = true
-        if cache[h].count >= cacheBlocks, let oldest = cache[h].indices.min(by: { cache[h][$0].tick < cache[h][$1].tick }) {
+        if cache[h].count >= cacheBlocks,
+            let oldest = cache[h].indices.min(by: { cache[h][$0].tick < cache[h][$1].tick })
+        {
             var evicted = cache[h].remove(at: oldest).buffer
-            if lastOwner[h] === evicted { last[h] = LastHit(); lastOwner[h] = nil }
+            if lastOwner[h] === evicted {
+                last[h] = LastHit()
+                lastOwner[h] = nil
+            }
             // Reuse the memory when no view still holds it: fresh megabyte allocations cost page faults.
             if isKnownUniquelyReferenced(&evicted), spare.count < 4 { spare.append(evicted) }
         }
@@ -240,8 +268,9 @@ public final class ShardCursor {
             start += chunk
         }
         guard hasher.digest == b.checksum else {
-            throw FormatError(.checksumMismatch, path: col.file.path, column: col.descriptor.name, block: bi,
-                              offset: b.offset, "block checksum mismatch")
+            throw FormatError(
+                .checksumMismatch, path: col.file.path, column: col.descriptor.name, block: bi,
+                offset: b.offset, "block checksum mismatch")
         }
         try rangeError(h, bi, maxID)
     }
@@ -263,9 +292,10 @@ public final class ShardCursor {
         let vocab = UInt32(truncatingIfNeeded: shard.vocabSize)
         if maxID >= vocab {
             let col = shard.columns[h]
-            throw FormatError(.tokenOutOfRange, path: col.file.path, column: col.descriptor.name, block: bi,
-                              offset: col.descriptor.blocks[bi].offset,
-                              "token id \(maxID) is not below the vocabulary size \(vocab)")
+            throw FormatError(
+                .tokenOutOfRange, path: col.file.path, column: col.descriptor.name, block: bi,
+                offset: col.descriptor.blocks[bi].offset,
+                "token id \(maxID) is not below the vocabulary size \(vocab)")
         }
     }
 

@@ -17,8 +17,14 @@ public enum Compression: Sendable, Equatable, CustomStringConvertible {
 
     /// Parses "raw", "none", "zstd" (level 3) or "zstd-N".
     public init?(parsing s: String) {
-        if s == "raw" || s == "none" { self = .none; return }
-        if s == "zstd" { self = .zstd(level: 3); return }
+        if s == "raw" || s == "none" {
+            self = .none
+            return
+        }
+        if s == "zstd" {
+            self = .zstd(level: 3)
+            return
+        }
         guard s.hasPrefix("zstd-"), let l = Int(s.dropFirst(5)), (1...22).contains(l) else { return nil }
         self = .zstd(level: l)
     }
@@ -36,10 +42,14 @@ public struct ShardOptions: Sendable, Equatable {
     public var tokenColumns: [String] = []
 
     /// Options for a vocabulary; everything else default.
-    public init(vocabSize: Int, compression: Compression = .zstd(level: 3), blockBytes: Int = 1 << 20,
-                tokenColumns: [String] = []) {
-        self.vocabSize = vocabSize; self.compression = compression
-        self.blockBytes = blockBytes; self.tokenColumns = tokenColumns
+    public init(
+        vocabSize: Int, compression: Compression = .zstd(level: 3), blockBytes: Int = 1 << 20,
+        tokenColumns: [String] = []
+    ) {
+        self.vocabSize = vocabSize
+        self.compression = compression
+        self.blockBytes = blockBytes
+        self.tokenColumns = tokenColumns
     }
 
     /// Token id dtype: u16 when the vocabulary fits, else u32.

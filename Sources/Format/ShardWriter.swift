@@ -34,8 +34,9 @@ public final class ShardWriter {
         }
         self.path = path
         self.options = options
-        file = try BlockFileWriter(path: path, magic: Container.magic, compression: options.compression,
-                                   blockBytes: options.blockBytes)
+        file = try BlockFileWriter(
+            path: path, magic: Container.magic, compression: options.compression,
+            blockBytes: options.blockBytes)
         // Offsets stay raw so readers index them straight from the mapping.
         cTokOff = file.addColumn(ColumnName.tokenOffsets, .offsets, .u64, compressible: false)
         cStepOff = file.addColumn(ColumnName.stepOffsets, .offsets, .u64, compressible: false)
@@ -139,8 +140,9 @@ public final class ShardWriter {
             fixed(cSource, sourceIndices, 0), fixed(cLine, batch.sourceLine, lo), fixed(cFlags, batch.flags, lo),
             part(cStepEnd, batch.stepEnds, start: s0, end: { batch.stepEnd[$0] }),
             part(cMeta, batch.meta, start: m0, end: { batch.metaEnd[$0] }),
-            narrowIDs ? part(cIDs, narrowed, start: 0, end: { batch.tokenEnd[$0] - t0 })
-                      : part(cIDs, batch.tokens, start: t0, end: { batch.tokenEnd[$0] }),
+            narrowIDs
+                ? part(cIDs, narrowed, start: 0, end: { batch.tokenEnd[$0] - t0 })
+                : part(cIDs, batch.tokens, start: t0, end: { batch.tokenEnd[$0] }),
         ]
         // Flushes happen after the trajectory that fills a block, in column order among one trajectory's.
         var flushes: [(k: Int, part: Int)] = []
@@ -150,7 +152,10 @@ public final class ShardWriter {
                 let e = part.end(k)
                 fill += (e - previous) * part.size
                 previous = e
-                if fill >= file.blockBytes { flushes.append((k, p)); fill = 0 }
+                if fill >= file.blockBytes {
+                    flushes.append((k, p))
+                    fill = 0
+                }
             }
         }
         flushes.sort { ($0.k, parts[$0.part].column) < ($1.k, parts[$1.part].column) }
@@ -161,7 +166,9 @@ public final class ShardWriter {
             position[p] = e
             try file.flush(parts[p].column)
         }
-        for (p, part) in parts.enumerated() where part.end(hi - 1) > position[p] { part.put(position[p], part.end(hi - 1)) }
+        for (p, part) in parts.enumerated() where part.end(hi - 1) > position[p] {
+            part.put(position[p], part.end(hi - 1))
+        }
         trajectories += UInt64(n)
         tokens += UInt64(t1 - t0)
         steps += UInt64(batch.stepEnd[hi - 1] - s0)
@@ -170,13 +177,16 @@ public final class ShardWriter {
 
     private func validate(_ batch: TrajectoryBatch, _ range: Range<Int>, sourceFile: UInt32) throws {
         func bad(_ k: Int, _ reason: String) -> FormatError {
-            FormatError(.invalidArgument, path: path, "trajectory \(trajectories + UInt64(k - range.lowerBound)): \(reason)")
+            FormatError(
+                .invalidArgument, path: path, "trajectory \(trajectories + UInt64(k - range.lowerBound)): \(reason)")
         }
         guard range.lowerBound >= 0, range.upperBound <= batch.count else {
-            throw FormatError(.invalidArgument, path: path, "trajectories \(range) are not all in a batch of \(batch.count)")
+            throw FormatError(
+                .invalidArgument, path: path, "trajectories \(range) are not all in a batch of \(batch.count)")
         }
         guard cExtra.isEmpty else {
-            throw FormatError(.invalidArgument, path: path, "the shard has per-token value columns, which a batch does not carry")
+            throw FormatError(
+                .invalidArgument, path: path, "the shard has per-token value columns, which a batch does not carry")
         }
         let lo = range.lowerBound
         var t = lo == 0 ? 0 : batch.tokenEnd[lo - 1], s = lo == 0 ? 0 : batch.stepEnd[lo - 1]
@@ -184,14 +194,17 @@ public final class ShardWriter {
         let rules = TrajectoryRules(vocabSize: options.vocabSize, sourceCount: sources.count)
         for k in range {
             let te = batch.tokenEnd[k], se = batch.stepEnd[k], me = batch.metaEnd[k]
-            guard te >= t, se >= s, me >= m, te <= batch.tokens.count, se <= batch.stepEnds.count, me <= batch.meta.count else {
+            guard te >= t, se >= s, me >= m, te <= batch.tokens.count, se <= batch.stepEnds.count,
+                me <= batch.meta.count
+            else {
                 throw bad(k, "its ends in the batch's arrays are out of order or out of range")
             }
             let reason = batch.tokens.withUnsafeBufferPointer { ids in
                 batch.stepEnds.withUnsafeBufferPointer { ends in
-                    rules.problem(tokens: UnsafeBufferPointer(rebasing: ids[t..<te]), promptLength: Int(batch.promptLength[k]),
-                                  stepEnds: UnsafeBufferPointer(rebasing: ends[s..<se]), sourceFile: sourceFile,
-                                  reward: batch.reward[k])
+                    rules.problem(
+                        tokens: UnsafeBufferPointer(rebasing: ids[t..<te]), promptLength: Int(batch.promptLength[k]),
+                        stepEnds: UnsafeBufferPointer(rebasing: ends[s..<se]), sourceFile: sourceFile,
+                        reward: batch.reward[k])
                 }
             }
             if let reason { throw bad(k, reason) }
@@ -206,8 +219,9 @@ public final class ShardWriter {
         let rules = TrajectoryRules(vocabSize: options.vocabSize, sourceCount: sources.count)
         let reason = t.tokens.withUnsafeBufferPointer { ids in
             t.stepEnds.withUnsafeBufferPointer { ends in
-                rules.problem(tokens: ids, promptLength: t.promptLength, stepEnds: ends, sourceFile: t.sourceFile,
-                              reward: t.reward)
+                rules.problem(
+                    tokens: ids, promptLength: t.promptLength, stepEnds: ends, sourceFile: t.sourceFile,
+                    reward: t.reward)
             }
         }
         if let reason { throw bad(reason) }
@@ -226,12 +240,14 @@ public final class ShardWriter {
         precondition(!finished, "finish twice")
         finished = true
         if sources.isEmpty { sources = [""] }
-        let (bytes, checksum) = try file.finish(footer: Footer(
-            trajectories: trajectories, steps: steps, tokens: tokens, metaBytes: metaBytes,
-            vocabSize: UInt64(options.vocabSize), sources: sources, columns: []))
+        let (bytes, checksum) = try file.finish(
+            footer: Footer(
+                trajectories: trajectories, steps: steps, tokens: tokens, metaBytes: metaBytes,
+                vocabSize: UInt64(options.vocabSize), sources: sources, columns: []))
         let name = path.split(separator: "/").last.map(String.init) ?? path
-        return ShardSummary(file: name, trajectories: trajectories, steps: steps, tokens: tokens,
-                            bytes: bytes, checksum: checksum)
+        return ShardSummary(
+            file: name, trajectories: trajectories, steps: steps, tokens: tokens,
+            bytes: bytes, checksum: checksum)
     }
 
     /// Deletes the temporary file without producing a shard.

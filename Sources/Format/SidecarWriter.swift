@@ -11,8 +11,10 @@ public final class SidecarWriter {
     private var trajectories = 0
 
     /// Starts a sidecar for `shard`, holding column `token.<name>`.
-    public init(path: String, shard: Shard, name: String, compression: Compression = .zstd(level: 3),
-                blockBytes: Int = 1 << 20) throws {
+    public init(
+        path: String, shard: Shard, name: String, compression: Compression = .zstd(level: 3),
+        blockBytes: Int = 1 << 20
+    ) throws {
         guard !name.isEmpty, name != "ids", name.utf8.count <= 200, !name.contains("/") else {
             throw FormatError(.invalidArgument, path: path, "invalid token column name '\(name)'")
         }
@@ -22,8 +24,9 @@ public final class SidecarWriter {
         self.path = path
         self.name = name
         tokenOffsets = shard.tokenOffsets
-        file = try BlockFileWriter(path: path, magic: Container.sidecarMagic, compression: compression,
-                                   blockBytes: blockBytes)
+        file = try BlockFileWriter(
+            path: path, magic: Container.sidecarMagic, compression: compression,
+            blockBytes: blockBytes)
         column = file.addColumn(ColumnName.tokenPrefix + name, .token, .f32)
     }
 
@@ -34,8 +37,9 @@ public final class SidecarWriter {
         }
         let expected = Int(tokenOffsets[trajectories + 1] - tokenOffsets[trajectories])
         guard values.count == expected else {
-            throw FormatError(.invalidArgument, path: path,
-                              "trajectory \(trajectories) has \(expected) tokens, got \(values.count) values")
+            throw FormatError(
+                .invalidArgument, path: path,
+                "trajectory \(trajectories) has \(expected) tokens, got \(values.count) values")
         }
         for v in values { file.columns[column].append(v) }
         trajectories += 1
@@ -45,10 +49,13 @@ public final class SidecarWriter {
     /// Writes the footer and renames the sidecar into place; returns (bytes, checksum).
     public func finish() throws -> (bytes: UInt64, checksum: UInt64) {
         guard trajectories == tokenOffsets.count - 1 else {
-            throw FormatError(.invalidArgument, path: path,
-                              "sidecar has \(trajectories) of \(tokenOffsets.count - 1) trajectories")
+            throw FormatError(
+                .invalidArgument, path: path,
+                "sidecar has \(trajectories) of \(tokenOffsets.count - 1) trajectories")
         }
-        return try file.finish(footer: Footer(trajectories: UInt64(trajectories), steps: 0, tokens: tokenOffsets.last!,
-                                              metaBytes: 0, vocabSize: 0, sources: [], columns: []))
+        return try file.finish(
+            footer: Footer(
+                trajectories: UInt64(trajectories), steps: 0, tokens: tokenOffsets.last!,
+                metaBytes: 0, vocabSize: 0, sources: [], columns: []))
     }
 }

@@ -53,13 +53,14 @@ public struct SyntheticTrajectories: Sendable {
         }
         if total > prompt { ends.append(UInt32(total)) }
         defer { index += 1 }
-        return TrajectoryRecord(tokens: tokens, promptLength: prompt, reward: rng.next() & 1 == 0 ? 0 : 1,
-                                group: index / 8, stepEnds: ends, sourceLine: index + 1)
+        return TrajectoryRecord(
+            tokens: tokens, promptLength: prompt, reward: rng.next() & 1 == 0 ? 0 : 1,
+            group: index / 8, stepEnds: ends, sourceLine: index + 1)
     }
 }
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif

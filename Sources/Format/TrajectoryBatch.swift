@@ -30,7 +30,9 @@ public struct TrajectoryBatch: Sendable {
     }
 
     /// Closes the next trajectory: everything appended to `tokens`, `stepEnds` and `meta` since the last one.
-    public mutating func commit(promptLength: Int, reward: Float, group: UInt64, flags: TrajectoryFlags, sourceLine: UInt64) {
+    public mutating func commit(
+        promptLength: Int, reward: Float, group: UInt64, flags: TrajectoryFlags, sourceLine: UInt64
+    ) {
         tokenEnd.append(tokens.count)
         stepEnd.append(stepEnds.count)
         metaEnd.append(meta.count)
@@ -60,9 +62,10 @@ public struct TrajectoryBatch: Sendable {
     /// Trajectory `k` as a record.
     public func record(_ k: Int) -> TrajectoryRecord {
         let t = range(tokenEnd, k), s = range(stepEnd, k), m = range(metaEnd, k)
-        return TrajectoryRecord(tokens: Array(tokens[t]), promptLength: Int(promptLength[k]), reward: reward[k],
-                                group: group[k], stepEnds: Array(stepEnds[s]), sourceLine: sourceLine[k],
-                                flags: TrajectoryFlags(rawValue: flags[k]), meta: Array(meta[m]))
+        return TrajectoryRecord(
+            tokens: Array(tokens[t]), promptLength: Int(promptLength[k]), reward: reward[k],
+            group: group[k], stepEnds: Array(stepEnds[s]), sourceLine: sourceLine[k],
+            flags: TrajectoryFlags(rawValue: flags[k]), meta: Array(meta[m]))
     }
 
     /// Empties the batch, keeping its storage for the next one.

@@ -24,11 +24,20 @@ public struct TrajectoryRecord: Sendable {
     public var tokenValues: [String: [Float]]
 
     /// A trajectory with the given parts; optional parts default to empty.
-    public init(tokens: [UInt32], promptLength: Int, reward: Float, group: UInt64 = 0, stepEnds: [UInt32] = [],
-                sourceFile: UInt32 = 0, sourceLine: UInt64 = 0, flags: TrajectoryFlags = [], meta: [UInt8] = [],
-                tokenValues: [String: [Float]] = [:]) {
-        self.tokens = tokens; self.promptLength = promptLength; self.reward = reward; self.group = group
-        self.stepEnds = stepEnds; self.sourceFile = sourceFile; self.sourceLine = sourceLine
-        self.flags = flags; self.meta = meta; self.tokenValues = tokenValues
+    public init(
+        tokens: [UInt32], promptLength: Int, reward: Float, group: UInt64 = 0, stepEnds: [UInt32] = [],
+        sourceFile: UInt32 = 0, sourceLine: UInt64 = 0, flags: TrajectoryFlags = [], meta: [UInt8] = [],
+        tokenValues: [String: [Float]] = [:]
+    ) {
+        self.tokens = tokens
+        self.promptLength = promptLength
+        self.reward = reward
+        self.group = group
+        self.stepEnds = stepEnds
+        self.sourceFile = sourceFile
+        self.sourceLine = sourceLine
+        self.flags = flags
+        self.meta = meta
+        self.tokenValues = tokenValues
     }
 }

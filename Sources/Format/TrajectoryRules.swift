@@ -11,8 +11,10 @@ struct TrajectoryRules {
     /// What is wrong with one trajectory, or nil when it follows every rule.
     ///
     /// Shapes: tokens [n], stepEnds [steps]; promptLength is in tokens from the trajectory's start.
-    func problem(tokens: UnsafeBufferPointer<UInt32>, promptLength: Int, stepEnds: UnsafeBufferPointer<UInt32>,
-                 sourceFile: UInt32, reward: Float) -> String? {
+    func problem(
+        tokens: UnsafeBufferPointer<UInt32>, promptLength: Int, stepEnds: UnsafeBufferPointer<UInt32>,
+        sourceFile: UInt32, reward: Float
+    ) -> String? {
         let n = tokens.count
         guard n <= Int(UInt32.max) else { return "\(n) tokens exceed 2^32-1" }
         guard promptLength >= 0, promptLength <= n else { return "prompt length \(promptLength) outside 0...\(n)" }

@@ -45,7 +45,8 @@ public struct ColumnSlice<Element: BitwiseCopyable>: RandomAccessCollection {
     }
 
     /// Calls `body` with the elements as a buffer pointer, keeping the storage alive meanwhile.
-    @inlinable public func withUnsafeBufferPointer<R>(_ body: (UnsafeBufferPointer<Element>) throws -> R) rethrows -> R {
+    @inlinable public func withUnsafeBufferPointer<R>(_ body: (UnsafeBufferPointer<Element>) throws -> R) rethrows -> R
+    {
         try withExtendedLifetime(owner) { try body(UnsafeBufferPointer(start: base, count: count)) }
     }
 }
@@ -67,14 +68,19 @@ public struct TokenSlice: RandomAccessCollection {
     /// Token `i`, widened to u32; traps outside `0..<count`, like `Array`.
     @inlinable public subscript(i: Int) -> UInt32 {
         precondition(i >= 0 && i < count, "index \(i) out of range 0..<\(count)")
-        return dtype == .u16 ? UInt32(base!.load(fromByteOffset: i * 2, as: UInt16.self))
-                             : base!.load(fromByteOffset: i * 4, as: UInt32.self)
+        return dtype == .u16
+            ? UInt32(base!.load(fromByteOffset: i * 2, as: UInt16.self))
+            : base!.load(fromByteOffset: i * 4, as: UInt32.self)
     }
 
     /// The ids as u16 (nil when stored as u32).
-    @inlinable public var u16: ColumnSlice<UInt16>? { dtype == .u16 ? ColumnSlice(owner: owner, base: base, count: count) : nil }
+    @inlinable public var u16: ColumnSlice<UInt16>? {
+        dtype == .u16 ? ColumnSlice(owner: owner, base: base, count: count) : nil
+    }
     /// The ids as u32 (nil when stored as u16).
-    @inlinable public var u32: ColumnSlice<UInt32>? { dtype == .u32 ? ColumnSlice(owner: owner, base: base, count: count) : nil }
+    @inlinable public var u32: ColumnSlice<UInt32>? {
+        dtype == .u32 ? ColumnSlice(owner: owner, base: base, count: count) : nil
+    }
 
     /// Widens the ids into `destination` (which must hold `count` elements); the batching fast path.
     public func copy(into destination: UnsafeMutablePointer<UInt32>) {

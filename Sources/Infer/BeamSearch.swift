@@ -42,9 +42,12 @@ public final class ValueScorer: CandidateScorer {
 
     /// Allocates the value model's decoder.
     public func reserve(slots: Int, maxLength: Int, cacheTokens: Int) throws {
-        if let d = decoder, d.maxSequences >= slots, d.maxLength >= maxLength, d.pageCount * d.pageSize >= cacheTokens { return }
+        if let d = decoder, d.maxSequences >= slots, d.maxLength >= maxLength, d.pageCount * d.pageSize >= cacheTokens {
+            return
+        }
         decoder = nil
-        decoder = try IncrementalDecoder(model: model, maxSequences: slots, maxLength: maxLength, cacheTokens: cacheTokens)
+        decoder = try IncrementalDecoder(
+            model: model, maxSequences: slots, maxLength: maxLength, cacheTokens: cacheTokens)
     }
 
     /// Prefills the prompt; returns V(s_0) at its last token.
@@ -69,7 +72,9 @@ public final class ValueScorer: CandidateScorer {
                 out[i] = values[parents[i]] ?? 0
                 values[slots[i]] = out[i]
             } else {
-                seqs.append(slots[i]); feed.append(steps[i]); where_.append(i)
+                seqs.append(slots[i])
+                feed.append(steps[i])
+                where_.append(i)
             }
         }
         if !seqs.isEmpty {
@@ -101,7 +106,9 @@ public final class LogProbScorer: CandidateScorer {
     /// The bare prompt scores 0.
     public func begin(prompt: [Int32], root: Int) throws -> Double { 0 }
     /// The cumulative log-probs themselves.
-    public func score(parents: [Int], slots: [Int], steps: [[Int32]], logProbs: [Double]) throws -> [Double] { logProbs }
+    public func score(parents: [Int], slots: [Int], steps: [[Int32]], logProbs: [Double]) throws -> [Double] {
+        logProbs
+    }
     /// Nothing to free.
     public func release(_ slot: Int) {}
 }
@@ -180,10 +187,13 @@ public final class BeamSearch {
 
     /// Allocates the policy's decoder (and has the scorer allocate its own) for prompts of up to
     /// `maxPromptTokens` tokens.
-    public init(policy: TransformerModel, tokenizer: Tokenizer, stopTokens: Set<Int32>, scorer: CandidateScorer,
-                config: BeamSearchConfig, maxPromptTokens: Int) throws {
+    public init(
+        policy: TransformerModel, tokenizer: Tokenizer, stopTokens: Set<Int32>, scorer: CandidateScorer,
+        config: BeamSearchConfig, maxPromptTokens: Int
+    ) throws {
         guard config.width > 0, config.samplesPerBeam > 0, config.maxSteps > 0, config.maxStepTokens > 0,
-              config.maxNewTokens > 0 else { throw InferError.invalid("beam search sizes must be positive") }
+            config.maxNewTokens > 0
+        else { throw InferError.invalid("beam search sizes must be positive") }
         self.policy = policy
         self.tokenizer = tokenizer
         self.stopTokens = stopTokens
@@ -197,10 +207,12 @@ public final class BeamSearch {
         // live positions: the prompt, each beam's own history, and each candidate's new step (plus the
         // partly filled page it copies on its first write)
         let pageSize = 16
-        let cache = maxPromptTokens + config.width * (config.maxNewTokens + pageSize)
+        let cache =
+            maxPromptTokens + config.width * (config.maxNewTokens + pageSize)
             + slots * (config.maxStepTokens + 2 * pageSize)
-        decoder = try IncrementalDecoder(model: policy, maxSequences: slots, maxLength: maxLength, cacheTokens: cache,
-                                         pageSize: pageSize)
+        decoder = try IncrementalDecoder(
+            model: policy, maxSequences: slots, maxLength: maxLength, cacheTokens: cache,
+            pageSize: pageSize)
         try scorer.reserve(slots: slots, maxLength: maxLength, cacheTokens: cache)
     }
 
@@ -254,15 +266,17 @@ public final class BeamSearch {
             free.append(slot)
         }
         func candidateOf(_ b: Beam, finish: FinishReason?) -> BeamCandidate {
-            BeamCandidate(tokens: b.tokens, text: String(decoding: b.text, as: UTF8.self), score: b.score,
-                          logProb: b.logProb, finish: finish, endToken: b.endToken, steps: b.steps)
+            BeamCandidate(
+                tokens: b.tokens, text: String(decoding: b.text, as: UTF8.self), score: b.score,
+                logProb: b.logProb, finish: finish, endToken: b.endToken, steps: b.steps)
         }
 
         for _ in 0..<c.maxSteps where !beams.isEmpty {
             // Beams whose last sampled token is not yet cached feed it now (one batched pass).
             let feedIdx = beams.indices.filter { beams[$0].pending != nil }
             if !feedIdx.isEmpty {
-                try decoder.extend(feedIdx.map { beams[$0].slot }, feedIdx.map { [beams[$0].pending!] }, logits: &logits)
+                try decoder.extend(
+                    feedIdx.map { beams[$0].slot }, feedIdx.map { [beams[$0].pending!] }, logits: &logits)
                 for (k, i) in feedIdx.enumerated() {
                     beamLogits[i] = Array(logits[(k * V)..<((k + 1) * V)])
                     beams[i].pending = nil
@@ -276,8 +290,9 @@ public final class BeamSearch {
                     try decoder.fork(b.slot, into: slot)
                     var nb = b
                     nb.slot = slot
-                    var cand = Candidate(beam: nb, parent: b.slot, stepStart: b.tokens.count,
-                                         rng: SplitMix64(seed: master.next()))
+                    var cand = Candidate(
+                        beam: nb, parent: b.slot, stepStart: b.tokens.count,
+                        rng: SplitMix64(seed: master.next()))
                     let pick = sampler.sample(beamLogits[bi][...], rng: &cand.rng)
                     tokensGenerated += 1
                     accept(pick, &cand)
@@ -288,7 +303,8 @@ public final class BeamSearch {
             while true {
                 let live = cands.indices.filter { !cands[$0].done }
                 if live.isEmpty { break }
-                try decoder.extend(live.map { cands[$0].beam.slot }, live.map { [cands[$0].beam.pending!] }, logits: &logits)
+                try decoder.extend(
+                    live.map { cands[$0].beam.slot }, live.map { [cands[$0].beam.pending!] }, logits: &logits)
                 for (k, i) in live.enumerated() {
                     cands[i].beam.pending = nil
                     let pick = sampler.sample(logits[(k * V)..<((k + 1) * V)], rng: &cands[i].rng)
@@ -297,9 +313,10 @@ public final class BeamSearch {
                 }
             }
             // Score every candidate at the last token of its full prefix (end token excluded).
-            let scores = try scorer.score(parents: cands.map(\.parent), slots: cands.map(\.beam.slot),
-                                          steps: cands.map { Array($0.beam.tokens[$0.stepStart...]) },
-                                          logProbs: cands.map(\.beam.logProb))
+            let scores = try scorer.score(
+                parents: cands.map(\.parent), slots: cands.map(\.beam.slot),
+                steps: cands.map { Array($0.beam.tokens[$0.stepStart...]) },
+                logProbs: cands.map(\.beam.logProb))
             scored += cands.count
             for i in cands.indices {
                 cands[i].beam.score = scores[i]
@@ -316,21 +333,28 @@ public final class BeamSearch {
                 }
             }
             // Stable order on ties: earlier candidates (lower beam, earlier sample) first.
-            let order = open.indices.sorted { open[$0].score > open[$1].score || (open[$0].score == open[$1].score && $0 < $1) }
+            let order = open.indices.sorted {
+                open[$0].score > open[$1].score || (open[$0].score == open[$1].score && $0 < $1)
+            }
             beams = order.prefix(c.width).map { open[$0] }
             for i in order.dropFirst(c.width) { release(open[i].slot) }
             beamLogits = [[Float]](repeating: [], count: beams.count)
         }
         let best: BeamCandidate
-        if let f = finished.indices.max(by: { finished[$0].score < finished[$1].score || (finished[$0].score == finished[$1].score && $0 > $1) }) {
+        if let f = finished.indices.max(by: {
+            finished[$0].score < finished[$1].score || (finished[$0].score == finished[$1].score && $0 > $1)
+        }) {
             best = finished[f]
-        } else if let b = beams.indices.max(by: { beams[$0].score < beams[$1].score || (beams[$0].score == beams[$1].score && $0 > $1) }) {
+        } else if let b = beams.indices.max(by: {
+            beams[$0].score < beams[$1].score || (beams[$0].score == beams[$1].score && $0 > $1)
+        }) {
             best = candidateOf(beams[b], finish: nil)
         } else {
             throw InferError.invalid("beam search produced no candidate")
         }
         for b in beams { release(b.slot) }
-        return BeamSearchResult(best: best, finished: finished, tokensGenerated: tokensGenerated, candidatesScored: scored)
+        return BeamSearchResult(
+            best: best, finished: finished, tokensGenerated: tokensGenerated, candidatesScored: scored)
     }
 
     /// Appends a sampled token to a candidate and decides whether its step is over.

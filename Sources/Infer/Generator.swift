@@ -85,7 +85,9 @@ public final class Generator {
     private var tokenBytes: [Int32: [UInt8]] = [:]
 
     /// A generator decoding up to `batchSize` sequences of at most `maxLength` positions (prompt included).
-    public init(model: TransformerModel, tokenizer: Tokenizer, stopTokens: Set<Int32>, batchSize: Int, maxLength: Int) throws {
+    public init(model: TransformerModel, tokenizer: Tokenizer, stopTokens: Set<Int32>, batchSize: Int, maxLength: Int)
+        throws
+    {
         self.model = model
         self.tokenizer = tokenizer
         self.stopTokens = stopTokens
@@ -112,15 +114,18 @@ public final class Generator {
 
     /// Continues every request; calls `onFinish(index, generation)` as each one ends (in completion order)
     /// and returns them in request order.
-    public func generate(_ requests: [GenerationRequest], sampling: SamplingParameters, stop: [String] = [],
-                         onFinish: (Int, Generation) throws -> Void = { _, _ in }) throws -> [Generation] {
+    public func generate(
+        _ requests: [GenerationRequest], sampling: SamplingParameters, stop: [String] = [],
+        onFinish: (Int, Generation) throws -> Void = { _, _ in }
+    ) throws -> [Generation] {
         var sampler = try TokenSampler(sampling)
         let matcher = StopMatcher(stop)
         let maxLength = decoder.maxLength
         for (i, r) in requests.enumerated() {
             guard !r.prompt.isEmpty else { throw InferError.invalid("request \(i): empty prompt") }
             guard r.prompt.count < maxLength else {
-                throw InferError.invalid("request \(i): prompt of \(r.prompt.count) tokens leaves no room within \(maxLength) positions")
+                throw InferError.invalid(
+                    "request \(i): prompt of \(r.prompt.count) tokens leaves no room within \(maxLength) positions")
             }
         }
         var results = [Generation?](repeating: nil, count: requests.count)
@@ -130,8 +135,9 @@ public final class Generator {
         let V = model.config.vocabSize
         func finish(_ s: Int, _ reason: FinishReason, _ stopString: String? = nil, end: Int32? = nil) throws {
             guard let l = slots[s] else { return }
-            let g = Generation(tokens: l.tokens, text: String(decoding: l.text, as: UTF8.self), finish: reason,
-                               stopString: stopString, endToken: end, logProb: l.logProb)
+            let g = Generation(
+                tokens: l.tokens, text: String(decoding: l.text, as: UTF8.self), finish: reason,
+                stopString: stopString, endToken: end, logProb: l.logProb)
             results[l.request] = g
             slots[s] = nil
             decoder.release(s)
@@ -147,7 +153,8 @@ public final class Generator {
                     let req = requests[r]
                     let limit = min(req.maxNewTokens, maxLength - req.prompt.count)
                     if limit <= 0 {
-                        results[r] = Generation(tokens: [], text: "", finish: .length, stopString: nil, endToken: nil, logProb: 0)
+                        results[r] = Generation(
+                            tokens: [], text: "", finish: .length, stopString: nil, endToken: nil, logProb: 0)
                         try onFinish(r, results[r]!)
                         continue
                     }

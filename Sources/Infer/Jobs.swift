@@ -62,9 +62,11 @@ public struct SampleSummary: Sendable {
 /// has an answer, written resumably.
 public enum SampleJob {
     /// Samples every problem not already in `output` and appends its K lines once all K are done.
-    public static func run(model: InferenceModel, template: ChatTemplate, problems: [Problem], verifier: (any Verifier)?,
-                           options: SampleOptions, output: ResumableJSONL,
-                           progress: (JobProgress) -> Void = { _ in }) throws -> SampleSummary {
+    public static func run(
+        model: InferenceModel, template: ChatTemplate, problems: [Problem], verifier: (any Verifier)?,
+        options: SampleOptions, output: ResumableJSONL,
+        progress: (JobProgress) -> Void = { _ in }
+    ) throws -> SampleSummary {
         let start = Date()
         var summary = SampleSummary()
         // Resume: keep problems whose K lines are all there.
@@ -81,13 +83,16 @@ public enum SampleJob {
         summary.lines = summary.resumed * options.n
         let prompts = todo.map { model.encodePrompt($0.element.prompt, template: template) }
         let maxLength = min(model.model.config.maxPositions, (prompts.map(\.count).max() ?? 1) + options.maxNewTokens)
-        let gen = try Generator(model: model.model, tokenizer: model.tokenizer, stopTokens: model.stopTokens,
-                                batchSize: max(1, options.batchSize), maxLength: maxLength)
+        let gen = try Generator(
+            model: model.model, tokenizer: model.tokenizer, stopTokens: model.stopTokens,
+            batchSize: max(1, options.batchSize), maxLength: maxLength)
         var requests: [GenerationRequest] = []
         for (j, (index, _)) in todo.enumerated() {
             for k in 0..<options.n {
-                requests.append(GenerationRequest(prompt: prompts[j], seed: sampleSeed(options.seed, problem: index, sample: k),
-                                                  maxNewTokens: options.maxNewTokens))
+                requests.append(
+                    GenerationRequest(
+                        prompt: prompts[j], seed: sampleSeed(options.seed, problem: index, sample: k),
+                        maxNewTokens: options.maxNewTokens))
             }
         }
         var pending: [Int: [Generation?]] = [:]
@@ -96,7 +101,10 @@ public enum SampleJob {
             let j = r / options.n, k = r % options.n
             var slot = pending[j] ?? [Generation?](repeating: nil, count: options.n)
             slot[k] = g
-            guard slot.allSatisfy({ $0 != nil }) else { pending[j] = slot; return }
+            guard slot.allSatisfy({ $0 != nil }) else {
+                pending[j] = slot
+                return
+            }
             pending[j] = nil
             let p = todo[j].element
             let rendered = template.render(p.prompt)
@@ -108,8 +116,10 @@ public enum SampleJob {
                     rewardSum += reward
                     labelled += 1
                 }
-                var meta: [String: Any] = ["problem": p.id, "sample": k, "finish": g.finish.rawValue,
-                                           "tokens": g.tokens.count, "logprob": g.logProb, "labelled": p.answer != nil && verifier != nil]
+                var meta: [String: Any] = [
+                    "problem": p.id, "sample": k, "finish": g.finish.rawValue,
+                    "tokens": g.tokens.count, "logprob": g.logProb, "labelled": p.answer != nil && verifier != nil,
+                ]
                 if let a = p.answer { meta["answer"] = a }
                 var line: [String: Any] = ["id": "\(p.id)#\(k)", "group": p.id, "reward": reward, "meta": meta]
                 if options.ids {
@@ -153,9 +163,11 @@ public struct EvalRecord: Sendable {
 
     /// The JSON line written for it.
     public var json: [String: Any] {
-        var o: [String: Any] = ["id": problem.id, "prompt": problem.prompt, "answer": problem.answer ?? "",
-                                "response": response, "reward": reward, "correct": reward > 0,
-                                "tokens": tokens, "finish": finish?.rawValue ?? "unfinished", "logprob": logProb]
+        var o: [String: Any] = [
+            "id": problem.id, "prompt": problem.prompt, "answer": problem.answer ?? "",
+            "response": response, "reward": reward, "correct": reward > 0,
+            "tokens": tokens, "finish": finish?.rawValue ?? "unfinished", "logprob": logProb,
+        ]
         if let score { o["score"] = score }
         return o
     }
@@ -186,10 +198,12 @@ public enum EvalMethod {
 /// Greedy or beam-search accuracy of a policy on problems with answers.
 public enum Evaluator {
     /// Evaluates every problem not already in `output` (if given); `onRecord` sees each new record.
-    public static func run(model: InferenceModel, template: ChatTemplate, problems: [Problem], verifier: any Verifier,
-                           method: EvalMethod, maxNewTokens: Int, seed: UInt64 = 0, output: ResumableJSONL?,
-                           progress: (JobProgress) -> Void = { _ in },
-                           onRecord: (EvalRecord) -> Void = { _ in }) throws -> EvalSummary {
+    public static func run(
+        model: InferenceModel, template: ChatTemplate, problems: [Problem], verifier: any Verifier,
+        method: EvalMethod, maxNewTokens: Int, seed: UInt64 = 0, output: ResumableJSONL?,
+        progress: (JobProgress) -> Void = { _ in },
+        onRecord: (EvalRecord) -> Void = { _ in }
+    ) throws -> EvalSummary {
         let start = Date()
         for p in problems where p.answer == nil {
             throw InferError.invalid("problem \(p.id) (line \(p.line)) has no \"answer\" to evaluate against")
@@ -218,15 +232,18 @@ public enum Evaluator {
         case .greedy(let batch):
             let prompts = todo.map { model.encodePrompt($0.element.prompt, template: template) }
             let maxLength = min(model.model.config.maxPositions, (prompts.map(\.count).max() ?? 1) + maxNewTokens)
-            let gen = try Generator(model: model.model, tokenizer: model.tokenizer, stopTokens: model.stopTokens,
-                                    batchSize: max(1, batch), maxLength: maxLength)
+            let gen = try Generator(
+                model: model.model, tokenizer: model.tokenizer, stopTokens: model.stopTokens,
+                batchSize: max(1, batch), maxLength: maxLength)
             let reqs = prompts.map { GenerationRequest(prompt: $0, maxNewTokens: maxNewTokens) }
             _ = try gen.generate(reqs, sampling: .greedy) { i, g in
                 let p = todo[i].element
                 summary.tokensGenerated = gen.tokensGenerated
-                try record(EvalRecord(problem: p, response: g.text,
-                                      reward: try verifier.reward(prompt: p.prompt, response: g.text, answer: p.answer!),
-                                      score: nil, tokens: g.tokens.count, finish: g.finish, logProb: g.logProb))
+                try record(
+                    EvalRecord(
+                        problem: p, response: g.text,
+                        reward: try verifier.reward(prompt: p.prompt, response: g.text, answer: p.answer!),
+                        score: nil, tokens: g.tokens.count, finish: g.finish, logProb: g.logProb))
             }
             summary.tokensGenerated = gen.tokensGenerated
         case .beam(let search):
@@ -235,10 +252,12 @@ public enum Evaluator {
                 let r = try search.run(prompt: prompt, seed: sampleSeed(seed, problem: index, sample: 0))
                 summary.tokensGenerated += r.tokensGenerated
                 summary.candidatesScored += r.candidatesScored
-                try record(EvalRecord(problem: p, response: r.best.text,
-                                      reward: try verifier.reward(prompt: p.prompt, response: r.best.text, answer: p.answer!),
-                                      score: r.best.score, tokens: r.best.tokens.count, finish: r.best.finish,
-                                      logProb: r.best.logProb))
+                try record(
+                    EvalRecord(
+                        problem: p, response: r.best.text,
+                        reward: try verifier.reward(prompt: p.prompt, response: r.best.text, answer: p.answer!),
+                        score: r.best.score, tokens: r.best.tokens.count, finish: r.best.finish,
+                        logProb: r.best.logProb))
             }
         }
         summary.seconds = Date().timeIntervalSince(start)

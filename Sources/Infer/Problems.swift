@@ -40,7 +40,9 @@ public enum ProblemFile {
             if bytes.allSatisfy({ $0 == 32 || $0 == 9 }) { continue }
             func fail(_ why: String) -> InferError { .badLine(file: path, line: lineNo, reason: why) }
             let value: JSONValue
-            do { value = try StrictJSON.parse(Array(bytes), file: path) } catch { throw fail("not valid JSON: at column \(error.column): \(error.reason)") }
+            do { value = try StrictJSON.parse(Array(bytes), file: path) } catch {
+                throw fail("not valid JSON: at column \(error.column): \(error.reason)")
+            }
             guard case .object = value else { throw fail("not a JSON object") }
             func member(_ k: String) -> JSONValue? { value[k] }
             guard case .string(let prompt)? = member("prompt") ?? member("question") else {
@@ -90,16 +92,22 @@ public final class ResumableJSONL {
             var start = 0
             let bytes = [UInt8](d)
             for (i, b) in bytes.enumerated() where b == UInt8(ascii: "\n") {
-                guard let o = try? JSONSerialization.jsonObject(with: Data(bytes[start..<i])) as? [String: Any] else { break }
+                guard let o = try? JSONSerialization.jsonObject(with: Data(bytes[start..<i])) as? [String: Any] else {
+                    break
+                }
                 lines.append(o)
                 start = i + 1
                 keep = start
             }
         } else {
-            guard fm.createFile(atPath: partial, contents: nil) else { throw InferError.invalid("\(partial): cannot create") }
+            guard fm.createFile(atPath: partial, contents: nil) else {
+                throw InferError.invalid("\(partial): cannot create")
+            }
         }
         existing = lines
-        guard let h = FileHandle(forUpdatingAtPath: partial) else { throw InferError.invalid("\(partial): cannot open") }
+        guard let h = FileHandle(forUpdatingAtPath: partial) else {
+            throw InferError.invalid("\(partial): cannot open")
+        }
         do {
             try h.truncate(atOffset: UInt64(keep))
             try h.seekToEnd()
@@ -122,7 +130,9 @@ public final class ResumableJSONL {
         for r in records {
             // JSONSerialization's own refusal reads "Error Domain=NSCocoaErrorDomain Code=3840 ...": name the field.
             if let key = nonFiniteField(r) {
-                throw InferError.invalid("\(partialPath): field \"\(key)\" of a record is not a finite number (NaN or infinity); JSON cannot hold it")
+                throw InferError.invalid(
+                    "\(partialPath): field \"\(key)\" of a record is not a finite number (NaN or infinity); JSON cannot hold it"
+                )
             }
             d.append(try JSONSerialization.data(withJSONObject: r, options: [.sortedKeys, .withoutEscapingSlashes]))
             d.append(UInt8(ascii: "\n"))

@@ -23,7 +23,9 @@ public struct SamplingParameters: Sendable, Equatable, Codable {
 
     /// Checks the ranges (temperature >= 0, top-k >= 0, 0 < top-p <= 1).
     public func validate() throws {
-        guard temperature.isFinite, temperature >= 0 else { throw InferError.invalid("temperature must be >= 0, got \(temperature)") }
+        guard temperature.isFinite, temperature >= 0 else {
+            throw InferError.invalid("temperature must be >= 0, got \(temperature)")
+        }
         guard topK >= 0 else { throw InferError.invalid("top-k must be >= 0, got \(topK)") }
         guard topP > 0, topP <= 1 else { throw InferError.invalid("top-p must be in (0, 1], got \(topP)") }
     }
@@ -88,7 +90,10 @@ public struct TokenSampler {
         var pick = ids[ids.count - 1]
         for (i, x) in w.enumerated() {
             acc += x
-            if u < acc { pick = ids[i]; break }
+            if u < acc {
+                pick = ids[i]
+                break
+            }
         }
         return SampledToken(token: pick, logProb: Double(logits[logits.startIndex + Int(pick)]) - lse)
     }
@@ -155,11 +160,17 @@ public struct TokenSampler {
         for b in 0..<buckets { bucketMass[b] = 0 }
         func bucket(_ i: Int32) -> Int { min(buckets - 1, Int((m - Double(z[z.startIndex + Int(i)])) * invT * 4)) }
         var total = 0.0
-        for i in kept { bucketMass[bucket(i)] += weights[Int(i)]; total += weights[Int(i)] }
+        for i in kept {
+            bucketMass[bucket(i)] += weights[Int(i)]
+            total += weights[Int(i)]
+        }
         let target = parameters.topP * total
         var cum = 0.0, cut = buckets - 1
         for b in 0..<buckets {
-            if cum + bucketMass[b] >= target { cut = b; break }
+            if cum + bucketMass[b] >= target {
+                cut = b
+                break
+            }
             cum += bucketMass[b]
         }
         var head: [Int32] = [], boundary: [Int32] = []

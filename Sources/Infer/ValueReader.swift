@@ -19,7 +19,8 @@ public final class ValueReader {
     /// `result[i].count == ends[i].count + 1`. Trajectories are decoded `batch` at a time.
     public func values(prompts: [[Int32]], responses: [[Int32]], ends: [[Int]], batch: Int = 8) throws -> [[Double]] {
         guard prompts.count == responses.count, prompts.count == ends.count else {
-            throw InferError.invalid("values: \(prompts.count) prompts, \(responses.count) responses, \(ends.count) end lists")
+            throw InferError.invalid(
+                "values: \(prompts.count) prompts, \(responses.count) responses, \(ends.count) end lists")
         }
         for i in prompts.indices {
             guard !prompts[i].isEmpty else { throw InferError.invalid("values: trajectory \(i) has an empty prompt") }
@@ -29,7 +30,8 @@ public final class ValueReader {
         }
         let longest = zip(prompts, responses).map { $0.count + $1.count }.max() ?? 1
         guard longest <= model.config.maxPositions else {
-            throw InferError.invalid("values: a trajectory of \(longest) tokens exceeds the model's \(model.config.maxPositions) positions")
+            throw InferError.invalid(
+                "values: a trajectory of \(longest) tokens exceeds the model's \(model.config.maxPositions) positions")
         }
         let b = max(1, min(batch, prompts.count))
         if decoder == nil || decoder!.maxSequences < b || decoder!.maxLength < longest {
@@ -43,7 +45,8 @@ public final class ValueReader {
         while start < prompts.count {
             let idx = Array(start..<min(start + b, prompts.count))
             dec.releaseAll()
-            try dec.extend(Array(0..<idx.count), idx.map { prompts[$0] + responses[$0] }, values: &v, allPositions: true)
+            try dec.extend(
+                Array(0..<idx.count), idx.map { prompts[$0] + responses[$0] }, values: &v, allPositions: true)
             var offset = 0
             for i in idx {
                 let p = prompts[i].count

@@ -22,17 +22,24 @@ public enum NumberText {
         while i < b.count {
             let startsDigit = isDigit(b[i])
             let startsDot = b[i] == 46 && i + 1 < b.count && isDigit(b[i + 1]) && (i == 0 || !isDigit(b[i - 1]))
-            guard startsDigit || startsDot else { i += 1; continue }
+            guard startsDigit || startsDot else {
+                i += 1
+                continue
+            }
             var negative = false
             if i > 0 && b[i - 1] == 45 && (i < 2 || !isWordChar(b[i - 2])) { negative = true }
             var s: [UInt8] = negative ? [45] : []
             var j = i
             // integer part with optional groups of exactly three digits after commas
-            while j < b.count && isDigit(b[j]) { s.append(b[j]); j += 1 }
+            while j < b.count && isDigit(b[j]) {
+                s.append(b[j])
+                j += 1
+            }
             let intDigits = s.count - (negative ? 1 : 0)
             if intDigits > 0 && intDigits <= 3 {
                 while j + 3 < b.count && b[j] == 44 && isDigit(b[j + 1]) && isDigit(b[j + 2]) && isDigit(b[j + 3])
-                        && (j + 4 >= b.count || !isDigit(b[j + 4])) {
+                    && (j + 4 >= b.count || !isDigit(b[j + 4]))
+                {
                     s.append(contentsOf: b[(j + 1)...(j + 3)])
                     j += 4
                 }
@@ -40,7 +47,10 @@ public enum NumberText {
             if j + 1 < b.count && b[j] == 46 && isDigit(b[j + 1]) {
                 s.append(46)
                 j += 1
-                while j < b.count && isDigit(b[j]) { s.append(b[j]); j += 1 }
+                while j < b.count && isDigit(b[j]) {
+                    s.append(b[j])
+                    j += 1
+                }
             }
             if s.first == 46 || (negative && s.count > 1 && s[1] == 46) { s.insert(48, at: negative ? 1 : 0) }
             out.append(String(decoding: s, as: UTF8.self))
@@ -77,7 +87,9 @@ public struct GSM8KVerifier: Verifier {
 
     /// 1 when the final numbers agree, else 0.
     public func reward(prompt: String, response: String, answer: String) throws -> Double {
-        guard let want = Self.extract(answer) else { throw InferError.verifier("gsm8k: the answer \"\(answer)\" contains no number") }
+        guard let want = Self.extract(answer) else {
+            throw InferError.verifier("gsm8k: the answer \"\(answer)\" contains no number")
+        }
         guard let got = Self.extract(response) else { return 0 }
         return NumberText.equal(got, want) ? 1 : 0
     }
@@ -99,17 +111,33 @@ public struct BoxedVerifier: Verifier {
         var last: String?
         var i = 0
         while i < b.count {
-            guard b[i] == 92, let m = markers.first(where: { i + $0.count <= b.count && b[i..<(i + $0.count)].elementsEqual($0) }) else {
+            guard b[i] == 92,
+                let m = markers.first(where: { i + $0.count <= b.count && b[i..<(i + $0.count)].elementsEqual($0) })
+            else {
                 i += 1
                 continue
             }
             var j = i + m.count
             while j < b.count && b[j] == 32 { j += 1 }
-            guard j < b.count, b[j] == 123 else { i += 1; continue }
+            guard j < b.count, b[j] == 123 else {
+                i += 1
+                continue
+            }
             var depth = 0, k = j, closed = -1
             while k < b.count {
-                if b[k] == 92 && k + 1 < b.count { k += 2; continue }  // escaped \{ or \}
-                if b[k] == 123 { depth += 1 } else if b[k] == 125 { depth -= 1; if depth == 0 { closed = k; break } }
+                if b[k] == 92 && k + 1 < b.count {
+                    k += 2
+                    continue
+                }  // escaped \{ or \}
+                if b[k] == 123 {
+                    depth += 1
+                } else if b[k] == 125 {
+                    depth -= 1
+                    if depth == 0 {
+                        closed = k
+                        break
+                    }
+                }
                 k += 1
             }
             if closed > 0 { last = String(decoding: b[(j + 1)..<closed], as: UTF8.self) }
@@ -121,9 +149,11 @@ public struct BoxedVerifier: Verifier {
     /// Light normalization of a LaTeX answer for comparison.
     public static func normalize(_ s: String) -> String {
         var t = s
-        for (a, b) in [("\\left", ""), ("\\right", ""), ("\\!", ""), ("\\,", ""), ("\\;", ""), ("\\:", ""),
-                       ("\\dfrac", "\\frac"), ("\\tfrac", "\\frac"), ("^{\\circ}", ""), ("^\\circ", ""),
-                       ("\\$", ""), ("$", ""), ("\\%", ""), ("%", "")] {
+        for (a, b) in [
+            ("\\left", ""), ("\\right", ""), ("\\!", ""), ("\\,", ""), ("\\;", ""), ("\\:", ""),
+            ("\\dfrac", "\\frac"), ("\\tfrac", "\\frac"), ("^{\\circ}", ""), ("^\\circ", ""),
+            ("\\$", ""), ("$", ""), ("\\%", ""), ("%", ""),
+        ] {
             t = t.replacingOccurrences(of: a, with: b)
         }
         // \text{...} and \mbox{...} keep their content
@@ -170,7 +200,8 @@ public struct ExactMatchVerifier: Verifier {
 
     /// 1 when the trimmed strings are equal, else 0.
     public func reward(prompt: String, response: String, answer: String) throws -> Double {
-        response.trimmingCharacters(in: .whitespacesAndNewlines) == answer.trimmingCharacters(in: .whitespacesAndNewlines) ? 1 : 0
+        response.trimmingCharacters(in: .whitespacesAndNewlines)
+            == answer.trimmingCharacters(in: .whitespacesAndNewlines) ? 1 : 0
     }
 }
 
@@ -193,8 +224,10 @@ public struct CommandVerifier: Verifier {
 
     /// The reward the command prints.
     public func reward(prompt: String, response: String, answer: String) throws -> Double {
-        let line = try JSONSerialization.data(withJSONObject: ["prompt": prompt, "response": response, "answer": answer],
-                                              options: [.sortedKeys]) + Data("\n".utf8)
+        let line =
+            try JSONSerialization.data(
+                withJSONObject: ["prompt": prompt, "response": response, "answer": answer],
+                options: [.sortedKeys]) + Data("\n".utf8)
         let (status, out) = try runShell(command, input: line, timeout: timeout)
         guard status == 0 else { throw InferError.verifier("`\(command)` exited with status \(status)") }
         let text = String(decoding: out, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
@@ -212,7 +245,11 @@ public struct CommandVerifier: Verifier {
 func runShell(_ command: String, input: Data, timeout: Double) throws -> (Int32, Data) {
     var inPipe: [Int32] = [0, 0], outPipe: [Int32] = [0, 0]
     guard pipe(&inPipe) == 0 else { throw InferError.verifier("cannot create a pipe") }
-    guard pipe(&outPipe) == 0 else { close(inPipe[0]); close(inPipe[1]); throw InferError.verifier("cannot create a pipe") }
+    guard pipe(&outPipe) == 0 else {
+        close(inPipe[0])
+        close(inPipe[1])
+        throw InferError.verifier("cannot create a pipe")
+    }
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }
@@ -251,7 +288,10 @@ func runShell(_ command: String, input: Data, timeout: Double) throws -> (Int32,
     var timedOut = false
     while true {
         let left = deadline.timeIntervalSinceNow
-        if left <= 0 { timedOut = true; break }
+        if left <= 0 {
+            timedOut = true
+            break
+        }
         var fds = pollfd(fd: outPipe[0], events: Int16(POLLIN), revents: 0)
         let r = poll(&fds, 1, Int32(min(left * 1000, 1000)) + 1)
         if r <= 0 { continue }
@@ -277,7 +317,9 @@ public func makeVerifier(_ spec: String) throws -> any Verifier {
     default:
         if spec.hasPrefix("command:") {
             let c = String(spec.dropFirst("command:".count))
-            guard !c.trimmingCharacters(in: .whitespaces).isEmpty else { throw InferError.invalid("command: needs a shell command") }
+            guard !c.trimmingCharacters(in: .whitespaces).isEmpty else {
+                throw InferError.invalid("command: needs a shell command")
+            }
             return CommandVerifier(command: c)
         }
         throw InferError.invalid("unknown verifier \"\(spec)\" (gsm8k, boxed, exact, command:CMD)")

@@ -28,7 +28,10 @@ public struct IngestJob {
 
     /// A job over `inputs` into `output`.
     public init(inputs: [String], output: String, vocab: IngestVocabulary, options: IngestOptions) {
-        self.inputs = inputs; self.output = output; self.vocab = vocab; self.options = options
+        self.inputs = inputs
+        self.output = output
+        self.vocab = vocab
+        self.options = options
     }
 
     /// Manifest file this run keeps: `manifest.json`, or `manifest.part-I-of-N.json` for a part.
@@ -64,7 +67,8 @@ public struct IngestJob {
         let files = try inputs.map { try MappedFile(path: $0) }
         for f in files { f.adviseSequential() }
         let totalBytes = files.reduce(0) { $0 + $1.bytes.count }
-        let tokenizerInfo = TokenizerInfo(fingerprint: String(vocab.tokenizer.fingerprint, radix: 16), source: vocab.tokenizer.path)
+        let tokenizerInfo = TokenizerInfo(
+            fingerprint: String(vocab.tokenizer.fingerprint, radix: 16), source: vocab.tokenizer.path)
 
         // Resume state: (file, byte offset, line number) after the last line covered by a committed shard.
         var state = ResumeState()
@@ -74,25 +78,34 @@ public struct IngestJob {
         if FileManager.default.fileExists(atPath: manifestPath) {
             let m = try Manifest.read(directory: output, fileName: manifestName)
             if m.complete {
-                throw FormatError(.invalidArgument, path: manifestPath, "dataset is already complete; choose another --out or pass --overwrite")
+                throw FormatError(
+                    .invalidArgument, path: manifestPath,
+                    "dataset is already complete; choose another --out or pass --overwrite")
             }
             for (k, v) in identity where m.properties[k] != v {
-                throw FormatError(.invalidArgument, path: manifestPath,
-                                  "an interrupted ingest with different settings is here (\(k): '\(m.properties[k] ?? "none")' vs '\(v)'); pass --overwrite to start again")
+                throw FormatError(
+                    .invalidArgument, path: manifestPath,
+                    "an interrupted ingest with different settings is here (\(k): '\(m.properties[k] ?? "none")' vs '\(v)'); pass --overwrite to start again"
+                )
             }
             guard m.tokenizer == tokenizerInfo else {
-                throw FormatError(.invalidArgument, path: manifestPath, "the interrupted ingest used another tokenizer; pass --overwrite")
+                throw FormatError(
+                    .invalidArgument, path: manifestPath,
+                    "the interrupted ingest used another tokenizer; pass --overwrite")
             }
             state = ResumeState(m.properties)
-            writer = try DatasetWriter(resuming: m, directory: output, shardTokens: shardTokens,
-                                       manifestName: manifestName, shardPrefix: shardPrefix)
+            writer = try DatasetWriter(
+                resuming: m, directory: output, shardTokens: shardTokens,
+                manifestName: manifestName, shardPrefix: shardPrefix)
             resumed = true
         } else {
             var props = identity
             props["ingest.resume"] = ResumeState().encoded
-            writer = try DatasetWriter(directory: output, options: ShardOptions(vocabSize: vocab.tokenizer.vocabSize, compression: compression),
-                                       shardTokens: shardTokens, tokenizer: tokenizerInfo, properties: props,
-                                       manifestName: manifestName, shardPrefix: shardPrefix)
+            writer = try DatasetWriter(
+                directory: output,
+                options: ShardOptions(vocabSize: vocab.tokenizer.vocabSize, compression: compression),
+                shardTokens: shardTokens, tokenizer: tokenizerInfo, properties: props,
+                manifestName: manifestName, shardPrefix: shardPrefix)
         }
         let rejects = try RejectsFile(path: output + "/" + rejectsName, keep: resumed ? state.rejectsBytes : 0)
 
@@ -123,21 +136,32 @@ public struct IngestJob {
 
         // Workers tokenize batches while this thread writes finished ones in input order, so shard writing
         // (block compression included) runs beside tokenization instead of between windows of it.
-        let pipeline = LinePipeline(files: files, depth: max(1, threads) * 4,
-                                    processors: (0..<max(1, threads)).map { [delimiters = SingleByteDelimiters(vocab, options.stepDelimiters)] _ in
-                                        LineProcessor(vocab: vocab, options: options, delimiters: delimiters)
-                                    })
+        let pipeline = LinePipeline(
+            files: files, depth: max(1, threads) * 4,
+            processors: (0..<max(1, threads)).map {
+                [delimiters = SingleByteDelimiters(vocab, options.stepDelimiters)] _ in
+                LineProcessor(vocab: vocab, options: options, delimiters: delimiters)
+            })
         defer { pipeline.finish() }
         var pending: [[LineRef]] = []  // submitted, not yet written, in order
-        while pending.count < pipeline.depth, let b = nextBatch() { pipeline.submit(b); pending.append(b) }
+        while pending.count < pipeline.depth, let b = nextBatch() {
+            pipeline.submit(b)
+            pending.append(b)
+        }
         var head = 0
         while head < pending.count {
             let batch = pending[head]
             let done = pipeline.take()
             pending[head] = []
             head += 1
-            if let b = nextBatch() { pipeline.submit(b); pending.append(b) }
-            if head >= 64 { pending.removeFirst(head); head = 0 }
+            if let b = nextBatch() {
+                pipeline.submit(b)
+                pending.append(b)
+            }
+            if head >= 64 {
+                pending.removeFirst(head)
+                head = 0
+            }
             // Consecutive trajectories from one input go to the writer as one run; a rejected line or the
             // next input ends a run. `runState` is the state before the run's first line.
             var runLine = 0, runRecord = 0, record = 0, runState = current
@@ -148,7 +172,9 @@ public struct IngestJob {
                     // The shard closing after trajectory `last` records the state right after its line.
                     var s = runState, r = runRecord
                     for k in runLine..<endLine {
-                        s.advance(past: batch[k], done.outcomes[k], truncated: { records.flags[r] & TrajectoryFlags.truncated.rawValue != 0 })
+                        s.advance(
+                            past: batch[k], done.outcomes[k],
+                            truncated: { records.flags[r] & TrajectoryFlags.truncated.rawValue != 0 })
                         if case .record = done.outcomes[k] {
                             if r == last { break }
                             r += 1
@@ -179,13 +205,17 @@ public struct IngestJob {
                     runLine = k
                     runState = current
                 }
-                current.advance(past: l, outcome, truncated: { done.records.flags[record] & TrajectoryFlags.truncated.rawValue != 0 })
+                current.advance(
+                    past: l, outcome,
+                    truncated: { done.records.flags[record] & TrajectoryFlags.truncated.rawValue != 0 })
                 if case .record = outcome { record += 1 }
             }
             try flushRun(through: batch.count)
-            progress(IngestProgress(bytesDone: batch.last.map { lines.bytesConsumed(upTo: $0) } ?? lines.bytesConsumed,
-                                    bytesTotal: totalBytes, linesRead: current.linesRead,
-                                    written: current.written, rejected: current.rejected))
+            progress(
+                IngestProgress(
+                    bytesDone: batch.last.map { lines.bytesConsumed(upTo: $0) } ?? lines.bytesConsumed,
+                    bytesTotal: totalBytes, linesRead: current.linesRead,
+                    written: current.written, rejected: current.rejected))
             pipeline.recycle(done)
         }
         committed.withLock { $0 = current }
@@ -196,8 +226,9 @@ public struct IngestJob {
         writer.setProperty("ingest.truncated", String(current.truncated))
         writer.setProperty("ingest.blank_lines", String(current.blank))
         let manifest = try writer.finish()
-        return IngestSummary(manifest: manifest, linesRead: current.linesRead, written: current.written,
-                             rejected: current.rejected, truncated: current.truncated, blank: current.blank, resumed: resumed)
+        return IngestSummary(
+            manifest: manifest, linesRead: current.linesRead, written: current.written,
+            rejected: current.rejected, truncated: current.truncated, blank: current.blank, resumed: resumed)
     }
 }
 
@@ -208,13 +239,21 @@ extension IngestJob {
         for i in 0..<count {
             let name = "manifest.part-\(i)-of-\(count).json"
             let m = try Manifest.read(directory: directory, fileName: name)
-            guard m.complete else { throw FormatError(.manifest, path: directory + "/" + name, "part \(i) has not finished") }
+            guard m.complete else {
+                throw FormatError(.manifest, path: directory + "/" + name, "part \(i) has not finished")
+            }
             parts.append(m)
         }
-        guard var merged = parts.first else { throw FormatError(.invalidArgument, path: directory, "no parts to merge") }
-        let sameKeys = merged.properties.keys.filter { $0.hasPrefix("ingest.") && !["ingest.part", "ingest.resume"].contains($0) && !isCount($0) }
+        guard var merged = parts.first else {
+            throw FormatError(.invalidArgument, path: directory, "no parts to merge")
+        }
+        let sameKeys = merged.properties.keys.filter {
+            $0.hasPrefix("ingest.") && !["ingest.part", "ingest.resume"].contains($0) && !isCount($0)
+        }
         for (i, m) in parts.enumerated().dropFirst() {
-            guard m.vocabSize == merged.vocabSize, m.tokenizer == merged.tokenizer, m.tokenColumns == merged.tokenColumns else {
+            guard m.vocabSize == merged.vocabSize, m.tokenizer == merged.tokenizer,
+                m.tokenColumns == merged.tokenColumns
+            else {
                 throw FormatError(.manifest, path: directory, "part \(i) used another tokenizer or columns than part 0")
             }
             for k in sameKeys where m.properties[k] != merged.properties[k] {
@@ -237,6 +276,7 @@ extension IngestJob {
     }
 
     private static func isCount(_ k: String) -> Bool {
-        ["ingest.lines_read", "ingest.trajectories", "ingest.rejected", "ingest.truncated", "ingest.blank_lines"].contains(k)
+        ["ingest.lines_read", "ingest.trajectories", "ingest.rejected", "ingest.truncated", "ingest.blank_lines"]
+            .contains(k)
     }
 }

@@ -74,7 +74,10 @@ public func unescapeDelimiter(_ s: String) -> [UInt8] {
     var out: [UInt8] = []
     var it = Array(s.utf8).makeIterator()
     while let c = it.next() {
-        guard c == UInt8(ascii: "\\"), let e = it.next() else { out.append(c); continue }
+        guard c == UInt8(ascii: "\\"), let e = it.next() else {
+            out.append(c)
+            continue
+        }
         switch e {
         case UInt8(ascii: "n"): out.append(0x0A)
         case UInt8(ascii: "t"): out.append(0x09)

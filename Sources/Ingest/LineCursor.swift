@@ -31,7 +31,9 @@ struct LineCursor {
 
     init(files: [MappedFile], start: ResumeState) {
         self.files = files
-        file = start.file; offset = start.offset; number = start.line
+        file = start.file
+        offset = start.offset
+        number = start.line
     }
 
     var bytesConsumed: Int {
@@ -46,7 +48,12 @@ struct LineCursor {
     mutating func next() -> LineRef? {
         while file < files.count {
             let b = files[file].bytes
-            if offset >= b.count { file += 1; offset = 0; number = 0; continue }
+            if offset >= b.count {
+                file += 1
+                offset = 0
+                number = 0
+                continue
+            }
             let start = offset
             var end = start
             if let base = b.baseAddress, let p = memchr(base + start, 0x0A, b.count - start) {
@@ -57,7 +64,10 @@ struct LineCursor {
             offset = end < b.count ? end + 1 : end
             number += 1
             var blank = true
-            for k in start..<end where b[k] != 0x20 && b[k] != 0x09 && b[k] != 0x0D { blank = false; break }
+            for k in start..<end where b[k] != 0x20 && b[k] != 0x09 && b[k] != 0x0D {
+                blank = false
+                break
+            }
             return LineRef(file: file, start: start, end: end, number: number, blank: blank, next: offset)
         }
         return nil

@@ -51,7 +51,13 @@ final class LinePipeline: @unchecked Sendable {
             work.wait()
             let job: (index: Int, lines: [LineRef], spare: ProcessedLines?)? = state.withLock { s in
                 guard s.head < s.queue.count, !s.closed else { return nil }
-                defer { s.head += 1; if s.head > 64 { s.queue.removeFirst(s.head); s.head = 0 } }
+                defer {
+                    s.head += 1
+                    if s.head > 64 {
+                        s.queue.removeFirst(s.head)
+                        s.head = 0
+                    }
+                }
                 return (s.queue[s.head].index, s.queue[s.head].lines, s.spare.popLast())
             }
             guard let job else { return }
@@ -67,7 +73,8 @@ final class LinePipeline: @unchecked Sendable {
                     continue
                 }
                 do throws(LineError) {
-                    try box.processor.process(l.bytes(in: mapped[l.file]), into: &out.records, sourceLine: UInt64(l.number))
+                    try box.processor.process(
+                        l.bytes(in: mapped[l.file]), into: &out.records, sourceLine: UInt64(l.number))
                     out.outcomes.append(.record)
                 } catch {
                     out.outcomes.append(.failure(error))

@@ -80,8 +80,10 @@ public struct LineProcessor {
         bos = vocab.tokenizer.templateIds.prefix.map { $0 }
         eos = vocab.tokenizer.eosId
         vocabSize = vocab.tokenizer.vocabSize
-        encoder = vocab.tokenizer.makeEncoder(options: EncodeOptions(recognizeSpecialTokens: options.recognizeSpecialTokens,
-                                                                     addSpecialTokens: false))
+        encoder = vocab.tokenizer.makeEncoder(
+            options: EncodeOptions(
+                recognizeSpecialTokens: options.recognizeSpecialTokens,
+                addSpecialTokens: false))
     }
 
     /// Parses and tokenizes `line`; the record's provenance fields are left for the caller.
@@ -96,8 +98,10 @@ public struct LineProcessor {
 
     /// Parses and tokenizes `line` into the next trajectory of `batch`, with source line `sourceLine`; an
     /// invalid line throws and leaves the batch as it was.
-    public mutating func process(_ line: UnsafeBufferPointer<UInt8>, into batch: inout TrajectoryBatch,
-                                 sourceLine: UInt64) throws(LineError) {
+    public mutating func process(
+        _ line: UnsafeBufferPointer<UInt8>, into batch: inout TrajectoryBatch,
+        sourceLine: UInt64
+    ) throws(LineError) {
         do {
             try build(line, &batch, sourceLine)
             return
@@ -188,7 +192,9 @@ public struct LineProcessor {
     }
 
     /// Prompt and response tokens go straight to the end of `batch.tokens`, step ends to `batch.stepEnds`.
-    private mutating func build(_ line: UnsafeBufferPointer<UInt8>, _ batch: inout TrajectoryBatch, _ sourceLine: UInt64) throws {
+    private mutating func build(
+        _ line: UnsafeBufferPointer<UInt8>, _ batch: inout TrajectoryBatch, _ sourceLine: UInt64
+    ) throws {
         let root = try scanner.parse(line)
         guard scanner[root].kind == .object else { throw fail(root, "a trajectory line must be a JSON object") }
         let field = try fields(root, line)
@@ -206,11 +212,13 @@ public struct LineProcessor {
         }
 
         let start = batch.openStart.tokens, stepStart = batch.openStart.steps
-        precondition(batch.tokens.count == start && batch.stepEnds.count == stepStart, "a batch's open trajectory is not empty")
+        precondition(
+            batch.tokens.count == start && batch.stepEnds.count == stepStart, "a batch's open trajectory is not empty")
         var promptCount = 0
         var flags: TrajectoryFlags = []
         if let pIDs = field.promptIDs {
-            for (f, node) in [("prompt", field.prompt), ("response", field.response), ("steps", field.steps)] where node != nil {
+            for (f, node) in [("prompt", field.prompt), ("response", field.response), ("steps", field.steps)]
+            where node != nil {
                 throw fail(root, "'prompt_ids' and '\(f)' cannot both be given")
             }
             guard let rIDs = field.responseIDs else { throw fail(root, "missing field 'response_ids'") }
@@ -218,14 +226,21 @@ public struct LineProcessor {
             promptCount = batch.tokens.count - start
             // The first response token is predicted from the prompt, and a trajectory without response tokens
             // trains nothing: the data loader would skip either, so they are refused here, where the line is known.
-            guard promptCount > 0 else { throw fail(pIDs, "'prompt_ids' is empty: a trajectory needs at least one prompt token") }
+            guard promptCount > 0 else {
+                throw fail(pIDs, "'prompt_ids' is empty: a trajectory needs at least one prompt token")
+            }
             try ids(rIDs, line, "response_ids", into: &batch.tokens)
             let responseCount = batch.tokens.count - start - promptCount
-            guard responseCount > 0 else { throw fail(rIDs, "'response_ids' is empty: a trajectory needs at least one response token") }
+            guard responseCount > 0 else {
+                throw fail(rIDs, "'response_ids' is empty: a trajectory needs at least one response token")
+            }
             if let se = field.stepEnds {
                 guard scanner[se].kind == .array else { throw fail(se, "'step_ends' must be an array of integers") }
                 guard scanner[se].count > 0 else {
-                    throw fail(se, "'step_ends' is empty: end the last step at the response length \(responseCount), or omit 'step_ends' to split at step delimiters")
+                    throw fail(
+                        se,
+                        "'step_ends' is empty: end the last step at the response length \(responseCount), or omit 'step_ends' to split at step delimiters"
+                    )
                 }
                 var previous = 0
                 for e in scanner.children(se) {
@@ -237,10 +252,14 @@ public struct LineProcessor {
                 }
                 // Tokens after the last step would belong to no step (and a typo in an end would go unnoticed).
                 guard previous == responseCount else {
-                    throw fail(se, "'step_ends' must end at the last response token: its last value is \(previous), the response has \(responseCount) tokens")
+                    throw fail(
+                        se,
+                        "'step_ends' must end at the last response token: its last value is \(previous), the response has \(responseCount) tokens"
+                    )
                 }
             } else {
-                delimiterSteps(batch.tokens, from: start + promptCount, promptLength: promptCount, into: &batch.stepEnds)
+                delimiterSteps(
+                    batch.tokens, from: start + promptCount, promptLength: promptCount, into: &batch.stepEnds)
             }
         } else {
             guard let pNode = field.prompt else {
@@ -251,13 +270,16 @@ public struct LineProcessor {
             try encode(pNode, line, into: &batch.tokens)
             promptCount = batch.tokens.count - start
             guard promptCount > 0 else {
-                throw fail(pNode, "'prompt' is empty and no BOS token precedes it: a trajectory needs at least one prompt token")
+                throw fail(
+                    pNode,
+                    "'prompt' is empty and no BOS token precedes it: a trajectory needs at least one prompt token")
             }
             switch (field.response, field.steps) {
             case (let r?, nil):
                 guard scanner[r].kind == .string else { throw fail(r, "'response' must be a string") }
                 try encode(r, line, into: &batch.tokens)
-                delimiterSteps(batch.tokens, from: start + promptCount, promptLength: promptCount, into: &batch.stepEnds)
+                delimiterSteps(
+                    batch.tokens, from: start + promptCount, promptLength: promptCount, into: &batch.stepEnds)
             case (nil, let s?):
                 try explicitSteps(s, line, prompt: promptCount, tokens: &batch.tokens, into: &batch.stepEnds)
             case (nil, nil): throw fail(root, "missing field 'response' (or 'steps')")
@@ -277,7 +299,9 @@ public struct LineProcessor {
                 throw fail(root, "--eos always, but the tokenizer has no EOS token")
             }
             guard batch.tokens.count > start + promptCount else {
-                throw fail(field.response ?? field.steps, "the response is empty (and no EOS is appended): a trajectory needs at least one response token")
+                throw fail(
+                    field.response ?? field.steps,
+                    "the response is empty (and no EOS is appended): a trajectory needs at least one response token")
             }
         }
 
@@ -303,7 +327,9 @@ public struct LineProcessor {
         if let g = field.group {
             switch scanner[g].kind {
             case .number:
-                guard let v = scanner.integer(g, in: line), v >= 0 else { throw fail(g, "'group' must be a non-negative integer or a string") }
+                guard let v = scanner.integer(g, in: line), v >= 0 else {
+                    throw fail(g, "'group' must be a non-negative integer or a string")
+                }
                 group = UInt64(v)
             case .string:
                 group = try scanner.withText(g, in: line, scratch: &scratch) { oreo_xxh3_64($0.baseAddress, $0.count) }
@@ -361,8 +387,10 @@ public struct LineProcessor {
         }
     }
 
-    private mutating func multiByteDelimiterSteps(_ response: UnsafeBufferPointer<UInt32>, promptLength: Int,
-                                                  into ends: inout [UInt32]) {
+    private mutating func multiByteDelimiterSteps(
+        _ response: UnsafeBufferPointer<UInt32>, promptLength: Int,
+        into ends: inout [UInt32]
+    ) {
         responseBytes.removeAll(keepingCapacity: true)
         stepOffsets.removeAll(keepingCapacity: true)
         for id in response {
@@ -390,14 +418,20 @@ public struct LineProcessor {
             var matched = 0
             for d in delims where p + d.count <= responseBytes.count {
                 var ok = true
-                for k in 0..<d.count where responseBytes[p + k] != d[k] { ok = false; break }
+                for k in 0..<d.count where responseBytes[p + k] != d[k] {
+                    ok = false
+                    break
+                }
                 if ok { matched = max(matched, d.count) }
             }
             if matched > 0 {
                 p += matched
                 runEnd = p
             } else {
-                if runEnd >= 0 { close(at: runEnd); runEnd = -1 }
+                if runEnd >= 0 {
+                    close(at: runEnd)
+                    runEnd = -1
+                }
                 p += 1
             }
         }
@@ -406,10 +440,14 @@ public struct LineProcessor {
 
     /// Encodes a `steps` array joined with the configured separator onto `tokens`; each step ends at the last
     /// token boundary at or before the end of its text (and separator).
-    private mutating func explicitSteps(_ node: Int, _ line: UnsafeBufferPointer<UInt8>, prompt: Int,
-                                        tokens: inout [UInt32], into ends: inout [UInt32]) throws {
+    private mutating func explicitSteps(
+        _ node: Int, _ line: UnsafeBufferPointer<UInt8>, prompt: Int,
+        tokens: inout [UInt32], into ends: inout [UInt32]
+    ) throws {
         guard scanner[node].kind == .array else { throw fail(node, "'steps' must be an array of strings") }
-        guard scanner[node].count > 0 else { throw fail(node, "'steps' is empty: a trajectory needs at least one step") }
+        guard scanner[node].count > 0 else {
+            throw fail(node, "'steps' is empty: a trajectory needs at least one step")
+        }
         stepText.removeAll(keepingCapacity: true)
         stepCuts.removeAll(keepingCapacity: true)
         var item = scanner[node].firstChild
@@ -429,7 +467,10 @@ public struct LineProcessor {
             stepOffsets.append(decodedLength)
         }
         guard decodedLength == stepText.count else {
-            throw fail(node, "the tokenizer's normalizer changed the step text, so step boundaries cannot be placed; give 'response' with step delimiters instead")
+            throw fail(
+                node,
+                "the tokenizer's normalizer changed the step text, so step boundaries cannot be placed; give 'response' with step delimiters instead"
+            )
         }
         var last = 0
         for cut in stepCuts {
@@ -438,7 +479,10 @@ public struct LineProcessor {
                 let mid = (lo + hi) / 2
                 if stepOffsets[mid] <= cut { lo = mid + 1 } else { hi = mid }
             }
-            if lo > last { ends.append(UInt32(prompt + lo)); last = lo }
+            if lo > last {
+                ends.append(UInt32(prompt + lo))
+                last = lo
+            }
         }
     }
 }
@@ -487,13 +531,16 @@ final class SingleByteDelimiters: Sendable {
     }
 
     var view: View {
-        View(byte: byte.pointer, kinds: kinds.pointer, any: any.pointer, bytes: bytes.pointer, byteStart: byteStart.pointer)
+        View(
+            byte: byte.pointer, kinds: kinds.pointer, any: any.pointer, bytes: bytes.pointer,
+            byteStart: byteStart.pointer)
     }
 
     /// Appends the step ends of `response` (ids below the vocabulary size the tables were built for): a run of
     /// delimiters ends at the first non-delimiter byte after it, and the step ends before the token holding
     /// that byte; the response end closes the last step.
-    static func steps(_ response: UnsafeBufferPointer<UInt32>, promptLength: Int, _ d: View, into ends: inout [UInt32]) {
+    static func steps(_ response: UnsafeBufferPointer<UInt32>, promptLength: Int, _ d: View, into ends: inout [UInt32])
+    {
         var lastToken = 0
         var inRun = false
         @inline(__always) func holds(_ t: Int) -> Bool { d.any[t &>> 6] &>> UInt64(t & 63) & 1 != 0 }
@@ -508,7 +555,10 @@ final class SingleByteDelimiters: Sendable {
             let t = Int(response[k])
             switch holds(t) ? d.kinds[t] : 0 {
             case 0:
-                if k > lastToken { ends.append(UInt32(promptLength + k)); lastToken = k }
+                if k > lastToken {
+                    ends.append(UInt32(promptLength + k))
+                    lastToken = k
+                }
                 inRun = false
             case 1:
                 inRun = true
@@ -517,7 +567,10 @@ final class SingleByteDelimiters: Sendable {
                     if d.byte[Int(d.bytes[i])] {
                         inRun = true
                     } else if inRun {
-                        if k > lastToken { ends.append(UInt32(promptLength + k)); lastToken = k }
+                        if k > lastToken {
+                            ends.append(UInt32(promptLength + k))
+                            lastToken = k
+                        }
                         inRun = false
                     }
                 }

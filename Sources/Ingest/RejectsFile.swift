@@ -17,7 +17,8 @@ final class RejectsFile: @unchecked Sendable {
             unlink(path)
         } else {
             if truncate(path, off_t(keep)) != 0 {
-                throw FormatError(.io, path: path, "cannot cut rejects back to \(keep) bytes: \(String(cString: strerror(errno)))")
+                throw FormatError(
+                    .io, path: path, "cannot cut rejects back to \(keep) bytes: \(String(cString: strerror(errno)))")
             }
             size = keep
         }
@@ -32,7 +33,9 @@ final class RejectsFile: @unchecked Sendable {
     func append(line: UnsafeBufferPointer<UInt8>, location: String, reason: String) throws {
         try open()
         // The line itself may not be JSON, so it is stored as a JSON string.
-        let entry: [String: String] = ["where": location, "reason": reason, "line": String(decoding: line, as: UTF8.self)]
+        let entry: [String: String] = [
+            "where": location, "reason": reason, "line": String(decoding: line, as: UTF8.self),
+        ]
         var data = try JSONSerialization.data(withJSONObject: entry, options: [.sortedKeys, .withoutEscapingSlashes])
         data.append(0x0A)
         try data.withUnsafeBytes { d in
@@ -41,7 +44,9 @@ final class RejectsFile: @unchecked Sendable {
                 let n = write(fd, d.baseAddress! + done, d.count - done)
                 if n < 0 {
                     if errno == EINTR { continue }
-                    throw FormatError(.io, path: path, offset: UInt64(size + done), "write failed: \(String(cString: strerror(errno)))")
+                    throw FormatError(
+                        .io, path: path, offset: UInt64(size + done),
+                        "write failed: \(String(cString: strerror(errno)))")
                 }
                 done += n
             }
@@ -51,11 +56,18 @@ final class RejectsFile: @unchecked Sendable {
 
     /// Flushes to disk and returns the length.
     func sync() throws -> Int {
-        if fd >= 0, fsync(fd) != 0 { throw FormatError(.io, path: path, "fsync failed: \(String(cString: strerror(errno)))") }
+        if fd >= 0, fsync(fd) != 0 {
+            throw FormatError(.io, path: path, "fsync failed: \(String(cString: strerror(errno)))")
+        }
         return size
     }
 
-    func abandon() { if fd >= 0 { close(fd); fd = -1 } }
+    func abandon() {
+        if fd >= 0 {
+            close(fd)
+            fd = -1
+        }
+    }
 
     deinit { abandon() }
 }

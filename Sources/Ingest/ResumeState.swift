@@ -27,7 +27,9 @@ struct ResumeState: Equatable {
     var properties: [String: String] { ["ingest.resume": encoded] }
 
     mutating func after(_ l: LineRef) {
-        file = l.file; offset = l.next; line = l.number
+        file = l.file
+        offset = l.next
+        line = l.number
         if !l.blank { partCounter = l.ordinal + 1 }
     }
 
@@ -40,7 +42,9 @@ struct ResumeState: Equatable {
             linesRead += 1
             written += 1
             if truncated() { self.truncated += 1 }
-        case .failure: linesRead += 1; rejected += 1
+        case .failure:
+            linesRead += 1
+            rejected += 1
         }
     }
 }

@@ -17,7 +17,9 @@ public enum ChatTemplate: Equatable, Sendable {
         // Templates with tools also splice messages[0] after a system opener: take the first literal one.
         for opener in ["<|im_start|>system\n", "<|im_start|>system\\n"] {
             var from = s.startIndex
-            while let r = s.range(of: opener, range: from..<s.endIndex), let end = s[r.upperBound...].range(of: "<|im_end|>") {
+            while let r = s.range(of: opener, range: from..<s.endIndex),
+                let end = s[r.upperBound...].range(of: "<|im_end|>")
+            {
                 let text = String(s[r.upperBound..<end.lowerBound])
                 if !text.contains("{{") && !text.contains("{%") && !text.contains("'") && !text.contains("\"") {
                     return .chatML(defaultSystem: text.replacingOccurrences(of: "\\n", with: "\n"))

@@ -27,6 +27,7 @@ public enum DecodeWeights: String, CaseIterable, Sendable {
             model.decodingWeights = try PackedWeights(quantizing: model, to: PackedFormat(rawValue: rawValue)!)
         }
         let w = model.decodingWeights!
-        return "\(w.summary) (\(w.matrixCount) of \(model.linearWeights().count) linear layers, \(w.byteCount / 1_000_000) MB)"
+        return
+            "\(w.summary) (\(w.matrixCount) of \(model.linearWeights().count) linear layers, \(w.byteCount / 1_000_000) MB)"
     }
 }

@@ -16,26 +16,32 @@ extension GGUFFile {
         var used: Set<String> = cfg.ropeScaling.isLlama3 ? ["rope_freqs.weight"] : []
         for s in model.layout.specs where s.offset != model.layout.valueHead {
             guard let g = Self.ggufName(s.name, family: cfg.family), let t = info(g) else {
-                throw GGUFError.tensor(file: path, name: s.name, why: "missing (GGUF name \(Self.ggufName(s.name, family: cfg.family) ?? "?"))")
+                throw GGUFError.tensor(
+                    file: path, name: s.name,
+                    why: "missing (GGUF name \(Self.ggufName(s.name, family: cfg.family) ?? "?"))")
             }
             guard Array(t.ne.reversed()) == s.shape else {
-                throw GGUFError.tensor(file: path, name: g, why: "shape \(Array(t.ne.reversed())), model expects \(s.shape)")
+                throw GGUFError.tensor(
+                    file: path, name: g, why: "shape \(Array(t.ne.reversed())), model expects \(s.shape)")
             }
             used.insert(g)
             var v = try floats(g)
             if cfg.family.ggufPermutesRotary, let heads = rotaryHeads(s.name, cfg) {
-                v = Self.unpermuteRotary(v, heads: heads, rowsPerHead: cfg.headDim, cols: s.shape.count == 2 ? s.shape[1] : 1)
+                v = Self.unpermuteRotary(
+                    v, heads: heads, rowsPerHead: cfg.headDim, cols: s.shape.count == 2 ? s.shape[1] : 1)
             }
             try model.parameters.copyIn(v, at: s.offset)
         }
         if cfg.family == .gpt2, info("output.weight") != nil {
             guard try floats("output.weight") == floats("token_embd.weight") else {
-                throw GGUFError.tensor(file: path, name: "output.weight", why: "differs from token_embd.weight; GPT-2 ties its head")
+                throw GGUFError.tensor(
+                    file: path, name: "output.weight", why: "differs from token_embd.weight; GPT-2 ties its head")
             }
             used.insert("output.weight")
         }
         if let extra = tensors.first(where: { !used.contains($0.name) }) {
-            throw GGUFError.tensor(file: path, name: extra.name, why: "unexpected tensor for a \(cfg.family.ggufArchitecture) model")
+            throw GGUFError.tensor(
+                file: path, name: extra.name, why: "unexpected tensor for a \(cfg.family.ggufArchitecture) model")
         }
         return model
     }
@@ -51,29 +57,35 @@ extension GGUFFile {
         var pieces: [PackedWeights.Piece] = []
         var seen = Set<Int>()
         for (offset, outDim, inDim) in model.linearWeights() {
-            for s in model.layout.specs where s.offset >= offset && s.offset < offset + outDim * inDim && s.shape.count == 2 {
-                guard seen.insert(s.offset).inserted, let g = Self.ggufName(s.name, family: cfg.family), let t = info(g),
-                      let type = GGMLType(rawValue: t.type), let format = PackedFormat(type),
-                      Array(t.ne.reversed()) == s.shape else { continue }
+            for s in model.layout.specs
+            where s.offset >= offset && s.offset < offset + outDim * inDim && s.shape.count == 2 {
+                guard seen.insert(s.offset).inserted, let g = Self.ggufName(s.name, family: cfg.family),
+                    let t = info(g),
+                    let type = GGMLType(rawValue: t.type), let format = PackedFormat(type),
+                    Array(t.ne.reversed()) == s.shape
+                else { continue }
                 let rows = s.shape[0], rowBytes = format.rowBytes(s.shape[1])
                 let heads = cfg.family.ggufPermutesRotary ? rotaryHeads(s.name, cfg) : nil
                 let hd = cfg.headDim
-                pieces.append(PackedWeights.Piece(spec: s, format: format) { dst in
-                    try self.withStoredBytes(of: g) { src in
-                        guard src.count == rows * rowBytes else {
-                            throw GGUFError.tensor(file: self.path, name: g, why: "\(src.count) bytes, expected \(rows * rowBytes)")
-                        }
-                        for r in 0..<rows {
-                            // HF row h*hd + i*hd/2 + j is GGUF row h*hd + 2j + i (see unpermuteRotary)
-                            var from = r
-                            if heads != nil {
-                                let h = r / hd, i = (r % hd) / (hd / 2), j = r % (hd / 2)
-                                from = h * hd + 2 * j + i
+                pieces.append(
+                    PackedWeights.Piece(spec: s, format: format) { dst in
+                        try self.withStoredBytes(of: g) { src in
+                            guard src.count == rows * rowBytes else {
+                                throw GGUFError.tensor(
+                                    file: self.path, name: g, why: "\(src.count) bytes, expected \(rows * rowBytes)")
                             }
-                            (dst + r * rowBytes).copyMemory(from: src.baseAddress! + from * rowBytes, byteCount: rowBytes)
+                            for r in 0..<rows {
+                                // HF row h*hd + i*hd/2 + j is GGUF row h*hd + 2j + i (see unpermuteRotary)
+                                var from = r
+                                if heads != nil {
+                                    let h = r / hd, i = (r % hd) / (hd / 2), j = r % (hd / 2)
+                                    from = h * hd + 2 * j + i
+                                }
+                                (dst + r * rowBytes).copyMemory(
+                                    from: src.baseAddress! + from * rowBytes, byteCount: rowBytes)
+                            }
                         }
-                    }
-                })
+                    })
             }
         }
         return try PackedWeights(model: model, pieces: pieces)
@@ -102,5 +114,8 @@ func rotaryHeads(_ name: String, _ c: ModelConfig) -> Int? {
 
 extension RoPEScaling {
     /// Llama 3.1 band-wise scaling (stored in GGUF as the rope_freqs tensor).
-    public var isLlama3: Bool { if case .llama3 = self { return true }; return false }
+    public var isLlama3: Bool {
+        if case .llama3 = self { return true }
+        return false
+    }
 }

@@ -29,15 +29,18 @@ public struct InferenceModel {
     /// `tokenizer` (a tokenizer.json, or a .gguf whose metadata describes one), else the directory's
     /// tokenizer.json, else (GGUF) the one its metadata describes. With
     /// `valueHead` the checkpoint must hold `value_head.weight`. `decodeWeights` picks what decoding reads.
-    public static func load(path: String, tokenizer: String? = nil, valueHead: Bool = false,
-                            decodeWeights: DecodeWeights = .auto) throws -> InferenceModel {
+    public static func load(
+        path: String, tokenizer: String? = nil, valueHead: Bool = false,
+        decodeWeights: DecodeWeights = .auto
+    ) throws -> InferenceModel {
         var (m, gguf) = try loadF32(path: path, tokenizer: tokenizer, valueHead: valueHead)
         m.decodeWeights = try decodeWeights.apply(to: m.model, gguf: gguf)
         return m
     }
 
     /// The model with f32 weights, and the GGUF file it came from (nil for a checkpoint directory).
-    private static func loadF32(path: String, tokenizer: String?, valueHead: Bool) throws -> (InferenceModel, GGUFFile?) {
+    private static func loadF32(path: String, tokenizer: String?, valueHead: Bool) throws -> (InferenceModel, GGUFFile?)
+    {
         let source = try ModelSource(existing: path)
         let model: TransformerModel
         let template: String?
@@ -52,20 +55,26 @@ public struct InferenceModel {
             model = try source.load(maxTokens: 1, valueHead: valueHead)
             template = try source.chatTemplateSource()
         case .gguf(let p):
-            guard !valueHead else { throw ModelError("\(p): a value model is a checkpoint directory with value_head.weight") }
+            guard !valueHead else {
+                throw ModelError("\(p): a value model is a checkpoint directory with value_head.weight")
+            }
             // Opened once: the weights, the template, the tokenizer and the packed decoding weights all read it.
             let g = try GGUFFile(path: p)
             gguf = g
             model = try g.loadLlamaModel(maxTokens: 1)
             template = ModelSource.chatTemplateSource(g)
             if tokenizer == nil {
-                return (InferenceModel(model: model, tokenizer: try GGUFTokenizer.load(g), chatTemplateSource: template, path: path), g)
+                return (
+                    InferenceModel(
+                        model: model, tokenizer: try GGUFTokenizer.load(g), chatTemplateSource: template, path: path), g
+                )
             }
         case .random: preconditionFailure("ModelSource(existing:) never makes a random source")
         }
         let tok = try source.tokenizer(override: tokenizer)
         guard tok.vocabSize <= model.config.vocabSize else {
-            throw ModelError("tokenizer \(tok.path) has \(tok.vocabSize) tokens, more than the model's \(model.config.vocabSize)")
+            throw ModelError(
+                "tokenizer \(tok.path) has \(tok.vocabSize) tokens, more than the model's \(model.config.vocabSize)")
         }
         return (InferenceModel(model: model, tokenizer: tok, chatTemplateSource: template, path: path), gguf)
     }
@@ -83,7 +92,9 @@ public struct InferenceModel {
         switch choice {
         case "none": return .none
         case "chatml":
-            if case .chatML(let s) = ChatTemplate.detect(fromJinja: chatTemplateSource) { return .chatML(defaultSystem: s) }
+            if case .chatML(let s) = ChatTemplate.detect(fromJinja: chatTemplateSource) {
+                return .chatML(defaultSystem: s)
+            }
             return .chatML(defaultSystem: nil)
         case "auto": return ChatTemplate.detect(fromJinja: chatTemplateSource)
         default: throw ModelError("--chat-template takes chatml, none or auto, not \"\(choice)\"")

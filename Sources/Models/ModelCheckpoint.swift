@@ -18,8 +18,12 @@ public struct SafeTensorsCollection: Sendable {
         var files: [String: SafeTensorsFile] = [:]
         var location: [String: String] = [:]
         if fm.fileExists(atPath: indexPath) {
-            guard let bytes = fm.contents(atPath: indexPath) else { throw SafeTensorsError.io(file: indexPath, why: "cannot read") }
-            guard bytes.count < SafeTensorsFile.maxHeaderBytes else { throw SafeTensorsError.invalid(file: indexPath, why: "index too large") }
+            guard let bytes = fm.contents(atPath: indexPath) else {
+                throw SafeTensorsError.io(file: indexPath, why: "cannot read")
+            }
+            guard bytes.count < SafeTensorsFile.maxHeaderBytes else {
+                throw SafeTensorsError.invalid(file: indexPath, why: "index too large")
+            }
             let index: JSONValue
             do { index = try StrictJSON.parse(bytes, file: indexPath) } catch {
                 throw SafeTensorsError.invalid(file: indexPath, why: "invalid JSON at \(error.position)")
@@ -29,7 +33,8 @@ public struct SafeTensorsCollection: Sendable {
             }
             for (name, v) in map {
                 guard case .string(let file) = v, !file.isEmpty, !file.contains("/"), !file.hasPrefix(".") else {
-                    throw SafeTensorsError.tensor(file: indexPath, name: name, why: "shard name is not a plain file name")
+                    throw SafeTensorsError.tensor(
+                        file: indexPath, name: name, why: "shard name is not a plain file name")
                 }
                 location[name] = file
             }
@@ -37,11 +42,13 @@ public struct SafeTensorsCollection: Sendable {
                 files[file] = try SafeTensorsFile(path: directory + "/" + file)
             }
             for (name, file) in location where files[file]?.info(name) == nil {
-                throw SafeTensorsError.tensor(file: directory + "/" + file, name: name, why: "listed in the index but not in the shard")
+                throw SafeTensorsError.tensor(
+                    file: directory + "/" + file, name: name, why: "listed in the index but not in the shard")
             }
             for (file, f) in files {
                 for t in f.tensors where location[t.name] != file {
-                    throw SafeTensorsError.tensor(file: directory + "/" + file, name: t.name, why: "not mapped to this shard by the index")
+                    throw SafeTensorsError.tensor(
+                        file: directory + "/" + file, name: t.name, why: "not mapped to this shard by the index")
                 }
             }
         } else {
@@ -80,7 +87,9 @@ public enum ModelCheckpoint {
     }
 
     /// Copies every parameter of `model` from `tensors` (HF names; GPT-2 with or without `transformer.`).
-    public static func loadWeights(into model: TransformerModel, from tensors: SafeTensorsCollection, directory: String) throws {
+    public static func loadWeights(into model: TransformerModel, from tensors: SafeTensorsCollection, directory: String)
+        throws
+    {
         var used = Set<String>()
         let p = model.parameters.pointer
         for s in model.layout.specs {
@@ -94,7 +103,8 @@ public enum ModelCheckpoint {
             used.insert(name)
             let fileShape = s.transposedInFile ? s.shape.reversed() : s.shape
             guard info.shape == Array(fileShape) else {
-                throw SafeTensorsError.tensor(file: file.path, name: name, why: "shape \(info.shape), model expects \(Array(fileShape))")
+                throw SafeTensorsError.tensor(
+                    file: file.path, name: name, why: "shape \(info.shape), model expects \(Array(fileShape))")
             }
             let v = try file.floats(name)
             if s.transposedInFile {
@@ -106,8 +116,9 @@ public enum ModelCheckpoint {
         }
         for name in tensors.location.keys where !used.contains(name) && !isIgnorable(name) {
             if name == "lm_head.weight" && model.config.tieWordEmbeddings { continue }
-            throw SafeTensorsError.tensor(file: tensors.location[name].map { directory + "/" + $0 } ?? directory, name: name,
-                                          why: "unexpected tensor for a \(model.config.family.rawValue) model")
+            throw SafeTensorsError.tensor(
+                file: tensors.location[name].map { directory + "/" + $0 } ?? directory, name: name,
+                why: "unexpected tensor for a \(model.config.family.rawValue) model")
         }
     }
 
@@ -121,21 +132,25 @@ public enum ModelCheckpoint {
                 for r in 0..<rows { for c in 0..<cols { t[c * rows + r] = p[s.offset + r * cols + c] } }
                 return SafeTensorsRecord(name: s.name, shape: [cols, rows], values: t)
             }
-            return SafeTensorsRecord(name: s.name, shape: s.shape,
-                                     values: Array(UnsafeBufferPointer(start: p + s.offset, count: s.count)))
+            return SafeTensorsRecord(
+                name: s.name, shape: s.shape,
+                values: Array(UnsafeBufferPointer(start: p + s.offset, count: s.count)))
         }
     }
 
     /// Writes `directory/config.json` and `directory/model.safetensors` (created if needed), each under a
     /// temporary name renamed into place when complete. `configExtras` (integer keys such as bos_token_id) are added to config.json.
-    public static func save(_ model: TransformerModel, directory: String, dtype: SafeTensorsDType = .F32,
-                            configExtras: [String: Int] = [:]) throws {
+    public static func save(
+        _ model: TransformerModel, directory: String, dtype: SafeTensorsDType = .F32,
+        configExtras: [String: Int] = [:]
+    ) throws {
         do { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) } catch {
             throw SafeTensorsError.io(file: directory, why: "cannot create directory")
         }
         let cfgPath = directory + "/config.json"
         try writeFileAtomically(Array(try model.config.jsonData(extra: configExtras)), to: cfgPath)
-        try writeSafeTensors(records(of: model), to: directory + "/model.safetensors", metadata: ["format": "pt"], dtype: dtype)
+        try writeSafeTensors(
+            records(of: model), to: directory + "/model.safetensors", metadata: ["format": "pt"], dtype: dtype)
         // Each file was fsynced before its rename; the directory's own entry in its parent must be durable too.
         syncDirectory(of: directory)
     }

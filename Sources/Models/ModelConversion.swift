@@ -16,7 +16,11 @@ public enum GGUFExportType: String, Sendable, CaseIterable {
 
     /// `general.file_type` (llama_ftype): ALL_F32 0, MOSTLY_F16 1, MOSTLY_Q8_0 7.
     public var fileType: UInt32 {
-        switch self { case .f32: return 0; case .f16: return 1; case .q8_0: return 7 }
+        switch self {
+        case .f32: return 0
+        case .f16: return 1
+        case .q8_0: return 7
+        }
     }
 
     /// The ggml type a tensor of `shape` gets.
@@ -66,21 +70,26 @@ public enum ModelConversion {
         }
         if isDir.boolValue {
             let model = try ModelCheckpoint.load(directory: path, maxTokens: maxTokens)
-            let dtypes = Set(try SafeTensorsCollection(directory: path).files.values.flatMap { $0.tensors.map(\.dtype.rawValue) })
+            let dtypes = Set(
+                try SafeTensorsCollection(directory: path).files.values.flatMap { $0.tensors.map(\.dtype.rawValue) })
             var vocab: BPEVocabulary?, note: String?
             let tj = path + "/tokenizer.json"
             if let data = FileManager.default.contents(atPath: tj) {
                 do {
-                    vocab = try BPEVocabulary(tokenizerJSON: data, path: tj,
-                                              config: FileManager.default.contents(atPath: path + "/tokenizer_config.json"))
+                    vocab = try BPEVocabulary(
+                        tokenizerJSON: data, path: tj,
+                        config: FileManager.default.contents(atPath: path + "/tokenizer_config.json"))
                 } catch { note = "\(error)" }
             } else {
                 note = "no tokenizer.json in \(path)"
             }
-            return LoadedCheckpoint(model: model, vocabulary: vocab, tokenizerNote: note,
-                                    sourceTypes: "safetensors " + dtypes.sorted().joined(separator: "/"))
+            return LoadedCheckpoint(
+                model: model, vocabulary: vocab, tokenizerNote: note,
+                sourceTypes: "safetensors " + dtypes.sorted().joined(separator: "/"))
         }
-        guard GGUFFile.isGGUF(path: path) else { throw SafeTensorsError.invalid(file: path, why: "neither a model directory nor a GGUF file") }
+        guard GGUFFile.isGGUF(path: path) else {
+            throw SafeTensorsError.invalid(file: path, why: "neither a model directory nor a GGUF file")
+        }
         let g = try GGUFFile(path: path)
         let model = try g.loadModel(maxTokens: maxTokens)
         var vocab: BPEVocabulary?, note: String?
@@ -90,7 +99,9 @@ public enum ModelConversion {
             note = "no tokenizer in \(path)"
         }
         var counts: [String: Int] = [:]
-        for t in g.tensors { counts[GGMLType(rawValue: t.type).map { "\($0)".uppercased() } ?? "type \(t.type)", default: 0] += 1 }
+        for t in g.tensors {
+            counts[GGMLType(rawValue: t.type).map { "\($0)".uppercased() } ?? "type \(t.type)", default: 0] += 1
+        }
         let types = counts.sorted { $0.value > $1.value }.map { "\($0.key) x \($0.value)" }.joined(separator: ", ")
         return LoadedCheckpoint(model: model, vocabulary: vocab, tokenizerNote: note, sourceTypes: "GGUF " + types)
     }
@@ -105,21 +116,25 @@ public enum ModelConversion {
             }
             var v = Array(UnsafeBufferPointer(start: p + s.offset, count: s.count))
             if c.family.ggufPermutesRotary, let heads = rotaryHeads(s.name, c) {
-                v = GGUFFile.permuteRotary(v, heads: heads, rowsPerHead: c.headDim, cols: s.shape.count == 2 ? s.shape[1] : 1)
+                v = GGUFFile.permuteRotary(
+                    v, heads: heads, rowsPerHead: c.headDim, cols: s.shape.count == 2 ? s.shape[1] : 1)
             }
             out.append(GGUFTensorRecord(name: g, shape: s.shape, values: v, type: type.tensorType(shape: s.shape)))
         }
         if case let .llama3(f, lo, hi, orig) = c.ropeScaling {
-            let factors = llama3RopeFactors(headDim: c.headDim, theta: c.ropeTheta, factor: f, lowFreqFactor: lo,
-                                            highFreqFactor: hi, originalMaxPositions: orig)
+            let factors = llama3RopeFactors(
+                headDim: c.headDim, theta: c.ropeTheta, factor: f, lowFreqFactor: lo,
+                highFreqFactor: hi, originalMaxPositions: orig)
             out.append(GGUFTensorRecord(name: "rope_freqs.weight", shape: [factors.count], values: factors, type: .f32))
         }
         return out
     }
 
     /// Writes `model` (and `vocabulary`, padded with unused tokens to the model's vocabulary) as a GGUF file.
-    public static func writeGGUF(_ model: TransformerModel, vocabulary: BPEVocabulary?, to path: String,
-                                 type: GGUFExportType, name: String) throws {
+    public static func writeGGUF(
+        _ model: TransformerModel, vocabulary: BPEVocabulary?, to path: String,
+        type: GGUFExportType, name: String
+    ) throws {
         var meta = model.config.ggufMetadata(name: name, fileType: type.fileType)
         if var v = vocabulary {
             let n = model.config.vocabSize
@@ -127,7 +142,10 @@ public enum ModelConversion {
                 throw GGUFError.invalid(file: path, why: "tokenizer has \(v.tokens.count) tokens, the model only \(n)")
             }
             // as llama.cpp's converter: embedding rows beyond the tokenizer become unused [PADi] tokens
-            for i in v.tokens.count..<n { v.tokens.append("[PAD\(i)]"); v.tokenTypes.append(5) }
+            for i in v.tokens.count..<n {
+                v.tokens.append("[PAD\(i)]")
+                v.tokenTypes.append(5)
+            }
             meta += v.ggufMetadata()
         }
         try Checkpoint.writeGGUF(try ggufTensors(of: model, type: type), metadata: meta, to: path)
@@ -135,10 +153,14 @@ public enum ModelConversion {
 
     /// Writes an HF directory: config.json (with BOS/EOS ids), model.safetensors in `dtype`, and
     /// tokenizer.json + tokenizer_config.json when a vocabulary is given.
-    public static func writeDirectory(_ model: TransformerModel, vocabulary: BPEVocabulary?, to dir: String,
-                                      dtype: SafeTensorsDType) throws {
+    public static func writeDirectory(
+        _ model: TransformerModel, vocabulary: BPEVocabulary?, to dir: String,
+        dtype: SafeTensorsDType
+    ) throws {
         if FileManager.default.fileExists(atPath: dir + "/model.safetensors.index.json") {
-            throw SafeTensorsError.io(file: dir, why: "holds a sharded checkpoint (model.safetensors.index.json); write to an empty directory")
+            throw SafeTensorsError.io(
+                file: dir, why: "holds a sharded checkpoint (model.safetensors.index.json); write to an empty directory"
+            )
         }
         var extras: [String: Int] = [:]
         if let b = vocabulary?.bos { extras["bos_token_id"] = b }
@@ -146,32 +168,41 @@ public enum ModelConversion {
         try ModelCheckpoint.save(model, directory: dir, dtype: dtype, configExtras: extras)
         if let v = vocabulary {
             try writeFileAtomically(Array(try v.tokenizerJSON()), to: dir + "/tokenizer.json")
-            try writeFileAtomically(Array(try v.tokenizerConfigJSON(maxLength: model.config.maxPositions)),
-                                    to: dir + "/tokenizer_config.json")
+            try writeFileAtomically(
+                Array(try v.tokenizerConfigJSON(maxLength: model.config.maxPositions)),
+                to: dir + "/tokenizer_config.json")
         }
     }
 
     /// Converts `input` (GGUF file or HF directory) to `output` (a path ending in .gguf, else a directory).
-    public static func convert(input: String, output: String, dtype: SafeTensorsDType = .F32,
-                               type: GGUFExportType = .f32, name: String? = nil) throws -> ConversionReport {
+    public static func convert(
+        input: String, output: String, dtype: SafeTensorsDType = .F32,
+        type: GGUFExportType = .f32, name: String? = nil
+    ) throws -> ConversionReport {
         let src = try open(input)
         var report = ConversionReport()
         let c = src.model.config
-        report.source = String(format: "read %@: %@, %d layers, d %d, %d/%d heads, vocabulary %d, %.1fM parameters (%@)",
-                               input, c.family.rawValue, c.layers, c.hiddenSize, c.heads, c.kvHeads, c.vocabSize,
-                               Double(src.model.parameters.count) / 1e6, src.sourceTypes)
+        report.source = String(
+            format: "read %@: %@, %d layers, d %d, %d/%d heads, vocabulary %d, %.1fM parameters (%@)",
+            input, c.family.rawValue, c.layers, c.hiddenSize, c.heads, c.kvHeads, c.vocabSize,
+            Double(src.model.parameters.count) / 1e6, src.sourceTypes)
         let modelName = name ?? URL(fileURLWithPath: input).deletingPathExtension().lastPathComponent
-        if output.hasSuffix(".gguf") {
+        if GGUFFile.hasGGUFExtension(output) {
             try writeGGUF(src.model, vocabulary: src.vocabulary, to: output, type: type, name: modelName)
             report.files = [output]
         } else {
             try writeDirectory(src.model, vocabulary: src.vocabulary, to: output, dtype: dtype)
-            report.files = ["config.json", "model.safetensors"] + (src.vocabulary != nil ? ["tokenizer.json", "tokenizer_config.json"] : [])
+            report.files =
+                ["config.json", "model.safetensors"]
+                + (src.vocabulary != nil ? ["tokenizer.json", "tokenizer_config.json"] : [])
             report.files = report.files.map { output + "/" + $0 }
         }
-        report.bytes = report.files.reduce(0) { $0 + ((try? FileManager.default.attributesOfItem(atPath: $1)[.size] as? Int) ?? 0) }
+        report.bytes = report.files.reduce(0) {
+            $0 + ((try? FileManager.default.attributesOfItem(atPath: $1)[.size] as? Int) ?? 0)
+        }
         if let v = src.vocabulary {
-            report.tokenizer = "tokenizer: \(v.tokens.count) tokens, \(v.merges.count) merges, pre-tokenizer \(v.preTokenizer)"
+            report.tokenizer =
+                "tokenizer: \(v.tokens.count) tokens, \(v.merges.count) merges, pre-tokenizer \(v.preTokenizer)"
         } else {
             report.tokenizer = "tokenizer: not written (\(src.tokenizerNote ?? "none in the source"))"
         }

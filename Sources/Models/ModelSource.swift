@@ -58,12 +58,14 @@ public enum ModelSource: Sendable, Equatable {
     public func tokenizerFiles() -> [(name: String, bytes: [UInt8])] {
         switch self {
         case .directory(let p):
-            return ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"].compactMap { f in
-                FileManager.default.contents(atPath: p + "/" + f).map { (f, Array($0)) }
-            }
+            return ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json"]
+                .compactMap { f in
+                    FileManager.default.contents(atPath: p + "/" + f).map { (f, Array($0)) }
+                }
         case .gguf(let p):
             guard let g = try? GGUFFile(path: p), let v = try? BPEVocabulary(gguf: g),
-                  let json = try? v.tokenizerJSON(), let config = try? v.tokenizerConfigJSON(maxLength: (try? g.modelConfig().maxPositions) ?? 8192)
+                let json = try? v.tokenizerJSON(),
+                let config = try? v.tokenizerConfigJSON(maxLength: (try? g.modelConfig().maxPositions) ?? 8192)
             else { return [] }
             return [("tokenizer.json", Array(json)), ("tokenizer_config.json", Array(config))]
         case .random: return []
@@ -86,7 +88,8 @@ public enum ModelSource: Sendable, Equatable {
     /// Builds the model for batches of `maxTokens` positions, with a zero-initialized value head when asked.
     public func load(maxTokens: Int, valueHead: Bool = false) throws -> TransformerModel {
         switch self {
-        case .directory(let p): return try ModelCheckpoint.load(directory: p, maxTokens: maxTokens, valueHead: valueHead)
+        case .directory(let p):
+            return try ModelCheckpoint.load(directory: p, maxTokens: maxTokens, valueHead: valueHead)
         case .gguf(let p): return try GGUFFile(path: p).loadLlamaModel(maxTokens: maxTokens, valueHead: valueHead)
         case .random(let c, let seed):
             let m = try TransformerModel(config: c, maxTokens: maxTokens, valueHead: valueHead)
@@ -102,7 +105,9 @@ public enum ModelSource: Sendable, Equatable {
         switch self {
         case .directory(let p):
             let t = p + "/tokenizer.json"
-            guard FileManager.default.fileExists(atPath: t) else { throw ModelError("\(p) has no tokenizer.json: pass --tokenizer") }
+            guard FileManager.default.fileExists(atPath: t) else {
+                throw ModelError("\(p) has no tokenizer.json: pass --tokenizer")
+            }
             return try Tokenizer.load(path: t)
         case .gguf(let p): return try GGUFTokenizer.load(try GGUFFile(path: p))
         case .random: throw ModelError("\(description) has no tokenizer: pass --tokenizer")

@@ -38,7 +38,9 @@ public struct InputFingerprint: Sendable, Equatable {
     public static func file(_ path: String) -> String {
         let attributes = try? FileManager.default.attributesOfItem(atPath: path)
         let size = (attributes?[.size] as? NSNumber)?.intValue ?? -1
-        if size >= 0, size <= 1 << 30, let data = try? Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped) {
+        if size >= 0, size <= 1 << 30,
+            let data = try? Data(contentsOf: URL(fileURLWithPath: path), options: .alwaysMapped)
+        {
             return Checksum.hex(data.withUnsafeBytes { Checksum.xxh3($0) })
         }
         let date = (attributes?[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0
@@ -49,7 +51,9 @@ public struct InputFingerprint: Sendable, Equatable {
     public static func model(_ path: String) -> String {
         var isDir: ObjCBool = false
         if FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue {
-            let files = ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).filter { $0.hasSuffix(".safetensors") }.sorted()
+            let files = ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).filter {
+                $0.hasSuffix(".safetensors")
+            }.sorted()
             return files.map { file(path + "/" + $0) }.joined(separator: "+")
         }
         return file(path)
@@ -64,7 +68,10 @@ public struct InputFingerprint: Sendable, Equatable {
     /// A checksum of texts (order matters).
     public static func texts(_ texts: [String]) -> String {
         var bytes: [UInt8] = []
-        for t in texts { bytes += Array(t.utf8); bytes.append(0) }
+        for t in texts {
+            bytes += Array(t.utf8)
+            bytes.append(0)
+        }
         return Checksum.hex(Checksum.xxh3(bytes))
     }
 }

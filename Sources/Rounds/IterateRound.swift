@@ -46,7 +46,8 @@ public struct IterateRound: Sendable {
         var outcome = RoundOutcome(samples: out + "/samples.jsonl", data: out + "/data", run: out + "/run")
         let modelIdentity = InputFingerprint.model(settings.model)
 
-        let (sampleSummary, sampleStatus) = try sample(into: outcome.samples, modelIdentity: modelIdentity, events: events)
+        let (sampleSummary, sampleStatus) = try sample(
+            into: outcome.samples, modelIdentity: modelIdentity, events: events)
         outcome.statuses[.sample] = sampleStatus
         events(.finished(.sample, summary: sampleSummary, status: sampleStatus))
 
@@ -58,7 +59,8 @@ public struct IterateRound: Sendable {
         outcome.statuses[.score] = scoreStatus
         events(.finished(.score, summary: scoreSummary, status: scoreStatus))
 
-        let (trainSummary, trainStatus) = try train(outcome.data, into: outcome.run, modelIdentity: modelIdentity, events: events)
+        let (trainSummary, trainStatus) = try train(
+            outcome.data, into: outcome.run, modelIdentity: modelIdentity, events: events)
         outcome.statuses[.train] = trainStatus
         events(.finished(.train, summary: trainSummary, status: trainStatus))
         return outcome
@@ -76,7 +78,9 @@ public struct IterateRound: Sendable {
         let identityPath = out + "/iterate.json"
         if let old = fm.contents(atPath: identityPath) {
             guard old == identity else {
-                throw RoundError("\(identityPath): an earlier run of this round used other inputs or settings; pass --overwrite to start it again, or choose another --out")
+                throw RoundError(
+                    "\(identityPath): an earlier run of this round used other inputs or settings; pass --overwrite to start it again, or choose another --out"
+                )
             }
         } else {
             try writeFileAtomically(Array(identity), to: identityPath)

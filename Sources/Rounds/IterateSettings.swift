@@ -44,7 +44,10 @@ public struct IterateSettings: Sendable {
 
     /// A round of `model` on `prompts` into `output` with these training settings.
     public init(model: String, prompts: String, output: String, training: TrainSettings = TrainSettings()) {
-        self.model = model; self.prompts = prompts; self.output = output; self.training = training
+        self.model = model
+        self.prompts = prompts
+        self.output = output
+        self.training = training
         self.training.model = model
         self.training.data = output + "/data"
     }
@@ -57,7 +60,8 @@ public struct IterateSettings: Sendable {
         if let configFile { set.formUnion(try s.apply(tomlFile: configFile)) }
         set.formUnion(try s.apply(flags: flags))
         for key in ["model", "data", "init_config"] where set.contains(key) {
-            throw RoundError("iterate sets \(key) itself: give the current policy with --model before the training settings")
+            throw RoundError(
+                "iterate sets \(key) itself: give the current policy with --model before the training settings")
         }
         s.applyLevelDefaults(explicit: set)
         return s
@@ -81,10 +85,12 @@ public struct IterateSettings: Sendable {
     /// What a rerun of the round must agree on: the inputs and every setting (iterate.json; the same text
     /// as before stage records, so rounds from then are continued).
     var identity: Data {
-        var lines = ["model = \(model)", "tokenizer = \(tokenizer ?? "-")", "prompts = \(prompts)",
-                     "n = \(samples)", "verifier = \(verifier)", "temperature = \(temperature)", "seed = \(seed)",
-                     "max_new_tokens = \(maxNewTokens)", "chat_template = \(chatTemplate)",
-                     "stop = \(stop)", "step_delimiter = \(stepDelimiters)"]
+        var lines = [
+            "model = \(model)", "tokenizer = \(tokenizer ?? "-")", "prompts = \(prompts)",
+            "n = \(samples)", "verifier = \(verifier)", "temperature = \(temperature)", "seed = \(seed)",
+            "max_new_tokens = \(maxNewTokens)", "chat_template = \(chatTemplate)",
+            "stop = \(stop)", "step_delimiter = \(stepDelimiters)",
+        ]
         if let size = (try? FileManager.default.attributesOfItem(atPath: prompts))?[.size] as? Int {
             lines.append("prompts_bytes = \(size)")
         }

@@ -11,7 +11,9 @@ import Runs
 extension IterateRound {
     /// Stage 1: K samples per prompt from the current policy, labelled by the verifier, token ids kept as
     /// sampled (so nothing is re-tokenized). An interrupted stage continues after its last complete prompt.
-    func sample(into samples: String, modelIdentity: String, events: (RoundEvent) -> Void) throws -> (String, StageStatus) {
+    func sample(into samples: String, modelIdentity: String, events: (RoundEvent) -> Void) throws -> (
+        String, StageStatus
+    ) {
         let s = settings, fm = FileManager.default
         let inputs = InputFingerprint([
             ("model", modelIdentity), ("tokenizer", s.tokenizer.map(InputFingerprint.file) ?? "-"),
@@ -49,18 +51,27 @@ extension IterateRound {
         let model = try InferenceModel.load(path: s.model, tokenizer: s.tokenizer, decodeWeights: s.decodeWeights)
         let template = try model.chatTemplate(s.chatTemplate)
         let c = model.model.config
-        events(.note("model \(s.model): \(c.family.rawValue), \(c.layers) layers, d \(c.hiddenSize), vocabulary \(c.vocabSize); decoding weights \(model.decodeWeights); loaded in \(String(format: "%.1f", Date().timeIntervalSince(t0))) s"))
+        events(
+            .note(
+                "model \(s.model): \(c.family.rawValue), \(c.layers) layers, d \(c.hiddenSize), vocabulary \(c.vocabSize); decoding weights \(model.decodeWeights); loaded in \(String(format: "%.1f", Date().timeIntervalSince(t0))) s"
+            ))
         events(.note(BLASRuntime.summary))
         let output = try ResumableJSONL(path: samples, overwrite: false)
         let total = Double(problems.count)
-        let r = try SampleJob.run(model: model, template: template, problems: problems, verifier: verifier, options: options,
-                                  output: output) { p in
+        let r = try SampleJob.run(
+            model: model, template: template, problems: problems, verifier: verifier, options: options,
+            output: output
+        ) { p in
             events(.progress(.sample, StageProgress(done: Double(p.done), total: total, unit: "prompts")))
         }
         try output.finish()
         try runner.finish("sample", inputs)
-        let continued = r.resumed > 0 ? "; continued after \(r.resumed) of \(problems.count) prompts sampled earlier" : ""
-        return ("\(r.lines) samples of \(problems.count) prompts, mean reward \(r.meanReward.map { String(format: "%.3f", $0) } ?? "-") (\(verifier.name)) -> \(samples)\(continued)", .ran)
+        let continued =
+            r.resumed > 0 ? "; continued after \(r.resumed) of \(problems.count) prompts sampled earlier" : ""
+        return (
+            "\(r.lines) samples of \(problems.count) prompts, mean reward \(r.meanReward.map { String(format: "%.3f", $0) } ?? "-") (\(verifier.name)) -> \(samples)\(continued)",
+            .ran
+        )
     }
 
     /// Stage 2: the samples into shards, steps cut at the step delimiters in token space (the model's
@@ -80,7 +91,9 @@ extension IterateRound {
         }
         if try runner.begin("ingest", inputs) == .replacing { try? FileManager.default.removeItem(atPath: data) }
         var total = 0.0
-        let (m, reused) = try IngestStage.run([samples], into: data, vocab: IngestVocabulary(tokenizer), options: options, threads: 2) { p in
+        let (m, reused) = try IngestStage.run(
+            [samples], into: data, vocab: IngestVocabulary(tokenizer), options: options, threads: 2
+        ) { p in
             total = Double(p.bytesTotal)
             events(.progress(.ingest, StageProgress(done: Double(p.bytesDone), total: total, unit: "B")))
         }
@@ -94,17 +107,24 @@ extension IterateRound {
     func score(_ data: String, modelIdentity: String, events: (RoundEvent) -> Void) throws -> (String, StageStatus) {
         let s = settings, c = s.roundTraining.config
         guard c.method.needsReference && !c.usesReferenceModel else {
-            return ("not needed: \(c.method.rawValue)\(c.usesReferenceModel ? " keeps the reference model in memory" : " reads no reference")", .notRun)
+            return (
+                "not needed: \(c.method.rawValue)\(c.usesReferenceModel ? " keeps the reference model in memory" : " reads no reference")",
+                .notRun
+            )
         }
         let inputs = InputFingerprint([
             ("data", try InputFingerprint.dataset(data)), ("model", modelIdentity), ("column", c.referenceColumn),
         ])
         let done = "column '\(c.referenceColumn)'"
-        if runner.finished("score", inputs) != nil, (try? Dataset(directory: data))?.manifest.tokenColumns.contains(c.referenceColumn) == true {
+        if runner.finished("score", inputs) != nil,
+            (try? Dataset(directory: data))?.manifest.tokenColumns.contains(c.referenceColumn) == true
+        {
             return (done, .done)
         }
         try runner.begin("score", inputs)
-        let r = try ScoreStage.run(data: data, reference: ModelSource(path: s.model), column: c.referenceColumn, maxTokens: 4096) { done, total in
+        let r = try ScoreStage.run(
+            data: data, reference: ModelSource(path: s.model), column: c.referenceColumn, maxTokens: 4096
+        ) { done, total in
             events(.progress(.score, StageProgress(done: Double(done), total: Double(total), unit: "tok")))
         }
         try runner.finish("score", inputs)
@@ -114,12 +134,16 @@ extension IterateRound {
 
     /// Stage 4: training from the current policy into ROUND/run (the value network from its backbone with a
     /// zero head), continued from the run's last checkpoint when an earlier run was interrupted.
-    func train(_ data: String, into run: String, modelIdentity: String, events: (RoundEvent) -> Void) throws -> (String, StageStatus) {
+    func train(_ data: String, into run: String, modelIdentity: String, events: (RoundEvent) -> Void) throws -> (
+        String, StageStatus
+    ) {
         let s = settings.roundTraining, c = s.config, fm = FileManager.default
         let inputs = InputFingerprint([
             ("settings", s.toml), ("model", modelIdentity), ("data", try InputFingerprint.dataset(data)),
         ])
-        if runner.finished("train", inputs) != nil, fm.fileExists(atPath: run + "/policy/config.json") { return (run, .done) }
+        if runner.finished("train", inputs) != nil, fm.fileExists(atPath: run + "/policy/config.json") {
+            return (run, .done)
+        }
         if try runner.begin("train", inputs) == .replacing { try? fm.removeItem(atPath: run) }
         let job = try TrainStage(config: c, model: try s.modelSource(), data: data, run: run).open(resume: true)
         try writeFileAtomically(Array(s.toml.utf8), to: run + "/config.toml")
@@ -130,10 +154,17 @@ extension IterateRound {
         for note in job.notes { events(.note("note: \(note)")) }
         let first = Double(job.step)
         let (summary, status) = try TrainStage.train(job, timeBudget: settings.timeBudget) { p in
-            events(.progress(.train, StageProgress(done: Double(p.step), total: Double(p.totalSteps), unit: "steps", before: first,
-                                                   detail: String(format: "loss %.4f, %.0f tok/s", p.metrics.loss, p.metrics.tokensPerSecond))))
+            events(
+                .progress(
+                    .train,
+                    StageProgress(
+                        done: Double(p.step), total: Double(p.totalSteps), unit: "steps", before: first,
+                        detail: String(format: "loss %.4f, %.0f tok/s", p.metrics.loss, p.metrics.tokensPerSecond))))
         }
         if summary.finished { try runner.finish("train", inputs) } else { try runner.pause("train", inputs) }
-        return ("\(c.method.rawValue): \(job.step) steps -> \(run)" + (summary.last.map { String(format: ", final loss %.4f", $0.loss) } ?? ""), status)
+        return (
+            "\(c.method.rawValue): \(job.step) steps -> \(run)"
+                + (summary.last.map { String(format: ", final loss %.4f", $0.loss) } ?? ""), status
+        )
     }
 }

@@ -31,7 +31,11 @@ public struct StageProgress: Sendable {
 
     /// A progress report.
     public init(done: Double, total: Double?, unit: String, before: Double = 0, detail: String = "") {
-        self.done = done; self.total = total; self.unit = unit; self.before = before; self.detail = detail
+        self.done = done
+        self.total = total
+        self.unit = unit
+        self.before = before
+        self.detail = detail
     }
 }
 

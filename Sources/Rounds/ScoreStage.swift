@@ -7,8 +7,10 @@ import Runs
 public enum ScoreStage {
     /// Adds `column` to the dataset in `data`, scored by `reference` in batches of at most `maxTokens`;
     /// nil when the column is already there.
-    public static func run(data: String, reference: ModelSource, column: String, maxTokens: Int,
-                           progress: (_ done: Int, _ total: Int) -> Void = { _, _ in }) throws -> ScoreSummary? {
+    public static func run(
+        data: String, reference: ModelSource, column: String, maxTokens: Int,
+        progress: (_ done: Int, _ total: Int) -> Void = { _, _ in }
+    ) throws -> ScoreSummary? {
         let dataset = try Dataset(directory: data)
         guard !dataset.manifest.tokenColumns.contains(column) else { return nil }
         do {

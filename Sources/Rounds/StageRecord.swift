@@ -19,7 +19,9 @@ public struct StageRecord: Sendable, Equatable {
 
     /// A record of a stage run on `inputs`.
     public init(inputs: InputFingerprint, complete: Bool, result: [UInt8]? = nil) {
-        identity = inputs.digest; self.complete = complete; self.result = result
+        identity = inputs.digest
+        self.complete = complete
+        self.result = result
     }
 
     /// Whether the stage ran on exactly these inputs.
@@ -36,7 +38,8 @@ public struct StageRecord: Sendable, Equatable {
     /// The record in `path`, nil when there is none or it cannot be read (a stage without a usable record runs).
     static func read(_ path: String) -> StageRecord? {
         guard let data = FileManager.default.contents(atPath: path),
-              let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return nil }
+            let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
+        else { return nil }
         guard let identity = object["identity"] as? String else {
             // The demo's first records: the inputs object itself, written when the stage finished.
             var r = StageRecord(inputs: InputFingerprint(), complete: true)
@@ -47,7 +50,8 @@ public struct StageRecord: Sendable, Equatable {
         var r = StageRecord(inputs: InputFingerprint(), complete: object["complete"] as? Bool ?? false)
         r.identity = identity
         if let result = object["result"] ?? object["model"], !(result is NSNull),
-           let bytes = try? JSONSerialization.data(withJSONObject: result, options: [.sortedKeys]) {
+            let bytes = try? JSONSerialization.data(withJSONObject: result, options: [.sortedKeys])
+        {
             r.result = Array(bytes)
         }
         return r
@@ -55,12 +59,14 @@ public struct StageRecord: Sendable, Equatable {
 
     /// Writes the record to `path` atomically.
     static func write(_ inputs: InputFingerprint, complete: Bool, result: [UInt8]?, to path: String) throws {
-        let text = "{" + [
-            "\"identity\": " + jsonStringLiteral(inputs.digest),
-            "\"complete\": \(complete)",
-            "\"inputs\": " + inputs.json,
-            "\"result\": " + (result.map { String(decoding: $0, as: UTF8.self) } ?? "null"),
-        ].joined(separator: ", ") + "}\n"
+        let text =
+            "{"
+            + [
+                "\"identity\": " + jsonStringLiteral(inputs.digest),
+                "\"complete\": \(complete)",
+                "\"inputs\": " + inputs.json,
+                "\"result\": " + (result.map { String(decoding: $0, as: UTF8.self) } ?? "null"),
+            ].joined(separator: ", ") + "}\n"
         try writeFileAtomically(Array(text.utf8), to: path)
     }
 }

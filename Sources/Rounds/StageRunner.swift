@@ -64,8 +64,10 @@ public struct StageRunner: Sendable {
 
     /// Stage `name` from start to record: its earlier output when it finished with these inputs (`reuse`),
     /// else `body` (told how it starts), recorded as finished when it returns.
-    public func run<T>(_ name: String, inputs: InputFingerprint, reuse load: (StageRecord) throws -> T?,
-                       body: (Start) throws -> T) throws -> (value: T, status: StageStatus) {
+    public func run<T>(
+        _ name: String, inputs: InputFingerprint, reuse load: (StageRecord) throws -> T?,
+        body: (Start) throws -> T
+    ) throws -> (value: T, status: StageStatus) {
         if let value = reuse(name, inputs, load) { return (value, .done) }
         let start = try begin(name, inputs)
         let value = try body(start)

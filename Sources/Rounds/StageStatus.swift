@@ -22,7 +22,10 @@ public struct StageStatus: Sendable, Equatable, Codable {
 
     /// A status.
     public init(_ outcome: Outcome, continuedFrom: Int? = nil, stoppedAfter: Int? = nil, planned: Int? = nil) {
-        self.outcome = outcome; self.continuedFrom = continuedFrom; self.stoppedAfter = stoppedAfter; self.planned = planned
+        self.outcome = outcome
+        self.continuedFrom = continuedFrom
+        self.stoppedAfter = stoppedAfter
+        self.planned = planned
     }
 
     /// Ran fresh to its end.
@@ -36,7 +39,9 @@ public struct StageStatus: Sendable, Equatable, Codable {
 
     /// A training run that started at `start` (0: fresh) and stands at `step` of `total` updates.
     public static func training(from start: Int, at step: Int, of total: Int) -> StageStatus {
-        StageStatus(.ran, continuedFrom: start > 0 ? start : nil, stoppedAfter: step < total ? step : nil, planned: step < total ? total : nil)
+        StageStatus(
+            .ran, continuedFrom: start > 0 ? start : nil, stoppedAfter: step < total ? step : nil,
+            planned: step < total ? total : nil)
     }
 
     /// Whether another run has work left here (cut or left out by the time budget).
@@ -47,7 +52,9 @@ public struct StageStatus: Sendable, Equatable, Codable {
     public var remark: String {
         var parts: [String] = []
         if let continuedFrom { parts.append("continued from step \(continuedFrom)") }
-        if let stoppedAfter, let planned { parts.append("stopped by the time budget after \(stoppedAfter) of \(planned) updates") }
+        if let stoppedAfter, let planned {
+            parts.append("stopped by the time budget after \(stoppedAfter) of \(planned) updates")
+        }
         return parts.joined(separator: "; ")
     }
 

@@ -20,20 +20,27 @@ public struct TrainStage {
 
     /// A training stage.
     public init(config: TrainConfig, model: ModelSource, reference: ModelSource? = nil, data: String, run: String) {
-        self.config = config; self.model = model; self.reference = reference; self.data = data; self.run = run
+        self.config = config
+        self.model = model
+        self.reference = reference
+        self.data = data
+        self.run = run
     }
 
     /// Opens the job: a new run, or (`resume`) the run's latest checkpoint when it has one.
     public func open(resume: Bool) throws -> TrainJob {
-        try TrainJob(config: config, model: model, reference: reference, data: data, run: run,
-                     resume: resume && FileManager.default.fileExists(atPath: run + "/config.json"))
+        try TrainJob(
+            config: config, model: model, reference: reference, data: data, run: run,
+            resume: resume && FileManager.default.fileExists(atPath: run + "/config.json"))
     }
 
     /// Trains `job` to its end, or until `timeBudget` seconds after `started` have passed (checked after
     /// each session of at most a tenth of the run and about two minutes). The status says where it started
     /// and whether the budget stopped it.
-    public static func train(_ job: TrainJob, timeBudget: Double?, started: Date = Date(),
-                             progress: (TrainProgress) -> Void = { _ in }) throws -> (summary: TrainSummary, status: StageStatus) {
+    public static func train(
+        _ job: TrainJob, timeBudget: Double?, started: Date = Date(),
+        progress: (TrainProgress) -> Void = { _ in }
+    ) throws -> (summary: TrainSummary, status: StageStatus) {
         let first = job.step, total = job.totalSteps
         guard let timeBudget else {
             let s = try job.run(progress: progress)

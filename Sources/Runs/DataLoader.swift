@@ -34,17 +34,24 @@ public final class DataLoader {
 
     /// Plans every unit of `dataset` (reading only per-trajectory scalars), checks the data for `selection`,
     /// and refuses what cannot be trained on with the reason. `sequenceLimit` is the model's position limit.
-    public init(dataset: Dataset, config: LoaderConfig, selection: DataSelection, sequenceLimit: Int,
-                referenceColumn: String? = nil) throws {
+    public init(
+        dataset: Dataset, config: LoaderConfig, selection: DataSelection, sequenceLimit: Int,
+        referenceColumn: String? = nil
+    ) throws {
         self.dataset = dataset
         self.config = config
         self.selection = selection
         self.referenceColumn = referenceColumn
-        guard config.tokensPerMicroBatch > 0, config.microBatchesPerStep > 0, config.windowTokens > 0, config.mixWindows > 0 else {
-            throw DataError("tokens per micro-batch, micro-batches per step, window tokens and mix windows must be positive")
+        guard config.tokensPerMicroBatch > 0, config.microBatchesPerStep > 0, config.windowTokens > 0,
+            config.mixWindows > 0
+        else {
+            throw DataError(
+                "tokens per micro-batch, micro-batches per step, window tokens and mix windows must be positive")
         }
         if let referenceColumn, !dataset.manifest.tokenColumns.contains(referenceColumn) {
-            throw DataError("\(dataset.directory): no per-token column '\(referenceColumn)' (reference log-probs); run `oreo score --model REF --data \(dataset.directory)` first, or keep a reference model in memory (reference = model)")
+            throw DataError(
+                "\(dataset.directory): no per-token column '\(referenceColumn)' (reference log-probs); run `oreo score --model REF --data \(dataset.directory)` first, or keep a reference model in memory (reference = model)"
+            )
         }
         var limit = min(sequenceLimit, config.tokensPerMicroBatch)
         if config.maxLength > 0 { limit = min(limit, config.maxLength) }
@@ -63,23 +70,42 @@ public final class DataLoader {
                 let g = dataset.firstTrajectory[si] + local
                 let s = try cursor.scalars(local)
                 func note(_ why: String) {
-                    if report.examples.count < 10 { report.examples.append("\(shard.path) trajectory \(local) (\(why))") }
+                    if report.examples.count < 10 {
+                        report.examples.append("\(shard.path) trajectory \(local) (\(why))")
+                    }
                 }
                 guard s.reward.isFinite else {
                     throw DataError("\(shard.path): trajectory \(local) has reward \(s.reward); rewards must be finite")
                 }
-                if s.promptLength == 0 { report.skippedEmptyPrompt += 1; note("empty prompt"); continue }
-                if s.tokenCount == s.promptLength { report.skippedEmptyResponse += 1; note("empty response"); continue }
+                if s.promptLength == 0 {
+                    report.skippedEmptyPrompt += 1
+                    note("empty prompt")
+                    continue
+                }
+                if s.tokenCount == s.promptLength {
+                    report.skippedEmptyResponse += 1
+                    note("empty response")
+                    continue
+                }
                 var length = s.tokenCount
                 if length > limit {
                     switch config.overlong {
                     case .fail:
-                        throw DataError("\(shard.path): trajectory \(local) has \(length) tokens, the limit is \(limit) (raise --max-length / --tokens-per-micro-batch, or pass --overlong skip|truncate)")
+                        throw DataError(
+                            "\(shard.path): trajectory \(local) has \(length) tokens, the limit is \(limit) (raise --max-length / --tokens-per-micro-batch, or pass --overlong skip|truncate)"
+                        )
                     case .skip:
-                        report.skippedOverlong += 1; note("\(length) tokens > \(limit)"); continue
+                        report.skippedOverlong += 1
+                        note("\(length) tokens > \(limit)")
+                        continue
                     case .truncate:
-                        if s.promptLength >= limit { report.skippedOverlong += 1; note("prompt alone \(s.promptLength) tokens >= \(limit)"); continue }
-                        report.truncated += 1; note("cut from \(length) to \(limit) tokens")
+                        if s.promptLength >= limit {
+                            report.skippedOverlong += 1
+                            note("prompt alone \(s.promptLength) tokens >= \(limit)")
+                            continue
+                        }
+                        report.truncated += 1
+                        note("cut from \(length) to \(limit) tokens")
                         length = limit
                     }
                 }
@@ -88,7 +114,10 @@ public final class DataLoader {
                 positive[g] = pos
                 eligible[g] = true
                 if case .pairs = selection {
-                    if groups[s.group] == nil { groups[s.group] = ([], []); groupOrder.append(s.group) }
+                    if groups[s.group] == nil {
+                        groups[s.group] = ([], [])
+                        groupOrder.append(s.group)
+                    }
                     if pos { groups[s.group]!.pos.append(Int32(g)) } else { groups[s.group]!.neg.append(Int32(g)) }
                 }
             }
@@ -97,12 +126,19 @@ public final class DataLoader {
         switch selection {
         case .all, .positives:
             for g in 0..<total where eligible[g] {
-                if selection == .positives && !positive[g] { report.filtered += 1; continue }
-                unitFirst.append(Int32(g)); unitSecond.append(-1); unitTokens.append(keptLength[g])
+                if selection == .positives && !positive[g] {
+                    report.filtered += 1
+                    continue
+                }
+                unitFirst.append(Int32(g))
+                unitSecond.append(-1)
+                unitTokens.append(keptLength[g])
                 used[g] = true
             }
             if selection == .positives && unitFirst.isEmpty {
-                throw DataError("\(dataset.directory): no trajectory with reward >= \(config.positiveThreshold) to train rejection sampling on")
+                throw DataError(
+                    "\(dataset.directory): no trajectory with reward >= \(config.positiveThreshold) to train rejection sampling on"
+                )
             }
         case .pairs(let cap):
             guard cap > 0 else { throw DataError("pairs per prompt must be positive") }
@@ -122,15 +158,22 @@ public final class DataLoader {
                 report.pairedGroups += 1
             }
             guard !pairs.isEmpty else {
-                throw DataError("\(dataset.directory): no group has both a positive (reward >= \(config.positiveThreshold)) and a negative trajectory, so DPO has no pairs")
+                throw DataError(
+                    "\(dataset.directory): no group has both a positive (reward >= \(config.positiveThreshold)) and a negative trajectory, so DPO has no pairs"
+                )
             }
             pairs.sort { min($0.0, $0.1) < min($1.0, $1.1) }
             for (c, r) in pairs {
                 guard keptLength[Int(c)] + keptLength[Int(r)] <= Int32(config.tokensPerMicroBatch) else {
-                    throw DataError("a DPO pair of \(keptLength[Int(c)] + keptLength[Int(r)]) tokens does not fit one micro-batch of \(config.tokensPerMicroBatch) tokens")
+                    throw DataError(
+                        "a DPO pair of \(keptLength[Int(c)] + keptLength[Int(r)]) tokens does not fit one micro-batch of \(config.tokensPerMicroBatch) tokens"
+                    )
                 }
-                unitFirst.append(c); unitSecond.append(r); unitTokens.append(keptLength[Int(c)] + keptLength[Int(r)])
-                used[Int(c)] = true; used[Int(r)] = true
+                unitFirst.append(c)
+                unitSecond.append(r)
+                unitTokens.append(keptLength[Int(c)] + keptLength[Int(r)])
+                used[Int(c)] = true
+                used[Int(r)] = true
             }
             report.pairs = pairs.count
             report.filtered = (0..<total).filter { eligible[$0] && !used[$0] }.count
@@ -139,13 +182,19 @@ public final class DataLoader {
             report.used += 1
             if positive[g] { report.positives += 1 } else { report.negatives += 1 }
         }
-        guard !unitFirst.isEmpty else { throw DataError("\(dataset.directory): no trajectory is left to train on (\(reportSummary))") }
+        guard !unitFirst.isEmpty else {
+            throw DataError("\(dataset.directory): no trajectory is left to train on (\(reportSummary))")
+        }
         report.unitsPerEpoch = unitFirst.count
         // Windows of consecutive units (units are in dataset order) of about windowTokens tokens.
         var start = 0, tokens = 0
         for u in 0..<unitFirst.count {
             tokens += Int(unitTokens[u])
-            if tokens >= config.windowTokens { windows.append(start..<(u + 1)); start = u + 1; tokens = 0 }
+            if tokens >= config.windowTokens {
+                windows.append(start..<(u + 1))
+                start = u + 1
+                tokens = 0
+            }
         }
         if start < unitFirst.count { windows.append(start..<unitFirst.count) }
     }
@@ -153,7 +202,9 @@ public final class DataLoader {
     /// One line on what was kept and left out.
     public var reportSummary: String {
         let r = report
-        var parts = ["\(r.used) of \(r.trajectories) trajectories used (\(r.positives) positive, \(r.negatives) negative)"]
+        var parts = [
+            "\(r.used) of \(r.trajectories) trajectories used (\(r.positives) positive, \(r.negatives) negative)"
+        ]
         if case .pairs = selection { parts.append("\(r.pairs) pairs from \(r.pairedGroups) groups") }
         if r.skippedOverlong > 0 { parts.append("\(r.skippedOverlong) longer than \(r.maxLength) tokens skipped") }
         if r.truncated > 0 { parts.append("\(r.truncated) cut to \(r.maxLength) tokens") }
@@ -194,7 +245,10 @@ public final class DataLoader {
     public func microBatchCount(epoch: Int) -> Int {
         let o = order(epoch: epoch)
         var count = 0, i = 0
-        while i < o.count { i = packEnd(o, from: i); count += 1 }
+        while i < o.count {
+            i = packEnd(o, from: i)
+            count += 1
+        }
         return count
     }
 
@@ -220,16 +274,25 @@ public final class DataLoader {
 
     /// Moves to `position` (a checkpoint's); the next micro-batch is the one that followed it.
     public func seek(_ position: LoaderPosition) throws {
-        guard position.epoch >= 0, position.consumed >= 0, position.consumed <= unitFirst.count, position.microBatches >= 0 else {
-            throw DataError("loader position \(position) does not fit this dataset's \(unitFirst.count) units per epoch")
+        guard position.epoch >= 0, position.consumed >= 0, position.consumed <= unitFirst.count,
+            position.microBatches >= 0
+        else {
+            throw DataError(
+                "loader position \(position) does not fit this dataset's \(unitFirst.count) units per epoch")
         }
         self.position = position
     }
 
     /// Fills `batch` with the next micro-batch (rolling into the next epoch at the end of one).
     public func next(into batch: TrainingBatch) throws {
-        if position.consumed >= unitFirst.count { position.epoch += 1; position.consumed = 0 }
-        if orderEpoch != position.epoch { order = order(epoch: position.epoch); orderEpoch = position.epoch }
+        if position.consumed >= unitFirst.count {
+            position.epoch += 1
+            position.consumed = 0
+        }
+        if orderEpoch != position.epoch {
+            order = order(epoch: position.epoch)
+            orderEpoch = position.epoch
+        }
         let end = packEnd(order, from: position.consumed)
         batch.clear()
         for i in position.consumed..<end {
@@ -256,20 +319,26 @@ public final class DataLoader {
         let length = Int(keptLength[g]), p = view.promptLength
         let start = batch.packed.tokens.count
         for i in 0..<length { batch.packed.tokens.append(Int32(bitPattern: view.tokens[i])) }
-        for i in 0..<length { batch.packed.targets.append(i >= p - 1 && i + 1 < length ? Int32(bitPattern: view.tokens[i + 1]) : -1) }
+        for i in 0..<length {
+            batch.packed.targets.append(i >= p - 1 && i + 1 < length ? Int32(bitPattern: view.tokens[i + 1]) : -1)
+        }
         batch.packed.sequenceLengths.append(length)
         let t = length - p
         let stepStart = batch.stepEnds.count
         for e in view.stepEnds where Int(e) > p && Int(e) < length { batch.stepEnds.append(Int32(Int(e) - p)) }
-        batch.spans.append(ResponseSpan(first: start + p - 1, count: t, reward: view.reward, positive: positive[g],
-                                        stepEndStart: stepStart, stepEndCount: batch.stepEnds.count - stepStart))
+        batch.spans.append(
+            ResponseSpan(
+                first: start + p - 1, count: t, reward: view.reward, positive: positive[g],
+                stepEndStart: stepStart, stepEndCount: batch.stepEnds.count - stepStart))
         batch.trajectories.append(g)
         if let referenceColumn {
             let ref = try c.tokenValues(referenceColumn, trajectory: local)
             for i in 0..<length {
                 let v = i >= p - 1 && i + 1 < length ? ref[i + 1] : 0
                 guard v.isFinite else {
-                    throw DataError("\(dataset.shards[si].path): trajectory \(local) token \(i + 1): reference log-prob \(v) in column '\(referenceColumn)' is not a finite log-probability")
+                    throw DataError(
+                        "\(dataset.shards[si].path): trajectory \(local) token \(i + 1): reference log-prob \(v) in column '\(referenceColumn)' is not a finite log-probability"
+                    )
                 }
                 batch.refLogProbs.append(v)
             }

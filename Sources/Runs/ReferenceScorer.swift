@@ -25,9 +25,11 @@ public enum ReferenceScorer {
     /// it was. `progress(tokensDone, tokensTotal)`.
     /// The dataset is first checked against the model (vocabulary; tokenizer fingerprint against
     /// `tokenizerDirectory`/tokenizer.json when given).
-    public static func score(dataset: Dataset, model: TransformerModel, column: String = defaultColumn,
-                             tokenizerDirectory: String? = nil,
-                             progress: (Int, Int) -> Void = { _, _ in }) throws -> ScoreSummary {
+    public static func score(
+        dataset: Dataset, model: TransformerModel, column: String = defaultColumn,
+        tokenizerDirectory: String? = nil,
+        progress: (Int, Int) -> Void = { _, _ in }
+    ) throws -> ScoreSummary {
         _ = try Compatibility.check(dataset: dataset, model: model.config, tokenizerDirectory: tokenizerDirectory)
         var summary = ScoreSummary()
         let limit = min(model.maxTokens, model.config.maxPositions)

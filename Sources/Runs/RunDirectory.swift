@@ -43,7 +43,8 @@ struct RunDirectory {
         let e = JSONEncoder()
         e.outputFormatting = [.prettyPrinted, .sortedKeys]
         e.keyEncodingStrategy = .convertToSnakeCase
-        e.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        e.nonConformingFloatEncodingStrategy = .convertToString(
+            positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
         return Array(try e.encode(value)) + [10]
     }
 
@@ -85,8 +86,10 @@ struct RunDirectory {
 
     /// Writes checkpoint `step` (policy, value, optimizer moments, state) under a temporary name, renames it
     /// into place, moves `latest` to it and prunes all but the newest `keep` besides it.
-    func saveCheckpoint(step: Int, policy: TransformerModel, value: TransformerModel?, policyOptimizer: AdamW,
-                        valueOptimizer: AdamW?, state: RunState, tokenizerFiles: [(name: String, bytes: [UInt8])], keep: Int) throws -> String {
+    func saveCheckpoint(
+        step: Int, policy: TransformerModel, value: TransformerModel?, policyOptimizer: AdamW,
+        valueOptimizer: AdamW?, state: RunState, tokenizerFiles: [(name: String, bytes: [UInt8])], keep: Int
+    ) throws -> String {
         let fm = FileManager.default
         let name = String(format: "step-%08d", step)
         let final = checkpoints + "/" + name, tmp = final + ".tmp-\(getpid())"
@@ -97,11 +100,15 @@ struct RunDirectory {
         try ModelCheckpoint.save(policy, directory: tmp + "/policy")
         for f in tokenizerFiles { try writeFileAtomically(f.bytes, to: tmp + "/policy/" + f.name) }
         if let value { try ModelCheckpoint.save(value, directory: tmp + "/value") }
-        var records = [SafeTensorsRecord(name: "policy.m", shape: [policyOptimizer.m.count], values: policyOptimizer.m.toArray()),
-                       SafeTensorsRecord(name: "policy.v", shape: [policyOptimizer.v.count], values: policyOptimizer.v.toArray())]
+        var records = [
+            SafeTensorsRecord(name: "policy.m", shape: [policyOptimizer.m.count], values: policyOptimizer.m.toArray()),
+            SafeTensorsRecord(name: "policy.v", shape: [policyOptimizer.v.count], values: policyOptimizer.v.toArray()),
+        ]
         if let valueOptimizer {
-            records += [SafeTensorsRecord(name: "value.m", shape: [valueOptimizer.m.count], values: valueOptimizer.m.toArray()),
-                        SafeTensorsRecord(name: "value.v", shape: [valueOptimizer.v.count], values: valueOptimizer.v.toArray())]
+            records += [
+                SafeTensorsRecord(name: "value.m", shape: [valueOptimizer.m.count], values: valueOptimizer.m.toArray()),
+                SafeTensorsRecord(name: "value.v", shape: [valueOptimizer.v.count], values: valueOptimizer.v.toArray()),
+            ]
         }
         try writeSafeTensors(records, to: tmp + "/optimizer.safetensors", metadata: ["format": "oreo.adamw"])
         try writeFileAtomically(try RunDirectory.encode(state), to: tmp + "/state.json")
@@ -130,7 +137,8 @@ struct RunDirectory {
         func restore(_ opt: AdamW, _ prefix: String) throws {
             let m = try file.floats(prefix + ".m"), v = try file.floats(prefix + ".v")
             guard m.count == opt.m.count, v.count == opt.v.count else {
-                throw RunDirectoryError("\(file.path): \(prefix) moments hold \(m.count) values, the model has \(opt.m.count) parameters")
+                throw RunDirectoryError(
+                    "\(file.path): \(prefix) moments hold \(m.count) values, the model has \(opt.m.count) parameters")
             }
             try opt.m.copyIn(m)
             try opt.v.copyIn(v)

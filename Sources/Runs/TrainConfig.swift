@@ -95,20 +95,29 @@ public struct TrainConfig: Sendable, Equatable, Codable {
         func bad(_ s: String) -> DataError { DataError("invalid setting: \(s)") }
         if epochs < 1 { throw bad("epochs must be >= 1") }
         if maxSteps < 0 { throw bad("max_steps must be >= 0") }
-        for (n, v) in [("learning_rate", learningRate), ("value_learning_rate", valueLearningRate)] where !(v >= 0 && v.isFinite) {
+        for (n, v) in [("learning_rate", learningRate), ("value_learning_rate", valueLearningRate)]
+        where !(v >= 0 && v.isFinite) {
             throw bad("\(n) = \(v) must be a finite number >= 0")
         }
         if !(0...1).contains(minLearningRateFraction) { throw bad("min_lr_fraction must be in [0, 1]") }
         if !(0...1).contains(warmupFraction) { throw bad("warmup_fraction must be in [0, 1]") }
         if !(0..<1).contains(adamBeta1) || !(0..<1).contains(adamBeta2) { throw bad("adam betas must be in [0, 1)") }
-        if !(adamEps > 0) || weightDecay < 0 || gradientClip < 0 { throw bad("adam_eps must be > 0, weight_decay and grad_clip >= 0") }
+        if !(adamEps > 0) || weightDecay < 0 || gradientClip < 0 {
+            throw bad("adam_eps must be > 0, weight_decay and grad_clip >= 0")
+        }
         if !(oreo.beta > 0) || oreo.alpha < 0 { throw bad("beta must be > 0 and alpha >= 0") }
         if !(0...1).contains(dqo.lambda) { throw bad("dqo_lambda must be in [0, 1]") }
-        if !(dqo.beta > 0) || !(dpo.beta > 0) || !(kto.beta > 0) { throw bad("dqo_beta, dpo_beta and kto_beta must be > 0") }
+        if !(dqo.beta > 0) || !(dpo.beta > 0) || !(kto.beta > 0) {
+            throw bad("dqo_beta, dpo_beta and kto_beta must be > 0")
+        }
         if dpoPairsPerPrompt < 1 { throw bad("dpo_pairs_per_prompt must be >= 1") }
-        if checkpointEvery < 0 || keepCheckpoints < 0 { throw bad("checkpoint_every and keep_checkpoints must be >= 0") }
+        if checkpointEvery < 0 || keepCheckpoints < 0 {
+            throw bad("checkpoint_every and keep_checkpoints must be >= 0")
+        }
         if exactKL && reference == .column {
-            throw bad("the exact KL needs the reference distribution: use reference = model (or auto), or kl = k3 with the stored column")
+            throw bad(
+                "the exact KL needs the reference distribution: use reference = model (or auto), or kl = k3 with the stored column"
+            )
         }
     }
 }

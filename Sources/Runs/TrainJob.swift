@@ -74,7 +74,8 @@ public struct NonFiniteLoss: Error, CustomStringConvertible {
     public let lastCheckpoint: String?
     /// Message with the step and the checkpoint to resume from.
     public var description: String {
-        "\(what) is not finite at step \(step); stopped. " + (lastCheckpoint.map { "Last good checkpoint: \($0)" } ?? "No checkpoint was written yet.")
+        "\(what) is not finite at step \(step); stopped. "
+            + (lastCheckpoint.map { "Last good checkpoint: \($0)" } ?? "No checkpoint was written yet.")
     }
 }
 
@@ -118,28 +119,35 @@ public final class TrainJob {
     ///   - reference: the frozen reference model when one runs in memory (default: INIT).
     ///   - data: a dataset directory.
     ///   - run: the run directory (created; refused if it already holds a run and `resume` is false).
-    public init(config: TrainConfig, model: ModelSource, reference referenceSource: ModelSource? = nil, data: String,
-                run runPath: String, resume: Bool = false) throws {
+    public init(
+        config: TrainConfig, model: ModelSource, reference referenceSource: ModelSource? = nil, data: String,
+        run runPath: String, resume: Bool = false
+    ) throws {
         try config.validate()
         var notes: [String] = []
         let run = RunDirectory(path: runPath)
         let dataset = try Dataset(directory: data)
         let modelConfig = try model.config()
-        notes += try Compatibility.check(dataset: dataset, model: modelConfig, tokenizerDirectory: model.tokenizerDirectory)
+        notes += try Compatibility.check(
+            dataset: dataset, model: modelConfig, tokenizerDirectory: model.tokenizerDirectory)
         if let referenceSource, config.usesReferenceModel {
             let rc = try referenceSource.config()
             guard rc.vocabSize == modelConfig.vocabSize else {
-                throw DataError("reference model \(referenceSource.description) has vocabulary \(rc.vocabSize), the policy \(modelConfig.vocabSize)")
+                throw DataError(
+                    "reference model \(referenceSource.description) has vocabulary \(rc.vocabSize), the policy \(modelConfig.vocabSize)"
+                )
             }
         }
-        let selection: DataSelection = switch config.method {
-        case .rft: .positives
-        case .dpo: .pairs(perGroup: config.dpoPairsPerPrompt)
-        default: .all
-        }
+        let selection: DataSelection =
+            switch config.method {
+            case .rft: .positives
+            case .dpo: .pairs(perGroup: config.dpoPairsPerPrompt)
+            default: .all
+            }
         let column = config.method.needsReference && !config.usesReferenceModel ? config.referenceColumn : nil
-        let loader = try DataLoader(dataset: dataset, config: config.loader, selection: selection,
-                                    sequenceLimit: modelConfig.maxPositions, referenceColumn: column)
+        let loader = try DataLoader(
+            dataset: dataset, config: config.loader, selection: selection,
+            sequenceLimit: modelConfig.maxPositions, referenceColumn: column)
         let planned = loader.stepCount(epochs: config.epochs)
         let totalSteps = config.maxSteps > 0 ? config.maxSteps : planned
         if config.method == .kto && (loader.report.positives == 0 || loader.report.negatives == 0) {
@@ -151,12 +159,16 @@ public final class TrainJob {
         var checkpoint: String?
         if fm.fileExists(atPath: run.configFile) {
             guard resume else {
-                throw RunDirectoryError("\(runPath) already holds a run (config.json); pass --resume to continue it, or choose another --out")
+                throw RunDirectoryError(
+                    "\(runPath) already holds a run (config.json); pass --resume to continue it, or choose another --out"
+                )
             }
             let stored = try RunDirectory.decode(TrainConfig.self, file: run.configFile)
             let diff = try differences(stored, config)
             guard diff.isEmpty else {
-                throw RunDirectoryError("\(runPath): --resume with a different configuration than the run's:\n  " + diff.joined(separator: "\n  "))
+                throw RunDirectoryError(
+                    "\(runPath): --resume with a different configuration than the run's:\n  "
+                        + diff.joined(separator: "\n  "))
             }
             checkpoint = run.latestCheckpoint()
             if checkpoint == nil { notes.append("\(runPath) has no checkpoint yet: starting from the beginning") }
@@ -169,22 +181,28 @@ public final class TrainJob {
         if let checkpoint {
             let s = try RunDirectory.decode(RunState.self, file: checkpoint + "/state.json")
             guard s.step >= 0, s.step <= totalSteps, s.seed == config.loader.seed else {
-                throw RunDirectoryError("\(checkpoint)/state.json: step \(s.step) of \(s.totalSteps) does not fit this run of \(totalSteps) steps")
+                throw RunDirectoryError(
+                    "\(checkpoint)/state.json: step \(s.step) of \(s.totalSteps) does not fit this run of \(totalSteps) steps"
+                )
             }
             state = s
             policy = try ModelCheckpoint.load(directory: checkpoint + "/policy", maxTokens: maxTokens)
-            value = config.method.hasValue
-                ? try ModelCheckpoint.load(directory: checkpoint + "/value", maxTokens: maxTokens, valueHead: true) : nil
+            value =
+                config.method.hasValue
+                ? try ModelCheckpoint.load(directory: checkpoint + "/value", maxTokens: maxTokens, valueHead: true)
+                : nil
             guard policy.config == modelConfig else {
-                throw RunDirectoryError("\(checkpoint)/policy: architecture differs from the INIT model \(model.description)")
+                throw RunDirectoryError(
+                    "\(checkpoint)/policy: architecture differs from the INIT model \(model.description)")
             }
         } else {
             policy = try model.load(maxTokens: maxTokens)
             value = config.method.hasValue ? try model.load(maxTokens: maxTokens, valueHead: true) : nil
         }
         let reference = config.usesReferenceModel ? try (referenceSource ?? model).load(maxTokens: maxTokens) : nil
-        let adam = AdamWConfig(beta1: Float(config.adamBeta1), beta2: Float(config.adamBeta2), eps: Float(config.adamEps),
-                               weightDecay: Float(config.weightDecay))
+        let adam = AdamWConfig(
+            beta1: Float(config.adamBeta1), beta2: Float(config.adamBeta2), eps: Float(config.adamEps),
+            weightDecay: Float(config.weightDecay))
         let policyOptimizer = AdamW(layout: policy.layout, config: adam)
         let valueOptimizer = value.map { AdamW(layout: $0.layout, config: adam) }
         do { try fm.createDirectory(atPath: runPath, withIntermediateDirectories: true) } catch {
@@ -219,8 +237,10 @@ public final class TrainJob {
         tokensBefore = state?.tokens ?? 0
         lastCheckpoint = state == nil ? nil : checkpoint
         self.notes = notes
-        logProbs.reserveCapacity(maxTokens); refLogProbs.reserveCapacity(maxTokens)
-        values.reserveCapacity(maxTokens); kl.reserveCapacity(maxTokens)
+        logProbs.reserveCapacity(maxTokens)
+        refLogProbs.reserveCapacity(maxTokens)
+        values.reserveCapacity(maxTokens)
+        kl.reserveCapacity(maxTokens)
     }
 
     /// Trains to the planned step count, writing metrics every step and checkpoints every
@@ -231,8 +251,10 @@ public final class TrainJob {
     /// `checkpointAtStop` a checkpoint is written there so `resume` continues from it; without, the run is left
     /// as a killed one would be (resume redoes the steps after the last checkpoint).
     @discardableResult
-    public func run(stopAfter: Int? = nil, checkpointAtStop: Bool = true,
-                    progress: (TrainProgress) -> Void = { _ in }) throws -> TrainSummary {
+    public func run(
+        stopAfter: Int? = nil, checkpointAtStop: Bool = true,
+        progress: (TrainProgress) -> Void = { _ in }
+    ) throws -> TrainSummary {
         if !FileManager.default.fileExists(atPath: run.metricsFile) {
             _ = FileManager.default.createFile(atPath: run.metricsFile, contents: nil)
         }
@@ -243,11 +265,13 @@ public final class TrainJob {
         try metricsOut.seekToEnd()
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
-        let schedule = CosineSchedule(baseLR: config.learningRate, minLR: config.learningRate * config.minLearningRateFraction,
-                                      totalSteps: totalSteps, warmupFraction: config.warmupFraction)
-        let valueSchedule = CosineSchedule(baseLR: config.valueLearningRate,
-                                           minLR: config.valueLearningRate * config.minLearningRateFraction,
-                                           totalSteps: totalSteps, warmupFraction: config.warmupFraction)
+        let schedule = CosineSchedule(
+            baseLR: config.learningRate, minLR: config.learningRate * config.minLearningRateFraction,
+            totalSteps: totalSteps, warmupFraction: config.warmupFraction)
+        let valueSchedule = CosineSchedule(
+            baseLR: config.valueLearningRate,
+            minLR: config.valueLearningRate * config.minLearningRateFraction,
+            totalSteps: totalSteps, warmupFraction: config.warmupFraction)
         let totalMicroBatches = config.maxSteps > 0 ? Int.max : loader.report.microBatchesPerEpoch.reduce(0, +)
         var last: StepMetrics?
         let sessionStart = Date()
@@ -268,27 +292,35 @@ public final class TrainJob {
             }
             let stepNumber = step + 1
             guard stats.isFinite else {
-                throw NonFiniteLoss(step: stepNumber, what: "the \(config.method.rawValue) loss", lastCheckpoint: lastCheckpoint)
+                throw NonFiniteLoss(
+                    step: stepNumber, what: "the \(config.method.rawValue) loss", lastCheckpoint: lastCheckpoint)
             }
             let clip = config.gradientClip > 0 ? config.gradientClip : Double.infinity
             var valueNorm: Double?
             if let value, let valueOptimizer {
                 let norm = clipGradientNorm(value.gradients, maxNorm: clip)
-                guard norm.isFinite else { throw NonFiniteLoss(step: stepNumber, what: "the value gradient norm", lastCheckpoint: lastCheckpoint) }
-                valueOptimizer.update(parameters: value.parameters, gradients: value.gradients,
-                                      lr: Float(valueSchedule.learningRate(step: step)))
+                guard norm.isFinite else {
+                    throw NonFiniteLoss(
+                        step: stepNumber, what: "the value gradient norm", lastCheckpoint: lastCheckpoint)
+                }
+                valueOptimizer.update(
+                    parameters: value.parameters, gradients: value.gradients,
+                    lr: Float(valueSchedule.learningRate(step: step)))
                 valueNorm = norm
             }
             let norm = clipGradientNorm(policy.gradients, maxNorm: clip)
-            guard norm.isFinite else { throw NonFiniteLoss(step: stepNumber, what: "the policy gradient norm", lastCheckpoint: lastCheckpoint) }
+            guard norm.isFinite else {
+                throw NonFiniteLoss(step: stepNumber, what: "the policy gradient norm", lastCheckpoint: lastCheckpoint)
+            }
             let lr = schedule.learningRate(step: step)
             policyOptimizer.update(parameters: policy.parameters, gradients: policy.gradients, lr: Float(lr))
             step = stepNumber
             tokensBefore += tokens
             let seconds = Date().timeIntervalSince(t0)
-            let metrics = makeMetrics(stats, lr: lr, valueLR: value == nil ? nil : valueSchedule.learningRate(step: step - 1),
-                                      gradNorm: norm, valueGradNorm: valueNorm, tokens: tokens, seconds: seconds,
-                                      elapsed: elapsedBefore + Date().timeIntervalSince(sessionStart))
+            let metrics = makeMetrics(
+                stats, lr: lr, valueLR: value == nil ? nil : valueSchedule.learningRate(step: step - 1),
+                gradNorm: norm, valueGradNorm: valueNorm, tokens: tokens, seconds: seconds,
+                elapsed: elapsedBefore + Date().timeIntervalSince(sessionStart))
             try metricsOut.write(contentsOf: try encoder.encode(metrics) + [10])
             last = metrics
             var written: String?
@@ -312,17 +344,20 @@ public final class TrainJob {
     }
 
     private func summary(finished: Bool, last: StepMetrics?) -> TrainSummary {
-        TrainSummary(steps: step, finished: finished, checkpoint: lastCheckpoint, policy: lastCheckpoint.map { $0 + "/policy" },
-                     value: value == nil ? nil : lastCheckpoint.map { $0 + "/value" }, last: last, data: loader.report)
+        TrainSummary(
+            steps: step, finished: finished, checkpoint: lastCheckpoint, policy: lastCheckpoint.map { $0 + "/policy" },
+            value: value == nil ? nil : lastCheckpoint.map { $0 + "/value" }, last: last, data: loader.report)
     }
 
     private func saveCheckpoint(elapsed: Double) throws -> String {
-        let state = RunState(step: step, totalSteps: totalSteps, position: loader.position, seed: config.loader.seed,
-                             policyOptimizerStep: policyOptimizer.step, valueOptimizerStep: valueOptimizer?.step ?? 0,
-                             elapsedSeconds: elapsed, tokens: tokensBefore)
-        let path = try run.saveCheckpoint(step: step, policy: policy, value: value, policyOptimizer: policyOptimizer,
-                                          valueOptimizer: valueOptimizer, state: state, tokenizerFiles: tokenizerFiles,
-                                          keep: config.keepCheckpoints)
+        let state = RunState(
+            step: step, totalSteps: totalSteps, position: loader.position, seed: config.loader.seed,
+            policyOptimizerStep: policyOptimizer.step, valueOptimizerStep: valueOptimizer?.step ?? 0,
+            elapsedSeconds: elapsed, tokens: tokensBefore)
+        let path = try run.saveCheckpoint(
+            step: step, policy: policy, value: value, policyOptimizer: policyOptimizer,
+            valueOptimizer: valueOptimizer, state: state, tokenizerFiles: tokenizerFiles,
+            keep: config.keepCheckpoints)
         lastCheckpoint = path
         return path
     }
@@ -343,17 +378,21 @@ public final class TrainJob {
         let stats: ObjectiveStats
         switch c.method {
         case .oreo:
-            stats = try objective.oreo(spans: b.spans, stepEnds: b.stepEnds, logProbs: logProbs, refLogProbs: refs,
-                                       values: values, kl: c.exactKL ? kl : nil, config: c.oreo, sequenceWeight: weight)
+            stats = try objective.oreo(
+                spans: b.spans, stepEnds: b.stepEnds, logProbs: logProbs, refLogProbs: refs,
+                values: values, kl: c.exactKL ? kl : nil, config: c.oreo, sequenceWeight: weight)
         case .dqo:
-            stats = try objective.dqo(spans: b.spans, logProbs: logProbs, refLogProbs: refs, values: values,
-                                      config: c.dqo, sequenceWeight: weight)
+            stats = try objective.dqo(
+                spans: b.spans, logProbs: logProbs, refLogProbs: refs, values: values,
+                config: c.dqo, sequenceWeight: weight)
         case .sft, .rft:
             stats = try objective.nll(spans: b.spans, logProbs: logProbs, sequenceWeight: weight)
         case .dpo:
-            stats = try objective.dpo(spans: b.spans, logProbs: logProbs, refLogProbs: refs, config: c.dpo, pairWeight: weight)
+            stats = try objective.dpo(
+                spans: b.spans, logProbs: logProbs, refLogProbs: refs, config: c.dpo, pairWeight: weight)
         case .kto:
-            stats = try objective.kto(spans: b.spans, logProbs: logProbs, refLogProbs: refs, config: c.kto, sequenceWeight: weight)
+            stats = try objective.kto(
+                spans: b.spans, logProbs: logProbs, refLogProbs: refs, config: c.kto, sequenceWeight: weight)
         }
         // A non-finite loss must not reach the weights: the caller stops before any update.
         guard stats.isFinite else { return stats }
@@ -366,8 +405,10 @@ public final class TrainJob {
         return stats
     }
 
-    private func makeMetrics(_ s: ObjectiveStats, lr: Double, valueLR: Double?, gradNorm: Double, valueGradNorm: Double?,
-                             tokens: Int, seconds: Double, elapsed: Double) -> StepMetrics {
+    private func makeMetrics(
+        _ s: ObjectiveStats, lr: Double, valueLR: Double?, gradNorm: Double, valueGradNorm: Double?,
+        tokens: Int, seconds: Double, elapsed: Double
+    ) -> StepMetrics {
         let method = config.method
         let units = Double(max(1, method == .dpo ? s.pairs : s.sequences))
         let seqs = Double(max(1, s.sequences))
@@ -381,12 +422,14 @@ public final class TrainJob {
             valueError: method.hasValue ? s.valueError / seqs : nil,
             valuePositive: method.hasValue ? mean(s.positiveValue, s.positiveStates) : nil,
             valueNegative: method.hasValue ? mean(s.negativeValue, s.negativeStates) : nil,
-            logProbPositive: mean(s.positiveLogProb, s.positiveTokens), logProbNegative: mean(s.negativeLogProb, s.negativeTokens),
+            logProbPositive: mean(s.positiveLogProb, s.positiveTokens),
+            logProbNegative: mean(s.negativeLogProb, s.negativeTokens),
             logRatio: method.needsReference ? s.logRatio / seqs : nil,
             gradNorm: gradNorm, valueGradNorm: valueGradNorm,
             pairAccuracy: method == .dpo ? mean(Double(s.pairsCorrect), s.pairs) : nil,
             margin: method == .dpo ? mean(s.margin, s.pairs) : nil,
             importanceWeight: method == .dqo ? s.weight / seqs : nil,
-            sequences: s.sequences, tokens: tokens, tokensPerSecond: Double(tokens) / max(seconds, 1e-9), elapsed: elapsed)
+            sequences: s.sequences, tokens: tokens, tokensPerSecond: Double(tokens) / max(seconds, 1e-9),
+            elapsed: elapsed)
     }
 }

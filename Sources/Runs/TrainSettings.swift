@@ -50,9 +50,11 @@ private func number<T: LosslessStringConvertible>(_ s: String, _ key: String) th
     return v
 }
 
-private func choice<E: RawRepresentable & CaseIterable & Sendable>(_ s: String, _ key: String) throws -> E where E.RawValue == String {
+private func choice<E: RawRepresentable & CaseIterable & Sendable>(_ s: String, _ key: String) throws -> E
+where E.RawValue == String {
     guard let v = E(rawValue: s) else {
-        throw SettingError(description: "\(key): '\(s)' is not one of \(E.allCases.map(\.rawValue).joined(separator: ", "))")
+        throw SettingError(
+            description: "\(key): '\(s)' is not one of \(E.allCases.map(\.rawValue).joined(separator: ", "))")
     }
     return v
 }
@@ -75,51 +77,69 @@ private func tomlDouble(_ x: Double) -> String {
 }
 
 private func d(_ key: String, _ help: String, _ kp: WritableKeyPath<TrainSettings, Double> & Sendable) -> Setting {
-    Setting(key: key, help: help, get: { tomlDouble($0[keyPath: kp]) },
-            set: { $0[keyPath: kp] = try number($1, key) }, isBool: false)
+    Setting(
+        key: key, help: help, get: { tomlDouble($0[keyPath: kp]) },
+        set: { $0[keyPath: kp] = try number($1, key) }, isBool: false)
 }
 
 private func i(_ key: String, _ help: String, _ kp: WritableKeyPath<TrainSettings, Int> & Sendable) -> Setting {
-    Setting(key: key, help: help, get: { "\($0[keyPath: kp])" }, set: { $0[keyPath: kp] = try number($1, key) }, isBool: false)
+    Setting(
+        key: key, help: help, get: { "\($0[keyPath: kp])" }, set: { $0[keyPath: kp] = try number($1, key) },
+        isBool: false)
 }
 
 private func b(_ key: String, _ help: String, _ kp: WritableKeyPath<TrainSettings, Bool> & Sendable) -> Setting {
-    Setting(key: key, help: help, get: { "\($0[keyPath: kp])" }, set: { $0[keyPath: kp] = try flag($1, key) }, isBool: true)
+    Setting(
+        key: key, help: help, get: { "\($0[keyPath: kp])" }, set: { $0[keyPath: kp] = try flag($1, key) }, isBool: true)
 }
 
-private func e<E: RawRepresentable & CaseIterable & Sendable>(_ key: String, _ help: String, _ kp: WritableKeyPath<TrainSettings, E> & Sendable) -> Setting
-    where E.RawValue == String {
-    Setting(key: key, help: help + " (" + E.allCases.map(\.rawValue).joined(separator: "|") + ")",
-            get: { tomlString($0[keyPath: kp].rawValue) }, set: { $0[keyPath: kp] = try choice($1, key) }, isBool: false)
+private func e<E: RawRepresentable & CaseIterable & Sendable>(
+    _ key: String, _ help: String, _ kp: WritableKeyPath<TrainSettings, E> & Sendable
+) -> Setting
+where E.RawValue == String {
+    Setting(
+        key: key, help: help + " (" + E.allCases.map(\.rawValue).joined(separator: "|") + ")",
+        get: { tomlString($0[keyPath: kp].rawValue) }, set: { $0[keyPath: kp] = try choice($1, key) }, isBool: false)
 }
 
 private func path(_ key: String, _ help: String, _ kp: WritableKeyPath<TrainSettings, String?> & Sendable) -> Setting {
-    Setting(key: key, help: help, get: { $0[keyPath: kp].map(tomlString) ?? "" }, set: { $0[keyPath: kp] = $1 }, isBool: false)
+    Setting(
+        key: key, help: help, get: { $0[keyPath: kp].map(tomlString) ?? "" }, set: { $0[keyPath: kp] = $1 },
+        isBool: false)
 }
 
 /// Every setting of `oreo train`, in the order --help and RUN/config.toml list them.
 public let trainSettings: [Setting] = [
     path("model", "INIT: a safetensors directory with config.json, or a .gguf file", \.model),
     path("init_config", "instead of --model: a config.json to initialize randomly (seeded by init_seed)", \.initConfig),
-    Setting(key: "init_seed", help: "seed of the random initialization", get: { "\($0.initSeed)" },
-            set: { $0.initSeed = try number($1, "init_seed") }, isBool: false),
+    Setting(
+        key: "init_seed", help: "seed of the random initialization", get: { "\($0.initSeed)" },
+        set: { $0.initSeed = try number($1, "init_seed") }, isBool: false),
     path("reference_model", "the frozen reference model when one runs in memory (default: INIT)", \.referenceModel),
     path("data", "the dataset directory", \.data),
     e("method", "training method", \.config.method),
     i("epochs", "passes over the data (ignored when max_steps > 0)", \.config.epochs),
     i("max_steps", "stop after N optimizer steps (0: as many as the epochs give)", \.config.maxSteps),
-    Setting(key: "seed", help: "seed of the data order and of DPO pair drawing", get: { "\($0.config.loader.seed)" },
-            set: { $0.config.loader.seed = try number($1, "seed") }, isBool: false),
-    i("tokens_per_micro_batch", "token budget of one micro-batch (the memory knob)", \.config.loader.tokensPerMicroBatch),
-    i("micro_batches_per_step", "micro-batches accumulated into one optimizer step", \.config.loader.microBatchesPerStep),
+    Setting(
+        key: "seed", help: "seed of the data order and of DPO pair drawing", get: { "\($0.config.loader.seed)" },
+        set: { $0.config.loader.seed = try number($1, "seed") }, isBool: false),
+    i(
+        "tokens_per_micro_batch", "token budget of one micro-batch (the memory knob)",
+        \.config.loader.tokensPerMicroBatch),
+    i(
+        "micro_batches_per_step", "micro-batches accumulated into one optimizer step",
+        \.config.loader.microBatchesPerStep),
     i("max_length", "longest sequence in tokens (0: the model's limit)", \.config.loader.maxLength),
     e("overlong", "trajectories longer than max_length", \.config.loader.overlong),
     i("window_tokens", "shuffle locality window in tokens", \.config.loader.windowTokens),
     i("mix_windows", "windows shuffled together", \.config.loader.mixWindows),
-    Setting(key: "positive_threshold", help: "reward at or above which a trajectory is positive",
-            get: { tomlDouble(Double($0.config.loader.positiveThreshold)) },
-            set: { $0.config.loader.positiveThreshold = try number($1, "positive_threshold") }, isBool: false),
-    d("learning_rate", "peak policy learning rate (5e-6 is the paper's 1.5B value; tiny models need ~1e-4..1e-3)", \.config.learningRate),
+    Setting(
+        key: "positive_threshold", help: "reward at or above which a trajectory is positive",
+        get: { tomlDouble(Double($0.config.loader.positiveThreshold)) },
+        set: { $0.config.loader.positiveThreshold = try number($1, "positive_threshold") }, isBool: false),
+    d(
+        "learning_rate", "peak policy learning rate (5e-6 is the paper's 1.5B value; tiny models need ~1e-4..1e-3)",
+        \.config.learningRate),
     d("value_learning_rate", "peak value-network learning rate", \.config.valueLearningRate),
     d("min_lr_fraction", "cosine floor as a fraction of the peak", \.config.minLearningRateFraction),
     d("warmup_fraction", "fraction of steps in linear warmup", \.config.warmupFraction),
@@ -129,28 +149,45 @@ public let trainSettings: [Setting] = [
     d("weight_decay", "decoupled weight decay of matrices", \.config.weightDecay),
     d("grad_clip", "gradient-norm clip per network (0: none)", \.config.gradientClip),
     d("beta", "OREO: KL-regularization strength of the soft Bellman equation", \.config.oreo.beta),
-    d("alpha", "OREO: weight of the KL term (default 0.01; 0.1 at step level, 0.3 at response level unless set)", \.config.oreo.alpha),
+    d(
+        "alpha", "OREO: weight of the KL term (default 0.01; 0.1 at step level, 0.3 at response level unless set)",
+        \.config.oreo.alpha),
     e("level", "OREO: states that carry residuals", \.config.oreo.level),
-    b("stop_gradient", "OREO: stop the gradient through later log-ratios (false: the ablation)", \.config.oreo.stopGradient),
+    b(
+        "stop_gradient", "OREO: stop the gradient through later log-ratios (false: the ablation)",
+        \.config.oreo.stopGradient),
     b("td", "OREO: single-step TD residual instead of the Monte-Carlo one", \.config.oreo.temporalDifference),
-    Setting(key: "kl", help: "OREO: exact full-vocabulary KL against the reference model, or the k3 estimate from the stored column (exact|k3)",
-            get: { tomlString($0.config.oreo.k3 ? "k3" : "exact") },
-            set: { s, v in
-                guard v == "exact" || v == "k3" else { throw SettingError(description: "kl: '\(v)' is not one of exact, k3") }
-                s.config.oreo.k3 = v == "k3"
-            }, isBool: false),
+    Setting(
+        key: "kl",
+        help:
+            "OREO: exact full-vocabulary KL against the reference model, or the k3 estimate from the stored column (exact|k3)",
+        get: { tomlString($0.config.oreo.k3 ? "k3" : "exact") },
+        set: { s, v in
+            guard v == "exact" || v == "k3" else {
+                throw SettingError(description: "kl: '\(v)' is not one of exact, k3")
+            }
+            s.config.oreo.k3 = v == "k3"
+        }, isBool: false),
     d("dqo_beta", "DQO: KL-regularization strength", \.config.dqo.beta),
     d("dqo_lambda", "DQO: lambda of the lambda-returns", \.config.dqo.lambda),
     d("dqo_clip", "DQO: importance weights are exp(min(sum rho, c))", \.config.dqo.clip),
-    b("dqo_importance_weights", "DQO: weight trajectories by their clipped importance ratio", \.config.dqo.importanceWeights),
+    b(
+        "dqo_importance_weights", "DQO: weight trajectories by their clipped importance ratio",
+        \.config.dqo.importanceWeights),
     d("dpo_beta", "DPO: temperature", \.config.dpo.beta),
-    i("dpo_pairs_per_prompt", "DPO: pairs drawn per prompt group from positives x negatives", \.config.dpoPairsPerPrompt),
+    i(
+        "dpo_pairs_per_prompt", "DPO: pairs drawn per prompt group from positives x negatives",
+        \.config.dpoPairsPerPrompt),
     d("kto_beta", "KTO: temperature", \.config.kto.beta),
     d("kto_lambda_d", "KTO: weight of desirable responses", \.config.kto.lambdaD),
     d("kto_lambda_u", "KTO: weight of undesirable responses", \.config.kto.lambdaU),
-    e("reference", "reference log-probs: auto (a model for the exact KL, else the column), column, model", \.config.reference),
-    Setting(key: "reference_column", help: "the dataset's per-token reference column", get: { tomlString($0.config.referenceColumn) },
-            set: { $0.config.referenceColumn = $1 }, isBool: false),
+    e(
+        "reference", "reference log-probs: auto (a model for the exact KL, else the column), column, model",
+        \.config.reference),
+    Setting(
+        key: "reference_column", help: "the dataset's per-token reference column",
+        get: { tomlString($0.config.referenceColumn) },
+        set: { $0.config.referenceColumn = $1 }, isBool: false),
     i("checkpoint_every", "checkpoint every N steps (0: only at the end)", \.config.checkpointEvery),
     i("keep_checkpoints", "checkpoints kept besides the newest", \.config.keepCheckpoints),
 ]
@@ -178,11 +215,17 @@ extension TrainSettings {
                 throw SettingError(description: "\(line(of: key)): unknown setting '\(key)' (see oreo train --help)")
             }
             let literal: String
-            if let v = value.bool { literal = "\(v)" }
-            else if let v = value.int { literal = "\(v)" }
-            else if let v = value.double { literal = "\(v)" }
-            else if let v = value.string { literal = v }
-            else { throw SettingError(description: "\(line(of: key)): '\(key)' must be a number, boolean or string") }
+            if let v = value.bool {
+                literal = "\(v)"
+            } else if let v = value.int {
+                literal = "\(v)"
+            } else if let v = value.double {
+                literal = "\(v)"
+            } else if let v = value.string {
+                literal = v
+            } else {
+                throw SettingError(description: "\(line(of: key)): '\(key)' must be a number, boolean or string")
+            }
             do { try s.set(&self, literal) } catch let err as SettingError {
                 throw SettingError(description: "\(line(of: key)): \(err.description)")
             }
@@ -199,12 +242,18 @@ extension TrainSettings {
             let a = args[k]
             guard a.hasPrefix("--") else { throw SettingError(description: "unexpected argument '\(a)'") }
             var name = String(a.dropFirst(2)), value: String?
-            if let eq = name.firstIndex(of: "=") { value = String(name[name.index(after: eq)...]); name = String(name[..<eq]) }
+            if let eq = name.firstIndex(of: "=") {
+                value = String(name[name.index(after: eq)...])
+                name = String(name[..<eq])
+            }
             let key = name.replacingOccurrences(of: "-", with: "_")
-            guard let s = settingsByKey[key] else { throw SettingError(description: "unknown option '\(a)' (see oreo train --help)") }
+            guard let s = settingsByKey[key] else {
+                throw SettingError(description: "unknown option '\(a)' (see oreo train --help)")
+            }
             if value == nil {
                 if k + 1 < args.count, !(s.isBool && args[k + 1].hasPrefix("--")) {
-                    value = args[k + 1]; k += 1
+                    value = args[k + 1]
+                    k += 1
                 } else if s.isBool {
                     value = "true"
                 } else {
@@ -233,7 +282,9 @@ extension TrainSettings {
         switch (model, initConfig) {
         case (let m?, nil): return ModelSource(path: m)
         case (nil, let c?): return try ModelSource.random(configFile: c, seed: initSeed)
-        case (nil, nil): throw SettingError(description: "give --model INIT (a safetensors directory or .gguf) or --init-config config.json")
+        case (nil, nil):
+            throw SettingError(
+                description: "give --model INIT (a safetensors directory or .gguf) or --init-config config.json")
         default: throw SettingError(description: "give either --model or --init-config, not both")
         }
     }

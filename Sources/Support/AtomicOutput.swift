@@ -1,7 +1,7 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 import Synchronization
 
@@ -37,8 +37,9 @@ public final class AtomicOutput {
             let n = Glibc.write(fd, bytes.baseAddress! + done, bytes.count - done)
             if n < 0 {
                 if errno == EINTR { continue }
-                throw FileError(path: finalPath, offset: written + UInt64(done),
-                                  "write failed: \(String(cString: strerror(errno)))")
+                throw FileError(
+                    path: finalPath, offset: written + UInt64(done),
+                    "write failed: \(String(cString: strerror(errno)))")
             }
             done += n
         }
@@ -60,7 +61,8 @@ public final class AtomicOutput {
             throw FileError(path: finalPath, "fsync failed: \(String(cString: strerror(errno)))")
         }
         SyncEvents.emit(.file(tempPath))
-        close(fd); fd = -1
+        close(fd)
+        fd = -1
         if rename(tempPath, finalPath) != 0 {
             throw FileError(path: finalPath, "rename failed: \(String(cString: strerror(errno)))")
         }
@@ -71,7 +73,10 @@ public final class AtomicOutput {
 
     /// Closes and deletes the temporary file.
     public func abandon() {
-        if fd >= 0 { close(fd); fd = -1 }
+        if fd >= 0 {
+            close(fd)
+            fd = -1
+        }
         if !committed { unlink(tempPath) }
     }
 
@@ -112,7 +117,9 @@ private func syncTree(_ path: String) throws {
     guard lstat(path, &st) == 0 else { throw FileError(path: path, "cannot stat: \(String(cString: strerror(errno)))") }
     switch st.st_mode & S_IFMT {
     case S_IFDIR:
-        guard let dir = opendir(path) else { throw FileError(path: path, "cannot list: \(String(cString: strerror(errno)))") }
+        guard let dir = opendir(path) else {
+            throw FileError(path: path, "cannot list: \(String(cString: strerror(errno)))")
+        }
         var names: [String] = []
         while let e = readdir(dir) {
             let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }

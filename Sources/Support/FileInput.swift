@@ -8,7 +8,10 @@ public struct FileReadError: Error, CustomStringConvertible, Sendable, Equatable
     public let reason: String
 
     /// An error for `path`.
-    public init(path: String, reason: String) { self.path = path; self.reason = reason }
+    public init(path: String, reason: String) {
+        self.path = path
+        self.reason = reason
+    }
 
     /// Whether the file does not exist.
     public var isMissing: Bool { reason == FileReadError.missing }

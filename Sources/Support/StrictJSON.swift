@@ -53,7 +53,9 @@ public enum JSONValue: Sendable, Equatable {
     /// The elements, if this is an array.
     public var array: [JSONValue]? { if case .array(let a) = self { return a } else { return nil } }
     /// The members in file order, if this is an object.
-    public var members: [(key: String, value: JSONValue)]? { if case .object(let m) = self { return m } else { return nil } }
+    public var members: [(key: String, value: JSONValue)]? {
+        if case .object(let m) = self { return m } else { return nil }
+    }
 
     /// What this value is, for messages ("a string", "the number 2.5").
     public var summary: String {
@@ -111,7 +113,9 @@ public struct JSONFieldError: Error, CustomStringConvertible, Sendable, Equatabl
 
     /// Makes an error for `field` of `file`.
     public init(file: String, field: String, _ reason: String) {
-        self.file = file; self.field = field; self.reason = reason
+        self.file = file
+        self.field = field
+        self.reason = reason
     }
 
     /// One line: `file: field "x.y": reason`.
@@ -125,14 +129,18 @@ public enum StrictJSON {
     public static let defaultMaxDepth = 128
 
     /// Parses `bytes` (one JSON value, surrounding whitespace allowed); `file` names it in errors.
-    public static func parse(_ bytes: UnsafeRawBufferPointer, file: String,
-                             maxDepth: Int = defaultMaxDepth) throws(JSONSyntaxError) -> JSONValue {
+    public static func parse(
+        _ bytes: UnsafeRawBufferPointer, file: String,
+        maxDepth: Int = defaultMaxDepth
+    ) throws(JSONSyntaxError) -> JSONValue {
         var p = Parser(b: bytes.bindMemory(to: UInt8.self), maxDepth: maxDepth)
         do throws(Parser.Failure) {
             p.skipSpace()
             let v = try p.value(depth: 0)
             p.skipSpace()
-            guard p.i == p.b.count else { throw Parser.Failure(offset: p.i, reason: "unexpected characters after the JSON value") }
+            guard p.i == p.b.count else {
+                throw Parser.Failure(offset: p.i, reason: "unexpected characters after the JSON value")
+            }
             return v
         } catch {
             throw syntaxError(bytes, file: file, error.offset, error.reason)
@@ -140,29 +148,41 @@ public enum StrictJSON {
     }
 
     /// Parses `data`; see `parse(_:file:maxDepth:)`.
-    public static func parse(_ data: Data, file: String, maxDepth: Int = defaultMaxDepth) throws(JSONSyntaxError) -> JSONValue {
+    public static func parse(_ data: Data, file: String, maxDepth: Int = defaultMaxDepth) throws(JSONSyntaxError)
+        -> JSONValue
+    {
         let r: Result<JSONValue, JSONSyntaxError> = data.withUnsafeBytes { raw in
-            do throws(JSONSyntaxError) { return .success(try parse(raw, file: file, maxDepth: maxDepth)) } catch { return .failure(error) }
+            do throws(JSONSyntaxError) { return .success(try parse(raw, file: file, maxDepth: maxDepth)) } catch {
+                return .failure(error)
+            }
         }
         return try r.get()
     }
 
     /// Parses `bytes`; see `parse(_:file:maxDepth:)`.
-    public static func parse(_ bytes: [UInt8], file: String, maxDepth: Int = defaultMaxDepth) throws(JSONSyntaxError) -> JSONValue {
+    public static func parse(_ bytes: [UInt8], file: String, maxDepth: Int = defaultMaxDepth) throws(JSONSyntaxError)
+        -> JSONValue
+    {
         let r: Result<JSONValue, JSONSyntaxError> = bytes.withUnsafeBytes { raw in
-            do throws(JSONSyntaxError) { return .success(try parse(raw, file: file, maxDepth: maxDepth)) } catch { return .failure(error) }
+            do throws(JSONSyntaxError) { return .success(try parse(raw, file: file, maxDepth: maxDepth)) } catch {
+                return .failure(error)
+            }
         }
         return try r.get()
     }
 
     /// Decodes `T` from `data`: syntax errors give their position (`JSONSyntaxError`), structure errors the field
     /// and the value found there (`JSONFieldError`); errors `T` throws itself pass through.
-    public static func decode<T: Decodable>(_ type: T.Type, from data: Data, file: String,
-                                            options: JSONValueDecoder.Options = .init()) throws -> T {
+    public static func decode<T: Decodable>(
+        _ type: T.Type, from data: Data, file: String,
+        options: JSONValueDecoder.Options = .init()
+    ) throws -> T {
         try JSONValueDecoder(options: options).decode(T.self, from: try parse(data, file: file), file: file)
     }
 
-    static func syntaxError(_ bytes: UnsafeRawBufferPointer, file: String, _ offset: Int, _ reason: String) -> JSONSyntaxError {
+    static func syntaxError(_ bytes: UnsafeRawBufferPointer, file: String, _ offset: Int, _ reason: String)
+        -> JSONSyntaxError
+    {
         // Line and column are counted only when there is an error to report.
         var line = 1, lineStart = 0
         for k in 0..<min(offset, bytes.count) where bytes[k] == 0x0A {
@@ -202,9 +222,15 @@ public enum StrictJSON {
             case UInt8(ascii: "{"): return try object(depth: depth)
             case UInt8(ascii: "["): return try array(depth: depth)
             case UInt8(ascii: "\""): return .string(try string())
-            case UInt8(ascii: "t"): try literal("true"); return .bool(true)
-            case UInt8(ascii: "f"): try literal("false"); return .bool(false)
-            case UInt8(ascii: "n"): try literal("null"); return .null
+            case UInt8(ascii: "t"):
+                try literal("true")
+                return .bool(true)
+            case UInt8(ascii: "f"):
+                try literal("false")
+                return .bool(false)
+            case UInt8(ascii: "n"):
+                try literal("null")
+                return .null
             case UInt8(ascii: "-"), UInt8(ascii: "0")...UInt8(ascii: "9"): return .number(try number())
             case UInt8(ascii: "N"), UInt8(ascii: "I"):
                 throw fail("NaN and Infinity are not JSON numbers")
@@ -232,7 +258,10 @@ public enum StrictJSON {
             // Duplicate keys: a linear scan for small objects, a set once an object is large (vocabularies).
             var seen: Set<String>? = nil
             skipSpace()
-            if i < b.count && b[i] == UInt8(ascii: "}") { i += 1; return .object(members) }
+            if i < b.count && b[i] == UInt8(ascii: "}") {
+                i += 1
+                return .object(members)
+            }
             while true {
                 skipSpace()
                 guard i < b.count else { throw fail("unterminated object opened at byte \(open)") }
@@ -240,8 +269,13 @@ public enum StrictJSON {
                 let keyStart = i
                 let key = try string()
                 if members.count < 16 {
-                    if members.contains(where: { $0.key == key }) { throw fail("duplicate key \(key.debugDescription)", at: keyStart) }
-                    if members.count == 15 { seen = Set(members.map(\.key)); seen!.insert(key) }
+                    if members.contains(where: { $0.key == key }) {
+                        throw fail("duplicate key \(key.debugDescription)", at: keyStart)
+                    }
+                    if members.count == 15 {
+                        seen = Set(members.map(\.key))
+                        seen!.insert(key)
+                    }
                 } else if seen!.insert(key).inserted == false {
                     throw fail("duplicate key \(key.debugDescription)", at: keyStart)
                 }
@@ -252,8 +286,14 @@ public enum StrictJSON {
                 members.append((key, try value(depth: depth + 1)))
                 skipSpace()
                 guard i < b.count else { throw fail("unterminated object opened at byte \(open)") }
-                if b[i] == UInt8(ascii: ",") { i += 1; continue }
-                if b[i] == UInt8(ascii: "}") { i += 1; return .object(members) }
+                if b[i] == UInt8(ascii: ",") {
+                    i += 1
+                    continue
+                }
+                if b[i] == UInt8(ascii: "}") {
+                    i += 1
+                    return .object(members)
+                }
                 throw fail("expected ',' or '}'")
             }
         }
@@ -264,14 +304,23 @@ public enum StrictJSON {
             i += 1
             var items: [JSONValue] = []
             skipSpace()
-            if i < b.count && b[i] == UInt8(ascii: "]") { i += 1; return .array(items) }
+            if i < b.count && b[i] == UInt8(ascii: "]") {
+                i += 1
+                return .array(items)
+            }
             while true {
                 skipSpace()
                 items.append(try value(depth: depth + 1))
                 skipSpace()
                 guard i < b.count else { throw fail("unterminated array opened at byte \(open)") }
-                if b[i] == UInt8(ascii: ",") { i += 1; continue }
-                if b[i] == UInt8(ascii: "]") { i += 1; return .array(items) }
+                if b[i] == UInt8(ascii: ",") {
+                    i += 1
+                    continue
+                }
+                if b[i] == UInt8(ascii: "]") {
+                    i += 1
+                    return .array(items)
+                }
                 throw fail("expected ',' or ']'")
             }
         }
@@ -310,7 +359,9 @@ public enum StrictJSON {
                 value = Double(v)
             } else {
                 guard let d = Double(text), d.isFinite else {
-                    throw fail("number \(text.count <= 40 ? text : String(text.prefix(40)) + "...") is out of range", at: start)
+                    throw fail(
+                        "number \(text.count <= 40 ? text : String(text.prefix(40)) + "...") is out of range", at: start
+                    )
                 }
                 value = d
             }
@@ -343,7 +394,10 @@ public enum StrictJSON {
             while true {
                 guard i < b.count else { throw fail("unterminated string", at: open) }
                 let c = b[i]
-                if c == UInt8(ascii: "\"") { i += 1; break }
+                if c == UInt8(ascii: "\"") {
+                    i += 1
+                    break
+                }
                 if c < 0x20 {
                     throw fail("control character 0x\(String(c, radix: 16)) inside a string (must be escaped)")
                 }
@@ -354,13 +408,12 @@ public enum StrictJSON {
                 }
                 guard i + 1 < b.count else { throw fail("unterminated escape") }
                 let e = b[i + 1]
+                if let byte = JSONEscape.simple(e) {
+                    scratch.append(byte)
+                    i += 2
+                    continue
+                }
                 switch e {
-                case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"): scratch.append(e); i += 2
-                case UInt8(ascii: "b"): scratch.append(0x08); i += 2
-                case UInt8(ascii: "f"): scratch.append(0x0C); i += 2
-                case UInt8(ascii: "n"): scratch.append(0x0A); i += 2
-                case UInt8(ascii: "r"): scratch.append(0x0D); i += 2
-                case UInt8(ascii: "t"): scratch.append(0x09); i += 2
                 case UInt8(ascii: "u"):
                     switch JSONEscape.unicode(b, at: i) {
                     case .scalar(let v, let next):
@@ -397,8 +450,10 @@ public struct JSONValueDecoder: Sendable {
         /// Strings that stand for +infinity, -infinity and NaN in Double/Float fields, if any.
         public var nonFiniteStrings: (positiveInfinity: String, negativeInfinity: String, nan: String)? = nil
         /// Options; by default keys are as in Swift and numbers must be finite.
-        public init(convertFromSnakeCase: Bool = false,
-                    nonFiniteStrings: (positiveInfinity: String, negativeInfinity: String, nan: String)? = nil) {
+        public init(
+            convertFromSnakeCase: Bool = false,
+            nonFiniteStrings: (positiveInfinity: String, negativeInfinity: String, nan: String)? = nil
+        ) {
             self.convertFromSnakeCase = convertFromSnakeCase
             self.nonFiniteStrings = nonFiniteStrings
         }
@@ -422,7 +477,9 @@ public struct JSONValueDecoder: Sendable {
         let core = key.dropFirst(leading.count).dropLast(trailing.count)
         let words = core.split(separator: "_")
         guard let first = words.first else { return key }
-        return String(leading) + first + words.dropFirst().map { $0.prefix(1).uppercased() + $0.dropFirst().lowercased() }.joined() + String(trailing)
+        return String(leading) + first
+            + words.dropFirst().map { $0.prefix(1).uppercased() + $0.dropFirst().lowercased() }.joined()
+            + String(trailing)
     }
 
     static func path(_ p: [any CodingKey]) -> String {
@@ -448,7 +505,9 @@ public struct JSONValueDecoder: Sendable {
         let options: Options
         var userInfo: [CodingUserInfoKey: Any] { [:] }
 
-        func fail(_ reason: String) -> JSONFieldError { JSONFieldError(file: file, field: JSONValueDecoder.path(codingPath), reason) }
+        func fail(_ reason: String) -> JSONFieldError {
+            JSONFieldError(file: file, field: JSONValueDecoder.path(codingPath), reason)
+        }
         func mismatch(_ expected: String) -> JSONFieldError { fail("expected \(expected), got \(value.summary)") }
 
         func container<Key: CodingKey>(keyedBy type: Key.Type) throws -> KeyedDecodingContainer<Key> {
@@ -489,7 +548,9 @@ public struct JSONValueDecoder: Sendable {
         }
         func decode(_ type: Float.Type) throws -> Float {
             let d = try decode(Double.self)
-            guard !d.isFinite || Float(d).isFinite else { throw fail("\(value.summary) is out of range for a 32-bit float") }
+            guard !d.isFinite || Float(d).isFinite else {
+                throw fail("\(value.summary) is out of range for a 32-bit float")
+            }
             return Float(d)
         }
         func integer<I: FixedWidthInteger>(_ type: I.Type) throws -> I {
@@ -542,7 +603,9 @@ public struct JSONValueDecoder: Sendable {
         func nestedContainer<N: CodingKey>(keyedBy type: N.Type, forKey key: Key) throws -> KeyedDecodingContainer<N> {
             try value(key).container(keyedBy: type)
         }
-        func nestedUnkeyedContainer(forKey key: Key) throws -> any UnkeyedDecodingContainer { try value(key).unkeyedContainer() }
+        func nestedUnkeyedContainer(forKey key: Key) throws -> any UnkeyedDecodingContainer {
+            try value(key).unkeyedContainer()
+        }
         func superDecoder() throws -> any Decoder { decoder }
         func superDecoder(forKey key: Key) throws -> any Decoder { try value(key) }
     }
@@ -562,8 +625,9 @@ public struct JSONValueDecoder: Sendable {
 
         mutating func next() throws -> ValueDecoder {
             guard !isAtEnd else {
-                throw JSONFieldError(file: decoder.file, field: JSONValueDecoder.path(codingPath),
-                                     "expected more than \(items.count) elements")
+                throw JSONFieldError(
+                    file: decoder.file, field: JSONValueDecoder.path(codingPath),
+                    "expected more than \(items.count) elements")
             }
             defer { currentIndex += 1 }
             return decoder.child(items[currentIndex], Index(currentIndex))
@@ -608,6 +672,21 @@ public enum JSONEscape {
         case failure(Problem)
     }
 
+    /// The byte a one-character escape (backslash then one of `"\/bfnrt`) stands for, or nil for `u` and
+    /// anything else.
+    @inlinable
+    public static func simple(_ e: UInt8) -> UInt8? {
+        switch e {
+        case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"): return e
+        case UInt8(ascii: "b"): return 0x08
+        case UInt8(ascii: "f"): return 0x0C
+        case UInt8(ascii: "n"): return 0x0A
+        case UInt8(ascii: "r"): return 0x0D
+        case UInt8(ascii: "t"): return 0x09
+        default: return nil
+        }
+    }
+
     /// The value of an ASCII hex digit, or nil.
     @inlinable
     public static func hexValue(_ c: UInt8) -> UInt32? {
@@ -638,7 +717,8 @@ public enum JSONEscape {
         var next = at + 6
         if v >= 0xD800 && v < 0xDC00 {
             guard next + 6 <= b.count, b[next] == UInt8(ascii: "\\"), b[next + 1] == UInt8(ascii: "u"),
-                  let low = hex4(b, at: next + 2), low >= 0xDC00 && low < 0xE000 else { return .failure(.loneSurrogate) }
+                let low = hex4(b, at: next + 2), low >= 0xDC00 && low < 0xE000
+            else { return .failure(.loneSurrogate) }
             v = 0x10000 + ((v - 0xD800) << 10) + (low - 0xDC00)
             next += 6
         } else if v >= 0xDC00 && v < 0xE000 {
@@ -653,12 +733,17 @@ public enum JSONEscape {
         switch v {
         case 0..<0x80: out.append(UInt8(v))
         case 0x80..<0x800:
-            out.append(UInt8(0xC0 | v >> 6)); out.append(UInt8(0x80 | v & 0x3F))
+            out.append(UInt8(0xC0 | v >> 6))
+            out.append(UInt8(0x80 | v & 0x3F))
         case 0x800..<0x10000:
-            out.append(UInt8(0xE0 | v >> 12)); out.append(UInt8(0x80 | v >> 6 & 0x3F)); out.append(UInt8(0x80 | v & 0x3F))
+            out.append(UInt8(0xE0 | v >> 12))
+            out.append(UInt8(0x80 | v >> 6 & 0x3F))
+            out.append(UInt8(0x80 | v & 0x3F))
         default:
-            out.append(UInt8(0xF0 | v >> 18)); out.append(UInt8(0x80 | v >> 12 & 0x3F))
-            out.append(UInt8(0x80 | v >> 6 & 0x3F)); out.append(UInt8(0x80 | v & 0x3F))
+            out.append(UInt8(0xF0 | v >> 18))
+            out.append(UInt8(0x80 | v >> 12 & 0x3F))
+            out.append(UInt8(0x80 | v >> 6 & 0x3F))
+            out.append(UInt8(0x80 | v & 0x3F))
         }
     }
 
@@ -666,7 +751,9 @@ public enum JSONEscape {
     public static func validUTF8Length(_ b: UnsafeBufferPointer<UInt8>, at: Int, end: Int) -> Int {
         let c = b[at]
         if c < 0x80 { return 1 }
-        func cont(_ k: Int, _ lo: UInt8 = 0x80, _ hi: UInt8 = 0xBF) -> Bool { at + k < end && b[at + k] >= lo && b[at + k] <= hi }
+        func cont(_ k: Int, _ lo: UInt8 = 0x80, _ hi: UInt8 = 0xBF) -> Bool {
+            at + k < end && b[at + k] >= lo && b[at + k] <= hi
+        }
         switch c {
         case 0xC2...0xDF: return cont(1) ? 2 : 0
         case 0xE0: return cont(1, 0xA0) && cont(2) ? 3 : 0

@@ -55,12 +55,20 @@ public enum UTF8Scan {
         var lo: UInt8 = 0x80, hi: UInt8 = 0xBF
         switch c0 {
         case 0xC2...0xDF: len = 2
-        case 0xE0: len = 3; lo = 0xA0
+        case 0xE0:
+            len = 3
+            lo = 0xA0
         case 0xE1...0xEC, 0xEE...0xEF: len = 3
-        case 0xED: len = 3; hi = 0x9F  // no surrogates
-        case 0xF0: len = 4; lo = 0x90
+        case 0xED:
+            len = 3
+            hi = 0x9F  // no surrogates
+        case 0xF0:
+            len = 4
+            lo = 0x90
         case 0xF1...0xF3: len = 4
-        case 0xF4: len = 4; hi = 0x8F  // nothing above U+10FFFF
+        case 0xF4:
+            len = 4
+            hi = 0x8F  // nothing above U+10FFFF
         default: return nil
         }
         guard i + len <= b.count else { return nil }
@@ -82,7 +90,8 @@ public enum UTF8Scan {
             // 32 ASCII bytes at a time: most text is ASCII.
             let raw = UnsafeRawPointer(b.baseAddress!)
             while i + 32 <= n {
-                let w = raw.loadUnaligned(fromByteOffset: i, as: UInt64.self)
+                let w =
+                    raw.loadUnaligned(fromByteOffset: i, as: UInt64.self)
                     | raw.loadUnaligned(fromByteOffset: i + 8, as: UInt64.self)
                     | raw.loadUnaligned(fromByteOffset: i + 16, as: UInt64.self)
                     | raw.loadUnaligned(fromByteOffset: i + 24, as: UInt64.self)
@@ -113,13 +122,17 @@ public enum UTF8Scan {
         if c0 < 0xF0 {
             return ((c0 & 0x0F) << 12 | UInt32(b[i + 1] & 0x3F) << 6 | UInt32(b[i + 2] & 0x3F), 3)
         }
-        return ((c0 & 0x07) << 18 | UInt32(b[i + 1] & 0x3F) << 12 | UInt32(b[i + 2] & 0x3F) << 6
-                | UInt32(b[i + 3] & 0x3F), 4)
+        return (
+            (c0 & 0x07) << 18 | UInt32(b[i + 1] & 0x3F) << 12 | UInt32(b[i + 2] & 0x3F) << 6
+                | UInt32(b[i + 3] & 0x3F), 4
+        )
     }
 
     /// The scalar ending just before `end` and the offset where it starts (valid UTF-8 assumed).
     @inline(__always)
-    @inlinable public static func decodeBefore(_ b: UnsafeBufferPointer<UInt8>, _ end: Int) -> (value: UInt32, start: Int) {
+    @inlinable public static func decodeBefore(_ b: UnsafeBufferPointer<UInt8>, _ end: Int) -> (
+        value: UInt32, start: Int
+    ) {
         var s = end - 1
         while s > 0 && b[s] & 0xC0 == 0x80 { s -= 1 }
         return (decode(b, s).value, s)

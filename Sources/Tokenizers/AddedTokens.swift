@@ -1,7 +1,7 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #else
-import Darwin
+    import Darwin
 #endif
 import Support
 
@@ -57,8 +57,12 @@ final class AddedTokenSet: Sendable {
 
     /// A copy that shares no storage with this set (one per encoder, so threads do not share its counts).
     func copy() -> AddedTokenSet {
-        AddedTokenSet(tokens.map { AddedToken(id: $0.id, content: $0.content.map { $0 }, special: $0.special,
-                                              singleWord: $0.singleWord, lstrip: $0.lstrip, rstrip: $0.rstrip) })
+        AddedTokenSet(
+            tokens.map {
+                AddedToken(
+                    id: $0.id, content: $0.content.map { $0 }, special: $0.special,
+                    singleWord: $0.singleWord, lstrip: $0.lstrip, rstrip: $0.rstrip)
+            })
     }
 
     /// Whether there is nothing to match.

@@ -43,10 +43,18 @@ public struct BPEVocabulary: Sendable, Equatable {
     static let smollmAliases: Set<String> = ["smollm", "starcoder", "refact", "codeshell"]
 
     /// A vocabulary from its parts.
-    public init(tokens: [String], tokenTypes: [Int32], merges: [String], preTokenizer: String, bos: Int?, eos: Int?,
-                addBOS: Bool, chatTemplate: String?) {
-        self.tokens = tokens; self.tokenTypes = tokenTypes; self.merges = merges; self.preTokenizer = preTokenizer
-        self.bos = bos; self.eos = eos; self.addBOS = addBOS; self.chatTemplate = chatTemplate
+    public init(
+        tokens: [String], tokenTypes: [Int32], merges: [String], preTokenizer: String, bos: Int?, eos: Int?,
+        addBOS: Bool, chatTemplate: String?
+    ) {
+        self.tokens = tokens
+        self.tokenTypes = tokenTypes
+        self.merges = merges
+        self.preTokenizer = preTokenizer
+        self.bos = bos
+        self.eos = eos
+        self.addBOS = addBOS
+        self.chatTemplate = chatTemplate
     }
 
     // MARK: - GGUF
@@ -59,7 +67,9 @@ public struct BPEVocabulary: Sendable, Equatable {
         let pre = g.string("tokenizer.ggml.pre") ?? "gpt2"
         let canonical = Self.smollmAliases.contains(pre) ? "smollm" : (pre == "llama3" ? "llama-bpe" : pre)
         guard Self.knownPreTokenizers.contains(canonical) else {
-            throw bad("pre-tokenizer \"\(pre)\" has no exact tokenizer.json equivalent here (known: \(Self.knownPreTokenizers.joined(separator: ", ")))")
+            throw bad(
+                "pre-tokenizer \"\(pre)\" has no exact tokenizer.json equivalent here (known: \(Self.knownPreTokenizers.joined(separator: ", ")))"
+            )
         }
         func strings(_ key: String) throws -> [String] {
             guard case .array(let a)? = g.metadata[key] else { throw bad("no \(key) array") }
@@ -73,20 +83,25 @@ public struct BPEVocabulary: Sendable, Equatable {
         if case .array(let a)? = g.metadata["tokenizer.ggml.token_type"] {
             guard a.count == toks.count else { throw bad("\(a.count) token types for \(toks.count) tokens") }
             for (i, v) in a.enumerated() {
-                guard let t = v.int, t >= 0, t <= 6 else { throw bad("tokenizer.ggml.token_type[\(i)] is not a token type") }
+                guard let t = v.int, t >= 0, t <= 6 else {
+                    throw bad("tokenizer.ggml.token_type[\(i)] is not a token type")
+                }
                 types[i] = Int32(t)
             }
         }
         func id(_ key: String) throws -> Int? {
             guard let v = g.metadata[key] else { return nil }
-            guard let i = v.int, i >= 0, i < toks.count else { throw bad("\(key) is not a token id below \(toks.count)") }
+            guard let i = v.int, i >= 0, i < toks.count else {
+                throw bad("\(key) is not a token id below \(toks.count)")
+            }
             return i
         }
         var addBOS = false
         if case .bool(let b)? = g.metadata["tokenizer.ggml.add_bos_token"] { addBOS = b }
-        self.init(tokens: toks, tokenTypes: types, merges: try strings("tokenizer.ggml.merges"), preTokenizer: canonical,
-                  bos: try id("tokenizer.ggml.bos_token_id"), eos: try id("tokenizer.ggml.eos_token_id"),
-                  addBOS: addBOS, chatTemplate: g.string("tokenizer.chat_template"))
+        self.init(
+            tokens: toks, tokenTypes: types, merges: try strings("tokenizer.ggml.merges"), preTokenizer: canonical,
+            bos: try id("tokenizer.ggml.bos_token_id"), eos: try id("tokenizer.ggml.eos_token_id"),
+            addBOS: addBOS, chatTemplate: g.string("tokenizer.chat_template"))
         try validate { GGUFError.invalid(file: g.path, why: "tokenizer: \($0)") }
     }
 
@@ -106,7 +121,9 @@ public struct BPEVocabulary: Sendable, Equatable {
 
     /// Checks ids, types and merges against each other (both readers end here).
     func validate(_ bad: (String) -> any Error) throws {
-        guard !tokens.isEmpty, tokenTypes.count == tokens.count else { throw bad("\(tokens.count) tokens, \(tokenTypes.count) types") }
+        guard !tokens.isEmpty, tokenTypes.count == tokens.count else {
+            throw bad("\(tokens.count) tokens, \(tokenTypes.count) types")
+        }
         var seen: [String: Int] = [:]
         for (i, t) in tokens.enumerated() {
             if let j = seen[t] { throw bad("token \(i) \"\(t)\" repeats token \(j)") }
@@ -114,7 +131,9 @@ public struct BPEVocabulary: Sendable, Equatable {
         }
         for (i, m) in merges.enumerated() {
             let parts = m.split(separator: " ", omittingEmptySubsequences: false)
-            guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else { throw bad("merge \(i) \"\(m)\" is not two tokens") }
+            guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else {
+                throw bad("merge \(i) \"\(m)\" is not two tokens")
+            }
         }
         if let b = bos, b >= tokens.count { throw bad("BOS id \(b) out of range") }
         if let e = eos, e >= tokens.count { throw bad("EOS id \(e) out of range") }
@@ -140,28 +159,44 @@ public struct BPEVocabulary: Sendable, Equatable {
         guard let vocab = model["vocab"]?.members else { throw bad("model.vocab is not an object") }
         var byId: [Int: (String, Int32)] = [:]
         for (t, v) in vocab {
-            guard let i = v.int, i >= 0, i < 1 << 24 else { throw bad("model.vocab[\(t.debugDescription)]: \(v.summary) is not a token id") }
-            if let prev = byId[i] { throw bad("model.vocab[\(t.debugDescription)]: id \(i) is already the id of \(prev.0.debugDescription)") }
+            guard let i = v.int, i >= 0, i < 1 << 24 else {
+                throw bad("model.vocab[\(t.debugDescription)]: \(v.summary) is not a token id")
+            }
+            if let prev = byId[i] {
+                throw bad("model.vocab[\(t.debugDescription)]: id \(i) is already the id of \(prev.0.debugDescription)")
+            }
             byId[i] = (t, 1)
         }
-        guard let addedList = (root["added_tokens"] ?? .array([])).array else { throw bad("added_tokens is not an array") }
+        guard let addedList = (root["added_tokens"] ?? .array([])).array else {
+            throw bad("added_tokens is not an array")
+        }
         for (k, a) in addedList.enumerated() {
             guard let c = a["content"]?.string, let i = a["id"]?.int, i >= 0, i < 1 << 24 else {
                 throw bad("added_tokens[\(k)] needs an integer id and a string content")
             }
-            if let prev = byId[i], prev.0 != c { throw bad("added_tokens[\(k)]: id \(i) of \(c.debugDescription) is already the id of \(prev.0.debugDescription)") }
+            if let prev = byId[i], prev.0 != c {
+                throw bad(
+                    "added_tokens[\(k)]: id \(i) of \(c.debugDescription) is already the id of \(prev.0.debugDescription)"
+                )
+            }
             byId[i] = (c, a["special"]?.bool == true ? 3 : 4)
         }
         let n = (byId.keys.max() ?? -1) + 1
-        guard n > 0, byId.count == n else { throw bad("token ids are not contiguous from 0 (\(byId.count) ids, highest \(n - 1))") }
+        guard n > 0, byId.count == n else {
+            throw bad("token ids are not contiguous from 0 (\(byId.count) ids, highest \(n - 1))")
+        }
         let toks = (0..<n).map { byId[$0]!.0 }
         let types = (0..<n).map { byId[$0]!.1 }
         var merges: [String] = []
         guard let mergeList = (model["merges"] ?? .array([])).array else { throw bad("model.merges is not an array") }
         for (i, m) in mergeList.enumerated() {
-            if let s = m.string { merges.append(s) }
-            else if let p = m.array, p.count == 2, let a = p[0].string, let b = p[1].string { merges.append(a + " " + b) }
-            else { throw bad("model.merges[\(i)] is neither \"a b\" nor [a, b]") }
+            if let s = m.string {
+                merges.append(s)
+            } else if let p = m.array, p.count == 2, let a = p[0].string, let b = p[1].string {
+                merges.append(a + " " + b)
+            } else {
+                throw bad("model.merges[\(i)] is neither \"a b\" nor [a, b]")
+            }
         }
         let pre = try Self.preTokenizerName(root, ignoreMerges: model["ignore_merges"]?.bool ?? false, path: path)
         // BOS from a TemplateProcessing that prepends one special token (Llama 3 style).
@@ -170,7 +205,8 @@ public struct BPEVocabulary: Sendable, Equatable {
             guard let p, p.members != nil else { return }
             if p["type"]?.string == "Sequence" { for q in p["processors"]?.array ?? [] { findTemplate(q) } }
             if p["type"]?.string == "TemplateProcessing", let first = p["single"]?.array?.first,
-               let st = first["SpecialToken"], st.members != nil {
+                let st = first["SpecialToken"], st.members != nil
+            {
                 templateBOS = st["id"]?.string
             }
         }
@@ -186,9 +222,10 @@ public struct BPEVocabulary: Sendable, Equatable {
         func named(_ key: String) -> String? { cfg[key]?.string ?? cfg[key]?["content"]?.string }
         let index = Dictionary(toks.enumerated().map { ($1, $0) }, uniquingKeysWith: { a, _ in a })
         let bosName = named("bos_token") ?? templateBOS
-        self.init(tokens: toks, tokenTypes: types, merges: merges, preTokenizer: pre,
-                  bos: bosName.flatMap { index[$0] }, eos: named("eos_token").flatMap { index[$0] },
-                  addBOS: templateBOS != nil, chatTemplate: cfg["chat_template"]?.string)
+        self.init(
+            tokens: toks, tokenTypes: types, merges: merges, preTokenizer: pre,
+            bos: bosName.flatMap { index[$0] }, eos: named("eos_token").flatMap { index[$0] },
+            addBOS: templateBOS != nil, chatTemplate: cfg["chat_template"]?.string)
         try validate { TokenizerFileError(file: path, why: $0) }
     }
 
@@ -208,16 +245,29 @@ public struct BPEVocabulary: Sendable, Equatable {
         let pre = root["pre_tokenizer"]
         let seq: [JSONValue?] = type(pre) == "Sequence" ? (pre?["pretokenizers"]?.array ?? []) : [pre]
         if normType == nil && seq.count == 1 && byteLevel(seq[0], regex: true) { return "gpt2" }
-        if normType == nil && seq.count == 2 && split(seq[0], gpt2Regex) && byteLevel(seq[1], regex: false) { return "gpt2" }
+        if normType == nil && seq.count == 2 && split(seq[0], gpt2Regex) && byteLevel(seq[1], regex: false) {
+            return "gpt2"
+        }
         if normType == nil && seq.count == 2, type(seq[0]) == "Digits", seq[0]?["individual_digits"]?.bool == true,
-           byteLevel(seq[1], regex: true) { return "smollm" }
-        if normType == nil && seq.count == 2 && split(seq[0], llama3Regex) && byteLevel(seq[1], regex: false) && ignoreMerges {
+            byteLevel(seq[1], regex: true)
+        {
+            return "smollm"
+        }
+        if normType == nil && seq.count == 2 && split(seq[0], llama3Regex) && byteLevel(seq[1], regex: false)
+            && ignoreMerges
+        {
             return "llama-bpe"
         }
-        if normType == "NFC" && seq.count == 2 && split(seq[0], qwen2Regex) && byteLevel(seq[1], regex: false) && !ignoreMerges {
+        if normType == "NFC" && seq.count == 2 && split(seq[0], qwen2Regex) && byteLevel(seq[1], regex: false)
+            && !ignoreMerges
+        {
             return "qwen2"
         }
-        throw TokenizerFileError(file: path, why: "normalizer / pre_tokenizer match none of the GGUF pre-tokenizers \(knownPreTokenizers.joined(separator: ", "))")
+        throw TokenizerFileError(
+            file: path,
+            why:
+                "normalizer / pre_tokenizer match none of the GGUF pre-tokenizers \(knownPreTokenizers.joined(separator: ", "))"
+        )
     }
 
     /// An HF `tokenizer.json` that tokenizes exactly as llama.cpp does with this vocabulary.
@@ -230,21 +280,38 @@ public struct BPEVocabulary: Sendable, Equatable {
         }
         let pre: [String: Any]
         switch preTokenizer {
-        case "smollm": pre = ["type": "Sequence", "pretokenizers": [["type": "Digits", "individual_digits": true], byteLevel(regex: true)]]
-        case "llama-bpe": pre = ["type": "Sequence", "pretokenizers": [split(Self.llama3Regex), byteLevel(regex: false)]]
+        case "smollm":
+            pre = [
+                "type": "Sequence",
+                "pretokenizers": [["type": "Digits", "individual_digits": true], byteLevel(regex: true)],
+            ]
+        case "llama-bpe":
+            pre = ["type": "Sequence", "pretokenizers": [split(Self.llama3Regex), byteLevel(regex: false)]]
         case "qwen2": pre = ["type": "Sequence", "pretokenizers": [split(Self.qwen2Regex), byteLevel(regex: false)]]
         default: pre = byteLevel(regex: true)
         }
-        var post: [String: Any] = ["type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true]
+        var post: [String: Any] = [
+            "type": "ByteLevel", "add_prefix_space": true, "trim_offsets": false, "use_regex": true,
+        ]
         if addBOS, let bos {
             let b = tokens[bos]
-            post = ["type": "Sequence", "processors": [post, [
-                "type": "TemplateProcessing",
-                "single": [["SpecialToken": ["id": b, "type_id": 0]], ["Sequence": ["id": "A", "type_id": 0]]],
-                "pair": [["SpecialToken": ["id": b, "type_id": 0]], ["Sequence": ["id": "A", "type_id": 0]],
-                         ["SpecialToken": ["id": b, "type_id": 1]], ["Sequence": ["id": "B", "type_id": 1]]],
-                "special_tokens": [b: ["id": b, "ids": [bos], "tokens": [b]]],
-            ] as [String: Any]]]
+            post = [
+                "type": "Sequence",
+                "processors": [
+                    post,
+                    [
+                        "type": "TemplateProcessing",
+                        "single": [
+                            ["SpecialToken": ["id": b, "type_id": 0]], ["Sequence": ["id": "A", "type_id": 0]],
+                        ],
+                        "pair": [
+                            ["SpecialToken": ["id": b, "type_id": 0]], ["Sequence": ["id": "A", "type_id": 0]],
+                            ["SpecialToken": ["id": b, "type_id": 1]], ["Sequence": ["id": "B", "type_id": 1]],
+                        ],
+                        "special_tokens": [b: ["id": b, "ids": [bos], "tokens": [b]]],
+                    ] as [String: Any],
+                ],
+            ]
         }
         // the vocabulary is written by hand in id order: JSONSerialization's sortedKeys compares 50k keys with
         // locale-aware string comparison, seconds per model load
@@ -257,23 +324,28 @@ public struct BPEVocabulary: Sendable, Equatable {
         }
         vocabJSON += "}"
         let added: [[String: Any]] = tokens.indices.filter { tokenTypes[$0] == 3 || tokenTypes[$0] == 4 }.map { i in
-            ["id": i, "content": tokens[i], "single_word": false, "lstrip": false, "rstrip": false,
-             "normalized": false, "special": tokenTypes[i] == 3]
+            [
+                "id": i, "content": tokens[i], "single_word": false, "lstrip": false, "rstrip": false,
+                "normalized": false, "special": tokenTypes[i] == 3,
+            ]
         }
         let root: [String: Any] = [
             "version": "1.0", "truncation": NSNull(), "padding": NSNull(), "added_tokens": added,
             "normalizer": preTokenizer == "qwen2" ? ["type": "NFC"] as Any : NSNull(),
             "pre_tokenizer": pre, "post_processor": post,
             "decoder": ["type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true],
-            "model": ["type": "BPE", "dropout": NSNull(), "unk_token": NSNull(), "continuing_subword_prefix": NSNull(),
-                      "end_of_word_suffix": NSNull(), "fuse_unk": false, "byte_fallback": false,
-                      "ignore_merges": preTokenizer == "llama-bpe", "vocab": placeholder,
-                      "merges": merges.map { m -> [String] in
-                          let p = m.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: false)
-                          return [String(p[0]), String(p[1])]
-                      }] as [String: Any],
+            "model": [
+                "type": "BPE", "dropout": NSNull(), "unk_token": NSNull(), "continuing_subword_prefix": NSNull(),
+                "end_of_word_suffix": NSNull(), "fuse_unk": false, "byte_fallback": false,
+                "ignore_merges": preTokenizer == "llama-bpe", "vocab": placeholder,
+                "merges": merges.map { m -> [String] in
+                    let p = m.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: false)
+                    return [String(p[0]), String(p[1])]
+                },
+            ] as [String: Any],
         ]
-        let text = String(decoding: try JSONSerialization.data(withJSONObject: root, options: [.sortedKeys]), as: UTF8.self)
+        let text = String(
+            decoding: try JSONSerialization.data(withJSONObject: root, options: [.sortedKeys]), as: UTF8.self)
         guard let r = text.range(of: "\"" + placeholder + "\"") else {
             throw TokenizerFileError(file: "<tokenizer.json>", why: "vocabulary placeholder lost in serialization")
         }
@@ -282,8 +354,10 @@ public struct BPEVocabulary: Sendable, Equatable {
 
     /// A `tokenizer_config.json` naming BOS, EOS and the chat template (HF AutoTokenizer and oreo read it).
     public func tokenizerConfigJSON(maxLength: Int) throws -> Data {
-        var o: [String: Any] = ["tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": maxLength,
-                                "add_bos_token": addBOS, "clean_up_tokenization_spaces": false]
+        var o: [String: Any] = [
+            "tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": maxLength,
+            "add_bos_token": addBOS, "clean_up_tokenization_spaces": false,
+        ]
         if let bos { o["bos_token"] = tokens[bos] }
         if let eos { o["eos_token"] = tokens[eos] }
         if let chatTemplate { o["chat_template"] = chatTemplate }

@@ -62,7 +62,9 @@ public struct Encoder {
     }
 
     mutating func encodeChecked(_ b: UnsafeBufferPointer<UInt8>, _ ids: inout [UInt32]) -> TokenizerError? {
-        if let bad = UTF8Scan.firstInvalidOffset(b) { return TokenizerError(path: model.path, .invalidUTF8(offset: bad)) }
+        if let bad = UTF8Scan.firstInvalidOffset(b) {
+            return TokenizerError(path: model.path, .invalidUTF8(offset: bad))
+        }
         encodeValid(b, &ids)
         return nil
     }
@@ -81,7 +83,9 @@ public struct Encoder {
 
     /// Splits out added tokens (HF's AddedVocabulary): first those matched in raw text, then, in each
     /// normalized gap, those matched after normalization.
-    mutating func splitAdded(_ b: UnsafeBufferPointer<UInt8>, _ start: Int, _ end: Int, _ out: inout TokenSink, raw: Bool) {
+    mutating func splitAdded(
+        _ b: UnsafeBufferPointer<UInt8>, _ start: Int, _ end: Int, _ out: inout TokenSink, raw: Bool
+    ) {
         let set = raw ? rawTokens : normalizedTokens
         if set.isEmpty {
             gap(b, start, end, &out, raw: raw)
@@ -120,7 +124,9 @@ public struct Encoder {
     }
 
     /// Applies pre-tokenizer step `k` and the ones after it, then BPE to each final piece.
-    mutating func preTokenize(_ k: Int, _ b: UnsafeBufferPointer<UInt8>, _ start: Int, _ end: Int, _ out: inout TokenSink) {
+    mutating func preTokenize(
+        _ k: Int, _ b: UnsafeBufferPointer<UInt8>, _ start: Int, _ end: Int, _ out: inout TokenSink
+    ) {
         let t = tables
         if k == t.stepCount {
             emitPiece(b.baseAddress! + start, end - start, &out)
@@ -145,7 +151,9 @@ public struct Encoder {
     /// pieces of up to 16 bytes are looked up in the short cache from two masked loads. Everything else goes
     /// the general way, so the pieces and ids are the same either way.
     @inline(__always)
-    mutating func splitLast(_ step: UInt8, _ b: UnsafeBufferPointer<UInt8>, _ start: Int, _ end: Int, _ out: inout TokenSink) {
+    mutating func splitLast(
+        _ step: UInt8, _ b: UnsafeBufferPointer<UInt8>, _ start: Int, _ end: Int, _ out: inout TokenSink
+    ) {
         let t = tables
         let ct = t.classes
         let base = b.baseAddress!
@@ -204,7 +212,9 @@ public struct Encoder {
             cache.store(p, n, hash: hash, ids: merger.ids)
         }
         // Short pieces of up to three ids (nearly all of them) are found in the short cache next time.
-        if shortPiece { cache.storeShort(w0, w1, n, UnsafeBufferPointer(start: out.base + before, count: out.count - before)) }
+        if shortPiece {
+            cache.storeShort(w0, w1, n, UnsafeBufferPointer(start: out.base + before, count: out.count - before))
+        }
     }
 }
 
@@ -256,7 +266,10 @@ enum NFC {
         var copied = start
         i = start
         while i < end {
-            if b[i] < 0x80 { i += 1; continue }
+            if b[i] < 0x80 {
+                i += 1
+                continue
+            }
             var runEnd = i, needs = false
             while runEnd < end && b[runEnd] >= 0x80 {
                 needs = needs || b[runEnd] >= 0xCC

@@ -9,7 +9,9 @@ public enum GGUFTokenizer {
     public static func files(_ file: GGUFFile) throws -> (tokenizer: Data, config: Data) {
         let v = try BPEVocabulary(gguf: file)
         var context = 8192
-        if let arch = file.string("general.architecture"), let n = file.metadata[arch + ".context_length"]?.int, n > 0 { context = n }
+        if let arch = file.string("general.architecture"), let n = file.metadata[arch + ".context_length"]?.int, n > 0 {
+            context = n
+        }
         return (try v.tokenizerJSON(), try v.tokenizerConfigJSON(maxLength: context))
     }
 

@@ -39,7 +39,9 @@ struct MergeScratch {
         ids.removeAll(keepingCapacity: true)
         // Chunks need one symbol per byte (every byte has a token, as in every byte-level vocabulary); past 2^31
         // bytes positions would not fit the heap's keys, so such pieces take the plain path.
-        if chunked && n > 4 * MergeScratch.chunkBytes && n < 1 << 31 && (0..<n).allSatisfy({ t.byteIds[Int(p[$0])] != .max }) {
+        if chunked && n > 4 * MergeScratch.chunkBytes && n < 1 << 31
+            && (0..<n).allSatisfy({ t.byteIds[Int(p[$0])] != .max })
+        {
             mergeChunked(p, n, t)
             return
         }
@@ -92,8 +94,10 @@ struct MergeScratch {
     /// O(n log n) merge of `s` with a heap of (rank, position), as HF `tokenizers` does for every word; `s` is left
     /// holding the result. With `log`, records each merge's priority (rank, `base` + position) and how the first
     /// and last symbols changed, which `boundaryHolds` replays.
-    static func mergeByHeap(_ s: inout [UInt32], _ prev: inout [Int32], _ next: inout [Int32], _ heap: inout [UInt64],
-                            _ pairs: PairView, base: Int, log: UnsafeMutablePointer<ChunkLog>?) {
+    static func mergeByHeap(
+        _ s: inout [UInt32], _ prev: inout [Int32], _ next: inout [Int32], _ heap: inout [UInt64],
+        _ pairs: PairView, base: Int, log: UnsafeMutablePointer<ChunkLog>?
+    ) {
         let n = s.count
         prev.removeAll(keepingCapacity: true)
         next.removeAll(keepingCapacity: true)
@@ -154,7 +158,9 @@ struct MergeScratch {
     // MARK: - Long pieces
 
     /// Merges bytes `[start, end)` of the piece on their own, appending the result to `ids` and filling `log`.
-    private mutating func run(_ p: UnsafePointer<UInt8>, _ start: Int, _ end: Int, _ t: MergeTables, _ log: inout ChunkLog) {
+    private mutating func run(
+        _ p: UnsafePointer<UInt8>, _ start: Int, _ end: Int, _ t: MergeTables, _ log: inout ChunkLog
+    ) {
         chunk.removeAll(keepingCapacity: true)
         for i in start..<end { chunk.append(t.byteIds[Int(p[i])]) }
         work.heapSymbols += end - start
@@ -198,7 +204,9 @@ struct MergeScratch {
                 groups.removeLast()
                 logs.removeLast()
                 groupStart = previous.start
-                if end - groupStart > 8 * size { end = max(end, min(n, groupStart + 2 * (previous.end - previous.start))) }
+                if end - groupStart > 8 * size {
+                    end = max(end, min(n, groupStart + 2 * (previous.end - previous.start)))
+                }
                 if n - end < size { end = n }
                 ids.removeLast(ids.count - previous.output)
                 output = ids.count

@@ -39,8 +39,10 @@ final class PieceCache {
 
     /// Appends the cached ids of a piece of `n` <= 16 bytes held in words `w0`, `w1`; false on a miss.
     @inline(__always)
-    static func short(_ table: UnsafeMutablePointer<UInt64>, _ w0: UInt64, _ w1: UInt64, _ n: Int,
-                      into out: inout TokenSink) -> Bool {
+    static func short(
+        _ table: UnsafeMutablePointer<UInt64>, _ w0: UInt64, _ w1: UInt64, _ n: Int,
+        into out: inout TokenSink
+    ) -> Bool {
         let s = shortSlot(w0, w1, n)
         let v = table[s + 2]
         guard (v >> 32) & 0xFF == UInt64(n), table[s] == w0, table[s + 1] == w1 else { return false }

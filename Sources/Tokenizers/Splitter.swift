@@ -8,7 +8,9 @@ import Support
 enum Splitter {
     /// End of the piece starting at `i` for the step with code `step` (`PreTokenizerStep.code`).
     @inline(__always)
-    static func pieceEnd(_ step: UInt8, _ b: UnsafeBufferPointer<UInt8>, _ i: Int, _ end: Int, _ ct: UnsafePointer<UInt8>) -> Int {
+    static func pieceEnd(
+        _ step: UInt8, _ b: UnsafeBufferPointer<UInt8>, _ i: Int, _ end: Int, _ ct: UnsafePointer<UInt8>
+    ) -> Int {
         switch step {
         case 0: return gpt2(b, i, end, ct)
         case 1: return llama3(b, i, end, maxDigits: 3, ct)
@@ -28,7 +30,9 @@ enum Splitter {
     /// - Llama-3 and Qwen2: ASCII digits, up to three or one (`\p{N}{1,3}`, `\p{N}`); when a non-ASCII byte
     ///   could continue the number, the general splitter decides.
     @inline(__always)
-    static func commonPieceEnd(_ step: UInt8, _ b: UnsafeBufferPointer<UInt8>, _ i: Int, _ end: Int, _ ct: UnsafePointer<UInt8>) -> Int {
+    static func commonPieceEnd(
+        _ step: UInt8, _ b: UnsafeBufferPointer<UInt8>, _ i: Int, _ end: Int, _ ct: UnsafePointer<UInt8>
+    ) -> Int {
         let c0 = b[i]
         guard c0 < 0x80 else { return -1 }
         let k0 = ct[Int(c0)]
@@ -58,7 +62,9 @@ enum Splitter {
 
     /// End of the run of scalars of class `cls` starting at `i`.
     @inline(__always)
-    static func run(_ b: UnsafeBufferPointer<UInt8>, _ i: Int, _ end: Int, _ cls: UInt8, _ ct: UnsafePointer<UInt8>) -> Int {
+    static func run(_ b: UnsafeBufferPointer<UInt8>, _ i: Int, _ end: Int, _ cls: UInt8, _ ct: UnsafePointer<UInt8>)
+        -> Int
+    {
         var j = i
         if cls == ScalarClass.letter {
             // ASCII letters eight at a time; stops at the first other byte, which the loop below judges.
@@ -99,7 +105,8 @@ enum Splitter {
 
     /// `\s+(?!\S)|\s+` at a whitespace scalar: the run, minus its last scalar when a non-space follows.
     @inline(__always)
-    static func whitespaceTail(_ b: UnsafeBufferPointer<UInt8>, _ i: Int, _ end: Int, _ ct: UnsafePointer<UInt8>) -> Int {
+    static func whitespaceTail(_ b: UnsafeBufferPointer<UInt8>, _ i: Int, _ end: Int, _ ct: UnsafePointer<UInt8>) -> Int
+    {
         var j = i, last = i, count = 0
         while j < end {
             let (k, len) = UTF8Scan.classAt(b, j, ct)
@@ -135,14 +142,17 @@ enum Splitter {
     }
 
     /// Llama-3 / cl100k (`maxDigits` 3) and Qwen2 (`maxDigits` 1).
-    static func llama3(_ b: UnsafeBufferPointer<UInt8>, _ i: Int, _ end: Int, maxDigits: Int, _ ct: UnsafePointer<UInt8>) -> Int {
+    static func llama3(
+        _ b: UnsafeBufferPointer<UInt8>, _ i: Int, _ end: Int, maxDigits: Int, _ ct: UnsafePointer<UInt8>
+    ) -> Int {
         let c0 = b[i]
         if c0 == 0x27, i + 1 < end, let n = contractionLength(b, i + 1, end) { return i + 1 + n }
         let (k, len) = UTF8Scan.classAt(b, i, ct)
         if k == ScalarClass.letter { return run(b, i, end, ScalarClass.letter, ct) }
         // [^\r\n\p{L}\p{N}]?\p{L}+ : one space or symbol glued to the word after it.
         if (k == ScalarClass.other || k == ScalarClass.space) && i + len < end
-            && UTF8Scan.classAt(b, i + len, ct).cls == ScalarClass.letter {
+            && UTF8Scan.classAt(b, i + len, ct).cls == ScalarClass.letter
+        {
             return run(b, i + len, end, ScalarClass.letter, ct)
         }
         if k == ScalarClass.number {
@@ -197,7 +207,9 @@ enum Splitter {
     }
 
     /// `Digits`: numeric scalars isolated one by one (or as runs), everything else in runs.
-    static func digits(_ b: UnsafeBufferPointer<UInt8>, _ i: Int, _ end: Int, individual: Bool, _ ct: UnsafePointer<UInt8>) -> Int {
+    static func digits(
+        _ b: UnsafeBufferPointer<UInt8>, _ i: Int, _ end: Int, individual: Bool, _ ct: UnsafePointer<UInt8>
+    ) -> Int {
         let (k, len) = UTF8Scan.classAt(b, i, ct)
         if k == ScalarClass.number { return individual ? i + len : run(b, i, end, ScalarClass.number, ct) }
         var j = i + len

@@ -13,7 +13,10 @@ public struct TaskTokenizer: Sendable, Equatable {
         /// The right token's bytes.
         public var right: [UInt8]
         /// A merge of `left` and `right`.
-        public init(_ left: [UInt8], _ right: [UInt8]) { self.left = left; self.right = right }
+        public init(_ left: [UInt8], _ right: [UInt8]) {
+            self.left = left
+            self.right = right
+        }
     }
 
     /// Padding (id 0).
@@ -41,7 +44,9 @@ public struct TaskTokenizer: Sendable, Equatable {
         var known = Set((0...255).map { [UInt8($0)] })
         for (rank, m) in merges.enumerated() {
             guard known.contains(m.left), known.contains(m.right) else {
-                throw TokenizerError(path: "task tokenizer", .malformed("merge \(rank) uses a token that neither a byte nor an earlier merge makes"))
+                throw TokenizerError(
+                    path: "task tokenizer",
+                    .malformed("merge \(rank) uses a token that neither a byte nor an earlier merge makes"))
             }
             known.insert(m.left + m.right)
         }
@@ -67,7 +72,10 @@ public struct TaskTokenizer: Sendable, Equatable {
             let b = Array(text.utf8)
             var i = 0
             while i < b.count {
-                guard isLetter(b[i]) else { i += 1; continue }
+                guard isLetter(b[i]) else {
+                    i += 1
+                    continue
+                }
                 let start = i > 0 && b[i - 1] == 0x20 ? i - 1 : i
                 while i < b.count, isLetter(b[i]) { i += 1 }
                 counts[Array(b[start..<i]), default: 0] += 1
@@ -83,11 +91,15 @@ public struct TaskTokenizer: Sendable, Equatable {
             for (w, symbols) in words.enumerated() where symbols.count > 1 {
                 for k in 0..<(symbols.count - 1) { pairs[Merge(symbols[k], symbols[k + 1]), default: 0] += weight[w] }
             }
-            guard let best = pairs.max(by: { a, b in
-                a.value != b.value ? a.value < b.value
-                    : a.key.left != b.key.left ? b.key.left.lexicographicallyPrecedes(a.key.left)
-                    : b.key.right.lexicographicallyPrecedes(a.key.right)
-            }), best.value >= minCount else { break }
+            guard
+                let best = pairs.max(by: { a, b in
+                    a.value != b.value
+                        ? a.value < b.value
+                        : a.key.left != b.key.left
+                            ? b.key.left.lexicographicallyPrecedes(a.key.left)
+                            : b.key.right.lexicographicallyPrecedes(a.key.right)
+                }), best.value >= minCount
+            else { break }
             merges.append(best.key)
             let joined = best.key.left + best.key.right
             for w in words.indices where words[w].count > 1 {
@@ -96,9 +108,11 @@ public struct TaskTokenizer: Sendable, Equatable {
                 let s = words[w]
                 while k < s.count {
                     if k + 1 < s.count, s[k] == best.key.left, s[k + 1] == best.key.right {
-                        out.append(joined); k += 2
+                        out.append(joined)
+                        k += 2
                     } else {
-                        out.append(s[k]); k += 1
+                        out.append(s[k])
+                        k += 1
                     }
                 }
                 words[w] = out
@@ -115,19 +129,27 @@ public struct TaskTokenizer: Sendable, Equatable {
 
     /// The tokenizer.json text (ordered keys, one vocabulary entry and merge per line).
     public var tokenizerJSON: String {
-        let specials = [(TaskTokenizer.padToken, TaskTokenizer.padId), (TaskTokenizer.bosToken, TaskTokenizer.bosId),
-                        (TaskTokenizer.eosToken, TaskTokenizer.eosId)]
+        let specials = [
+            (TaskTokenizer.padToken, TaskTokenizer.padId), (TaskTokenizer.bosToken, TaskTokenizer.bosId),
+            (TaskTokenizer.eosToken, TaskTokenizer.eosId),
+        ]
         let added = specials.map { name, id in
-            JSONText.object([("id", "\(id)"), ("content", JSONText.string(name)), ("single_word", "false"),
-                             ("lstrip", "false"), ("rstrip", "false"), ("normalized", "false"), ("special", "true")])
+            JSONText.object([
+                ("id", "\(id)"), ("content", JSONText.string(name)), ("single_word", "false"),
+                ("lstrip", "false"), ("rstrip", "false"), ("normalized", "false"), ("special", "true"),
+            ])
         }
         var vocab = specials.map { (JSONText.string($0.0), $0.1) }
-        for b in 0...255 { vocab.append((JSONText.string(ByteLevelMap.string(of: [UInt8(b)])), TaskTokenizer.firstByteId + UInt32(b))) }
+        for b in 0...255 {
+            vocab.append((JSONText.string(ByteLevelMap.string(of: [UInt8(b)])), TaskTokenizer.firstByteId + UInt32(b)))
+        }
         for (k, t) in mergedTokens.enumerated() {
             vocab.append((JSONText.string(ByteLevelMap.string(of: t)), TaskTokenizer.firstByteId + 256 + UInt32(k)))
         }
         let mergeLines = merges.map {
-            JSONText.array([JSONText.string(ByteLevelMap.string(of: $0.left)), JSONText.string(ByteLevelMap.string(of: $0.right))])
+            JSONText.array([
+                JSONText.string(ByteLevelMap.string(of: $0.left)), JSONText.string(ByteLevelMap.string(of: $0.right)),
+            ])
         }
         let bos = JSONText.string(TaskTokenizer.bosToken)
         let bosPiece = JSONText.object([("SpecialToken", JSONText.object([("id", bos), ("type_id", "0")]))])
@@ -138,49 +160,59 @@ public struct TaskTokenizer: Sendable, Equatable {
             ("type", "\"TemplateProcessing\""),
             ("single", JSONText.array([bosPiece, sequence("A", 0)])),
             ("pair", JSONText.array([bosPiece, sequence("A", 0), sequence("B", 1)])),
-            ("special_tokens", JSONText.object([(TaskTokenizer.bosToken, JSONText.object([
-                ("id", bos), ("ids", "[\(TaskTokenizer.bosId)]"), ("tokens", JSONText.array([bos])),
-            ]))])),
+            (
+                "special_tokens",
+                JSONText.object([
+                    (
+                        TaskTokenizer.bosToken,
+                        JSONText.object([
+                            ("id", bos), ("ids", "[\(TaskTokenizer.bosId)]"), ("tokens", JSONText.array([bos])),
+                        ])
+                    )
+                ])
+            ),
         ])
         let byteLevel = { (prefixSpace: Bool) in
             "{\"type\": \"ByteLevel\", \"add_prefix_space\": \(prefixSpace), \"trim_offsets\": true, \"use_regex\": true}"
         }
         return """
-        {
-          "version": "1.0",
-          "truncation": null,
-          "padding": null,
-          "added_tokens": [
-            \(added.joined(separator: ",\n    "))
-          ],
-          "normalizer": null,
-          "pre_tokenizer": \(byteLevel(false)),
-          "post_processor": \(post),
-          "decoder": \(byteLevel(true)),
-          "model": {
-            "type": "BPE",
-            "dropout": null,
-            "unk_token": null,
-            "continuing_subword_prefix": null,
-            "end_of_word_suffix": null,
-            "fuse_unk": false,
-            "byte_fallback": false,
-            "ignore_merges": false,
-            "vocab": {
-              \(vocab.map { "\($0.0): \($0.1)" }.joined(separator: ",\n      "))
-            },
-            "merges": [\(mergeLines.isEmpty ? "" : "\n      " + mergeLines.joined(separator: ",\n      ") + "\n    ")]
-          }
-        }
+            {
+              "version": "1.0",
+              "truncation": null,
+              "padding": null,
+              "added_tokens": [
+                \(added.joined(separator: ",\n    "))
+              ],
+              "normalizer": null,
+              "pre_tokenizer": \(byteLevel(false)),
+              "post_processor": \(post),
+              "decoder": \(byteLevel(true)),
+              "model": {
+                "type": "BPE",
+                "dropout": null,
+                "unk_token": null,
+                "continuing_subword_prefix": null,
+                "end_of_word_suffix": null,
+                "fuse_unk": false,
+                "byte_fallback": false,
+                "ignore_merges": false,
+                "vocab": {
+                  \(vocab.map { "\($0.0): \($0.1)" }.joined(separator: ",\n      "))
+                },
+                "merges": [\(mergeLines.isEmpty ? "" : "\n      " + mergeLines.joined(separator: ",\n      ") + "\n    ")]
+              }
+            }
 
-        """
+            """
     }
 
     /// tokenizer_config.json: which added tokens are BOS, EOS and PAD (read by HF and by Ingest's loader).
     public var configJSON: String {
         JSONText.object([
-            ("bos_token", JSONText.string(TaskTokenizer.bosToken)), ("eos_token", JSONText.string(TaskTokenizer.eosToken)),
-            ("pad_token", JSONText.string(TaskTokenizer.padToken)), ("add_bos_token", "true"), ("add_eos_token", "false"),
+            ("bos_token", JSONText.string(TaskTokenizer.bosToken)),
+            ("eos_token", JSONText.string(TaskTokenizer.eosToken)),
+            ("pad_token", JSONText.string(TaskTokenizer.padToken)), ("add_bos_token", "true"),
+            ("add_eos_token", "false"),
             ("model_max_length", "4096"), ("tokenizer_class", "\"PreTrainedTokenizerFast\""),
         ]) + "\n"
     }

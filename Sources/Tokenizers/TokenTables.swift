@@ -33,7 +33,9 @@ enum ByteHash {
                 i += 8
             }
             // The last (overlapping) word covers the tail.
-            if i < count { h = (h &* 0x9FB2_1C65_1E98_DF25) ^ raw.loadUnaligned(fromByteOffset: count - 8, as: UInt64.self) }
+            if i < count {
+                h = (h &* 0x9FB2_1C65_1E98_DF25) ^ raw.loadUnaligned(fromByteOffset: count - 8, as: UInt64.self)
+            }
         }
         h ^= h >> 29
         h = h &* 0xD6E8_FEB8_6659_FD93
@@ -137,8 +139,9 @@ struct VocabTable: Sendable {
 
     /// Plain pointers for the hot path; valid while this table's buffers live.
     var view: VocabView {
-        VocabView(bytes: bytes.pointer, offsets: offsets.pointer, ids: ids.pointer, slotPrefix: slotPrefix.pointer,
-                  slotMeta: slotMeta.pointer, slotEntry: slotEntry.pointer, mask: mask)
+        VocabView(
+            bytes: bytes.pointer, offsets: offsets.pointer, ids: ids.pointer, slotPrefix: slotPrefix.pointer,
+            slotMeta: slotMeta.pointer, slotEntry: slotEntry.pointer, mask: mask)
     }
 }
 

@@ -12,7 +12,9 @@ public struct Tokenizer: Sendable {
     /// the tokenizer a GGUF file's metadata describes (`GGUFTokenizer`).
     public static func load(path: String) throws(TokenizerError) -> Tokenizer {
         if GGUFFile.isGGUF(path: path) {
-            do { return try GGUFTokenizer.load(try GGUFFile(path: path)) } catch let e as TokenizerError { throw e } catch {
+            do { return try GGUFTokenizer.load(try GGUFFile(path: path)) } catch let e as TokenizerError {
+                throw e
+            } catch {
                 throw TokenizerError(path: path, .unreadable("\(error)"))
             }
         }

@@ -33,9 +33,11 @@ public struct TokenizerError: Error, CustomStringConvertible, Equatable {
         case .unreadable(let why):
             return why == FileReadError.missing ? "no such file: \(path)" : "\(path): cannot read tokenizer: \(why)"
         case .malformed(let why):
-            return "\(path): malformed \(path.hasSuffix("tokenizer_config.json") ? "tokenizer_config.json" : "tokenizer.json"): \(why)"
+            return
+                "\(path): malformed \(path.hasSuffix("tokenizer_config.json") ? "tokenizer_config.json" : "tokenizer.json"): \(why)"
         case .unsupported(let component, let detail):
-            return "\(path): unsupported \(component): \(detail) (refused rather than risk ids that differ from HF tokenizers)"
+            return
+                "\(path): unsupported \(component): \(detail) (refused rather than risk ids that differ from HF tokenizers)"
         case .invalidUTF8(let offset): return "\(path): input is not valid UTF-8 at byte \(offset)"
         case .unknownId(let id): return "\(path): token id \(id) is not in the vocabulary"
         }

@@ -29,7 +29,9 @@ struct TokenizerLoader {
             do { data = try readFile(path) } catch { throw fail(.unreadable(error.reason)) }
         }
         let parsed: Result<(JSONValue, UInt64), JSONSyntaxError> = data.withUnsafeBytes { raw in
-            do throws(JSONSyntaxError) { return .success((try StrictJSON.parse(raw, file: path), FNV1a.hash(raw))) } catch {
+            do throws(JSONSyntaxError) {
+                return .success((try StrictJSON.parse(raw, file: path), FNV1a.hash(raw)))
+            } catch {
                 return .failure(error)
             }
         }
@@ -42,7 +44,8 @@ struct TokenizerLoader {
     func build(_ root: JSONValue, fingerprint: UInt64) throws(TokenizerError) -> TokenizerModel {
         guard root.members != nil else { throw fail(.malformed("top level is not an object")) }
         for key in ["truncation", "padding"] where !(root[key]?.isNull ?? true) {
-            throw unsupported(key, "encode would \(key == "truncation" ? "truncate" : "pad"); store the file with \"\(key)\": null")
+            throw unsupported(
+                key, "encode would \(key == "truncation" ? "truncate" : "pad"); store the file with \"\(key)\": null")
         }
         let nfc = try normalizer(root["normalizer"])
         let steps = try preTokenizer(root["pre_tokenizer"])
@@ -61,7 +64,9 @@ struct TokenizerLoader {
         var unkId = UInt32.max
         if let unk = model["unk_token"]?.bytes {
             guard let id = vocab.id(utf8: unk) else {
-                throw fail(.malformed("unk_token \(String(decoding: unk, as: UTF8.self).debugDescription) is not in the vocab"))
+                throw fail(
+                    .malformed("unk_token \(String(decoding: unk, as: UTF8.self).debugDescription) is not in the vocab")
+                )
             }
             unkId = id
         }
@@ -73,11 +78,12 @@ struct TokenizerLoader {
         let (prefix, suffix) = try postProcessor(root["post_processor"], decodeBytes: decodeBytes)
         try checkDecoder(root["decoder"])
         let (bos, eos) = try specialIds(prefix: prefix, added: added)
-        return TokenizerModel(path: path, vocab: vocab.table, decodeBytes: decodeBytes, pairs: pairs, byteIds: byteIds,
-                              unkId: unkId, fuseUnk: model["fuse_unk"]?.bool ?? false,
-                              ignoreMerges: model["ignore_merges"]?.bool ?? false,
-                              steps: steps, nfc: nfc, added: added, prefix: prefix, suffix: suffix, vocabSize: idCount,
-                              bosId: bos, eosId: eos, fingerprint: fingerprint)
+        return TokenizerModel(
+            path: path, vocab: vocab.table, decodeBytes: decodeBytes, pairs: pairs, byteIds: byteIds,
+            unkId: unkId, fuseUnk: model["fuse_unk"]?.bool ?? false,
+            ignoreMerges: model["ignore_merges"]?.bool ?? false,
+            steps: steps, nfc: nfc, added: added, prefix: prefix, suffix: suffix, vocabSize: idCount,
+            bosId: bos, eosId: eos, fingerprint: fingerprint)
     }
 
     func isNull(_ v: JSONValue?) -> Bool { v?.isNull ?? true }
@@ -126,11 +132,17 @@ struct TokenizerLoader {
                     throw unsupported("pre_tokenizer", "Split with a String pattern")
                 }
                 guard let family = RegexFamily(pattern: regex) else {
-                    throw unsupported("pre_tokenizer", "Split regex \(regex.debugDescription) is not one of the known GPT-2, Llama-3/cl100k or Qwen2 patterns")
+                    throw unsupported(
+                        "pre_tokenizer",
+                        "Split regex \(regex.debugDescription) is not one of the known GPT-2, Llama-3/cl100k or Qwen2 patterns"
+                    )
                 }
                 let behavior = obj["behavior"]?.string ?? "?"
                 guard behavior == "Isolated", obj["invert"]?.bool != true else {
-                    throw unsupported("pre_tokenizer", "Split with behavior \(behavior), invert \(obj["invert"]?.bool ?? false) (only Isolated, not inverted)")
+                    throw unsupported(
+                        "pre_tokenizer",
+                        "Split with behavior \(behavior), invert \(obj["invert"]?.bool ?? false) (only Isolated, not inverted)"
+                    )
                 }
                 steps.append(.regex(family))
             case "Digits":
@@ -170,16 +182,21 @@ struct TokenizerLoader {
                 throw fail(.malformed("added token id \(id) outside 0..<\(TokenizerLoader.idLimit)"))
             }
             let special = item["special"]?.bool ?? false
-            let t = AddedToken(id: UInt32(id), content: content, special: special,
-                               singleWord: item["single_word"]?.bool ?? false,
-                               lstrip: item["lstrip"]?.bool ?? false, rstrip: item["rstrip"]?.bool ?? false)
+            let t = AddedToken(
+                id: UInt32(id), content: content, special: special,
+                singleWord: item["single_word"]?.bool ?? false,
+                lstrip: item["lstrip"]?.bool ?? false, rstrip: item["rstrip"]?.bool ?? false)
             out.append((t, item["normalized"]?.bool ?? !special))
         }
         // A token starting with whitespace could begin inside the whitespace an rstrip token swallowed,
         // where HF's overlapping spans have no byte-exact reading.
         if out.contains(where: { $0.0.rstrip }),
-           let t = out.first(where: { $0.0.content.first.map { ScalarClass.isWhitespace(UInt32($0)) } ?? false }) {
-            throw unsupported("added_tokens", "rstrip tokens together with \(String(decoding: t.0.content, as: UTF8.self).debugDescription), which starts with whitespace")
+            let t = out.first(where: { $0.0.content.first.map { ScalarClass.isWhitespace(UInt32($0)) } ?? false })
+        {
+            throw unsupported(
+                "added_tokens",
+                "rstrip tokens together with \(String(decoding: t.0.content, as: UTF8.self).debugDescription), which starts with whitespace"
+            )
         }
         return out
     }
@@ -193,7 +210,9 @@ struct TokenizerLoader {
             if let s = item.bytes {
                 let spaces = s.indices.filter { s[$0] == 0x20 }
                 guard spaces.count == 1 else {
-                    throw fail(.malformed("merge \(rank) \(String(decoding: s, as: UTF8.self).debugDescription) is not \"a b\""))
+                    throw fail(
+                        .malformed(
+                            "merge \(rank) \(String(decoding: s, as: UTF8.self).debugDescription) is not \"a b\""))
                 }
                 (a, b) = (Array(s[..<spaces[0]]), Array(s[(spaces[0] + 1)...]))
             } else if let pair = item.array, pair.count == 2, let x = pair[0].bytes, let y = pair[1].bytes {
@@ -202,7 +221,10 @@ struct TokenizerLoader {
                 throw fail(.malformed("merge \(rank) is neither \"a b\" nor [\"a\", \"b\"]"))
             }
             guard let (l, r, m) = vocab.mergeIds(a, b) else {
-                throw fail(.malformed("merge \(rank) (\(String(decoding: a, as: UTF8.self).debugDescription), \(String(decoding: b, as: UTF8.self).debugDescription)) uses tokens missing from the vocab"))
+                throw fail(
+                    .malformed(
+                        "merge \(rank) (\(String(decoding: a, as: UTF8.self).debugDescription), \(String(decoding: b, as: UTF8.self).debugDescription)) uses tokens missing from the vocab"
+                    ))
             }
             out.append((l, r, m))
         }
@@ -217,10 +239,15 @@ struct TokenizerLoader {
         for (k, (t, _)) in added.enumerated() {
             let name = String(decoding: t.content, as: UTF8.self).debugDescription
             if let j = byId[t.id], added[j].0.content != t.content {
-                throw fail(.malformed("added_tokens[\(k)]: id \(t.id) of \(name) is already the id of added_tokens[\(j)] \(String(decoding: added[j].0.content, as: UTF8.self).debugDescription)"))
+                throw fail(
+                    .malformed(
+                        "added_tokens[\(k)]: id \(t.id) of \(name) is already the id of added_tokens[\(j)] \(String(decoding: added[j].0.content, as: UTF8.self).debugDescription)"
+                    ))
             }
             if let j = byContent[t.content], added[j].0.id != t.id {
-                throw fail(.malformed("added_tokens[\(k)]: \(name) has id \(t.id), added_tokens[\(j)] gives it id \(added[j].0.id)"))
+                throw fail(
+                    .malformed(
+                        "added_tokens[\(k)]: \(name) has id \(t.id), added_tokens[\(j)] gives it id \(added[j].0.id)"))
             }
             byId[t.id] = byId[t.id] ?? k
             byContent[t.content] = byContent[t.content] ?? k
@@ -228,7 +255,10 @@ struct TokenizerLoader {
                 throw fail(.malformed("added_tokens[\(k)]: \(name) has id \(t.id), but model.vocab gives it id \(v)"))
             }
             if let other = vocab.text(of: t.id), other != t.content {
-                throw fail(.malformed("added_tokens[\(k)]: id \(t.id) of \(name) is already the id of model.vocab entry \(String(decoding: other, as: UTF8.self).debugDescription)"))
+                throw fail(
+                    .malformed(
+                        "added_tokens[\(k)]: id \(t.id) of \(name) is already the id of model.vocab entry \(String(decoding: other, as: UTF8.self).debugDescription)"
+                    ))
             }
         }
     }
@@ -258,13 +288,17 @@ struct TokenizerLoader {
                     seenSequence = true
                 } else if let name = piece["SpecialToken"]?["id"]?.string {
                     guard let ids = v["special_tokens"]?[name]?["ids"]?.array, !ids.isEmpty else {
-                        throw fail(.malformed("post_processor: template special token \(name.debugDescription) has no ids"))
+                        throw fail(
+                            .malformed("post_processor: template special token \(name.debugDescription) has no ids"))
                     }
                     var u: [UInt32] = []
                     for (k, x) in ids.enumerated() {
                         // Unchecked, an id past the vocabulary would only be noticed by whoever reads the ids.
                         guard let id = x.int, id >= 0, id < decodeBytes.count, !decodeBytes[id].isEmpty else {
-                            throw fail(.malformed("post_processor.special_tokens[\(name.debugDescription)].ids[\(k)]: \(x.summary) is not the id of a token (the vocabulary has ids 0..<\(decodeBytes.count))"))
+                            throw fail(
+                                .malformed(
+                                    "post_processor.special_tokens[\(name.debugDescription)].ids[\(k)]: \(x.summary) is not the id of a token (the vocabulary has ids 0..<\(decodeBytes.count))"
+                                ))
                         }
                         u.append(UInt32(id))
                     }
@@ -285,7 +319,9 @@ struct TokenizerLoader {
     }
 
     /// BOS and EOS: tokenizer_config.json beside the file when present, else the template and common names.
-    func specialIds(prefix: [UInt32], added: [(AddedToken, normalized: Bool)]) throws(TokenizerError) -> (UInt32?, UInt32?) {
+    func specialIds(prefix: [UInt32], added: [(AddedToken, normalized: Bool)]) throws(TokenizerError) -> (
+        UInt32?, UInt32?
+    ) {
         func id(of name: [UInt8]) -> UInt32? { added.first { $0.0.content == name }?.0.id }
         var config: JSONValue? = nil
         if let configContents {
@@ -293,7 +329,9 @@ struct TokenizerLoader {
         } else if path.hasSuffix("tokenizer.json") {
             let configPath = String(path.dropLast("tokenizer.json".count)) + "tokenizer_config.json"
             if let data = FileManager.default.contents(atPath: configPath) {
-                do { config = try StrictJSON.parse(data, file: configPath) } catch { throw TokenizerError(path: configPath, .malformed("JSON at \(error.position)")) }
+                do { config = try StrictJSON.parse(data, file: configPath) } catch {
+                    throw TokenizerError(path: configPath, .malformed("JSON at \(error.position)"))
+                }
             }
         }
         func configured(_ key: String) -> UInt32? {
@@ -301,7 +339,8 @@ struct TokenizerLoader {
             return (v.bytes ?? v["content"]?.bytes).flatMap(id)
         }
         let names = { (list: [String]) in list.lazy.compactMap { id(of: Array($0.utf8)) }.first }
-        let bos = configured("bos_token") ?? prefix.first ?? names(["<|begin_of_text|>", "<s>", "<|startoftext|>", "<bos>"])
+        let bos =
+            configured("bos_token") ?? prefix.first ?? names(["<|begin_of_text|>", "<s>", "<|startoftext|>", "<bos>"])
         let eos = configured("eos_token") ?? names(["<|end_of_text|>", "</s>", "<|endoftext|>", "<eos>"])
         return (bos, eos)
     }
@@ -325,12 +364,20 @@ struct Vocabulary {
         for (k, (key, value)) in members.enumerated() {
             let text = Array(key.utf8)
             guard let id = value.int, id >= 0, id < TokenizerLoader.idLimit else {
-                throw loader.fail(.malformed("model.vocab[\(key.debugDescription)]: id \(value.summary) is not an integer in 0..<\(TokenizerLoader.idLimit)"))
+                throw loader.fail(
+                    .malformed(
+                        "model.vocab[\(key.debugDescription)]: id \(value.summary) is not an integer in 0..<\(TokenizerLoader.idLimit)"
+                    ))
             }
-            if id >= owner.count { owner.append(contentsOf: repeatElement(-1, count: max(id + 1 - owner.count, owner.count))) }
+            if id >= owner.count {
+                owner.append(contentsOf: repeatElement(-1, count: max(id + 1 - owner.count, owner.count)))
+            }
             if owner[id] >= 0 {
                 // HF keeps one of the two entries for decoding and encodes both, so the ids would not round-trip.
-                throw loader.fail(.malformed("model.vocab[\(key.debugDescription)]: id \(id) is already the id of \(members[Int(owner[id])].key.debugDescription)"))
+                throw loader.fail(
+                    .malformed(
+                        "model.vocab[\(key.debugDescription)]: id \(id) is already the id of \(members[Int(owner[id])].key.debugDescription)"
+                    ))
             }
             owner[id] = Int32(k)
             maxId = max(maxId, id)
@@ -366,8 +413,10 @@ struct Vocabulary {
         let joined = ra + rb
         return joined.withUnsafeBufferPointer { p -> (UInt32, UInt32, UInt32)? in
             let view = table.view, base = p.baseAddress!
-            guard !ra.isEmpty, !rb.isEmpty, let l = view.find(base, ra.count), let r = view.find(base + ra.count, rb.count),
-                  let m = view.find(base, joined.count) else { return nil }
+            guard !ra.isEmpty, !rb.isEmpty, let l = view.find(base, ra.count),
+                let r = view.find(base + ra.count, rb.count),
+                let m = view.find(base, joined.count)
+            else { return nil }
             return (l, r, m)
         }
     }

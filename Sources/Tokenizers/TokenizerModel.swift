@@ -30,10 +30,13 @@ final class TokenizerModel: Sendable {
     let eosId: UInt32?
     let fingerprint: UInt64
 
-    init(path: String, vocab: VocabTable, decodeBytes: [[UInt8]], pairs: PairTable, byteIds: [UInt32], unkId: UInt32, fuseUnk: Bool,
-         ignoreMerges: Bool,
-         steps: [PreTokenizerStep], nfc: Bool, added: [(AddedToken, normalized: Bool)],
-         prefix: [UInt32], suffix: [UInt32], vocabSize: Int, bosId: UInt32?, eosId: UInt32?, fingerprint: UInt64) {
+    init(
+        path: String, vocab: VocabTable, decodeBytes: [[UInt8]], pairs: PairTable, byteIds: [UInt32], unkId: UInt32,
+        fuseUnk: Bool,
+        ignoreMerges: Bool,
+        steps: [PreTokenizerStep], nfc: Bool, added: [(AddedToken, normalized: Bool)],
+        prefix: [UInt32], suffix: [UInt32], vocabSize: Int, bosId: UInt32?, eosId: UInt32?, fingerprint: UInt64
+    ) {
         self.path = path
         self.vocab = vocab
         self.decodeBytes = ByteArena(decodeBytes)
@@ -46,12 +49,14 @@ final class TokenizerModel: Sendable {
         self.nfc = nfc
         self.rawTokens = AddedTokenSet(added.filter { !$0.normalized }.map(\.0))
         // HF matches normalized tokens by their normalized content.
-        self.normalizedTokens = AddedTokenSet(added.filter { $0.normalized }.map { t, _ in
-            guard nfc else { return t }
-            let content = t.content.withUnsafeBufferPointer { NFC.normalizeIfNeeded($0, 0, $0.count) } ?? t.content
-            return AddedToken(id: t.id, content: content, special: t.special, singleWord: t.singleWord,
-                              lstrip: t.lstrip, rstrip: t.rstrip)
-        })
+        self.normalizedTokens = AddedTokenSet(
+            added.filter { $0.normalized }.map { t, _ in
+                guard nfc else { return t }
+                let content = t.content.withUnsafeBufferPointer { NFC.normalizeIfNeeded($0, 0, $0.count) } ?? t.content
+                return AddedToken(
+                    id: t.id, content: content, special: t.special, singleWord: t.singleWord,
+                    lstrip: t.lstrip, rstrip: t.rstrip)
+            })
         self.prefix = prefix
         self.suffix = suffix
         var special = [Bool](repeating: false, count: vocabSize)

@@ -1,6 +1,6 @@
 import COpenBLAS
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Chooses OpenBLAS' kernel family before the library initializes, and reports what it runs.
@@ -50,10 +50,24 @@ public enum BLASRuntime {
     /// Sets the number of compute threads (OpenBLAS itself stays single-threaded: no nested pools).
     public static func setThreads(_ n: Int) { ComputePool.shared.setThreads(n) }
 
+    /// Runs `body` with BLAS and the small-batch kernels on one thread each, and restores both afterwards: for
+    /// callers that run several models side by side on threads of their own (nested pools oversubscribe cores).
+    public static func singleThreaded<R>(_ body: () throws -> R) rethrows -> R {
+        let blas = threads, small = smallBatchLinearThreads
+        setThreads(1)
+        smallBatchLinearThreads = 1
+        defer {
+            setThreads(blas)
+            smallBatchLinearThreads = small
+        }
+        return try body()
+    }
+
     /// One line for logs: kernel family, thread count and how it was chosen.
     public static var summary: String {
         let env = getenv("OPENBLAS_CORETYPE").map { String(cString: $0) } ?? "unset"
-        return "OpenBLAS core \(coreName), \(threads) compute thread(s) with single-threaded BLAS each (OPENBLAS_CORETYPE=\(env), AVX-512: \(cpuHasAVX512() ? "yes" : "no"))"
+        return
+            "OpenBLAS core \(coreName), \(threads) compute thread(s) with single-threaded BLAS each (OPENBLAS_CORETYPE=\(env), AVX-512: \(cpuHasAVX512() ? "yes" : "no"))"
     }
 
     /// Whether /proc/cpuinfo lists the avx512f flag.

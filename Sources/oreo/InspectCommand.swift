@@ -14,7 +14,10 @@ struct Inspect: ParsableCommand {
     @Option(help: "How many trajectories to print.") var rows = 3
     @Option(help: "How many token ids to print per trajectory.") var tokens = 24
     @Flag(help: "Accept a dataset whose writer has not finished.") var allowIncomplete = false
-    @Option(help: "A tokenizer.json (or a .gguf file's tokenizer) to show the rows as text (checked against the dataset's fingerprint).")
+    @Option(
+        help:
+            "A tokenizer.json (or a .gguf file's tokenizer) to show the rows as text (checked against the dataset's fingerprint)."
+    )
     var tokenizer: String?
 
     func run() throws {
@@ -25,7 +28,9 @@ struct Inspect: ParsableCommand {
             let d = try Dataset(directory: path, allowIncomplete: allowIncomplete)
             let m = d.manifest
             print("dataset \(path) (\(m.complete ? "complete" : "INCOMPLETE"), format v\(m.version), \(m.createdBy))")
-            print("  \(m.counts.trajectories) trajectories, \(m.counts.steps) steps, \(m.counts.tokens) tokens in \(m.shards.count) shard(s)")
+            print(
+                "  \(m.counts.trajectories) trajectories, \(m.counts.steps) steps, \(m.counts.tokens) tokens in \(m.shards.count) shard(s)"
+            )
             print("  token ids \(m.tokenDType), vocabulary \(m.vocabSize), compression \(m.compression)")
             if let t = m.tokenizer { print("  tokenizer \(t.source) (fingerprint \(t.fingerprint))") }
             if let decoder, let t = m.tokenizer, t.fingerprint != String(decoder.fingerprint, radix: 16) {
@@ -43,12 +48,17 @@ struct Inspect: ParsableCommand {
     }
 
     private func printColumns(_ shards: [Shard]) throws {
-        struct Agg { var level = "", dtype = "", count: UInt64 = 0, blocks = 0, raw: UInt64 = 0, stored: UInt64 = 0, zstd = 0 }
+        struct Agg {
+            var level = "", dtype = "", count: UInt64 = 0, blocks = 0, raw: UInt64 = 0, stored: UInt64 = 0, zstd = 0
+        }
         var order: [String] = []
         var agg: [String: Agg] = [:]
         for s in shards {
             for (_, c) in s.columnList {
-                if agg[c.name] == nil { order.append(c.name); agg[c.name] = Agg(level: c.level.description, dtype: c.dtype.description) }
+                if agg[c.name] == nil {
+                    order.append(c.name)
+                    agg[c.name] = Agg(level: c.level.description, dtype: c.dtype.description)
+                }
                 agg[c.name]!.count += c.count
                 agg[c.name]!.blocks += c.blocks.count
                 agg[c.name]!.raw += c.rawBytes
@@ -57,14 +67,17 @@ struct Inspect: ParsableCommand {
             }
         }
         print("")
-        print(pad("column", 22) + pad("level", 11) + pad("dtype", 6) + lpad("elements", 12) + lpad("blocks", 8)
-              + lpad("raw", 11) + lpad("stored", 11) + lpad("ratio", 7) + "  codec")
+        print(
+            pad("column", 22) + pad("level", 11) + pad("dtype", 6) + lpad("elements", 12) + lpad("blocks", 8)
+                + lpad("raw", 11) + lpad("stored", 11) + lpad("ratio", 7) + "  codec")
         for name in order {
             let a = agg[name]!
             let ratio = a.stored > 0 ? Double(a.raw) / Double(a.stored) : 1
             let codec = a.zstd == 0 ? "raw" : a.zstd == a.blocks ? "zstd" : "zstd \(a.zstd)/\(a.blocks)"
-            print(pad(name, 22) + pad(a.level, 11) + pad(a.dtype, 6) + lpad("\(a.count)", 12) + lpad("\(a.blocks)", 8)
-                  + lpad(bytes(a.raw), 11) + lpad(bytes(a.stored), 11) + lpad(String(format: "%.2f", ratio), 7) + "  " + codec)
+            print(
+                pad(name, 22) + pad(a.level, 11) + pad(a.dtype, 6) + lpad("\(a.count)", 12) + lpad("\(a.blocks)", 8)
+                    + lpad(bytes(a.raw), 11) + lpad(bytes(a.stored), 11) + lpad(String(format: "%.2f", ratio), 7) + "  "
+                    + codec)
         }
     }
 
@@ -83,11 +96,17 @@ struct Inspect: ParsableCommand {
                 groups.insert(t.group)
             }
         }
-        guard n > 0 else { print("\n(no trajectories)"); return }
+        guard n > 0 else {
+            print("\n(no trajectories)")
+            return
+        }
         print("")
-        print(String(format: "reward > 0: %d of %d (%.1f%%); %d groups; mean prompt %.1f, mean response %.1f tokens; %d truncated",
-                     positive, n, 100 * Double(positive) / Double(n), groups.count,
-                     Double(promptTokens) / Double(n), Double(responseTokens) / Double(n), truncated))
+        print(
+            String(
+                format:
+                    "reward > 0: %d of %d (%.1f%%); %d groups; mean prompt %.1f, mean response %.1f tokens; %d truncated",
+                positive, n, 100 * Double(positive) / Double(n), groups.count,
+                Double(promptTokens) / Double(n), Double(responseTokens) / Double(n), truncated))
     }
 
     private func printRows(_ shards: [Shard], _ decoder: Tokenizer?) throws {
@@ -97,10 +116,14 @@ struct Inspect: ParsableCommand {
             for i in 0..<s.trajectoryCount where printed < rows {
                 let t = try c.trajectory(i)
                 print("")
-                print("#\(printed) \(t.sourceFile.isEmpty ? "" : "\(t.sourceFile):\(t.sourceLine) ")reward \(t.reward) group \(t.group) prompt \(t.promptLength) + response \(t.responseLength) tokens, \(t.stepEnds.count) steps\(t.flags.isEmpty ? "" : " flags \(t.flags.rawValue)")")
+                print(
+                    "#\(printed) \(t.sourceFile.isEmpty ? "" : "\(t.sourceFile):\(t.sourceLine) ")reward \(t.reward) group \(t.group) prompt \(t.promptLength) + response \(t.responseLength) tokens, \(t.stepEnds.count) steps\(t.flags.isEmpty ? "" : " flags \(t.flags.rawValue)")"
+                )
                 let ids = t.tokens.prefix(tokens).map(String.init).joined(separator: " ")
                 print("   ids: \(ids)\(t.tokens.count > tokens ? " ..." : "")")
-                if !t.stepEnds.isEmpty { print("   step ends: \(t.stepEnds.prefix(16).map(String.init).joined(separator: " "))") }
+                if !t.stepEnds.isEmpty {
+                    print("   step ends: \(t.stepEnds.prefix(16).map(String.init).joined(separator: " "))")
+                }
                 if let decoder {
                     let ids = t.tokens.array
                     let prompt = try decoder.decode(Array(ids[..<t.promptLength]))
@@ -108,7 +131,9 @@ struct Inspect: ParsableCommand {
                     var start = t.promptLength
                     for (k, end) in t.stepEnds.enumerated() {
                         let step = try decoder.decode(Array(ids[start..<Int(end)]))
-                        print("   step \(k + 1):".padding(toLength: 13, withPad: " ", startingAt: 0) + String(decoding: step, as: UTF8.self).debugDescription)
+                        print(
+                            "   step \(k + 1):".padding(toLength: 13, withPad: " ", startingAt: 0)
+                                + String(decoding: step, as: UTF8.self).debugDescription)
                         start = Int(end)
                     }
                     if start < ids.count {
@@ -123,12 +148,18 @@ struct Inspect: ParsableCommand {
     }
 }
 
-private func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s + " " : s + String(repeating: " ", count: n - s.count) }
-private func lpad(_ s: String, _ n: Int) -> String { s.count >= n ? " " + s : String(repeating: " ", count: n - s.count) + s }
+private func pad(_ s: String, _ n: Int) -> String {
+    s.count >= n ? s + " " : s + String(repeating: " ", count: n - s.count)
+}
+private func lpad(_ s: String, _ n: Int) -> String {
+    s.count >= n ? " " + s : String(repeating: " ", count: n - s.count) + s
+}
 private func bytes(_ b: UInt64) -> String {
     let x = Double(b)
     let gib = 1_073_741_824.0, mib = 1_048_576.0
-    return x >= gib ? String(format: "%.2f GiB", x / gib)
-        : x >= mib ? String(format: "%.2f MiB", x / mib)
-        : x >= 1024 ? String(format: "%.1f KiB", x / 1024) : "\(b) B"
+    return x >= gib
+        ? String(format: "%.2f GiB", x / gib)
+        : x >= mib
+            ? String(format: "%.2f MiB", x / mib)
+            : x >= 1024 ? String(format: "%.1f KiB", x / 1024) : "\(b) B"
 }

@@ -16,22 +16,23 @@ struct IterateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "iterate",
         abstract: "One round of sample -> label -> ingest -> score -> train from the current policy.",
-        usage: "oreo iterate --model CURRENT --prompts P.jsonl --out ROUND [--n K] [--config TRAIN.toml] [--SETTING VALUE ...]",
+        usage:
+            "oreo iterate --model CURRENT --prompts P.jsonl --out ROUND [--n K] [--config TRAIN.toml] [--SETTING VALUE ...]",
         discussion: """
-        Stages, each in ROUND (each records its inputs in ROUND/stages: rerun the same command after an \
-        interruption and finished stages whose inputs match are skipped, an interrupted one continues):
-          1. sample   K samples per prompt from CURRENT, labelled by --verifier: ROUND/samples.jsonl (token ids \
-        kept exactly as sampled, so nothing is re-tokenized)
-          2. ingest   ROUND/data (shards), steps cut at --step-delimiter in token space
-          3. score    the reference log-prob column, with CURRENT as the reference (only for methods and KL \
-        settings that read it: k3, DPO, KTO, DQO)
-          4. train    ROUND/run from CURRENT (the value network from CURRENT's backbone with a zero head)
-        The next round starts from ROUND/run/policy: `oreo iterate --model ROUND/run/policy --out ROUND2 ...`.
+            Stages, each in ROUND (each records its inputs in ROUND/stages: rerun the same command after an \
+            interruption and finished stages whose inputs match are skipped, an interrupted one continues):
+              1. sample   K samples per prompt from CURRENT, labelled by --verifier: ROUND/samples.jsonl (token ids \
+            kept exactly as sampled, so nothing is re-tokenized)
+              2. ingest   ROUND/data (shards), steps cut at --step-delimiter in token space
+              3. score    the reference log-prob column, with CURRENT as the reference (only for methods and KL \
+            settings that read it: k3, DPO, KTO, DQO)
+              4. train    ROUND/run from CURRENT (the value network from CURRENT's backbone with a zero head)
+            The next round starts from ROUND/run/policy: `oreo iterate --model ROUND/run/policy --out ROUND2 ...`.
 
-        Training settings are those of `oreo train` (flags after the options below, or --config FILE.toml); \
-        --model and --data are set by this command. ROUND/iterate.json records the round's inputs: a rerun with \
-        different ones is refused unless --overwrite.
-        """)
+            Training settings are those of `oreo train` (flags after the options below, or --config FILE.toml); \
+            --model and --data are set by this command. ROUND/iterate.json records the round's inputs: a rerun with \
+            different ones is refused unless --overwrite.
+            """)
 
     @OptionGroup var common: ModelOptions
     @Option(help: "Prompts with answers (JSON Lines: prompt, answer, id).") var prompts: String

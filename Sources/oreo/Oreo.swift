@@ -11,8 +11,12 @@ struct Oreo: ParsableCommand {
         commandName: "oreo",
         abstract: "Offline RL (OREO and baselines) for multi-step reasoning on CPUs.",
         version: "0.1.0",
-        subcommands: [DemoCommand.self, IngestCommand.self, ScoreCommand.self, TrainCommand.self, SampleCommand.self, IterateCommand.self,
-                      EvalCommand.self, ConvertCommand.self, Inspect.self, Verify.self, TokenizeCommand.self, Synth.self, Doctor.self]
+        subcommands: [
+            DemoCommand.self, IngestCommand.self, ScoreCommand.self, TrainCommand.self, SampleCommand.self,
+            IterateCommand.self,
+            EvalCommand.self, ConvertCommand.self, Inspect.self, Verify.self, TokenizeCommand.self, Synth.self,
+            Doctor.self,
+        ]
     )
 
     static func main() {

@@ -14,7 +14,10 @@ final class Progress {
 
     /// `startingAt`: units already done before this process (a resumed job), left out of the rate.
     init(_ label: String, total: Double? = nil, unit: String, startingAt: Double = 0) {
-        self.label = label; self.total = total; self.unit = unit; base = startingAt
+        self.label = label
+        self.total = total
+        self.unit = unit
+        base = startingAt
     }
 
     /// Reports that `done` units are complete; `detail` is appended to the line.
@@ -33,7 +36,8 @@ final class Progress {
             line += String(format: ", %.0f%%, ETA %.0fs", pct, eta)
         }
         if !detail.isEmpty { line += ", " + detail }
-        FileHandle.standardError.write(((interactive ? "\r\u{1B}[K" : "") + line + (interactive ? "" : "\n")).data(using: .utf8)!)
+        FileHandle.standardError.write(
+            ((interactive ? "\r\u{1B}[K" : "") + line + (interactive ? "" : "\n")).data(using: .utf8)!)
     }
 
     /// Prints a message on its own line (the progress line is redrawn by the next update).

@@ -17,12 +17,17 @@ struct ModelOptions: ParsableArguments {
     var maxNewTokens = 256
     @Option(help: "Sequences decoded together.")
     var batchSize = 8
-    @Option(help: "Seed of the sampling streams (each sample has its own, derived from the seed, prompt and sample index).")
+    @Option(
+        help: "Seed of the sampling streams (each sample has its own, derived from the seed, prompt and sample index).")
     var seed: UInt64 = 0
     @Option(help: "Stop string (repeatable); the response keeps it.")
     var stop: [String] = []
-    @Option(help: ArgumentHelp("Weights decoding reads: auto, f32, bf16, f16 or q8_0.",
-                               discussion: "auto: a GGUF's own blocks (the same values as its f32 dequantization, several times fewer bytes per token, so faster), f32 for a checkpoint directory. bf16, f16 and q8_0 round the f32 weights (lossy, faster)."))
+    @Option(
+        help: ArgumentHelp(
+            "Weights decoding reads: auto, f32, bf16, f16 or q8_0.",
+            discussion:
+                "auto: a GGUF's own blocks (the same values as its f32 dequantization, several times fewer bytes per token, so faster), f32 for a checkpoint directory. bf16, f16 and q8_0 round the f32 weights (lossy, faster)."
+        ))
     var decodeWeights: DecodeWeights = .auto
 
     func load(valueHead: Bool = false) throws -> (InferenceModel, ChatTemplate) {
@@ -33,9 +38,12 @@ struct ModelOptions: ParsableArguments {
         let kind: String
         switch template {
         case .none: kind = "none"
-        case .chatML(let s): kind = "ChatML" + (s.map { " (default system message: \($0.prefix(40).debugDescription))" } ?? "")
+        case .chatML(let s):
+            kind = "ChatML" + (s.map { " (default system message: \($0.prefix(40).debugDescription))" } ?? "")
         }
-        printError("model \(model): \(c.family.rawValue), \(c.layers) layers, d \(c.hiddenSize), vocabulary \(c.vocabSize); chat template \(kind); decoding weights \(m.decodeWeights); loaded in \(String(format: "%.1f", Date().timeIntervalSince(t0))) s")
+        printError(
+            "model \(model): \(c.family.rawValue), \(c.layers) layers, d \(c.hiddenSize), vocabulary \(c.vocabSize); chat template \(kind); decoding weights \(m.decodeWeights); loaded in \(String(format: "%.1f", Date().timeIntervalSince(t0))) s"
+        )
         printError(BLASRuntime.summary)
         return (m, template)
     }
@@ -45,27 +53,28 @@ struct ModelOptions: ParsableArguments {
 struct SampleCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sample",
-        abstract: "Sample K responses per prompt from a model, labelled with rewards, as trajectories for `oreo ingest`.",
+        abstract:
+            "Sample K responses per prompt from a model, labelled with rewards, as trajectories for `oreo ingest`.",
         discussion: """
-        Prompt file: JSON Lines, one object per line:
+            Prompt file: JSON Lines, one object per line:
 
-          {"prompt": "Natalia sold 48 clips ...", "answer": "72", "id": "gsm8k-1"}
+              {"prompt": "Natalia sold 48 clips ...", "answer": "72", "id": "gsm8k-1"}
 
-        "prompt" (or "question") is required; "answer" (string or number) is optional and is what the verifier \
-        compares against; "id" (string or integer, default: the line number) names the prompt in the output.
+            "prompt" (or "question") is required; "answer" (string or number) is optional and is what the verifier \
+            compares against; "id" (string or integer, default: the line number) names the prompt in the output.
 
-        Output (--out): one line per sample, {"prompt", "response", "reward", "id", "group", "meta"} with the \
-        chat-templated prompt text, so `oreo ingest T.jsonl --tokenizer tokenizer.json` tokenizes exactly what \
-        the model saw (--format ids writes "prompt_ids"/"response_ids" instead, keeping the sampled ids; EOS is \
-        included when the model emitted it). "group" is the prompt's id; "meta" holds the answer, the sample \
-        index, why it ended (eos, stop, length), its token count and log-prob. `oreo ingest` puts EOS after \
-        every text response (--eos auto), also after one cut at --max-new-tokens (meta.finish "length"); \
-        --format ids keeps such a response open.
+            Output (--out): one line per sample, {"prompt", "response", "reward", "id", "group", "meta"} with the \
+            chat-templated prompt text, so `oreo ingest T.jsonl --tokenizer tokenizer.json` tokenizes exactly what \
+            the model saw (--format ids writes "prompt_ids"/"response_ids" instead, keeping the sampled ids; EOS is \
+            included when the model emitted it). "group" is the prompt's id; "meta" holds the answer, the sample \
+            index, why it ended (eos, stop, length), its token count and log-prob. `oreo ingest` puts EOS after \
+            every text response (--eos auto), also after one cut at --max-new-tokens (meta.finish "length"); \
+            --format ids keeps such a response open.
 
-        Lines go to OUT.partial as each prompt's K samples complete; an interrupted run continues where it \
-        stopped when started again with the same arguments (samples are seeded per prompt and index, so the \
-        result equals an uninterrupted run), and OUT appears when all prompts are done.
-        """)
+            Lines go to OUT.partial as each prompt's K samples complete; an interrupted run continues where it \
+            stopped when started again with the same arguments (samples are seeded per prompt and index, so the \
+            result equals an uninterrupted run), and OUT appears when all prompts are done.
+            """)
 
     @OptionGroup var common: ModelOptions
     @Option(help: "Prompts (JSON Lines).") var prompts: String
@@ -88,7 +97,9 @@ struct SampleCommand: ParsableCommand {
         guard !problems.isEmpty else { throw ValidationError("\(prompts) has no prompts") }
         let unlabelled = problems.filter { $0.answer == nil }
         if !unlabelled.isEmpty && !allowUnlabelled {
-            throw ValidationError("\(prompts): \(unlabelled.count) prompt(s) have no \"answer\" (first: line \(unlabelled[0].line)); pass --allow-unlabelled to sample them with reward 0")
+            throw ValidationError(
+                "\(prompts): \(unlabelled.count) prompt(s) have no \"answer\" (first: line \(unlabelled[0].line)); pass --allow-unlabelled to sample them with reward 0"
+            )
         }
         let v = try makeVerifier(verifier)
         var options = SampleOptions()
@@ -104,15 +115,19 @@ struct SampleCommand: ParsableCommand {
         let output = try ResumableJSONL(path: out, overwrite: overwrite)
         let progress = Progress("sample", total: Double(problems.count), unit: "prompts")
         let t0 = Date()
-        let s = try SampleJob.run(model: m, template: template, problems: problems, verifier: v, options: options,
-                                  output: output) { p in
+        let s = try SampleJob.run(
+            model: m, template: template, problems: problems, verifier: v, options: options,
+            output: output
+        ) { p in
             progress.update(Double(p.done))
         }
         progress.finish(Double(problems.count))
         try output.finish()
         let secs = Date().timeIntervalSince(t0)
         if s.resumed > 0 { print("resumed: \(s.resumed) prompt(s) were already sampled") }
-        print("sampled \(s.sampled) prompt(s) x \(n): \(s.tokens) tokens in \(String(format: "%.1f", secs)) s (\(String(format: "%.1f", Double(s.tokens) / max(secs, 1e-9))) tokens/s)")
+        print(
+            "sampled \(s.sampled) prompt(s) x \(n): \(s.tokens) tokens in \(String(format: "%.1f", secs)) s (\(String(format: "%.1f", Double(s.tokens) / max(secs, 1e-9))) tokens/s)"
+        )
         if let r = s.meanReward { print("mean reward \(String(format: "%.3f", r)) (\(v.name))") }
         print("wrote \(s.lines) lines to \(out)")
     }

@@ -5,7 +5,9 @@ import Format
 struct Synth: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Write a dataset of synthetic random trajectories.",
-        discussion: "Token ids follow a Zipf-like phrase distribution so compression ratios resemble real text. Deterministic for a seed.")
+        discussion:
+            "Token ids follow a Zipf-like phrase distribution so compression ratios resemble real text. Deterministic for a seed."
+    )
 
     @Option(name: .shortAndLong, help: "Output dataset directory.") var out: String
     @Option(help: "Number of trajectories.") var trajectories = 10_000
@@ -21,8 +23,9 @@ struct Synth: ParsableCommand {
         }
         guard trajectories >= 0, meanTokens >= 2, vocab >= 2 else { throw ValidationError("counts must be positive") }
         var gen = SyntheticTrajectories(vocabSize: vocab, meanTokens: meanTokens, seed: seed)
-        let w = try DatasetWriter(directory: out, options: ShardOptions(vocabSize: vocab, compression: c),
-                                  shardTokens: UInt64(shardTokens), properties: ["generator": "synthetic seed \(seed)"])
+        let w = try DatasetWriter(
+            directory: out, options: ShardOptions(vocabSize: vocab, compression: c),
+            shardTokens: UInt64(shardTokens), properties: ["generator": "synthetic seed \(seed)"])
         let progress = Progress("synth", total: Double(trajectories), unit: "trajectories")
         for i in 0..<trajectories {
             try w.append(gen.next(), source: "synthetic")
@@ -30,6 +33,8 @@ struct Synth: ParsableCommand {
         }
         let m = try w.finish()
         progress.finish(Double(trajectories))
-        print("wrote \(m.counts.trajectories) trajectories, \(m.counts.tokens) tokens in \(m.shards.count) shard(s) to \(out)")
+        print(
+            "wrote \(m.counts.trajectories) trajectories, \(m.counts.tokens) tokens in \(m.shards.count) shard(s) to \(out)"
+        )
     }
 }

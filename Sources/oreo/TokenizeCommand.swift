@@ -3,6 +3,7 @@ import Checkpoint
 import Foundation
 import Infer
 import Ingest
+import Support
 import Tokenizers
 
 /// `oreo tokenize`: text to token ids, or ids back to text, with a Hugging Face tokenizer.json or a GGUF's tokenizer.
@@ -11,19 +12,23 @@ struct TokenizeCommand: ParsableCommand {
         commandName: "tokenize",
         abstract: "Encode text to token ids (or decode ids) with a tokenizer.json, exactly as HF tokenizers does.",
         discussion: """
-        --jsonl encodes many texts in one run: each line of standard input is a JSON object with a "text" \
-        string, and each output line is the JSON array of its ids, in input order (blank lines are skipped). \
-        A malformed line stops the run with its line number.
-        """
+            --jsonl encodes many texts in one run: each line of standard input is a JSON object with a "text" \
+            string, and each output line is the JSON array of its ids, in input order (blank lines are skipped). \
+            A malformed line stops the run with its line number.
+            """
     )
 
-    @Option(name: .long, help: "Path to a tokenizer.json (byte-level BPE), or a .gguf file (the tokenizer its metadata describes).")
+    @Option(
+        name: .long,
+        help: "Path to a tokenizer.json (byte-level BPE), or a .gguf file (the tokenizer its metadata describes).")
     var tokenizer: String
 
     @Flag(name: .long, help: "Read token ids (separated by spaces or commas) and print the text they stand for.")
     var decode = false
 
-    @Flag(name: .long, help: #"Batch mode: read {"text": ...} JSON lines on standard input, write one JSON array of ids per line."#)
+    @Flag(
+        name: .long,
+        help: #"Batch mode: read {"text": ...} JSON lines on standard input, write one JSON array of ids per line."#)
     var jsonl = false
 
     @OptionGroup var specialTokens: SpecialTokenOptions
@@ -36,7 +41,9 @@ struct TokenizeCommand: ParsableCommand {
 
     func validate() throws {
         if jsonl && decode { throw ValidationError("--jsonl encodes; it cannot be combined with --decode") }
-        if jsonl && !text.isEmpty { throw ValidationError("--jsonl reads its texts from standard input, not from arguments") }
+        if jsonl && !text.isEmpty {
+            throw ValidationError("--jsonl reads its texts from standard input, not from arguments")
+        }
     }
 
     func run() throws {
@@ -46,7 +53,8 @@ struct TokenizeCommand: ParsableCommand {
             try encodeLines(tok, options: options)
             return
         }
-        let input: [UInt8] = text.isEmpty
+        let input: [UInt8] =
+            text.isEmpty
             ? [UInt8](FileHandle.standardInput.readDataToEndOfFile())
             : Array(text.joined(separator: " ").utf8)
         if decode {
@@ -80,12 +88,13 @@ struct TokenizeCommand: ParsableCommand {
             let bytes = raw.last == UInt8(ascii: "\r") ? raw.dropLast() : raw
             if bytes.allSatisfy({ $0 == 32 || $0 == 9 }) { return }
             func fail(_ why: String) -> CommandError { CommandError("standard input line \(lineNumber): \(why)") }
-            guard let value = try? StrictJSONParser.parse(Array(bytes), source: "standard input") else {
-                throw fail("not valid JSON")
+            let value: JSONValue
+            do { value = try StrictJSON.parse(Array(bytes), file: "standard input") } catch {
+                throw fail("not valid JSON: \(error.reason)")
             }
-            guard case .object(let members) = value else { throw fail(#"not a JSON object (expected {"text": ...})"#) }
-            guard let field = members.first(where: { $0.0 == "text" })?.1 else { throw fail(#"no "text" field"#) }
-            guard case .string(let text) = field else { throw fail(#""text" is not a string"#) }
+            guard let members = value.members else { throw fail(#"not a JSON object (expected {"text": ...})"#) }
+            guard let field = members.first(where: { $0.key == "text" })?.value else { throw fail(#"no "text" field"#) }
+            guard let text = field.string else { throw fail(#""text" is not a string"#) }
             ids.removeAll(keepingCapacity: true)
             encoder.encode(text, into: &ids)
             out.append(UInt8(ascii: "["))

@@ -11,30 +11,32 @@ struct TrainCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "train",
         abstract: "Train a policy (and value network) with OREO, SFT, RFT, DPO, KTO or DQO.",
-        usage: "oreo train --method oreo --model INIT --data DATASET --out RUN [--config FILE.toml] [--SETTING VALUE ...]",
+        usage:
+            "oreo train --method oreo --model INIT --data DATASET --out RUN [--config FILE.toml] [--SETTING VALUE ...]",
         discussion: """
-        Every setting below is a flag and a key of the TOML file given with --config (the key is the flag \
-        with underscores: learning_rate = 1e-4). Flags override the file; the effective configuration is \
-        written to RUN/config.toml, so `oreo train --config RUN/config.toml --out NEW` repeats a run and \
-        `oreo train --out RUN --resume` continues one exactly (same data order, optimizer and random state).
+            Every setting below is a flag and a key of the TOML file given with --config (the key is the flag \
+            with underscores: learning_rate = 1e-4). Flags override the file; the effective configuration is \
+            written to RUN/config.toml, so `oreo train --config RUN/config.toml --out NEW` repeats a run and \
+            `oreo train --out RUN --resume` continues one exactly (same data order, optimizer and random state).
 
-        RUN holds metrics.jsonl (one line per step: each loss part, KL, value error, mean V on positive and \
-        negative trajectories, gradient norms, learning rates, tokens/s), data.json (what the loader kept and \
-        left out), checkpoints/step-N (policy/ and value/ as safetensors loadable as INIT, optimizer and loader \
-        state), and the links latest, policy and value.
+            RUN holds metrics.jsonl (one line per step: each loss part, KL, value error, mean V on positive and \
+            negative trajectories, gradient norms, learning rates, tokens/s), data.json (what the loader kept and \
+            left out), checkpoints/step-N (policy/ and value/ as safetensors loadable as INIT, optimizer and loader \
+            state), and the links latest, policy and value.
 
-        Reference log-probs: OREO's exact KL (kl = exact, the default) runs a frozen reference model beside \
-        the policy: one more forward pass and one more model in memory, and the full-vocabulary KL in the LM \
-        head. kl = k3 (and DPO, KTO, DQO) read the column `oreo score` stored instead: no reference model, \
-        a sampled-token estimate of the KL.
+            Reference log-probs: OREO's exact KL (kl = exact, the default) runs a frozen reference model beside \
+            the policy: one more forward pass and one more model in memory, and the full-vocabulary KL in the LM \
+            head. kl = k3 (and DPO, KTO, DQO) read the column `oreo score` stored instead: no reference model, \
+            a sampled-token estimate of the KL.
 
-        SETTINGS:
-        \(settingsHelp())
-        """)
+            SETTINGS:
+            \(settingsHelp())
+            """)
 
     @Option(name: .shortAndLong, help: "The run directory.") var out: String
     @Option(help: "A TOML file of settings (flags override it).") var config: String?
-    @Flag(help: "Continue the run in --out from its latest checkpoint (its config.toml is the base).") var resume = false
+    @Flag(help: "Continue the run in --out from its latest checkpoint (its config.toml is the base).") var resume =
+        false
     @Argument(parsing: .allUnrecognized, help: .hidden) var settings: [String] = []
 
     func run() throws {
@@ -44,7 +46,9 @@ struct TrainCommand: ParsableCommand {
         if resume && !FileManager.default.fileExists(atPath: out) {
             throw CommandError("no such file or directory: \(out) (--resume continues the run in --out)")
         }
-        if resume, config == nil, FileManager.default.fileExists(atPath: stored) { set.formUnion(try s.apply(tomlFile: stored)) }
+        if resume, config == nil, FileManager.default.fileExists(atPath: stored) {
+            set.formUnion(try s.apply(tomlFile: stored))
+        }
         if let config { set.formUnion(try s.apply(tomlFile: config)) }
         set.formUnion(try s.apply(flags: settings))
         s.applyLevelDefaults(explicit: set)
@@ -52,11 +56,14 @@ struct TrainCommand: ParsableCommand {
         let model = try s.modelSource()
         let reference = s.referenceModel.map(ModelSource.init(path:))
 
-        let job = try TrainJob(config: s.config, model: model, reference: reference, data: data, run: out, resume: resume)
+        let job = try TrainJob(
+            config: s.config, model: model, reference: reference, data: data, run: out, resume: resume)
         try writeFileAtomically(Array(s.toml.utf8), to: stored)
         let c = job.config
         printError("\(c.method.rawValue): \(model.description) -> \(out); \(job.loader.reportSummary)")
-        printError("policy \(job.policy.parameters.count) parameters\(job.value != nil ? ", value network" : "")\(job.reference != nil ? ", reference model in memory" : "")\(c.exactKL ? " (exact KL)" : c.method == .oreo && c.oreo.alpha != 0 ? " (k3 KL from '\(c.referenceColumn)')" : ""); \(job.totalSteps) steps")
+        printError(
+            "policy \(job.policy.parameters.count) parameters\(job.value != nil ? ", value network" : "")\(job.reference != nil ? ", reference model in memory" : "")\(c.exactKL ? " (exact KL)" : c.method == .oreo && c.oreo.alpha != 0 ? " (k3 KL from '\(c.referenceColumn)')" : ""); \(job.totalSteps) steps"
+        )
         for n in job.notes { printError("note: \(n)") }
         let progress = Progress("train", total: Double(job.totalSteps), unit: "steps", startingAt: Double(job.step))
         let summary: TrainSummary
@@ -76,7 +83,9 @@ struct TrainCommand: ParsableCommand {
         }
         progress.finish(Double(job.step))
         if let m = summary.last {
-            print(String(format: "step %d/%d: loss %.4f, %.0f tokens/s", m.step, job.totalSteps, m.loss, m.tokensPerSecond))
+            print(
+                String(
+                    format: "step %d/%d: loss %.4f, %.0f tokens/s", m.step, job.totalSteps, m.loss, m.tokensPerSecond))
         }
         print("policy: \(summary.policy ?? "-")" + (summary.value.map { "\nvalue: \($0)" } ?? ""))
         print("metrics: \(out)/metrics.jsonl")
@@ -89,11 +98,11 @@ struct ScoreCommand: ParsableCommand {
         commandName: "score",
         abstract: "Add each token's reference log-prob to a dataset (column ref_logprob), once.",
         discussion: """
-        Runs the reference model over every trajectory and stores log p_ref(token | previous tokens) per token \
-        as a sidecar column, so k3-KL OREO, DPO, KTO and DQO train without the reference model in memory. The \
-        dataset's manifest changes only when every shard is scored: an interrupted run leaves it as it was. \
-        Tokens past the model's position limit are stored as NaN (training skips or cuts those trajectories).
-        """)
+            Runs the reference model over every trajectory and stores log p_ref(token | previous tokens) per token \
+            as a sidecar column, so k3-KL OREO, DPO, KTO and DQO train without the reference model in memory. The \
+            dataset's manifest changes only when every shard is scored: an interrupted run leaves it as it was. \
+            Tokens past the model's position limit are stored as NaN (training skips or cuts those trajectories).
+            """)
 
     @Option(help: "The reference model: a safetensors directory with config.json, or a .gguf file.") var model: String
     @Option(help: "The dataset directory.") var data: String
@@ -104,15 +113,25 @@ struct ScoreCommand: ParsableCommand {
         guard tokensPerBatch > 0 else { throw ValidationError("--tokens-per-batch must be positive") }
         let source = ModelSource(path: model)
         let dataset = try Dataset(directory: data)
-        for n in try Compatibility.check(dataset: dataset, model: try source.config(), tokenizerDirectory: source.tokenizerDirectory) {
+        for n in try Compatibility.check(
+            dataset: dataset, model: try source.config(), tokenizerDirectory: source.tokenizerDirectory)
+        {
             printError("note: \(n)")
         }
         let m = try source.load(maxTokens: tokensPerBatch)
         let progress = Progress("score", total: Double(dataset.manifest.counts.tokens), unit: "tok")
         let start = Date()
-        let s = try ReferenceScorer.score(dataset: dataset, model: m, column: column) { done, _ in progress.update(Double(done)) }
+        let s = try ReferenceScorer.score(dataset: dataset, model: m, column: column) { done, _ in
+            progress.update(Double(done))
+        }
         progress.finish(Double(s.tokens))
-        print("scored \(s.trajectories) trajectories, \(s.tokens) tokens in \(s.batches) forward passes (\(String(format: "%.0f", Double(s.tokens) / max(1e-9, Date().timeIntervalSince(start)))) tokens/s); column '\(column)' added to \(data)")
-        if s.overlong > 0 { print("\(s.overlong) trajectories are longer than the model's \(m.config.maxPositions) positions: their tokens past it hold NaN") }
+        print(
+            "scored \(s.trajectories) trajectories, \(s.tokens) tokens in \(s.batches) forward passes (\(String(format: "%.0f", Double(s.tokens) / max(1e-9, Date().timeIntervalSince(start)))) tokens/s); column '\(column)' added to \(data)"
+        )
+        if s.overlong > 0 {
+            print(
+                "\(s.overlong) trajectories are longer than the model's \(m.config.maxPositions) positions: their tokens past it hold NaN"
+            )
+        }
     }
 }

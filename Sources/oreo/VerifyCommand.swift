@@ -20,11 +20,18 @@ struct Verify: ParsableCommand {
             }
             let progress = Progress("verify", total: Double(dataset.shards.count), unit: "shards")
             for r in dataset.verify(progress: { i, _ in progress.update(Double(i)) }) {
-                if let e = r.error { failures += 1; print("FAILED \(r.path): \(e)") } else { print("ok     \(r.path)") }
+                if let e = r.error {
+                    failures += 1
+                    print("FAILED \(r.path): \(e)")
+                } else {
+                    print("ok     \(r.path)")
+                }
             }
             progress.finish(Double(dataset.shards.count))
             let m = dataset.manifest
-            print("manifest: \(m.shards.count) shard(s), \(m.counts.trajectories) trajectories, \(m.counts.tokens) tokens, \(m.complete ? "complete" : "INCOMPLETE")")
+            print(
+                "manifest: \(m.shards.count) shard(s), \(m.counts.trajectories) trajectories, \(m.counts.tokens) tokens, \(m.complete ? "complete" : "INCOMPLETE")"
+            )
         } else {
             do {
                 let shard = try Shard(path: path)
@@ -50,5 +57,5 @@ func isDirectory(_ path: String) -> Bool {
 }
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif

@@ -8,7 +8,8 @@ import Demo
 @Suite struct DemoCommandTests {
     static var oreoBinary: String {
         if let p = ProcessInfo.processInfo.environment["OREO_BIN"] { return p }
-        return URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("oreo").path
+        return URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("oreo")
+            .path
     }
 
     /// Runs oreo; returns exit status, stdout and stderr.
@@ -29,8 +30,11 @@ import Demo
     }
 
     @Test func badOptionsFailWithAMessage() throws {
-        for args in [["--seeds", "1,x"], ["--seeds", "1,1"], ["--start-range", "9-2"], ["--style", "prose"], ["--time-budget", "soon"],
-                     ["--operations", "/"], ["--methods", "PPO"], ["--max-value", "5"]] {
+        for args in [
+            ["--seeds", "1,x"], ["--seeds", "1,1"], ["--start-range", "9-2"], ["--style", "prose"],
+            ["--time-budget", "soon"],
+            ["--operations", "/"], ["--methods", "PPO"], ["--max-value", "5"],
+        ] {
             let (status, _, err) = try DemoCommandTests.oreo(["demo", "--out", "/nonexistent/never"] + args)
             #expect(status != 0 && err.contains("Error"), "\(args): \(err)")
         }
@@ -47,8 +51,12 @@ import Demo
         let d = ProblemConfig()
         let flat = help.split(whereSeparator: \.isWhitespace).joined(separator: " ")
         #expect(flat.contains("\(d.minSteps) to \(d.maxSteps) calculation steps"), "\(help)")
-        #expect(flat.contains("--min-calc-steps <min-calc-steps> Fewest calculation steps") && flat.contains("(default: \(d.minSteps))"))
-        #expect(flat.contains("--max-calc-steps <max-calc-steps> Most calculation steps") && flat.contains("(default: \(d.maxSteps))"))
+        #expect(
+            flat.contains("--min-calc-steps <min-calc-steps> Fewest calculation steps")
+                && flat.contains("(default: \(d.minSteps))"))
+        #expect(
+            flat.contains("--max-calc-steps <max-calc-steps> Most calculation steps")
+                && flat.contains("(default: \(d.maxSteps))"))
         // eval's --max-steps counts beam-search steps; demo's old names stay as hidden aliases.
         #expect(!flat.contains("--max-steps") && !flat.contains("--min-steps"))
     }
@@ -69,7 +77,9 @@ import Demo
     /// An option value found wrong while running is reported with demo's usage, as parse errors are, not
     /// with the top-level list of subcommands.
     @Test func badTimeBudgetShowsDemosUsage() throws {
-        let (status, _, err) = try DemoCommandTests.oreo(["demo", "--out", "/nonexistent/never", "--time-budget", "soon"])
+        let (status, _, err) = try DemoCommandTests.oreo([
+            "demo", "--out", "/nonexistent/never", "--time-budget", "soon",
+        ])
         #expect(status != 0)
         #expect(err.contains("Error: --time-budget takes seconds"), "\(err)")
         #expect(err.contains("Usage: oreo demo") && err.contains("See 'oreo demo --help'"), "\(err)")

@@ -11,20 +11,26 @@ import Tokenizers
 @Suite(.serialized) struct DemoEndToEndTests {
     /// The miniature settings.
     static func args(_ dir: String, _ extra: [String] = []) -> [String] {
-        ["demo", "--out", dir, "--seeds", "4,5", "--train", "40", "--validation", "8", "--test", "10", "--samples", "2",
-         "--beam-widths", "2", "--sft-steps", "6", "--layers", "1", "--hidden", "16", "--heads", "2", "--mlp", "32",
-         "--batch-tokens", "600", "--max-tokens", "24", "--sft-lr", "3e-2", "--threads", "2",
-         "--logprob-search", "sft-and-value"] + extra
+        [
+            "demo", "--out", dir, "--seeds", "4,5", "--train", "40", "--validation", "8", "--test", "10", "--samples",
+            "2",
+            "--beam-widths", "2", "--sft-steps", "6", "--layers", "1", "--hidden", "16", "--heads", "2", "--mlp", "32",
+            "--batch-tokens", "600", "--max-tokens", "24", "--sft-lr", "3e-2", "--threads", "2",
+            "--logprob-search", "sft-and-value",
+        ] + extra
     }
 
     static func json(_ path: String) throws -> [String: Any] {
         let data = try #require(FileManager.default.contents(atPath: path), "\(path) missing")
-        return try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any], "\(path) is not a JSON object")
+        return try #require(
+            try JSONSerialization.jsonObject(with: data) as? [String: Any], "\(path) is not a JSON object")
     }
 
     static func lines(_ path: String) throws -> [[String: Any]] {
         let text = try String(contentsOfFile: path, encoding: .utf8)
-        return try text.split(separator: "\n").map { try #require(try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]) }
+        return try text.split(separator: "\n").map {
+            try #require(try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])
+        }
     }
 
     @Test func miniatureDemoRunsEveryStageAndItsNumbersAddUp() throws {
@@ -35,8 +41,9 @@ import Tokenizers
         let printed = out.split(separator: "\n").map(String.init)
         for seed in [4, 5] {
             for stage in DemoStage.allCases where stage != .tokenizer && stage != .report {
-                #expect(printed.contains { $0.hasPrefix("[seed \(seed)] \(stage.rawValue): ") && !$0.contains("skipped") },
-                        "stage \(stage.rawValue) of seed \(seed) did not run:\n\(out)")
+                #expect(
+                    printed.contains { $0.hasPrefix("[seed \(seed)] \(stage.rawValue): ") && !$0.contains("skipped") },
+                    "stage \(stage.rawValue) of seed \(seed) did not run:\n\(out)")
             }
         }
         #expect(printed.contains { $0.hasPrefix("[report]: ") })
@@ -92,24 +99,31 @@ import Tokenizers
         let pairs = Set(quality.map { "\($0["method"] as? String ?? "")/\($0["scorer"] as? String ?? "")" })
         #expect(pairs == ["SFT/logprob", "OREO/value", "OREO/logprob", "DQO/value", "DQO/logprob"])
         #expect(quality.count == 2 * 5)
-        #expect(FileManager.default.fileExists(atPath: dir + "/results.md") && FileManager.default.fileExists(atPath: dir + "/search-tokens.svg"))
+        #expect(
+            FileManager.default.fileExists(atPath: dir + "/results.md")
+                && FileManager.default.fileExists(atPath: dir + "/search-tokens.svg"))
         // The samples dataset and the trained checkpoints are what the other commands read.
         #expect(try DemoCommandTests.oreo(["verify", dir + "/seed-5/shards/samples"]).0 == 0)
         let samplesData = try Dataset(directory: dir + "/seed-4/shards/samples")
-        #expect(samplesData.manifest.counts.trajectories == 80 && samplesData.manifest.tokenColumns.contains("ref_logprob"))
+        #expect(
+            samplesData.manifest.counts.trajectories == 80 && samplesData.manifest.tokenColumns.contains("ref_logprob"))
         #expect(FileManager.default.fileExists(atPath: dir + "/seed-4/models/oreo/run/value/model.safetensors"))
 
         // Run again: everything is reused, says so, and the numbers are the same.
         let (again, out2, err2) = try DemoCommandTests.oreo(DemoEndToEndTests.args(dir))
         #expect(again == 0, "\(err2)")
         let stageLines = out2.split(separator: "\n").filter { line in
-            ["ingest", "train-sft", "sample", "ingest-samples", "train", "evaluate"].contains { line.contains("] \($0): ") }
+            ["ingest", "train-sft", "sample", "ingest-samples", "train", "evaluate"].contains {
+                line.contains("] \($0): ")
+            }
         }
         #expect(stageLines.count == 2 * 6, "\(out2)")
         for line in stageLines { #expect(line.contains(": skipped (done): "), "not skipped: \(line)") }
         #expect(!out2.contains("to continue:"), "\(out2)")
         let second = try DemoEndToEndTests.json(dir + "/results.json")
-        #expect((second["evaluations"] as? [[String: Any]])?.map { $0["correct"] as? Int } == evaluations.map { $0["correct"] as? Int })
+        #expect(
+            (second["evaluations"] as? [[String: Any]])?.map { $0["correct"] as? Int }
+                == evaluations.map { $0["correct"] as? Int })
 
         // Another OREO learning rate: OREO is retrained and re-evaluated, everything else is reused.
         let (third, out3, err3) = try DemoCommandTests.oreo(DemoEndToEndTests.args(dir, ["--lr", "OREO=3e-4"]))
@@ -117,8 +131,11 @@ import Tokenizers
         let trainLines = out3.split(separator: "\n").filter { $0.contains("] train: ") }
         #expect(trainLines.count == 2)
         for line in trainLines {
-            for part in line.components(separatedBy: ", ") where part.contains(" updates") || part.contains("not trained") {
-                #expect(part.contains("OREO ") != (part.contains("(reused)") || part.contains("not trained")), "\(part) in \(line)")
+            for part in line.components(separatedBy: ", ")
+            where part.contains(" updates") || part.contains("not trained") {
+                #expect(
+                    part.contains("OREO ") != (part.contains("(reused)") || part.contains("not trained")),
+                    "\(part) in \(line)")
             }
         }
         for line in out3.split(separator: "\n") where line.contains("] evaluate: ") {
@@ -143,12 +160,17 @@ import Tokenizers
         // SFT checkpoints every 6 steps: kill once the first is there and before the run is over.
         let checkpoints = dir + "/seed-4/models/sft/run/checkpoints"
         let deadline = Date().addingTimeInterval(120)
-        while Date() < deadline, ((try? FileManager.default.contentsOfDirectory(atPath: checkpoints)) ?? []).filter({ !$0.contains(".tmp") }).isEmpty {
+        while Date() < deadline,
+            ((try? FileManager.default.contentsOfDirectory(atPath: checkpoints)) ?? []).filter({ !$0.contains(".tmp") })
+                .isEmpty
+        {
             usleep(2000)
         }
         kill(p.processIdentifier, SIGKILL)
         p.waitUntilExit()
-        let stopped = try String(contentsOfFile: dir + "/seed-4/models/sft/run/metrics.jsonl", encoding: .utf8).split(separator: "\n").count
+        let stopped = try String(contentsOfFile: dir + "/seed-4/models/sft/run/metrics.jsonl", encoding: .utf8).split(
+            separator: "\n"
+        ).count
         let (status, out, err) = try DemoCommandTests.oreo(args)
         #expect(status == 0, "\(err)")
         #expect(out.contains("[seed 4] train-sft: 60 updates"))
@@ -173,7 +195,9 @@ import Tokenizers
         for stage in ["train", "evaluate", "values"] {
             #expect(printed.contains { $0.hasPrefix("[seed 4] \(stage): skipped (budget): ") }, "\(stage):\n\(out)")
         }
-        #expect(printed.contains { $0.hasPrefix("cut by the time budget: ") && $0.contains("seed 4: OREO not trained") }, "\(out)")
+        #expect(
+            printed.contains { $0.hasPrefix("cut by the time budget: ") && $0.contains("seed 4: OREO not trained") },
+            "\(out)")
         #expect(printed.last == "to continue: oreo " + args.joined(separator: " "), "\(out)")
 
         // That command skips what is done.

@@ -7,7 +7,9 @@ import Demo
 @Suite struct GeneratorTests {
     static let sizes = SplitSizes(train: 2000, validation: 300, test: 300)
 
-    static func generator(_ seed: UInt64 = 1, _ edit: (inout ProblemConfig) -> Void = { _ in }) throws -> ProblemGenerator {
+    static func generator(_ seed: UInt64 = 1, _ edit: (inout ProblemConfig) -> Void = { _ in }) throws
+        -> ProblemGenerator
+    {
         var c = ProblemConfig()
         edit(&c)
         return try ProblemGenerator(config: c, seed: seed)
@@ -25,7 +27,9 @@ import Demo
             for (k, op) in p.operations.enumerated() {
                 switch op.operation {
                 case .add, .subtract: #expect((1...9).contains(op.operand))
-                case .multiply: #expect([2, 3].contains(op.operand)); multiplies += 1
+                case .multiply:
+                    #expect([2, 3].contains(op.operand))
+                    multiplies += 1
                 }
                 let next = op.operation.apply(v, op.operand)
                 #expect(next == p.values[k] && (0...99).contains(next))
@@ -65,7 +69,8 @@ import Demo
         #expect(p[0].solution == GeneratorTests.pinnedSolution)
     }
     static let pinnedCanonical = ["6|-2|-3", "20|+3|+5|*2|+2", "8|*2|*3"]
-    static let pinnedPrompt = "Ben starts with 6 apples. Next he drops 2 on the way home. He gives away 3. How many apples does Ben have in the end?\n"
+    static let pinnedPrompt =
+        "Ben starts with 6 apples. Next he drops 2 on the way home. He gives away 3. How many apples does Ben have in the end?\n"
     static let pinnedSolution = "6-2=4\n4-3=1\n#### 1"
 
     @Test func splitsNeverShareAProblem() throws {
@@ -75,7 +80,9 @@ import Demo
             let ids = Set(s[split].map(\.id))
             #expect(ids.count == s[split].count)
             for p in s[split] {
-                #expect(owner[p.canonical] == nil, "\(p.canonical) in \(split) and \(owner[p.canonical].map { "\($0)" } ?? "")")
+                #expect(
+                    owner[p.canonical] == nil,
+                    "\(p.canonical) in \(split) and \(owner[p.canonical].map { "\($0)" } ?? "")")
                 owner[p.canonical] = split
             }
         }
@@ -92,34 +99,61 @@ import Demo
     }
 
     @Test func sentenceStyleEndsInTheCalculation() throws {
-        let g = try GeneratorTests.generator(2) { $0.style = .sentence; $0.minSteps = 6; $0.maxSteps = 6 }
+        let g = try GeneratorTests.generator(2) {
+            $0.style = .sentence
+            $0.minSteps = 6
+            $0.maxSteps = 6
+        }
         for p in try g.problems(.test, count: 100) {
             #expect(p.steps.count == 6)
             for (k, line) in p.steps.enumerated() {
                 #expect(line.contains(": ") && line.hasSuffix("=\(p.values[k])"))
             }
-            #expect(p.key.check(p.solution) == SolutionCheck(reward: 1, finalAnswer: p.answer, firstWrongStep: nil, lineCount: 7))
+            #expect(
+                p.key.check(p.solution)
+                    == SolutionCheck(reward: 1, finalAnswer: p.answer, firstWrongStep: nil, lineCount: 7))
         }
     }
 
     @Test func operationsKnob() throws {
-        let g = try GeneratorTests.generator(6) { $0.operations = [.add, .multiply]; $0.maxSteps = 6 }
+        let g = try GeneratorTests.generator(6) {
+            $0.operations = [.add, .multiply]
+            $0.maxSteps = 6
+        }
         let ps = try g.problems(.train, count: 500)
-        #expect(ps.allSatisfy { $0.operations.allSatisfy { $0.operation != .subtract } && $0.values.allSatisfy { $0 <= 99 } })
+        #expect(
+            ps.allSatisfy {
+                $0.operations.allSatisfy { $0.operation != .subtract } && $0.values.allSatisfy { $0 <= 99 }
+            })
         #expect(ps.contains { $0.operations.contains { $0.operation == .multiply } })
         // Subtraction alone gets stuck at small values; those draws are redrawn, never out of bounds.
-        let down = try GeneratorTests.generator(6) { $0.operations = [.subtract]; $0.startRange = 2...4; $0.minSteps = 2; $0.maxSteps = 2; $0.operandRange = 1...2 }
+        let down = try GeneratorTests.generator(6) {
+            $0.operations = [.subtract]
+            $0.startRange = 2...4
+            $0.minSteps = 2
+            $0.maxSteps = 2
+            $0.operandRange = 1...2
+        }
         // 8 such problems exist; training owns 3 of them.
         let few = try down.problems(.train, count: 3)
         #expect(few.allSatisfy { $0.values.allSatisfy { $0 >= 0 } })
         #expect(throws: DemoError.self) { try down.problems(.train, count: 4) }
         #expect(throws: DemoError.self) { try GeneratorTests.generator { $0.operations = [] } }
-        #expect(throws: DemoError.self) { try GeneratorTests.generator { $0.operations = [.multiply]; $0.factors = [] } }
+        #expect(throws: DemoError.self) {
+            try GeneratorTests.generator {
+                $0.operations = [.multiply]
+                $0.factors = []
+            }
+        }
     }
 
     @Test func tooSmallAProblemSpaceIsAnErrorNotAHang() throws {
         let g = try GeneratorTests.generator { c in
-            c.minSteps = 1; c.maxSteps = 1; c.startRange = 2...3; c.operandRange = 1...1; c.factors = []
+            c.minSteps = 1
+            c.maxSteps = 1
+            c.startRange = 2...3
+            c.operandRange = 1...1
+            c.factors = []
         }
         // 2 starts x (+1 or -1) = 4 problems in all.
         #expect(throws: DemoError.self) { try g.problems(.train, count: 5) }
@@ -129,7 +163,11 @@ import Demo
     @Test func badKnobsAreRefused() {
         let edits: [(inout ProblemConfig) -> Void] = [
             { $0.minSteps = 0 }, { $0.maxSteps = 1 }, { $0.startRange = 0...120 }, { $0.operandRange = 0...3 },
-            { $0.maxValue = 5; $0.startRange = 2...5; $0.operandRange = 4...4 }, { $0.factors = [1] },
+            {
+                $0.maxValue = 5
+                $0.startRange = 2...5
+                $0.operandRange = 4...4
+            }, { $0.factors = [1] },
             { $0.multiplyProbability = 1.5 }, { $0.minValue = -1 },
         ]
         for edit in edits {

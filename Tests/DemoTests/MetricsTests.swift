@@ -7,10 +7,14 @@ import Demo
 @Suite struct MetricsTests {
     @Test func withinProblemAUCByHand() {
         let s = [
-            ScoredSample(problem: "a", score: 0.9, correct: true), ScoredSample(problem: "a", score: 0.5, correct: true),
-            ScoredSample(problem: "a", score: 0.4, correct: false), ScoredSample(problem: "a", score: 0.5, correct: false),
-            ScoredSample(problem: "b", score: 0.1, correct: true), ScoredSample(problem: "b", score: 0.2, correct: false),
-            ScoredSample(problem: "c", score: 0.3, correct: true), ScoredSample(problem: "c", score: 0.7, correct: true),
+            ScoredSample(problem: "a", score: 0.9, correct: true),
+            ScoredSample(problem: "a", score: 0.5, correct: true),
+            ScoredSample(problem: "a", score: 0.4, correct: false),
+            ScoredSample(problem: "a", score: 0.5, correct: false),
+            ScoredSample(problem: "b", score: 0.1, correct: true),
+            ScoredSample(problem: "b", score: 0.2, correct: false),
+            ScoredSample(problem: "c", score: 0.3, correct: true),
+            ScoredSample(problem: "c", score: 0.7, correct: true),
             ScoredSample(problem: "d", score: 0.3, correct: false),
         ]
         // a: (1 + 1 + 1 + 0.5) / 4 = 0.875; b: 0; c and d have one kind only.
@@ -19,8 +23,13 @@ import Demo
         // A scorer that is the verdict itself is perfect; its negation is perfectly wrong; a constant is 0.5.
         let flip = s.map { ScoredSample(problem: $0.problem, score: $0.correct ? 1 : 0, correct: $0.correct) }
         #expect(Metrics.withinProblemAUC(flip).auc == 1)
-        #expect(Metrics.withinProblemAUC(flip.map { ScoredSample(problem: $0.problem, score: -$0.score, correct: $0.correct) }).auc == 0)
-        #expect(Metrics.withinProblemAUC(s.map { ScoredSample(problem: $0.problem, score: 3, correct: $0.correct) }).auc == 0.5)
+        #expect(
+            Metrics.withinProblemAUC(
+                flip.map { ScoredSample(problem: $0.problem, score: -$0.score, correct: $0.correct) }
+            ).auc == 0)
+        #expect(
+            Metrics.withinProblemAUC(s.map { ScoredSample(problem: $0.problem, score: 3, correct: $0.correct) }).auc
+                == 0.5)
     }
 
     /// Against the Mann-Whitney U statistic from mid-ranks, per problem, on random scores with ties.
@@ -30,7 +39,9 @@ import Demo
         var expected: [Double] = []
         for p in 0..<200 {
             let n = rng.draw(2...12)
-            let group = (0..<n).map { _ in ScoredSample(problem: "p\(p)", score: Double(rng.draw(0...6)), correct: rng.chance(0.4)) }
+            let group = (0..<n).map { _ in
+                ScoredSample(problem: "p\(p)", score: Double(rng.draw(0...6)), correct: rng.chance(0.4))
+            }
             samples += group
             let nc = group.filter(\.correct).count, nw = n - nc
             guard nc > 0, nw > 0 else { continue }
@@ -51,16 +62,18 @@ import Demo
     @Test func valueChangeAtTheFirstWrongStep() {
         let traces = [
             StepValues(values: [0.5, 0.6, 0.2, 0.1], firstWrongStep: 1),  // right +0.1, wrong -0.4, after: ignored
-            StepValues(values: [0.3, 0.4, 0.6], firstWrongStep: nil),     // right +0.1, +0.2
-            StepValues(values: [0.3, 0.0], firstWrongStep: 0),            // wrong -0.3
-            StepValues(values: [0.3], firstWrongStep: 0),                 // no step: ignored
-            StepValues(values: [0.3, 0.5], firstWrongStep: 4),            // first wrong beyond the trace (a missing line)
+            StepValues(values: [0.3, 0.4, 0.6], firstWrongStep: nil),  // right +0.1, +0.2
+            StepValues(values: [0.3, 0.0], firstWrongStep: 0),  // wrong -0.3
+            StepValues(values: [0.3], firstWrongStep: 0),  // no step: ignored
+            StepValues(values: [0.3, 0.5], firstWrongStep: 4),  // first wrong beyond the trace (a missing line)
         ]
         let c = Metrics.stepValueChange(traces)
         #expect(c.firstWrongCount == 2 && c.correctCount == 4)
         #expect(abs(c.atFirstWrong! - (-0.35)) < 1e-12)
         #expect(abs(c.atCorrect! - (0.1 + 0.1 + 0.2 + 0.2) / 4) < 1e-12)
-        #expect(Metrics.stepValueChange([]) == StepValueChange(atFirstWrong: nil, firstWrongCount: 0, atCorrect: nil, correctCount: 0))
+        #expect(
+            Metrics.stepValueChange([])
+                == StepValueChange(atFirstWrong: nil, firstWrongCount: 0, atCorrect: nil, correctCount: 0))
     }
 
     @Test func pearsonByHand() {
@@ -69,7 +82,8 @@ import Demo
         #expect(abs(Metrics.pearson([1, 2, 3], [10, 20, 30])! - 1) < 1e-12)
         #expect(abs(Metrics.pearson([1, 2, 3], [3, 2, 1])! + 1) < 1e-12)
         #expect(Metrics.pearson([1, 1, 1], [1, 2, 3]) == nil && Metrics.pearson([1], [1]) == nil)
-        let (r, n) = Metrics.promptValueCorrelation(values: ["a": 1, "b": 2, "c": 3, "x": 9], successRate: ["a": 0.1, "b": 0.2, "c": 0.3, "y": 1])
+        let (r, n) = Metrics.promptValueCorrelation(
+            values: ["a": 1, "b": 2, "c": 3, "x": 9], successRate: ["a": 0.1, "b": 0.2, "c": 0.3, "y": 1])
         #expect(n == 3 && abs(r! - 1) < 1e-12)
     }
 

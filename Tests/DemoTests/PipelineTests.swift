@@ -19,7 +19,9 @@ struct RecordingTrainer: DemoTrainer {
         log.requests.withLock { $0.append(r) }
         try FileManager.default.createDirectory(atPath: r.output, withIntermediateDirectories: true)
         progress(HookProgress(done: 1, total: 1, unit: "steps"))
-        return TrainedModel(method: r.method, checkpoint: r.output, hasValueHead: [.oreo, .dqo].contains(r.method), seconds: 0, updates: 1)
+        return TrainedModel(
+            method: r.method, checkpoint: r.output, hasValueHead: [.oreo, .dqo].contains(r.method), seconds: 0,
+            updates: 1)
     }
 }
 
@@ -30,30 +32,41 @@ struct ScriptedPolicy: DemoSampler, DemoEvaluator {
 
     func ids(_ prompt: String, right: Bool) -> SampledResponse {
         let key = prompts[prompt]!
-        let text = right ? key.values.map { "\($0)+0=\($0)" }.joined(separator: "\n") + "\n#### \(key.answer)" : "1+1=3\n#### -1"
-        return SampledResponse(promptIds: [TaskTokenizer.bosId] + tokenizer.encode(prompt), responseIds: tokenizer.encode(text) + [TaskTokenizer.eosId])
+        let text =
+            right
+            ? key.values.map { "\($0)+0=\($0)" }.joined(separator: "\n") + "\n#### \(key.answer)" : "1+1=3\n#### -1"
+        return SampledResponse(
+            promptIds: [TaskTokenizer.bosId] + tokenizer.encode(prompt),
+            responseIds: tokenizer.encode(text) + [TaskTokenizer.eosId])
     }
 
-    func sample(_ model: TrainedModel, prompts: [PromptRecord], count: Int, temperature: Double, maxTokens: Int, seed: UInt64,
-                threads: Int, progress: @escaping @Sendable (HookProgress) -> Void) throws -> [[SampledResponse]] {
+    func sample(
+        _ model: TrainedModel, prompts: [PromptRecord], count: Int, temperature: Double, maxTokens: Int, seed: UInt64,
+        threads: Int, progress: @escaping @Sendable (HookProgress) -> Void
+    ) throws -> [[SampledResponse]] {
         prompts.enumerated().map { i, p in (0..<count).map { k in ids(p.prompt, right: (i + k) % 3 == 0) } }
     }
 
-    func decode(_ model: TrainedModel, prompts: [PromptRecord], decoding: Decoding, maxTokens: Int, seed: UInt64,
-                threads: Int, progress: @escaping @Sendable (HookProgress) -> Void) throws -> [DecodedAnswer] {
+    func decode(
+        _ model: TrainedModel, prompts: [PromptRecord], decoding: Decoding, maxTokens: Int, seed: UInt64,
+        threads: Int, progress: @escaping @Sendable (HookProgress) -> Void
+    ) throws -> [DecodedAnswer] {
         // Wider beams answer more prompts right, so rows differ; greedy answers every other one.
         prompts.enumerated().map { i, p in
             let r = ids(p.prompt, right: i % (decoding.isGreedy ? 2 : 1 + decoding.width) == 0 || decoding.width >= 4)
-            return DecodedAnswer(responseIds: r.responseIds, tokensGenerated: r.responseIds.count * decoding.width,
-                                 candidatesScored: decoding.isGreedy ? 0 : decoding.width * decoding.width)
+            return DecodedAnswer(
+                responseIds: r.responseIds, tokensGenerated: r.responseIds.count * decoding.width,
+                candidatesScored: decoding.isGreedy ? 0 : decoding.width * decoding.width)
         }
     }
 
     func scorers(for model: TrainedModel) -> [String] { model.hasValueHead ? ["value"] : [] }
 
     /// V = 0.5 at the prompt, then 0.8 after right steps and 0.1 from the first "1+1=3" on.
-    func scores(_ model: TrainedModel, scorer: String, samples: [SampledResponse], stepEnds: [[Int]], threads: Int,
-                progress: @escaping @Sendable (HookProgress) -> Void) throws -> [[Double]] {
+    func scores(
+        _ model: TrainedModel, scorer: String, samples: [SampledResponse], stepEnds: [[Int]], threads: Int,
+        progress: @escaping @Sendable (HookProgress) -> Void
+    ) throws -> [[Double]] {
         try zip(samples, stepEnds).map { s, ends in
             var v = [0.5]
             var start = 0
@@ -90,11 +103,16 @@ struct ScriptedPolicy: DemoSampler, DemoEvaluator {
         let dir = DemoTestSupport.tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let events = Events()
-        let outcome = try DemoPipeline(config: PipelineTests.config(dir)).run { e in events.list.withLock { $0.append(e) } }
+        let outcome = try DemoPipeline(config: PipelineTests.config(dir)).run { e in
+            events.list.withLock { $0.append(e) }
+        }
         #expect(outcome.report.evaluations.isEmpty && outcome.report.valueQuality.isEmpty)
         #expect(outcome.report.notes.contains { $0.hasPrefix("Training did not run") })
         let skipped = events.stages { if case .skipped(let s, _, _, _) = $0 { s } else { nil } }
-        #expect(skipped == Array(repeating: [.trainSFT, .sample, .ingestSamples, .train, .evaluate, .values], count: 2).flatMap { $0 })
+        #expect(
+            skipped
+                == Array(repeating: [.trainSFT, .sample, .ingestSamples, .train, .evaluate, .values], count: 2).flatMap
+            { $0 })
         let finished = events.stages { if case .finished(let s, _, _, _) = $0 { s } else { nil } }
         #expect(finished == [.tokenizer, .generate, .write, .ingest, .generate, .write, .ingest, .report])
         // The datasets are there and hold the worked solutions.
@@ -132,11 +150,14 @@ struct ScriptedPolicy: DemoSampler, DemoEvaluator {
         for seed in config.seeds {
             for p in try ProblemGenerator(config: config.task, seed: seed).splits(config.sizes).train
                 + (try ProblemGenerator(config: config.task, seed: seed).splits(config.sizes).validation)
-                + (try ProblemGenerator(config: config.task, seed: seed).splits(config.sizes).test) { keys[p.prompt] = p.key }
+                + (try ProblemGenerator(config: config.task, seed: seed).splits(config.sizes).test)
+            { keys[p.prompt] = p.key }
         }
         let policy = ScriptedPolicy(tokenizer: tok, prompts: keys)
         let log = CallLog()
-        let outcome = try DemoPipeline(config: config, hooks: DemoHooks(trainer: RecordingTrainer(log: log), sampler: policy, evaluator: policy)).run()
+        let outcome = try DemoPipeline(
+            config: config, hooks: DemoHooks(trainer: RecordingTrainer(log: log), sampler: policy, evaluator: policy)
+        ).run()
 
         // SFT from scratch on the worked solutions, then every method from SFT on the samples.
         let requests = log.requests.withLock { $0 }
@@ -144,18 +165,24 @@ struct ScriptedPolicy: DemoSampler, DemoEvaluator {
         let sft = requests[0]
         #expect(sft.initialization == nil && sft.reference == nil && sft.data.hasSuffix("seed-1/shards/sft-train"))
         for r in requests.dropFirst().prefix(5) {
-            #expect(r.initialization == sft.output && r.reference == sft.output && r.data.hasSuffix("seed-1/shards/samples"))
+            #expect(
+                r.initialization == sft.output && r.reference == sft.output && r.data.hasSuffix("seed-1/shards/samples")
+            )
         }
         // Each method gets what is left of the methods' share over the methods still to train: the doubles
         // take no time, so later ones inherit the first ones' unused time.
         let plan = BudgetPlan(total: 60, seeds: 2, methods: 5)
         let budgets = requests.dropFirst().prefix(5).map(\.timeBudget)
-        #expect(abs(budgets[0] - plan.perMethod) < 0.5 && budgets.last! > 4 * plan.perMethod && budgets.last! <= plan.allMethods)
+        #expect(
+            abs(budgets[0] - plan.perMethod) < 0.5 && budgets.last! > 4 * plan.perMethod
+                && budgets.last! <= plan.allMethods)
         // The samples were labeled by the verifier and ingested with their ids: one in three is right.
         let samples = try Dataset(directory: outcome.seeds[0].samplesData!)
         #expect(samples.manifest.counts.trajectories == 60 * 3)
         var rewards = 0.0
-        for s in samples.shards { for i in 0..<s.trajectoryCount { rewards += Double(try s.cursor().trajectory(i).reward) } }
+        for s in samples.shards {
+            for i in 0..<s.trajectoryCount { rewards += Double(try s.cursor().trajectory(i).reward) }
+        }
         #expect(rewards == 60)
 
         // Greedy: every other test problem right (10 of 20); B=2: every third (7 of 20); B=4: all.
@@ -186,15 +213,22 @@ struct ScriptedPolicy: DemoSampler, DemoEvaluator {
         }
         let absolute = strings(json).filter { $0.hasPrefix("/") || $0.contains(dir) }
         #expect(absolute.isEmpty, "absolute paths in results.json: \(absolute.prefix(3))")
-        let answers = ((json as? [String: Any])?["evaluations"] as? [[String: Any]] ?? []).compactMap { $0["answers"] as? String }
+        let answers = ((json as? [String: Any])?["evaluations"] as? [[String: Any]] ?? []).compactMap {
+            $0["answers"] as? String
+        }
         #expect(answers.count == r.evaluations.count)
-        for a in answers { #expect(FileManager.default.fileExists(atPath: dir + "/" + a), "\(a) is not a file in the run directory") }
+        for a in answers {
+            #expect(FileManager.default.fileExists(atPath: dir + "/" + a), "\(a) is not a file in the run directory")
+        }
         #expect(FileManager.default.fileExists(atPath: dir + "/search-tokens.svg"))
     }
 
     @Test func seedsSideBySideGiveWhatSeedsInTurnGive() throws {
         let dir = DemoTestSupport.tempDir(), dir2 = DemoTestSupport.tempDir()
-        defer { try? FileManager.default.removeItem(atPath: dir); try? FileManager.default.removeItem(atPath: dir2) }
+        defer {
+            try? FileManager.default.removeItem(atPath: dir)
+            try? FileManager.default.removeItem(atPath: dir2)
+        }
         var config = PipelineTests.config(dir)
         config.seeds = [1, 2, 3]
         _ = try DemoPipeline(config: config).run()
@@ -205,16 +239,23 @@ struct ScriptedPolicy: DemoSampler, DemoEvaluator {
             for p in s.train + s.validation + s.test { keys[p.prompt] = p.key }
         }
         let policy = ScriptedPolicy(tokenizer: tok, prompts: keys)
-        let inTurn = try DemoPipeline(config: config, hooks: DemoHooks(trainer: RecordingTrainer(log: CallLog()), sampler: policy, evaluator: policy)).run()
+        let inTurn = try DemoPipeline(
+            config: config,
+            hooks: DemoHooks(trainer: RecordingTrainer(log: CallLog()), sampler: policy, evaluator: policy)
+        ).run()
         var parallel = config
         parallel.output = dir2
         parallel.parallelSeeds = 3
         let log = CallLog()
-        let sideBySide = try DemoPipeline(config: parallel, hooks: DemoHooks(trainer: RecordingTrainer(log: log), sampler: policy, evaluator: policy)).run()
+        let sideBySide = try DemoPipeline(
+            config: parallel, hooks: DemoHooks(trainer: RecordingTrainer(log: log), sampler: policy, evaluator: policy)
+        ).run()
         // Every seed trained all six methods, each with a third of the budget's rounds (all three in one round).
         #expect(log.requests.withLock { $0 }.count == 18)
         #expect(log.requests.withLock { $0 }.allSatisfy { $0.threads == 1 })
-        let strip = { (e: [Evaluation]) in e.map { [$0.method, $0.decoding.label, "\($0.seed)", "\($0.correct)", "\($0.tokensGenerated)"] } }
+        let strip = { (e: [Evaluation]) in
+            e.map { [$0.method, $0.decoding.label, "\($0.seed)", "\($0.correct)", "\($0.tokensGenerated)"] }
+        }
         #expect(strip(inTurn.report.evaluations) == strip(sideBySide.report.evaluations))
         #expect(inTurn.report.valueQuality == sideBySide.report.valueQuality)
         #expect(inTurn.report.samples == sideBySide.report.samples)
@@ -242,8 +283,10 @@ struct ScriptedPolicy: DemoSampler, DemoEvaluator {
         let policy = ScriptedPolicy(tokenizer: tok, prompts: keys)
         let log = CallLog()
         let events = Events()
-        let outcome = try DemoPipeline(config: config, hooks: DemoHooks(trainer: RecordingTrainer(log: log), sampler: policy, evaluator: policy))
-            .run { e in events.list.withLock { $0.append(e) } }
+        let outcome = try DemoPipeline(
+            config: config, hooks: DemoHooks(trainer: RecordingTrainer(log: log), sampler: policy, evaluator: policy)
+        )
+        .run { e in events.list.withLock { $0.append(e) } }
         #expect(log.requests.withLock { $0 }.map(\.method) == [.sft])
         #expect(outcome.report.evaluations.isEmpty && outcome.report.valueQuality.isEmpty)
         let notes = outcome.report.notes
@@ -251,15 +294,21 @@ struct ScriptedPolicy: DemoSampler, DemoEvaluator {
         #expect(notes.contains { $0.contains("decodings not run: the time budget ran out") })
         #expect(notes.contains { $0.contains("value metrics not measured") })
         // The stages the budget left out say so, and the run says it is not complete.
-        let leftOut = events.stages { if case .skipped(let s, _, let status, _) = $0, status == .leftOut { s } else { nil } }
+        let leftOut = events.stages {
+            if case .skipped(let s, _, let status, _) = $0, status == .leftOut { s } else { nil }
+        }
         #expect(leftOut == [.train, .evaluate, .values])
-        #expect(outcome.unfinished.count == 5 + 2 && outcome.unfinished.contains("seed 1: OREO not trained"), "\(outcome.unfinished)")
+        #expect(
+            outcome.unfinished.count == 5 + 2 && outcome.unfinished.contains("seed 1: OREO not trained"),
+            "\(outcome.unfinished)")
 
         // With time, the next run in the same directory does the rest, skipping what is done.
         config.timeBudget = 60
         let again = Events()
-        let rest = try DemoPipeline(config: config, hooks: DemoHooks(trainer: RecordingTrainer(log: log), sampler: policy, evaluator: policy))
-            .run { e in again.list.withLock { $0.append(e) } }
+        let rest = try DemoPipeline(
+            config: config, hooks: DemoHooks(trainer: RecordingTrainer(log: log), sampler: policy, evaluator: policy)
+        )
+        .run { e in again.list.withLock { $0.append(e) } }
         #expect(rest.report.notes.allSatisfy { !$0.contains("time budget") })
         #expect(rest.report.summary("OREO", .beam(width: 4, scorer: "value")) != nil)
         #expect(rest.unfinished.isEmpty)
@@ -267,7 +316,9 @@ struct ScriptedPolicy: DemoSampler, DemoEvaluator {
             if case .finished(let s, _, let summary, _) = e { (s, summary) } else { nil }
         }
         for stage in [DemoStage.ingest, .sample, .ingestSamples] {
-            #expect(summaries.contains { $0.0 == stage && $0.1.hasPrefix("skipped (done): ") }, "\(stage.rawValue): \(summaries)")
+            #expect(
+                summaries.contains { $0.0 == stage && $0.1.hasPrefix("skipped (done): ") },
+                "\(stage.rawValue): \(summaries)")
         }
         #expect(summaries.contains { $0.0 == .train && !$0.1.contains("skipped") })
     }
@@ -276,7 +327,8 @@ struct ScriptedPolicy: DemoSampler, DemoEvaluator {
     struct CutTrainer: DemoTrainer {
         func train(_ r: TrainRequest, progress: @escaping @Sendable (HookProgress) -> Void) throws -> TrainedModel {
             try FileManager.default.createDirectory(atPath: r.output, withIntermediateDirectories: true)
-            var m = TrainedModel(method: r.method, checkpoint: r.output, hasValueHead: false, seconds: 0, updates: 5, plannedUpdates: 10)
+            var m = TrainedModel(
+                method: r.method, checkpoint: r.output, hasValueHead: false, seconds: 0, updates: 5, plannedUpdates: 10)
             m.continuedFrom = 3
             return m
         }
@@ -288,13 +340,20 @@ struct ScriptedPolicy: DemoSampler, DemoEvaluator {
         var config = PipelineTests.config(dir)
         config.seeds = [1]
         let events = Events()
-        let outcome = try DemoPipeline(config: config, hooks: DemoHooks(trainer: CutTrainer())).run { e in events.list.withLock { $0.append(e) } }
+        let outcome = try DemoPipeline(config: config, hooks: DemoHooks(trainer: CutTrainer())).run { e in
+            events.list.withLock { $0.append(e) }
+        }
         let sft = events.list.withLock { $0 }.compactMap { e -> String? in
             if case .finished(.trainSFT, _, let summary, _) = e { summary } else { nil }
         }
         #expect(sft.count == 1 && sft[0].hasPrefix("5 updates in "), "\(sft)")
-        #expect(sft.first?.contains(" s (continued from step 3; stopped by the time budget after 5 of 10 updates) -> ") == true, "\(sft)")
-        #expect(outcome.unfinished == ["seed 1: SFT continued from step 3; stopped by the time budget after 5 of 10 updates"])
+        #expect(
+            sft.first?.contains(" s (continued from step 3; stopped by the time budget after 5 of 10 updates) -> ")
+                == true, "\(sft)")
+        #expect(
+            outcome.unfinished == [
+                "seed 1: SFT continued from step 3; stopped by the time budget after 5 of 10 updates"
+            ])
     }
 
     @Test func badSettingsAreRefused() {

@@ -1,6 +1,6 @@
 import Foundation
 #if canImport(FoundationXML)
-import FoundationXML
+    import FoundationXML
 #endif
 import Testing
 import Demo
@@ -11,31 +11,50 @@ import Demo
     static let report: ResultsReport = {
         var ms: [Evaluation] = []
         for (k, seed) in [UInt64(1), 2, 3].enumerated() {
-            ms.append(Evaluation(method: "SFT", decoding: .greedy, seed: seed, correct: 360 + 10 * k, total: 1000, tokensGenerated: 30_000))
-            ms.append(Evaluation(method: "OREO", decoding: .greedy, seed: seed, correct: 370 + 20 * k, total: 1000, tokensGenerated: 31_000))
+            ms.append(
+                Evaluation(
+                    method: "SFT", decoding: .greedy, seed: seed, correct: 360 + 10 * k, total: 1000,
+                    tokensGenerated: 30_000))
+            ms.append(
+                Evaluation(
+                    method: "OREO", decoding: .greedy, seed: seed, correct: 370 + 20 * k, total: 1000,
+                    tokensGenerated: 31_000))
             if seed != 2 {
-                ms.append(Evaluation(method: "RFT", decoding: .greedy, seed: seed, correct: 350, total: 1000, tokensGenerated: 29_000))
+                ms.append(
+                    Evaluation(
+                        method: "RFT", decoding: .greedy, seed: seed, correct: 350, total: 1000, tokensGenerated: 29_000
+                    ))
             }
             for w in [2, 4, 8] {
-                ms.append(Evaluation(method: "OREO", decoding: .beam(width: w, scorer: "value"), seed: seed, correct: 380 + 5 * w + k,
-                                      total: 1000, tokensGenerated: 31_000 * w * w, candidatesScored: 4_000 * w * w))
-                ms.append(Evaluation(method: "OREO", decoding: .beam(width: w, scorer: "logprob"), seed: seed, correct: 360 + w,
-                                      total: 1000, tokensGenerated: 31_000 * w * w, candidatesScored: 4_000 * w * w))
+                ms.append(
+                    Evaluation(
+                        method: "OREO", decoding: .beam(width: w, scorer: "value"), seed: seed,
+                        correct: 380 + 5 * w + k,
+                        total: 1000, tokensGenerated: 31_000 * w * w, candidatesScored: 4_000 * w * w))
+                ms.append(
+                    Evaluation(
+                        method: "OREO", decoding: .beam(width: w, scorer: "logprob"), seed: seed, correct: 360 + w,
+                        total: 1000, tokensGenerated: 31_000 * w * w, candidatesScored: 4_000 * w * w))
             }
         }
-        let vq = ValueQuality(method: "OREO", seed: 1, auc: WithinProblemAUC(auc: 0.55, problems: 640, pairs: 9000),
-                              stepChange: StepValueChange(atFirstWrong: -0.05, firstWrongCount: 500, atCorrect: 0.01, correctCount: 3000),
-                              promptCorrelation: 0.56, correlationProblems: 1000)
-        return ResultsReport(title: "oreo demo", settings: [("seeds", "1, 2, 3"), ("train problems", "5000")],
-                             evaluations: ms, valueQuality: [vq], notes: ["a note"])
+        let vq = ValueQuality(
+            method: "OREO", seed: 1, auc: WithinProblemAUC(auc: 0.55, problems: 640, pairs: 9000),
+            stepChange: StepValueChange(atFirstWrong: -0.05, firstWrongCount: 500, atCorrect: 0.01, correctCount: 3000),
+            promptCorrelation: 0.56, correlationProblems: 1000)
+        return ResultsReport(
+            title: "oreo demo", settings: [("seeds", "1, 2, 3"), ("train problems", "5000")],
+            evaluations: ms, valueQuality: [vq], notes: ["a note"])
     }()
 
     @Test func summariesOverSeeds() throws {
         let r = ReportTests.report
         #expect(r.methods == ["SFT", "RFT", "OREO"])
         #expect(r.seeds == [1, 2, 3])
-        #expect(r.decodings.map(\.label) == ["greedy", "beam B=2 (logprob)", "beam B=4 (logprob)", "beam B=8 (logprob)",
-                                             "beam B=2 (value)", "beam B=4 (value)", "beam B=8 (value)"])
+        #expect(
+            r.decodings.map(\.label) == [
+                "greedy", "beam B=2 (logprob)", "beam B=4 (logprob)", "beam B=8 (logprob)",
+                "beam B=2 (value)", "beam B=4 (value)", "beam B=8 (value)",
+            ])
         let s = try #require(r.summary("OREO", .greedy))
         #expect(s.perSeed.map(\.accuracy) == [0.37, 0.39, 0.41])
         #expect(abs(s.accuracy.mean - 0.39) < 1e-12 && abs(s.accuracy.standardDeviation - 0.02) < 1e-12)
@@ -50,10 +69,16 @@ import Demo
         let md = ReportTests.report.markdown
         let lines = md.split(separator: "\n").map(String.init)
         let header = lines.first { $0.hasPrefix("| method | seed 1") }
-        #expect(header == "| method | seed 1 | seed 2 | seed 3 | greedy mean ± sd | greedy − SFT | beam B=2 (logprob) | beam B=4 (logprob) | beam B=8 (logprob) | beam B=2 (value) | beam B=4 (value) | beam B=8 (value) | greedy tokens / problem |")
+        #expect(
+            header
+                == "| method | seed 1 | seed 2 | seed 3 | greedy mean ± sd | greedy − SFT | beam B=2 (logprob) | beam B=4 (logprob) | beam B=8 (logprob) | beam B=2 (value) | beam B=4 (value) | beam B=8 (value) | greedy tokens / problem |"
+        )
         #expect(lines.contains("| SFT | 36.0 | 37.0 | 38.0 | 37.0 ± 1.0 | – | – | – | – | – | – | – | 30.0 |"))
         #expect(lines.contains("| RFT | 35.0 | – | 35.0 | 35.0 ± 0.0 | -2.0 ± 1.4 | – | – | – | – | – | – | 29.0 |"))
-        #expect(lines.contains("| OREO | 37.0 | 39.0 | 41.0 | 39.0 ± 2.0 | +2.0 ± 1.0 | 36.2 ± 0.0 | 36.4 ± 0.0 | 36.8 ± 0.0 | 39.1 ± 0.1 | 40.1 ± 0.1 | 42.1 ± 0.1 | 31.0 |"))
+        #expect(
+            lines.contains(
+                "| OREO | 37.0 | 39.0 | 41.0 | 39.0 ± 2.0 | +2.0 ± 1.0 | 36.2 ± 0.0 | 36.4 ± 0.0 | 36.8 ± 0.0 | 39.1 ± 0.1 | 40.1 ± 0.1 | 42.1 ± 0.1 | 31.0 |"
+            ))
         #expect(lines.contains("| OREO | beam B=8 (value) | 3 | 42.1 ± 0.1 | +5.1 ± 0.9 | 1984.0 | 256.0 |"))
         #expect(lines.contains("| OREO | value | 1 | 0.550 | 640 | -0.050 | 0.010 | 0.560 |"))
         #expect(lines.contains("| OREO | value | 1 | 0.550 | -0.050 | 0.010 |"))  // the summary over seeds
@@ -62,7 +87,11 @@ import Demo
         var width = 0
         for l in lines where l.hasPrefix("|") {
             let cells = l.split(separator: "|", omittingEmptySubsequences: false).count
-            if l.hasPrefix("| method") || l.hasPrefix("| setting") { width = cells } else { #expect(cells == width, "\(l)") }
+            if l.hasPrefix("| method") || l.hasPrefix("| setting") {
+                width = cells
+            } else {
+                #expect(cells == width, "\(l)")
+            }
         }
         #expect(ResultsReport(title: "empty").markdown.contains("No evaluations were run."))
     }
@@ -73,10 +102,15 @@ import Demo
         let ms = try #require(root["evaluations"] as? [[String: Any]])
         #expect(ms.count == r.evaluations.count)
         let first = ms[0]
-        #expect(first["method"] as? String == "SFT" && first["accuracy"] as? Double == 0.36 && first["seconds"] is NSNull)
+        #expect(
+            first["method"] as? String == "SFT" && first["accuracy"] as? Double == 0.36 && first["seconds"] is NSNull)
         let sums = try #require(root["summary"] as? [[String: Any]])
         #expect(sums.count == 3 + 6)
-        let oreo = try #require(sums.first { $0["method"] as? String == "OREO" && ($0["decoding"] as? [String: Any])?["search"] as? String == "greedy" })
+        let oreo = try #require(
+            sums.first {
+                $0["method"] as? String == "OREO"
+                    && ($0["decoding"] as? [String: Any])?["search"] as? String == "greedy"
+            })
         let acc = try #require(oreo["accuracy"] as? [String: Any])
         #expect(acc["mean"] as? Double == 0.39 && acc["sd"] as? Double == 0.02 && acc["n"] as? Int == 3)
         #expect(oreo["accuracy_per_seed"] as? [Double] == [0.37, 0.39, 0.41])
@@ -91,7 +125,10 @@ import Demo
         let dir = DemoTestSupport.tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let paths = try ReportTests.report.write(directory: dir)
-        #expect(paths.map { ($0 as NSString).lastPathComponent } == ["results.md", "results.json", "search-tokens.svg", "search-candidates.svg"])
+        #expect(
+            paths.map { ($0 as NSString).lastPathComponent } == [
+                "results.md", "results.json", "search-tokens.svg", "search-candidates.svg",
+            ])
         let left = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.contains(".tmp-") }
         #expect(left.isEmpty)
     }
@@ -99,7 +136,13 @@ import Demo
 
 /// An SVG read back: every element with its attributes and the classes of the groups around it.
 final class SVGDocument: NSObject, XMLParserDelegate {
-    struct Element { var name: String; var attributes: [String: String]; var groups: [String]; var groupNames: [String]; var text = "" }
+    struct Element {
+        var name: String
+        var attributes: [String: String]
+        var groups: [String]
+        var groupNames: [String]
+        var text = ""
+    }
     var elements: [Element] = []
     private var stack: [(cls: String, name: String)] = []
     private var open: [Int] = []
@@ -111,9 +154,12 @@ final class SVGDocument: NSObject, XMLParserDelegate {
         guard parser.parse() else { return nil }
     }
 
-    func parser(_ parser: XMLParser, didStartElement name: String, namespaceURI: String?, qualifiedName: String?,
-                attributes: [String: String] = [:]) {
-        elements.append(Element(name: name, attributes: attributes, groups: stack.map(\.cls), groupNames: stack.map(\.name)))
+    func parser(
+        _ parser: XMLParser, didStartElement name: String, namespaceURI: String?, qualifiedName: String?,
+        attributes: [String: String] = [:]
+    ) {
+        elements.append(
+            Element(name: name, attributes: attributes, groups: stack.map(\.cls), groupNames: stack.map(\.name)))
         open.append(elements.count - 1)
         stack.append((attributes["class"] ?? "", attributes["data-name"] ?? ""))
     }
@@ -156,7 +202,9 @@ final class SVGDocument: NSObject, XMLParserDelegate {
         let report = ReportTests.report
         let plot = report.searchPlot(x: x)
         let doc = try #require(SVGDocument(plot.svg), "the SVG is not well-formed XML")
-        #expect(doc.elements.first?.name == "svg" && doc.elements.first?.attributes["xmlns"] == "http://www.w3.org/2000/svg")
+        #expect(
+            doc.elements.first?.name == "svg" && doc.elements.first?.attributes["xmlns"] == "http://www.w3.org/2000/svg"
+        )
         // One line per method and scorer (OREO has two scorers), SFT and RFT as single greedy points.
         #expect(plot.series.map(\.name) == ["SFT · greedy", "RFT · greedy", "OREO · value", "OREO · logprob"])
         #expect(plot.series.map(\.dashed) == [false, false, false, true])
@@ -181,9 +229,12 @@ final class SVGDocument: NSObject, XMLParserDelegate {
             }
             // The line joins the markers in order, in the series' colour, which the legend repeats.
             let line = try #require(doc.all("polyline").first { $0.groupNames.contains(s.name) })
-            #expect(line.attributes["points"] == circles.map { "\($0.attributes["cx"]!),\($0.attributes["cy"]!)" }.joined(separator: " "))
+            #expect(
+                line.attributes["points"]
+                    == circles.map { "\($0.attributes["cx"]!),\($0.attributes["cy"]!)" }.joined(separator: " "))
             #expect(line.attributes["stroke"] == s.color)
-            let legend = try #require(doc.elements.first { $0.attributes["class"] == "legend-item" && $0.attributes["data-name"] == s.name })
+            let legend = try #require(
+                doc.elements.first { $0.attributes["class"] == "legend-item" && $0.attributes["data-name"] == s.name })
             _ = legend
             let legendLine = try #require(doc.all("line", in: "legend").first { $0.groupNames.contains(s.name) })
             #expect(legendLine.attributes["stroke"] == s.color)
@@ -201,8 +252,10 @@ final class SVGDocument: NSObject, XMLParserDelegate {
     }
 
     @Test func ticksCoverTheData() {
-        let cases: [(Double, Double, Bool)] = [(0.31, 0.47, false), (0, 1, false), (5, 5, false), (-3, 7, false),
-                                              (31, 1984, true), (1, 256, true), (0.5, 3, true), (12, 13, true)]
+        let cases: [(Double, Double, Bool)] = [
+            (0.31, 0.47, false), (0, 1, false), (5, 5, false), (-3, 7, false),
+            (31, 1984, true), (1, 256, true), (0.5, 3, true), (12, 13, true),
+        ]
         for (lo, hi, log) in cases {
             let t = LinePlot.ticks(lo, hi, log: log)
             #expect(t.count >= 2 && t.count <= 12, "\(lo)...\(hi): \(t)")
@@ -212,8 +265,12 @@ final class SVGDocument: NSObject, XMLParserDelegate {
     }
 
     @Test func namesAreEscaped() throws {
-        let plot = LinePlot(title: "a < b & \"c\"", xLabel: "x", yLabel: "y", logX: false,
-                            series: [LinePlot.Series(name: "<A&B>", points: [.init(x: 1, y: 2), .init(x: 2, y: 3, yError: 0.5)], color: "#000000")])
+        let plot = LinePlot(
+            title: "a < b & \"c\"", xLabel: "x", yLabel: "y", logX: false,
+            series: [
+                LinePlot.Series(
+                    name: "<A&B>", points: [.init(x: 1, y: 2), .init(x: 2, y: 3, yError: 0.5)], color: "#000000")
+            ])
         let doc = try #require(SVGDocument(plot.svg))
         #expect(doc.all("title").first?.text == "a < b & \"c\"")
         #expect(doc.all("line").filter { $0.attributes["class"] == "error-bar" }.count == 1)

@@ -25,8 +25,10 @@ import Tokenizers
     @Test func sftLinesIngestToPromptStepsAndEOS() throws {
         let (dir, paths, tok) = try TaskFilesTests.setUp()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let summary = try IngestJob(inputs: [paths.sftTrain], output: dir + "/sft", vocab: IngestVocabulary(tok),
-                                    options: IngestOptions()).run()
+        let summary = try IngestJob(
+            inputs: [paths.sftTrain], output: dir + "/sft", vocab: IngestVocabulary(tok),
+            options: IngestOptions()
+        ).run()
         #expect(summary.written == 300 && summary.rejected == 0)
         let verifier = TaskVerifier(tokenizer: tok)
         for (p, t) in zip(TaskFilesTests.splits.train, try TaskFilesTests.trajectories(dir + "/sft")) {
@@ -40,7 +42,12 @@ import Tokenizers
             #expect(t.stepEnds.count == p.solutionLines.count)
             #expect(t.stepEnds.map { Int($0) - t.promptLength } == verifier.lineEnds(response))
             let (check, finished) = try verifier.check(p.key, responseIds: response)
-            #expect(finished && check == SolutionCheck(reward: 1, finalAnswer: p.answer, firstWrongStep: nil, lineCount: p.solutionLines.count))
+            #expect(
+                finished
+                    && check
+                        == SolutionCheck(
+                            reward: 1, finalAnswer: p.answer, firstWrongStep: nil, lineCount: p.solutionLines.count)
+            )
         }
     }
 
@@ -65,7 +72,9 @@ import Tokenizers
         var records: [SampleRecord] = []
         for (k, r) in responses.enumerated() {
             let (check, finished) = try verifier.check(p.key, responseIds: r)
-            records.append(SampleRecord(problemId: p.id, index: k, promptIds: prompt, responseIds: r, check: check, finished: finished))
+            records.append(
+                SampleRecord(
+                    problemId: p.id, index: k, promptIds: prompt, responseIds: r, check: check, finished: finished))
         }
         #expect(records.map(\.reward) == [1, 0, 0, 1])  // the last one reaches the answer after a junk line
         #expect(records.map(\.check.firstWrongStep) == [nil, 1, nil, 0])
@@ -73,7 +82,9 @@ import Tokenizers
         try TaskFiles.write(records.map(TaskFiles.sampleLine), to: dir + "/samples.jsonl")
         var options = IngestOptions()
         options.eos = .never
-        _ = try IngestJob(inputs: [dir + "/samples.jsonl"], output: dir + "/samples", vocab: IngestVocabulary(tok), options: options).run()
+        _ = try IngestJob(
+            inputs: [dir + "/samples.jsonl"], output: dir + "/samples", vocab: IngestVocabulary(tok), options: options
+        ).run()
         let ts = try TaskFilesTests.trajectories(dir + "/samples")
         #expect(ts.count == 4)
         for (r, t) in zip(records, ts) {
@@ -100,9 +111,14 @@ import Tokenizers
             #"{"id": "b", "prompt": "p", "answer": 3.5, "values": [3]}"#,
         ]
         try TaskFiles.write(bad, to: dir + "/bad.jsonl")
-        #expect(throws: DemoError("\(dir)/bad.jsonl:3: 'answer' must be an integer")) { try TaskFiles.readPrompts(dir + "/bad.jsonl") }
-        for line in [#"[1]"#, #"{"id": 1, "prompt": "p", "answer": 1, "values": [1]}"#, #"{"id": "x", "prompt": "p", "answer": true, "values": [1]}"#,
-                     #"{"id": "x", "prompt": "p", "answer": 2, "values": [1]}"#, "{not json"] {
+        #expect(throws: DemoError("\(dir)/bad.jsonl:3: 'answer' must be an integer")) {
+            try TaskFiles.readPrompts(dir + "/bad.jsonl")
+        }
+        for line in [
+            #"[1]"#, #"{"id": 1, "prompt": "p", "answer": 1, "values": [1]}"#,
+            #"{"id": "x", "prompt": "p", "answer": true, "values": [1]}"#,
+            #"{"id": "x", "prompt": "p", "answer": 2, "values": [1]}"#, "{not json",
+        ] {
             try TaskFiles.write([line], to: dir + "/bad.jsonl")
             #expect(throws: DemoError.self) { try TaskFiles.readPrompts(dir + "/bad.jsonl") }
         }
@@ -112,11 +128,15 @@ import Tokenizers
     @Test func linesAreValidJSONInTheDocumentedShape() throws {
         let p = TaskFilesTests.splits.validation[3]
         let sft = try JSONSerialization.jsonObject(with: Data(TaskFiles.sftLine(p).utf8)) as! [String: Any]
-        #expect(sft["prompt"] as? String == p.prompt && sft["steps"] as? [String] == p.solutionLines && sft["reward"] as? Int == 1)
-        let odd = PromptRecord(id: "q\"\\\u{1}", prompt: "tab\there\nnewline \u{2028} é", key: AnswerKey(answer: -4, values: [-4]))
+        #expect(
+            sft["prompt"] as? String == p.prompt && sft["steps"] as? [String] == p.solutionLines
+                && sft["reward"] as? Int == 1)
+        let odd = PromptRecord(
+            id: "q\"\\\u{1}", prompt: "tab\there\nnewline \u{2028} é", key: AnswerKey(answer: -4, values: [-4]))
         let line = TaskFiles.promptLine(odd)
         #expect(!line.contains("\n"))
         let back = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
-        #expect(back["id"] as? String == odd.id && back["prompt"] as? String == odd.prompt && back["answer"] as? Int == -4)
+        #expect(
+            back["id"] as? String == odd.id && back["prompt"] as? String == odd.prompt && back["answer"] as? Int == -4)
     }
 }

@@ -40,9 +40,11 @@ enum DemoTestSupport {
 
     /// Texts with a bit of everything the byte-level pipeline must get right.
     static func randomTexts(_ n: Int, seed: UInt64) -> [String] {
-        let atoms = ["a", "Mia", " apples", "s", "'s", "'", " ", "  ", "\n", "\n\n", "\t", "\r\n", "7", "12", "+", "-", "*",
-                     "=", "#### ", "?", ".", ",", "é", "naïve", "你好", "👍🏽", "\u{0085}", "<s>", "</s>", "<pad>", "<s", "s>",
-                     "</", "x", "Q", "zz", "The", " the", "  the", "_", "\u{00A0}", "١٢", "ß"]
+        let atoms = [
+            "a", "Mia", " apples", "s", "'s", "'", " ", "  ", "\n", "\n\n", "\t", "\r\n", "7", "12", "+", "-", "*",
+            "=", "#### ", "?", ".", ",", "é", "naïve", "你好", "👍🏽", "\u{0085}", "<s>", "</s>", "<pad>", "<s", "s>",
+            "</", "x", "Q", "zz", "The", " the", "  the", "_", "\u{00A0}", "١٢", "ß",
+        ]
         var rng = SplitMix64(seed: seed)
         return (0..<n).map { _ in (0..<rng.draw(0...24)).map { _ in rng.pick(atoms) }.joined() }
     }
@@ -62,8 +64,9 @@ enum DemoTestSupport {
         #expect(t.merges.count > 100 && t.merges.count <= 512)
         for token in t.mergedTokens {
             let body = token.first == 0x20 ? Array(token.dropFirst()) : token
-            #expect(!body.isEmpty && body.allSatisfy { ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x61 && $0 <= 0x7A) },
-                    "merged token \(String(decoding: token, as: UTF8.self).debugDescription)")
+            #expect(
+                !body.isEmpty && body.allSatisfy { ($0 >= 0x41 && $0 <= 0x5A) || ($0 >= 0x61 && $0 <= 0x7A) },
+                "merged token \(String(decoding: token, as: UTF8.self).debugDescription)")
         }
         let again = TaskTokenizer.learn(from: TaskTokenizerTests.problems.map { $0.prompt + $0.solution })
         #expect(again == t && again.tokenizerJSON == t.tokenizerJSON)
@@ -74,7 +77,9 @@ enum DemoTestSupport {
 
     @Test func refusesMergesOfUnknownTokens() {
         #expect(throws: TokenizerError.self) { try TaskTokenizer(merges: [TaskTokenizer.Merge([0x61, 0x62], [0x63])]) }
-        #expect(throws: Never.self) { try TaskTokenizer(merges: [.init([0x61], [0x62]), .init([0x61, 0x62], [0x63])]) }
+        #expect(throws: Never.self) {
+            try TaskTokenizer(merges: [.init([0x61], [0x62]), .init([0x61, 0x62], [0x63])])
+        }
     }
 
     @Test func loadsInIngestWithSpecialTokensAndRoundTrips() throws {
@@ -88,7 +93,8 @@ enum DemoTestSupport {
         #expect(tok.isSpecial(0) && tok.isSpecial(1) && tok.isSpecial(2) && !tok.isSpecial(3))
         var encoder = tok.makeEncoder()
         for text in TaskTokenizerTests.problems.prefix(200).map({ $0.prompt + $0.solution })
-            + DemoTestSupport.randomTexts(500, seed: 3) {
+            + DemoTestSupport.randomTexts(500, seed: 3)
+        {
             var ids: [UInt32] = []
             encoder.encode(text, into: &ids)
             #expect(try tok.decode(ids) == Array(text.utf8))
@@ -113,14 +119,21 @@ enum DemoTestSupport {
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let t = TaskTokenizerTests.tokenizer
         let path = try t.write(directory: dir)
-        let cases = TaskTokenizerTests.problems.flatMap { [$0.prompt, $0.solution, $0.prompt + $0.solution] }
+        let cases =
+            TaskTokenizerTests.problems.flatMap { [$0.prompt, $0.solution, $0.prompt + $0.solution] }
             + TaskTokenizerTests.sentenceStyleTexts() + DemoTestSupport.randomTexts(3000, seed: 17)
         try JSONSerialization.data(withJSONObject: cases).write(to: URL(fileURLWithPath: dir + "/cases.json"))
-        let status = try DemoTestSupport.run(python, [DemoTestSupport.root + "/scripts/oracles/demo_tokenizer_ids.py",
-                                                      path, dir + "/cases.json", dir + "/hf.json"])
+        let status = try DemoTestSupport.run(
+            python,
+            [
+                DemoTestSupport.root + "/scripts/oracles/demo_tokenizer_ids.py",
+                path, dir + "/cases.json", dir + "/hf.json",
+            ])
         #expect(status == 0)
         guard status == 0 else { return }
-        let hf = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/hf.json"))) as! [String: Any]
+        let hf =
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/hf.json")))
+            as! [String: Any]
         let expected = (hf["ids"] as! [[[Int]]]).map { $0.map { $0.map(UInt32.init) } }
         let decoded = hf["decoded"] as! [String]
         let info = hf["info"] as! [String: Any]
@@ -128,7 +141,9 @@ enum DemoTestSupport {
         #expect((info["specials"] as! [String: Int]) == ["<pad>": 0, "<s>": 1, "</s>": 2])
         #expect(expected.count == cases.count)
         let tok = try Tokenizer.load(path: path)
-        let modes = [EncodeOptions(), EncodeOptions(addSpecialTokens: true), EncodeOptions(recognizeSpecialTokens: false)]
+        let modes = [
+            EncodeOptions(), EncodeOptions(addSpecialTokens: true), EncodeOptions(recognizeSpecialTokens: false),
+        ]
         for (m, options) in modes.enumerated() {
             var encoder = tok.makeEncoder(options: options)
             var failures = 0
@@ -137,7 +152,9 @@ enum DemoTestSupport {
                 encoder.encode(text, into: &ids)
                 if ids != expected[i][m] {
                     failures += 1
-                    if failures <= 3 { Issue.record("mode \(m) \(text.debugDescription): oreo \(ids), HF \(expected[i][m])") }
+                    if failures <= 3 {
+                        Issue.record("mode \(m) \(text.debugDescription): oreo \(ids), HF \(expected[i][m])")
+                    }
                 }
                 if m == 0 && decoded[i] != text && !text.contains("<") {
                     Issue.record("HF decodes \(text.debugDescription) to \(decoded[i].debugDescription)")
@@ -149,7 +166,12 @@ enum DemoTestSupport {
 
     /// Sentence-style problems: words the merges were not learned from.
     static func sentenceStyleTexts() -> [String] {
-        let g = try! ProblemGenerator(config: { var c = ProblemConfig(); c.style = .sentence; return c }(), seed: 2)
+        let g = try! ProblemGenerator(
+            config: {
+                var c = ProblemConfig()
+                c.style = .sentence
+                return c
+            }(), seed: 2)
         return (try! g.problems(.test, count: 300)).map { $0.prompt + $0.solution }
     }
 }

@@ -24,8 +24,10 @@ import Format
             try? FileManager.default.removeItem(atPath: out)
             let p = Process()
             p.executableURL = URL(fileURLWithPath: AtomicWriteTests.oreoBinary)
-            p.arguments = ["synth", "--out", out, "--trajectories", "2000000", "--shard-tokens", "300000",
-                           "--compression", "zstd-1"]
+            p.arguments = [
+                "synth", "--out", out, "--trajectories", "2000000", "--shard-tokens", "300000",
+                "--compression", "zstd-1",
+            ]
             p.standardError = FileHandle.nullDevice
             p.standardOutput = FileHandle.nullDevice
             try p.run()

@@ -43,7 +43,9 @@ import Format
                 start = end
             }
             let batched = try w.finish()
-            #expect(batched.checksum == one.checksum && batched.bytes == one.bytes, "vocab \(vocab), block \(blockBytes), \(codec)")
+            #expect(
+                batched.checksum == one.checksum && batched.bytes == one.bytes,
+                "vocab \(vocab), block \(blockBytes), \(codec)")
             #expect(readBytes(dir.file("batch.oreo")) == readBytes(dir.file("one.oreo")))
             let block = try Shard(path: dir.file("batch.oreo")).main.footer.columns.map(\.blocks.count).reduce(0, +)
             #expect(block > 12 || blockBytes == 4096)  // the small block sizes cut many blocks
@@ -122,13 +124,16 @@ import Format
         }
         try c.verifyAll()
 
-        let withValues = try ShardWriter(path: dir.file("v.oreo"), options: ShardOptions(vocabSize: 100, tokenColumns: ["v"]))
+        let withValues = try ShardWriter(
+            path: dir.file("v.oreo"), options: ShardOptions(vocabSize: 100, tokenColumns: ["v"]))
         #expect(throws: FormatError.self, "a batch carries no per-token values") { try withValues.append(three, 0..<1) }
         withValues.abandon()
     }
 
     @Test func rollBackDropsTheOpenTrajectoryOnly() {
-        var b = BatchTests.batch([TrajectoryRecord(tokens: [5, 6], promptLength: 1, reward: 0, stepEnds: [2], meta: [1])])
+        var b = BatchTests.batch([
+            TrajectoryRecord(tokens: [5, 6], promptLength: 1, reward: 0, stepEnds: [2], meta: [1])
+        ])
         b.tokens += [7, 8, 9]
         b.stepEnds.append(3)
         b.meta += [2, 3]

@@ -10,8 +10,11 @@ import Format
     static func sample(_ dir: TempDir, compression: Compression) throws -> (String, [UInt8]) {
         let records = randomTrajectories(seed: 3, count: 24, vocab: 70_000, maxTokens: 40, valueColumns: ["lp"])
         let path = dir.file("sample-\(compression).oreo")
-        try writeShard(path, records, options: ShardOptions(vocabSize: 70_000, compression: compression,
-                                                            blockBytes: 256, tokenColumns: ["lp"]))
+        try writeShard(
+            path, records,
+            options: ShardOptions(
+                vocabSize: 70_000, compression: compression,
+                blockBytes: 256, tokenColumns: ["lp"]))
         #expect(openAndReadAll(path) == nil)
         return (path, readBytes(path))
     }

@@ -4,8 +4,9 @@ import Format
 
 @Suite struct ManifestTests {
     static func dataset(_ dir: TempDir, count: Int = 60) throws -> Manifest {
-        let w = try DatasetWriter(directory: dir.path, options: ShardOptions(vocabSize: 800, blockBytes: 512),
-                                  shardTokens: 2_000)
+        let w = try DatasetWriter(
+            directory: dir.path, options: ShardOptions(vocabSize: 800, blockBytes: 512),
+            shardTokens: 2_000)
         for r in randomTrajectories(seed: 9, count: count, vocab: 800) { try w.append(r) }
         return try w.finish()
     }
@@ -19,7 +20,10 @@ import Format
     }
 
     static func openError(_ dir: TempDir) -> FormatError? {
-        do { _ = try Dataset(directory: dir.path); return nil } catch { return error as? FormatError }
+        do {
+            _ = try Dataset(directory: dir.path)
+            return nil
+        } catch { return error as? FormatError }
     }
 
     @Test func writtenManifestIsConsistent() throws {
@@ -38,10 +42,38 @@ import Format
             ("version", { $0["version"] = 99 }),
             ("token_dtype", { $0["token_dtype"] = "u32" }),
             ("vocab_size", { $0["vocab_size"] = 0 }),
-            ("counts", { var c = $0["counts"] as! [String: Any]; c["tokens"] = 1; $0["counts"] = c }),
-            ("plain file name", { var s = $0["shards"] as! [[String: Any]]; s[0]["file"] = "../escape.oreo"; $0["shards"] = s }),
-            ("listed twice", { var s = $0["shards"] as! [[String: Any]]; s[1]["file"] = s[0]["file"]; $0["shards"] = s }),
-            ("16 hex", { var s = $0["shards"] as! [[String: Any]]; s[0]["xxh3"] = "xyz"; $0["shards"] = s }),
+            (
+                "counts",
+                {
+                    var c = $0["counts"] as! [String: Any]
+                    c["tokens"] = 1
+                    $0["counts"] = c
+                }
+            ),
+            (
+                "plain file name",
+                {
+                    var s = $0["shards"] as! [[String: Any]]
+                    s[0]["file"] = "../escape.oreo"
+                    $0["shards"] = s
+                }
+            ),
+            (
+                "listed twice",
+                {
+                    var s = $0["shards"] as! [[String: Any]]
+                    s[1]["file"] = s[0]["file"]
+                    $0["shards"] = s
+                }
+            ),
+            (
+                "16 hex",
+                {
+                    var s = $0["shards"] as! [[String: Any]]
+                    s[0]["xxh3"] = "xyz"
+                    $0["shards"] = s
+                }
+            ),
             ("missing field 'shards'", { $0.removeValue(forKey: "shards") }),
             ("wrong type", { $0["complete"] = "yes" }),
             ("compression", { $0["compression"] = "lz4" }),
@@ -63,12 +95,25 @@ import Format
         _ = try ManifestTests.dataset(dir)
         let good = readBytes(dir.file(Manifest.fileName))
         let edits: [(String, (inout [String: Any]) -> Void)] = [
-            ("bytes", { var s = $0["shards"] as! [[String: Any]]; s[0]["bytes"] = (s[0]["bytes"] as! Int) + 1; $0["shards"] = s }),
-            ("trajectories", { var s = $0["shards"] as! [[String: Any]]
-                var c = $0["counts"] as! [String: Any]
-                s[0]["trajectories"] = (s[0]["trajectories"] as! Int) + 1
-                c["trajectories"] = (c["trajectories"] as! Int) + 1
-                $0["shards"] = s; $0["counts"] = c }),
+            (
+                "bytes",
+                {
+                    var s = $0["shards"] as! [[String: Any]]
+                    s[0]["bytes"] = (s[0]["bytes"] as! Int) + 1
+                    $0["shards"] = s
+                }
+            ),
+            (
+                "trajectories",
+                {
+                    var s = $0["shards"] as! [[String: Any]]
+                    var c = $0["counts"] as! [String: Any]
+                    s[0]["trajectories"] = (s[0]["trajectories"] as! Int) + 1
+                    c["trajectories"] = (c["trajectories"] as! Int) + 1
+                    $0["shards"] = s
+                    $0["counts"] = c
+                }
+            ),
             ("token columns", { $0["token_columns"] = ["ref"] }),
             ("vocabulary", { $0["vocab_size"] = 900 }),
         ]
@@ -81,7 +126,11 @@ import Format
         }
         // A wrong whole-file checksum is found by verify, naming the shard.
         writeBytes(good, dir.file(Manifest.fileName))
-        try ManifestTests.editJSON(dir) { var s = $0["shards"] as! [[String: Any]]; s[0]["xxh3"] = "0000000000000000"; $0["shards"] = s }
+        try ManifestTests.editJSON(dir) {
+            var s = $0["shards"] as! [[String: Any]]
+            s[0]["xxh3"] = "0000000000000000"
+            $0["shards"] = s
+        }
         let reports = try Dataset(directory: dir.path).verify()
         #expect(reports.filter { $0.error != nil }.count == 1)
         #expect(reports.first { $0.error != nil }!.path.hasSuffix("shard-00000.oreo"))

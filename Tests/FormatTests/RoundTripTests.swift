@@ -11,10 +11,12 @@ import Format
         let blockSizes = [64, 200, 4096, 1 << 20]
         let vocabs = [2, 300, 65_536, 65_537, 151_936]
         let codecs: [Compression] = [.none, .zstd(level: 1), .zstd(level: 3)]
-        await propertyCheck(count: 60, input: Gen.uint64(in: 0...UInt64.max), Gen.int(in: 0...59), Gen.int(in: 0...120)) { seed, config, count in
+        await propertyCheck(count: 60, input: Gen.uint64(in: 0...UInt64.max), Gen.int(in: 0...59), Gen.int(in: 0...120))
+        { seed, config, count in
             let vocab = vocabs[config % vocabs.count]
-            let options = ShardOptions(vocabSize: vocab, compression: codecs[config % 3],
-                                       blockBytes: blockSizes[config / 15 % 4], tokenColumns: ["behavior_logprob"])
+            let options = ShardOptions(
+                vocabSize: vocab, compression: codecs[config % 3],
+                blockBytes: blockSizes[config / 15 % 4], tokenColumns: ["behavior_logprob"])
             let records = randomTrajectories(seed: seed, count: count, vocab: vocab, valueColumns: ["behavior_logprob"])
             let path = dir.file("s\(seed).oreo")
             let summary = try writeShard(path, records, options: options)
@@ -26,7 +28,8 @@ import Format
             // Random order exercises the cache; then a sequential pass.
             var rng = SplitMix64(seed: seed)
             for i in (0..<count).shuffled(using: &rng) + Array(0..<count) {
-                let ok = try matches(try cursor.trajectory(i), records[i], cursor: cursor, valueColumns: ["behavior_logprob"])
+                let ok = try matches(
+                    try cursor.trajectory(i), records[i], cursor: cursor, valueColumns: ["behavior_logprob"])
                 #expect(ok, "trajectory \(i) differs (seed \(seed), config \(config))")
             }
             try cursor.verifyAll()
@@ -52,13 +55,17 @@ import Format
         let dir = TempDir()
         defer { dir.cleanup() }
         let w = try ShardWriter(path: dir.file("a.oreo"), options: ShardOptions(vocabSize: 100, tokenColumns: ["v"]))
-        let good = TrajectoryRecord(tokens: [1, 2, 3], promptLength: 1, reward: 1, stepEnds: [2, 3], tokenValues: ["v": [0, 0, 0]])
+        let good = TrajectoryRecord(
+            tokens: [1, 2, 3], promptLength: 1, reward: 1, stepEnds: [2, 3], tokenValues: ["v": [0, 0, 0]])
         let bad: [TrajectoryRecord] = [
             TrajectoryRecord(tokens: [1, 100], promptLength: 1, reward: 1, tokenValues: ["v": [0, 0]]),
             TrajectoryRecord(tokens: [1, 2], promptLength: 3, reward: 1, tokenValues: ["v": [0, 0]]),
-            TrajectoryRecord(tokens: [1, 2, 3], promptLength: 1, reward: 1, stepEnds: [3, 2], tokenValues: ["v": [0, 0, 0]]),
-            TrajectoryRecord(tokens: [1, 2, 3], promptLength: 2, reward: 1, stepEnds: [2], tokenValues: ["v": [0, 0, 0]]),
-            TrajectoryRecord(tokens: [1, 2, 3], promptLength: 1, reward: 1, stepEnds: [4], tokenValues: ["v": [0, 0, 0]]),
+            TrajectoryRecord(
+                tokens: [1, 2, 3], promptLength: 1, reward: 1, stepEnds: [3, 2], tokenValues: ["v": [0, 0, 0]]),
+            TrajectoryRecord(
+                tokens: [1, 2, 3], promptLength: 2, reward: 1, stepEnds: [2], tokenValues: ["v": [0, 0, 0]]),
+            TrajectoryRecord(
+                tokens: [1, 2, 3], promptLength: 1, reward: 1, stepEnds: [4], tokenValues: ["v": [0, 0, 0]]),
             TrajectoryRecord(tokens: [1, 2, 3], promptLength: 1, reward: .nan, tokenValues: ["v": [0, 0, 0]]),
             TrajectoryRecord(tokens: [1, 2, 3], promptLength: 1, reward: 1, tokenValues: ["v": [0, 0]]),
             TrajectoryRecord(tokens: [1, 2, 3], promptLength: 1, reward: 1),
@@ -98,8 +105,9 @@ import Format
         let dir = TempDir()
         defer { dir.cleanup() }
         let records = randomTrajectories(seed: 11, count: 500, vocab: 1000)
-        let w = try DatasetWriter(directory: dir.path, options: ShardOptions(vocabSize: 1000, blockBytes: 1024),
-                                  shardTokens: 10_000, tokenizer: TokenizerInfo(fingerprint: "abc", source: "test"))
+        let w = try DatasetWriter(
+            directory: dir.path, options: ShardOptions(vocabSize: 1000, blockBytes: 1024),
+            shardTokens: 10_000, tokenizer: TokenizerInfo(fingerprint: "abc", source: "test"))
         for r in records { try w.append(r, source: "in.jsonl") }
         let m = try w.finish()
         #expect(m.shards.count > 3)
@@ -122,7 +130,9 @@ import Format
         for i in [3, 250, 499] {
             let (s, l) = d2.locate(i)!
             let c = d2.shards[s].cursor()
-            #expect(Array(try c.tokenValues("ref_logprob", trajectory: l)) == records[i].tokens.map { Float($0) + Float(i) })
+            #expect(
+                Array(try c.tokenValues("ref_logprob", trajectory: l)) == records[i].tokens.map { Float($0) + Float(i) }
+            )
         }
         #expect(d2.verify().allSatisfy { $0.error == nil })
     }

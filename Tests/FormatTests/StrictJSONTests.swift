@@ -10,7 +10,8 @@ import Testing
     }
 
     @Test func readsValuesInOrder() throws {
-        let v = try Self.parse(#" {"a": [1, -2.5e1, true, false, null], "b": {"c": "d\u00e9\ud83d\ude00\n"}, "n": 12345678901234567890} "#)
+        let v = try Self.parse(
+            #" {"a": [1, -2.5e1, true, false, null], "b": {"c": "d\u00e9\ud83d\ude00\n"}, "n": 12345678901234567890} "#)
         let a = try #require(v["a"]?.array)
         #expect(a.count == 5 && a[2] == .bool(true) && a[3] == .bool(false) && a[4] == .null)
         #expect(a[0].number?.text == "1" && a[0].double == 1 && a[0].number?.isIntegerLiteral == true)
@@ -22,24 +23,26 @@ import Testing
         #expect(v["n"]?.int == nil && v["n"]?.double == 12345678901234567890)
     }
 
-    @Test("each hostile input is refused with its byte offset, line, column and reason", arguments: [
-        ("{\"a\": NaN}", 6, "NaN"),
-        ("[Infinity]", 1, "Infinity"),
-        ("[-Infinity]", 1, "Infinity"),
-        ("{\"x\": 1e999}", 6, "out of range"),
-        ("[-1e400]", 1, "out of range"),
-        ("{\"a\": 1, \"a\": 2}", 9, "duplicate key \"a\""),
-        ("[\"\\ud800\"]", 2, "lone UTF-16 surrogate"),
-        ("[\"\\udc00x\"]", 2, "lone UTF-16 surrogate"),
-        ("[\"a\tb\"]", 3, "control character"),
-        ("{\"a\": 1} x", 9, "after the JSON value"),
-        ("{\"a\": 1", 7, "unterminated object"),
-        ("[01]", 2, "leading zero"),
-        ("[1.]", 3, "digit after '.'"),
-        ("[\"\\x\"]", 2, "invalid escape"),
-        ("[\"\\u12\"]", 2, "4 hex digits"),
-        ("{\n  \"a\": tru\n}", 9, "expected 'true'"),
-    ])
+    @Test(
+        "each hostile input is refused with its byte offset, line, column and reason",
+        arguments: [
+            ("{\"a\": NaN}", 6, "NaN"),
+            ("[Infinity]", 1, "Infinity"),
+            ("[-Infinity]", 1, "Infinity"),
+            ("{\"x\": 1e999}", 6, "out of range"),
+            ("[-1e400]", 1, "out of range"),
+            ("{\"a\": 1, \"a\": 2}", 9, "duplicate key \"a\""),
+            ("[\"\\ud800\"]", 2, "lone UTF-16 surrogate"),
+            ("[\"\\udc00x\"]", 2, "lone UTF-16 surrogate"),
+            ("[\"a\tb\"]", 3, "control character"),
+            ("{\"a\": 1} x", 9, "after the JSON value"),
+            ("{\"a\": 1", 7, "unterminated object"),
+            ("[01]", 2, "leading zero"),
+            ("[1.]", 3, "digit after '.'"),
+            ("[\"\\x\"]", 2, "invalid escape"),
+            ("[\"\\u12\"]", 2, "4 hex digits"),
+            ("{\n  \"a\": tru\n}", 9, "expected 'true'"),
+        ])
     func refusals(text: String, offset: Int, reason: String) {
         do {
             _ = try Self.parse(text)
@@ -54,13 +57,17 @@ import Testing
     @Test func linesAndColumnsCountFromOne() {
         #expect { _ = try Self.parse("{\n  \"a\": tru\n}") } throws: { e in
             guard let e = e as? JSONSyntaxError else { return false }
-            return (e.file, e.offset, e.line, e.column, e.reason) == ("t.json", 9, 2, 8, "invalid literal, expected 'true'")
+            return (e.file, e.offset, e.line, e.column, e.reason) == (
+                "t.json", 9, 2, 8, "invalid literal, expected 'true'"
+            )
         }
     }
 
     @Test func invalidUTF8IsFoundAtItsByte() {
-        for (bytes, at) in [([0x22, 0x61, 0xC3, 0x22], 2), ([0x22, 0x5C, 0x6E, 0xED, 0xA0, 0x80, 0x22], 3),
-                            ([0x22, 0xF4, 0x90, 0x80, 0x80, 0x22], 1)] as [([UInt8], Int)] {
+        for (bytes, at) in [
+            ([0x22, 0x61, 0xC3, 0x22], 2), ([0x22, 0x5C, 0x6E, 0xED, 0xA0, 0x80, 0x22], 3),
+            ([0x22, 0xF4, 0x90, 0x80, 0x80, 0x22], 1),
+        ] as [([UInt8], Int)] {
             #expect { _ = try StrictJSON.parse(bytes, file: "u.json") } throws: { e in
                 guard let e = e as? JSONSyntaxError else { return false }
                 return e.offset == at && e.reason.contains("UTF-8")
@@ -69,34 +76,64 @@ import Testing
     }
 
     @Test func nestingIsBounded() throws {
-        let deep = String(repeating: "[", count: StrictJSON.defaultMaxDepth + 1) + String(repeating: "]", count: StrictJSON.defaultMaxDepth + 1)
+        let deep =
+            String(repeating: "[", count: StrictJSON.defaultMaxDepth + 1)
+            + String(repeating: "]", count: StrictJSON.defaultMaxDepth + 1)
         #expect(throws: JSONSyntaxError.self) { _ = try Self.parse(deep) }
-        let ok = String(repeating: "[", count: StrictJSON.defaultMaxDepth) + String(repeating: "]", count: StrictJSON.defaultMaxDepth)
+        let ok =
+            String(repeating: "[", count: StrictJSON.defaultMaxDepth)
+            + String(repeating: "]", count: StrictJSON.defaultMaxDepth)
         _ = try Self.parse(ok)
         // Huge objects check duplicates with a set, found wherever they are.
         let many = "{" + (0..<1000).map { "\"k\($0)\": \($0)" }.joined(separator: ",") + ", \"k500\": 0}"
-        #expect { _ = try Self.parse(many) } throws: { ($0 as? JSONSyntaxError)?.reason.contains("duplicate key \"k500\"") == true }
+        #expect { _ = try Self.parse(many) } throws: {
+            ($0 as? JSONSyntaxError)?.reason.contains("duplicate key \"k500\"") == true
+        }
     }
 
     /// Structure errors after a clean parse name the file and the field, never Foundation's wording.
     @Test func decodeNamesTheField() throws {
         struct Inner: Decodable { var width: Int }
-        struct Doc: Decodable { var name: String; var inner: Inner }
-        func message(_ text: String) -> String {
-            do { _ = try StrictJSON.decode(Doc.self, from: Data(text.utf8), file: "d.json"); return "" } catch { return "\(error)" }
+        struct Doc: Decodable {
+            var name: String
+            var inner: Inner
         }
-        #expect(message(#"{"name": "x", "inner": {"width": "wide"}}"#).hasPrefix(#"d.json: field "inner.width": expected an integer"#))
+        func message(_ text: String) -> String {
+            do {
+                _ = try StrictJSON.decode(Doc.self, from: Data(text.utf8), file: "d.json")
+                return ""
+            } catch { return "\(error)" }
+        }
+        #expect(
+            message(#"{"name": "x", "inner": {"width": "wide"}}"#).hasPrefix(
+                #"d.json: field "inner.width": expected an integer"#))
         #expect(message(#"{"name": "x"}"#) == #"d.json: field "inner": missing"#)
-        #expect(message(#"{"name": "x", "inner": {"width": 1}, "name": "y"}"#).hasPrefix("d.json: invalid JSON at byte 37 (line 1, column 38): duplicate key"))
+        #expect(
+            message(#"{"name": "x", "inner": {"width": 1}, "name": "y"}"#).hasPrefix(
+                "d.json: invalid JSON at byte 37 (line 1, column 38): duplicate key"))
         for m in [message(#"{"name": 1}"#), message("{")] { #expect(!m.contains("Error Domain") && !m.isEmpty, "\(m)") }
     }
 
     @Test func escapeHelperDecodesPairsAndRefusesLoneHalves() {
-        func decode(_ s: String) -> JSONEscape.Decoded { Array(s.utf8).withUnsafeBufferPointer { JSONEscape.unicode($0, at: 0) } }
-        guard case .scalar(0x1F600, 12) = decode(#"\ud83d\ude00"#) else { Issue.record("pair"); return }
-        guard case .scalar(0xE9, 6) = decode(#"\u00E9"#) else { Issue.record("BMP"); return }
-        guard case .failure(.loneSurrogate) = decode(#"\ud83dx"#) else { Issue.record("lone high"); return }
-        guard case .failure(.badHex) = decode(#"\u00g0"#) else { Issue.record("hex"); return }
+        func decode(_ s: String) -> JSONEscape.Decoded {
+            Array(s.utf8).withUnsafeBufferPointer { JSONEscape.unicode($0, at: 0) }
+        }
+        guard case .scalar(0x1F600, 12) = decode(#"\ud83d\ude00"#) else {
+            Issue.record("pair")
+            return
+        }
+        guard case .scalar(0xE9, 6) = decode(#"\u00E9"#) else {
+            Issue.record("BMP")
+            return
+        }
+        guard case .failure(.loneSurrogate) = decode(#"\ud83dx"#) else {
+            Issue.record("lone high")
+            return
+        }
+        guard case .failure(.badHex) = decode(#"\u00g0"#) else {
+            Issue.record("hex")
+            return
+        }
         var out: [UInt8] = []
         for v: UInt32 in [0x24, 0xA2, 0x20AC, 0x10348] { JSONEscape.appendUTF8(v, to: &out) }
         #expect(out == Array("$¢€𐍈".utf8))
@@ -109,7 +146,8 @@ import Testing
         let dir = NSTemporaryDirectory() + "oreo-manifest-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        try Data("{\n \"format\": \"oreo.dataset\",\n \"format\": 1}".utf8).write(to: URL(fileURLWithPath: dir + "/manifest.json"))
+        try Data("{\n \"format\": \"oreo.dataset\",\n \"format\": 1}".utf8).write(
+            to: URL(fileURLWithPath: dir + "/manifest.json"))
         #expect { _ = try Manifest.read(directory: dir) } throws: { e in
             "\(e)" == "\(dir)/manifest.json at offset 30: not valid JSON (line 3, column 2): duplicate key \"format\""
         }

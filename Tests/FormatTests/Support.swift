@@ -15,8 +15,10 @@ struct TempDir {
 
 /// Random trajectories covering the edge cases the format must hold: empty trajectories, empty and 1-token
 /// responses, zero steps, ids at the top of the vocabulary, metadata, and now and then a very large one.
-func randomTrajectories(seed: UInt64, count: Int, vocab: Int, maxTokens: Int = 300, bigTokens: Int = 0,
-                        valueColumns: [String] = []) -> [TrajectoryRecord] {
+func randomTrajectories(
+    seed: UInt64, count: Int, vocab: Int, maxTokens: Int = 300, bigTokens: Int = 0,
+    valueColumns: [String] = []
+) -> [TrajectoryRecord] {
     var rng = SplitMix64(seed: seed)
     var out: [TrajectoryRecord] = []
     for i in 0..<count {
@@ -30,7 +32,8 @@ func randomTrajectories(seed: UInt64, count: Int, vocab: Int, maxTokens: Int = 3
         }
         if bigTokens > 0 && i == count / 2 { n = bigTokens }
         let tokens: [UInt32] = (0..<n).map { _ in
-            Int.random(in: 0..<8, using: &rng) == 0 ? UInt32(vocab - 1) : UInt32.random(in: 0..<UInt32(vocab), using: &rng)
+            Int.random(in: 0..<8, using: &rng) == 0
+                ? UInt32(vocab - 1) : UInt32.random(in: 0..<UInt32(vocab), using: &rng)
         }
         let prompt = shape == 2 ? 1 : (n == 0 ? 0 : Int.random(in: 0...n, using: &rng))
         var ends: [UInt32] = []
@@ -44,17 +47,21 @@ func randomTrajectories(seed: UInt64, count: Int, vocab: Int, maxTokens: Int = 3
         let meta: [UInt8] = Int.random(in: 0..<3, using: &rng) == 0 ? Array("{\"i\":\(i)}".utf8) : []
         var values: [String: [Float]] = [:]
         for c in valueColumns { values[c] = (0..<n).map { _ in Float.random(in: -20...0, using: &rng) } }
-        out.append(TrajectoryRecord(tokens: tokens, promptLength: prompt, reward: Float(Int.random(in: 0...1, using: &rng)),
-                                    group: UInt64(i / 4), stepEnds: ends, sourceLine: UInt64(i + 1),
-                                    flags: Int.random(in: 0..<5, using: &rng) == 0 ? .truncated : [], meta: meta,
-                                    tokenValues: values))
+        out.append(
+            TrajectoryRecord(
+                tokens: tokens, promptLength: prompt, reward: Float(Int.random(in: 0...1, using: &rng)),
+                group: UInt64(i / 4), stepEnds: ends, sourceLine: UInt64(i + 1),
+                flags: Int.random(in: 0..<5, using: &rng) == 0 ? .truncated : [], meta: meta,
+                tokenValues: values))
     }
     return out
 }
 
 /// Writes `records` into one shard file and returns its summary.
 @discardableResult
-func writeShard(_ path: String, _ records: [TrajectoryRecord], options: ShardOptions, source: String = "input.jsonl") throws -> ShardSummary {
+func writeShard(_ path: String, _ records: [TrajectoryRecord], options: ShardOptions, source: String = "input.jsonl")
+    throws -> ShardSummary
+{
     let w = try ShardWriter(path: path, options: options)
     let s = w.sourceIndex(source)
     for var r in records {
@@ -67,9 +74,11 @@ func writeShard(_ path: String, _ records: [TrajectoryRecord], options: ShardOpt
 /// Reads trajectory `i` back and compares every field with what was written.
 func matches(_ v: TrajectoryView, _ r: TrajectoryRecord, cursor: ShardCursor, valueColumns: [String]) throws -> Bool {
     guard v.tokens.array == r.tokens, v.promptLength == r.promptLength, v.reward == r.reward, v.group == r.group,
-          Array(v.stepEnds) == r.stepEnds, v.sourceLine == r.sourceLine, v.flags == r.flags, Array(v.meta) == r.meta
+        Array(v.stepEnds) == r.stepEnds, v.sourceLine == r.sourceLine, v.flags == r.flags, Array(v.meta) == r.meta
     else { return false }
-    for c in valueColumns where Array(try cursor.tokenValues(c, trajectory: v.index)) != r.tokenValues[c]! { return false }
+    for c in valueColumns where Array(try cursor.tokenValues(c, trajectory: v.index)) != r.tokenValues[c]! {
+        return false
+    }
     return true
 }
 
@@ -77,7 +86,9 @@ func matches(_ v: TrajectoryView, _ r: TrajectoryRecord, cursor: ShardCursor, va
 func readBytes(_ path: String) -> [UInt8] { Array(FileManager.default.contents(atPath: path)!) }
 
 /// Writes bytes to a file.
-func writeBytes(_ bytes: [UInt8], _ path: String) { _ = FileManager.default.createFile(atPath: path, contents: Data(bytes)) }
+func writeBytes(_ bytes: [UInt8], _ path: String) {
+    _ = FileManager.default.createFile(atPath: path, contents: Data(bytes))
+}
 
 /// Opens a shard and reads every block and trajectory; returns the error, or nil when all is sound.
 func openAndReadAll(_ path: String) -> Error? {

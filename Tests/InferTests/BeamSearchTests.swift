@@ -58,8 +58,9 @@ import Train
         let tok = try TinyWorld.tokenizer(dir)
         let prompt = tok.encode("Question: what is two plus two?").map { Int32($0) }
         let rec = Recording(try ValueScorer(model: value))
-        let search = try BeamSearch(policy: policy, tokenizer: tok, stopTokens: Self.ends, scorer: rec,
-                                    config: Self.config(), maxPromptTokens: 64)
+        let search = try BeamSearch(
+            policy: policy, tokenizer: tok, stopTokens: Self.ends, scorer: rec,
+            config: Self.config(), maxPromptTokens: 64)
         let r = try search.run(prompt: prompt, seed: 3)
         #expect(rec.scored.count == r.candidatesScored && r.candidatesScored >= 9)
         var worst = 0.0
@@ -67,7 +68,9 @@ import Train
             let want = try TinyWorld.fullValue(value, seq)
             worst = max(worst, abs(score - want) / max(1, abs(want)))
         }
-        print("beam search: \(rec.scored.count) value scores, worst rel err \(worst) vs the full forward; \(r.finished.count) finished")
+        print(
+            "beam search: \(rec.scored.count) value scores, worst rel err \(worst) vs the full forward; \(r.finished.count) finished"
+        )
         #expect(worst < 1e-4)
         #expect(!r.finished.isEmpty)
         // finished candidates: scored without their end token, answer = the best of them
@@ -91,8 +94,9 @@ import Train
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let policy = try TinyWorld.model(seed: 1), tok = try TinyWorld.tokenizer(dir)
         let prompt = tok.encode("Say something.").map { Int32($0) }
-        let search = try BeamSearch(policy: policy, tokenizer: tok, stopTokens: Self.ends, scorer: LogProbScorer(),
-                                    config: Self.config(width: 2), maxPromptTokens: 32)
+        let search = try BeamSearch(
+            policy: policy, tokenizer: tok, stopTokens: Self.ends, scorer: LogProbScorer(),
+            config: Self.config(width: 2), maxPromptTokens: 32)
         let r = try search.run(prompt: prompt, seed: 1)
         for c in r.finished { #expect(c.score == c.logProb) }
         if !r.finished.isEmpty { #expect(r.best.logProb == r.finished.map(\.logProb).max()) }
@@ -108,8 +112,9 @@ import Train
             let prompt = tok.encode(text).map { Int32($0) }
             var c = Self.config(width: 1, temperature: 0)
             c.maxSteps = 40
-            let search = try BeamSearch(policy: policy, tokenizer: tok, stopTokens: Self.ends, scorer: LogProbScorer(),
-                                        config: c, maxPromptTokens: 32)
+            let search = try BeamSearch(
+                policy: policy, tokenizer: tok, stopTokens: Self.ends, scorer: LogProbScorer(),
+                config: c, maxPromptTokens: 32)
             let r = try search.run(prompt: prompt, seed: 9)
             let gen = try Generator(model: policy, tokenizer: tok, stopTokens: Self.ends, batchSize: 1, maxLength: 128)
             let g = try gen.generate([GenerationRequest(prompt: prompt, maxNewTokens: 30)], sampling: .greedy)[0]
@@ -126,11 +131,14 @@ import Train
         var c = Self.config()
         c.width = 0
         #expect(throws: InferError.self) {
-            try BeamSearch(policy: policy, tokenizer: tok, stopTokens: Self.ends, scorer: LogProbScorer(), config: c, maxPromptTokens: 8)
+            try BeamSearch(
+                policy: policy, tokenizer: tok, stopTokens: Self.ends, scorer: LogProbScorer(), config: c,
+                maxPromptTokens: 8)
         }
         #expect(throws: InferError.self) { try ValueScorer(model: policy) }  // no value head
-        let s = try BeamSearch(policy: policy, tokenizer: tok, stopTokens: Self.ends, scorer: LogProbScorer(),
-                               config: Self.config(), maxPromptTokens: 8)
+        let s = try BeamSearch(
+            policy: policy, tokenizer: tok, stopTokens: Self.ends, scorer: LogProbScorer(),
+            config: Self.config(), maxPromptTokens: 8)
         #expect(throws: InferError.self) { try s.run(prompt: [Int32](repeating: 65, count: 9), seed: 0) }
     }
 }
@@ -141,25 +149,35 @@ import Train
         let dir = try TinyWorld.write()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let im = InferenceModel(model: try TinyWorld.model(seed: 1), tokenizer: try TinyWorld.tokenizer(dir))
-        let problems = (0..<3).map { Problem(id: "q\($0)", prompt: "What is \($0) + 1?", answer: "\($0 + 1)", line: $0 + 1) }
+        let problems = (0..<3).map {
+            Problem(id: "q\($0)", prompt: "What is \($0) + 1?", answer: "\($0 + 1)", line: $0 + 1)
+        }
         var options = SampleOptions()
         options.n = 2
         options.maxNewTokens = 10
         let out = try ResumableJSONL(path: TinyWorld.tempDir("api") + "/s.jsonl", overwrite: true)
-        let s = try SampleJob.run(model: im, template: .none, problems: problems, verifier: GSM8KVerifier(), options: options, output: out)
+        let s = try SampleJob.run(
+            model: im, template: .none, problems: problems, verifier: GSM8KVerifier(), options: options, output: out)
         try out.finish()
         #expect(s.sampled == 3 && s.lines == 6 && s.meanReward != nil)
         var seen: [EvalRecord] = []
-        let greedy = try Evaluator.run(model: im, template: .none, problems: problems, verifier: GSM8KVerifier(),
-                                       method: .greedy(batchSize: 2), maxNewTokens: 10, output: nil, onRecord: { seen.append($0) })
+        let greedy = try Evaluator.run(
+            model: im, template: .none, problems: problems, verifier: GSM8KVerifier(),
+            method: .greedy(batchSize: 2), maxNewTokens: 10, output: nil, onRecord: { seen.append($0) })
         #expect(greedy.problems == 3 && seen.count == 3 && greedy.tokensGenerated > 0)
         var c = BeamSearchConfig()
-        c.width = 2; c.samplesPerBeam = 2; c.maxSteps = 2; c.maxNewTokens = 10; c.stepDelimiters = [" "]
-        let search = try BeamSearch(policy: im.model, tokenizer: im.tokenizer, stopTokens: im.stopTokens,
-                                    scorer: try ValueScorer(model: try TinyWorld.model(seed: 2, valueHead: true)),
-                                    config: c, maxPromptTokens: 32)
-        let beam = try Evaluator.run(model: im, template: .none, problems: problems, verifier: GSM8KVerifier(),
-                                     method: .beam(search), maxNewTokens: 10, output: nil)
+        c.width = 2
+        c.samplesPerBeam = 2
+        c.maxSteps = 2
+        c.maxNewTokens = 10
+        c.stepDelimiters = [" "]
+        let search = try BeamSearch(
+            policy: im.model, tokenizer: im.tokenizer, stopTokens: im.stopTokens,
+            scorer: try ValueScorer(model: try TinyWorld.model(seed: 2, valueHead: true)),
+            config: c, maxPromptTokens: 32)
+        let beam = try Evaluator.run(
+            model: im, template: .none, problems: problems, verifier: GSM8KVerifier(),
+            method: .beam(search), maxNewTokens: 10, output: nil)
         #expect(beam.problems == 3 && beam.candidatesScored > 0)
     }
 }
@@ -173,10 +191,13 @@ import Train
         let ends = [[2, 4], [1], [0, 3]]
         let got = try r.values(prompts: prompts, responses: responses, ends: ends, batch: 2)
         for i in prompts.indices {
-            let want = try [TinyWorld.fullValue(value, prompts[i])]
+            let want =
+                try [TinyWorld.fullValue(value, prompts[i])]
                 + ends[i].map { try TinyWorld.fullValue(value, prompts[i] + responses[i].prefix($0)) }
             #expect(got[i].count == ends[i].count + 1)
-            for (g, w) in zip(got[i], want) { #expect(abs(g - w) <= 1e-4 * max(1, abs(w)), "trajectory \(i): \(g) vs \(w)") }
+            for (g, w) in zip(got[i], want) {
+                #expect(abs(g - w) <= 1e-4 * max(1, abs(w)), "trajectory \(i): \(g) vs \(w)")
+            }
         }
         #expect(throws: InferError.self) { try r.values(prompts: [[1]], responses: [[2]], ends: [[2]]) }
         #expect(throws: InferError.self) { try ValueReader(model: try TinyWorld.model(seed: 1)) }

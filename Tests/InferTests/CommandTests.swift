@@ -10,7 +10,8 @@ import Testing
 @Suite struct CommandTests {
     static var oreo: String {
         if let p = ProcessInfo.processInfo.environment["OREO_BIN"] { return p }
-        return URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("oreo").path
+        return URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("oreo")
+            .path
     }
 
     @discardableResult
@@ -44,12 +45,17 @@ import Testing
     @Test func sampleOutputIngests() throws {
         let model = try TinyWorld.write()
         let dir = TinyWorld.tempDir("cli")
-        defer { try? FileManager.default.removeItem(atPath: model); try? FileManager.default.removeItem(atPath: dir) }
+        defer {
+            try? FileManager.default.removeItem(atPath: model)
+            try? FileManager.default.removeItem(atPath: dir)
+        }
         let p = try Self.prompts(dir, count: 5)
         for format in ["text", "ids"] {
             let out = dir + "/samples-\(format).jsonl"
-            let (s, log) = try Self.run(["sample", "--model", model, "--prompts", p, "--n", "3", "--out", out,
-                                         "--max-new-tokens", "12", "--format", format, "--verifier", "gsm8k"])
+            let (s, log) = try Self.run([
+                "sample", "--model", model, "--prompts", p, "--n", "3", "--out", out,
+                "--max-new-tokens", "12", "--format", format, "--verifier", "gsm8k",
+            ])
             #expect(s.terminationStatus == 0, "sample failed: \(log)")
             let ls = try Self.lines(out)
             #expect(ls.count == 15)
@@ -57,7 +63,9 @@ import Testing
             let first = try JSONSerialization.jsonObject(with: Data(ls[0].utf8)) as! [String: Any]
             #expect(first["reward"] is NSNumber && first["group"] is String && first["meta"] is [String: Any])
             if format == "text" { #expect((first["prompt"] as! String).hasPrefix("<|im_start|>system\nYou are tiny.")) }
-            let (i, ilog) = try Self.run(["ingest", out, "--tokenizer", model + "/tokenizer.json", "--out", dir + "/ds-\(format)"])
+            let (i, ilog) = try Self.run([
+                "ingest", out, "--tokenizer", model + "/tokenizer.json", "--out", dir + "/ds-\(format)",
+            ])
             #expect(i.terminationStatus == 0, "ingest failed: \(ilog)")
             #expect(try Manifest.read(directory: dir + "/ds-\(format)").counts.trajectories == 15)
         }
@@ -66,16 +74,24 @@ import Testing
     @Test func killedSampleResumesToTheSameLines() throws {
         let model = try TinyWorld.write()
         let dir = TinyWorld.tempDir("kill")
-        defer { try? FileManager.default.removeItem(atPath: model); try? FileManager.default.removeItem(atPath: dir) }
+        defer {
+            try? FileManager.default.removeItem(atPath: model)
+            try? FileManager.default.removeItem(atPath: dir)
+        }
         let p = try Self.prompts(dir, count: 60)
         // One sequence per decoding batch: which sequences share a batch changes the kernels' summation order (a
         // resumed run starts its batches elsewhere), and on this random model a last-bit change in the logits
         // can flip a sampled token. Alone in its batch, a sample's logits are the same in both runs, bit for bit.
-        let common = ["sample", "--model", model, "--prompts", p, "--n", "2", "--max-new-tokens", "48", "--batch-size", "1"]
+        let common = [
+            "sample", "--model", model, "--prompts", p, "--n", "2", "--max-new-tokens", "48", "--batch-size", "1",
+        ]
         let (victim, _) = try Self.run(common + ["--out", dir + "/a.jsonl"], wait: false)
         let deadline = Date().addingTimeInterval(60)
         while Date() < deadline, victim.isRunning {
-            if let d = FileManager.default.contents(atPath: dir + "/a.jsonl.partial"), d.filter({ $0 == 10 }).count >= 6 { break }
+            if let d = FileManager.default.contents(atPath: dir + "/a.jsonl.partial"), d.filter({ $0 == 10 }).count >= 6
+            {
+                break
+            }
             Thread.sleep(forTimeInterval: 0.005)
         }
         let interrupted = victim.isRunning
@@ -95,7 +111,11 @@ import Testing
                 var m = o["meta"] as! [String: Any]
                 let lp = m.removeValue(forKey: "logprob") as! Double
                 o["meta"] = m
-                return (String(decoding: try JSONSerialization.data(withJSONObject: o, options: .sortedKeys), as: UTF8.self), lp)
+                return (
+                    String(
+                        decoding: try JSONSerialization.data(withJSONObject: o, options: .sortedKeys), as: UTF8.self),
+                    lp
+                )
             }.sorted { $0.0 < $1.0 }
         }
         let a = try canonical(dir + "/a.jsonl"), b = try canonical(dir + "/b.jsonl")
@@ -111,29 +131,41 @@ import Testing
         let dir = TinyWorld.tempDir("eval")
         defer { for d in [model, valueDir, dir] { try? FileManager.default.removeItem(atPath: d) } }
         let p = try Self.prompts(dir, count: 4)
-        let (g, glog) = try Self.run(["eval", "--model", model, "--data", p, "--max-new-tokens", "16", "--out", dir + "/g.jsonl"])
+        let (g, glog) = try Self.run([
+            "eval", "--model", model, "--data", p, "--max-new-tokens", "16", "--out", dir + "/g.jsonl",
+        ])
         #expect(g.terminationStatus == 0, "greedy eval failed: \(glog)")
         #expect(glog.contains("accuracy") && glog.contains("tokens generated"))
         #expect(try Self.lines(dir + "/g.jsonl").count == 4)
-        let (b, blog) = try Self.run(["eval", "--model", model, "--data", p, "--search", "beam", "--width", "2",
-                                      "--value", valueDir, "--max-new-tokens", "16", "--max-steps", "3",
-                                      "--step-delimiter", " ", "--out", dir + "/b.jsonl"])
+        let (b, blog) = try Self.run([
+            "eval", "--model", model, "--data", p, "--search", "beam", "--width", "2",
+            "--value", valueDir, "--max-new-tokens", "16", "--max-steps", "3",
+            "--step-delimiter", " ", "--out", dir + "/b.jsonl",
+        ])
         #expect(b.terminationStatus == 0, "beam eval failed: \(blog)")
         #expect(blog.contains("candidates scored"))
-        let rows = try Self.lines(dir + "/b.jsonl").map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+        let rows = try Self.lines(dir + "/b.jsonl").map {
+            try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any]
+        }
         #expect(rows.count == 4 && rows.allSatisfy { $0["score"] is NSNumber && $0["reward"] is NSNumber })
         // a policy directory is not a value model
-        let (bad, badlog) = try Self.run(["eval", "--model", model, "--data", p, "--search", "beam", "--value", model,
-                                          "--out", dir + "/c.jsonl"])
+        let (bad, badlog) = try Self.run([
+            "eval", "--model", model, "--data", p, "--search", "beam", "--value", model,
+            "--out", dir + "/c.jsonl",
+        ])
         #expect(bad.terminationStatus != 0 && badlog.contains("value_head"))
     }
 
     @Test func badInputGivesOneClearError() throws {
         let model = try TinyWorld.write()
         let dir = TinyWorld.tempDir("bad")
-        defer { try? FileManager.default.removeItem(atPath: model); try? FileManager.default.removeItem(atPath: dir) }
+        defer {
+            try? FileManager.default.removeItem(atPath: model)
+            try? FileManager.default.removeItem(atPath: dir)
+        }
         let p = dir + "/p.jsonl"
-        try "{\"prompt\": \"ok\", \"answer\": \"1\"}\n{\"prompt\": 5}\n".write(toFile: p, atomically: true, encoding: .utf8)
+        try "{\"prompt\": \"ok\", \"answer\": \"1\"}\n{\"prompt\": 5}\n".write(
+            toFile: p, atomically: true, encoding: .utf8)
         let (s, log) = try Self.run(["sample", "--model", model, "--prompts", p, "--out", dir + "/o.jsonl"])
         #expect(s.terminationStatus != 0)
         #expect(log.contains("p.jsonl:2:"), "error should name file and line: \(log)")
@@ -150,26 +182,38 @@ import Testing
     @Test func incompleteProblemsAreResampledOnce() throws {
         let dir = TinyWorld.tempDir("resume")
         let model = try TinyWorld.write()
-        defer { try? FileManager.default.removeItem(atPath: dir); try? FileManager.default.removeItem(atPath: model) }
+        defer {
+            try? FileManager.default.removeItem(atPath: dir)
+            try? FileManager.default.removeItem(atPath: model)
+        }
         let im = try InferenceModel.load(path: model)
-        let problems = (0..<4).map { Problem(id: "q\($0)", prompt: "Add \($0) and 2.", answer: "\($0 + 2)", line: $0 + 1) }
+        let problems = (0..<4).map {
+            Problem(id: "q\($0)", prompt: "Add \($0) and 2.", answer: "\($0 + 2)", line: $0 + 1)
+        }
         var o = SampleOptions()
         o.n = 3
         o.maxNewTokens = 8
         let path = dir + "/s.jsonl"
         let first = try ResumableJSONL(path: path, overwrite: true)
-        _ = try SampleJob.run(model: im, template: .none, problems: Array(problems.prefix(2)), verifier: GSM8KVerifier(), options: o, output: first)
+        _ = try SampleJob.run(
+            model: im, template: .none, problems: Array(problems.prefix(2)), verifier: GSM8KVerifier(), options: o,
+            output: first)
         // simulate a kill in the middle of the second prompt's lines, plus a torn last line
-        var lines = try String(contentsOfFile: path + ".partial", encoding: .utf8).split(separator: "\n").map(String.init)
+        var lines = try String(contentsOfFile: path + ".partial", encoding: .utf8).split(separator: "\n").map(
+            String.init)
         lines = Array(lines.prefix(4))
-        try (lines.joined(separator: "\n") + "\n{\"torn").write(toFile: path + ".partial", atomically: true, encoding: .utf8)
+        try (lines.joined(separator: "\n") + "\n{\"torn").write(
+            toFile: path + ".partial", atomically: true, encoding: .utf8)
         let again = try ResumableJSONL(path: path, overwrite: false)
-        let s = try SampleJob.run(model: im, template: .none, problems: problems, verifier: GSM8KVerifier(), options: o, output: again)
+        let s = try SampleJob.run(
+            model: im, template: .none, problems: problems, verifier: GSM8KVerifier(), options: o, output: again)
         try again.finish()
         #expect(s.resumed == 1 && s.sampled == 3)
         let out = try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n")
         #expect(out.count == 12)
-        let ids = out.compactMap { (try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])?["id"] as? String }
+        let ids = out.compactMap {
+            (try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])?["id"] as? String
+        }
         #expect(Set(ids).count == 12, "duplicate lines after resuming")
     }
 }

@@ -18,11 +18,15 @@ import Train
         }
     }
 
-    static func run(_ m: TransformerModel, _ tok: Tokenizer, batch: Int, seeds: [UInt64], sampling: SamplingParameters,
-                    stop: [String] = [], maxNew: Int = 40) throws -> [Generation] {
+    static func run(
+        _ m: TransformerModel, _ tok: Tokenizer, batch: Int, seeds: [UInt64], sampling: SamplingParameters,
+        stop: [String] = [], maxNew: Int = 40
+    ) throws -> [Generation] {
         let gen = try Generator(model: m, tokenizer: tok, stopTokens: [TinyWorld.eos], batchSize: batch, maxLength: 128)
         let ps = prompts(tok)
-        let reqs = seeds.enumerated().map { GenerationRequest(prompt: ps[$0.offset % ps.count], seed: $0.element, maxNewTokens: maxNew) }
+        let reqs = seeds.enumerated().map {
+            GenerationRequest(prompt: ps[$0.offset % ps.count], seed: $0.element, maxNewTokens: maxNew)
+        }
         return try gen.generate(reqs, sampling: sampling, stop: stop)
     }
 
@@ -37,8 +41,10 @@ import Train
             let all = try Self.run(m, tok, batch: 7, seeds: seeds, sampling: sampling)
             // identical tokens; log-probs agree to rounding (batched and single-row matmuls sum differently)
             func same(_ x: [Generation], _ y: [Generation]) -> Bool {
-                zip(x, y).allSatisfy { $0.tokens == $1.tokens && $0.text == $1.text && $0.finish == $1.finish
-                    && abs($0.logProb - $1.logProb) <= 1e-4 * max(1, abs($0.logProb)) }
+                zip(x, y).allSatisfy {
+                    $0.tokens == $1.tokens && $0.text == $1.text && $0.finish == $1.finish
+                        && abs($0.logProb - $1.logProb) <= 1e-4 * max(1, abs($0.logProb))
+                }
             }
             #expect(same(one, three) && same(three, all), "\(sampling): batch size changed the output")
             #expect(one.allSatisfy { $0.tokens.count <= 40 })
@@ -60,8 +66,12 @@ import Train
             #expect((g.finish == .eos) == (g.endToken == TinyWorld.eos))
             let toks = g.tokens + (g.endToken.map { [$0] } ?? [])
             let want = try TinyWorld.fullLogProb(m, prompt: ps[i], tokens: toks)
-            #expect(abs(g.logProb - want) <= 1e-4 * max(1, abs(want)), "request \(i): \(g.logProb) vs full forward \(want)")
-            #expect(g.text == String(decoding: try tok.decode(g.tokens.map { UInt32($0) }, skipSpecialTokens: true), as: UTF8.self))
+            #expect(
+                abs(g.logProb - want) <= 1e-4 * max(1, abs(want)), "request \(i): \(g.logProb) vs full forward \(want)")
+            #expect(
+                g.text
+                    == String(
+                        decoding: try tok.decode(g.tokens.map { UInt32($0) }, skipSpecialTokens: true), as: UTF8.self))
         }
     }
 
@@ -96,11 +106,15 @@ import Train
         let m = try TinyWorld.model(seed: 1), tok = try TinyWorld.tokenizer(dir)
         let gen = try Generator(model: m, tokenizer: tok, stopTokens: [TinyWorld.eos], batchSize: 2, maxLength: 16)
         #expect(throws: InferError.self) {
-            try gen.generate([GenerationRequest(prompt: [Int32](repeating: 65, count: 16), maxNewTokens: 4)], sampling: .greedy)
+            try gen.generate(
+                [GenerationRequest(prompt: [Int32](repeating: 65, count: 16), maxNewTokens: 4)], sampling: .greedy)
         }
-        #expect(throws: InferError.self) { try gen.generate([GenerationRequest(prompt: [], maxNewTokens: 4)], sampling: .greedy) }
+        #expect(throws: InferError.self) {
+            try gen.generate([GenerationRequest(prompt: [], maxNewTokens: 4)], sampling: .greedy)
+        }
         // the position limit ends a generation with .length
-        let g = try gen.generate([GenerationRequest(prompt: [Int32](repeating: 65, count: 12), maxNewTokens: 50)], sampling: .greedy)
+        let g = try gen.generate(
+            [GenerationRequest(prompt: [Int32](repeating: 65, count: 12), maxNewTokens: 50)], sampling: .greedy)
         #expect(g[0].finish != .length || g[0].tokens.count == 4)
     }
 
@@ -111,12 +125,16 @@ import Train
         #expect(try im.chatTemplate("auto") == .chatML(defaultSystem: "You are tiny."))
         #expect(try im.chatTemplate("none") == .none)
         #expect(throws: InferError.self) { try im.chatTemplate("jinja") }
-        #expect(ChatTemplate.chatML(defaultSystem: "S").render("Hi") ==
-                "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
-        #expect(ChatTemplate.chatML(defaultSystem: nil).render("Hi") == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
+        #expect(
+            ChatTemplate.chatML(defaultSystem: "S").render("Hi")
+                == "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
+        #expect(
+            ChatTemplate.chatML(defaultSystem: nil).render("Hi")
+                == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
         #expect(ChatTemplate.detect(fromJinja: "{{ bos_token }}{% for m in messages %}[INST] ...") == .none)
         // a Qwen2.5-style template: a tools branch splices the first message before the literal default
-        let qwen = "{%- if tools %}{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>' }}{%- else %}{{- '<|im_start|>system\\nYou are Qwen.<|im_end|>\\n' }}{%- endif %}"
+        let qwen =
+            "{%- if tools %}{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>' }}{%- else %}{{- '<|im_start|>system\\nYou are Qwen.<|im_end|>\\n' }}{%- endif %}"
         #expect(ChatTemplate.detect(fromJinja: qwen) == .chatML(defaultSystem: "You are Qwen."))
         let ids = im.encodePrompt("Hi", template: .chatML(defaultSystem: nil))
         #expect(ids.first == 257 && ids.filter { $0 == 258 }.count == 1)  // markers are control tokens
@@ -131,13 +149,21 @@ import Train
         let dir = root.appendingPathComponent("Fixtures/generated/smollm2-generate").path
         let tokPath = root.appendingPathComponent("Fixtures/generated/tokenizers/smollm2.tokenizer.json").path
         guard FileManager.default.fileExists(atPath: dir + "/expected.safetensors"),
-              FileManager.default.fileExists(atPath: tokPath) else {
-            if ProcessInfo.processInfo.environment["OREO_REQUIRE_FIXTURES"] == "1" { Issue.record("fixtures missing: run scripts/gen-fixtures.sh") }
+            FileManager.default.fileExists(atPath: tokPath)
+        else {
+            if ProcessInfo.processInfo.environment["OREO_REQUIRE_FIXTURES"] == "1" {
+                Issue.record("fixtures missing: run scripts/gen-fixtures.sh")
+            }
             return
         }
-        let meta = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/prompts.json"))) as! [String: Any]
+        let meta =
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/prompts.json")))
+            as! [String: Any]
         let g = try GGUFFile(path: meta["gguf"] as! String)
-        guard case .string(let jinja)? = g.metadata["tokenizer.chat_template"] else { Issue.record("no chat template"); return }
+        guard case .string(let jinja)? = g.metadata["tokenizer.chat_template"] else {
+            Issue.record("no chat template")
+            return
+        }
         let template = ChatTemplate.detect(fromJinja: jinja)
         let tok = try Tokenizer.load(path: tokPath)
         let e = try SafeTensorsFile(path: dir + "/expected.safetensors")
@@ -158,18 +184,25 @@ import Train
         let src = root.appendingPathComponent("Fixtures/generated/smollm2/source.json").path
         let tokPath = root.appendingPathComponent("Fixtures/generated/tokenizers/smollm2.tokenizer.json").path
         guard let d = FileManager.default.contents(atPath: src), FileManager.default.fileExists(atPath: tokPath),
-              let o = try JSONSerialization.jsonObject(with: d) as? [String: String], let gguf = o["gguf"] else {
-            if ProcessInfo.processInfo.environment["OREO_REQUIRE_FIXTURES"] == "1" { Issue.record("fixtures missing: run scripts/gen-fixtures.sh") }
+            let o = try JSONSerialization.jsonObject(with: d) as? [String: String], let gguf = o["gguf"]
+        else {
+            if ProcessInfo.processInfo.environment["OREO_REQUIRE_FIXTURES"] == "1" {
+                Issue.record("fixtures missing: run scripts/gen-fixtures.sh")
+            }
             return
         }
         let mine = try GGUFTokenizer.load(try GGUFFile(path: gguf))
         let oracle = try Tokenizer.load(path: tokPath)
         #expect(mine.vocabSize == oracle.vocabSize && mine.eosId == 2 && mine.bosId == 1)
-        let texts = ["Hello, world! 2024 is a year.", "<|im_start|>user\nWhat is 12 + 35?<|im_end|>\n", "naïve café — 東京 🎉",
-                     "  leading spaces\tand\ttabs\n\n\nnewlines", "def f(x):\n    return x ** 2  # comment"]
+        let texts = [
+            "Hello, world! 2024 is a year.", "<|im_start|>user\nWhat is 12 + 35?<|im_end|>\n", "naïve café — 東京 🎉",
+            "  leading spaces\tand\ttabs\n\n\nnewlines", "def f(x):\n    return x ** 2  # comment",
+        ]
         for t in texts { #expect(mine.encode(t) == oracle.encode(t), "\(t.debugDescription)") }
         // and on the bench text, in chunks
-        let bench = try String(contentsOfFile: root.appendingPathComponent("Fixtures/generated/tokenizers/bench.txt").path, encoding: .utf8)
+        let bench = try String(
+            contentsOfFile: root.appendingPathComponent("Fixtures/generated/tokenizers/bench.txt").path, encoding: .utf8
+        )
         let sample = String(bench.prefix(200_000))
         #expect(mine.encode(sample) == oracle.encode(sample))
     }

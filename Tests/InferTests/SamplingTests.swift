@@ -43,7 +43,10 @@ import Testing
             var s = try TokenSampler(SamplingParameters(topP: topP))
             let got = Set(s.distribution(Self.logits[...]).map { Int($0.token) })
             var want = Set<Int>(), cum = 0.0
-            for i in order where cum < topP { want.insert(i); cum += p[i] }
+            for i in order where cum < topP {
+                want.insert(i)
+                cum += p[i]
+            }
             #expect(got == want, "top-p \(topP): \(got.sorted()) vs \(want.sorted())")
         }
         // the nucleus of a flat distribution over a large vocabulary (one bucket holds everything)
@@ -55,7 +58,10 @@ import Testing
         let pw = Self.softmax(wide)
         let sortedW = pw.indices.sorted { pw[$0] > pw[$1] }
         var cum = 0.0, n = 0
-        for i in sortedW where cum < 0.9 { cum += pw[i]; n += 1 }
+        for i in sortedW where cum < 0.9 {
+            cum += pw[i]
+            n += 1
+        }
         var sw = try TokenSampler(SamplingParameters(topP: 0.9))
         let dw = sw.distribution(wide[...])
         #expect(abs(dw.count - n) <= 2, "nucleus size \(dw.count) vs \(n) by sorting")  // ties at the cut
@@ -72,7 +78,9 @@ import Testing
 
     /// Empirical frequencies of 40k draws within 4.5 standard errors of the exact truncated distribution.
     @Test func frequenciesMatchTheDistribution() throws {
-        for params in [SamplingParameters(), SamplingParameters(temperature: 0.7, topK: 4), SamplingParameters(topP: 0.8)] {
+        for params in [
+            SamplingParameters(), SamplingParameters(temperature: 0.7, topK: 4), SamplingParameters(topP: 0.8),
+        ] {
             var s = try TokenSampler(params)
             let exact = s.distribution(Self.logits[...])
             var counts = [Int32: Int]()

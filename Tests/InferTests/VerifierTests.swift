@@ -17,7 +17,9 @@ import Testing
 
     @Test func gsm8k() throws {
         let v = GSM8KVerifier()
-        func r(_ response: String, _ answer: String) throws -> Double { try v.reward(prompt: "", response: response, answer: answer) }
+        func r(_ response: String, _ answer: String) throws -> Double {
+            try v.reward(prompt: "", response: response, answer: answer)
+        }
         #expect(try r("She has 3 + 4 = 7 apples.\n#### 7", "7") == 1)
         // the number after #### wins over later numbers
         #expect(try r("#### 18\nCheck: 18 = 9 * 2", "18") == 1)
@@ -35,7 +37,9 @@ import Testing
 
     @Test func boxed() throws {
         let v = BoxedVerifier()
-        func r(_ response: String, _ answer: String) throws -> Double { try v.reward(prompt: "", response: response, answer: answer) }
+        func r(_ response: String, _ answer: String) throws -> Double {
+            try v.reward(prompt: "", response: response, answer: answer)
+        }
         #expect(BoxedVerifier.lastBoxed("a \\boxed{1} then \\boxed{\\frac{1}{2}} end") == "\\frac{1}{2}")
         #expect(BoxedVerifier.lastBoxed("\\boxed{\\{1, 2\\}}") == "\\{1, 2\\}")  // escaped braces do not count
         #expect(BoxedVerifier.lastBoxed("\\boxed{unclosed {x}") == nil)
@@ -62,13 +66,19 @@ import Testing
 
     @Test func externalCommand() throws {
         // the checker reads the JSON line and compares the response with the answer
-        let py = "import json,sys; d=json.loads(sys.stdin.readline()); print(1.0 if d['response'].strip()==d['answer'] else 0.25)"
+        let py =
+            "import json,sys; d=json.loads(sys.stdin.readline()); print(1.0 if d['response'].strip()==d['answer'] else 0.25)"
         let v = CommandVerifier(command: "python3 -c \"\(py)\"")
         #expect(try v.reward(prompt: "p", response: " 42 \n", answer: "42") == 1)
         #expect(try v.reward(prompt: "p", response: "quote \" and newline \n and \\ backslash", answer: "42") == 0.25)
-        #expect(try CommandVerifier(command: "cat >/dev/null; echo true").reward(prompt: "", response: "", answer: "") == 1)
-        #expect(throws: InferError.self) { try CommandVerifier(command: "cat >/dev/null; echo maybe").reward(prompt: "", response: "", answer: "") }
-        #expect(throws: InferError.self) { try CommandVerifier(command: "exit 3").reward(prompt: "", response: "", answer: "") }
+        #expect(
+            try CommandVerifier(command: "cat >/dev/null; echo true").reward(prompt: "", response: "", answer: "") == 1)
+        #expect(throws: InferError.self) {
+            try CommandVerifier(command: "cat >/dev/null; echo maybe").reward(prompt: "", response: "", answer: "")
+        }
+        #expect(throws: InferError.self) {
+            try CommandVerifier(command: "exit 3").reward(prompt: "", response: "", answer: "")
+        }
         #expect(throws: InferError.self) {
             try CommandVerifier(command: "sleep 5", timeout: 0.2).reward(prompt: "", response: "", answer: "")
         }

@@ -8,19 +8,28 @@ import Tokenizers
 /// Ingest end to end on a byte-level tokenizer built by the test (ids = bytes, one merge, BOS and EOS).
 @Suite struct IngestJobTests {
     static func tokenizer() throws -> Tokenizer {
-        try SyntheticTokenizer.load(SyntheticTokenizer.json(merges: ["a b"], extra: ["ab"]) { root in
-            root["added_tokens"] = [
-                ["id": 300, "content": "<|endoftext|>", "single_word": false, "lstrip": false, "rstrip": false,
-                 "normalized": false, "special": true],
-                ["id": 301, "content": "<|bos|>", "single_word": false, "lstrip": false, "rstrip": false,
-                 "normalized": false, "special": true],
-            ]
-            root["post_processor"] = ["type": "TemplateProcessing",
-                                      "single": [["SpecialToken": ["id": "<|bos|>", "type_id": 0]],
-                                                 ["Sequence": ["id": "A", "type_id": 0]]],
-                                      "pair": [Any](),
-                                      "special_tokens": ["<|bos|>": ["id": "<|bos|>", "ids": [301], "tokens": ["<|bos|>"]]]]
-        })
+        try SyntheticTokenizer.load(
+            SyntheticTokenizer.json(merges: ["a b"], extra: ["ab"]) { root in
+                root["added_tokens"] = [
+                    [
+                        "id": 300, "content": "<|endoftext|>", "single_word": false, "lstrip": false, "rstrip": false,
+                        "normalized": false, "special": true,
+                    ],
+                    [
+                        "id": 301, "content": "<|bos|>", "single_word": false, "lstrip": false, "rstrip": false,
+                        "normalized": false, "special": true,
+                    ],
+                ]
+                root["post_processor"] = [
+                    "type": "TemplateProcessing",
+                    "single": [
+                        ["SpecialToken": ["id": "<|bos|>", "type_id": 0]],
+                        ["Sequence": ["id": "A", "type_id": 0]],
+                    ],
+                    "pair": [Any](),
+                    "special_tokens": ["<|bos|>": ["id": "<|bos|>", "ids": [301], "tokens": ["<|bos|>"]]],
+                ]
+            })
     }
 
     static func write(_ lines: [String], _ dir: String, _ name: String = "in.jsonl") -> String {
@@ -46,12 +55,13 @@ import Tokenizers
     @Test func allThreeLineFormats() throws {
         let dir = IngestJobTests.tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let input = IngestJobTests.write([
-            #"{"prompt": "Q:", "response": "x=1\n\ny=2\nab", "reward": 1}"#,
-            #"{"prompt": "Q:", "steps": ["s1", "s2\nstill s2"], "reward": false, "id": 7, "meta": {"k": [1]}}"#,
-            #"{"prompt_ids": [5, 6], "response_ids": [7, 10, 8, 9], "step_ends": [2, 4], "reward": 0.25, "group": "g"}"#,
-            #"{"prompt_ids": [5], "response_ids": [10, 7, 10], "reward": 1, "group": 3}"#,
-        ], dir)
+        let input = IngestJobTests.write(
+            [
+                #"{"prompt": "Q:", "response": "x=1\n\ny=2\nab", "reward": 1}"#,
+                #"{"prompt": "Q:", "steps": ["s1", "s2\nstill s2"], "reward": false, "id": 7, "meta": {"k": [1]}}"#,
+                #"{"prompt_ids": [5, 6], "response_ids": [7, 10, 8, 9], "step_ends": [2, 4], "reward": 0.25, "group": "g"}"#,
+                #"{"prompt_ids": [5], "response_ids": [10, 7, 10], "reward": 1, "group": 3}"#,
+            ], dir)
         let vocab = IngestVocabulary(try IngestJobTests.tokenizer())
         let summary = try IngestJob(inputs: [input], output: dir + "/ds", vocab: vocab, options: IngestOptions()).run()
         #expect(summary.linesRead == 4 && summary.written == 4 && summary.rejected == 0)
@@ -93,16 +103,17 @@ import Tokenizers
     @Test func invalidLinesFailWithTheirPlaceOrGoToRejects() throws {
         let dir = IngestJobTests.tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let input = IngestJobTests.write([
-            #"{"prompt": "a", "response": "b", "reward": 1}"#,
-            #"{"prompt": "a", "response": "b"}"#,
-            "",
-            #"{"prompt": "a", "response": "b", "reward": 1"#,
-            #"{"prompt_ids": [1, 99999], "response_ids": [], "reward": 1}"#,
-            #"{"prompt": "a", "response": "b", "steps": ["b"], "reward": 1}"#,
-            #"{"prompt": "a", "response": "b", "reward": "yes"}"#,
-            #"{"prompt": "a", "response": "c", "reward": 0}"#,
-        ], dir)
+        let input = IngestJobTests.write(
+            [
+                #"{"prompt": "a", "response": "b", "reward": 1}"#,
+                #"{"prompt": "a", "response": "b"}"#,
+                "",
+                #"{"prompt": "a", "response": "b", "reward": 1"#,
+                #"{"prompt_ids": [1, 99999], "response_ids": [], "reward": 1}"#,
+                #"{"prompt": "a", "response": "b", "steps": ["b"], "reward": 1}"#,
+                #"{"prompt": "a", "response": "b", "reward": "yes"}"#,
+                #"{"prompt": "a", "response": "c", "reward": 0}"#,
+            ], dir)
         let vocab = IngestVocabulary(try IngestJobTests.tokenizer())
         var options = IngestOptions()
         do {
@@ -129,16 +140,19 @@ import Tokenizers
     @Test func truncationIsRecorded() throws {
         let dir = IngestJobTests.tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let input = IngestJobTests.write([
-            #"{"prompt": "pp", "response": "r1\nr2\nr3", "reward": 1}"#,
-            #"{"prompt": "p", "response": "r", "reward": 1}"#,
-            #"{"prompt": "very long prompt", "response": "r", "reward": 1}"#,
-        ], dir)
+        let input = IngestJobTests.write(
+            [
+                #"{"prompt": "pp", "response": "r1\nr2\nr3", "reward": 1}"#,
+                #"{"prompt": "p", "response": "r", "reward": 1}"#,
+                #"{"prompt": "very long prompt", "response": "r", "reward": 1}"#,
+            ], dir)
         var options = IngestOptions()
         options.maxLength = 8
         options.onInvalid = .skip
-        let s = try IngestJob(inputs: [input], output: dir + "/ds", vocab: IngestVocabulary(try IngestJobTests.tokenizer()),
-                              options: options).run()
+        let s = try IngestJob(
+            inputs: [input], output: dir + "/ds", vocab: IngestVocabulary(try IngestJobTests.tokenizer()),
+            options: options
+        ).run()
         #expect(s.written == 2 && s.rejected == 1 && s.truncated == 1)
         let t = try IngestJobTests.trajectories(dir + "/ds")
         #expect(t[0].tokens.count == 8 && t[0].flags.contains(.truncated) && !t[0].flags.contains(.eosAppended))
@@ -199,8 +213,9 @@ import Tokenizers
         let input = IngestJobTests.write(lines, dir)
         var options = IngestOptions()
         options.onInvalid = .skip
-        var job = IngestJob(inputs: [input], output: dir + "/ds", vocab: IngestVocabulary(try IngestJobTests.tokenizer()),
-                            options: options)
+        var job = IngestJob(
+            inputs: [input], output: dir + "/ds", vocab: IngestVocabulary(try IngestJobTests.tokenizer()),
+            options: options)
         job.shardTokens = 1_500
         job.batchLines = 40
         var batches = 0
@@ -218,7 +233,9 @@ import Tokenizers
             var again = job
             again.output = snap
             let s = try again.run()
-            #expect(s.resumed && s.linesRead == clean.linesRead && s.written == clean.written && s.rejected == clean.rejected)
+            #expect(
+                s.resumed && s.linesRead == clean.linesRead && s.written == clean.written
+                    && s.rejected == clean.rejected)
             #expect(s.blank == clean.blank && s.truncated == clean.truncated)
             #expect(try IngestJobTests.signature(snap) == IngestJobTests.signature(dir + "/ds"), "\(snap)")
             #expect(try String(contentsOfFile: snap + "/rejects.jsonl", encoding: .utf8) == cleanRejects, "\(snap)")
@@ -243,7 +260,8 @@ import Tokenizers
         let merged = try IngestJob.mergeParts(directory: dir + "/parts", count: 3)
         #expect(merged.counts.trajectories == 500)
         #expect(merged.properties["ingest.lines_read"] == "500")
-        #expect(try IngestJobTests.signature(dir + "/parts").sorted() == IngestJobTests.signature(dir + "/whole").sorted())
+        #expect(
+            try IngestJobTests.signature(dir + "/parts").sorted() == IngestJobTests.signature(dir + "/whole").sorted())
     }
 }
 
@@ -251,7 +269,8 @@ import Tokenizers
 @Suite struct IngestKillTests {
     static var oreoBinary: String {
         if let p = ProcessInfo.processInfo.environment["OREO_BIN"] { return p }
-        return URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("oreo").path
+        return URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("oreo")
+            .path
     }
 
     static func ingest(_ args: [String]) throws -> Process {

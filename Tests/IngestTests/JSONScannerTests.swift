@@ -7,7 +7,10 @@ import Ingest
         var scanner = JSONScanner()
         var bytes = Array(s.utf8)
         return bytes.withUnsafeMutableBufferPointer { b -> JSONScanner.Failure? in
-            do { _ = try scanner.parse(UnsafeBufferPointer(b)); return nil } catch { return error as? JSONScanner.Failure }
+            do {
+                _ = try scanner.parse(UnsafeBufferPointer(b))
+                return nil
+            } catch { return error as? JSONScanner.Failure }
         }
     }
 
@@ -31,8 +34,10 @@ import Ingest
 
     @Test func refusesInvalidUTF8AndDeepNesting() {
         var scanner = JSONScanner()
-        for bad: [UInt8] in [[0x22, 0xC0, 0xAF, 0x22], [0x22, 0xED, 0xA0, 0x80, 0x22], [0x22, 0xF4, 0x90, 0x80, 0x80, 0x22],
-                             [0x22, 0xE2, 0x82, 0x22], [0x22, 0xFF, 0x22]] {
+        for bad: [UInt8] in [
+            [0x22, 0xC0, 0xAF, 0x22], [0x22, 0xED, 0xA0, 0x80, 0x22], [0x22, 0xF4, 0x90, 0x80, 0x80, 0x22],
+            [0x22, 0xE2, 0x82, 0x22], [0x22, 0xFF, 0x22],
+        ] {
             let f = bad.withUnsafeBufferPointer { b in (try? scanner.parse(b)) == nil }
             #expect(f, "\(bad) accepted")
         }
@@ -42,14 +47,22 @@ import Ingest
 
     @Test func decodesStringsNumbersAndMembers() throws {
         var scanner = JSONScanner()
-        let line = Array(#"{"p": "a\tb\u00e9\ud83d\ude00", "q": "plain", "n": -12, "x": 1.5e2, "big": 99999999999999999999, "p": "last"}"#.utf8)
+        let line = Array(
+            #"{"p": "a\tb\u00e9\ud83d\ude00", "q": "plain", "n": -12, "x": 1.5e2, "big": 99999999999999999999, "p": "last"}"#
+                .utf8)
         try line.withUnsafeBufferPointer { b in
             let root = try scanner.parse(b)
             var scratch: [UInt8] = []
-            #expect(try scanner.withText(scanner.member(root, "q")!, in: b, scratch: &scratch) { Array($0) } == Array("plain".utf8))
-            #expect(try scanner.withText(scanner.member(root, "p")!, in: b, scratch: &scratch) { Array($0) } == Array("last".utf8))
+            #expect(
+                try scanner.withText(scanner.member(root, "q")!, in: b, scratch: &scratch) { Array($0) }
+                    == Array("plain".utf8))
+            #expect(
+                try scanner.withText(scanner.member(root, "p")!, in: b, scratch: &scratch) { Array($0) }
+                    == Array("last".utf8))
             let first = scanner.children(root)[1]
-            #expect(try scanner.withText(first, in: b, scratch: &scratch) { Array($0) } == Array("a\tb\u{e9}\u{1F600}".utf8))
+            #expect(
+                try scanner.withText(first, in: b, scratch: &scratch) { Array($0) } == Array("a\tb\u{e9}\u{1F600}".utf8)
+            )
             #expect(scanner.integer(scanner.member(root, "n")!, in: b) == -12)
             #expect(scanner.integer(scanner.member(root, "x")!, in: b) == nil)
             #expect(scanner.double(scanner.member(root, "x")!, in: b) == 150)
@@ -68,17 +81,22 @@ import Ingest
 
     /// Differential check against Python's json module on random near-JSON strings, when python3 is present.
     @Test func agreesWithPythonOnRandomInputs() throws {
-        guard let python = ProcessInfo.processInfo.environment["PATH"]?.split(separator: ":")
-            .map({ $0 + "/python3" }).first(where: { FileManager.default.isExecutableFile(atPath: $0) }) else {
+        guard
+            let python = ProcessInfo.processInfo.environment["PATH"]?.split(separator: ":")
+                .map({ $0 + "/python3" }).first(where: { FileManager.default.isExecutableFile(atPath: $0) })
+        else {
             if ProcessInfo.processInfo.environment["OREO_REQUIRE_FIXTURES"] == "1" { Issue.record("python3 not found") }
             return
         }
         var rng = SystemRandomNumberGenerator()
-        let atoms = ["{", "}", "[", "]", ",", ":", "\"a\"", "\"\\n\"", "\"\\u0041\"", "1", "-0", "2.5", "1e3", "01",
-                     "true", "null", " ", "\"", "\\", "x", "\"\\ud800\"", "-", "."]
+        let atoms = [
+            "{", "}", "[", "]", ",", ":", "\"a\"", "\"\\n\"", "\"\\u0041\"", "1", "-0", "2.5", "1e3", "01",
+            "true", "null", " ", "\"", "\\", "x", "\"\\ud800\"", "-", ".",
+        ]
         var cases: [String] = []
         for _ in 0..<3000 {
-            cases.append((0..<Int.random(in: 1...8, using: &rng)).map { _ in atoms.randomElement(using: &rng)! }.joined())
+            cases.append(
+                (0..<Int.random(in: 1...8, using: &rng)).map { _ in atoms.randomElement(using: &rng)! }.joined())
         }
         let dir = NSTemporaryDirectory() + "oreo-json-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
@@ -86,21 +104,22 @@ import Ingest
         try cases.joined(separator: "\n").write(toFile: dir + "/cases.txt", atomically: true, encoding: .utf8)
         // Python's parser accepts lone surrogates and NaN; compare only on inputs without those features.
         let script = """
-        import json, sys
-        for line in open(sys.argv[1], encoding='utf-8').read().split('\\n'):
-            try:
-                json.loads(line, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
-                print('ok')
-            except Exception:
-                print('bad')
-        """
+            import json, sys
+            for line in open(sys.argv[1], encoding='utf-8').read().split('\\n'):
+                try:
+                    json.loads(line, parse_constant=lambda c: (_ for _ in ()).throw(ValueError(c)))
+                    print('ok')
+                except Exception:
+                    print('bad')
+            """
         let p = Process()
         p.executableURL = URL(fileURLWithPath: python)
         p.arguments = ["-c", script, dir + "/cases.txt"]
         let pipe = Pipe()
         p.standardOutput = pipe
         try p.run()
-        let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).split(separator: "\n")
+        let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).split(
+            separator: "\n")
         p.waitUntilExit()
         #expect(out.count == cases.count)
         var compared = 0
@@ -120,7 +139,8 @@ import Ingest
     /// then random buffers biased to the boundary values.
     @Test func blockSearchAgreesWithTheByteRule() {
         func check(_ bytes: [UInt8], from: Int) {
-            let want = bytes.indices.dropFirst(from).first { JSONScannerFastPathTests.special(bytes[$0]) } ?? bytes.count
+            let want =
+                bytes.indices.dropFirst(from).first { JSONScannerFastPathTests.special(bytes[$0]) } ?? bytes.count
             let highBefore = bytes[from..<want].contains { $0 >= 0x80 }
             let (got, high) = bytes.withUnsafeBufferPointer { JSONScanner.nextSpecialByte($0, from: from) }
             #expect(got == want, "\(bytes) from \(from)")
@@ -150,13 +170,16 @@ import Ingest
     @Test func longStringsWithEscapesAndUTF8AtEveryAlignment() {
         var scanner = JSONScanner()
         for pad in 0..<17 {
-            let text = String(repeating: "x", count: pad) + "caf\u{e9} \\\"q\\\" \u{1F600} end" + String(repeating: "y", count: 9)
+            let text =
+                String(repeating: "x", count: pad) + "caf\u{e9} \\\"q\\\" \u{1F600} end"
+                + String(repeating: "y", count: 9)
             let line = Array("{\"k\":\"\(text)\"}".utf8)
             let ok = line.withUnsafeBufferPointer { b -> Bool in
                 guard let root = try? scanner.parse(b), let v = scanner.member(root, "k") else { return false }
                 var scratch: [UInt8] = []
                 let got = try? scanner.withText(v, in: b, scratch: &scratch) { String(decoding: $0, as: UTF8.self) }
-                return got == String(repeating: "x", count: pad) + "caf\u{e9} \"q\" \u{1F600} end" + String(repeating: "y", count: 9)
+                return got == String(repeating: "x", count: pad) + "caf\u{e9} \"q\" \u{1F600} end"
+                    + String(repeating: "y", count: 9)
             }
             #expect(ok, "pad \(pad)")
             let bad = Array("\"\(String(repeating: "z", count: pad))\u{01}\"".utf8)

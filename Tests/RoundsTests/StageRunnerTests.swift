@@ -25,7 +25,10 @@ import Testing
             return "made"
         }
         #expect(first.value == "made" && first.status == .ran && runs == 1)
-        let again = try runner.run("sample", inputs: inputs, reuse: { _ in "kept" }) { _ in runs += 1; return "made" }
+        let again = try runner.run("sample", inputs: inputs, reuse: { _ in "kept" }) { _ in
+            runs += 1
+            return "made"
+        }
         #expect(again.value == "kept" && again.status == .done && runs == 1)
         // Output gone (reuse finds nothing): the stage runs again, continuing its own inputs' run.
         let lost = try runner.run("sample", inputs: inputs, reuse: { _ in nil as String? }) { start in
@@ -63,15 +66,21 @@ import Testing
         let runner = StageRunner(directory: dir)
         let inputs = InputFingerprint([("model", "sft@6"), ("samples", "2"), ("temperature", "1")])
         // The demo's first stage records: the inputs object, written when the stage finished.
-        try #"{"model": "sft@6", "samples": "2", "temperature": "1"}"#.appending("\n").write(toFile: runner.path("sample"), atomically: true, encoding: .utf8)
+        try #"{"model": "sft@6", "samples": "2", "temperature": "1"}"#.appending("\n").write(
+            toFile: runner.path("sample"), atomically: true, encoding: .utf8)
         #expect(runner.finished("sample", inputs) != nil)
-        #expect(runner.finished("sample", InputFingerprint([("model", "sft@7"), ("samples", "2"), ("temperature", "1")])) == nil)
+        #expect(
+            runner.finished("sample", InputFingerprint([("model", "sft@7"), ("samples", "2"), ("temperature", "1")]))
+                == nil)
         // Its trainer's: the identity was the checksum of "key value" lines, as the digest is now.
         let lines = "method SFT\nconfig {}\ninit random\nreference -\ndata 1234"
         let identity = Checksum.hex(Checksum.xxh3(Array(lines.utf8)))
-        let train = InputFingerprint([("method", "SFT"), ("config", "{}"), ("init", "random"), ("reference", "-"), ("data", "1234")])
+        let train = InputFingerprint([
+            ("method", "SFT"), ("config", "{}"), ("init", "random"), ("reference", "-"), ("data", "1234"),
+        ])
         #expect(train.digest == identity)
-        try #"{"complete":true,"identity":"\#(identity)","model":{"updates":6}}"#.write(toFile: runner.path("stage"), atomically: true, encoding: .utf8)
+        try #"{"complete":true,"identity":"\#(identity)","model":{"updates":6}}"#.write(
+            toFile: runner.path("stage"), atomically: true, encoding: .utf8)
         let record = try #require(runner.finished("stage", train))
         #expect(record.decode([String: Int].self) == ["updates": 6])
     }
@@ -91,7 +100,8 @@ import Testing
         #expect(InputFingerprint.texts(["ab", "c"]) != InputFingerprint.texts(["a", "bc"]))
         #expect(throws: (any Error).self) { try InputFingerprint.dataset(dir + "/none") }
         // Order is part of the fingerprint.
-        #expect(InputFingerprint([("a", "1"), ("b", "2")]).digest != InputFingerprint([("b", "2"), ("a", "1")]).digest)
+        #expect(
+            InputFingerprint([("a", "1"), ("b", "2")]).digest != InputFingerprint([("b", "2"), ("a", "1")]).digest)
     }
 
     @Test func statusLinesSayHowAStageWent() {
@@ -99,14 +109,21 @@ import Testing
         #expect(StageStatus.done.line("run") == "skipped (done): run")
         #expect(StageStatus.leftOut.line("the time budget ran out") == "skipped (budget): the time budget ran out")
         #expect(StageStatus.training(from: 0, at: 60, of: 60) == .ran)
-        #expect(StageStatus.training(from: 12, at: 60, of: 60).line("60 updates") == "60 updates (continued from step 12)")
+        #expect(
+            StageStatus.training(from: 12, at: 60, of: 60).line("60 updates") == "60 updates (continued from step 12)")
         let cut = StageStatus.training(from: 12, at: 30, of: 60)
-        #expect(cut.unfinished && !StageStatus.training(from: 12, at: 60, of: 60).unfinished && StageStatus.leftOut.unfinished)
-        #expect(cut.line("30 updates") == "30 updates (continued from step 12; stopped by the time budget after 30 of 60 updates)")
+        #expect(
+            cut.unfinished && !StageStatus.training(from: 12, at: 60, of: 60).unfinished
+                && StageStatus.leftOut.unfinished)
+        #expect(
+            cut.line("30 updates")
+                == "30 updates (continued from step 12; stopped by the time budget after 30 of 60 updates)")
     }
 
     @Test func theContinueCommandRepeatsTheArgumentsWithoutOverwrite() {
-        let c = ContinueCommand(commandLine: ["/usr/bin/oreo", "demo", "--out", "my runs/a", "--overwrite", "--lr", "OREO=3e-4", "it's"])
+        let c = ContinueCommand(commandLine: [
+            "/usr/bin/oreo", "demo", "--out", "my runs/a", "--overwrite", "--lr", "OREO=3e-4", "it's",
+        ])
         #expect(c.line == #"oreo demo --out 'my runs/a' --lr OREO=3e-4 'it'\''s'"#)
     }
 }

@@ -1,10 +1,11 @@
 import Checkpoint
 import Format
 import Foundation
+import Models
 import Support
 import Testing
 import Train
-import Trainer
+import Runs
 
 /// What a run leaves in checkpoints/: how many, and in which order their bytes and names reach the disk.
 @Suite struct CheckpointFilesTests {
@@ -54,16 +55,18 @@ import Trainer
         let checkpoints = root + "/run/checkpoints"
         for step in 1...2 {
             let final = checkpoints + String(format: "/step-%08d", step)
-            let renamed = try #require(events.firstIndex {
-                if case .rename(let from, let to) = $0 { return to == final && from.hasPrefix(final + ".tmp-") }
-                return false
-            }, "no durable rename of \(final)")
+            let renamed = try #require(
+                events.firstIndex {
+                    if case .rename(let from, let to) = $0 { return to == final && from.hasPrefix(final + ".tmp-") }
+                    return false
+                }, "no durable rename of \(final)")
             guard case .rename(let tmp, _) = events[renamed] else { continue }
             let before = events[..<renamed], after = events[(renamed + 1)...]
             // Each file now in the checkpoint, and each directory of it, was synced under the temporary name.
             let fm = FileManager.default
             let entries = try #require(fm.subpaths(atPath: final))
-            #expect(entries.contains("policy/model.safetensors") && entries.contains("value/model.safetensors")
+            #expect(
+                entries.contains("policy/model.safetensors") && entries.contains("value/model.safetensors")
                     && entries.contains("optimizer.safetensors") && entries.contains("state.json"))
             for e in entries {
                 var isDir: ObjCBool = false
@@ -74,8 +77,9 @@ import Trainer
             #expect(before.contains(.directory(tmp)))
             // The rename itself is made durable before anything else happens to the run; then `latest` moves
             // to it and the run directory holding that link is synced.
-            #expect(Array(after.prefix(2)) == [.directory(checkpoints), .directory(root + "/run")],
-                    "after the rename of step \(step): \(Array(after.prefix(3)))")
+            #expect(
+                Array(after.prefix(2)) == [.directory(checkpoints), .directory(root + "/run")],
+                "after the rename of step \(step): \(Array(after.prefix(3)))")
         }
         let latest = try FileManager.default.destinationOfSymbolicLink(atPath: root + "/run/latest")
         #expect(latest == "checkpoints/step-00000002")

@@ -6,14 +6,17 @@ import Runs
 
 /// The data loader: order, locality, packing, resume, epochs, limits and selections.
 @Suite struct DataLoaderTests {
-    func loader(_ ds: Dataset, _ tweak: (inout LoaderConfig) -> Void = { _ in }, selection: DataSelection = .all,
-                limit: Int = 64, column: String? = nil) throws -> DataLoader {
+    func loader(
+        _ ds: Dataset, _ tweak: (inout LoaderConfig) -> Void = { _ in }, selection: DataSelection = .all,
+        limit: Int = 64, column: String? = nil
+    ) throws -> DataLoader {
         var c = LoaderConfig()
         c.tokensPerMicroBatch = 40
         c.windowTokens = 30
         c.mixWindows = 2
         tweak(&c)
-        return try DataLoader(dataset: ds, config: c, selection: selection, sequenceLimit: limit, referenceColumn: column)
+        return try DataLoader(
+            dataset: ds, config: c, selection: selection, sequenceLimit: limit, referenceColumn: column)
     }
 
     @Test func orderIsAPureFunctionOfSeedAndEpoch() throws {
@@ -35,7 +38,10 @@ import Runs
     @Test func orderKeepsBlockLocality() throws {
         let dir = temporaryDirectory("locality")
         let ds = try writeDataset(randomRecords(400, vocab: 50, seed: 2), vocab: 50, at: dir, shardTokens: 600)
-        let l = try loader(ds) { $0.windowTokens = 60; $0.mixWindows = 3 }
+        let l = try loader(ds) {
+            $0.windowTokens = 60
+            $0.mixWindows = 3
+        }
         let o = l.order(epoch: 0).map(Int.init)
         #expect(l.windows.count > 20)
         var start = 0
@@ -118,8 +124,10 @@ import Runs
     @Test func overlongTrajectoriesAreSkippedCutOrRefused() throws {
         let dir = temporaryDirectory("overlong")
         var records = randomRecords(20, vocab: 50, seed: 5)
-        records[3] = TrajectoryRecord(tokens: Array(repeating: 7, count: 30), promptLength: 4, reward: 1, stepEnds: [10, 30])
-        records[9] = TrajectoryRecord(tokens: Array(repeating: 8, count: 30), promptLength: 25, reward: 0, stepEnds: [30])
+        records[3] = TrajectoryRecord(
+            tokens: Array(repeating: 7, count: 30), promptLength: 4, reward: 1, stepEnds: [10, 30])
+        records[9] = TrajectoryRecord(
+            tokens: Array(repeating: 8, count: 30), promptLength: 25, reward: 0, stepEnds: [30])
         let ds = try writeDataset(records, vocab: 50, at: dir)
         let skip = try loader(ds, limit: 20)
         #expect(skip.report.skippedOverlong == 2 && skip.report.used == 18 && skip.report.examples.count == 2)
@@ -164,7 +172,11 @@ import Runs
         try dpo.next(into: b)
         #expect(b.spans.count % 2 == 0 && b.spans[0].positive && !b.spans[1].positive)
 
-        let allWrong = records.map { r in var r = r; r.reward = 0; return r }
+        let allWrong = records.map { r in
+            var r = r
+            r.reward = 0
+            return r
+        }
         let none = try writeDataset(allWrong, vocab: 50, at: temporaryDirectory("none"))
         #expect(throws: DataError.self) { try loader(none, selection: .positives) }
         #expect(throws: DataError.self) { try loader(none, selection: .pairs(perGroup: 4)) }

@@ -12,10 +12,13 @@ func temporaryDirectory(_ name: String) -> String { makeTemporaryDirectory("runs
 
 /// Writes `records` as a dataset (small shards so that several shards and blocks are exercised).
 @discardableResult
-func writeDataset(_ records: [TrajectoryRecord], vocab: Int, at dir: String, columns: [String] = [],
-                  shardTokens: UInt64 = 1 << 20, tokenizer: TokenizerInfo? = nil) throws -> Dataset {
-    let w = try DatasetWriter(directory: dir, options: ShardOptions(vocabSize: vocab, compression: .zstd(level: 1), tokenColumns: columns),
-                              shardTokens: shardTokens, tokenizer: tokenizer)
+func writeDataset(
+    _ records: [TrajectoryRecord], vocab: Int, at dir: String, columns: [String] = [],
+    shardTokens: UInt64 = 1 << 20, tokenizer: TokenizerInfo? = nil
+) throws -> Dataset {
+    let w = try DatasetWriter(
+        directory: dir, options: ShardOptions(vocabSize: vocab, compression: .zstd(level: 1), tokenColumns: columns),
+        shardTokens: shardTokens, tokenizer: tokenizer)
     for r in records { try w.append(r, source: "test.jsonl") }
     _ = try w.finish()
     return try Dataset(directory: dir)
@@ -32,15 +35,17 @@ func randomRecords(_ n: Int, vocab: Int, seed: UInt64, columns: [String] = []) -
         ends.append(UInt32(p + t))
         var values: [String: [Float]] = [:]
         for c in columns { values[c] = (0..<(p + t)).map { -Float($0) / 100 - Float(i) / 1000 } }
-        return TrajectoryRecord(tokens: tokens, promptLength: p, reward: g.next() & 1 == 0 ? 0 : 1, group: UInt64(i / 4),
-                                stepEnds: ends, sourceLine: UInt64(i + 1), tokenValues: values)
+        return TrajectoryRecord(
+            tokens: tokens, promptLength: p, reward: g.next() & 1 == 0 ? 0 : 1, group: UInt64(i / 4),
+            stepEnds: ends, sourceLine: UInt64(i + 1), tokenValues: values)
     }
 }
 
 /// A tiny Llama-style model configuration.
 func tinyConfig(vocab: Int = 16, maxPositions: Int = 64, hidden: Int = 32, layers: Int = 2) -> ModelConfig {
-    ModelConfig(family: .llama, vocabSize: vocab, hiddenSize: hidden, layers: layers, heads: 2, kvHeads: 1,
-                intermediateSize: 2 * hidden, maxPositions: maxPositions, tieWordEmbeddings: true)
+    ModelConfig(
+        family: .llama, vocabSize: vocab, hiddenSize: hidden, layers: layers, heads: 2, kvHeads: 1,
+        intermediateSize: 2 * hidden, maxPositions: maxPositions, tieWordEmbeddings: true)
 }
 
 /// A toy task a tiny model learns in a few hundred steps: prompt [BOS, a]; the right answer is [a + 4, EOS]
@@ -52,8 +57,9 @@ func toyTask(_ n: Int, seed: UInt64) -> [TrajectoryRecord] {
         let right = i % 2 == 0
         var answer = a + 4
         if !right { repeat { answer = UInt32(2 + g.next() % 12) } while answer == a + 4 }
-        return TrajectoryRecord(tokens: [1, a, answer, 15], promptLength: 2, reward: right ? 1 : 0, group: UInt64(a),
-                                stepEnds: [3, 4], sourceLine: UInt64(i + 1))
+        return TrajectoryRecord(
+            tokens: [1, a, answer, 15], promptLength: 2, reward: right ? 1 : 0, group: UInt64(a),
+            stepEnds: [3, 4], sourceLine: UInt64(i + 1))
     }
 }
 
@@ -66,5 +72,7 @@ func sameParameters(_ a: TransformerModel, _ b: TransformerModel) -> Bool {
 /// The metrics.jsonl lines of a run, decoded.
 func metricLines(_ run: String) throws -> [[String: Any]] {
     let text = try String(contentsOfFile: run + "/metrics.jsonl", encoding: .utf8)
-    return try text.split(separator: "\n").map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+    return try text.split(separator: "\n").map {
+        try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any]
+    }
 }

@@ -31,7 +31,8 @@ import Runs
         try writeDataset(toyTask(64, seed: 1).filter { $0.reward == 1 }, vocab: 16, at: root + "/data")
         var c = tinyTrain(.sft, steps: 150)
         c.epochs = 1
-        let job = try TrainJob(config: c, model: .random(tinyConfig(), seed: 3), data: root + "/data", run: root + "/run")
+        let job = try TrainJob(
+            config: c, model: .random(tinyConfig(), seed: 3), data: root + "/data", run: root + "/run")
         let summary = try job.run()
         #expect(summary.finished && summary.steps == 150)
         let lines = try metricLines(root + "/run")
@@ -41,7 +42,8 @@ import Runs
         // The trained policy loads back as INIT and gives the right answer most of the probability.
         let m = try ModelCheckpoint.load(directory: root + "/run/policy", maxTokens: 16)
         var lp: [Float] = []
-        try m.forward(PackedBatch(tokens: [1, 3, 7, 15], sequenceLengths: [4], targets: [-1, 7, 15, -1]), logProbs: &lp)
+        try m.forward(
+            PackedBatch(tokens: [1, 3, 7, 15], sequenceLengths: [4], targets: [-1, 7, 15, -1]), logProbs: &lp)
         #expect(lp[1] > -0.7, "log p(right answer) = \(lp[1])")
     }
 
@@ -51,7 +53,8 @@ import Runs
         let root = temporaryDirectory("oreo")
         try writeDataset(toyTask(64, seed: 2), vocab: 16, at: root + "/data")
         let c = tinyTrain(.oreo, steps: 200)
-        let job = try TrainJob(config: c, model: .random(tinyConfig(), seed: 4), data: root + "/data", run: root + "/run")
+        let job = try TrainJob(
+            config: c, model: .random(tinyConfig(), seed: 4), data: root + "/data", run: root + "/run")
         #expect(job.reference != nil && job.value != nil)
         try job.run()
         let lines = try metricLines(root + "/run")
@@ -63,8 +66,10 @@ import Runs
         func answerLogProb(_ m: TransformerModel) throws -> Double {
             var lp: [Float] = []
             let seqs: [[Int32]] = (2...5).map { [1, Int32($0), Int32($0) + 4] }
-            try m.forward(PackedBatch(tokens: seqs.flatMap { $0 }, sequenceLengths: [3, 3, 3, 3],
-                                      targets: seqs.flatMap { [-1, $0[2], -1] }), logProbs: &lp)
+            try m.forward(
+                PackedBatch(
+                    tokens: seqs.flatMap { $0 }, sequenceLengths: [3, 3, 3, 3],
+                    targets: seqs.flatMap { [-1, $0[2], -1] }), logProbs: &lp)
             return lp.reduce(0) { $0 + Double($1) } / 4
         }
         let before = try answerLogProb(try ModelSource.random(tinyConfig(), seed: 4).load(maxTokens: 16))
@@ -129,7 +134,10 @@ import Runs
         m.initializeRandomly(seed: 6)
         try ModelCheckpoint.save(m, directory: initDir)
         let ds = try writeDataset(toyTask(48, seed: 4), vocab: 16, at: root + "/data")
-        if k3 { _ = try ReferenceScorer.score(dataset: ds, model: try ModelCheckpoint.load(directory: initDir, maxTokens: 64)) }
+        if k3 {
+            _ = try ReferenceScorer.score(
+                dataset: ds, model: try ModelCheckpoint.load(directory: initDir, maxTokens: 64))
+        }
         var c = tinyTrain(.oreo)
         c.oreo.k3 = k3
         c.epochs = 3
@@ -144,8 +152,11 @@ import Runs
         let first = try TrainJob(config: c, model: .directory(initDir), data: root + "/data", run: root + "/b")
         let stopped = try first.run(stopAfter: 5, checkpointAtStop: false)
         #expect(!stopped.finished && stopped.checkpoint!.hasSuffix("step-00000003"))
-        #expect(throws: RunDirectoryError.self) { try TrainJob(config: c, model: .directory(initDir), data: root + "/data", run: root + "/b") }
-        let resumed = try TrainJob(config: c, model: .directory(initDir), data: root + "/data", run: root + "/b", resume: true)
+        #expect(throws: RunDirectoryError.self) {
+            try TrainJob(config: c, model: .directory(initDir), data: root + "/data", run: root + "/b")
+        }
+        let resumed = try TrainJob(
+            config: c, model: .directory(initDir), data: root + "/data", run: root + "/b", resume: true)
         #expect(resumed.step == 3 && resumed.notes.contains { $0.contains("resuming") })
         try resumed.run()
         #expect(sameParameters(whole.policy, resumed.policy))
@@ -165,7 +176,8 @@ import Runs
         var other = c
         other.learningRate *= 2
         #expect(throws: RunDirectoryError.self) {
-            try TrainJob(config: other, model: .directory(initDir), data: root + "/data", run: root + "/b", resume: true)
+            try TrainJob(
+                config: other, model: .directory(initDir), data: root + "/data", run: root + "/b", resume: true)
         }
     }
 
@@ -173,15 +185,17 @@ import Runs
     @Test func nonFiniteLossStopsAndKeepsTheLastCheckpoint() throws {
         let root = temporaryDirectory("nan")
         // Untied embeddings: a NaN embedding row poisons exactly the sequences that contain its token.
-        let cfg = ModelConfig(family: .llama, vocabSize: 16, hiddenSize: 32, layers: 2, heads: 2, kvHeads: 1,
-                              intermediateSize: 64, maxPositions: 64, tieWordEmbeddings: false)
+        let cfg = ModelConfig(
+            family: .llama, vocabSize: 16, hiddenSize: 32, layers: 2, heads: 2, kvHeads: 1,
+            intermediateSize: 64, maxPositions: 64, tieWordEmbeddings: false)
         var records = toyTask(48, seed: 5)
         var c = tinyTrain(.sft)
         c.checkpointEvery = 1
         c.keepCheckpoints = 10
         c.loader.tokensPerMicroBatch = 16
-        let probe = try DataLoader(dataset: try writeDataset(records, vocab: 16, at: root + "/probe"), config: c.loader,
-                                   selection: .all, sequenceLimit: 64)
+        let probe = try DataLoader(
+            dataset: try writeDataset(records, vocab: 16, at: root + "/probe"), config: c.loader,
+            selection: .all, sequenceLimit: 64)
         let b = TrainingBatch()
         for _ in 0..<4 { try probe.next(into: b) }
         let poisoned = b.trajectories[0]  // first sequence of step 4: only it gets token 14
@@ -203,7 +217,9 @@ import Runs
             #expect(e.lastCheckpoint?.hasSuffix("step-00000003") == true)
             #expect(e.description.contains("step 4"))
         }
-        let state = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: root + "/run/latest/state.json"))) as! [String: Any]
+        let state =
+            try JSONSerialization.jsonObject(
+                with: Data(contentsOf: URL(fileURLWithPath: root + "/run/latest/state.json"))) as! [String: Any]
         #expect(state["step"] as? Int == 3)
         #expect(try metricLines(root + "/run").count == 3)
         _ = try ModelCheckpoint.load(directory: root + "/run/latest/policy", maxTokens: 8)
@@ -228,7 +244,12 @@ import Runs
         #expect(refusal(tinyTrain(.sft), .random(tinyConfig(vocab: 12), seed: 1)).contains("vocabulary 16"))
 
         let noPairs = root + "/nopairs"
-        try writeDataset(toyTask(16, seed: 6).map { var r = $0; r.group = UInt64(r.sourceLine); return r }, vocab: 16, at: noPairs)
+        try writeDataset(
+            toyTask(16, seed: 6).map {
+                var r = $0
+                r.group = UInt64(r.sourceLine)
+                return r
+            }, vocab: 16, at: noPairs)
         var dpo = tinyTrain(.dpo)
         dpo.reference = .model
         #expect(refusal(dpo, data: noPairs).contains("no pairs"))
@@ -238,7 +259,9 @@ import Runs
 
         // A tokenizer fingerprint that differs from the model's tokenizer.json.
         let tokData = root + "/tokdata"
-        try writeDataset(toyTask(16, seed: 6), vocab: 16, at: tokData, tokenizer: TokenizerInfo(fingerprint: "deadbeef", source: "other/tokenizer.json"))
+        try writeDataset(
+            toyTask(16, seed: 6), vocab: 16, at: tokData,
+            tokenizer: TokenizerInfo(fingerprint: "deadbeef", source: "other/tokenizer.json"))
         let initDir = root + "/init"
         let m = try TransformerModel(config: tinyConfig(), maxTokens: 8)
         try ModelCheckpoint.save(m, directory: initDir)

@@ -19,7 +19,8 @@ import Runs
         """.write(toFile: file, atomically: true, encoding: .utf8)
         var s = TrainSettings()
         var keys = try s.apply(tomlFile: file)
-        keys.formUnion(try s.apply(flags: ["--learning-rate", "3e-4", "--td", "--seed=7", "--kl", "k3", "--model", "m.gguf"]))
+        keys.formUnion(
+            try s.apply(flags: ["--learning-rate", "3e-4", "--td", "--seed=7", "--kl", "k3", "--model", "m.gguf"]))
         s.applyLevelDefaults(explicit: keys)
         #expect(s.config.method == .dpo && s.config.epochs == 3 && s.config.learningRate == 3e-4)
         #expect(!s.config.oreo.stopGradient && s.config.oreo.temporalDifference && s.config.oreo.k3)
@@ -39,9 +40,13 @@ import Runs
         func message(_ text: String) -> String {
             try! text.write(toFile: dir + "/x.toml", atomically: true, encoding: .utf8)
             var s = TrainSettings()
-            do { _ = try s.apply(tomlFile: dir + "/x.toml"); return "accepted" } catch { return "\(error)" }
+            do {
+                _ = try s.apply(tomlFile: dir + "/x.toml")
+                return "accepted"
+            } catch { return "\(error)" }
         }
-        #expect(message("epochs = 2\nlearning_rat = 1e-4\n").hasPrefix(dir + "/x.toml:2: unknown setting 'learning_rat'"))
+        #expect(
+            message("epochs = 2\nlearning_rat = 1e-4\n").hasPrefix(dir + "/x.toml:2: unknown setting 'learning_rat'"))
         #expect(message("epochs = 2\nmethod = \"ppo\"\n").contains("x.toml:2: method: 'ppo' is not one of oreo, sft"))
         #expect(message("epochs = = 2\n").contains("x.toml:1:"))
         #expect(message("epochs = 2.5\n").contains("epochs: '2.5' is not a valid Int"))

@@ -20,8 +20,9 @@ public enum TinyWorld {
     public static func tempDir(_ tag: String) -> String { makeTemporaryDirectory("infer-" + tag) }
 
     public static func config() -> ModelConfig {
-        ModelConfig(family: .qwen2, vocabSize: vocab, hiddenSize: 32, layers: 2, heads: 4, kvHeads: 2, headDim: 8,
-                    intermediateSize: 48, maxPositions: 512, ropeTheta: 1e4, tieWordEmbeddings: false)
+        ModelConfig(
+            family: .qwen2, vocabSize: vocab, hiddenSize: 32, layers: 2, heads: 4, kvHeads: 2, headDim: 8,
+            intermediateSize: 48, maxPositions: 512, ropeTheta: 1e4, tieWordEmbeddings: false)
     }
 
     public static func model(seed: UInt64, valueHead: Bool = false) throws -> TransformerModel {
@@ -46,23 +47,32 @@ public enum TinyWorld {
         var v: [String: Any] = [:]
         for b in 0...255 { v[SyntheticTokenizer.byteString(UInt8(b))] = b }
         let added: [[String: Any]] = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"].enumerated().map { i, t in
-            ["id": 256 + i, "content": t, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true]
+            [
+                "id": 256 + i, "content": t, "single_word": false, "lstrip": false, "rstrip": false,
+                "normalized": false, "special": true,
+            ]
         }
         let root: [String: Any] = [
-            "version": "1.0", "truncation": NSNull(), "padding": NSNull(), "added_tokens": added, "normalizer": NSNull(),
+            "version": "1.0", "truncation": NSNull(), "padding": NSNull(), "added_tokens": added,
+            "normalizer": NSNull(),
             "pre_tokenizer": ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true],
             "post_processor": NSNull(),
             "decoder": ["type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true],
-            "model": ["type": "BPE", "dropout": NSNull(), "unk_token": NSNull(), "fuse_unk": false, "byte_fallback": false,
-                      "ignore_merges": false, "vocab": v, "merges": [String]()],
+            "model": [
+                "type": "BPE", "dropout": NSNull(), "unk_token": NSNull(), "fuse_unk": false, "byte_fallback": false,
+                "ignore_merges": false, "vocab": v, "merges": [String](),
+            ],
         ]
         try JSONSerialization.data(withJSONObject: root).write(to: URL(fileURLWithPath: dir + "/tokenizer.json"))
-        let template = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\\nYou are tiny.<|im_end|>\\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+        let template =
+            "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\\nYou are tiny.<|im_end|>\\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
         let cfg: [String: Any] = ["eos_token": "<|im_end|>", "bos_token": "<|im_start|>", "chat_template": template]
         try JSONSerialization.data(withJSONObject: cfg).write(to: URL(fileURLWithPath: dir + "/tokenizer_config.json"))
     }
 
-    public static func tokenizer(_ dir: String) throws -> Tokenizer { try Tokenizer.load(path: dir + "/tokenizer.json") }
+    public static func tokenizer(_ dir: String) throws -> Tokenizer {
+        try Tokenizer.load(path: dir + "/tokenizer.json")
+    }
 
     /// Log-probs of `tokens` after `prompt` from the full forward pass (no cache), summed.
     public static func fullLogProb(_ m: TransformerModel, prompt: [Int32], tokens: [Int32]) throws -> Double {

@@ -5,14 +5,18 @@ import Tokenizers
 
 /// Where the oracle script writes, and whether tests must fail without it.
 public enum Fixtures {
-    public static let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    public static let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .deletingLastPathComponent()
         .appendingPathComponent("Fixtures/generated/tokenizers")
     public static let script = "scripts/oracles/gen_tokenizer_fixtures.py"
-    public static var present: Bool { FileManager.default.fileExists(atPath: directory.appendingPathComponent("corpus.bin").path) }
+    public static var present: Bool {
+        FileManager.default.fileExists(atPath: directory.appendingPathComponent("corpus.bin").path)
+    }
     public static var required: Bool { ProcessInfo.processInfo.environment["OREO_REQUIRE_FIXTURES"] == "1" }
     /// Run when the fixtures exist, or when CI requires them (then their absence fails the test).
     public static var enabled: Bool { present || required }
-    public static let missingMessage = "tokenizer fixtures missing: run python3 \(script) (see its header for pip packages)"
+    public static let missingMessage =
+        "tokenizer fixtures missing: run python3 \(script) (see its header for pip packages)"
 
     /// False (after recording a failure) when the fixtures are absent.
     public static func check() -> Bool {
@@ -68,15 +72,20 @@ public enum SyntheticTokenizer {
     }
 
     public static func split(_ pattern: String) -> [String: Any] {
-        ["type": "Sequence", "pretokenizers": [
-            ["type": "Split", "pattern": ["Regex": pattern], "behavior": "Isolated", "invert": false],
-            ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false],
-        ]]
+        [
+            "type": "Sequence",
+            "pretokenizers": [
+                ["type": "Split", "pattern": ["Regex": pattern], "behavior": "Isolated", "invert": false],
+                ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false],
+            ],
+        ]
     }
 
     /// A tokenizer.json over the 256 byte tokens plus `extra` merged tokens, with overrides applied.
-    public static func json(preTokenizer: Any? = nil, merges: Any = [Any](), extra: [String] = [],
-                     edit: (inout [String: Any]) -> Void = { _ in }) -> [String: Any] {
+    public static func json(
+        preTokenizer: Any? = nil, merges: Any = [Any](), extra: [String] = [],
+        edit: (inout [String: Any]) -> Void = { _ in }
+    ) -> [String: Any] {
         var vocab: [String: Any] = [:]
         for b in 0...255 { vocab[byteString(UInt8(b))] = b }
         for (i, t) in extra.enumerated() { vocab[t] = 256 + i }
@@ -86,8 +95,10 @@ public enum SyntheticTokenizer {
             "pre_tokenizer": preTokenizer ?? split(gpt2),
             "post_processor": NSNull(),
             "decoder": ["type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true],
-            "model": ["type": "BPE", "dropout": NSNull(), "unk_token": NSNull(), "fuse_unk": false,
-                      "byte_fallback": false, "ignore_merges": false, "vocab": vocab, "merges": merges],
+            "model": [
+                "type": "BPE", "dropout": NSNull(), "unk_token": NSNull(), "fuse_unk": false,
+                "byte_fallback": false, "ignore_merges": false, "vocab": vocab, "merges": merges,
+            ],
         ]
         edit(&root)
         return root

@@ -18,7 +18,9 @@ struct GGUFTokenizerTests {
         try v.tokenizerConfigJSON(maxLength: 8192).write(to: URL(fileURLWithPath: dir + "/tokenizer_config.json"))
         let tok = try Tokenizer.load(path: dir + "/tokenizer.json")
         let corpus = try Fixtures.corpus(), expected = try Fixtures.expected(expectedName)
-        let modes = [EncodeOptions(), EncodeOptions(addSpecialTokens: true), EncodeOptions(recognizeSpecialTokens: false)]
+        let modes = [
+            EncodeOptions(), EncodeOptions(addSpecialTokens: true), EncodeOptions(recognizeSpecialTokens: false),
+        ]
         for (m, options) in modes.enumerated() {
             var enc = tok.makeEncoder(options: options)
             var failures = 0
@@ -27,7 +29,9 @@ struct GGUFTokenizerTests {
                 try enc.encode(bytes: text, into: &ids)
                 if ids != expected[i][m] {
                     failures += 1
-                    if failures <= 3 { Issue.record("\(expectedName) mode \(m) case \(i): got \(ids), HF \(expected[i][m])") }
+                    if failures <= 3 {
+                        Issue.record("\(expectedName) mode \(m) case \(i): got \(ids), HF \(expected[i][m])")
+                    }
                 }
             }
             #expect(failures == 0, "\(expectedName) mode \(m): \(failures) of \(corpus.count) cases differ")
@@ -39,7 +43,8 @@ struct GGUFTokenizerTests {
         guard Fixtures.check() else { return }
         let source = Fixtures.directory.deletingLastPathComponent().appendingPathComponent("smollm2/source.json")
         guard let s = try? JSONSerialization.jsonObject(with: Data(contentsOf: source)) as? [String: String],
-              let path = s["gguf"], FileManager.default.fileExists(atPath: path) else {
+            let path = s["gguf"], FileManager.default.fileExists(atPath: path)
+        else {
             Issue.record("no SmolLM2 GGUF recorded in \(source.path): run scripts/oracles/gguf_reference.py")
             return
         }
@@ -59,10 +64,13 @@ struct GGUFTokenizerTests {
         let v = try BPEVocabulary(tokenizerJSON: Data(contentsOf: URL(fileURLWithPath: path)), path: path)
         let dir = Self.tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        try writeGGUF([], metadata: [("general.architecture", .string("llama"))] + v.ggufMetadata(), to: dir + "/t.gguf")
+        try writeGGUF(
+            [], metadata: [("general.architecture", .string("llama"))] + v.ggufMetadata(), to: dir + "/t.gguf")
         let back = try BPEVocabulary(gguf: try GGUFFile(path: dir + "/t.gguf"))
         #expect(back == v)
-        #expect(v.preTokenizer == ["smollm2": "smollm", "gpt2split": "gpt2", "llama3": "llama-bpe", "cl100k": "llama-bpe"][name])
+        #expect(
+            v.preTokenizer
+                == ["smollm2": "smollm", "gpt2split": "gpt2", "llama3": "llama-bpe", "cl100k": "llama-bpe"][name])
         #expect(v.addBOS == (name != "smollm2"))
         _ = try Self.checkParity(back, expectedName: name, dir: dir)
     }
@@ -70,7 +78,8 @@ struct GGUFTokenizerTests {
     @Test func refusesWhatGGUFCannotExpress() throws {
         guard Fixtures.check() else { return }
         let path = Fixtures.path("llama3.tokenizer.json")
-        var root = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as! [String: Any]
+        var root =
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as! [String: Any]
         root["normalizer"] = ["type": "NFKC"]
         do {
             _ = try BPEVocabulary(tokenizerJSON: JSONSerialization.data(withJSONObject: root), path: "edited.json")
@@ -79,18 +88,30 @@ struct GGUFTokenizerTests {
         var model = root["model"] as! [String: Any]
         model["type"] = "WordPiece"
         root["model"] = model
-        #expect(throws: TokenizerFileError.self) { try BPEVocabulary(tokenizerJSON: JSONSerialization.data(withJSONObject: root), path: "wp.json") }
+        #expect(throws: TokenizerFileError.self) {
+            try BPEVocabulary(tokenizerJSON: JSONSerialization.data(withJSONObject: root), path: "wp.json")
+        }
         // GGUF side: an unknown pre-tokenizer and mismatched token types are named
         let dir = Self.tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let base: [(String, GGUFMetadataValue)] = [("tokenizer.ggml.model", .string("gpt2")), ("tokenizer.ggml.tokens", .stringArray(["a", "b"])),
-                                                   ("tokenizer.ggml.merges", .stringArray(["a b"]))]
+        let base: [(String, GGUFMetadataValue)] = [
+            ("tokenizer.ggml.model", .string("gpt2")), ("tokenizer.ggml.tokens", .stringArray(["a", "b"])),
+            ("tokenizer.ggml.merges", .stringArray(["a b"])),
+        ]
         try writeGGUF([], metadata: base + [("tokenizer.ggml.pre", .string("deepseek-llm"))], to: dir + "/pre.gguf")
-        #expect { try BPEVocabulary(gguf: GGUFFile(path: dir + "/pre.gguf")) } throws: { "\($0)".contains("deepseek-llm") }
+        #expect { try BPEVocabulary(gguf: GGUFFile(path: dir + "/pre.gguf")) } throws: {
+            "\($0)".contains("deepseek-llm")
+        }
         try writeGGUF([], metadata: base + [("tokenizer.ggml.token_type", .int32Array([1]))], to: dir + "/types.gguf")
-        #expect { try BPEVocabulary(gguf: GGUFFile(path: dir + "/types.gguf")) } throws: { "\($0)".contains("token types") }
-        try writeGGUF([], metadata: [("tokenizer.ggml.model", .string("gpt2")), ("tokenizer.ggml.tokens", .stringArray(["a", "a"])),
-                                     ("tokenizer.ggml.merges", .stringArray([]))], to: dir + "/dup.gguf")
+        #expect { try BPEVocabulary(gguf: GGUFFile(path: dir + "/types.gguf")) } throws: {
+            "\($0)".contains("token types")
+        }
+        try writeGGUF(
+            [],
+            metadata: [
+                ("tokenizer.ggml.model", .string("gpt2")), ("tokenizer.ggml.tokens", .stringArray(["a", "a"])),
+                ("tokenizer.ggml.merges", .stringArray([])),
+            ], to: dir + "/dup.gguf")
         #expect { try BPEVocabulary(gguf: GGUFFile(path: dir + "/dup.gguf")) } throws: { "\($0)".contains("repeats") }
     }
 }

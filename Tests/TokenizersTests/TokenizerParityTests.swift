@@ -5,7 +5,8 @@ import Testing
 import Tokenizers
 
 /// Token-for-token parity with HF `tokenizers` on the generated corpus (differential fuzz included).
-@Suite("Tokenizer parity with HF tokenizers", .enabled(if: Fixtures.enabled, Comment(rawValue: Fixtures.missingMessage)))
+@Suite(
+    "Tokenizer parity with HF tokenizers", .enabled(if: Fixtures.enabled, Comment(rawValue: Fixtures.missingMessage)))
 struct TokenizerParityTests {
     static let names = ["gpt2", "gpt2split", "llama3", "qwen2", "smollm2", "cl100k"]
 
@@ -16,7 +17,9 @@ struct TokenizerParityTests {
         let corpus = try Fixtures.corpus()
         let expected = try Fixtures.expected(name)
         #expect(corpus.count == expected.count)
-        let modes = [EncodeOptions(), EncodeOptions(addSpecialTokens: true), EncodeOptions(recognizeSpecialTokens: false)]
+        let modes = [
+            EncodeOptions(), EncodeOptions(addSpecialTokens: true), EncodeOptions(recognizeSpecialTokens: false),
+        ]
         for (m, options) in modes.enumerated() {
             var encoder = tokenizer.makeEncoder(options: options)
             var failures = 0
@@ -26,7 +29,9 @@ struct TokenizerParityTests {
                 if ids != expected[i][m] {
                     failures += 1
                     if failures <= 3 {
-                        Issue.record("\(name) mode \(m) case \(i) \(String(decoding: text, as: UTF8.self).debugDescription): got \(ids), HF \(expected[i][m])")
+                        Issue.record(
+                            "\(name) mode \(m) case \(i) \(String(decoding: text, as: UTF8.self).debugDescription): got \(ids), HF \(expected[i][m])"
+                        )
                     }
                 }
             }
@@ -34,13 +39,16 @@ struct TokenizerParityTests {
         }
     }
 
-    @Test("decode(encode(x)) == x bytes (less the bytes a vocabulary lacks)", arguments: ["gpt2split", "llama3", "smollm2", "cl100k"])
+    @Test(
+        "decode(encode(x)) == x bytes (less the bytes a vocabulary lacks)",
+        arguments: ["gpt2split", "llama3", "smollm2", "cl100k"])
     func roundTrip(name: String) throws {
         guard Fixtures.check() else { return }
         let path = Fixtures.path("\(name).tokenizer.json")
         let tokenizer = try Tokenizer.load(path: path)
         // SmolLM2 has no token for 21 bytes; HF drops them, and so must we.
-        let root = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as! [String: Any]
+        let root =
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: path))) as! [String: Any]
         let vocab = (root["model"] as! [String: Any])["vocab"] as! [String: Any]
         let dropped = Set((0...255).map(UInt8.init).filter { vocab[SyntheticTokenizer.byteString($0)] == nil })
         #expect(dropped.count == (name == "smollm2" ? 21 : 0))

@@ -22,7 +22,8 @@ struct TokenizerUnitTests {
 
     @Test("GPT-2 splits: contractions case-sensitive, last space goes to the next word")
     func gpt2Splits() throws {
-        let t = try SyntheticTokenizer.load(SyntheticTokenizer.json(preTokenizer: SyntheticTokenizer.split(SyntheticTokenizer.gpt2)))
+        let t = try SyntheticTokenizer.load(
+            SyntheticTokenizer.json(preTokenizer: SyntheticTokenizer.split(SyntheticTokenizer.gpt2)))
         #expect(Self.pieces(t, "I'm DON'T") == ["I", "'m", " DON", "'", "T"])
         #expect(Self.pieces(t, "a   b") == ["a", "  ", " b"])
         #expect(Self.pieces(t, "a  ") == ["a", "  "])
@@ -35,7 +36,8 @@ struct TokenizerUnitTests {
 
     @Test("Llama-3 splits: case-insensitive contractions, 3-digit groups, newline runs")
     func llama3Splits() throws {
-        let t = try SyntheticTokenizer.load(SyntheticTokenizer.json(preTokenizer: SyntheticTokenizer.split(SyntheticTokenizer.llama3)))
+        let t = try SyntheticTokenizer.load(
+            SyntheticTokenizer.json(preTokenizer: SyntheticTokenizer.split(SyntheticTokenizer.llama3)))
         #expect(Self.pieces(t, "DON'T it'S we'Ve") == ["DON", "'T", " it", "'S", " we", "'Ve"])
         #expect(Self.pieces(t, "it’s") == ["it", "’s"])  // only the ASCII apostrophe makes a contraction
         #expect(Self.pieces(t, "1234567") == ["123", "456", "7"])
@@ -49,16 +51,20 @@ struct TokenizerUnitTests {
 
     @Test("Qwen2 splits single digits")
     func qwen2Splits() throws {
-        let t = try SyntheticTokenizer.load(SyntheticTokenizer.json(preTokenizer: SyntheticTokenizer.split(SyntheticTokenizer.qwen2)))
+        let t = try SyntheticTokenizer.load(
+            SyntheticTokenizer.json(preTokenizer: SyntheticTokenizer.split(SyntheticTokenizer.qwen2)))
         #expect(Self.pieces(t, "x2024") == ["x", "2", "0", "2", "4"])
     }
 
     @Test("Digits then ByteLevel(use_regex) as SmolLM2 configures it")
     func digitsSequence() throws {
-        let pre: [String: Any] = ["type": "Sequence", "pretokenizers": [
-            ["type": "Digits", "individual_digits": true],
-            ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true],
-        ]]
+        let pre: [String: Any] = [
+            "type": "Sequence",
+            "pretokenizers": [
+                ["type": "Digits", "individual_digits": true],
+                ["type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true],
+            ],
+        ]
         let t = try SyntheticTokenizer.load(SyntheticTokenizer.json(preTokenizer: pre))
         #expect(Self.pieces(t, "ab 12c") == ["ab", " ", "1", "2", "c"])
     }
@@ -76,30 +82,40 @@ struct TokenizerUnitTests {
     @Test("ignore_merges emits a whole-vocabulary piece that merges cannot reach")
     func ignoreMerges() throws {
         for ignore in [false, true] {
-            let t = try SyntheticTokenizer.load(SyntheticTokenizer.json(extra: ["abc"]) { root in
-                var model = root["model"] as! [String: Any]
-                model["ignore_merges"] = ignore
-                root["model"] = model
-            })
+            let t = try SyntheticTokenizer.load(
+                SyntheticTokenizer.json(extra: ["abc"]) { root in
+                    var model = root["model"] as! [String: Any]
+                    model["ignore_merges"] = ignore
+                    root["model"] = model
+                })
             #expect(t.encode("abc") == (ignore ? [256] : [0x61, 0x62, 0x63]))
         }
     }
 
     @Test("special tokens: literal or recognized, template BOS, ids above 65535")
     func specialTokens() throws {
-        let t = try SyntheticTokenizer.load(SyntheticTokenizer.json { root in
-            root["added_tokens"] = [
-                ["id": 70_000, "content": "<|eot|>", "single_word": false, "lstrip": false, "rstrip": false,
-                 "normalized": false, "special": true],
-                ["id": 70_001, "content": "<|bos|>", "single_word": false, "lstrip": false, "rstrip": false,
-                 "normalized": false, "special": true],
-            ]
-            root["post_processor"] = ["type": "TemplateProcessing",
-                                      "single": [["SpecialToken": ["id": "<|bos|>", "type_id": 0]],
-                                                 ["Sequence": ["id": "A", "type_id": 0]]],
-                                      "pair": [Any](),
-                                      "special_tokens": ["<|bos|>": ["id": "<|bos|>", "ids": [70_001], "tokens": ["<|bos|>"]]]]
-        })
+        let t = try SyntheticTokenizer.load(
+            SyntheticTokenizer.json { root in
+                root["added_tokens"] = [
+                    [
+                        "id": 70_000, "content": "<|eot|>", "single_word": false, "lstrip": false, "rstrip": false,
+                        "normalized": false, "special": true,
+                    ],
+                    [
+                        "id": 70_001, "content": "<|bos|>", "single_word": false, "lstrip": false, "rstrip": false,
+                        "normalized": false, "special": true,
+                    ],
+                ]
+                root["post_processor"] = [
+                    "type": "TemplateProcessing",
+                    "single": [
+                        ["SpecialToken": ["id": "<|bos|>", "type_id": 0]],
+                        ["Sequence": ["id": "A", "type_id": 0]],
+                    ],
+                    "pair": [Any](),
+                    "special_tokens": ["<|bos|>": ["id": "<|bos|>", "ids": [70_001], "tokens": ["<|bos|>"]]],
+                ]
+            })
         #expect(t.encode("a<|eot|>") == [0x61, 70_000])
         #expect(t.encode("a<|eot|>", options: EncodeOptions(recognizeSpecialTokens: false)).count == 8)
         #expect(t.encode("a", options: EncodeOptions(addSpecialTokens: true)) == [70_001, 0x61])
@@ -112,14 +128,21 @@ struct TokenizerUnitTests {
 
     @Test("added-token flags: lstrip and rstrip take whitespace, single_word needs non-word neighbours")
     func addedTokenFlags() throws {
-        func token(_ id: Int, _ content: String, lstrip: Bool = false, rstrip: Bool = false, single: Bool = false) -> [String: Any] {
-            ["id": id, "content": content, "single_word": single, "lstrip": lstrip, "rstrip": rstrip,
-             "normalized": false, "special": false]
+        func token(_ id: Int, _ content: String, lstrip: Bool = false, rstrip: Bool = false, single: Bool = false)
+            -> [String: Any]
+        {
+            [
+                "id": id, "content": content, "single_word": single, "lstrip": lstrip, "rstrip": rstrip,
+                "normalized": false, "special": false,
+            ]
         }
-        let t = try SyntheticTokenizer.load(SyntheticTokenizer.json { root in
-            root["added_tokens"] = [token(300, "<L>", lstrip: true), token(301, "<R>", rstrip: true),
-                                    token(302, "<W>", single: true)]
-        })
+        let t = try SyntheticTokenizer.load(
+            SyntheticTokenizer.json { root in
+                root["added_tokens"] = [
+                    token(300, "<L>", lstrip: true), token(301, "<R>", rstrip: true),
+                    token(302, "<W>", single: true),
+                ]
+            })
         #expect(t.encode("a  <L>b") == [0x61, 300, 0x62])  // the spaces before <L> vanish
         #expect(t.encode("a<R> \n b") == [0x61, 301, 0x62])  // all whitespace after <R> vanishes
         #expect(t.encode("a <W> b") == [0x61, 0x20, 302, 0x20, 0x62])
@@ -179,15 +202,19 @@ struct TokenizerUnitTests {
             }
         }
         // Boundary scalars of every length, and ill-formed sequences of every kind.
-        let valid: [[UInt8]] = [[0x61], [0x20], [0x7F], [0xC2, 0x80], [0xC3, 0xA9], [0xDF, 0xBF], [0xE0, 0xA0, 0x80],
-                                [0xE2, 0x82, 0xAC], [0xED, 0x9F, 0xBF], [0xEE, 0x80, 0x80], [0xEF, 0xBF, 0xBF],
-                                [0xF0, 0x90, 0x80, 0x80], [0xF0, 0x9F, 0x98, 0x80], [0xF3, 0xBF, 0xBF, 0xBF],
-                                [0xF4, 0x8F, 0xBF, 0xBF]]
-        let invalid: [[UInt8]] = [[0x80], [0xBF], [0xC0, 0x80], [0xC1, 0xBF], [0xC3], [0xC3, 0x41], [0xE0, 0x80, 0x80],
-                                  [0xE0, 0x9F, 0xBF], [0xE2, 0x82], [0xE2, 0x41, 0x82], [0xED, 0xA0, 0x80],
-                                  [0xED, 0xBF, 0xBF], [0xF0, 0x80, 0x80, 0x80], [0xF0, 0x8F, 0xBF, 0xBF],
-                                  [0xF0, 0x9F, 0x98], [0xF4, 0x90, 0x80, 0x80], [0xF5, 0x80, 0x80, 0x80], [0xF8], [0xFF],
-                                  [0xC3, 0xA9, 0xA9], [0xE2, 0x82, 0xAC, 0x80]]
+        let valid: [[UInt8]] = [
+            [0x61], [0x20], [0x7F], [0xC2, 0x80], [0xC3, 0xA9], [0xDF, 0xBF], [0xE0, 0xA0, 0x80],
+            [0xE2, 0x82, 0xAC], [0xED, 0x9F, 0xBF], [0xEE, 0x80, 0x80], [0xEF, 0xBF, 0xBF],
+            [0xF0, 0x90, 0x80, 0x80], [0xF0, 0x9F, 0x98, 0x80], [0xF3, 0xBF, 0xBF, 0xBF],
+            [0xF4, 0x8F, 0xBF, 0xBF],
+        ]
+        let invalid: [[UInt8]] = [
+            [0x80], [0xBF], [0xC0, 0x80], [0xC1, 0xBF], [0xC3], [0xC3, 0x41], [0xE0, 0x80, 0x80],
+            [0xE0, 0x9F, 0xBF], [0xE2, 0x82], [0xE2, 0x41, 0x82], [0xED, 0xA0, 0x80],
+            [0xED, 0xBF, 0xBF], [0xF0, 0x80, 0x80, 0x80], [0xF0, 0x8F, 0xBF, 0xBF],
+            [0xF0, 0x9F, 0x98], [0xF4, 0x90, 0x80, 0x80], [0xF5, 0x80, 0x80, 0x80], [0xF8], [0xFF],
+            [0xC3, 0xA9, 0xA9], [0xE2, 0x82, 0xAC, 0x80],
+        ]
         var state: UInt64 = 0x9E37_79B9_7F4A_7C15
         func next(_ n: Int) -> Int {
             state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
@@ -219,8 +246,10 @@ struct TokenizerUnitTests {
     @Test("long pieces merge the same with the heap as with the scan")
     func longPieces() throws {
         let list: [(String, String)] = [("a", "a"), ("aa", "aa"), ("a", "b"), ("aaaa", "ab")]
-        let t = try SyntheticTokenizer.load(SyntheticTokenizer.json(merges: list.map { "\($0.0) \($0.1)" },
-                                                                    extra: ["aa", "aaaa", "ab", "aaaaab"]))
+        let t = try SyntheticTokenizer.load(
+            SyntheticTokenizer.json(
+                merges: list.map { "\($0.0) \($0.1)" },
+                extra: ["aa", "aaaa", "ab", "aaaaab"]))
         let vocab = ["aa": 256, "aaaa": 257, "ab": 258, "aaaaab": 259]
         for n in [5, 47, 48, 49, 200, 1001] {
             // Reference BPE written from the definition: lowest rank first, leftmost on ties.
@@ -228,7 +257,8 @@ struct TokenizerUnitTests {
             while true {
                 var best: (rank: Int, at: Int)? = nil
                 for i in 0..<(parts.count - 1) {
-                    if let r = list.firstIndex(where: { $0 == (parts[i], parts[i + 1]) }), best == nil || r < best!.rank {
+                    if let r = list.firstIndex(where: { $0 == (parts[i], parts[i + 1]) }), best == nil || r < best!.rank
+                    {
                         best = (r, i)
                     }
                 }
@@ -241,17 +271,20 @@ struct TokenizerUnitTests {
         }
     }
 
-    @Test("refused components name what is unsupported", arguments: [
-        ("Metaspace", "pre_tokenizer"), ("WordPiece", "model"), ("regex", "Split regex"), ("NFKC", "normalizer"),
-        ("prefix", "add_prefix_space"), ("truncation", "truncation"), ("bytes", "byte_fallback"),
-        ("Roberta", "RobertaProcessing"), ("dropout", "dropout"), ("Whitespace", "Whitespace"),
-        ("hugeId", "outside 0..<"), ("merge", "missing from the vocab"), ("Unigram", "Unigram"),
-    ])
+    @Test(
+        "refused components name what is unsupported",
+        arguments: [
+            ("Metaspace", "pre_tokenizer"), ("WordPiece", "model"), ("regex", "Split regex"), ("NFKC", "normalizer"),
+            ("prefix", "add_prefix_space"), ("truncation", "truncation"), ("bytes", "byte_fallback"),
+            ("Roberta", "RobertaProcessing"), ("dropout", "dropout"), ("Whitespace", "Whitespace"),
+            ("hugeId", "outside 0..<"), ("merge", "missing from the vocab"), ("Unigram", "Unigram"),
+        ])
     func refusals(kind: String, mention: String) throws {
         let root = SyntheticTokenizer.json { root in
             var model = root["model"] as! [String: Any]
             switch kind {
-            case "Metaspace": root["pre_tokenizer"] = ["type": "Metaspace", "replacement": "▁", "prepend_scheme": "always"]
+            case "Metaspace":
+                root["pre_tokenizer"] = ["type": "Metaspace", "replacement": "▁", "prepend_scheme": "always"]
             case "WordPiece": model["type"] = "WordPiece"
             case "regex": root["pre_tokenizer"] = SyntheticTokenizer.split(#"\w+|\s+"#)
             case "NFKC": root["normalizer"] = ["type": "NFKC"]
@@ -284,26 +317,31 @@ struct TokenizerUnitTests {
 
     @Test("bytes missing from the vocabulary vanish, or become unk, fused or not")
     func missingBytes() throws {
-        for (unk, fuse, expected) in [(false, false, [0x61, 0x62] as [UInt32]), (true, false, [0x61, 7, 7, 0x62]),
-                                      (true, true, [0x61, 7, 0x62])] {
-            let t = try SyntheticTokenizer.load(SyntheticTokenizer.json { root in
-                var model = root["model"] as! [String: Any]
-                var vocab = model["vocab"] as! [String: Any]
-                vocab.removeValue(forKey: SyntheticTokenizer.byteString(0x04))
-                vocab.removeValue(forKey: SyntheticTokenizer.byteString(0x05))
-                model["vocab"] = vocab
-                if unk { model["unk_token"] = SyntheticTokenizer.byteString(0x07) }
-                model["fuse_unk"] = fuse
-                root["model"] = model
-            })
+        for (unk, fuse, expected) in [
+            (false, false, [0x61, 0x62] as [UInt32]), (true, false, [0x61, 7, 7, 0x62]),
+            (true, true, [0x61, 7, 0x62]),
+        ] {
+            let t = try SyntheticTokenizer.load(
+                SyntheticTokenizer.json { root in
+                    var model = root["model"] as! [String: Any]
+                    var vocab = model["vocab"] as! [String: Any]
+                    vocab.removeValue(forKey: SyntheticTokenizer.byteString(0x04))
+                    vocab.removeValue(forKey: SyntheticTokenizer.byteString(0x05))
+                    model["vocab"] = vocab
+                    if unk { model["unk_token"] = SyntheticTokenizer.byteString(0x07) }
+                    model["fuse_unk"] = fuse
+                    root["model"] = model
+                })
             #expect(t.encode("a\u{4}\u{5}b") == expected)
             #expect(t.encode("\u{4}") == Array(expected.dropFirst().dropLast().prefix(1)))
         }
     }
 
-    @Test("broken JSON is a malformed-file error with the byte offset", arguments: [
-        "{", "{\"model\": [1, 2,]}", "{\"a\": \"\\ud800\"}", "[]", String(repeating: "[", count: 5000),
-    ])
+    @Test(
+        "broken JSON is a malformed-file error with the byte offset",
+        arguments: [
+            "{", "{\"model\": [1, 2,]}", "{\"a\": \"\\ud800\"}", "[]", String(repeating: "[", count: 5000),
+        ])
     func brokenJSON(text: String) throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("oreo-tok-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)

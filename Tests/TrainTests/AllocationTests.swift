@@ -8,12 +8,19 @@ import Train
 /// interposed by the CAllocCounter target) across several forward / backward / clip / AdamW steps.
 @Suite struct AllocationTests {
     /// Runs `steps` counted steps after `warmup` uncounted ones; returns allocation calls and bytes.
-    static func count(warmup: Int = 2, steps: Int = 4, _ step: () throws -> Void) rethrows -> (calls: Int64, bytes: Int64) {
+    static func count(warmup: Int = 2, steps: Int = 4, _ step: () throws -> Void) rethrows -> (
+        calls: Int64, bytes: Int64
+    ) {
         for _ in 0..<warmup { try step() }
         oreo_alloc_count_begin()
         // no `try` may leave counting on: the step's errors are recorded after the count ends
         var failure: Error?
-        for _ in 0..<steps { do { try step() } catch { failure = error; break } }
+        for _ in 0..<steps {
+            do { try step() } catch {
+                failure = error
+                break
+            }
+        }
         let calls = oreo_alloc_count_end()
         if let failure { Issue.record(failure) }
         return (calls, oreo_alloc_count_bytes())

@@ -21,8 +21,10 @@ import Train
     }
 
     @Test func roundTripF32AndBF16() throws {
-        let recs = [SafeTensorsRecord(name: "a", shape: [2, 3], values: [1, -2, 3.5, 0, 1e-3, 7]),
-                    SafeTensorsRecord(name: "b\"quoted", shape: [1], values: [3.14159])]
+        let recs = [
+            SafeTensorsRecord(name: "a", shape: [2, 3], values: [1, -2, 3.5, 0, 1e-3, 7]),
+            SafeTensorsRecord(name: "b\"quoted", shape: [1], values: [3.14159]),
+        ]
         let data = try encodeSafeTensors(recs, metadata: ["format": "pt"])
         let headerLen = data.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
         #expect(headerLen % 8 == 0)
@@ -43,17 +45,24 @@ import Train
         let halfs: [Float16] = [1, -0.5, 65504, 0.000061035156]
         var bytes: [UInt8] = []
         for h in halfs { withUnsafeBytes(of: h.bitPattern.littleEndian) { bytes.append(contentsOf: $0) } }
-        let f = try SafeTensorsFile(data: Self.raw(#"{"h":{"dtype":"F16","shape":[4],"data_offsets":[0,8]}}"#, data: bytes), path: "f16")
+        let f = try SafeTensorsFile(
+            data: Self.raw(#"{"h":{"dtype":"F16","shape":[4],"data_offsets":[0,8]}}"#, data: bytes), path: "f16")
         #expect(try f.floats("h") == halfs.map { Float($0) })
     }
 
     @Test(arguments: [
-        (#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#, 4, "data"),            // file too short
-        (#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#, 12, "cover"),          // trailing bytes
-        (#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#, 8, "needs"),           // size mismatch
-        (#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#, 8, "gap"),             // gap at 0
-        (#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#, 8, "overlap"),
-        (#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#, 8, "duplicate"),
+        (#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#, 4, "data"),  // file too short
+        (#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#, 12, "cover"),  // trailing bytes
+        (#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#, 8, "needs"),  // size mismatch
+        (#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#, 8, "gap"),  // gap at 0
+        (
+            #"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#,
+            8, "overlap"
+        ),
+        (
+            #"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}"#,
+            8, "duplicate"
+        ),
         (#"{"a":{"dtype":"Q4","shape":[1],"data_offsets":[0,4]}}"#, 4, "dtype"),
         (#"{"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}}"#, 4, "negative"),
         (#"{"a":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,4]}}"#, 4, "overflow"),
@@ -112,19 +121,25 @@ import Train
         try writeSafeTensors(Array(recs[..<half]), to: dir + "/model-00001-of-00002.safetensors")
         try writeSafeTensors(Array(recs[half...]), to: dir + "/model-00002-of-00002.safetensors")
         var map: [String: String] = [:]
-        for (i, r) in recs.enumerated() { map[r.name] = i < half ? "model-00001-of-00002.safetensors" : "model-00002-of-00002.safetensors" }
+        for (i, r) in recs.enumerated() {
+            map[r.name] = i < half ? "model-00001-of-00002.safetensors" : "model-00002-of-00002.safetensors"
+        }
         let index = try JSONSerialization.data(withJSONObject: ["metadata": ["total_size": 0], "weight_map": map])
         try index.write(to: URL(fileURLWithPath: dir + "/model.safetensors.index.json"))
         let back = try ModelCheckpoint.load(directory: dir, maxTokens: 32)
         #expect(back.parameters.toArray() == m.parameters.toArray())
         // an index pointing a tensor at the wrong shard is rejected, naming the tensor
         map[recs[0].name] = "model-00002-of-00002.safetensors"
-        try JSONSerialization.data(withJSONObject: ["weight_map": map]).write(to: URL(fileURLWithPath: dir + "/model.safetensors.index.json"))
-        do { _ = try ModelCheckpoint.load(directory: dir, maxTokens: 32); Issue.record("accepted a wrong index") }
-        catch let e as SafeTensorsError { #expect(e.description.contains(recs[0].name)) }
+        try JSONSerialization.data(withJSONObject: ["weight_map": map]).write(
+            to: URL(fileURLWithPath: dir + "/model.safetensors.index.json"))
+        do {
+            _ = try ModelCheckpoint.load(directory: dir, maxTokens: 32)
+            Issue.record("accepted a wrong index")
+        } catch let e as SafeTensorsError { #expect(e.description.contains(recs[0].name)) }
         // path traversal in shard names is refused
         map[recs[0].name] = "../x.safetensors"
-        try JSONSerialization.data(withJSONObject: ["weight_map": map]).write(to: URL(fileURLWithPath: dir + "/model.safetensors.index.json"))
+        try JSONSerialization.data(withJSONObject: ["weight_map": map]).write(
+            to: URL(fileURLWithPath: dir + "/model.safetensors.index.json"))
         #expect(throws: SafeTensorsError.self) { try ModelCheckpoint.load(directory: dir, maxTokens: 32) }
     }
 
@@ -136,27 +151,38 @@ import Train
         var recs = ModelCheckpoint.records(of: m)
         let victim = recs.remove(at: 3)
         try writeSafeTensors(recs, to: dir + "/model.safetensors")
-        do { _ = try ModelCheckpoint.load(directory: dir, maxTokens: 8); Issue.record("loaded without \(victim.name)") }
-        catch let e as SafeTensorsError { #expect(e.description.contains(victim.name)) }
+        do {
+            _ = try ModelCheckpoint.load(directory: dir, maxTokens: 8)
+            Issue.record("loaded without \(victim.name)")
+        } catch let e as SafeTensorsError { #expect(e.description.contains(victim.name)) }
         recs.insert(SafeTensorsRecord(name: victim.name, shape: [victim.values.count], values: victim.values), at: 3)
         try writeSafeTensors(recs, to: dir + "/model.safetensors")
-        do { _ = try ModelCheckpoint.load(directory: dir, maxTokens: 8); Issue.record("loaded a misshapen \(victim.name)") }
-        catch let e as SafeTensorsError { #expect(e.description.contains(victim.name) && e.description.contains("shape")) }
+        do {
+            _ = try ModelCheckpoint.load(directory: dir, maxTokens: 8)
+            Issue.record("loaded a misshapen \(victim.name)")
+        } catch let e as SafeTensorsError {
+            #expect(e.description.contains(victim.name) && e.description.contains("shape"))
+        }
     }
 
     @Test func configParsesHFFiles() throws {
-        let llama = #"{"model_type":"llama","hidden_size":576,"intermediate_size":1536,"num_hidden_layers":30,"num_attention_heads":9,"num_key_value_heads":3,"vocab_size":49152,"rms_norm_eps":1e-5,"rope_theta":100000,"tie_word_embeddings":true,"max_position_embeddings":8192,"hidden_act":"silu","rope_scaling":{"rope_type":"llama3","factor":32.0,"low_freq_factor":1.0,"high_freq_factor":4.0,"original_max_position_embeddings":8192}}"#
+        let llama =
+            #"{"model_type":"llama","hidden_size":576,"intermediate_size":1536,"num_hidden_layers":30,"num_attention_heads":9,"num_key_value_heads":3,"vocab_size":49152,"rms_norm_eps":1e-5,"rope_theta":100000,"tie_word_embeddings":true,"max_position_embeddings":8192,"hidden_act":"silu","rope_scaling":{"rope_type":"llama3","factor":32.0,"low_freq_factor":1.0,"high_freq_factor":4.0,"original_max_position_embeddings":8192}}"#
         let c = try ModelConfig.parse(json: Data(llama.utf8))
         #expect(c.family == .llama && c.headDim == 64 && c.kvHeads == 3 && c.tieWordEmbeddings && c.ropeTheta == 1e5)
         #expect(c.ropeScaling == .llama3(factor: 32, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 8192))
         let again = try ModelConfig.parse(json: try c.jsonData())
         #expect(again == c)
-        let gpt = #"{"model_type":"gpt2","n_embd":768,"n_layer":12,"n_head":12,"n_positions":1024,"vocab_size":50257,"activation_function":"gelu_new"}"#
+        let gpt =
+            #"{"model_type":"gpt2","n_embd":768,"n_layer":12,"n_head":12,"n_positions":1024,"vocab_size":50257,"activation_function":"gelu_new"}"#
         let g = try ModelConfig.parse(json: Data(gpt.utf8))
         #expect(g.intermediateSize == 3072 && g.tieWordEmbeddings && g.qkvBias && g.normEps == 1e-5)
         #expect(throws: ModelConfigError.self) { try ModelConfig.parse(json: Data(#"{"model_type":"mamba"}"#.utf8)) }
         #expect(throws: ModelConfigError.self) {
-            try ModelConfig.parse(json: Data(#"{"model_type":"llama","hidden_size":64,"intermediate_size":8,"num_hidden_layers":1,"num_attention_heads":3,"num_key_value_heads":2,"vocab_size":10}"#.utf8))
+            try ModelConfig.parse(
+                json: Data(
+                    #"{"model_type":"llama","hidden_size":64,"intermediate_size":8,"num_hidden_layers":1,"num_attention_heads":3,"num_key_value_heads":2,"vocab_size":10}"#
+                        .utf8))
         }
     }
 }

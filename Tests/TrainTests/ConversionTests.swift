@@ -12,17 +12,26 @@ import Train
     static func model(_ family: ModelFamily, scaling: RoPEScaling = .none) throws -> TransformerModel {
         let c: ModelConfig
         switch family {
-        case .gpt2: c = ModelConfig(family: .gpt2, vocabSize: 96, hiddenSize: 64, layers: 2, heads: 4, intermediateSize: 128, maxPositions: 48)
-        case .llama: c = ModelConfig(family: .llama, vocabSize: 96, hiddenSize: 64, layers: 2, heads: 4, kvHeads: 2, intermediateSize: 96,
-                                     maxPositions: 48, ropeTheta: 5e5, ropeScaling: scaling, tieWordEmbeddings: false)
-        case .qwen2: c = ModelConfig(family: .qwen2, vocabSize: 96, hiddenSize: 64, layers: 2, heads: 4, kvHeads: 1, intermediateSize: 96,
-                                     maxPositions: 48, ropeTheta: 1e6, tieWordEmbeddings: true)
+        case .gpt2:
+            c = ModelConfig(
+                family: .gpt2, vocabSize: 96, hiddenSize: 64, layers: 2, heads: 4, intermediateSize: 128,
+                maxPositions: 48)
+        case .llama:
+            c = ModelConfig(
+                family: .llama, vocabSize: 96, hiddenSize: 64, layers: 2, heads: 4, kvHeads: 2, intermediateSize: 96,
+                maxPositions: 48, ropeTheta: 5e5, ropeScaling: scaling, tieWordEmbeddings: false)
+        case .qwen2:
+            c = ModelConfig(
+                family: .qwen2, vocabSize: 96, hiddenSize: 64, layers: 2, heads: 4, kvHeads: 1, intermediateSize: 96,
+                maxPositions: 48, ropeTheta: 1e6, tieWordEmbeddings: true)
         }
         let m = try TransformerModel(config: c, maxTokens: 32)
         m.initializeRandomly(seed: 3, std: 0.3)
         var rng = TestRNG(5)
         for s in m.layout.specs where s.shape.count == 1 {
-            try m.setParameter(s.name, rng.normal(s.count, std: 0.2).map { $0 + (s.name.contains("norm") || s.name.contains("ln_") ? 1 : 0) })
+            try m.setParameter(
+                s.name,
+                rng.normal(s.count, std: 0.2).map { $0 + (s.name.contains("norm") || s.name.contains("ln_") ? 1 : 0) })
         }
         return m
     }
@@ -82,8 +91,11 @@ import Train
         #expect(embd?.type == type.tensorType(shape: [96, 64]).rawValue)
         #expect(g.info("blk.0.attn_norm.weight")?.type == 0)
         #expect((g.info("output.weight") != nil) == !m.config.tieWordEmbeddings)
-        if family == .gpt2 { #expect(g.info("blk.1.attn_qkv.weight")?.ne == [64, 192] && g.info("position_embd.weight") != nil) }
-        else { #expect(g.info("blk.1.attn_k.weight")?.ne == [64, 16 * m.config.kvHeads]) }
+        if family == .gpt2 {
+            #expect(g.info("blk.1.attn_qkv.weight")?.ne == [64, 192] && g.info("position_embd.weight") != nil)
+        } else {
+            #expect(g.info("blk.1.attn_k.weight")?.ne == [64, 16 * m.config.kvHeads])
+        }
     }
 
     @Test func llamaRowsArePermutedLikeLlamaCpp() throws {
@@ -100,10 +112,15 @@ import Train
         // Qwen2 runs llama.cpp's NeoX RoPE: no permutation
         let w = try Self.model(.qwen2)
         try ModelConversion.writeGGUF(w, vocabulary: nil, to: dir + "/q.gguf", type: .f32, name: "t")
-        #expect(try GGUFFile(path: dir + "/q.gguf").floats("blk.0.attn_q.weight") == w.parameter("model.layers.0.self_attn.q_proj.weight")!)
+        #expect(
+            try GGUFFile(path: dir + "/q.gguf").floats("blk.0.attn_q.weight") == w.parameter(
+                "model.layers.0.self_attn.q_proj.weight")!)
     }
 
-    @Test(arguments: [RoPEScaling.linear(factor: 2), .llama3(factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 64)])
+    @Test(arguments: [
+        RoPEScaling.linear(factor: 2),
+        .llama3(factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 64),
+    ])
     func ropeScalingSurvivesGGUF(scaling: RoPEScaling) throws {
         let m = try Self.model(.llama, scaling: scaling)
         let dir = CheckpointTests.tempDir("rope")
@@ -137,16 +154,22 @@ import Train
             return
         }
         // nearest-even: exact ties go to the even neighbour
-        let ties = try encodeSafeTensors([SafeTensorsRecord(name: "t", shape: [2], values: [1 + 0x1p-11, 1 + 3 * 0x1p-11])], dtype: .F16)
+        let ties = try encodeSafeTensors(
+            [SafeTensorsRecord(name: "t", shape: [2], values: [1 + 0x1p-11, 1 + 3 * 0x1p-11])], dtype: .F16)
         #expect(try SafeTensorsFile(data: ties, path: "ties").floats("t") == [1, 1 + 4 * 0x1p-11])
         // values F16 cannot hold are an error naming the tensor, not a silent infinity
-        #expect(throws: SafeTensorsError.self) { try encodeSafeTensors([SafeTensorsRecord(name: "big", shape: [1], values: [70000])], dtype: .F16) }
+        #expect(throws: SafeTensorsError.self) {
+            try encodeSafeTensors([SafeTensorsRecord(name: "big", shape: [1], values: [70000])], dtype: .F16)
+        }
     }
 
     @Test func q8_0MatchesLlamaCppReference() {
         // d = max|x| / 127 (here exactly 1), q = round(x / d) with halves away from zero
         var x = [Float](repeating: 0.4, count: 32)
-        x[0] = 127; x[1] = 2.5; x[2] = -2.5; x[3] = -126.6
+        x[0] = 127
+        x[1] = 2.5
+        x[2] = -2.5
+        x[3] = -126.6
         let bytes = x.withUnsafeBufferPointer { quantizeQ8_0($0) }
         #expect(bytes.count == 34)
         #expect(Float16(bitPattern: UInt16(bytes[0]) | UInt16(bytes[1]) << 8) == 1)
@@ -191,7 +214,9 @@ import Train
         fails(dir + "/cut.gguf", dir + "/o", "past the end")
         // the writer refuses a Q8_0 tensor whose rows are not whole blocks
         #expect(throws: GGUFError.self) {
-            try writeGGUF([GGUFTensorRecord(name: "w", shape: [2, 24], values: .init(repeating: 1, count: 48), type: .q8_0)], metadata: [], to: dir + "/q.gguf")
+            try writeGGUF(
+                [GGUFTensorRecord(name: "w", shape: [2, 24], values: .init(repeating: 1, count: 48), type: .q8_0)],
+                metadata: [], to: dir + "/q.gguf")
         }
         #expect(!FileManager.default.fileExists(atPath: dir + "/q.gguf"))
     }
@@ -199,33 +224,53 @@ import Train
     // MARK: - transformers reads what oreo wrote (OREO_HEAVY_TESTS=1)
 
     static var heavy: Bool { ProcessInfo.processInfo.environment["OREO_HEAVY_TESTS"] == "1" }
-    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().path
 
     /// Log-probs of `batch` from transformers loading `source` (an HF directory, or a GGUF file).
-    static func transformersLogProbs(_ source: String, gguf: Bool, batch: PackedBatch, scratch: String) throws -> (lp: [Float], info: [String: Any]?) {
+    static func transformersLogProbs(_ source: String, gguf: Bool, batch: PackedBatch, scratch: String) throws -> (
+        lp: [Float], info: [String: Any]?
+    ) {
         let b = scratch + "/batch.safetensors", out = scratch + "/oracle.safetensors"
-        try writeSafeTensors([SafeTensorsRecord(name: "tokens", shape: [batch.count], values: batch.tokens.map(Float.init)),
-                              SafeTensorsRecord(name: "seq_lengths", shape: [batch.sequenceLengths.count], values: batch.sequenceLengths.map(Float.init)),
-                              SafeTensorsRecord(name: "targets", shape: [batch.count], values: batch.targets.map(Float.init))], to: b)
+        try writeSafeTensors(
+            [
+                SafeTensorsRecord(name: "tokens", shape: [batch.count], values: batch.tokens.map(Float.init)),
+                SafeTensorsRecord(
+                    name: "seq_lengths", shape: [batch.sequenceLengths.count],
+                    values: batch.sequenceLengths.map(Float.init)),
+                SafeTensorsRecord(name: "targets", shape: [batch.count], values: batch.targets.map(Float.init)),
+            ], to: b)
         let p = Process()
         p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["python3", root + "/scripts/oracles/model_logprobs.py", gguf ? "--gguf" : "--hf", source, "--batch", b, "--out", out]
+        p.arguments = [
+            "python3", root + "/scripts/oracles/model_logprobs.py", gguf ? "--gguf" : "--hf", source, "--batch", b,
+            "--out", out,
+        ]
         let log = scratch + "/oracle.log"
         FileManager.default.createFile(atPath: log, contents: nil)
         p.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
         try p.run()
         p.waitUntilExit()
         guard p.terminationStatus == 0 else {
-            let tail = (try? String(contentsOfFile: log, encoding: .utf8))?.split(separator: "\n").suffix(5).joined(separator: "\n") ?? ""
+            let tail =
+                (try? String(contentsOfFile: log, encoding: .utf8))?.split(separator: "\n").suffix(5).joined(
+                    separator: "\n") ?? ""
             throw TrainError.state("model_logprobs.py failed on \(source):\n\(tail)")
         }
-        let info = gguf ? try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + ".json"))) as? [String: Any] : nil
+        let info =
+            gguf
+            ? try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: out + ".json")))
+                as? [String: Any] : nil
         return (try SafeTensorsFile(path: out).floats("logprobs"), info)
     }
 
     @Test(.enabled(if: heavy)) func smolLM2ConvertedLoadsInTransformers() throws {
-        guard let fix = fixtureDirectory(relative: "smollm2", script: "scripts/oracles/gguf_reference.py") else { return }
-        let src = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: fix + "/source.json"))) as? [String: String]
+        guard let fix = fixtureDirectory(relative: "smollm2", script: "scripts/oracles/gguf_reference.py") else {
+            return
+        }
+        let src =
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: fix + "/source.json")))
+            as? [String: String]
         let gguf = try #require(src?["gguf"])
         let dir = CheckpointTests.tempDir("smol")
         defer { try? FileManager.default.removeItem(atPath: dir) }
@@ -233,7 +278,9 @@ import Train
         #expect(report.tokenizer.contains("49152 tokens"))
         let ours = try GGUFFile(path: gguf).loadModel(maxTokens: 64)
         var rng = TestRNG(17)
-        let batch = PackedBatch(sequences: [(0..<13).map { _ in Int32(rng.int(49152)) }, (0..<9).map { _ in Int32(rng.int(49152)) }])
+        let batch = PackedBatch(sequences: [
+            (0..<13).map { _ in Int32(rng.int(49152)) }, (0..<9).map { _ in Int32(rng.int(49152)) },
+        ])
         var lp: [Float] = []
         try ours.forward(batch, logProbs: &lp)
         let (hf, _) = try Self.transformersLogProbs(dir + "/hf", gguf: false, batch: batch, scratch: dir)
@@ -248,7 +295,8 @@ import Train
             var mine: [Float] = []
             try GGUFFile(path: path).loadModel(maxTokens: 64).forward(batch, logProbs: &mine)
             let e = relativeError(mine, tl), drift = relativeError(tl, hf)
-            print("SmolLM2 exported \(type): transformers vs oreo on the same GGUF rel err \(e); vs the source \(drift)")
+            print(
+                "SmolLM2 exported \(type): transformers vs oreo on the same GGUF rel err \(e); vs the source \(drift)")
             #expect(e < 1e-4)
             #expect(drift < (type == .f32 ? 1e-6 : 3e-2))
             let tensors = info?["tensors"] as? [String: [String: Any]]
@@ -263,7 +311,10 @@ import Train
         // transformers' GPT-2 GGUF config mapping has no n_positions / n_inner: use GPT-2's defaults there
         let m: TransformerModel
         if family == .gpt2 {
-            m = try TransformerModel(config: ModelConfig(family: .gpt2, vocabSize: 96, hiddenSize: 64, layers: 2, heads: 4, maxPositions: 1024), maxTokens: 32)
+            m = try TransformerModel(
+                config: ModelConfig(
+                    family: .gpt2, vocabSize: 96, hiddenSize: 64, layers: 2, heads: 4, maxPositions: 1024),
+                maxTokens: 32)
             m.initializeRandomly(seed: 9, std: 0.3)
         } else {
             m = try Self.model(family)
@@ -276,15 +327,20 @@ import Train
         #expect(relativeError(hf, want) < 1e-5)
         for type in [GGUFExportType.f32, .q8_0] {
             // transformers takes a GPT-2 GGUF's vocabulary size from its tokenizer: give it 96 single-byte tokens
-            let vocab = family == .gpt2
-                ? BPEVocabulary(tokens: (0..<96).map { String(UnicodeScalar(UInt8(33 + $0))) }, tokenTypes: .init(repeating: 1, count: 96),
-                                merges: [], preTokenizer: "gpt2", bos: nil, eos: nil, addBOS: false, chatTemplate: nil)
+            let vocab =
+                family == .gpt2
+                ? BPEVocabulary(
+                    tokens: (0..<96).map { String(UnicodeScalar(UInt8(33 + $0))) },
+                    tokenTypes: .init(repeating: 1, count: 96),
+                    merges: [], preTokenizer: "gpt2", bos: nil, eos: nil, addBOS: false, chatTemplate: nil)
                 : nil
             try ModelConversion.writeGGUF(m, vocabulary: vocab, to: dir + "/m.gguf", type: type, name: "tiny")
             let (tl, info) = try Self.transformersLogProbs(dir + "/m.gguf", gguf: true, batch: Self.batch, scratch: dir)
             let mine = try Self.logProbs(try GGUFFile(path: dir + "/m.gguf").loadModel(maxTokens: 32))
             let e = relativeError(tl, mine)
-            print("tiny \(family) \(type) GGUF: transformers vs oreo rel err \(e), vs the F32 model \(relativeError(tl, want))")
+            print(
+                "tiny \(family) \(type) GGUF: transformers vs oreo rel err \(e), vs the F32 model \(relativeError(tl, want))"
+            )
             #expect(e < 1e-5)
             #expect(info?["architecture"] as? String == family.ggufArchitecture)
         }

@@ -17,9 +17,13 @@ import Train
         for t in [1, 2, 5, 17] {
             let (lp, lr, v) = random(&rng, t)
             var d = DQOConfig()
-            d.lambda = 1; d.importanceWeights = false; d.beta = 0.2
+            d.lambda = 1
+            d.importanceWeights = false
+            d.beta = 0.2
             var o = OREOConfig()
-            o.stopGradient = false; o.alpha = 0; o.beta = 0.2
+            o.stopGradient = false
+            o.alpha = 0
+            o.beta = 0.2
             for reward in [0.0, 1.0] {
                 let a = dqoLoss(logProbs: lp, refLogProbs: lr, values: v, reward: reward, config: d)
                 let b = oreoLoss(logProbs: lp, refLogProbs: lr, values: v, reward: reward, config: o)
@@ -40,7 +44,9 @@ import Train
         let (lp, lr, v) = random(&rng, t)
         for lambda in [0.0, 0.3, 0.95, 1.0] {
             var c = DQOConfig()
-            c.lambda = lambda; c.beta = 0.1; c.importanceWeights = false
+            c.lambda = lambda
+            c.beta = 0.1
+            c.importanceWeights = false
             let r = dqoLoss(logProbs: lp, refLogProbs: lr, values: v, reward: 1, config: c)
             for h in 0..<t {
                 let soft = (0..<t).map { i in (i == t - 1 ? 1.0 : 0) - c.beta * (lp[i] - lr[i]) }
@@ -62,15 +68,20 @@ import Train
         let (lp, lr, v) = random(&rng, t)
         for lambda in [0.0, 0.5, 0.9, 1.0] {
             var c = DQOConfig()
-            c.lambda = lambda; c.beta = 0.3; c.importanceWeights = false
+            c.lambda = lambda
+            c.beta = 0.3
+            c.importanceWeights = false
             let base = dqoLoss(logProbs: lp, refLogProbs: lr, values: v, reward: 1, config: c)
-            let fd = numericGradient({ dqoLoss(logProbs: $0, refLogProbs: lr, values: v, reward: 1, config: c).policyLoss }, at: lp)
+            let fd = numericGradient(
+                { dqoLoss(logProbs: $0, refLogProbs: lr, values: v, reward: 1, config: c).policyLoss }, at: lp)
             #expect(relativeError(base.dLogProbs, fd) < 1e-7, "lambda \(lambda): \(relativeError(base.dLogProbs, fd))")
         }
         var c = DQOConfig()
-        c.lambda = 1; c.clip = 5
+        c.lambda = 1
+        c.clip = 5
         let base = dqoLoss(logProbs: lp, refLogProbs: lr, values: v, reward: 1, config: c)
-        let fd = numericGradient({ dqoLoss(logProbs: lp, refLogProbs: lr, values: $0, reward: 1, config: c).valueLoss }, at: v)
+        let fd = numericGradient(
+            { dqoLoss(logProbs: lp, refLogProbs: lr, values: $0, reward: 1, config: c).valueLoss }, at: v)
         #expect(relativeError(base.dValues, fd) < 1e-7)
     }
 
@@ -105,16 +116,20 @@ import Train
 /// per-sequence means averaged over sequences.
 @Suite struct BatchObjectiveTests {
     // Three sequences packed: prompt lengths 2, 1, 3; responses 3, 4, 2 (positions first ..< first + count).
-    let spans = [ResponseSpan(first: 1, count: 3, reward: 1, positive: true, stepEndStart: 0, stepEndCount: 2),
-                 ResponseSpan(first: 5, count: 4, reward: 0, positive: false, stepEndStart: 2, stepEndCount: 1),
-                 ResponseSpan(first: 12, count: 2, reward: 1, positive: true, stepEndStart: 3, stepEndCount: 0)]
+    let spans = [
+        ResponseSpan(first: 1, count: 3, reward: 1, positive: true, stepEndStart: 0, stepEndCount: 2),
+        ResponseSpan(first: 5, count: 4, reward: 0, positive: false, stepEndStart: 2, stepEndCount: 1),
+        ResponseSpan(first: 12, count: 2, reward: 1, positive: true, stepEndStart: 3, stepEndCount: 0),
+    ]
     let stepEnds: [Int32] = [1, 3, 2]
 
     func data(_ seed: UInt64) -> (lp: [Float], lr: [Float], v: [Float], kl: [Float]) {
         var rng = SplitMix64(seed: seed)
         let n = 15
-        return ((0..<n).map { _ in Float(-3 * rng.unit()) }, (0..<n).map { _ in Float(-3 * rng.unit()) },
-                (0..<n).map { _ in Float(rng.unit()) }, (0..<n).map { _ in Float(rng.unit()) })
+        return (
+            (0..<n).map { _ in Float(-3 * rng.unit()) }, (0..<n).map { _ in Float(-3 * rng.unit()) },
+            (0..<n).map { _ in Float(rng.unit()) }, (0..<n).map { _ in Float(rng.unit()) }
+        )
     }
 
     func slice(_ a: [Float], _ s: ResponseSpan) -> [Double] { (s.first..<(s.first + s.count)).map { Double(a[$0]) } }
@@ -131,25 +146,31 @@ import Train
         let obj = BatchObjective(capacity: 32)
         for variant in 0..<3 {
             var c = OREOConfig()
-            c.level = level; c.beta = 0.2; c.alpha = 0.05
+            c.level = level
+            c.beta = 0.2
+            c.alpha = 0.05
             c.k3 = variant == 1
             c.stopGradient = variant != 2
-            let stats = try obj.oreo(spans: spans, stepEnds: stepEnds, logProbs: lp, refLogProbs: lr, values: v,
-                                     kl: c.k3 ? nil : kl, config: c)
+            let stats = try obj.oreo(
+                spans: spans, stepEnds: stepEnds, logProbs: lp, refLogProbs: lr, values: v,
+                kl: c.k3 ? nil : kl, config: c)
             let per = spans.map { s in
-                oreoLoss(logProbs: slice(lp, s), refLogProbs: slice(lr, s), values: slice(v, s), reward: Double(s.reward),
-                         stepEnds: (s.stepEndStart..<(s.stepEndStart + s.stepEndCount)).map { Int(stepEnds[$0]) }, config: c)
+                oreoLoss(
+                    logProbs: slice(lp, s), refLogProbs: slice(lr, s), values: slice(v, s), reward: Double(s.reward),
+                    stepEnds: (s.stepEndStart..<(s.stepEndStart + s.stepEndCount)).map { Int(stepEnds[$0]) }, config: c)
             }
             let klMeans = spans.map { s in slice(kl, s).reduce(0, +) / Double(s.count) }
-            let expectedPolicy = zip(per, klMeans).map { c.k3 ? $0.policyLoss : $0.policyLoss + c.alpha * $1 }.reduce(0, +)
+            let expectedPolicy = zip(per, klMeans).map { c.k3 ? $0.policyLoss : $0.policyLoss + c.alpha * $1 }.reduce(
+                0, +)
             #expect(abs(stats.valueLoss - per.map(\.valueLoss).reduce(0, +)) < 1e-5)
             #expect(abs(stats.policyLoss - expectedPolicy) < 1e-5)
             #expect(stats.sequences == 3 && stats.responseTokens == 9)
             expectSpanGradients(obj.dLogProbs, per.map(\.dLogProbs), scale: 1.0 / 3, "\(level) \(variant) dlogp")
             expectSpanGradients(obj.dValues, per.map(\.dValues), scale: 1.0 / 3, "\(level) \(variant) dV")
             if !c.k3 {
-                expectSpanGradients(obj.dKL, spans.map { s in [Double](repeating: c.alpha / Double(s.count), count: s.count) },
-                                    scale: 1.0 / 3, "dKL")
+                expectSpanGradients(
+                    obj.dKL, spans.map { s in [Double](repeating: c.alpha / Double(s.count), count: s.count) },
+                    scale: 1.0 / 3, "dKL")
             }
         }
     }
@@ -160,8 +181,9 @@ import Train
         let obj = BatchObjective(capacity: 4)
         var c = OREOConfig()
         c.alpha = 0
-        let s = try obj.oreo(spans: [ResponseSpan(first: 0, count: 3, reward: 1, positive: true)], stepEnds: [],
-                             logProbs: lp, refLogProbs: lr, values: v, kl: nil, config: c)
+        let s = try obj.oreo(
+            spans: [ResponseSpan(first: 0, count: 3, reward: 1, positive: true)], stepEnds: [],
+            logProbs: lp, refLogProbs: lr, values: v, kl: nil, config: c)
         #expect(abs(s.valueLoss - 0.1508417) < 1e-6)
         #expect(relativeError(Array(obj.dLogProbs[0..<3]), [-0.00710, -0.01140, -0.00080]) < 1e-5)
         #expect(obj.dLogProbs[3] == 0 && obj.dValues[3] == 0)
@@ -171,9 +193,14 @@ import Train
         let (lp, lr, v, _) = data(22)
         let obj = BatchObjective(capacity: 32)
         var d = DQOConfig()
-        d.lambda = 0.7; d.clip = 0.5
+        d.lambda = 0.7
+        d.clip = 0.5
         let sd = try obj.dqo(spans: spans, logProbs: lp, refLogProbs: lr, values: v, config: d)
-        let perD = spans.map { s in dqoLoss(logProbs: slice(lp, s), refLogProbs: slice(lr, s), values: slice(v, s), reward: Double(s.reward), config: d) }
+        let perD = spans.map { s in
+            dqoLoss(
+                logProbs: slice(lp, s), refLogProbs: slice(lr, s), values: slice(v, s), reward: Double(s.reward),
+                config: d)
+        }
         #expect(abs(sd.valueLoss - perD.map(\.valueLoss).reduce(0, +)) < 1e-5)
         #expect(abs(sd.weight - perD.map(\.weight).reduce(0, +)) < 1e-5)
         expectSpanGradients(obj.dLogProbs, perD.map(\.dLogProbs), scale: 1.0 / 3, "dqo dlogp")
@@ -191,16 +218,19 @@ import Train
         let r = pair.map { s in zip(slice(lp, s), slice(lr, s)).reduce(0) { $0 + $1.0 - $1.1 } }
         let e = dpoLoss(chosenLogRatio: r[0], rejectedLogRatio: r[1], beta: 0.1)
         #expect(abs(sp.policyLoss - e.loss) < 1e-6 && sp.pairs == 1 && sp.pairsCorrect == (r[0] > r[1] ? 1 : 0))
-        expectSpanGradients(obj.dLogProbs, [[Double](repeating: e.dChosen, count: 3), [Double](repeating: e.dRejected, count: 4)] + [[0, 0]],
-                            scale: 1, "dpo")
+        expectSpanGradients(
+            obj.dLogProbs,
+            [[Double](repeating: e.dChosen, count: 3), [Double](repeating: e.dRejected, count: 4)] + [[0, 0]],
+            scale: 1, "dpo")
 
         let sk = try obj.kto(spans: spans, logProbs: lp, refLogProbs: lr, config: KTOConfig())
         let rs = spans.map { s in zip(slice(lp, s), slice(lr, s)).reduce(0) { $0 + $1.0 - $1.1 } }
         let z0 = max(0, rs.reduce(0, +) / 3)
         let perK = zip(spans, rs).map { ktoLoss(logRatio: $1, desirable: $0.positive, z0: z0) }
         #expect(abs(sk.policyLoss - perK.map(\.loss).reduce(0, +)) < 1e-6)
-        expectSpanGradients(obj.dLogProbs, zip(spans, perK).map { [Double](repeating: $1.dLogRatio, count: $0.count) },
-                            scale: 1.0 / 3, "kto")
+        expectSpanGradients(
+            obj.dLogProbs, zip(spans, perK).map { [Double](repeating: $1.dLogRatio, count: $0.count) },
+            scale: 1.0 / 3, "kto")
     }
 
     @Test func refusesSpansOutsideTheBatch() {

@@ -20,8 +20,10 @@ import Train
         var lp: [Float] = []
         try m.forward(PackedBatch(sequences: seqs), logProbs: &lp)
         let h = m.finalHiddenStates(), d = m.config.hiddenSize, V = m.config.vocabSize
-        let w = m.parameter(m.config.family == .gpt2 ? "transformer.wte.weight"
-                            : (m.config.tieWordEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight"))!
+        let w = m.parameter(
+            m.config.family == .gpt2
+                ? "transformer.wte.weight"
+                : (m.config.tieWordEmbeddings ? "model.embed_tokens.weight" : "lm_head.weight"))!
         return (0..<(h.count / d)).map { r in
             (0..<V).map { v in Float((0..<d).reduce(0.0) { $0 + Double(h[r * d + $1]) * Double(w[v * d + $1]) }) }
         }
@@ -42,7 +44,8 @@ import Train
         let dec = try IncrementalDecoder(model: m, maxSequences: 4, maxLength: 32, pageSize: 4, maxRows: 5)
         let prefix = [3, 1, 4, 12]
         var logits: [Float] = []
-        try dec.extend([0, 1, 2, 3], (0..<4).map { Array(seqs[$0][0..<prefix[$0]]) }, logits: &logits, allPositions: true)
+        try dec.extend(
+            [0, 1, 2, 3], (0..<4).map { Array(seqs[$0][0..<prefix[$0]]) }, logits: &logits, allPositions: true)
         var worst = 0.0
         var row = 0
         for s in 0..<4 {
@@ -128,14 +131,17 @@ import Train
         let dec = try IncrementalDecoder(model: m, maxSequences: 2, maxLength: 32, pageSize: 4)
         var got: [Float] = []
         try dec.extend([0, 1], [Array(seqs[0][0..<3]), Array(seqs[1][0..<6])], values: &got)
-        #expect(abs(got[0] - want[2]) <= 1e-4 * max(1, abs(want[2])) && abs(got[1] - want[7 + 5]) <= 1e-4 * max(1, abs(want[12])))
+        #expect(
+            abs(got[0] - want[2]) <= 1e-4 * max(1, abs(want[2]))
+                && abs(got[1] - want[7 + 5]) <= 1e-4 * max(1, abs(want[12])))
         var pos = [3, 6]
         while pos[0] < 7 || pos[1] < 13 {
             let live = (0..<2).filter { pos[$0] < seqs[$0].count }
             try dec.extend(live, live.map { [seqs[$0][pos[$0]]] }, values: &got)
             for (i, s) in live.enumerated() {
                 let w = want[(s == 0 ? 0 : 7) + pos[s]]
-                #expect(abs(got[i] - w) <= 1e-4 * max(1, abs(w)), "\(family) slot \(s) pos \(pos[s]): V \(got[i]) vs \(w)")
+                #expect(
+                    abs(got[i] - w) <= 1e-4 * max(1, abs(w)), "\(family) slot \(s) pos \(pos[s]): V \(got[i]) vs \(w)")
                 pos[s] += 1
             }
         }
@@ -160,10 +166,14 @@ import Train
 /// Greedy decoding of the real SmolLM2-135M-Instruct (from its GGUF) against transformers' `generate`.
 @Suite struct SmolLM2GenerateTests {
     @Test func greedyContinuationsMatchTransformersGenerate() throws {
-        guard let dir = fixtureDirectory(relative: "smollm2-generate", script: "scripts/oracles/generate_reference.py") else { return }
-        let meta = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/prompts.json"))) as? [String: Any]
+        guard let dir = fixtureDirectory(relative: "smollm2-generate", script: "scripts/oracles/generate_reference.py")
+        else { return }
+        let meta =
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/prompts.json")))
+            as? [String: Any]
         guard let path = meta?["gguf"] as? String, FileManager.default.fileExists(atPath: path),
-              let maxNew = meta?["max_new_tokens"] as? Int, let prompts = meta?["prompts"] as? [[String: Any]] else {
+            let maxNew = meta?["max_new_tokens"] as? Int, let prompts = meta?["prompts"] as? [[String: Any]]
+        else {
             Issue.record("prompts.json names no GGUF file that exists; rerun scripts/oracles/generate_reference.py")
             return
         }
@@ -180,32 +190,37 @@ import Train
         // GGUF's own Q4_1 / Q8_0 blocks (the same values: the same tokens, logits equal bit for bit)
         var firstLogits: [[Float]] = []
         for weights in [nil, packed] {
-        let dec = try IncrementalDecoder(model: model, maxSequences: n, maxLength: 256, weights: weights)
-        var logits: [Float] = []
-        try dec.extend(Array(0..<n), promptIds, logits: &logits)
-        firstLogits.append(logits)
-        let V = model.config.vocabSize
-        var got = [[Int32]](repeating: [], count: n)
-        var live = Array(0..<n)
-        for _ in 0..<maxNew {
-            var next: [Int32] = []
-            for i in live.indices {
-                let row = logits[(i * V)..<((i + 1) * V)]
-                next.append(Int32(row.indices.max { row[$0] < row[$1] }! - i * V))
+            let dec = try IncrementalDecoder(model: model, maxSequences: n, maxLength: 256, weights: weights)
+            var logits: [Float] = []
+            try dec.extend(Array(0..<n), promptIds, logits: &logits)
+            firstLogits.append(logits)
+            let V = model.config.vocabSize
+            var got = [[Int32]](repeating: [], count: n)
+            var live = Array(0..<n)
+            for _ in 0..<maxNew {
+                var next: [Int32] = []
+                for i in live.indices {
+                    let row = logits[(i * V)..<((i + 1) * V)]
+                    next.append(Int32(row.indices.max { row[$0] < row[$1] }! - i * V))
+                }
+                var stillLive: [Int] = [], feed: [[Int32]] = []
+                for (i, s) in live.enumerated() {
+                    got[s].append(next[i])
+                    if next[i] != eos && got[s].count < maxNew {
+                        stillLive.append(s)
+                        feed.append([next[i]])
+                    }
+                }
+                live = stillLive
+                if live.isEmpty { break }
+                try dec.extend(live, feed, logits: &logits)
             }
-            var stillLive: [Int] = [], feed: [[Int32]] = []
-            for (i, s) in live.enumerated() {
-                got[s].append(next[i])
-                if next[i] != eos && got[s].count < maxNew { stillLive.append(s); feed.append([next[i]]) }
+            for s in 0..<n {
+                print(
+                    "SmolLM2 greedy prompt \(s) (\(weights == nil ? "f32" : "GGUF blocks")): \(got[s].count) tokens, transformers \(want[s].count), equal: \(got[s] == want[s])"
+                )
+                #expect(got[s] == want[s], "prompt \(s): oreo \(got[s]) vs transformers \(want[s])")
             }
-            live = stillLive
-            if live.isEmpty { break }
-            try dec.extend(live, feed, logits: &logits)
-        }
-        for s in 0..<n {
-            print("SmolLM2 greedy prompt \(s) (\(weights == nil ? "f32" : "GGUF blocks")): \(got[s].count) tokens, transformers \(want[s].count), equal: \(got[s] == want[s])")
-            #expect(got[s] == want[s], "prompt \(s): oreo \(got[s]) vs transformers \(want[s])")
-        }
         }
         let same = firstLogits[0] == firstLogits[1]
         #expect(same, "prefill logits from the GGUF's blocks differ from the f32 weights'")
@@ -221,16 +236,25 @@ import Train
             for (bias, accumulate) in [(false, false), (true, false), (true, true)] {
                 let y0 = rng.normal(rows * (outDim + 1))
                 var y = y0
-                x.withUnsafeBufferPointer { xp in w.withUnsafeBufferPointer { wp in b.withUnsafeBufferPointer { bp in
-                    y.withUnsafeMutableBufferPointer { yp in
-                        smallBatchLinear(x: xp.baseAddress!, ldx: inDim + 2, weight: wp.baseAddress!, bias: bias ? bp.baseAddress! : nil,
-                                         y: yp.baseAddress!, ldy: outDim + 1, rows: rows, inDim: inDim, outDim: outDim, accumulate: accumulate)
+                x.withUnsafeBufferPointer { xp in
+                    w.withUnsafeBufferPointer { wp in
+                        b.withUnsafeBufferPointer { bp in
+                            y.withUnsafeMutableBufferPointer { yp in
+                                smallBatchLinear(
+                                    x: xp.baseAddress!, ldx: inDim + 2, weight: wp.baseAddress!,
+                                    bias: bias ? bp.baseAddress! : nil,
+                                    y: yp.baseAddress!, ldy: outDim + 1, rows: rows, inDim: inDim, outDim: outDim,
+                                    accumulate: accumulate)
+                            }
+                        }
                     }
-                } } }
+                }
                 var worst = 0.0
                 for r in 0..<rows {
                     for o in 0..<outDim {
-                        var want = (0..<inDim).reduce(0.0) { $0 + Double(x[r * (inDim + 2) + $1]) * Double(w[o * inDim + $1]) }
+                        var want = (0..<inDim).reduce(0.0) {
+                            $0 + Double(x[r * (inDim + 2) + $1]) * Double(w[o * inDim + $1])
+                        }
                         if bias { want += Double(b[o]) }
                         if accumulate { want += Double(y0[r * (outDim + 1) + o]) }
                         worst = max(worst, abs(Double(y[r * (outDim + 1) + o]) - want) / max(1, abs(want)))

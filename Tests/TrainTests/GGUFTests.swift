@@ -7,8 +7,12 @@ import Train
 /// GGUF import: the real SmolLM2-135M-Instruct file against transformers' GGUF loader, plus format checks.
 @Suite struct GGUFTests {
     @Test func smolLM2MatchesTransformers() throws {
-        guard let dir = fixtureDirectory(relative: "smollm2", script: "scripts/oracles/gguf_reference.py") else { return }
-        let src = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/source.json"))) as? [String: String]
+        guard let dir = fixtureDirectory(relative: "smollm2", script: "scripts/oracles/gguf_reference.py") else {
+            return
+        }
+        let src =
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/source.json")))
+            as? [String: String]
         guard let path = src?["gguf"], FileManager.default.fileExists(atPath: path) else {
             Issue.record("fixture names a GGUF file that is gone; rerun scripts/oracles/gguf_reference.py")
             return
@@ -24,9 +28,10 @@ import Train
             let err = relativeError(model.parameter(name)!, try e.floats(t.name))
             #expect(err < 1e-6, "\(name) dequantized rel err \(err)")
         }
-        let batch = PackedBatch(tokens: try e.int64s("tokens").map { Int32($0) },
-                                sequenceLengths: try e.int64s("seq_lengths").map { Int($0) },
-                                targets: try e.int64s("targets").map { Int32($0) })
+        let batch = PackedBatch(
+            tokens: try e.int64s("tokens").map { Int32($0) },
+            sequenceLengths: try e.int64s("seq_lengths").map { Int($0) },
+            targets: try e.int64s("targets").map { Int32($0) })
         var lp: [Float] = []
         try model.forward(batch, logProbs: &lp)
         let err = relativeError(lp, try e.floats("logprobs"))
@@ -39,9 +44,15 @@ import Train
         let w = (0..<(heads * hd * cols)).map { Float($0) }
         // llama.cpp: reshape(heads, 2, hd/2, cols).swapaxes(1, 2)
         var permuted = w
-        for h in 0..<heads { for i in 0..<2 { for j in 0..<(hd / 2) { for c in 0..<cols {
-            permuted[((h * hd) + j * 2 + i) * cols + c] = w[((h * hd) + i * (hd / 2) + j) * cols + c]
-        } } } }
+        for h in 0..<heads {
+            for i in 0..<2 {
+                for j in 0..<(hd / 2) {
+                    for c in 0..<cols {
+                        permuted[((h * hd) + j * 2 + i) * cols + c] = w[((h * hd) + i * (hd / 2) + j) * cols + c]
+                    }
+                }
+            }
+        }
         #expect(permuted != w)
         #expect(GGUFFile.unpermuteRotary(permuted, heads: heads, rowsPerHead: hd, cols: cols) == w)
     }

@@ -9,16 +9,19 @@ import Train
     static func config(_ family: ModelFamily) -> ModelConfig {
         switch family {
         case .gpt2:
-            return ModelConfig(family: .gpt2, vocabSize: 41, hiddenSize: 24, layers: 2, heads: 3, intermediateSize: 40,
-                               maxPositions: 32)
+            return ModelConfig(
+                family: .gpt2, vocabSize: 41, hiddenSize: 24, layers: 2, heads: 3, intermediateSize: 40,
+                maxPositions: 32)
         case .llama:
-            return ModelConfig(family: .llama, vocabSize: 41, hiddenSize: 24, layers: 2, heads: 4, kvHeads: 2,
-                               headDim: 8, intermediateSize: 36, maxPositions: 32, ropeTheta: 500,
-                               ropeScaling: .llama3(factor: 4, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 8),
-                               tieWordEmbeddings: false, qkvBias: true, outputBias: true, mlpBias: true)
+            return ModelConfig(
+                family: .llama, vocabSize: 41, hiddenSize: 24, layers: 2, heads: 4, kvHeads: 2,
+                headDim: 8, intermediateSize: 36, maxPositions: 32, ropeTheta: 500,
+                ropeScaling: .llama3(factor: 4, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 8),
+                tieWordEmbeddings: false, qkvBias: true, outputBias: true, mlpBias: true)
         case .qwen2:
-            return ModelConfig(family: .qwen2, vocabSize: 41, hiddenSize: 24, layers: 2, heads: 4, kvHeads: 1,
-                               headDim: 6, intermediateSize: 36, maxPositions: 32, ropeTheta: 1e4, tieWordEmbeddings: true)
+            return ModelConfig(
+                family: .qwen2, vocabSize: 41, hiddenSize: 24, layers: 2, heads: 4, kvHeads: 1,
+                headDim: 6, intermediateSize: 36, maxPositions: 32, ropeTheta: 1e4, tieWordEmbeddings: true)
         }
     }
 
@@ -30,14 +33,18 @@ import Train
         return b
     }
 
-    static func model(_ family: ModelFamily, valueHead: Bool = false, logitCache: Bool = true) throws -> TransformerModel {
-        let m = try TransformerModel(config: config(family), maxTokens: 32, valueHead: valueHead, headChunkRows: 4,
-                                     logitCacheBytes: logitCache ? 1 << 30 : 0)
+    static func model(_ family: ModelFamily, valueHead: Bool = false, logitCache: Bool = true) throws
+        -> TransformerModel
+    {
+        let m = try TransformerModel(
+            config: config(family), maxTokens: 32, valueHead: valueHead, headChunkRows: 4,
+            logitCacheBytes: logitCache ? 1 << 30 : 0)
         m.initializeRandomly(seed: 7, std: 0.3)
         // non-trivial norms and biases so their gradients are exercised
         var rng = TestRNG(11)
         for s in m.layout.specs where s.shape.count == 1 {
-            let base: Float = s.name.contains("norm") || s.name.contains("ln_") ? (s.name.hasSuffix(".bias") ? 0 : 1) : 0
+            let base: Float =
+                s.name.contains("norm") || s.name.contains("ln_") ? (s.name.hasSuffix(".bias") ? 0 : 1) : 0
             try m.setParameter(s.name, rng.normal(s.count, std: 0.2).map { $0 + base })
         }
         return m
@@ -106,7 +113,8 @@ import Train
         try m.forward(b, logProbs: &lp)
         try plain.forward(b, logProbs: &lq)
         #expect(relativeError(lp, lq) < 1e-6)
-        m.zeroGradients(); plain.zeroGradients()
+        m.zeroGradients()
+        plain.zeroGradients()
         try m.backward(dLogProbs: a)
         let once = m.gradients.toArray()
         try plain.backward(dLogProbs: a)
@@ -115,7 +123,9 @@ import Train
         #expect(relativeError(m.gradients.toArray(), once.map { 2 * $0 }) < 1e-5)
     }
 
-    @Test(arguments: [ModelFamily.gpt2, .llama, .qwen2]) func valueGradientsMatchFiniteDifferences(family: ModelFamily) throws {
+    @Test(arguments: [ModelFamily.gpt2, .llama, .qwen2]) func valueGradientsMatchFiniteDifferences(family: ModelFamily)
+        throws
+    {
         let m = try Self.model(family, valueHead: true)
         var values: [Float] = []
         let b = Self.batch(seed: 4)
@@ -135,15 +145,17 @@ import Train
         try Self.checkDirectional(m, loss: loss, label: "\(family) value")
     }
 
-    @Test(arguments: [ModelFamily.gpt2, .llama, .qwen2]) func packingEqualsSeparateSequences(family: ModelFamily) throws {
+    @Test(arguments: [ModelFamily.gpt2, .llama, .qwen2]) func packingEqualsSeparateSequences(family: ModelFamily) throws
+    {
         let m = try Self.model(family)
         let b = Self.batch(seed: 8)
         var packed: [Float] = []
         try m.forward(b, logProbs: &packed)
         var start = 0
         for len in b.sequenceLengths {
-            let one = PackedBatch(tokens: Array(b.tokens[start..<(start + len)]), sequenceLengths: [len],
-                                  targets: Array(b.targets[start..<(start + len)]))
+            let one = PackedBatch(
+                tokens: Array(b.tokens[start..<(start + len)]), sequenceLengths: [len],
+                targets: Array(b.targets[start..<(start + len)]))
             var lp: [Float] = []
             try m.forward(one, logProbs: &lp)
             #expect(relativeError(Array(packed[start..<(start + len)]), lp) < 1e-6)
@@ -151,7 +163,9 @@ import Train
         }
     }
 
-    @Test(arguments: [ModelFamily.gpt2, .llama, .qwen2]) func klGradientsMatchFiniteDifferences(family: ModelFamily) throws {
+    @Test(arguments: [ModelFamily.gpt2, .llama, .qwen2]) func klGradientsMatchFiniteDifferences(family: ModelFamily)
+        throws
+    {
         let m = try Self.model(family)
         let ref = try Self.model(family)
         let b = Self.batch(seed: 12)
@@ -182,9 +196,15 @@ import Train
     @Test func invalidBatchesThrow() throws {
         let m = try Self.model(.llama)
         var lp: [Float] = []
-        #expect(throws: TrainError.self) { try m.forward(PackedBatch(tokens: [1, 41], sequenceLengths: [2], targets: [2, -1]), logProbs: &lp) }
-        #expect(throws: TrainError.self) { try m.forward(PackedBatch(tokens: [1, 2], sequenceLengths: [3], targets: [2, -1]), logProbs: &lp) }
-        #expect(throws: TrainError.self) { try m.forward(PackedBatch(sequences: [[Int32](repeating: 1, count: 33)]), logProbs: &lp) }
+        #expect(throws: TrainError.self) {
+            try m.forward(PackedBatch(tokens: [1, 41], sequenceLengths: [2], targets: [2, -1]), logProbs: &lp)
+        }
+        #expect(throws: TrainError.self) {
+            try m.forward(PackedBatch(tokens: [1, 2], sequenceLengths: [3], targets: [2, -1]), logProbs: &lp)
+        }
+        #expect(throws: TrainError.self) {
+            try m.forward(PackedBatch(sequences: [[Int32](repeating: 1, count: 33)]), logProbs: &lp)
+        }
         #expect(throws: TrainError.self) { try m.backward(dLogProbs: [0]) }
     }
 }

@@ -56,15 +56,24 @@ import Train
                 // when stop-gradient is off (the loss is then a plain function of logp) and for the k3 part.
                 if !c.stopGradient {
                     var up = lp, dn = lp
-                    up[i] += h; dn[i] -= h
-                    let fd = (oreoLoss(logProbs: up, refLogProbs: lr, values: v, reward: 1, stepEnds: ends, config: c).policyLoss
-                              - oreoLoss(logProbs: dn, refLogProbs: lr, values: v, reward: 1, stepEnds: ends, config: c).policyLoss) / (2 * h)
-                    #expect(abs(fd - base.dLogProbs[i]) < 1e-7, "\(level) variant \(variant) dlogp[\(i)]: fd \(fd) vs \(base.dLogProbs[i])")
+                    up[i] += h
+                    dn[i] -= h
+                    let fd =
+                        (oreoLoss(logProbs: up, refLogProbs: lr, values: v, reward: 1, stepEnds: ends, config: c)
+                            .policyLoss
+                            - oreoLoss(logProbs: dn, refLogProbs: lr, values: v, reward: 1, stepEnds: ends, config: c)
+                            .policyLoss) / (2 * h)
+                    #expect(
+                        abs(fd - base.dLogProbs[i]) < 1e-7,
+                        "\(level) variant \(variant) dlogp[\(i)]: fd \(fd) vs \(base.dLogProbs[i])")
                 }
                 var up = v, dn = v
-                up[i] += h; dn[i] -= h
-                let fd = (oreoLoss(logProbs: lp, refLogProbs: lr, values: up, reward: 1, stepEnds: ends, config: c).valueLoss
-                          - oreoLoss(logProbs: lp, refLogProbs: lr, values: dn, reward: 1, stepEnds: ends, config: c).valueLoss) / (2 * h)
+                up[i] += h
+                dn[i] -= h
+                let fd =
+                    (oreoLoss(logProbs: lp, refLogProbs: lr, values: up, reward: 1, stepEnds: ends, config: c).valueLoss
+                        - oreoLoss(logProbs: lp, refLogProbs: lr, values: dn, reward: 1, stepEnds: ends, config: c)
+                        .valueLoss) / (2 * h)
                 #expect(abs(fd - base.dValues[i]) < 1e-7, "\(level) variant \(variant) dV[\(i)]")
             }
         }

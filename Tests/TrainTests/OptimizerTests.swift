@@ -6,8 +6,9 @@ import Train
 /// AdamW against a scalar double-precision transcription of torch.optim.AdamW; schedule and clipping.
 @Suite struct OptimizerTests {
     @Test func adamWMatchesReference() throws {
-        let cfg = ModelConfig(family: .qwen2, vocabSize: 11, hiddenSize: 16, layers: 1, heads: 2, kvHeads: 1,
-                              intermediateSize: 24, maxPositions: 8)
+        let cfg = ModelConfig(
+            family: .qwen2, vocabSize: 11, hiddenSize: 16, layers: 1, heads: 2, kvHeads: 1,
+            intermediateSize: 24, maxPositions: 8)
         let layout = ParameterLayout(config: cfg, valueHead: false)
         var rng = TestRNG(21)
         let p = buf(rng.normal(layout.total)), g = zeros(layout.total)

@@ -18,9 +18,10 @@ import Train
         guard let dir = fixtureDirectory(family) else { return nil }
         let model = try ModelCheckpoint.load(directory: dir, maxTokens: 64)
         let e = try SafeTensorsFile(path: dir + "/expected.safetensors")
-        let batch = PackedBatch(tokens: try e.int64s("tokens").map { Int32($0) },
-                                sequenceLengths: try e.int64s("seq_lengths").map { Int($0) },
-                                targets: try e.int64s("targets").map { Int32($0) })
+        let batch = PackedBatch(
+            tokens: try e.int64s("tokens").map { Int32($0) },
+            sequenceLengths: try e.int64s("seq_lengths").map { Int($0) },
+            targets: try e.int64s("targets").map { Int32($0) })
         return Fixture(model: model, batch: batch, expected: e)
     }
 
@@ -44,7 +45,10 @@ import Train
         try f.model.backward(dLogProbs: dl)
         var compared = 0
         var worst = 0.0
-        defer { print("oracle \(family): logprobs rel err \(lpErr), worst gradient rel err \(worst) over \(compared) tensors") }
+        defer {
+            print(
+                "oracle \(family): logprobs rel err \(lpErr), worst gradient rel err \(worst) over \(compared) tensors")
+        }
         for s in f.model.layout.specs {
             guard f.expected.info("grad." + s.name) != nil else {
                 Issue.record("\(family): torch has no gradient for \(s.name)")
@@ -70,7 +74,8 @@ import Train
         guard let f = try Self.load(family) else { return }
         let want = try f.expected.floats("adam_losses")
         let hp = try f.expected.floats("adam_hparams")  // lr, beta1, beta2, eps, weight decay, clip
-        let opt = AdamW(layout: f.model.layout, config: AdamWConfig(beta1: hp[1], beta2: hp[2], eps: hp[3], weightDecay: hp[4]))
+        let opt = AdamW(
+            layout: f.model.layout, config: AdamWConfig(beta1: hp[1], beta2: hp[2], eps: hp[3], weightDecay: hp[4]))
         let (dl, k) = Self.meanNLLGradient(f.batch)
         var lp: [Float] = []
         var got: [Double] = []

@@ -16,7 +16,8 @@ import Train
         try dec.extend([0, 1, 2], seqs, logits: &logits)
         all += logits
         for step in 0..<6 {
-            try dec.extend([0, 1, 2], (0..<3).map { [Int32((step * 7 + $0 * 13) % m.config.vocabSize)] }, logits: &logits)
+            try dec.extend(
+                [0, 1, 2], (0..<3).map { [Int32((step * 7 + $0 * 13) % m.config.vocabSize)] }, logits: &logits)
             all += logits
         }
         for step in 0..<4 {
@@ -28,14 +29,23 @@ import Train
 
     /// Random stored bytes for `rows` rows of `n` weights in `format`, and their values as a GGUF reader
     /// dequantizes them (`GGUFFile.floats`' formulas, independent of the kernel's code).
-    static func randomRows(_ format: PackedFormat, rows: Int, n: Int, rng: inout TestRNG) -> (bytes: [UInt8], values: [Float]) {
+    static func randomRows(_ format: PackedFormat, rows: Int, n: Int, rng: inout TestRNG) -> (
+        bytes: [UInt8], values: [Float]
+    ) {
         var bytes: [UInt8] = [], values: [Float] = []
-        func half(_ x: Float) -> [UInt8] { let b = Float16(x).bitPattern; return [UInt8(b & 0xFF), UInt8(b >> 8)] }
+        func half(_ x: Float) -> [UInt8] {
+            let b = Float16(x).bitPattern
+            return [UInt8(b & 0xFF), UInt8(b >> 8)]
+        }
         func float(_ b: [UInt8], _ i: Int) -> Float { Float(Float16(bitPattern: UInt16(b[i]) | UInt16(b[i + 1]) << 8)) }
         for _ in 0..<rows {
             switch format {
             case .f16:
-                for x in rng.normal(n, std: 0.2) { let h = half(x); bytes += h; values.append(float(h, 0)) }
+                for x in rng.normal(n, std: 0.2) {
+                    let h = half(x)
+                    bytes += h
+                    values.append(float(h, 0))
+                }
             case .bf16:
                 for x in rng.normal(n, std: 0.2) {
                     let top = UInt16(x.bitPattern >> 16)
@@ -53,7 +63,9 @@ import Train
                         values += q.map { d * Float(Int8(bitPattern: $0)) }
                     case .q4_0:
                         bytes += dBytes + q[0..<16]
-                        values += q[0..<16].map { d * Float(Int($0 & 0xF) - 8) } + q[0..<16].map { d * Float(Int($0 >> 4) - 8) }
+                        values +=
+                            q[0..<16].map { d * Float(Int($0 & 0xF) - 8) }
+                            + q[0..<16].map { d * Float(Int($0 >> 4) - 8) }
                     default:
                         bytes += dBytes + mBytes + q[0..<16]
                         values += q[0..<16].map { d * Float($0 & 0xF) + m } + q[0..<16].map { d * Float($0 >> 4) + m }
@@ -77,9 +89,10 @@ import Train
                 let (bytes, values) = Self.randomRows(format, rows: s.shape[0], n: s.shape[1], rng: &rng)
                 try m.setParameter(s.name, values)
                 covered.insert(s.name)
-                pieces.append(PackedWeights.Piece(spec: s, format: format) { dst in
-                    bytes.withUnsafeBytes { dst.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
-                })
+                pieces.append(
+                    PackedWeights.Piece(spec: s, format: format) { dst in
+                        bytes.withUnsafeBytes { dst.copyMemory(from: $0.baseAddress!, byteCount: bytes.count) }
+                    })
             }
         }
         #expect(covered.count == 2 * 7 + 1)
@@ -98,13 +111,16 @@ import Train
 
     /// A model written as a Q8_0 or F16 GGUF (llama.cpp's q/k row order, biases, a tied head) decodes from the
     /// file's blocks exactly as from its dequantized f32 weights.
-    @Test(arguments: [ModelFamily.llama, .qwen2, .gpt2]) func ggufBlocksDecodeLikeTheirDequantizedWeights(family: ModelFamily) throws {
+    @Test(arguments: [ModelFamily.llama, .qwen2, .gpt2]) func ggufBlocksDecodeLikeTheirDequantizedWeights(
+        family: ModelFamily
+    ) throws {
         let dir = NSTemporaryDirectory() + "oreo-packed-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         for type in [GGUFExportType.q8_0, .f16] {
             let path = dir + "/m-\(type.rawValue).gguf"
-            try ModelConversion.writeGGUF(try ConversionTests.model(family), vocabulary: nil, to: path, type: type, name: "t")
+            try ModelConversion.writeGGUF(
+                try ConversionTests.model(family), vocabulary: nil, to: path, type: type, name: "t")
             let g = try GGUFFile(path: path)
             let m = try g.loadModel(maxTokens: 32)
             let packed = try g.packedWeights(for: m)
@@ -133,6 +149,8 @@ import Train
     @Test func decoderRefusesAnotherModelsWeights() throws {
         let a = try ConversionTests.model(.llama), b = try ConversionTests.model(.qwen2)
         let packed = try PackedWeights(quantizing: a, to: .bf16)
-        #expect(throws: TrainError.self) { try IncrementalDecoder(model: b, maxSequences: 1, maxLength: 8, weights: packed) }
+        #expect(throws: TrainError.self) {
+            try IncrementalDecoder(model: b, maxSequences: 1, maxLength: 8, weights: packed)
+        }
     }
 }

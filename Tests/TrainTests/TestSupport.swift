@@ -1,6 +1,7 @@
 import Format
 import Foundation
 import Support
+import TestSupport
 import Testing
 import Train
 
@@ -8,13 +9,21 @@ import Train
 func relativeError(_ a: [Float], _ b: [Float]) -> Double {
     precondition(a.count == b.count, "length \(a.count) vs \(b.count)")
     var num = 0.0, den = 0.0
-    for i in a.indices { let d = Double(a[i]) - Double(b[i]); num += d * d; den += Double(b[i]) * Double(b[i]) }
+    for i in a.indices {
+        let d = Double(a[i]) - Double(b[i])
+        num += d * d
+        den += Double(b[i]) * Double(b[i])
+    }
     return (num / max(den, 1e-30)).squareRoot()
 }
 
 func relativeError(_ a: [Double], _ b: [Double]) -> Double {
     var num = 0.0, den = 0.0
-    for i in a.indices { let d = a[i] - b[i]; num += d * d; den += b[i] * b[i] }
+    for i in a.indices {
+        let d = a[i] - b[i]
+        num += d * d
+        den += b[i] * b[i]
+    }
     return (num / max(den, 1e-30)).squareRoot()
 }
 
@@ -47,7 +56,11 @@ struct TestRNG {
 }
 
 /// A FlatBuffer holding `a` (float copy of double data when given doubles).
-func buf(_ a: [Float]) -> FlatBuffer { let b = FlatBuffer(count: a.count); try! b.copyIn(a); return b }
+func buf(_ a: [Float]) -> FlatBuffer {
+    let b = FlatBuffer(count: a.count)
+    try! b.copyIn(a)
+    return b
+}
 func buf(_ a: [Double]) -> FlatBuffer { buf(a.map { Float($0) }) }
 func zeros(_ n: Int) -> FlatBuffer { FlatBuffer(count: n) }
 
@@ -73,8 +86,10 @@ func numericGradient(_ f: ([Double]) -> Double, at x: [Double], h: Double = 1e-6
     var g = [Double](repeating: 0, count: x.count)
     for i in x.indices {
         let v = x[i]
-        x[i] = v + h; let fp = f(x)
-        x[i] = v - h; let fm = f(x)
+        x[i] = v + h
+        let fp = f(x)
+        x[i] = v - h
+        let fm = f(x)
         x[i] = v
         g[i] = (fp - fm) / (2 * h)
     }

@@ -94,7 +94,10 @@ public struct JSONScanner {
     public func children(_ index: Int) -> [Int] {
         var out: [Int] = []
         var k = nodes[index].firstChild
-        while k >= 0 { out.append(k); k = nodes[k].next }
+        while k >= 0 {
+            out.append(k)
+            k = nodes[k].next
+        }
         return out
     }
 
@@ -151,7 +154,9 @@ public struct JSONScanner {
     }
 
     private mutating func container(depth: Int, object: Bool) throws(Failure) -> Int {
-        guard depth < JSONScanner.maxDepth else { throw Failure(offset: i, reason: "nesting deeper than \(JSONScanner.maxDepth)") }
+        guard depth < JSONScanner.maxDepth else {
+            throw Failure(offset: i, reason: "nesting deeper than \(JSONScanner.maxDepth)")
+        }
         let open = i
         let me = add(Node(kind: object ? .object : .array, start: i, end: i))
         i += 1
@@ -169,11 +174,15 @@ public struct JSONScanner {
             while true {
                 if object {
                     guard i < b.count, b[i] == UInt8(ascii: "\"") else {
-                        throw Failure(offset: i, reason: i < b.count ? "expected a string key" : "unterminated object opened at \(open)")
+                        throw Failure(
+                            offset: i,
+                            reason: i < b.count ? "expected a string key" : "unterminated object opened at \(open)")
                     }
                     link(try string())
                     skipSpace()
-                    guard i < b.count, b[i] == UInt8(ascii: ":") else { throw Failure(offset: i, reason: "expected ':' after the key") }
+                    guard i < b.count, b[i] == UInt8(ascii: ":") else {
+                        throw Failure(offset: i, reason: "expected ':' after the key")
+                    }
                     i += 1
                     skipSpace()
                 }
@@ -181,14 +190,18 @@ public struct JSONScanner {
                 count += 1
                 skipSpace()
                 guard i < b.count else {
-                    throw Failure(offset: i, reason: "unterminated \(object ? "object" : "array") opened at byte \(open + 1)")
+                    throw Failure(
+                        offset: i, reason: "unterminated \(object ? "object" : "array") opened at byte \(open + 1)")
                 }
                 if b[i] == UInt8(ascii: ",") {
                     i += 1
                     skipSpace()
                     continue
                 }
-                if b[i] == close { i += 1; break }
+                if b[i] == close {
+                    i += 1
+                    break
+                }
                 throw Failure(offset: i, reason: "expected ',' or '\(object ? "}" : "]")'")
             }
         }
@@ -206,19 +219,23 @@ public struct JSONScanner {
         while true {
             let (stop, high) = Self.nextSpecialByte(b, from: i)
             // Runs end at ASCII bytes, so a run's UTF-8 can be checked on its own.
-            if high && !lineIsUTF8, let bad = UTF8Scan.firstInvalidOffset(UnsafeBufferPointer(rebasing: b[run..<stop])) {
+            if high && !lineIsUTF8, let bad = UTF8Scan.firstInvalidOffset(UnsafeBufferPointer(rebasing: b[run..<stop]))
+            {
                 throw Failure(offset: run + bad, reason: "invalid UTF-8 byte sequence")
             }
             i = stop
             guard i < b.count else { throw Failure(offset: open, reason: "unterminated string") }
             let c = b[i]
             if c == UInt8(ascii: "\"") { break }
-            if c < 0x20 { throw Failure(offset: i, reason: "control character 0x\(String(c, radix: 16)) inside a string (must be escaped)") }
+            if c < 0x20 {
+                throw Failure(
+                    offset: i, reason: "control character 0x\(String(c, radix: 16)) inside a string (must be escaped)")
+            }
             escaped = true  // a backslash
             guard i + 1 < b.count else { throw Failure(offset: i, reason: "unterminated escape") }
             switch b[i + 1] {
             case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"), UInt8(ascii: "b"), UInt8(ascii: "f"),
-                 UInt8(ascii: "n"), UInt8(ascii: "r"), UInt8(ascii: "t"):
+                UInt8(ascii: "n"), UInt8(ascii: "r"), UInt8(ascii: "t"):
                 i += 2
             case UInt8(ascii: "u"):
                 guard JSONEscape.hex4(b, at: i + 2) != nil else {

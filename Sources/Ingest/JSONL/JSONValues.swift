@@ -5,8 +5,10 @@ import Support
 extension JSONScanner {
     /// Calls `body` with the UTF-8 bytes of string node `n`: the line's own bytes when the string has no
     /// escapes, else the unescaped text in `scratch`. Fails on a lone UTF-16 surrogate escape.
-    public func withText<R>(_ n: Int, in line: UnsafeBufferPointer<UInt8>, scratch: inout [UInt8],
-                     _ body: (UnsafeBufferPointer<UInt8>) throws -> R) throws -> R {
+    public func withText<R>(
+        _ n: Int, in line: UnsafeBufferPointer<UInt8>, scratch: inout [UInt8],
+        _ body: (UnsafeBufferPointer<UInt8>) throws -> R
+    ) throws -> R {
         let node = nodes[n]
         guard node.kind == .string else { throw Failure(offset: node.start, reason: "expected a string") }
         let raw = UnsafeBufferPointer(rebasing: line[node.start..<node.end])
@@ -29,13 +31,7 @@ extension JSONScanner {
                 if i >= raw.count { break }
             }
             let e = raw[i + 1]
-            switch e {
-            case UInt8(ascii: "b"): scratch.append(0x08); i += 2
-            case UInt8(ascii: "f"): scratch.append(0x0C); i += 2
-            case UInt8(ascii: "n"): scratch.append(0x0A); i += 2
-            case UInt8(ascii: "r"): scratch.append(0x0D); i += 2
-            case UInt8(ascii: "t"): scratch.append(0x09); i += 2
-            case UInt8(ascii: "u"):
+            if e == UInt8(ascii: "u") {
                 // The scanner checked the four hex digits; surrogate pairing is checked here.
                 switch JSONEscape.unicode(raw, at: i) {
                 case .scalar(let v, let next):
@@ -44,7 +40,10 @@ extension JSONScanner {
                 case .failure(let why):
                     throw Failure(offset: node.start + i, reason: why.description)
                 }
-            default: scratch.append(e); i += 2  // \" \\ \/
+            } else {
+                // The scanner accepted only valid escapes.
+                scratch.append(JSONEscape.simple(e) ?? e)
+                i += 2
             }
         }
     }
@@ -85,4 +84,3 @@ extension JSONScanner {
         return node.kind == .string ? Array(line[(node.start - 1)...node.end]) : Array(line[node.start..<node.end])
     }
 }
-

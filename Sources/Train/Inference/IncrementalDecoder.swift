@@ -15,10 +15,11 @@ private struct DecoderAttentionArgs {
 private func attentionUnits(_ a: DecoderAttentionArgs, _ t: Int, _ range: Range<Int>) {
     for u in range {
         let r = u / a.kvHeads, kvh = u % a.kvHeads
-        pagedAttentionRow(q: a.qkv + r * a.qkvWidth, out: a.att + r * a.attWidth, length: Int(a.positions[r]) + 1,
-                          pages: a.pageTable + a.sequences[r] * a.pagesPerSequence, cache: a.cache, pageStride: a.pageStride,
-                          pageSize: a.pageSize, heads: a.heads, kvHeads: a.kvHeads, headDim: a.headDim,
-                          scratch: a.scratch + t * a.scratchSize, kvHeadRange: kvh..<(kvh + 1))
+        pagedAttentionRow(
+            q: a.qkv + r * a.qkvWidth, out: a.att + r * a.attWidth, length: Int(a.positions[r]) + 1,
+            pages: a.pageTable + a.sequences[r] * a.pagesPerSequence, cache: a.cache, pageStride: a.pageStride,
+            pageSize: a.pageSize, heads: a.heads, kvHeads: a.kvHeads, headDim: a.headDim,
+            scratch: a.scratch + t * a.scratchSize, kvHeadRange: kvh..<(kvh + 1))
     }
 }
 
@@ -81,22 +82,29 @@ public final class IncrementalDecoder {
     ///
     /// With `weights` (packed for this model; default: the model's `decodingWeights`), passes of up to
     /// `smallBatchLinearMaxRows` rows read the packed linear weights instead of the f32 parameters.
-    public convenience init(model: TransformerModel, maxSequences: Int, maxLength: Int, cacheTokens: Int? = nil,
-                            pageSize: Int = 16, maxRows: Int = 256) throws {
-        try self.init(model: model, maxSequences: maxSequences, maxLength: maxLength, cacheTokens: cacheTokens,
-                      pageSize: pageSize, maxRows: maxRows, weights: model.decodingWeights)
+    public convenience init(
+        model: TransformerModel, maxSequences: Int, maxLength: Int, cacheTokens: Int? = nil,
+        pageSize: Int = 16, maxRows: Int = 256
+    ) throws {
+        try self.init(
+            model: model, maxSequences: maxSequences, maxLength: maxLength, cacheTokens: cacheTokens,
+            pageSize: pageSize, maxRows: maxRows, weights: model.decodingWeights)
     }
 
     /// A decoder like `init(model:maxSequences:maxLength:cacheTokens:pageSize:maxRows:)` reading `weights`
     /// (nil: the f32 parameters, whatever the model's `decodingWeights`).
-    public init(model: TransformerModel, maxSequences: Int, maxLength: Int, cacheTokens: Int? = nil,
-                pageSize: Int = 16, maxRows: Int = 256, weights: PackedWeights?) throws {
+    public init(
+        model: TransformerModel, maxSequences: Int, maxLength: Int, cacheTokens: Int? = nil,
+        pageSize: Int = 16, maxRows: Int = 256, weights: PackedWeights?
+    ) throws {
         let cfg = model.config
         guard maxSequences > 0, maxLength > 0, pageSize > 0, maxRows > 0 else {
             throw TrainError.shape("decoder sizes must be positive")
         }
         if let weights, weights.parameterCount != model.layout.total {
-            throw TrainError.shape("packed weights were made for a model of \(weights.parameterCount) parameters, not \(model.layout.total)")
+            throw TrainError.shape(
+                "packed weights were made for a model of \(weights.parameterCount) parameters, not \(model.layout.total)"
+            )
         }
         self.model = model
         self.weights = weights
@@ -120,14 +128,25 @@ public final class IncrementalDecoder {
 
         let R = maxRows, d = cfg.hiddenSize
         var total = 0
-        func take(_ n: Int) -> Int { defer { total += n }; return total }
+        func take(_ n: Int) -> Int {
+            defer { total += n }
+            return total
+        }
         let upW = cfg.family == .gpt2 ? cfg.intermediateSize : 2 * cfg.intermediateSize
-        xOff = take(R * d); nOff = take(R * d); qkvOff = take(R * (cfg.heads + 2 * cfg.kvHeads) * cfg.headDim)
-        attOff = take(R * cfg.heads * cfg.headDim); upOff = take(R * upW); actOff = take(R * cfg.intermediateSize)
-        meanOff = take(R); rstdOff = take(R); gatherOff = take(R * d)
+        xOff = take(R * d)
+        nOff = take(R * d)
+        qkvOff = take(R * (cfg.heads + 2 * cfg.kvHeads) * cfg.headDim)
+        attOff = take(R * cfg.heads * cfg.headDim)
+        upOff = take(R * upW)
+        actOff = take(R * cfg.intermediateSize)
+        meanOff = take(R)
+        rstdOff = take(R)
+        gatherOff = take(R * d)
         scoreOff = take(attentionThreads * self.maxLength * (cfg.heads / cfg.kvHeads))
         packedSlots = max(1, smallBatchLinearThreads, ComputePool.shared.threads)
-        packedScratchOff = take(weights == nil ? 0 : packedSlots * packedRowsPerGroup * max(d, cfg.intermediateSize, cfg.heads * cfg.headDim))
+        packedScratchOff = take(
+            weights == nil
+                ? 0 : packedSlots * packedRowsPerGroup * max(d, cfg.intermediateSize, cfg.heads * cfg.headDim))
         acts = FlatBuffer(count: total)
         rowInts = .allocate(capacity: 2 * R)
         rowInts.initialize(repeating: 0, count: 2 * R)
@@ -180,13 +199,17 @@ public final class IncrementalDecoder {
 
     /// Appends `tokens[i]` to slot `sequences[i]` and writes the logits after each slot's last new token,
     /// [sequences.count, vocab] (or after every new token, [total new tokens, vocab], with `allPositions`).
-    public func extend(_ sequences: [Int], _ tokens: [[Int32]], logits: inout [Float], allPositions: Bool = false) throws {
+    public func extend(_ sequences: [Int], _ tokens: [[Int32]], logits: inout [Float], allPositions: Bool = false)
+        throws
+    {
         try run(sequences, tokens, output: .logits, allPositions: allPositions, into: &logits)
     }
 
     /// Appends tokens like `extend(_:_:logits:)` and writes the value head's V at each slot's last new token
     /// (or at every new token with `allPositions`): V of the state that ends with that token.
-    public func extend(_ sequences: [Int], _ tokens: [[Int32]], values: inout [Float], allPositions: Bool = false) throws {
+    public func extend(_ sequences: [Int], _ tokens: [[Int32]], values: inout [Float], allPositions: Bool = false)
+        throws
+    {
         guard model.layout.valueHead >= 0 else { throw TrainError.state("model was built without a value head") }
         try run(sequences, tokens, output: .values, allPositions: allPositions, into: &values)
     }
@@ -199,8 +222,10 @@ public final class IncrementalDecoder {
 
     private enum Output { case logits, values, none }
 
-    private func run(_ sequences: [Int], _ tokens: [[Int32]], output: Output, allPositions: Bool,
-                     into result: inout [Float]) throws {
+    private func run(
+        _ sequences: [Int], _ tokens: [[Int32]], output: Output, allPositions: Bool,
+        into result: inout [Float]
+    ) throws {
         guard sequences.count == tokens.count else {
             throw TrainError.shape("\(sequences.count) sequences but \(tokens.count) token lists")
         }
@@ -212,7 +237,8 @@ public final class IncrementalDecoder {
             guard seen.insert(s).inserted else { throw TrainError.shape("slot \(s) listed twice") }
             guard !tokens[i].isEmpty else { throw TrainError.shape("no tokens for slot \(s)") }
             guard lengths[s] + tokens[i].count <= maxLength else {
-                throw TrainError.shape("slot \(s): \(lengths[s]) + \(tokens[i].count) positions exceed the limit \(maxLength)")
+                throw TrainError.shape(
+                    "slot \(s): \(lengths[s]) + \(tokens[i].count) positions exceed the limit \(maxLength)")
             }
             for t in tokens[i] where t < 0 || t >= V { throw TrainError.shape("token \(t) outside vocabulary \(V)") }
             totalRows += tokens[i].count
@@ -240,7 +266,10 @@ public final class IncrementalDecoder {
                     }
                     rows += take
                     tokenIndex += take
-                    if tokenIndex == toks.count { seqIndex += 1; tokenIndex = 0 }
+                    if tokenIndex == toks.count {
+                        seqIndex += 1
+                        tokenIndex = 0
+                    }
                 }
                 try forwardPass(rows: rows)
                 for r in 0..<rows { lengths[rowSequence[r]] = Int(rowInts[maxRows + r]) + 1 }
@@ -253,8 +282,9 @@ public final class IncrementalDecoder {
                 let dst = out.baseAddress! + nextOutput * width
                 switch output {
                 case .logits:
-                    model.linear(x: a + gatherOff, weight: model.layout.lmHead, bias: -1, y: dst, rows: k, inDim: d,
-                                 outDim: c.vocabSize, packed: packed)
+                    model.linear(
+                        x: a + gatherOff, weight: model.layout.lmHead, bias: -1, y: dst, rows: k, inDim: d,
+                        outDim: c.vocabSize, packed: packed)
                 case .values:
                     let w = model.parameters.pointer + model.layout.valueHead
                     for i in 0..<k { dst[i] = dot(a + gatherOff + i * d, w, d) }
@@ -303,20 +333,24 @@ public final class IncrementalDecoder {
     /// Every row's attention over its slot's cache. The work is cut into (row, kv head) units, split over the
     /// compute pool when it is large enough (a single decoding row too: its kv heads go to different threads),
     /// each thread with its own score scratch; every unit is computed the same way either way.
-    private func attention(rows n: Int, qkv: UnsafeMutablePointer<Float>, att: UnsafeMutablePointer<Float>,
-                           positions: UnsafePointer<Int32>, layerBase: UnsafeMutablePointer<Float>) {
+    private func attention(
+        rows n: Int, qkv: UnsafeMutablePointer<Float>, att: UnsafeMutablePointer<Float>,
+        positions: UnsafePointer<Int32>, layerBase: UnsafeMutablePointer<Float>
+    ) {
         var work = 0
         for r in 0..<n { work += Int(positions[r]) + 1 }
         let units = n * c.kvHeads
-        let threads = min(attentionThreads, ComputePool.shared.threads, units,
-                          max(1, work * c.heads / max(1, Self.parallelAttentionWork)))
+        let threads = min(
+            attentionThreads, ComputePool.shared.threads, units,
+            max(1, work * c.heads / max(1, Self.parallelAttentionWork)))
         rowSequence.withUnsafeBufferPointer { seqs in
-            let args = DecoderAttentionArgs(qkv: qkv, att: att, positions: positions, cache: UnsafePointer(layerBase),
-                                     pageTable: UnsafePointer(pageTable), scratch: acts.pointer + scoreOff,
-                                     sequences: seqs.baseAddress!, units: units, threads: threads,
-                                     heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, qkvWidth: qkvWidth,
-                                     attWidth: attWidth, pagesPerSequence: pagesPerSequence, pageStride: pageStride,
-                                     pageSize: pageSize, scratchSize: maxLength * (c.heads / c.kvHeads))
+            let args = DecoderAttentionArgs(
+                qkv: qkv, att: att, positions: positions, cache: UnsafePointer(layerBase),
+                pageTable: UnsafePointer(pageTable), scratch: acts.pointer + scoreOff,
+                sequences: seqs.baseAddress!, units: units, threads: threads,
+                heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim, qkvWidth: qkvWidth,
+                attWidth: attWidth, pagesPerSequence: pagesPerSequence, pageStride: pageStride,
+                pageSize: pageSize, scratchSize: maxLength * (c.heads / c.kvHeads))
             // contiguous shares: a thread's units are mostly one row's kv heads
             ComputePool.shared.run(args, limit: threads) { raw, t, n in
                 let a = raw.load(as: DecoderAttentionArgs.self)
@@ -324,11 +358,13 @@ public final class IncrementalDecoder {
             }
         }
     }
-    private func norm(_ x: UnsafeMutablePointer<Float>, _ w: Int, _ b: Int, _ y: UnsafeMutablePointer<Float>, rows: Int) {
+    private func norm(_ x: UnsafeMutablePointer<Float>, _ w: Int, _ b: Int, _ y: UnsafeMutablePointer<Float>, rows: Int)
+    {
         let a = acts.pointer, p = model.parameters.pointer
         if c.family == .gpt2 {
-            layerNormForward(x: x, weight: p + w, bias: p + b, y: y, mean: a + meanOff, rstd: a + rstdOff,
-                             rows: rows, dim: c.hiddenSize, eps: c.normEps)
+            layerNormForward(
+                x: x, weight: p + w, bias: p + b, y: y, mean: a + meanOff, rstd: a + rstdOff,
+                rows: rows, dim: c.hiddenSize, eps: c.normEps)
         } else {
             rmsNormForward(x: x, weight: p + w, y: y, rstd: a + rstdOff, rows: rows, dim: c.hiddenSize, eps: c.normEps)
         }
@@ -339,19 +375,23 @@ public final class IncrementalDecoder {
         let a = acts.pointer, p = model.parameters.pointer, L = model.layout, d = c.hiddenSize
         let tokens = UnsafePointer(rowInts), positions = UnsafePointer(rowInts + maxRows)
         let x = a + xOff, h = a + nOff, qkv = a + qkvOff, att = a + attOff, packed = self.packed
-        embeddingForward(tokens: tokens, table: p + L.embed, positions: c.family == .gpt2 ? positions : nil,
-                         posTable: c.family == .gpt2 ? p + L.positions : nil, out: x, rows: n, dim: d)
+        embeddingForward(
+            tokens: tokens, table: p + L.embed, positions: c.family == .gpt2 ? positions : nil,
+            posTable: c.family == .gpt2 ? p + L.positions : nil, out: x, rows: n, dim: d)
         let hd = c.headDim, kvW = kvWidth, P = pageSize
         for (l, o) in L.blocks.enumerated() {
             norm(x, o.norm1W, o.norm1B, h, rows: n)
-            model.linear(x: h, weight: o.qkvW, bias: o.qkvB, y: qkv, rows: n, inDim: d, outDim: qkvWidth, packed: packed)
+            model.linear(
+                x: h, weight: o.qkvW, bias: o.qkvB, y: qkv, rows: n, inDim: d, outDim: qkvWidth, packed: packed)
             if let rope = model.rope {
                 rope.cos.withUnsafeBufferPointer { cs in
                     rope.sin.withUnsafeBufferPointer { sn in
-                        ropeApply(x: qkv, ld: qkvWidth, rows: n, heads: c.heads, headDim: hd, positions: positions,
-                                  cos: cs.baseAddress!, sin: sn.baseAddress!, inverse: false)
-                        ropeApply(x: qkv + attWidth, ld: qkvWidth, rows: n, heads: c.kvHeads, headDim: hd,
-                                  positions: positions, cos: cs.baseAddress!, sin: sn.baseAddress!, inverse: false)
+                        ropeApply(
+                            x: qkv, ld: qkvWidth, rows: n, heads: c.heads, headDim: hd, positions: positions,
+                            cos: cs.baseAddress!, sin: sn.baseAddress!, inverse: false)
+                        ropeApply(
+                            x: qkv + attWidth, ld: qkvWidth, rows: n, heads: c.kvHeads, headDim: hd,
+                            positions: positions, cos: cs.baseAddress!, sin: sn.baseAddress!, inverse: false)
                     }
                 }
             }
@@ -362,21 +402,25 @@ public final class IncrementalDecoder {
                 let off = pos % P
                 for kvh in 0..<c.kvHeads {
                     (page + (kvh * P + off) * hd).update(from: qkv + r * qkvWidth + attWidth + kvh * hd, count: hd)
-                    (page + kvW * P + (kvh * P + off) * hd).update(from: qkv + r * qkvWidth + attWidth + kvW + kvh * hd, count: hd)
+                    (page + kvW * P + (kvh * P + off) * hd).update(
+                        from: qkv + r * qkvWidth + attWidth + kvW + kvh * hd, count: hd)
                 }
             }
             attention(rows: n, qkv: qkv, att: att, positions: positions, layerBase: layerBase)
-            model.linear(x: att, weight: o.oW, bias: o.oB, y: x, rows: n, inDim: attWidth, outDim: d, accumulate: true,
-                         packed: packed)
+            model.linear(
+                x: att, weight: o.oW, bias: o.oB, y: x, rows: n, inDim: attWidth, outDim: d, accumulate: true,
+                packed: packed)
             norm(x, o.norm2W, o.norm2B, h, rows: n)
-            model.linear(x: h, weight: o.upW, bias: o.upB, y: a + upOff, rows: n, inDim: d, outDim: upWidth, packed: packed)
+            model.linear(
+                x: h, weight: o.upW, bias: o.upB, y: a + upOff, rows: n, inDim: d, outDim: upWidth, packed: packed)
             if c.family == .gpt2 {
                 geluForward(x: a + upOff, out: a + actOff, count: n * c.intermediateSize)
             } else {
                 swiGLUForward(gateUp: a + upOff, out: a + actOff, rows: n, dim: c.intermediateSize)
             }
-            model.linear(x: a + actOff, weight: o.downW, bias: o.downB, y: x, rows: n, inDim: c.intermediateSize,
-                         outDim: d, accumulate: true, packed: packed)
+            model.linear(
+                x: a + actOff, weight: o.downW, bias: o.downB, y: x, rows: n, inDim: c.intermediateSize,
+                outDim: d, accumulate: true, packed: packed)
         }
         norm(x, L.finalNormW, L.finalNormB, h, rows: n)
     }

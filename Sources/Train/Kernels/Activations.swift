@@ -23,7 +23,11 @@ public func swiGLUForward(gateUp: UnsafePointer<Float>, out: UnsafeMutablePointe
                 store16(gv * sig * load16(u + i), o + i)
                 i += 16
             }
-            while i < dim { let sig = 1 / (1 + scalarExp(-g[i])); o[i] = g[i] * sig * u[i]; i += 1 }
+            while i < dim {
+                let sig = 1 / (1 + scalarExp(-g[i]))
+                o[i] = g[i] * sig * u[i]
+                i += 1
+            }
         }
     }
 }
@@ -31,8 +35,10 @@ public func swiGLUForward(gateUp: UnsafePointer<Float>, out: UnsafeMutablePointe
 /// SwiGLU backward: d gate = dOut * up * silu'(gate), d up = dOut * silu(gate) (overwrites dGateUp).
 ///
 /// Shapes: gateUp, dGateUp [rows, 2*dim]; dOut [rows, dim].
-public func swiGLUBackward(gateUp: UnsafePointer<Float>, dOut: UnsafePointer<Float>,
-                           dGateUp: UnsafeMutablePointer<Float>, rows: Int, dim: Int) {
+public func swiGLUBackward(
+    gateUp: UnsafePointer<Float>, dOut: UnsafePointer<Float>,
+    dGateUp: UnsafeMutablePointer<Float>, rows: Int, dim: Int
+) {
     let args = ActArgs(a: gateUp, b: dOut, out: dGateUp, dim: dim)
     ComputePool.shared.parallelFor(rows, minPerThread: max(1, 4096 / max(dim, 1)), args) { raw, lo, hi in
         let args = raw.load(as: ActArgs.self)
@@ -66,7 +72,8 @@ public func swiGLUBackward(gateUp: UnsafePointer<Float>, dOut: UnsafePointer<Flo
 ///
 /// Shapes: x, out [count] (any layout).
 public func geluForward(x: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, count: Int) {
-    ComputePool.shared.parallelFor(count, grain: 16, minPerThread: 4096, ActArgs(a: x, b: x, out: out, dim: 0)) { raw, lo, hi in
+    ComputePool.shared.parallelFor(count, grain: 16, minPerThread: 4096, ActArgs(a: x, b: x, out: out, dim: 0)) {
+        raw, lo, hi in
         let a = raw.load(as: ActArgs.self)
         geluForwardRange(x: a.a + lo, out: a.out + lo, count: hi - lo)
     }
@@ -91,15 +98,19 @@ func geluForwardRange(x: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
 /// Backward of `geluForward`: dx = dOut * gelu'(x) (overwrites dx; dx may alias dOut).
 ///
 /// Shapes: x, dOut, dx [count].
-public func geluBackward(x: UnsafePointer<Float>, dOut: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>,
-                         count: Int) {
-    ComputePool.shared.parallelFor(count, grain: 16, minPerThread: 4096, ActArgs(a: x, b: dOut, out: dx, dim: 0)) { raw, lo, hi in
+public func geluBackward(
+    x: UnsafePointer<Float>, dOut: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>,
+    count: Int
+) {
+    ComputePool.shared.parallelFor(count, grain: 16, minPerThread: 4096, ActArgs(a: x, b: dOut, out: dx, dim: 0)) {
+        raw, lo, hi in
         let a = raw.load(as: ActArgs.self)
         geluBackwardRange(x: a.a + lo, dOut: a.b + lo, dx: a.out + lo, count: hi - lo)
     }
 }
 
-func geluBackwardRange(x: UnsafePointer<Float>, dOut: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>, count: Int) {
+func geluBackwardRange(x: UnsafePointer<Float>, dOut: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>, count: Int)
+{
     let c: Float = 0.7978845608028654
     var i = 0
     while i + 16 <= count {

@@ -6,10 +6,12 @@ import Foundation
 ///
 /// Shapes: hidden [rows, dim], weight [vocab, dim], targets [rows] (valid ids); logProbs, lse, scale [rows];
 /// cache [rows, vocab].
-public func lmHeadForwardCached(hidden: UnsafePointer<Float>, weight: UnsafePointer<Float>, targets: UnsafePointer<Int32>,
-                                logProbs: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>,
-                                scale: UnsafeMutablePointer<Float>, rows: Int, dim: Int, vocab: Int,
-                                cache: UnsafeMutablePointer<Float>) {
+public func lmHeadForwardCached(
+    hidden: UnsafePointer<Float>, weight: UnsafePointer<Float>, targets: UnsafePointer<Int32>,
+    logProbs: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>,
+    scale: UnsafeMutablePointer<Float>, rows: Int, dim: Int, vocab: Int,
+    cache: UnsafeMutablePointer<Float>
+) {
     guard rows > 0 else { return }
     chunkLogits(hidden, weight, rows, dim, vocab, cache)
     let args = CachedHeadArgs(cache: cache, targets: targets, logProbs: logProbs, lse: lse, scale: scale, vocab: vocab)
@@ -35,15 +37,18 @@ public func lmHeadForwardCached(hidden: UnsafePointer<Float>, weight: UnsafePoin
 ///
 /// Shapes: as the forward; dLogProbs [rows]; dHidden [rows, dim]; dWeight [vocab, dim]; scaledHidden [rows, dim]
 /// scratch.
-public func lmHeadBackwardCached(hidden: UnsafePointer<Float>, weight: UnsafePointer<Float>, targets: UnsafePointer<Int32>,
-                                 scale: UnsafePointer<Float>, dLogProbs: UnsafePointer<Float>,
-                                 dHidden: UnsafeMutablePointer<Float>, dWeight: UnsafeMutablePointer<Float>,
-                                 rows: Int, dim: Int, vocab: Int, cache: UnsafePointer<Float>,
-                                 scaledHidden: UnsafeMutablePointer<Float>) {
+public func lmHeadBackwardCached(
+    hidden: UnsafePointer<Float>, weight: UnsafePointer<Float>, targets: UnsafePointer<Int32>,
+    scale: UnsafePointer<Float>, dLogProbs: UnsafePointer<Float>,
+    dHidden: UnsafeMutablePointer<Float>, dWeight: UnsafeMutablePointer<Float>,
+    rows: Int, dim: Int, vocab: Int, cache: UnsafePointer<Float>,
+    scaledHidden: UnsafeMutablePointer<Float>
+) {
     guard rows > 0 else { return }
     sgemm(false, false, rows, dim, vocab, 1, cache, vocab, weight, dim, 0, dHidden, dim)
-    let args = CachedBackArgs(hidden: hidden, weight: weight, targets: targets, scale: scale, dLogProbs: dLogProbs,
-                              dHidden: dHidden, scaledHidden: scaledHidden, dim: dim)
+    let args = CachedBackArgs(
+        hidden: hidden, weight: weight, targets: targets, scale: scale, dLogProbs: dLogProbs,
+        dHidden: dHidden, scaledHidden: scaledHidden, dim: dim)
     ComputePool.shared.parallelFor(rows, minPerThread: 64, args) { raw, lo, hi in
         let a = raw.load(as: CachedBackArgs.self)
         let dim = a.dim
@@ -58,7 +63,11 @@ public func lmHeadBackwardCached(hidden: UnsafePointer<Float>, weight: UnsafePoi
                 store16(fv * load16(h + j), hs + j)
                 j += 16
             }
-            while j < dim { dh[j] = f * dh[j] + g * w[j]; hs[j] = f * h[j]; j += 1 }
+            while j < dim {
+                dh[j] = f * dh[j] + g * w[j]
+                hs[j] = f * h[j]
+                j += 1
+            }
         }
     }
     sgemm(true, false, vocab, dim, rows, 1, cache, vocab, scaledHidden, dim, 1, dWeight, dim)

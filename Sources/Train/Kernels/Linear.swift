@@ -3,14 +3,17 @@
 /// Shapes: x [rows, inDim] (row stride ldx), W [outDim, inDim], bias [outDim] or nil, y [rows, outDim]
 /// (row stride ldy). With `accumulate` the result is added to y (residual connections). Every linear layer of the model goes through this function and `linearBackward`, so an
 /// adapter (LoRA) can wrap both in one place.
-public func linearForward(x: UnsafePointer<Float>, ldx: Int, weight: UnsafePointer<Float>,
-                          bias: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>, ldy: Int,
-                          rows: Int, inDim: Int, outDim: Int, accumulate: Bool = false) {
+public func linearForward(
+    x: UnsafePointer<Float>, ldx: Int, weight: UnsafePointer<Float>,
+    bias: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>, ldy: Int,
+    rows: Int, inDim: Int, outDim: Int, accumulate: Bool = false
+) {
     guard rows > 0 else { return }
     if rows <= smallBatchLinearMaxRows {
         // decoding: stream W once (sgemm would pack all of W first; gemv reads it once per row)
-        smallBatchLinear(x: x, ldx: ldx, weight: weight, bias: bias, y: y, ldy: ldy, rows: rows, inDim: inDim,
-                         outDim: outDim, accumulate: accumulate)
+        smallBatchLinear(
+            x: x, ldx: ldx, weight: weight, bias: bias, y: y, ldy: ldy, rows: rows, inDim: inDim,
+            outDim: outDim, accumulate: accumulate)
         return
     }
     var beta: Float = accumulate ? 1 : 0
@@ -19,7 +22,11 @@ public func linearForward(x: UnsafePointer<Float>, ldx: Int, weight: UnsafePoint
         ComputePool.shared.parallelFor(rows, minPerThread: 64, args) { raw, lo, hi in
             let a = raw.load(as: BiasArgs.self)
             for r in lo..<hi {
-                if a.accumulate { addInPlace(a.dy, a.out + r * a.ldo, a.dim) } else { (a.out + r * a.ldo).update(from: a.dy, count: a.dim) }
+                if a.accumulate {
+                    addInPlace(a.dy, a.out + r * a.ldo, a.dim)
+                } else {
+                    (a.out + r * a.ldo).update(from: a.dy, count: a.dim)
+                }
             }
         }
         beta = 1
@@ -31,10 +38,12 @@ public func linearForward(x: UnsafePointer<Float>, ldx: Int, weight: UnsafePoint
 ///
 /// Shapes: dy [rows, outDim] (stride ldy), x [rows, inDim] (stride ldx), W/dW [outDim, inDim], db [outDim],
 /// dx [rows, inDim] (stride lddx). `accumulateDX` adds into dx instead of overwriting it.
-public func linearBackward(dy: UnsafePointer<Float>, ldy: Int, x: UnsafePointer<Float>, ldx: Int,
-                           weight: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>?, lddx: Int,
-                           accumulateDX: Bool, dWeight: UnsafeMutablePointer<Float>,
-                           dBias: UnsafeMutablePointer<Float>?, rows: Int, inDim: Int, outDim: Int) {
+public func linearBackward(
+    dy: UnsafePointer<Float>, ldy: Int, x: UnsafePointer<Float>, ldx: Int,
+    weight: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>?, lddx: Int,
+    accumulateDX: Bool, dWeight: UnsafeMutablePointer<Float>,
+    dBias: UnsafeMutablePointer<Float>?, rows: Int, inDim: Int, outDim: Int
+) {
     guard rows > 0 else { return }
     sgemm(true, false, outDim, inDim, rows, 1, dy, ldy, x, ldx, 1, dWeight, inDim)
     if let dBias {

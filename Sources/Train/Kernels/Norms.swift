@@ -16,9 +16,12 @@ private struct NormArgs {
 /// RMSNorm forward: `y = x * rsqrt(mean(x^2) + eps) * w`, saving rstd per row for the backward.
 ///
 /// Shapes: x, y [rows, dim]; weight [dim]; rstd [rows].
-public func rmsNormForward(x: UnsafePointer<Float>, weight: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
-                           rstd: UnsafeMutablePointer<Float>, rows: Int, dim: Int, eps: Float) {
-    let args = NormArgs(x: x, dy: x, weight: weight, bias: nil, y: y, mean: nil, rstd: rstd, dim: dim, rows: 0, eps: eps)
+public func rmsNormForward(
+    x: UnsafePointer<Float>, weight: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>,
+    rstd: UnsafeMutablePointer<Float>, rows: Int, dim: Int, eps: Float
+) {
+    let args = NormArgs(
+        x: x, dy: x, weight: weight, bias: nil, y: y, mean: nil, rstd: rstd, dim: dim, rows: 0, eps: eps)
     ComputePool.shared.parallelFor(rows, minPerThread: normMinRows, args) { raw, lo, hi in
         let a = raw.load(as: NormArgs.self)
         let x = a.x, weight = a.weight, y = a.y, rstd = a.rstd, dim = a.dim, eps = a.eps
@@ -28,8 +31,14 @@ public func rmsNormForward(x: UnsafePointer<Float>, weight: UnsafePointer<Float>
             rstd[r] = s
             var i = 0
             let sv = F16x(repeating: s)
-            while i + 16 <= dim { store16(load16(xr + i) * sv * load16(weight + i), yr + i); i += 16 }
-            while i < dim { yr[i] = xr[i] * s * weight[i]; i += 1 }
+            while i + 16 <= dim {
+                store16(load16(xr + i) * sv * load16(weight + i), yr + i)
+                i += 16
+            }
+            while i < dim {
+                yr[i] = xr[i] * s * weight[i]
+                i += 1
+            }
         }
     }
 }
@@ -37,11 +46,14 @@ public func rmsNormForward(x: UnsafePointer<Float>, weight: UnsafePointer<Float>
 /// RMSNorm backward: dx += rstd * (w*dy - xhat * mean(w*dy*xhat)), dw += dy * xhat.
 ///
 /// Shapes: dy, x, dx [rows, dim]; weight, dWeight [dim]; rstd [rows].
-public func rmsNormBackward(dy: UnsafePointer<Float>, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
-                            rstd: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>,
-                            dWeight: UnsafeMutablePointer<Float>, rows: Int, dim: Int) {
-    let args = NormArgs(x: x, dy: dy, weight: weight, bias: nil, y: dx, mean: nil, rstd: UnsafeMutablePointer(mutating: rstd),
-                        dim: dim, rows: 0, eps: 0)
+public func rmsNormBackward(
+    dy: UnsafePointer<Float>, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+    rstd: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>,
+    dWeight: UnsafeMutablePointer<Float>, rows: Int, dim: Int
+) {
+    let args = NormArgs(
+        x: x, dy: dy, weight: weight, bias: nil, y: dx, mean: nil, rstd: UnsafeMutablePointer(mutating: rstd),
+        dim: dim, rows: 0, eps: 0)
     ComputePool.shared.parallelFor(rows, minPerThread: normMinRows, args) { raw, lo, hi in
         let a = raw.load(as: NormArgs.self)
         let x = a.x, dy = a.dy, weight = a.weight, dx = a.y, rstd = a.rstd, dim = a.dim
@@ -51,9 +63,15 @@ public func rmsNormBackward(dy: UnsafePointer<Float>, x: UnsafePointer<Float>, w
             // mean(w*dy*xhat) = s * mean(w*dy*x)
             var acc = F16x()
             var i = 0
-            while i + 16 <= dim { acc.addProduct(load16(weight + i) * load16(dyr + i), load16(xr + i)); i += 16 }
+            while i + 16 <= dim {
+                acc.addProduct(load16(weight + i) * load16(dyr + i), load16(xr + i))
+                i += 16
+            }
             var t = acc.sum()
-            while i < dim { t += weight[i] * dyr[i] * xr[i]; i += 1 }
+            while i < dim {
+                t += weight[i] * dyr[i] * xr[i]
+                i += 1
+            }
             let c = t * s / Float(dim)
             let sv = F16x(repeating: s), cv = F16x(repeating: c)
             i = 0
@@ -62,7 +80,10 @@ public func rmsNormBackward(dy: UnsafePointer<Float>, x: UnsafePointer<Float>, w
                 store16(load16(dxr + i) + sv * (g - load16(xr + i) * sv * cv), dxr + i)
                 i += 16
             }
-            while i < dim { dxr[i] += s * (weight[i] * dyr[i] - xr[i] * s * c); i += 1 }
+            while i < dim {
+                dxr[i] += s * (weight[i] * dyr[i] - xr[i] * s * c)
+                i += 1
+            }
         }
     }
     normWeightGradients(dy: dy, x: x, mean: nil, rstd: rstd, dWeight: dWeight, dBias: nil, rows: rows, dim: dim)
@@ -72,11 +93,14 @@ public func rmsNormBackward(dy: UnsafePointer<Float>, x: UnsafePointer<Float>, w
 /// split over columns in 16-float blocks.
 ///
 /// Shapes: dy, x [rows, dim]; mean (or nil), rstd [rows]; dWeight, dBias (or nil) [dim].
-func normWeightGradients(dy: UnsafePointer<Float>, x: UnsafePointer<Float>, mean: UnsafePointer<Float>?,
-                         rstd: UnsafePointer<Float>, dWeight: UnsafeMutablePointer<Float>,
-                         dBias: UnsafeMutablePointer<Float>?, rows: Int, dim: Int) {
-    let args = NormArgs(x: x, dy: dy, weight: x, bias: dBias, y: dWeight, mean: mean.map { UnsafeMutablePointer(mutating: $0) },
-                        rstd: UnsafeMutablePointer(mutating: rstd), dim: dim, rows: rows, eps: 0)
+func normWeightGradients(
+    dy: UnsafePointer<Float>, x: UnsafePointer<Float>, mean: UnsafePointer<Float>?,
+    rstd: UnsafePointer<Float>, dWeight: UnsafeMutablePointer<Float>,
+    dBias: UnsafeMutablePointer<Float>?, rows: Int, dim: Int
+) {
+    let args = NormArgs(
+        x: x, dy: dy, weight: x, bias: dBias, y: dWeight, mean: mean.map { UnsafeMutablePointer(mutating: $0) },
+        rstd: UnsafeMutablePointer(mutating: rstd), dim: dim, rows: rows, eps: 0)
     ComputePool.shared.parallelFor(dim, grain: 16, minPerThread: rows >= normMinRows ? 16 : dim, args) { raw, lo, hi in
         let a = raw.load(as: NormArgs.self)
         let x = a.x, dy = a.dy, dBias = a.bias, dWeight = a.y, mean = a.mean, rstd = a.rstd, dim = a.dim, rows = a.rows
@@ -110,11 +134,14 @@ func normWeightGradients(dy: UnsafePointer<Float>, x: UnsafePointer<Float>, mean
 /// LayerNorm forward: `y = (x - mean) * rstd * w + b`, saving mean and rstd per row.
 ///
 /// Shapes: x, y [rows, dim]; weight, bias [dim]; mean, rstd [rows].
-public func layerNormForward(x: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
-                             y: UnsafeMutablePointer<Float>, mean: UnsafeMutablePointer<Float>,
-                             rstd: UnsafeMutablePointer<Float>, rows: Int, dim: Int, eps: Float) {
-    let args = NormArgs(x: x, dy: x, weight: weight, bias: UnsafeMutablePointer(mutating: bias), y: y, mean: mean,
-                        rstd: rstd, dim: dim, rows: 0, eps: eps)
+public func layerNormForward(
+    x: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>,
+    y: UnsafeMutablePointer<Float>, mean: UnsafeMutablePointer<Float>,
+    rstd: UnsafeMutablePointer<Float>, rows: Int, dim: Int, eps: Float
+) {
+    let args = NormArgs(
+        x: x, dy: x, weight: weight, bias: UnsafeMutablePointer(mutating: bias), y: y, mean: mean,
+        rstd: rstd, dim: dim, rows: 0, eps: eps)
     ComputePool.shared.parallelFor(rows, minPerThread: normMinRows, args) { raw, lo, hi in
         let a = raw.load(as: NormArgs.self)
         let x = a.x, weight = a.weight, bias = a.bias!, y = a.y, mean = a.mean!, rstd = a.rstd, dim = a.dim, eps = a.eps
@@ -125,18 +152,30 @@ public func layerNormForward(x: UnsafePointer<Float>, weight: UnsafePointer<Floa
             var acc = F16x()
             var i = 0
             let mv = F16x(repeating: m)
-            while i + 16 <= dim { let d = load16(xr + i) - mv; acc.addProduct(d, d); i += 16 }
+            while i + 16 <= dim {
+                let d = load16(xr + i) - mv
+                acc.addProduct(d, d)
+                i += 16
+            }
             var v = acc.sum()
-            while i < dim { let d = xr[i] - m; v += d * d; i += 1 }
+            while i < dim {
+                let d = xr[i] - m
+                v += d * d
+                i += 1
+            }
             let s = 1 / (v / Float(dim) + eps).squareRoot()
             mean[r] = m
             rstd[r] = s
             let sv = F16x(repeating: s)
             i = 0
             while i + 16 <= dim {
-                store16((load16(xr + i) - mv) * sv * load16(weight + i) + load16(bias + i), yr + i); i += 16
+                store16((load16(xr + i) - mv) * sv * load16(weight + i) + load16(bias + i), yr + i)
+                i += 16
             }
-            while i < dim { yr[i] = (xr[i] - m) * s * weight[i] + bias[i]; i += 1 }
+            while i < dim {
+                yr[i] = (xr[i] - m) * s * weight[i] + bias[i]
+                i += 1
+            }
         }
     }
 }
@@ -144,12 +183,15 @@ public func layerNormForward(x: UnsafePointer<Float>, weight: UnsafePointer<Floa
 /// LayerNorm backward: dx += rstd * (g - mean(g) - xhat * mean(g*xhat)) with g = w*dy; dw += dy*xhat; db += dy.
 ///
 /// Shapes: dy, x, dx [rows, dim]; weight, dWeight, dBias [dim]; mean, rstd [rows].
-public func layerNormBackward(dy: UnsafePointer<Float>, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
-                              mean: UnsafePointer<Float>, rstd: UnsafePointer<Float>,
-                              dx: UnsafeMutablePointer<Float>, dWeight: UnsafeMutablePointer<Float>,
-                              dBias: UnsafeMutablePointer<Float>, rows: Int, dim: Int) {
-    let args = NormArgs(x: x, dy: dy, weight: weight, bias: nil, y: dx, mean: UnsafeMutablePointer(mutating: mean),
-                        rstd: UnsafeMutablePointer(mutating: rstd), dim: dim, rows: 0, eps: 0)
+public func layerNormBackward(
+    dy: UnsafePointer<Float>, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+    mean: UnsafePointer<Float>, rstd: UnsafePointer<Float>,
+    dx: UnsafeMutablePointer<Float>, dWeight: UnsafeMutablePointer<Float>,
+    dBias: UnsafeMutablePointer<Float>, rows: Int, dim: Int
+) {
+    let args = NormArgs(
+        x: x, dy: dy, weight: weight, bias: nil, y: dx, mean: UnsafeMutablePointer(mutating: mean),
+        rstd: UnsafeMutablePointer(mutating: rstd), dim: dim, rows: 0, eps: 0)
     ComputePool.shared.parallelFor(rows, minPerThread: normMinRows, args) { raw, lo, hi in
         let a = raw.load(as: NormArgs.self)
         let x = a.x, dy = a.dy, weight = a.weight, dx = a.y, mean = a.mean!, rstd = a.rstd, dim = a.dim
@@ -166,7 +208,12 @@ public func layerNormBackward(dy: UnsafePointer<Float>, x: UnsafePointer<Float>,
                 i += 16
             }
             var sg = accG.sum(), sgx = accGX.sum()
-            while i < dim { let g = weight[i] * dyr[i]; sg += g; sgx += g * (xr[i] - m) * s; i += 1 }
+            while i < dim {
+                let g = weight[i] * dyr[i]
+                sg += g
+                sgx += g * (xr[i] - m) * s
+                i += 1
+            }
             let mg = sg / Float(dim), mgx = sgx / Float(dim)
             let mgv = F16x(repeating: mg), mgxv = F16x(repeating: mgx)
             i = 0

@@ -36,8 +36,12 @@ public enum PackedFormat: String, Sendable, CaseIterable {
 /// computes what it would from the dequantized f32 model. The loops are plain so LLVM vectorizes them.
 ///
 /// Shapes: src holds `format.rowBytes(n)` bytes; dst [n].
-@inline(__always) func dequantizeRow(_ format: PackedFormat, _ src: UnsafeRawPointer, _ dst: UnsafeMutablePointer<Float>, _ n: Int) {
-    @inline(__always) func half(_ p: UnsafeRawPointer) -> Float { Float(Float16(bitPattern: p.loadUnaligned(as: UInt16.self))) }
+@inline(__always) func dequantizeRow(
+    _ format: PackedFormat, _ src: UnsafeRawPointer, _ dst: UnsafeMutablePointer<Float>, _ n: Int
+) {
+    @inline(__always) func half(_ p: UnsafeRawPointer) -> Float {
+        Float(Float16(bitPattern: p.loadUnaligned(as: UInt16.self)))
+    }
     switch format {
     case .f16:
         let h = src.assumingMemoryBound(to: UInt16.self)
@@ -88,14 +92,17 @@ nonisolated(unsafe) public var packedPrefetchDistance = 4
 ///
 /// Shapes: x [rows, matrix.inDim] (stride ldx), W [matrix.outDim, matrix.inDim] packed, bias [outDim] or nil,
 /// y [rows, outDim] (stride ldy); scratch [scratchSlots, 4, inDim]. With `accumulate` the result is added to y.
-public func packedSmallBatchLinear(x: UnsafePointer<Float>, ldx: Int, weights: PackedWeights, matrix: PackedMatrix,
-                                   bias: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>, ldy: Int, rows: Int,
-                                   accumulate: Bool, scratch: UnsafeMutablePointer<Float>, scratchSlots: Int) {
+public func packedSmallBatchLinear(
+    x: UnsafePointer<Float>, ldx: Int, weights: PackedWeights, matrix: PackedMatrix,
+    bias: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>, ldy: Int, rows: Int,
+    accumulate: Bool, scratch: UnsafeMutablePointer<Float>, scratchSlots: Int
+) {
     let groups = (matrix.outDim + packedRowsPerGroup - 1) / packedRowsPerGroup
     let threads = max(1, min(smallBatchLinearThreads, scratchSlots, ComputePool.shared.threads, matrix.outDim / 64))
-    let args = PackedArgs(storage: UnsafeRawPointer(weights.storage), matrix: matrix, x: x, ldx: ldx, bias: bias, y: y,
-                          ldy: ldy, rows: rows, accumulate: accumulate, scratch: scratch, slots: threads,
-                          groups: groups, chunks: threads == 1 ? 1 : 4 * threads)
+    let args = PackedArgs(
+        storage: UnsafeRawPointer(weights.storage), matrix: matrix, x: x, ldx: ldx, bias: bias, y: y,
+        ldy: ldy, rows: rows, accumulate: accumulate, scratch: scratch, slots: threads,
+        groups: groups, chunks: threads == 1 ? 1 : 4 * threads)
     // chunks are claimed, so a thread the OS runs late just takes fewer; at most one thread per scratch slot
     ComputePool.shared.run(args, limit: threads) { raw, t, n in
         let a = raw.load(as: PackedArgs.self)
@@ -147,8 +154,11 @@ public func packedSmallBatchLinear(x: UnsafePointer<Float>, ldx: Int, weights: P
     var out: (Float, Float, Float, Float) = (0, 0, 0, 0)
     return withUnsafeMutablePointer(to: &out) { p in
         p.withMemoryRebound(to: Float.self, capacity: 4) { r in
-            guard oreo_block_dot_rows4(src.assumingMemoryBound(to: UInt8.self), rowBytes, Int32(inDim / 32), code,
-                                       a.x, r) == 1 else { return false }
+            guard
+                oreo_block_dot_rows4(
+                    src.assumingMemoryBound(to: UInt8.self), rowBytes, Int32(inDim / 32), code,
+                    a.x, r) == 1
+            else { return false }
             // as `smallBatchLinearRows` stores a row: bias, then overwrite or accumulate
             for j in 0..<4 {
                 var v = r[j]

@@ -11,10 +11,12 @@ import Foundation
 /// can share one row.
 ///
 /// Shapes: q, out [heads * headDim]; pages [ceil(length / pageSize)]; scratch [length * heads / kvHeads].
-public func pagedAttentionRow(q: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, length: Int,
-                              pages: UnsafePointer<Int32>, cache: UnsafePointer<Float>, pageStride: Int,
-                              pageSize: Int, heads: Int, kvHeads: Int, headDim: Int,
-                              scratch: UnsafeMutablePointer<Float>, kvHeadRange: Range<Int>? = nil) {
+public func pagedAttentionRow(
+    q: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>, length: Int,
+    pages: UnsafePointer<Int32>, cache: UnsafePointer<Float>, pageStride: Int,
+    pageSize: Int, heads: Int, kvHeads: Int, headDim: Int,
+    scratch: UnsafeMutablePointer<Float>, kvHeadRange: Range<Int>? = nil
+) {
     let group = heads / kvHeads, hd = headDim, P = pageSize
     let scale = 1 / Float(hd).squareRoot()
     let vOffset = kvHeads * P * hd
@@ -36,8 +38,14 @@ public func pagedAttentionRow(q: UnsafePointer<Float>, out: UnsafeMutablePointer
             let inv = 1 / expShiftInPlace(row, length, m)
             var j = 0
             let iv = F16x(repeating: inv)
-            while j + 16 <= length { store16(load16(row + j) * iv, row + j); j += 16 }
-            while j < length { row[j] *= inv; j += 1 }
+            while j + 16 <= length {
+                store16(load16(row + j) * iv, row + j)
+                j += 16
+            }
+            while j < length {
+                row[j] *= inv
+                j += 1
+            }
             zeroFill(out + (kvh * group + g) * hd, hd)
         }
         pos = 0
@@ -58,8 +66,14 @@ public func pagedAttentionRow(q: UnsafePointer<Float>, out: UnsafeMutablePointer
 @inline(__always) private func headDot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
     var acc = F16x()
     var i = 0
-    while i + 16 <= n { acc.addProduct(load16(a + i), load16(b + i)); i += 16 }
+    while i + 16 <= n {
+        acc.addProduct(load16(a + i), load16(b + i))
+        i += 16
+    }
     var s = hsum(acc)
-    while i < n { s += a[i] * b[i]; i += 1 }
+    while i < n {
+        s += a[i] * b[i]
+        i += 1
+    }
     return s
 }

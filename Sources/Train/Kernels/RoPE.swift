@@ -58,11 +58,14 @@ public struct RoPETable: Sendable {
 ///
 /// Shapes: x [rows, ld] with `heads` heads of `headDim` starting at column 0; positions [rows];
 /// cos, sin [maxPos, headDim/2].
-public func ropeApply(x: UnsafeMutablePointer<Float>, ld: Int, rows: Int, heads: Int, headDim: Int,
-                      positions: UnsafePointer<Int32>, cos: UnsafePointer<Float>, sin: UnsafePointer<Float>,
-                      inverse: Bool) {
-    let args = RoPEArgs(x: x, ld: ld, heads: heads, headDim: headDim, positions: positions, cos: cos, sin: sin,
-                        sign: inverse ? -1 : 1)
+public func ropeApply(
+    x: UnsafeMutablePointer<Float>, ld: Int, rows: Int, heads: Int, headDim: Int,
+    positions: UnsafePointer<Int32>, cos: UnsafePointer<Float>, sin: UnsafePointer<Float>,
+    inverse: Bool
+) {
+    let args = RoPEArgs(
+        x: x, ld: ld, heads: heads, headDim: headDim, positions: positions, cos: cos, sin: sin,
+        sign: inverse ? -1 : 1)
     ComputePool.shared.parallelFor(rows, minPerThread: 32, args) { raw, lo, hi in
         let a = raw.load(as: RoPEArgs.self)
         let x = a.x, ld = a.ld, heads = a.heads, headDim = a.headDim, positions = a.positions, cos = a.cos, sin = a.sin

@@ -47,10 +47,16 @@ public typealias F16x = SIMD16<Float>
     if n >= 16 {
         var acc = load16(p)
         i = 16
-        while i + 16 <= n { acc = pointwiseMax(acc, load16(p + i)); i += 16 }
+        while i + 16 <= n {
+            acc = pointwiseMax(acc, load16(p + i))
+            i += 16
+        }
         m = acc.max()
     }
-    while i < n { m = Swift.max(m, p[i]); i += 1 }
+    while i < n {
+        m = Swift.max(m, p[i])
+        i += 1
+    }
     return m
 }
 
@@ -66,7 +72,12 @@ public typealias F16x = SIMD16<Float>
         i += 16
     }
     var total = acc.sum()
-    while i < n { let e = scalarExp(p[i] - shift); p[i] = e; total += e; i += 1 }
+    while i < n {
+        let e = scalarExp(p[i] - shift)
+        p[i] = e
+        total += e
+        i += 1
+    }
     return total
 }
 
@@ -75,9 +86,15 @@ public typealias F16x = SIMD16<Float>
     var acc = F16x()
     var i = 0
     let s = F16x(repeating: shift)
-    while i + 16 <= n { acc += simdExp(load16(p + i) - s); i += 16 }
+    while i + 16 <= n {
+        acc += simdExp(load16(p + i) - s)
+        i += 16
+    }
     var total = acc.sum()
-    while i < n { total += scalarExp(p[i] - shift); i += 1 }
+    while i < n {
+        total += scalarExp(p[i] - shift)
+        i += 1
+    }
     return total
 }
 
@@ -85,9 +102,15 @@ public typealias F16x = SIMD16<Float>
 @inline(__always) func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
     var acc = F16x()
     var i = 0
-    while i + 16 <= n { acc.addProduct(load16(a + i), load16(b + i)); i += 16 }
+    while i + 16 <= n {
+        acc.addProduct(load16(a + i), load16(b + i))
+        i += 16
+    }
     var s = acc.sum()
-    while i < n { s += a[i] * b[i]; i += 1 }
+    while i < n {
+        s += a[i] * b[i]
+        i += 1
+    }
     return s
 }
 
@@ -95,9 +118,15 @@ public typealias F16x = SIMD16<Float>
 @inline(__always) func sumOf(_ p: UnsafePointer<Float>, _ n: Int) -> Float {
     var acc = F16x()
     var i = 0
-    while i + 16 <= n { acc += load16(p + i); i += 16 }
+    while i + 16 <= n {
+        acc += load16(p + i)
+        i += 16
+    }
     var s = acc.sum()
-    while i < n { s += p[i]; i += 1 }
+    while i < n {
+        s += p[i]
+        i += 1
+    }
     return s
 }
 
@@ -105,15 +134,29 @@ public typealias F16x = SIMD16<Float>
 @inline(__always) func axpy(_ a: Float, _ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int) {
     var i = 0
     let av = F16x(repeating: a)
-    while i + 16 <= n { var v = load16(y + i); v.addProduct(av, load16(x + i)); store16(v, y + i); i += 16 }
-    while i < n { y[i] += a * x[i]; i += 1 }
+    while i + 16 <= n {
+        var v = load16(y + i)
+        v.addProduct(av, load16(x + i))
+        store16(v, y + i)
+        i += 16
+    }
+    while i < n {
+        y[i] += a * x[i]
+        i += 1
+    }
 }
 
 /// y[i] += x[i] for i < n.
 @inline(__always) func addInPlace(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int) {
     var i = 0
-    while i + 16 <= n { store16(load16(y + i) + load16(x + i), y + i); i += 16 }
-    while i < n { y[i] += x[i]; i += 1 }
+    while i + 16 <= n {
+        store16(load16(y + i) + load16(x + i), y + i)
+        i += 16
+    }
+    while i < n {
+        y[i] += x[i]
+        i += 1
+    }
 }
 
 /// Sets p[0..<n] to zero.
@@ -124,6 +167,12 @@ public typealias F16x = SIMD16<Float>
 /// Vector exp over a buffer: y[i] = exp(x[i]) (exposed for tests of the polynomial).
 public func vectorExp(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, count n: Int) {
     var i = 0
-    while i + 16 <= n { store16(simdExp(load16(x + i)), y + i); i += 16 }
-    while i < n { y[i] = scalarExp(x[i]); i += 1 }
+    while i + 16 <= n {
+        store16(simdExp(load16(x + i)), y + i)
+        i += 16
+    }
+    while i < n {
+        y[i] = scalarExp(x[i])
+        i += 1
+    }
 }

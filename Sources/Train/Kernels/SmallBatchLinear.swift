@@ -18,9 +18,11 @@ nonisolated(unsafe) public var smallBatchLinearThreads = ProcessInfo.processInfo
 ///
 /// Shapes: x [rows, inDim] (stride ldx), W [outDim, inDim], bias [outDim] or nil, y [rows, outDim] (stride ldy).
 /// With `accumulate` the result is added to y.
-public func smallBatchLinear(x: UnsafePointer<Float>, ldx: Int, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
-                             y: UnsafeMutablePointer<Float>, ldy: Int, rows: Int, inDim: Int, outDim: Int,
-                             accumulate: Bool) {
+public func smallBatchLinear(
+    x: UnsafePointer<Float>, ldx: Int, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
+    y: UnsafeMutablePointer<Float>, ldy: Int, rows: Int, inDim: Int, outDim: Int,
+    accumulate: Bool
+) {
     let threads = max(1, min(smallBatchLinearThreads, ComputePool.shared.threads, outDim / 64))
     let p = SharedPointers(x: x, w: weight, bias: bias, y: y)
     if threads == 1 {
@@ -28,14 +30,16 @@ public func smallBatchLinear(x: UnsafePointer<Float>, ldx: Int, weight: UnsafePo
         return
     }
     // blocks of 4 rows in chunks the pool's threads claim (a dispatch costs microseconds, not Dispatch's tens)
-    let args = SmallBatchArgs(p: p, ldx: ldx, ldy: ldy, rows: rows, inDim: inDim, outDim: outDim, accumulate: accumulate,
-                              blocks: (outDim + 3) / 4, chunks: 4 * threads, threads: threads)
+    let args = SmallBatchArgs(
+        p: p, ldx: ldx, ldy: ldy, rows: rows, inDim: inDim, outDim: outDim, accumulate: accumulate,
+        blocks: (outDim + 3) / 4, chunks: 4 * threads, threads: threads)
     ComputePool.shared.run(args) { raw, t, n in
         let a = raw.load(as: SmallBatchArgs.self)
         guard t < a.threads else { return }
         ComputePool.shared.claim(a.chunks, inline: n == 1) { c in
             let r = ComputePool.share(a.blocks, c, a.chunks, grain: 1)
-            smallBatchLinearRows(a.p, a.ldx, a.ldy, a.rows, a.inDim, r.lowerBound * 4, min(a.outDim, r.upperBound * 4), a.accumulate)
+            smallBatchLinearRows(
+                a.p, a.ldx, a.ldy, a.rows, a.inDim, r.lowerBound * 4, min(a.outDim, r.upperBound * 4), a.accumulate)
         }
     }
 }
@@ -48,8 +52,10 @@ private struct SmallBatchArgs {
 
 /// Output rows o0 ..< o1 of `smallBatchLinear` (also run by `packedSmallBatchLinear` on rows it dequantized,
 /// so both give bit-identical results for the same weight values).
-@inline(__always) func smallBatchLinearRows(_ p: SharedPointers, _ ldx: Int, _ ldy: Int, _ rows: Int, _ inDim: Int,
-                                                    _ o0: Int, _ o1: Int, _ accumulate: Bool) {
+@inline(__always) func smallBatchLinearRows(
+    _ p: SharedPointers, _ ldx: Int, _ ldy: Int, _ rows: Int, _ inDim: Int,
+    _ o0: Int, _ o1: Int, _ accumulate: Bool
+) {
     let x = p.x, w = p.w, y = p.y
     let body = inDim / 16 * 16
     @inline(__always) func store(_ b: Int, _ o: Int, _ v: Float) {
@@ -73,19 +79,43 @@ private struct SmallBatchArgs {
             while i < body {
                 let v0 = load16(x0 + i), v1 = load16(x1 + i), v2 = load16(x2 + i), v3 = load16(x3 + i)
                 let r0 = load16(w0 + i)
-                a00.addProduct(r0, v0); a01.addProduct(r0, v1); a02.addProduct(r0, v2); a03.addProduct(r0, v3)
+                a00.addProduct(r0, v0)
+                a01.addProduct(r0, v1)
+                a02.addProduct(r0, v2)
+                a03.addProduct(r0, v3)
                 let r1 = load16(w1 + i)
-                a10.addProduct(r1, v0); a11.addProduct(r1, v1); a12.addProduct(r1, v2); a13.addProduct(r1, v3)
+                a10.addProduct(r1, v0)
+                a11.addProduct(r1, v1)
+                a12.addProduct(r1, v2)
+                a13.addProduct(r1, v3)
                 let r2 = load16(w2 + i)
-                a20.addProduct(r2, v0); a21.addProduct(r2, v1); a22.addProduct(r2, v2); a23.addProduct(r2, v3)
+                a20.addProduct(r2, v0)
+                a21.addProduct(r2, v1)
+                a22.addProduct(r2, v2)
+                a23.addProduct(r2, v3)
                 let r3 = load16(w3 + i)
-                a30.addProduct(r3, v0); a31.addProduct(r3, v1); a32.addProduct(r3, v2); a33.addProduct(r3, v3)
+                a30.addProduct(r3, v0)
+                a31.addProduct(r3, v1)
+                a32.addProduct(r3, v2)
+                a33.addProduct(r3, v3)
                 i += 16
             }
-            store(b, o, hsum(a00)); store(b + 1, o, hsum(a01)); store(b + 2, o, hsum(a02)); store(b + 3, o, hsum(a03))
-            store(b, o + 1, hsum(a10)); store(b + 1, o + 1, hsum(a11)); store(b + 2, o + 1, hsum(a12)); store(b + 3, o + 1, hsum(a13))
-            store(b, o + 2, hsum(a20)); store(b + 1, o + 2, hsum(a21)); store(b + 2, o + 2, hsum(a22)); store(b + 3, o + 2, hsum(a23))
-            store(b, o + 3, hsum(a30)); store(b + 1, o + 3, hsum(a31)); store(b + 2, o + 3, hsum(a32)); store(b + 3, o + 3, hsum(a33))
+            store(b, o, hsum(a00))
+            store(b + 1, o, hsum(a01))
+            store(b + 2, o, hsum(a02))
+            store(b + 3, o, hsum(a03))
+            store(b, o + 1, hsum(a10))
+            store(b + 1, o + 1, hsum(a11))
+            store(b + 2, o + 1, hsum(a12))
+            store(b + 3, o + 1, hsum(a13))
+            store(b, o + 2, hsum(a20))
+            store(b + 1, o + 2, hsum(a21))
+            store(b + 2, o + 2, hsum(a22))
+            store(b + 3, o + 2, hsum(a23))
+            store(b, o + 3, hsum(a30))
+            store(b + 1, o + 3, hsum(a31))
+            store(b + 2, o + 3, hsum(a32))
+            store(b + 3, o + 3, hsum(a33))
             b += 4
         }
         while b < rows {
@@ -96,18 +126,27 @@ private struct SmallBatchArgs {
             var i = 0
             while i + 32 <= body {
                 let v = load16(x0 + i), u = load16(x0 + i + 16)
-                a0.addProduct(load16(w0 + i), v); a1.addProduct(load16(w1 + i), v)
-                a2.addProduct(load16(w2 + i), v); a3.addProduct(load16(w3 + i), v)
-                c0.addProduct(load16(w0 + i + 16), u); c1.addProduct(load16(w1 + i + 16), u)
-                c2.addProduct(load16(w2 + i + 16), u); c3.addProduct(load16(w3 + i + 16), u)
+                a0.addProduct(load16(w0 + i), v)
+                a1.addProduct(load16(w1 + i), v)
+                a2.addProduct(load16(w2 + i), v)
+                a3.addProduct(load16(w3 + i), v)
+                c0.addProduct(load16(w0 + i + 16), u)
+                c1.addProduct(load16(w1 + i + 16), u)
+                c2.addProduct(load16(w2 + i + 16), u)
+                c3.addProduct(load16(w3 + i + 16), u)
                 i += 32
             }
             if i < body {
                 let v = load16(x0 + i)
-                a0.addProduct(load16(w0 + i), v); a1.addProduct(load16(w1 + i), v)
-                a2.addProduct(load16(w2 + i), v); a3.addProduct(load16(w3 + i), v)
+                a0.addProduct(load16(w0 + i), v)
+                a1.addProduct(load16(w1 + i), v)
+                a2.addProduct(load16(w2 + i), v)
+                a3.addProduct(load16(w3 + i), v)
             }
-            store(b, o, hsum(a0 + c0)); store(b, o + 1, hsum(a1 + c1)); store(b, o + 2, hsum(a2 + c2)); store(b, o + 3, hsum(a3 + c3))
+            store(b, o, hsum(a0 + c0))
+            store(b, o + 1, hsum(a1 + c1))
+            store(b, o + 2, hsum(a2 + c2))
+            store(b, o + 3, hsum(a3 + c3))
             b += 1
         }
         o += 4
@@ -122,7 +161,10 @@ private struct SmallBatchArgs {
 @inline(__always) private func dotBody(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
     var acc = F16x()
     var i = 0
-    while i < n { acc.addProduct(load16(a + i), load16(b + i)); i += 16 }
+    while i < n {
+        acc.addProduct(load16(a + i), load16(b + i))
+        i += 16
+    }
     return hsum(acc)
 }
 

@@ -18,8 +18,12 @@ public struct ResponseSpan: Sendable, Equatable {
 
     /// A span; step ends default to none.
     public init(first: Int, count: Int, reward: Float, positive: Bool, stepEndStart: Int = 0, stepEndCount: Int = 0) {
-        self.first = first; self.count = count; self.reward = reward; self.positive = positive
-        self.stepEndStart = stepEndStart; self.stepEndCount = stepEndCount
+        self.first = first
+        self.count = count
+        self.reward = reward
+        self.positive = positive
+        self.stepEndStart = stepEndStart
+        self.stepEndCount = stepEndCount
     }
 }
 
@@ -73,15 +77,26 @@ public struct ObjectiveStats: Sendable, Equatable {
 
     /// Adds another batch's sums.
     public static func += (a: inout ObjectiveStats, b: ObjectiveStats) {
-        a.sequences += b.sequences; a.responseTokens += b.responseTokens
-        a.policyLoss += b.policyLoss; a.valueLoss += b.valueLoss; a.bellman += b.bellman; a.kl += b.kl
+        a.sequences += b.sequences
+        a.responseTokens += b.responseTokens
+        a.policyLoss += b.policyLoss
+        a.valueLoss += b.valueLoss
+        a.bellman += b.bellman
+        a.kl += b.kl
         a.valueError += b.valueError
-        a.positiveValue += b.positiveValue; a.positiveStates += b.positiveStates
-        a.negativeValue += b.negativeValue; a.negativeStates += b.negativeStates
-        a.positiveLogProb += b.positiveLogProb; a.positiveTokens += b.positiveTokens
-        a.negativeLogProb += b.negativeLogProb; a.negativeTokens += b.negativeTokens
-        a.logRatio += b.logRatio; a.weight += b.weight
-        a.pairs += b.pairs; a.pairsCorrect += b.pairsCorrect; a.margin += b.margin
+        a.positiveValue += b.positiveValue
+        a.positiveStates += b.positiveStates
+        a.negativeValue += b.negativeValue
+        a.negativeStates += b.negativeStates
+        a.positiveLogProb += b.positiveLogProb
+        a.positiveTokens += b.positiveTokens
+        a.negativeLogProb += b.negativeLogProb
+        a.negativeTokens += b.negativeTokens
+        a.logRatio += b.logRatio
+        a.weight += b.weight
+        a.pairs += b.pairs
+        a.pairsCorrect += b.pairsCorrect
+        a.margin += b.margin
     }
 
     /// True when every loss sum is a finite number.
@@ -109,9 +124,16 @@ public final class BatchObjective {
     /// Buffers for batches of up to `capacity` positions.
     public init(capacity: Int) {
         self.capacity = max(1, capacity)
-        rho = [Double](repeating: 0, count: self.capacity); vals = rho; dV = rho; dLP = rho; res = rho
-        ends = [Int](repeating: 0, count: self.capacity); steps = ends
-        dLogProbs.reserveCapacity(self.capacity); dValues.reserveCapacity(self.capacity); dKL.reserveCapacity(self.capacity)
+        rho = [Double](repeating: 0, count: self.capacity)
+        vals = rho
+        dV = rho
+        dLP = rho
+        res = rho
+        ends = [Int](repeating: 0, count: self.capacity)
+        steps = ends
+        dLogProbs.reserveCapacity(self.capacity)
+        dValues.reserveCapacity(self.capacity)
+        dKL.reserveCapacity(self.capacity)
     }
 
     private func reset(_ n: Int, values: Bool, kl: Bool) {
@@ -126,7 +148,9 @@ public final class BatchObjective {
 
     /// Validates spans against the batch (the kernels index unchecked); `counts` are the per-position arrays'
     /// lengths (-1 for none), passed as a tuple so that checking allocates nothing.
-    private func check(_ spans: [ResponseSpan], n: Int, counts: (Int, Int, Int) = (-1, -1, -1), stepEnds: Int? = nil) throws {
+    private func check(_ spans: [ResponseSpan], n: Int, counts: (Int, Int, Int) = (-1, -1, -1), stepEnds: Int? = nil)
+        throws
+    {
         guard n <= capacity else { throw TrainError.shape("batch of \(n) positions; objective holds \(capacity)") }
         for c in [counts.0, counts.1, counts.2] where c >= 0 && c != n {
             throw TrainError.shape("per-position array of \(c) entries for \(n) positions")
@@ -134,10 +158,12 @@ public final class BatchObjective {
         var previousEnd = 0
         for (i, s) in spans.enumerated() {
             guard s.count > 0, s.first >= previousEnd, s.first + s.count <= n else {
-                throw TrainError.shape("response span \(i) (\(s.first) + \(s.count)) outside the batch of \(n) or overlapping")
+                throw TrainError.shape(
+                    "response span \(i) (\(s.first) + \(s.count)) outside the batch of \(n) or overlapping")
             }
             if let stepEnds, s.stepEndStart < 0 || s.stepEndCount < 0 || s.stepEndStart + s.stepEndCount > stepEnds {
-                throw TrainError.shape("response span \(i): step ends \(s.stepEndStart) + \(s.stepEndCount) outside \(stepEnds)")
+                throw TrainError.shape(
+                    "response span \(i): step ends \(s.stepEndStart) + \(s.stepEndCount) outside \(stepEnds)")
             }
             previousEnd = s.first + s.count
         }
@@ -145,8 +171,10 @@ public final class BatchObjective {
 
     /// Copies span `s`'s log-ratios (and values) into the double scratch; returns sum of rho and adds the
     /// log-prob and value statistics.
-    private func load(_ s: ResponseSpan, _ logProbs: [Float], _ refLogProbs: [Float]?, _ values: [Float]?,
-                      _ stats: inout ObjectiveStats) -> Double {
+    private func load(
+        _ s: ResponseSpan, _ logProbs: [Float], _ refLogProbs: [Float]?, _ values: [Float]?,
+        _ stats: inout ObjectiveStats
+    ) -> Double {
         var sum = 0.0, lpSum = 0.0
         for i in 0..<s.count {
             let lp = Double(logProbs[s.first + i])
@@ -159,13 +187,23 @@ public final class BatchObjective {
         stats.sequences += 1
         stats.responseTokens += s.count
         stats.logRatio += refLogProbs == nil ? 0 : sum
-        if s.positive { stats.positiveLogProb += lpSum; stats.positiveTokens += s.count }
-        else { stats.negativeLogProb += lpSum; stats.negativeTokens += s.count }
+        if s.positive {
+            stats.positiveLogProb += lpSum
+            stats.positiveTokens += s.count
+        } else {
+            stats.negativeLogProb += lpSum
+            stats.negativeTokens += s.count
+        }
         if values != nil {
             var vs = 0.0
             for i in 0..<s.count { vs += vals[i] }
-            if s.positive { stats.positiveValue += vs; stats.positiveStates += s.count }
-            else { stats.negativeValue += vs; stats.negativeStates += s.count }
+            if s.positive {
+                stats.positiveValue += vs
+                stats.positiveStates += s.count
+            } else {
+                stats.negativeValue += vs
+                stats.negativeStates += s.count
+            }
             stats.valueError += abs(vals[0] - Double(s.reward))
         }
         return sum
@@ -180,11 +218,14 @@ public final class BatchObjective {
 
     /// OREO's value and policy losses. `kl` is the model's exact per-position KL (nil with `config.k3`, which
     /// estimates it from `refLogProbs`, or when alpha is 0).
-    public func oreo(spans: [ResponseSpan], stepEnds: [Int32], logProbs: [Float], refLogProbs: [Float], values: [Float],
-                     kl: [Float]?, config: OREOConfig, sequenceWeight: Double? = nil) throws -> ObjectiveStats {
+    public func oreo(
+        spans: [ResponseSpan], stepEnds: [Int32], logProbs: [Float], refLogProbs: [Float], values: [Float],
+        kl: [Float]?, config: OREOConfig, sequenceWeight: Double? = nil
+    ) throws -> ObjectiveStats {
         let n = logProbs.count
         let exact = !config.k3 && kl != nil && config.alpha != 0
-        try check(spans, n: n, counts: (refLogProbs.count, values.count, exact ? kl!.count : -1), stepEnds: stepEnds.count)
+        try check(
+            spans, n: n, counts: (refLogProbs.count, values.count, exact ? kl!.count : -1), stepEnds: stepEnds.count)
         reset(n, values: true, kl: exact)
         let w = sequenceWeight ?? 1 / Double(max(1, spans.count))
         var stats = ObjectiveStats()
@@ -192,11 +233,16 @@ public final class BatchObjective {
             _ = load(s, logProbs, refLogProbs, values, &stats)
             let t = s.count
             for j in 0..<s.stepEndCount { steps[j] = Int(stepEnds[s.stepEndStart + j]) }
-            let k = steps.withUnsafeBufferPointer { segmentEnds(level: config.level, t: t, stepEnds: UnsafeBufferPointer(rebasing: $0[0..<s.stepEndCount]), into: &ends) }
-            let loss = softBellmanResiduals(rho: rho, values: vals, t: t, segmentEnds: ends, segments: k,
-                                            reward: Double(s.reward), beta: config.beta,
-                                            lambda: config.temporalDifference ? 0 : 1, stopGradient: config.stopGradient,
-                                            weight: 1, residuals: &res, dValues: &dV, dLogProbs: &dLP)
+            let k = steps.withUnsafeBufferPointer {
+                segmentEnds(
+                    level: config.level, t: t, stepEnds: UnsafeBufferPointer(rebasing: $0[0..<s.stepEndCount]),
+                    into: &ends)
+            }
+            let loss = softBellmanResiduals(
+                rho: rho, values: vals, t: t, segmentEnds: ends, segments: k,
+                reward: Double(s.reward), beta: config.beta,
+                lambda: config.temporalDifference ? 0 : 1, stopGradient: config.stopGradient,
+                weight: 1, residuals: &res, dValues: &dV, dLogProbs: &dLP)
             var klMean = 0.0
             if config.k3 {
                 klMean = k3Penalty(rho: rho, t: t, alpha: config.alpha, dLogProbs: &dLP)
@@ -216,8 +262,10 @@ public final class BatchObjective {
     }
 
     /// DQO's value and policy losses (token level, lambda-returns, clipped importance weights).
-    public func dqo(spans: [ResponseSpan], logProbs: [Float], refLogProbs: [Float], values: [Float],
-                    config: DQOConfig, sequenceWeight: Double? = nil) throws -> ObjectiveStats {
+    public func dqo(
+        spans: [ResponseSpan], logProbs: [Float], refLogProbs: [Float], values: [Float],
+        config: DQOConfig, sequenceWeight: Double? = nil
+    ) throws -> ObjectiveStats {
         let n = logProbs.count
         try check(spans, n: n, counts: (refLogProbs.count, values.count, -1))
         reset(n, values: true, kl: false)
@@ -228,9 +276,10 @@ public final class BatchObjective {
             let t = s.count
             for i in 0..<t { ends[i] = i + 1 }
             let iw = dqoWeight(rhoSum: rhoSum, config: config)
-            let loss = softBellmanResiduals(rho: rho, values: vals, t: t, segmentEnds: ends, segments: t,
-                                            reward: Double(s.reward), beta: config.beta, lambda: config.lambda,
-                                            stopGradient: false, weight: iw, residuals: &res, dValues: &dV, dLogProbs: &dLP)
+            let loss = softBellmanResiduals(
+                rho: rho, values: vals, t: t, segmentEnds: ends, segments: t,
+                reward: Double(s.reward), beta: config.beta, lambda: config.lambda,
+                stopGradient: false, weight: iw, residuals: &res, dValues: &dV, dLogProbs: &dLP)
             stats.valueLoss += loss
             stats.bellman += loss
             stats.policyLoss += loss
@@ -250,7 +299,10 @@ public final class BatchObjective {
         for s in spans {
             _ = load(s, logProbs, nil, nil, &stats)
             var sum = 0.0
-            for i in 0..<s.count { sum += Double(logProbs[s.first + i]); dLP[i] = -1 / Double(s.count) }
+            for i in 0..<s.count {
+                sum += Double(logProbs[s.first + i])
+                dLP[i] = -1 / Double(s.count)
+            }
             stats.policyLoss += -sum / Double(s.count)
             store(s, scale: w, values: false)
         }
@@ -258,10 +310,14 @@ public final class BatchObjective {
     }
 
     /// DPO over consecutive (chosen, rejected) spans; the loss is the mean over pairs (or `pairWeight` per pair).
-    public func dpo(spans: [ResponseSpan], logProbs: [Float], refLogProbs: [Float], config: DPOConfig,
-                    pairWeight: Double? = nil) throws -> ObjectiveStats {
+    public func dpo(
+        spans: [ResponseSpan], logProbs: [Float], refLogProbs: [Float], config: DPOConfig,
+        pairWeight: Double? = nil
+    ) throws -> ObjectiveStats {
         let n = logProbs.count
-        guard spans.count % 2 == 0 else { throw TrainError.shape("DPO needs (chosen, rejected) pairs; got \(spans.count) spans") }
+        guard spans.count % 2 == 0 else {
+            throw TrainError.shape("DPO needs (chosen, rejected) pairs; got \(spans.count) spans")
+        }
         try check(spans, n: n, counts: (refLogProbs.count, -1, -1))
         reset(n, values: false, kl: false)
         let w = pairWeight ?? 1 / Double(max(1, spans.count / 2))
@@ -283,8 +339,10 @@ public final class BatchObjective {
 
     /// KTO with z0 = the detached, clamped-at-zero mean of the batch's summed log-ratios (an estimate of
     /// KL(pi || ref) on the batch's responses); the loss is the mean over sequences.
-    public func kto(spans: [ResponseSpan], logProbs: [Float], refLogProbs: [Float], config: KTOConfig,
-                    sequenceWeight: Double? = nil) throws -> ObjectiveStats {
+    public func kto(
+        spans: [ResponseSpan], logProbs: [Float], refLogProbs: [Float], config: KTOConfig,
+        sequenceWeight: Double? = nil
+    ) throws -> ObjectiveStats {
         let n = logProbs.count
         try check(spans, n: n, counts: (refLogProbs.count, -1, -1))
         reset(n, values: false, kl: false)
@@ -299,8 +357,9 @@ public final class BatchObjective {
         let z0 = max(0, total / Double(max(1, spans.count)))
         for s in spans {
             let r = load(s, logProbs, refLogProbs, nil, &stats)
-            let (loss, d) = ktoLoss(logRatio: r, desirable: s.positive, z0: z0, beta: config.beta,
-                                    lambdaD: config.lambdaD, lambdaU: config.lambdaU)
+            let (loss, d) = ktoLoss(
+                logRatio: r, desirable: s.positive, z0: z0, beta: config.beta,
+                lambdaD: config.lambdaD, lambdaU: config.lambdaU)
             for i in 0..<s.count { dLogProbs[s.first + i] = Float(w * d) }
             stats.policyLoss += loss
             stats.kl += z0

@@ -34,19 +34,25 @@ public struct DQOSequenceResult: Sendable {
 /// DQO's value and policy losses for one response (pure function; shapes: T response tokens).
 ///
 /// With lambda = 1 and w = 1 this is token-level OREO without the stop-gradient and without the KL term.
-public func dqoLoss(logProbs: [Double], refLogProbs: [Double], values: [Double], reward: Double,
-                    config: DQOConfig) -> DQOSequenceResult {
+public func dqoLoss(
+    logProbs: [Double], refLogProbs: [Double], values: [Double], reward: Double,
+    config: DQOConfig
+) -> DQOSequenceResult {
     let t = logProbs.count
-    precondition(refLogProbs.count == t && values.count == t, "logProbs, refLogProbs and values must have one entry per response token")
+    precondition(
+        refLogProbs.count == t && values.count == t,
+        "logProbs, refLogProbs and values must have one entry per response token")
     let rho = (0..<t).map { logProbs[$0] - refLogProbs[$0] }
     let w = dqoWeight(rhoSum: rho.reduce(0, +), config: config)
-    var out = DQOSequenceResult(valueLoss: 0, policyLoss: 0, weight: w, residuals: [Double](repeating: 0, count: t),
-                                dValues: [Double](repeating: 0, count: t), dLogProbs: [Double](repeating: 0, count: t))
+    var out = DQOSequenceResult(
+        valueLoss: 0, policyLoss: 0, weight: w, residuals: [Double](repeating: 0, count: t),
+        dValues: [Double](repeating: 0, count: t), dLogProbs: [Double](repeating: 0, count: t))
     guard t > 0 else { return out }
     let ends = (1...t).map { $0 }
-    let loss = softBellmanResiduals(rho: rho, values: values, t: t, segmentEnds: ends, segments: t, reward: reward,
-                                    beta: config.beta, lambda: config.lambda, stopGradient: false, weight: w,
-                                    residuals: &out.residuals, dValues: &out.dValues, dLogProbs: &out.dLogProbs)
+    let loss = softBellmanResiduals(
+        rho: rho, values: values, t: t, segmentEnds: ends, segments: t, reward: reward,
+        beta: config.beta, lambda: config.lambda, stopGradient: false, weight: w,
+        residuals: &out.residuals, dValues: &out.dValues, dLogProbs: &out.dLogProbs)
     out.valueLoss = loss
     out.policyLoss = loss
     return out

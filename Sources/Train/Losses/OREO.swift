@@ -52,20 +52,26 @@ public struct OREOSequenceResult: Sendable {
 ///   - values: V(s_t) for the state before each response token, [T].
 ///   - reward: terminal reward R.
 ///   - stepEnds: step ends in response tokens (exclusive, increasing, last == T) for the step level.
-public func oreoLoss(logProbs: [Double], refLogProbs: [Double], values: [Double], reward: Double,
-                     stepEnds: [Int] = [], config: OREOConfig) -> OREOSequenceResult {
+public func oreoLoss(
+    logProbs: [Double], refLogProbs: [Double], values: [Double], reward: Double,
+    stepEnds: [Int] = [], config: OREOConfig
+) -> OREOSequenceResult {
     let t = logProbs.count
-    precondition(refLogProbs.count == t && values.count == t, "logProbs, refLogProbs and values must have one entry per response token")
-    var out = OREOSequenceResult(valueLoss: 0, policyLoss: 0, k3: 0, residuals: [],
-                                 dValues: [Double](repeating: 0, count: t), dLogProbs: [Double](repeating: 0, count: t))
+    precondition(
+        refLogProbs.count == t && values.count == t,
+        "logProbs, refLogProbs and values must have one entry per response token")
+    var out = OREOSequenceResult(
+        valueLoss: 0, policyLoss: 0, k3: 0, residuals: [],
+        dValues: [Double](repeating: 0, count: t), dLogProbs: [Double](repeating: 0, count: t))
     guard t > 0 else { return out }
     let rho = (0..<t).map { logProbs[$0] - refLogProbs[$0] }
     var ends = [Int](repeating: 0, count: t), residuals = [Double](repeating: 0, count: t)
     let k = stepEnds.withUnsafeBufferPointer { segmentEnds(level: config.level, t: t, stepEnds: $0, into: &ends) }
-    let loss = softBellmanResiduals(rho: rho, values: values, t: t, segmentEnds: ends, segments: k, reward: reward,
-                                    beta: config.beta, lambda: config.temporalDifference ? 0 : 1,
-                                    stopGradient: config.stopGradient, weight: 1, residuals: &residuals,
-                                    dValues: &out.dValues, dLogProbs: &out.dLogProbs)
+    let loss = softBellmanResiduals(
+        rho: rho, values: values, t: t, segmentEnds: ends, segments: k, reward: reward,
+        beta: config.beta, lambda: config.temporalDifference ? 0 : 1,
+        stopGradient: config.stopGradient, weight: 1, residuals: &residuals,
+        dValues: &out.dValues, dLogProbs: &out.dLogProbs)
     out.residuals = Array(residuals[0..<k])
     out.valueLoss = loss
     out.policyLoss = loss

@@ -14,11 +14,13 @@ import Foundation
 /// Shapes: rho, values, dValues, dLogProbs [t]; segmentEnds [k] (exclusive, increasing, last == t);
 /// residuals [k]. Returns `weight / k * sum_j res_j^2`; gradients are of that quantity and are overwritten.
 @inline(__always)
-func softBellmanResiduals(rho: UnsafePointer<Double>, values: UnsafePointer<Double>, t: Int,
-                          segmentEnds: UnsafePointer<Int>, segments k: Int, reward: Double, beta: Double,
-                          lambda: Double, stopGradient: Bool, weight: Double,
-                          residuals: UnsafeMutablePointer<Double>, dValues: UnsafeMutablePointer<Double>,
-                          dLogProbs: UnsafeMutablePointer<Double>) -> Double {
+func softBellmanResiduals(
+    rho: UnsafePointer<Double>, values: UnsafePointer<Double>, t: Int,
+    segmentEnds: UnsafePointer<Int>, segments k: Int, reward: Double, beta: Double,
+    lambda: Double, stopGradient: Bool, weight: Double,
+    residuals: UnsafeMutablePointer<Double>, dValues: UnsafeMutablePointer<Double>,
+    dLogProbs: UnsafeMutablePointer<Double>
+) -> Double {
     dValues.update(repeating: 0, count: t)
     dLogProbs.update(repeating: 0, count: t)
     guard t > 0, k > 0 else { return 0 }
@@ -51,8 +53,10 @@ func softBellmanResiduals(rho: UnsafePointer<Double>, values: UnsafePointer<Doub
 /// Segment ends (exclusive, in response tokens) for `level`: every token, the given steps (clipped to the
 /// response, closed at t, empty steps dropped), or the whole response. Writes into `out` ([t]); returns k.
 @inline(__always)
-func segmentEnds(level: OREOLevel, t: Int, stepEnds: UnsafeBufferPointer<Int>,
-                 into out: UnsafeMutablePointer<Int>) -> Int {
+func segmentEnds(
+    level: OREOLevel, t: Int, stepEnds: UnsafeBufferPointer<Int>,
+    into out: UnsafeMutablePointer<Int>
+) -> Int {
     switch level {
     case .token:
         for i in 0..<t { out[i] = i + 1 }
@@ -62,8 +66,15 @@ func segmentEnds(level: OREOLevel, t: Int, stepEnds: UnsafeBufferPointer<Int>,
         return t > 0 ? 1 : 0
     case .step:
         var k = 0, previous = 0
-        for e in stepEnds where e > previous && e < t { out[k] = e; k += 1; previous = e }
-        if t > previous { out[k] = t; k += 1 }
+        for e in stepEnds where e > previous && e < t {
+            out[k] = e
+            k += 1
+            previous = e
+        }
+        if t > previous {
+            out[k] = t
+            k += 1
+        }
         return k
     }
 }

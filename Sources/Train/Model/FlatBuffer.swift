@@ -32,7 +32,9 @@ public final class FlatBuffer {
 
     /// Copies `values` in at `offset` (bounds are checked: the kernels' target has no traps).
     public func copyIn(_ values: [Float], at offset: Int = 0) throws {
-        guard offset >= 0, values.count <= count - offset else { throw TrainError.shape("copy of \(values.count) floats at \(offset) exceeds buffer of \(count)") }
+        guard offset >= 0, values.count <= count - offset else {
+            throw TrainError.shape("copy of \(values.count) floats at \(offset) exceeds buffer of \(count)")
+        }
         values.withUnsafeBufferPointer { (pointer + offset).update(from: $0.baseAddress!, count: $0.count) }
     }
 }
@@ -62,7 +64,6 @@ extension SplitMix64 {
         return (-2 * Foundation.log(u1)).squareRoot() * Foundation.cos(2 * Double.pi * u2)
     }
 }
-
 
 /// Sets `a` to `n` zeros, reusing its storage when it is large enough (a training step allocates nothing).
 @inline(__always) func resizeReusingStorage(_ a: inout [Float], to n: Int) {

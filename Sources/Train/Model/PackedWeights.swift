@@ -52,7 +52,9 @@ public final class PackedWeights: @unchecked Sendable {
         public let fill: (UnsafeMutableRawPointer) throws -> Void
         /// Makes a piece.
         public init(spec: TensorSpec, format: PackedFormat, fill: @escaping (UnsafeMutableRawPointer) throws -> Void) {
-            self.spec = spec; self.format = format; self.fill = fill
+            self.spec = spec
+            self.format = format
+            self.fill = fill
         }
     }
 
@@ -76,11 +78,12 @@ public final class PackedWeights: @unchecked Sendable {
         let reserved = huge ? (total + hugePage - 1) / hugePage * hugePage : max(64, total)
         storage = UnsafeMutableRawPointer.allocate(byteCount: reserved, alignment: huge ? hugePage : 64)
         #if os(Linux)
-        if huge { _ = madvise(storage, reserved, MADV_HUGEPAGE) }
+            if huge { _ = madvise(storage, reserved, MADV_HUGEPAGE) }
         #endif
         byteCount = total
         parameterCount = model.layout.total
-        summary = PackedFormat.allCases.compactMap { f in counts[f].map { "\(f.rawValue) x \($0)" } }.joined(separator: ", ")
+        summary = PackedFormat.allCases.compactMap { f in counts[f].map { "\(f.rawValue) x \($0)" } }.joined(
+            separator: ", ")
         for p in pieces { try p.fill(storage + offsets[p.spec.offset]!.byteOffset) }
 
         var found: [Int: PackedMatrix] = [:]
@@ -88,8 +91,10 @@ public final class PackedWeights: @unchecked Sendable {
             var segments: [PackedMatrix.Segment] = []
             var row = 0
             while row < outDim, let s = model.layout.specs.first(where: { $0.offset == offset + row * inDim }),
-                  let packed = offsets[s.offset], s.shape.count == 2, s.shape[1] == inDim, row + s.shape[0] <= outDim {
-                segments.append(.init(firstRow: row, rows: s.shape[0], format: packed.format, byteOffset: packed.byteOffset))
+                let packed = offsets[s.offset], s.shape.count == 2, s.shape[1] == inDim, row + s.shape[0] <= outDim
+            {
+                segments.append(
+                    .init(firstRow: row, rows: s.shape[0], format: packed.format, byteOffset: packed.byteOffset))
                 row += s.shape[0]
             }
             if row == outDim { found[offset] = PackedMatrix(segments: segments, inDim: inDim, outDim: outDim) }
@@ -107,28 +112,30 @@ public final class PackedWeights: @unchecked Sendable {
         var pieces: [Piece] = []
         var names = Set<String>()
         for (offset, outDim, inDim) in model.linearWeights() {
-            for s in model.layout.specs where s.offset >= offset && s.offset < offset + outDim * inDim && s.shape.count == 2 {
+            for s in model.layout.specs
+            where s.offset >= offset && s.offset < offset + outDim * inDim && s.shape.count == 2 {
                 guard inDim % format.blockElements == 0, names.insert(s.name).inserted else { continue }
                 let src = UnsafePointer(p + s.offset), n = s.count
-                pieces.append(Piece(spec: s, format: format) { dst in
-                    switch format {
-                    case .q8_0:
-                        let q = quantizeQ8_0(UnsafeBufferPointer(start: src, count: n))
-                        q.withUnsafeBytes { dst.copyMemory(from: $0.baseAddress!, byteCount: q.count) }
-                    case .f16:
-                        let h = dst.bindMemory(to: UInt16.self, capacity: n)
-                        for i in 0..<n {
-                            let v = Float16(src[i])
-                            guard v.isFinite || !src[i].isFinite else {
-                                throw TrainError.shape("\(s.name): value \(src[i]) overflows f16; use bf16")
+                pieces.append(
+                    Piece(spec: s, format: format) { dst in
+                        switch format {
+                        case .q8_0:
+                            let q = quantizeQ8_0(UnsafeBufferPointer(start: src, count: n))
+                            q.withUnsafeBytes { dst.copyMemory(from: $0.baseAddress!, byteCount: q.count) }
+                        case .f16:
+                            let h = dst.bindMemory(to: UInt16.self, capacity: n)
+                            for i in 0..<n {
+                                let v = Float16(src[i])
+                                guard v.isFinite || !src[i].isFinite else {
+                                    throw TrainError.shape("\(s.name): value \(src[i]) overflows f16; use bf16")
+                                }
+                                h[i] = v.bitPattern
                             }
-                            h[i] = v.bitPattern
+                        default:
+                            let h = dst.bindMemory(to: UInt16.self, capacity: n)
+                            for i in 0..<n { h[i] = bfloat16Bits(src[i]) }
                         }
-                    default:
-                        let h = dst.bindMemory(to: UInt16.self, capacity: n)
-                        for i in 0..<n { h[i] = bfloat16Bits(src[i]) }
-                    }
-                })
+                    })
             }
         }
         try self.init(model: model, pieces: pieces)

@@ -77,19 +77,22 @@ public struct ParameterLayout: Sendable {
             for i in 0..<c.layers {
                 let p = "transformer.h.\(i)."
                 var o = LayerOffsets()
-                o.norm1W = add(p + "ln_1.weight", [d]); o.norm1B = add(p + "ln_1.bias", [d])
+                o.norm1W = add(p + "ln_1.weight", [d])
+                o.norm1B = add(p + "ln_1.bias", [d])
                 o.qkvW = add(p + "attn.c_attn.weight", [3 * d, d], transposed: true)
                 o.qkvB = add(p + "attn.c_attn.bias", [3 * d])
                 o.oW = add(p + "attn.c_proj.weight", [d, d], transposed: true)
                 o.oB = add(p + "attn.c_proj.bias", [d])
-                o.norm2W = add(p + "ln_2.weight", [d]); o.norm2B = add(p + "ln_2.bias", [d])
+                o.norm2W = add(p + "ln_2.weight", [d])
+                o.norm2B = add(p + "ln_2.bias", [d])
                 o.upW = add(p + "mlp.c_fc.weight", [f, d], transposed: true)
                 o.upB = add(p + "mlp.c_fc.bias", [f])
                 o.downW = add(p + "mlp.c_proj.weight", [d, f], transposed: true)
                 o.downB = add(p + "mlp.c_proj.bias", [d])
                 blocks.append(o)
             }
-            finalNormW = add("transformer.ln_f.weight", [d]); finalNormB = add("transformer.ln_f.bias", [d])
+            finalNormW = add("transformer.ln_f.weight", [d])
+            finalNormB = add("transformer.ln_f.bias", [d])
             lmHead = embed
         case .llama, .qwen2:
             embed = add("model.embed_tokens.weight", [c.vocabSize, d])

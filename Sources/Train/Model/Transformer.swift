@@ -55,28 +55,35 @@ public final class TransformerModel {
     /// the whole [vocab, d] gradient once per chunk (measured: the dominant cost at 64 rows for GPT-2).
     /// When [maxTokens, vocab] floats fit in `logitCacheBytes`, the forward keeps the softmax for the backward,
     /// which then skips recomputing the logits (a third of the LM head's matmul work); 0 disables it.
-    public init(config: ModelConfig, maxTokens: Int, valueHead: Bool = false, headChunkRows: Int? = nil,
-                logitCacheBytes: Int = 1 << 30) throws {
+    public init(
+        config: ModelConfig, maxTokens: Int, valueHead: Bool = false, headChunkRows: Int? = nil,
+        logitCacheBytes: Int = 1 << 30
+    ) throws {
         try config.validate()
         guard maxTokens > 0 else { throw TrainError.shape("maxTokens must be positive") }
         self.config = config
         self.maxTokens = maxTokens
-        self.headChunkRows = max(1, headChunkRows ?? min(maxTokens, max(16, min(512, (1 << 24) / max(1, config.vocabSize)) / 16 * 16)))
+        self.headChunkRows = max(
+            1, headChunkRows ?? min(maxTokens, max(16, min(512, (1 << 24) / max(1, config.vocabSize)) / 16 * 16)))
         layout = ParameterLayout(config: config, valueHead: valueHead)
         parameters = FlatBuffer(count: layout.total)
         gradients = FlatBuffer(count: layout.total)
         maxSeq = min(maxTokens, config.maxPositions)
         let N = maxTokens, d = config.hiddenSize
-        at = ActivationLayout(config: config, maxTokens: N, maxSeq: maxSeq, threads: ComputePool.shared.threads,
-                              headChunkRows: self.headChunkRows)
+        at = ActivationLayout(
+            config: config, maxTokens: N, maxSeq: maxSeq, threads: ComputePool.shared.threads,
+            headChunkRows: self.headChunkRows)
         acts = FlatBuffer(count: at.total)
         let cacheFloats = maxTokens * (config.vocabSize + 1 + d)
         logitCache = cacheFloats * 4 <= logitCacheBytes ? FlatBuffer(count: cacheFloats) : nil
         ints = .allocate(capacity: 5 * N + 1)
         ints.initialize(repeating: 0, count: 5 * N + 1)
-        rope = config.family == .gpt2 ? nil
-            : RoPETable(headDim: config.headDim, maxPositions: config.maxPositions, theta: config.ropeTheta,
-                        scaling: config.ropeScaling)
+        rope =
+            config.family == .gpt2
+            ? nil
+            : RoPETable(
+                headDim: config.headDim, maxPositions: config.maxPositions, theta: config.ropeTheta,
+                scaling: config.ropeScaling)
         initializeNorms()
     }
 
@@ -136,10 +143,14 @@ public final class TransformerModel {
     /// (0 elsewhere). `reference` must have just run `forward` on the same batch and must not run again
     /// before this model's `backward(dLogProbs:dKL:)`: its final hidden states supply the reference logits,
     /// chunk by chunk, so no [tokens x vocab] array is ever formed.
-    public func forward(_ batch: PackedBatch, logProbs: inout [Float], klAgainst reference: TransformerModel,
-                        kl: inout [Float]) throws {
+    public func forward(
+        _ batch: PackedBatch, logProbs: inout [Float], klAgainst reference: TransformerModel,
+        kl: inout [Float]
+    ) throws {
         guard reference !== self else { throw TrainError.state("KL reference must be a different model instance") }
-        guard reference.config.vocabSize == config.vocabSize else { throw TrainError.shape("reference vocabulary differs") }
+        guard reference.config.vocabSize == config.vocabSize else {
+            throw TrainError.shape("reference vocabulary differs")
+        }
         try forwardLogProbs(batch, logProbs: &logProbs, reference: reference)
         let a = acts.pointer
         resizeReusingStorage(&kl, to: n)
@@ -151,8 +162,9 @@ public final class TransformerModel {
 
     private func checkReference(_ r: TransformerModel) throws {
         guard r.lastPass == .logProbs, r.n == n, r.targetRows == targetRows,
-              (0..<n).allSatisfy({ r.tokensP[$0] == tokensP[$0] }),
-              (0..<targetRows).allSatisfy({ r.rowIndexP[$0] == rowIndexP[$0] && r.targetsP[$0] == targetsP[$0] }) else {
+            (0..<n).allSatisfy({ r.tokensP[$0] == tokensP[$0] }),
+            (0..<targetRows).allSatisfy({ r.rowIndexP[$0] == rowIndexP[$0] && r.targetsP[$0] == targetsP[$0] })
+        else {
             throw TrainError.state("KL reference has not just run forward on the same batch")
         }
     }
@@ -163,12 +175,16 @@ public final class TransformerModel {
         let h = r.acts.pointer + r.at.gathered, w = r.parameters.pointer + r.layout.lmHead
         let d = r.config.hiddenSize, v = r.config.vocabSize
         if let c = providerCache, c.h == h, c.w == w, c.d == d, c.v == v { return c.provider }
-        let provider: ReferenceLogitsProvider = { first, count, into in chunkLogits(h + first * d, w, count, d, v, into) }
+        let provider: ReferenceLogitsProvider = { first, count, into in chunkLogits(h + first * d, w, count, d, v, into)
+        }
         providerCache = (h, w, d, v, provider)
         return provider
     }
-    private var providerCache: (h: UnsafeMutablePointer<Float>, w: UnsafeMutablePointer<Float>, d: Int, v: Int,
-                                provider: ReferenceLogitsProvider)?
+    private var providerCache:
+        (
+            h: UnsafeMutablePointer<Float>, w: UnsafeMutablePointer<Float>, d: Int, v: Int,
+            provider: ReferenceLogitsProvider
+        )?
 
     private func forwardLogProbs(_ batch: PackedBatch, logProbs: inout [Float], reference: TransformerModel?) throws {
         try prepare(batch)
@@ -185,15 +201,17 @@ public final class TransformerModel {
         if let reference { try checkReference(reference) }
         klReference = reference
         if let cache = logitCache, reference == nil {
-            lmHeadForwardCached(hidden: a + at.gathered, weight: parameters.pointer + layout.lmHead, targets: targetsP,
-                                logProbs: a + at.logpG, lse: a + at.lseG, scale: cache.pointer + maxTokens * config.vocabSize,
-                                rows: k, dim: d, vocab: config.vocabSize, cache: cache.pointer)
+            lmHeadForwardCached(
+                hidden: a + at.gathered, weight: parameters.pointer + layout.lmHead, targets: targetsP,
+                logProbs: a + at.logpG, lse: a + at.lseG, scale: cache.pointer + maxTokens * config.vocabSize,
+                rows: k, dim: d, vocab: config.vocabSize, cache: cache.pointer)
             logitCacheValid = true
         } else {
-            lmHeadForward(hidden: a + at.gathered, weight: parameters.pointer + layout.lmHead, targets: targetsP,
-                          logProbs: a + at.logpG, lse: a + at.lseG, rows: k, dim: d, vocab: config.vocabSize,
-                          chunkRows: headChunkRows, scratch: a + at.headScratch,
-                          reference: reference.map(referenceProvider), kl: a + at.klG)
+            lmHeadForward(
+                hidden: a + at.gathered, weight: parameters.pointer + layout.lmHead, targets: targetsP,
+                logProbs: a + at.logpG, lse: a + at.lseG, rows: k, dim: d, vocab: config.vocabSize,
+                chunkRows: headChunkRows, scratch: a + at.headScratch,
+                reference: reference.map(referenceProvider), kl: a + at.klG)
             logitCacheValid = false
         }
         resizeReusingStorage(&logProbs, to: n)
@@ -212,14 +230,18 @@ public final class TransformerModel {
     /// Backward of the last `forward(_:logProbs:klAgainst:kl:)` from d(loss)/d(logProb) and d(loss)/d(KL)
     /// per position (the reference is frozen: it receives no gradient).
     public func backward(dLogProbs: [Float], dKL: [Float]) throws {
-        guard let r = klReference else { throw TrainError.state("backward(dLogProbs:dKL:) needs a forward with klAgainst") }
+        guard let r = klReference else {
+            throw TrainError.state("backward(dLogProbs:dKL:) needs a forward with klAgainst")
+        }
         try checkReference(r)
         try backwardLogProbs(dLogProbs: dLogProbs, dKL: dKL)
     }
 
     private func backwardLogProbs(dLogProbs: [Float], dKL: [Float]?) throws {
         guard lastPass == .logProbs else { throw TrainError.state("backward(dLogProbs:) needs a preceding forward") }
-        guard dLogProbs.count == n else { throw TrainError.shape("dLogProbs has \(dLogProbs.count) values for \(n) positions") }
+        guard dLogProbs.count == n else {
+            throw TrainError.shape("dLogProbs has \(dLogProbs.count) values for \(n) positions")
+        }
         if let dKL, dKL.count != n { throw TrainError.shape("dKL has \(dKL.count) values for \(n) positions") }
         let a = acts.pointer, g = gradients.pointer, d = config.hiddenSize
         for j in 0..<targetRows {
@@ -229,15 +251,18 @@ public final class TransformerModel {
         let ref = dKL != nil ? klReference : nil
         if let cache = logitCache, logitCacheValid, ref == nil {
             let v = config.vocabSize
-            lmHeadBackwardCached(hidden: a + at.gathered, weight: parameters.pointer + layout.lmHead, targets: targetsP,
-                                 scale: cache.pointer + maxTokens * v, dLogProbs: a + at.dlogpG, dHidden: a + at.dGathered,
-                                 dWeight: g + layout.lmHead, rows: targetRows, dim: d, vocab: v, cache: cache.pointer,
-                                 scaledHidden: cache.pointer + maxTokens * (v + 1))
+            lmHeadBackwardCached(
+                hidden: a + at.gathered, weight: parameters.pointer + layout.lmHead, targets: targetsP,
+                scale: cache.pointer + maxTokens * v, dLogProbs: a + at.dlogpG, dHidden: a + at.dGathered,
+                dWeight: g + layout.lmHead, rows: targetRows, dim: d, vocab: v, cache: cache.pointer,
+                scaledHidden: cache.pointer + maxTokens * (v + 1))
         } else {
-            lmHeadBackward(hidden: a + at.gathered, weight: parameters.pointer + layout.lmHead, targets: targetsP,
-                           lse: a + at.lseG, dLogProbs: a + at.dlogpG, dHidden: a + at.dGathered, dWeight: g + layout.lmHead,
-                           rows: targetRows, dim: d, vocab: config.vocabSize, chunkRows: headChunkRows,
-                           scratch: a + at.headScratch, reference: ref.map { referenceProvider($0) }, kl: a + at.klG, dKL: a + at.dklG)
+            lmHeadBackward(
+                hidden: a + at.gathered, weight: parameters.pointer + layout.lmHead, targets: targetsP,
+                lse: a + at.lseG, dLogProbs: a + at.dlogpG, dHidden: a + at.dGathered, dWeight: g + layout.lmHead,
+                rows: targetRows, dim: d, vocab: config.vocabSize, chunkRows: headChunkRows,
+                scratch: a + at.headScratch, reference: ref.map { referenceProvider($0) }, kl: a + at.klG,
+                dKL: a + at.dklG)
         }
         zeroFill(a + at.dNF, n * d)
         for j in 0..<targetRows { addInPlace(a + at.dGathered + j * d, a + at.dNF + Int(rowIndexP[j]) * d, d) }
@@ -260,7 +285,9 @@ public final class TransformerModel {
     /// Backward of the last `forwardValues` from d(loss)/dV per position; accumulates into `gradients`.
     public func backwardValues(dValues: [Float]) throws {
         guard lastPass == .values else { throw TrainError.state("backwardValues needs a preceding forwardValues") }
-        guard dValues.count == n else { throw TrainError.shape("dValues has \(dValues.count) values for \(n) positions") }
+        guard dValues.count == n else {
+            throw TrainError.shape("dValues has \(dValues.count) values for \(n) positions")
+        }
         let a = acts.pointer, d = config.hiddenSize
         let w = parameters.pointer + layout.valueHead, dw = gradients.pointer + layout.valueHead
         for i in 0..<n {
@@ -282,8 +309,12 @@ public final class TransformerModel {
 
     private func prepare(_ batch: PackedBatch) throws {
         let count = batch.tokens.count
-        guard count > 0, count <= maxTokens else { throw TrainError.shape("batch of \(count) positions; model holds 1...\(maxTokens)") }
-        guard batch.targets.count == count else { throw TrainError.shape("targets has \(batch.targets.count) entries for \(count) tokens") }
+        guard count > 0, count <= maxTokens else {
+            throw TrainError.shape("batch of \(count) positions; model holds 1...\(maxTokens)")
+        }
+        guard batch.targets.count == count else {
+            throw TrainError.shape("targets has \(batch.targets.count) entries for \(count) tokens")
+        }
         guard batch.sequenceLengths.reduce(0, +) == count, batch.sequenceLengths.allSatisfy({ $0 > 0 }) else {
             throw TrainError.shape("sequence lengths \(batch.sequenceLengths) do not partition \(count) tokens")
         }
@@ -310,8 +341,9 @@ public final class TransformerModel {
     private func norm(_ x: Int, _ w: Int, _ b: Int, _ y: Int, _ mean: Int, _ rstd: Int) {
         let a = acts.pointer, p = parameters.pointer, d = config.hiddenSize
         if config.family == .gpt2 {
-            layerNormForward(x: a + x, weight: p + w, bias: p + b, y: a + y, mean: a + mean, rstd: a + rstd,
-                             rows: n, dim: d, eps: config.normEps)
+            layerNormForward(
+                x: a + x, weight: p + w, bias: p + b, y: a + y, mean: a + mean, rstd: a + rstd,
+                rows: n, dim: d, eps: config.normEps)
         } else {
             rmsNormForward(x: a + x, weight: p + w, y: a + y, rstd: a + rstd, rows: n, dim: d, eps: config.normEps)
         }
@@ -320,11 +352,13 @@ public final class TransformerModel {
     private func normBackward(_ dy: Int, _ x: Int, _ w: Int, _ b: Int, _ mean: Int, _ rstd: Int, _ dx: Int) {
         let a = acts.pointer, p = parameters.pointer, g = gradients.pointer, d = config.hiddenSize
         if config.family == .gpt2 {
-            layerNormBackward(dy: a + dy, x: a + x, weight: p + w, mean: a + mean, rstd: a + rstd, dx: a + dx,
-                              dWeight: g + w, dBias: g + b, rows: n, dim: d)
+            layerNormBackward(
+                dy: a + dy, x: a + x, weight: p + w, mean: a + mean, rstd: a + rstd, dx: a + dx,
+                dWeight: g + w, dBias: g + b, rows: n, dim: d)
         } else {
-            rmsNormBackward(dy: a + dy, x: a + x, weight: p + w, rstd: a + rstd, dx: a + dx, dWeight: g + w,
-                            rows: n, dim: d)
+            rmsNormBackward(
+                dy: a + dy, x: a + x, weight: p + w, rstd: a + rstd, dx: a + dx, dWeight: g + w,
+                rows: n, dim: d)
         }
     }
 
@@ -336,33 +370,40 @@ public final class TransformerModel {
     /// The single entry point of every linear layer's forward, training and decoding (adapters hook in here).
     /// `weight` and `bias` are offsets into `parameters` (bias -1: none); x [rows, inDim], y [rows, outDim].
     /// With `packed` (decoding), passes of few rows read the layer's packed copy when it has one.
-    func linear(x: UnsafePointer<Float>, weight w: Int, bias b: Int, y: UnsafeMutablePointer<Float>, rows: Int,
-                inDim: Int, outDim: Int, accumulate: Bool = false, packed: PackedLinearContext? = nil) {
+    func linear(
+        x: UnsafePointer<Float>, weight w: Int, bias b: Int, y: UnsafeMutablePointer<Float>, rows: Int,
+        inDim: Int, outDim: Int, accumulate: Bool = false, packed: PackedLinearContext? = nil
+    ) {
         let p = parameters.pointer
         if let packed, rows > 0, rows <= smallBatchLinearMaxRows, let m = packed.weights.matrix(at: w),
-           m.inDim == inDim, m.outDim == outDim {
-            packedSmallBatchLinear(x: x, ldx: inDim, weights: packed.weights, matrix: m, bias: b >= 0 ? p + b : nil,
-                                   y: y, ldy: outDim, rows: rows, accumulate: accumulate, scratch: packed.scratch,
-                                   scratchSlots: packed.slots)
+            m.inDim == inDim, m.outDim == outDim
+        {
+            packedSmallBatchLinear(
+                x: x, ldx: inDim, weights: packed.weights, matrix: m, bias: b >= 0 ? p + b : nil,
+                y: y, ldy: outDim, rows: rows, accumulate: accumulate, scratch: packed.scratch,
+                scratchSlots: packed.slots)
             return
         }
-        linearForward(x: x, ldx: inDim, weight: p + w, bias: b >= 0 ? p + b : nil, y: y, ldy: outDim,
-                      rows: rows, inDim: inDim, outDim: outDim, accumulate: accumulate)
+        linearForward(
+            x: x, ldx: inDim, weight: p + w, bias: b >= 0 ? p + b : nil, y: y, ldy: outDim,
+            rows: rows, inDim: inDim, outDim: outDim, accumulate: accumulate)
     }
 
     /// The single entry point of every linear layer's backward (adapters hook in here).
     private func linearBack(_ dy: Int, _ x: Int, _ w: Int, _ b: Int, _ dx: Int, inDim: Int, outDim: Int) {
         let a = acts.pointer, p = parameters.pointer, g = gradients.pointer
-        linearBackward(dy: a + dy, ldy: outDim, x: a + x, ldx: inDim, weight: p + w, dx: a + dx, lddx: inDim,
-                       accumulateDX: false, dWeight: g + w, dBias: b >= 0 ? g + b : nil, rows: n, inDim: inDim,
-                       outDim: outDim)
+        linearBackward(
+            dy: a + dy, ldy: outDim, x: a + x, ldx: inDim, weight: p + w, dx: a + dx, lddx: inDim,
+            accumulateDX: false, dWeight: g + w, dBias: b >= 0 ? g + b : nil, rows: n, inDim: inDim,
+            outDim: outDim)
     }
 
     private func runBackbone() {
         let a = acts.pointer, p = parameters.pointer, c = config, d = c.hiddenSize
         let first = at.blocks.first?.resIn ?? at.resFinal
-        embeddingForward(tokens: tokensP, table: p + layout.embed, positions: c.family == .gpt2 ? positionsP : nil,
-                         posTable: c.family == .gpt2 ? p + layout.positions : nil, out: a + first, rows: n, dim: d)
+        embeddingForward(
+            tokens: tokensP, table: p + layout.embed, positions: c.family == .gpt2 ? positionsP : nil,
+            posTable: c.family == .gpt2 ? p + layout.positions : nil, out: a + first, rows: n, dim: d)
         for (l, o) in layout.blocks.enumerated() {
             let b = at.blocks[l]
             let next = l + 1 < at.blocks.count ? at.blocks[l + 1].resIn : at.resFinal
@@ -371,18 +412,21 @@ public final class TransformerModel {
             if let rope {
                 rope.cos.withUnsafeBufferPointer { cs in
                     rope.sin.withUnsafeBufferPointer { sn in
-                        ropeApply(x: a + b.qkv, ld: qkvWidth, rows: n, heads: c.heads, headDim: c.headDim,
-                                  positions: positionsP, cos: cs.baseAddress!, sin: sn.baseAddress!, inverse: false)
-                        ropeApply(x: a + b.qkv + attWidth, ld: qkvWidth, rows: n, heads: c.kvHeads, headDim: c.headDim,
-                                  positions: positionsP, cos: cs.baseAddress!, sin: sn.baseAddress!, inverse: false)
+                        ropeApply(
+                            x: a + b.qkv, ld: qkvWidth, rows: n, heads: c.heads, headDim: c.headDim,
+                            positions: positionsP, cos: cs.baseAddress!, sin: sn.baseAddress!, inverse: false)
+                        ropeApply(
+                            x: a + b.qkv + attWidth, ld: qkvWidth, rows: n, heads: c.kvHeads, headDim: c.headDim,
+                            positions: positionsP, cos: cs.baseAddress!, sin: sn.baseAddress!, inverse: false)
                     }
                 }
             }
             let kvOff = c.kvHeads * c.headDim
-            attentionForward(q: a + b.qkv, ldq: qkvWidth, k: a + b.qkv + attWidth, ldk: qkvWidth,
-                             v: a + b.qkv + attWidth + kvOff, ldv: qkvWidth, out: a + b.att, ldo: attWidth,
-                             lse: a + b.lse, rows: n, seqStarts: seqStartsP, seqCount: seqCount, heads: c.heads,
-                             kvHeads: c.kvHeads, headDim: c.headDim, scratch: a + at.attScratch, scratchCount: at.attSlotFloats)
+            attentionForward(
+                q: a + b.qkv, ldq: qkvWidth, k: a + b.qkv + attWidth, ldk: qkvWidth,
+                v: a + b.qkv + attWidth + kvOff, ldv: qkvWidth, out: a + b.att, ldo: attWidth,
+                lse: a + b.lse, rows: n, seqStarts: seqStartsP, seqCount: seqCount, heads: c.heads,
+                kvHeads: c.kvHeads, headDim: c.headDim, scratch: a + at.attScratch, scratchCount: at.attSlotFloats)
             (a + b.mid).update(from: a + b.resIn, count: n * d)
             linear(b.att, o.oW, o.oB, b.mid, inDim: attWidth, outDim: d, accumulate: true)
             norm(b.mid, o.norm2W, o.norm2B, b.n2, b.n2Mean, b.n2Rstd)
@@ -409,33 +453,39 @@ public final class TransformerModel {
             if c.family == .gpt2 {
                 geluBackward(x: a + b.up, dOut: a + at.dAct, dx: a + at.dUp, count: n * c.intermediateSize)
             } else {
-                swiGLUBackward(gateUp: a + b.up, dOut: a + at.dAct, dGateUp: a + at.dUp, rows: n, dim: c.intermediateSize)
+                swiGLUBackward(
+                    gateUp: a + b.up, dOut: a + at.dAct, dGateUp: a + at.dUp, rows: n, dim: c.intermediateSize)
             }
             linearBack(at.dUp, b.n2, o.upW, o.upB, at.dNorm, inDim: d, outDim: upWidth)
             normBackward(at.dNorm, b.mid, o.norm2W, o.norm2B, b.n2Mean, b.n2Rstd, at.dRes)
             linearBack(at.dRes, b.att, o.oW, o.oB, at.dAtt, inDim: attWidth, outDim: d)
             let kvOff = c.kvHeads * c.headDim
-            attentionBackward(dOut: a + at.dAtt, q: a + b.qkv, ldq: qkvWidth, k: a + b.qkv + attWidth, ldk: qkvWidth,
-                              v: a + b.qkv + attWidth + kvOff, ldv: qkvWidth, out: a + b.att, ldo: attWidth,
-                              lse: a + b.lse, dq: a + at.dQKV, lddq: qkvWidth, dk: a + at.dQKV + attWidth, lddk: qkvWidth,
-                              dv: a + at.dQKV + attWidth + kvOff, lddv: qkvWidth, rows: n, seqStarts: seqStartsP,
-                              seqCount: seqCount, heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim,
-                              scratch: a + at.attScratch, scratch2: a + at.attScratch + at.attSlotFloats, scratchCount: at.attSlotFloats)
+            attentionBackward(
+                dOut: a + at.dAtt, q: a + b.qkv, ldq: qkvWidth, k: a + b.qkv + attWidth, ldk: qkvWidth,
+                v: a + b.qkv + attWidth + kvOff, ldv: qkvWidth, out: a + b.att, ldo: attWidth,
+                lse: a + b.lse, dq: a + at.dQKV, lddq: qkvWidth, dk: a + at.dQKV + attWidth, lddk: qkvWidth,
+                dv: a + at.dQKV + attWidth + kvOff, lddv: qkvWidth, rows: n, seqStarts: seqStartsP,
+                seqCount: seqCount, heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim,
+                scratch: a + at.attScratch, scratch2: a + at.attScratch + at.attSlotFloats,
+                scratchCount: at.attSlotFloats)
             if let rope {
                 rope.cos.withUnsafeBufferPointer { cs in
                     rope.sin.withUnsafeBufferPointer { sn in
-                        ropeApply(x: a + at.dQKV, ld: qkvWidth, rows: n, heads: c.heads, headDim: c.headDim,
-                                  positions: positionsP, cos: cs.baseAddress!, sin: sn.baseAddress!, inverse: true)
-                        ropeApply(x: a + at.dQKV + attWidth, ld: qkvWidth, rows: n, heads: c.kvHeads, headDim: c.headDim,
-                                  positions: positionsP, cos: cs.baseAddress!, sin: sn.baseAddress!, inverse: true)
+                        ropeApply(
+                            x: a + at.dQKV, ld: qkvWidth, rows: n, heads: c.heads, headDim: c.headDim,
+                            positions: positionsP, cos: cs.baseAddress!, sin: sn.baseAddress!, inverse: true)
+                        ropeApply(
+                            x: a + at.dQKV + attWidth, ld: qkvWidth, rows: n, heads: c.kvHeads, headDim: c.headDim,
+                            positions: positionsP, cos: cs.baseAddress!, sin: sn.baseAddress!, inverse: true)
                     }
                 }
             }
             linearBack(at.dQKV, b.n1, o.qkvW, o.qkvB, at.dNorm, inDim: d, outDim: qkvWidth)
             normBackward(at.dNorm, b.resIn, o.norm1W, o.norm1B, b.n1Mean, b.n1Rstd, at.dRes)
         }
-        embeddingBackward(tokens: tokensP, positions: c.family == .gpt2 ? positionsP : nil, dOut: a + at.dRes,
-                          dTable: g + layout.embed, dPosTable: c.family == .gpt2 ? g + layout.positions : nil,
-                          rows: n, dim: d)
+        embeddingBackward(
+            tokens: tokensP, positions: c.family == .gpt2 ? positionsP : nil, dOut: a + at.dRes,
+            dTable: g + layout.embed, dPosTable: c.family == .gpt2 ? g + layout.positions : nil,
+            rows: n, dim: d)
     }
 }

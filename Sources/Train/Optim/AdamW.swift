@@ -13,7 +13,10 @@ public struct AdamWConfig: Sendable, Equatable {
 
     /// PyTorch's defaults unless given.
     public init(beta1: Float = 0.9, beta2: Float = 0.999, eps: Float = 1e-8, weightDecay: Float = 0.01) {
-        self.beta1 = beta1; self.beta2 = beta2; self.eps = eps; self.weightDecay = weightDecay
+        self.beta1 = beta1
+        self.beta2 = beta2
+        self.eps = eps
+        self.weightDecay = weightDecay
     }
 }
 
@@ -52,16 +55,19 @@ public final class AdamW {
         let bc2Sqrt = bc2.squareRoot()
         let total = ranges.last.map { $0.offset + $0.count } ?? 0
         ranges.withUnsafeBufferPointer { rs in
-            let args = AdamWArgs(p: parameters.pointer, g: gradients.pointer, m: m.pointer, v: v.pointer, ranges: rs.baseAddress!,
-                                 rangeCount: rs.count, beta1: c.beta1, beta2: c.beta2, eps: c.eps,
-                                 decay: 1 - lr * c.weightDecay, stepSize: stepSize, bc2Sqrt: bc2Sqrt, gradientScale: gradientScale)
+            let args = AdamWArgs(
+                p: parameters.pointer, g: gradients.pointer, m: m.pointer, v: v.pointer, ranges: rs.baseAddress!,
+                rangeCount: rs.count, beta1: c.beta1, beta2: c.beta2, eps: c.eps,
+                decay: 1 - lr * c.weightDecay, stepSize: stepSize, bc2Sqrt: bc2Sqrt, gradientScale: gradientScale)
             ComputePool.shared.parallelFor(total, grain: 64, minPerThread: 1 << 16, args) { raw, lo, hi in
                 let a = raw.load(as: AdamWArgs.self)
-                for r in UnsafeBufferPointer(start: a.ranges, count: a.rangeCount) where r.offset < hi && r.offset + r.count > lo {
+                for r in UnsafeBufferPointer(start: a.ranges, count: a.rangeCount)
+                where r.offset < hi && r.offset + r.count > lo {
                     let s = max(r.offset, lo), e = min(r.offset + r.count, hi)
-                    adamWKernel(p: a.p + s, g: a.g + s, m: a.m + s, v: a.v + s, count: e - s, beta1: a.beta1, beta2: a.beta2,
-                                eps: a.eps, decay: r.decay ? a.decay : 1, stepSize: a.stepSize, bc2Sqrt: a.bc2Sqrt,
-                                gradientScale: a.gradientScale)
+                    adamWKernel(
+                        p: a.p + s, g: a.g + s, m: a.m + s, v: a.v + s, count: e - s, beta1: a.beta1, beta2: a.beta2,
+                        eps: a.eps, decay: r.decay ? a.decay : 1, stepSize: a.stepSize, bc2Sqrt: a.bc2Sqrt,
+                        gradientScale: a.gradientScale)
                 }
             }
         }
@@ -72,9 +78,11 @@ public final class AdamW {
 /// p -= stepSize * m / (sqrt(v)/sqrt(bc2) + eps).
 ///
 /// Shapes: p, g, m, v [count].
-public func adamWKernel(p: UnsafeMutablePointer<Float>, g: UnsafePointer<Float>, m: UnsafeMutablePointer<Float>,
-                        v: UnsafeMutablePointer<Float>, count: Int, beta1: Float, beta2: Float, eps: Float,
-                        decay: Float, stepSize: Float, bc2Sqrt: Float, gradientScale: Float = 1) {
+public func adamWKernel(
+    p: UnsafeMutablePointer<Float>, g: UnsafePointer<Float>, m: UnsafeMutablePointer<Float>,
+    v: UnsafeMutablePointer<Float>, count: Int, beta1: Float, beta2: Float, eps: Float,
+    decay: Float, stepSize: Float, bc2Sqrt: Float, gradientScale: Float = 1
+) {
     let gs = F16x(repeating: gradientScale)
     var i = 0
     let b1 = F16x(repeating: beta1), b2 = F16x(repeating: beta2)
@@ -85,7 +93,8 @@ public func adamWKernel(p: UnsafeMutablePointer<Float>, g: UnsafePointer<Float>,
         let gv = load16(g + i) * gs
         let mv = b1 * load16(m + i) + ob1 * gv
         let vv = b2 * load16(v + i) + ob2 * gv * gv
-        store16(mv, m + i); store16(vv, v + i)
+        store16(mv, m + i)
+        store16(vv, v + i)
         store16(load16(p + i) * dc - ss * mv / (vv.squareRoot() / bs + ep), p + i)
         i += 16
     }
@@ -93,7 +102,8 @@ public func adamWKernel(p: UnsafeMutablePointer<Float>, g: UnsafePointer<Float>,
         let gv = g[i] * gradientScale
         let mv = beta1 * m[i] + (1 - beta1) * gv
         let vv = beta2 * v[i] + (1 - beta2) * gv * gv
-        m[i] = mv; v[i] = vv
+        m[i] = mv
+        v[i] = vv
         p[i] = p[i] * decay - stepSize * mv / (vv.squareRoot() / bc2Sqrt + eps)
         i += 1
     }
@@ -132,8 +142,14 @@ public func scaleGradients(_ g: FlatBuffer, by factor: Float) {
         let (p, factor) = raw.load(as: (UnsafeMutablePointer<Float>, Float).self)
         let f = F16x(repeating: factor)
         var i = lo
-        while i + 16 <= hi { store16(load16(p + i) * f, p + i); i += 16 }
-        while i < hi { p[i] *= factor; i += 1 }
+        while i + 16 <= hi {
+            store16(load16(p + i) * f, p + i)
+            i += 16
+        }
+        while i < hi {
+            p[i] *= factor
+            i += 1
+        }
     }
 }
 
@@ -193,7 +209,10 @@ public struct GradientAccumulation: Sendable {
     public init(microBatches: Int) { self.microBatches = max(1, microBatches) }
 
     /// Records one micro-batch's backward; returns true when the window is complete.
-    public mutating func didAccumulate() -> Bool { seen += 1; return seen >= microBatches }
+    public mutating func didAccumulate() -> Bool {
+        seen += 1
+        return seen >= microBatches
+    }
 
     /// Averages the accumulated gradients, clips to `maxNorm` (if given), resets the window; returns the norm.
     public mutating func finish(_ g: FlatBuffer, maxNorm: Double?) -> Double {
@@ -206,7 +225,8 @@ public struct GradientAccumulation: Sendable {
 
 /// Operands of the parallel AdamW pass: buffers, the parameter ranges (weight decay per range), step constants.
 private struct AdamWArgs {
-    let p: UnsafeMutablePointer<Float>, g: UnsafePointer<Float>, m: UnsafeMutablePointer<Float>, v: UnsafeMutablePointer<Float>
+    let p: UnsafeMutablePointer<Float>, g: UnsafePointer<Float>, m: UnsafeMutablePointer<Float>,
+        v: UnsafeMutablePointer<Float>
     let ranges: UnsafePointer<(offset: Int, count: Int, decay: Bool)>, rangeCount: Int
     let beta1: Float, beta2: Float, eps: Float, decay: Float, stepSize: Float, bc2Sqrt: Float, gradientScale: Float
 }

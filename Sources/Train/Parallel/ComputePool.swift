@@ -2,7 +2,7 @@ import COpenBLAS
 import Foundation
 import Synchronization
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The threads the kernels split their work over: the calling thread plus `threads - 1` persistent workers.
@@ -57,11 +57,15 @@ public final class ComputePool: @unchecked Sendable {
             let index = workers.count + 1
             let box = Unmanaged.passRetained(WorkerStart(pool: self, index: index)).toOpaque()
             var t = pthread_t()
-            guard pthread_create(&t, nil, { raw in
-                let start = Unmanaged<WorkerStart>.fromOpaque(raw!).takeRetainedValue()
-                start.pool.workerLoop(index: start.index)
-                return nil
-            }, box) == 0 else {
+            guard
+                pthread_create(
+                    &t, nil,
+                    { raw in
+                        let start = Unmanaged<WorkerStart>.fromOpaque(raw!).takeRetainedValue()
+                        start.pool.workerLoop(index: start.index)
+                        return nil
+                    }, box) == 0
+            else {
                 Unmanaged<WorkerStart>.fromOpaque(box).release()
                 break
             }
@@ -124,16 +128,19 @@ public final class ComputePool: @unchecked Sendable {
     /// call entry(&args, 0, count) on the caller when there are fewer than `minPerThread` units for each of
     /// two threads.
     @inline(__always)
-    public func parallelFor<Args>(_ count: Int, grain: Int = 1, minPerThread: Int = 1, chunks: Int = 0, _ args: Args,
-                                  _ entry: PoolEntry) {
+    public func parallelFor<Args>(
+        _ count: Int, grain: Int = 1, minPerThread: Int = 1, chunks: Int = 0, _ args: Args,
+        _ entry: PoolEntry
+    ) {
         guard count > 0 else { return }
         withUnsafePointer(to: args) { a in
             guard splits(count, grain: grain, minPerThread: minPerThread) else {
                 entry(UnsafeRawPointer(a), 0, count)
                 return
             }
-            let job = RangeJob(entry: entry, args: UnsafeRawPointer(a), count: count, grain: grain,
-                               chunks: chunks > 0 ? chunks : 2 * threads)
+            let job = RangeJob(
+                entry: entry, args: UnsafeRawPointer(a), count: count, grain: grain,
+                chunks: chunks > 0 ? chunks : 2 * threads)
             run(job) { raw, _, n in
                 let job = raw.load(as: RangeJob.self)
                 ComputePool.shared.claim(job.chunks, inline: n == 1) { c in
@@ -162,7 +169,10 @@ public final class ComputePool: @unchecked Sendable {
     /// Since `collectStatistics` was set: CPU seconds each thread spent in tasks, the caller's CPU and wall
     /// seconds waiting for the workers to finish, and the number of parallel dispatches.
     public func statistics() -> (taskSeconds: [Double], waitCPUSeconds: Double, waitSeconds: Double, dispatches: Int) {
-        ((0..<threads).map { Double(counters[$0]) / 1e9 }, Double(counters[64]) / 1e9, Double(counters[66]) / 1e9, counters[65])
+        (
+            (0..<threads).map { Double(counters[$0]) / 1e9 }, Double(counters[64]) / 1e9, Double(counters[66]) / 1e9,
+            counters[65]
+        )
     }
 
     @inline(__always) static func threadNanoseconds() -> Int {
@@ -233,5 +243,8 @@ private struct RangeJob {
 private final class WorkerStart {
     let pool: ComputePool
     let index: Int
-    init(pool: ComputePool, index: Int) { self.pool = pool; self.index = index }
+    init(pool: ComputePool, index: Int) {
+        self.pool = pool
+        self.index = index
+    }
 }

@@ -15,8 +15,9 @@ private struct GEMM {
         let ap = byRows ? (transA ? a + lo : a + lo * lda) : a
         let bp = byRows ? b : (transB ? b + lo * ldb : b + lo)
         let cp = byRows ? c + lo * ldc : c + lo
-        cblas_sgemm(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
-                    Int32(mm), Int32(nn), Int32(k), alpha, ap, Int32(lda), bp, Int32(ldb), beta, cp, Int32(ldc))
+        cblas_sgemm(
+            CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,
+            Int32(mm), Int32(nn), Int32(k), alpha, ap, Int32(lda), bp, Int32(ldb), beta, cp, Int32(ldc))
     }
 }
 
@@ -25,12 +26,15 @@ private struct GEMM {
 /// single-threaded sgemm on the blocks it claims. Products under ~4 MFLOP stay on the caller.
 ///
 /// Shapes: op(A) [m, k], op(B) [k, n], C [m, n]; lda/ldb/ldc are the row strides of A, B, C as stored.
-public func sgemm(_ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int, _ alpha: Float,
-                  _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int, _ beta: Float,
-                  _ c: UnsafeMutablePointer<Float>, _ ldc: Int) {
+public func sgemm(
+    _ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int, _ alpha: Float,
+    _ a: UnsafePointer<Float>, _ lda: Int, _ b: UnsafePointer<Float>, _ ldb: Int, _ beta: Float,
+    _ c: UnsafeMutablePointer<Float>, _ ldc: Int
+) {
     guard m > 0, n > 0 else { return }
-    let g = GEMM(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, beta: beta, a: a, lda: lda,
-                 b: b, ldb: ldb, c: c, ldc: ldc)
+    let g = GEMM(
+        transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, beta: beta, a: a, lda: lda,
+        b: b, ldb: ldb, c: c, ldc: ldc)
     let pool = ComputePool.shared
     // every block re-packs the operand it shares with the others: blocks of >= ~2048 rows or columns keep that
     // copy under a few percent of the block's arithmetic, and more blocks than threads let a thread that
@@ -39,8 +43,12 @@ public func sgemm(_ transA: Bool, _ transB: Bool, _ m: Int, _ n: Int, _ k: Int, 
     if 2 * m * n * k < 4_000_000 {
         g.run(byRows: true, 0, m)
     } else if n >= m {
-        pool.parallelFor(n, grain: 32, chunks: chunks, g) { raw, lo, hi in raw.load(as: GEMM.self).run(byRows: false, lo, hi) }
+        pool.parallelFor(n, grain: 32, chunks: chunks, g) { raw, lo, hi in
+            raw.load(as: GEMM.self).run(byRows: false, lo, hi)
+        }
     } else {
-        pool.parallelFor(m, grain: 32, chunks: chunks, g) { raw, lo, hi in raw.load(as: GEMM.self).run(byRows: true, lo, hi) }
+        pool.parallelFor(m, grain: 32, chunks: chunks, g) { raw, lo, hi in
+            raw.load(as: GEMM.self).run(byRows: true, lo, hi)
+        }
     }
 }

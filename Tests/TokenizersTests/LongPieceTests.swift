@@ -1,6 +1,9 @@
 import Foundation
+import Support
+import TestSupport
 import Testing
-@testable import Ingest
+import Ingest
+@testable import Tokenizers
 
 /// A word of megabytes is merged chunk by chunk: the same ids as one plain heap run over the whole word (the path
 /// the parity tests check against HF tokenizers), with the work and working memory bounded by a few chunks.
@@ -30,12 +33,17 @@ import Testing
         let abc = (0..<n).map { _ in UInt8(ascii: "a") + UInt8(rng.next() % 3) }
         let ab = (0..<n).map { _ in UInt8(ascii: "a") + UInt8(rng.next() % 2) }
         let runs = (0..<n).map { i in i % 1000 == 999 ? UInt8(ascii: "b") : UInt8(ascii: "a") }
-        return [abc, ab, runs, [UInt8](repeating: UInt8(ascii: "a"), count: n), Array(String(repeating: "abc", count: n / 3).utf8)]
+        return [
+            abc, ab, runs, [UInt8](repeating: UInt8(ascii: "a"), count: n),
+            Array(String(repeating: "abc", count: n / 3).utf8),
+        ]
     }
 
     static func merge(_ t: Tokenizer, _ word: [UInt8], chunked: Bool) -> MergeScratch {
         var m = MergeScratch()
-        word.withUnsafeBufferPointer { m.merge($0.baseAddress!, $0.count, t.model.encoderTables.merge, chunked: chunked) }
+        word.withUnsafeBufferPointer {
+            m.merge($0.baseAddress!, $0.count, t.model.encoderTables.merge, chunked: chunked)
+        }
         return m
     }
 
