@@ -157,15 +157,12 @@ import Tokenizers
         p.standardOutput = FileHandle.nullDevice
         p.standardError = FileHandle.nullDevice
         try p.run()
-        // SFT checkpoints every 6 steps: kill once the first is there and before the run is over.
-        let checkpoints = dir + "/seed-4/models/sft/run/checkpoints"
+        // SFT checkpoints every 6 steps: kill once the first is there (`latest` names it: a checkpoint directory
+        // renamed into place a moment before `latest` is written is not yet one a run resumes from) and before the
+        // run is over.
+        let latest = dir + "/seed-4/models/sft/run/latest"
         let deadline = Date().addingTimeInterval(120)
-        while Date() < deadline,
-            ((try? FileManager.default.contentsOfDirectory(atPath: checkpoints)) ?? []).filter({ !$0.contains(".tmp") })
-                .isEmpty
-        {
-            usleep(2000)
-        }
+        while Date() < deadline, !FileManager.default.fileExists(atPath: latest) { usleep(2000) }
         kill(p.processIdentifier, SIGKILL)
         p.waitUntilExit()
         let stopped = try String(contentsOfFile: dir + "/seed-4/models/sft/run/metrics.jsonl", encoding: .utf8).split(

@@ -124,7 +124,7 @@ import Train
         let im = try InferenceModel.load(path: dir)
         #expect(try im.chatTemplate("auto") == .chatML(defaultSystem: "You are tiny."))
         #expect(try im.chatTemplate("none") == .none)
-        #expect(throws: InferError.self) { try im.chatTemplate("jinja") }
+        #expect(throws: ModelError.self) { try im.chatTemplate("jinja") }
         #expect(
             ChatTemplate.chatML(defaultSystem: "S").render("Hi")
                 == "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
