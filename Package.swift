@@ -122,6 +122,7 @@ let package = Package(
             dependencies: ["Support", "Checkpoint", "Tokenizers", "Train", "Models", "Format", "Ingest", "Infer"],
             path: "Tests/TestSupport"),
         .testTarget(name: "SupportTests", dependencies: ["Support"]),
+        .testTarget(name: "CheckpointTests", dependencies: ["TestSupport", "Checkpoint", "Support"]),
         .testTarget(
             name: "FormatTests",
             dependencies: [

@@ -13,7 +13,8 @@ export OREO_REQUIRE_FIXTURES=1
 # `swift format format -i -r Sources Tests Package.swift` fixes what this reports.
 swift format lint --strict --parallel -r Sources Tests Package.swift
 
-swift build -c release
+# One build serves both the checks below and the tests (`swift test` alone would rebuild with testing enabled).
+swift build -c release --build-tests -Xswiftc -enable-testing
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 .build/release/oreo synth --out "$tmp/u16" --trajectories 500 --vocab 50257 >/dev/null 2>&1
@@ -21,4 +22,4 @@ trap 'rm -rf "$tmp"' EXIT
 python3 scripts/check_manifest_schema.py "$tmp/u16" "$tmp/u32"
 
 # Last, so its closing line is the run's closing line.
-swift test -c release
+swift test -c release --skip-build

@@ -52,13 +52,15 @@ func runFormatBench(args: [String]) throws {
         // the shard's record of checked blocks.
         var sink: UInt64 = 0
         let firstTime = try threadSeconds {
-            for shard in dataset.shards {
+            for k in 0..<dataset.shardCount {
+                let shard = try dataset.shard(k)
                 let c = shard.cursor(cacheBlocks: 1)
                 for i in 0..<shard.trajectoryCount { sink &+= sum(try c.tokens(i)) }
             }
         }
         let streamTime = try medianSeconds(repeats: 5) {
-            for shard in dataset.shards {
+            for k in 0..<dataset.shardCount {
+                let shard = try dataset.shard(k)
                 let c = shard.cursor(cacheBlocks: 1)
                 for i in 0..<shard.trajectoryCount { sink &+= sum(try c.tokens(i)) }
             }
@@ -67,7 +69,8 @@ func runFormatBench(args: [String]) throws {
         let batch = UnsafeMutablePointer<UInt32>.allocate(capacity: 1 << 24)
         defer { batch.deallocate() }
         let batchTime = try medianSeconds(repeats: 5) {
-            for shard in dataset.shards {
+            for k in 0..<dataset.shardCount {
+                let shard = try dataset.shard(k)
                 let c = shard.cursor(cacheBlocks: 1)
                 for i in 0..<shard.trajectoryCount { try c.tokens(i).copy(into: batch) }
             }
@@ -75,10 +78,14 @@ func runFormatBench(args: [String]) throws {
         if sink == 42 { print("") }
         streamRates[compression.description] = tokenBytes / streamTime
         // Random access with the block cached: trajectories inside the block of trajectory 0.
-        let shard = dataset.shards[0]
+        let shard = try dataset.shard(0)
         let c = shard.cursor()
         let ids = shard.columnList.first { $0.column.name == ColumnName.tokenIDs }!.column
-        let inFirstBlock = shard.tokenOffsets.prefix { $0 < ids.blocks[0].elementCount }.count - 1
+        let inFirstBlock =
+            (0..<shard.trajectoryCount).first {
+                (try? shard.tokenOffsets.range($0).upperBound) ?? 0 > Int(ids.blocks[0].elementCount)
+            }
+            ?? shard.trajectoryCount
         var rng = SplitMix64(seed: 1)
         let n = 100_000
         let picks = (0..<n).map { _ in Int.random(in: 0..<max(1, inFirstBlock), using: &rng) }
@@ -112,7 +119,8 @@ func runFormatBench(args: [String]) throws {
 
     let z3 = try Dataset(directory: dir + "/zstd-3")
     var blocks: [(UnsafeRawPointer, Int, Int)] = []
-    for s in z3.shards {
+    for k in 0..<z3.shardCount {
+        let s = try z3.shard(k)
         let base = s.main.file.bytes.baseAddress!
         let col = s.columnList.first { $0.column.name == ColumnName.tokenIDs }!.column
         for b in col.blocks where b.codec == .zstd {

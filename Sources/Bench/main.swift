@@ -1,7 +1,7 @@
 import Foundation
 import Train
 
-// Usage: Bench [format|tokenizer|ingest|train|oreo|decode|all] [options]. Each stage prints its throughput and its ratio to a baseline
+// Usage: Bench [format|tokenizer|ingest|train|oreo|decode|stream|all] [options]. Each stage prints its throughput and its ratio to a baseline
 // measured in the same run.
 BLASRuntime.ensurePreferredKernels()
 print(BLASRuntime.summary)
@@ -16,6 +16,8 @@ do {
     case "train": runTrainBench(args: rest)
     case "oreo": try runOREOBench(args: rest)
     case "decode": try runDecodeBench(args: rest)
+    // Not part of `all`: it writes 1.1 GB of datasets and runs the oreo executable.
+    case "stream": try runStreamBench(args: rest)
     case "all":
         try runFormatBench(args: [])
         runTokenizerBench(args: [])
@@ -24,7 +26,7 @@ do {
         try runOREOBench(args: [])
         try runDecodeBench(args: [])
     default:
-        print("usage: Bench [format|tokenizer|ingest|train|oreo|decode|all] [options]")
+        print("usage: Bench [format|tokenizer|ingest|train|oreo|decode|stream|all] [options]")
         exit(2)
     }
 } catch {

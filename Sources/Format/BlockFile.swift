@@ -2,9 +2,11 @@ import Support
 
 /// A validated, memory-mapped block container (a shard or a sidecar column file).
 ///
-/// Opening checks, before any column data is trusted: the file length against the tail, magic and version at
-/// both ends, the footer checksum, every block's range, and that blocks and zero padding tile the data area
-/// exactly, so every byte of the file is covered by some check.
+/// Opening checks, from the header, tail and footer alone (no column data is touched, so opening a cold file
+/// reads a few pages): the file length against the tail, magic and version at both ends, the footer checksum,
+/// every block's range, and that blocks and the padding between them tile the data area exactly. The padding's
+/// bytes are checked to be zero together with the block before them, the first time that block is read (and by
+/// `oreo verify`), so every byte of the file is still covered by some check before it is trusted.
 public final class BlockFile: Sendable {
     /// The mapping.
     public let file: MappedFile
@@ -12,6 +14,8 @@ public final class BlockFile: Sendable {
     public let footer: Footer
     /// Column index by name.
     public let columnIndex: [String: Int]
+    /// Per column and block: where the padding after the block ends (the next block's or the footer's offset).
+    private let paddingEnd: [[UInt64]]
 
     /// The file's path.
     public var path: String { file.path }
@@ -89,7 +93,7 @@ public final class BlockFile: Sendable {
         self.footer = footer
 
         var index: [String: Int] = [:]
-        var spans: [(offset: UInt64, end: UInt64)] = []
+        var spans: [(offset: UInt64, end: UInt64, column: Int, block: Int)] = []
         for (ci, c) in footer.columns.enumerated() {
             func colFail(_ block: Int?, _ reason: String) -> FormatError {
                 FormatError(.corruptFooter, path: path, column: c.name, block: block, reason)
@@ -121,29 +125,37 @@ public final class BlockFile: Sendable {
                 else {
                     throw colFail(bi, "stored range \(b.offset)..+\(b.storedLength) is outside the data area")
                 }
-                spans.append((b.offset, b.offset + b.storedLength))
+                spans.append((b.offset, b.offset + b.storedLength, ci, bi))
             }
             guard next == c.count else { throw colFail(nil, "blocks hold \(next) of \(c.count) elements") }
         }
         columnIndex = index
 
-        // Blocks and padding must tile [header, footer) exactly: no overlaps, no unexplained bytes.
+        // Blocks and padding must tile [header, footer) exactly: no overlaps, gaps shorter than the alignment.
         spans.sort { $0.offset < $1.offset }
+        var paddingEnd = footer.columns.map { [UInt64](repeating: 0, count: $0.blocks.count) }
         var cursor = UInt64(Container.headerSize)
-        func checkGap(upTo end: UInt64) throws {
+        var previous: (column: Int, block: Int)?
+        func close(upTo end: UInt64) throws {
             guard end >= cursor else { throw fail(.corruptFooter, offset: end, "blocks overlap") }
-            guard end - cursor < UInt64(Container.blockAlignment),
-                bytes[Int(cursor)..<Int(end)].allSatisfy({ $0 == 0 })
-            else {
+            guard end - cursor < UInt64(Container.blockAlignment) else {
                 throw fail(
                     .corruptFooter, offset: cursor, "\(end - cursor) bytes between blocks that belong to no block")
             }
+            if let (c, b) = previous { paddingEnd[c][b] = end }
         }
         for s in spans {
-            try checkGap(upTo: s.offset)
+            try close(upTo: s.offset)
             cursor = s.end
+            previous = (s.column, s.block)
         }
-        try checkGap(upTo: footerOffset)
+        try close(upTo: footerOffset)
+        self.paddingEnd = paddingEnd
+        // The padding before the first block shares the header's page: check it now.
+        let firstStart = spans.first?.offset ?? footerOffset
+        guard bytes[Container.headerSize..<Int(firstStart)].allSatisfy({ $0 == 0 }) else {
+            throw fail(.corruptFooter, offset: UInt64(Container.headerSize), "padding after the header is not zero")
+        }
     }
 
     /// The descriptor of a column, or nil.
@@ -151,7 +163,7 @@ public final class BlockFile: Sendable {
         columnIndex[name].map { footer.columns[$0] }
     }
 
-    /// The stored bytes of a block, after checking its checksum.
+    /// The stored bytes of a block, after checking its checksum and the padding after it.
     func verifiedStoredBytes(column c: ColumnDescriptor, block bi: Int) throws -> UnsafeRawBufferPointer {
         let b = c.blocks[bi]
         let stored = UnsafeRawBufferPointer(rebasing: file.bytes[Int(b.offset)..<Int(b.offset + b.storedLength)])
@@ -160,35 +172,19 @@ public final class BlockFile: Sendable {
                 .checksumMismatch, path: path, column: c.name, block: bi, offset: b.offset,
                 "block checksum mismatch")
         }
+        try checkPadding(column: c, block: bi)
         return stored
     }
 
-    /// Reads a whole raw-or-compressed column into an array after checking every block (for small columns).
-    func readWholeColumn<T: FixedWidthInteger>(_ name: String, as: T.Type) throws -> [T] {
-        guard let c = column(name) else {
-            throw FormatError(.missingColumn, path: path, column: name, "required column is missing")
+    /// Checks that the bytes between the end of block `bi` of `c` and the next block (or the footer) are zero.
+    func checkPadding(column c: ColumnDescriptor, block bi: Int) throws {
+        guard let ci = columnIndex[c.name] else { return }
+        let b = c.blocks[bi]
+        let start = Int(b.offset + b.storedLength), end = Int(paddingEnd[ci][bi])
+        guard file.bytes[start..<end].allSatisfy({ $0 == 0 }) else {
+            throw FormatError(
+                .corruptFooter, path: path, column: c.name, block: bi, offset: UInt64(start),
+                "\(end - start) bytes after the block belong to no block and are not zero")
         }
-        guard c.dtype.size == MemoryLayout<T>.size else {
-            throw FormatError(.inconsistent, path: path, column: name, "has dtype \(c.dtype)")
-        }
-        var out = [T](repeating: 0, count: Int(c.count))
-        let decompressor = ZstdDecompressor()
-        try out.withUnsafeMutableBytes { dst in
-            for bi in c.blocks.indices {
-                let b = c.blocks[bi]
-                let stored = try verifiedStoredBytes(column: c, block: bi)
-                let start = Int(b.firstElement) * c.dtype.size
-                let target = UnsafeMutableRawBufferPointer(
-                    rebasing: dst[start..<(start + Int(b.elementCount) * c.dtype.size)])
-                switch b.codec {
-                case .raw: target.copyMemory(from: stored)
-                case .zstd:
-                    if let err = decompressor.decompress(stored, into: target) {
-                        throw FormatError(.corruptBlock, path: path, column: name, block: bi, offset: b.offset, err)
-                    }
-                }
-            }
-        }
-        return out.map { T(littleEndian: $0) }
     }
 }

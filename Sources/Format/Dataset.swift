@@ -1,19 +1,26 @@
 import Foundation
 import Support
+import Synchronization
 
-/// An opened dataset directory: the manifest and its shards, validated against each other.
+/// An opened dataset directory: the manifest, with its shards opened on demand.
+///
+/// Opening reads the manifest and each shard's header, tail and footer, and checks them against each other (a
+/// few pages per shard, no column data; the shards are closed again). A shard is opened again when first used,
+/// and its blocks are checked as they are read. At most `openShardLimit` shards stay mapped at once (a dataset
+/// may list more shards than a process may map files), so memory does not grow with the dataset.
 public final class Dataset: Sendable {
     /// The directory.
     public let directory: String
     /// The manifest as read.
     public let manifest: Manifest
-    /// Opened shards in manifest order.
-    public let shards: [Shard]
     /// Global index of each shard's first trajectory, plus the total: [shards+1].
     public let firstTrajectory: [Int]
+    /// Shards kept open (mapped) at once; the least recently used is closed beyond this (cursors keep theirs).
+    public let openShardLimit: Int
+    private let opened: Mutex<OpenShards>
 
     /// Opens `directory`; refuses an incomplete dataset unless `allowIncomplete`.
-    public init(directory: String, allowIncomplete: Bool = false) throws {
+    public init(directory: String, allowIncomplete: Bool = false, openShardLimit: Int = 64) throws {
         self.directory = directory
         let manifest = try Manifest.read(directory: directory)
         let mpath = directory + "/" + Manifest.fileName
@@ -22,17 +29,56 @@ public final class Dataset: Sendable {
                 .manifest, path: mpath, "dataset is incomplete (a writer was interrupted or is still running)")
         }
         self.manifest = manifest
-        var shards: [Shard] = []
         var first = [0]
+        first.reserveCapacity(manifest.shards.count + 1)
         for e in manifest.shards {
-            let shard = try Shard(
-                path: directory + "/" + e.file, sidecars: e.sidecars.map { directory + "/" + $0.file })
-            try Dataset.check(e, against: shard, manifest: manifest, manifestPath: mpath)
-            shards.append(shard)
-            first.append(first.last! + shard.trajectoryCount)
+            try Dataset.checkSize(directory + "/" + e.file, e.bytes, manifestPath: mpath)
+            for sc in e.sidecars { try Dataset.checkSize(directory + "/" + sc.file, sc.bytes, manifestPath: mpath) }
+            guard e.trajectories <= UInt64(Int.max) - UInt64(first.last!) else {
+                throw FormatError(.manifest, path: mpath, "trajectory counts overflow")
+            }
+            first.append(first.last! + Int(e.trajectories))
         }
-        self.shards = shards
         firstTrajectory = first
+        self.openShardLimit = max(1, openShardLimit)
+        opened = Mutex(OpenShards())
+        // Every footer against the manifest now, so that a mismatch stops a job before it starts.
+        for i in 0..<manifest.shards.count { _ = try openShard(i) }
+    }
+
+    /// Number of shards.
+    public var shardCount: Int { manifest.shards.count }
+
+    /// Path of shard `i`.
+    public func shardPath(_ i: Int) -> String { directory + "/" + manifest.shards[i].file }
+
+    /// Shard `i`, opened (and checked against the manifest) on first use.
+    public func shard(_ i: Int) throws -> Shard {
+        precondition(i >= 0 && i < shardCount, "shard \(i) out of range 0..<\(shardCount)")
+        if let s = opened.withLock({ $0.take(i) }) { return s }
+        let shard = try openShard(i)
+        opened.withLock { $0.insert(i, shard, limit: openShardLimit) }
+        return shard
+    }
+
+    private func openShard(_ i: Int) throws -> Shard {
+        let e = manifest.shards[i]
+        let shard = try Shard(path: shardPath(i), sidecars: e.sidecars.map { directory + "/" + $0.file })
+        try Dataset.check(e, against: shard, manifest: manifest, manifestPath: directory + "/" + Manifest.fileName)
+        return shard
+    }
+
+    /// A listed file must exist with its listed size (one `stat`: no data is read).
+    static func checkSize(_ path: String, _ bytes: UInt64, manifestPath: String) throws {
+        var st = stat()
+        guard stat(path, &st) == 0 else {
+            throw FormatError(.io, path: path, FileReadError.errno(errno, path: path).reason)
+        }
+        guard UInt64(st.st_size) == bytes else {
+            throw FormatError(
+                .inconsistent, path: path,
+                "is \(st.st_size) bytes, the manifest says \(bytes) (manifest \(manifestPath))")
+        }
     }
 
     static func check(_ e: ShardEntry, against s: Shard, manifest m: Manifest, manifestPath: String) throws {
@@ -70,7 +116,7 @@ public final class Dataset: Sendable {
     /// (shard index, index within the shard) of global trajectory `i`.
     public func locate(_ i: Int) -> (shard: Int, local: Int)? {
         guard i >= 0, i < trajectoryCount else { return nil }
-        var lo = 0, hi = shards.count
+        var lo = 0, hi = shardCount
         while hi - lo > 1 {
             let mid = (lo + hi) / 2
             if firstTrajectory[mid] <= i { lo = mid } else { hi = mid }
@@ -90,8 +136,13 @@ public final class Dataset: Sendable {
     /// shard. Returns one report per file; never throws for content problems.
     public func verify(progress: (Int, Int) -> Void = { _, _ in }) -> [FileReport] {
         var reports: [FileReport] = []
-        for (i, (e, shard)) in zip(manifest.shards, shards).enumerated() {
-            progress(i, shards.count)
+        for (i, e) in manifest.shards.enumerated() {
+            progress(i, shardCount)
+            let shard: Shard
+            do { shard = try self.shard(i) } catch {
+                reports.append(FileReport(path: shardPath(i), error: "\(error)"))
+                continue
+            }
             func mismatch(_ file: BlockFile, _ expected: String) -> String? {
                 let actual = Checksum.hex(Checksum.xxh3(file.file.bytes))
                 return actual == expected ? nil : "file checksum \(actual) differs from the manifest's \(expected)"
@@ -107,35 +158,105 @@ public final class Dataset: Sendable {
             }
             reports.append(FileReport(path: shard.path, error: shardError))
         }
-        progress(shards.count, shards.count)
+        progress(shardCount, shardCount)
         return reports
     }
 
     /// Adds per-token f32 column `name` to every shard as sidecar files, then rewrites the manifest.
     ///
-    /// `values(shard, cursor, i)` returns trajectory i's values (one per token). An interrupted run leaves the
-    /// previous manifest in force; running again rewrites the sidecars.
+    /// `values(shard, cursor, i)` returns trajectory i's values (one per token). Each shard's sidecar appears
+    /// under its final name when complete, and the manifest changes only once every shard has one, so an
+    /// interrupted run leaves the previous manifest in force. Running again keeps the finished sidecars whose
+    /// `producer` (what computed the values: a model's fingerprint) is the same, and writes the rest; stale
+    /// temporaries of dead writers are removed first. With `maxTrajectories`, the run stops once that many
+    /// trajectories have values: the shards finished by then are kept for the next run, and the manifest is not
+    /// changed.
     public func addTokenColumn(
-        _ name: String, compression: Compression = .zstd(level: 3),
-        values: (Int, ShardCursor, Int) throws -> [Float]
-    ) throws -> Manifest {
+        _ name: String, compression: Compression = .zstd(level: 3), producer: String = "",
+        maxTrajectories: Int = .max, values: (Int, ShardCursor, Int) throws -> [Float]
+    ) throws -> TokenColumnResult {
         var m = manifest
         guard !m.tokenColumns.contains(name) else {
             throw FormatError(.invalidArgument, path: directory, "dataset already has token column '\(name)'")
         }
-        for (si, shard) in shards.enumerated() {
+        DatasetWriter.removeTemporaries(in: directory)
+        var result = TokenColumnResult()
+        for si in 0..<shardCount {
+            let shard = try self.shard(si)
             let file =
                 (m.shards[si].file.hasSuffix(".oreo") ? String(m.shards[si].file.dropLast(5)) : m.shards[si].file)
                 + ".\(name).oreocol"
-            let w = try SidecarWriter(path: directory + "/" + file, shard: shard, name: name, compression: compression)
+            let path = directory + "/" + file
+            if let kept = Dataset.finishedSidecar(path, of: shard, column: name, producer: producer) {
+                m.shards[si].sidecars.append(SidecarEntry(column: name, file: file, bytes: kept.bytes, xxh3: kept.xxh3))
+                result.reusedShards += 1
+                continue
+            }
+            let w = try SidecarWriter(
+                path: path, shard: shard, name: name, compression: compression, producer: producer)
             let cursor = shard.cursor()
-            for i in 0..<shard.trajectoryCount { try w.append(try values(si, cursor, i)) }
+            for i in 0..<shard.trajectoryCount {
+                // Dropping the unfinished writer removes its temporary file.
+                if result.trajectories >= maxTrajectories { return result }
+                try w.append(try values(si, cursor, i))
+                result.trajectories += 1
+            }
             let (bytes, sum) = try w.finish()
             m.shards[si].sidecars.append(SidecarEntry(column: name, file: file, bytes: bytes, xxh3: Checksum.hex(sum)))
+            result.writtenShards += 1
         }
         m.tokenColumns.append(name)
         try m.write(directory: directory)
-        return m
+        result.manifest = m
+        return result
+    }
+
+    /// A sidecar at `path` that an earlier run finished for `shard`, with the same column and producer: its
+    /// size and whole-file checksum (its blocks are checked when read, like every block). nil otherwise.
+    static func finishedSidecar(_ path: String, of shard: Shard, column: String, producer: String) -> (
+        bytes: UInt64, xxh3: String
+    )? {
+        guard FileManager.default.fileExists(atPath: path),
+            let f = try? BlockFile(path: path, magic: Container.sidecarMagic)
+        else { return nil }
+        let footer = f.footer
+        guard footer.trajectories == UInt64(shard.trajectoryCount), footer.tokens == UInt64(shard.tokenCount),
+            footer.sources == SidecarWriter.sources(producer), footer.columns.count == 1,
+            footer.columns[0].name == ColumnName.tokenPrefix + column, footer.columns[0].dtype == .f32
+        else { return nil }
+        return (UInt64(f.file.bytes.count), Checksum.hex(Checksum.xxh3(f.file.bytes)))
+    }
+}
+
+/// What `Dataset.addTokenColumn` did.
+public struct TokenColumnResult: Sendable {
+    /// The manifest with the new column; nil when `maxTrajectories` stopped the run first.
+    public var manifest: Manifest?
+    /// Shards whose finished sidecar from an earlier run (same producer) was kept.
+    public var reusedShards = 0
+    /// Shards whose sidecar this run wrote.
+    public var writtenShards = 0
+    /// Trajectories whose values this run computed.
+    public var trajectories = 0
+}
+
+/// The shards a `Dataset` keeps open, least recently used first.
+struct OpenShards {
+    private var entries: [(index: Int, shard: Shard)] = []
+
+    /// Shard `i` if open, marked most recently used.
+    mutating func take(_ i: Int) -> Shard? {
+        guard let k = entries.firstIndex(where: { $0.index == i }) else { return nil }
+        let e = entries.remove(at: k)
+        entries.append(e)
+        return e.shard
+    }
+
+    /// Adds shard `i` (another thread may have opened it meanwhile: keep one), closing the oldest beyond `limit`.
+    mutating func insert(_ i: Int, _ shard: Shard, limit: Int) {
+        if take(i) != nil { return }
+        entries.append((i, shard))
+        if entries.count > limit { entries.removeFirst(entries.count - limit) }
     }
 }
 
@@ -209,10 +330,14 @@ public final class DatasetWriter {
         DatasetWriter.removeTemporaries(in: directory)
     }
 
-    /// Deletes `*.tmp-*` files left by interrupted writers.
+    /// Deletes `*.tmp-PID` files left by writers that are no longer running (a live process's are its own).
     public static func removeTemporaries(in directory: String) {
         let items = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
-        for f in items where f.contains(".tmp-") { unlink(directory + "/" + f) }
+        for f in items {
+            guard let r = f.range(of: ".tmp-", options: .backwards) else { continue }
+            if let pid = Int32(f[r.upperBound...]), pid != getpid(), kill(pid, 0) == 0 || errno == EPERM { continue }
+            unlink(directory + "/" + f)
+        }
     }
 
     /// Appends a trajectory whose `sourceFile` field is ignored in favour of `source` (a file name).

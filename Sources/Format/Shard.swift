@@ -17,12 +17,12 @@ public final class Shard: Sendable {
     public let main: BlockFile
     /// Sidecar files (one per added column).
     public let sidecars: [BlockFile]
-    /// First token of each trajectory, plus the total: [T+1].
-    public let tokenOffsets: [UInt64]
-    /// First step of each trajectory, plus the total: [T+1].
-    public let stepOffsets: [UInt64]
-    /// First metadata byte of each trajectory, plus the total: [T+1].
-    public let metaOffsets: [UInt64]
+    /// First token of each trajectory, plus the total: [T+1], read in place.
+    public let tokenOffsets: OffsetColumn
+    /// First step of each trajectory, plus the total: [T+1], read in place.
+    public let stepOffsets: OffsetColumn
+    /// First metadata byte of each trajectory, plus the total: [T+1], read in place.
+    public let metaOffsets: OffsetColumn
     let columns: [ResolvedColumn]
     let handles: [String: Int]
     // Blocks whose checksum (and id range) passed in this process, shared by all cursors: later epochs and
@@ -61,7 +61,8 @@ public final class Shard: Sendable {
         (ColumnName.meta, .metaByte, [.u8]), (ColumnName.tokenIDs, .token, [.u16, .u32]),
     ]
 
-    /// Opens and validates a shard and its sidecar column files.
+    /// Opens and validates a shard and its sidecar column files from their headers, tails and footers: no
+    /// column data is read until a cursor asks for it (and checks it then).
     public init(path: String, sidecars sidecarPaths: [String] = []) throws {
         let main = try BlockFile(path: path, magic: Container.magic)
         self.main = main
@@ -88,9 +89,9 @@ public final class Shard: Sendable {
         stepCount = Int(f.steps)
         vocabSize = Int(f.vocabSize)
         tokenDType = ids.dtype
-        tokenOffsets = try Shard.loadOffsets(main, ColumnName.tokenOffsets, total: f.tokens)
-        stepOffsets = try Shard.loadOffsets(main, ColumnName.stepOffsets, total: f.steps)
-        metaOffsets = try Shard.loadOffsets(main, ColumnName.metaOffsets, total: f.metaBytes)
+        tokenOffsets = try OffsetColumn(main, ColumnName.tokenOffsets, total: f.tokens)
+        stepOffsets = try OffsetColumn(main, ColumnName.stepOffsets, total: f.steps)
+        metaOffsets = try OffsetColumn(main, ColumnName.metaOffsets, total: f.metaBytes)
 
         var sidecars: [BlockFile] = []
         for p in sidecarPaths {
@@ -119,21 +120,8 @@ public final class Shard: Sendable {
                     throw FormatError(
                         .inconsistent, path: file.path, column: c.name, "column also stored in another file")
                 }
-                let parents: [UInt64]? =
-                    switch c.level {
-                    case .token: tokenOffsets
-                    case .step: stepOffsets
-                    case .metaByte: metaOffsets
-                    case .trajectory, .offsets: nil
-                    }
-                // Ragged blocks must start at trajectory boundaries so one trajectory never spans two blocks.
-                if let parents {
-                    for (bi, b) in c.blocks.enumerated() where !Shard.contains(parents, b.firstElement) {
-                        throw FormatError(
-                            .inconsistent, path: file.path, column: c.name, block: bi, offset: b.offset,
-                            "block starts at element \(b.firstElement), inside a trajectory")
-                    }
-                }
+                // Ragged blocks must start at trajectory boundaries so that one trajectory never spans two blocks:
+                // the cursor refuses a range that crosses a block when it reads one, and `oreo verify` reads all.
                 handles[c.name] = columns.count
                 columns.append(ResolvedColumn(file: file, descriptor: c, blockStarts: c.blocks.map(\.firstElement)))
             }
@@ -149,28 +137,6 @@ public final class Shard: Sendable {
 
     func markVerified(_ column: Int, _ block: Int) {
         _ = verifiedBlocks.withLock { $0.insert(column << 40 | block) }
-    }
-
-    private static func loadOffsets(_ file: BlockFile, _ name: String, total: UInt64) throws -> [UInt64] {
-        let v = try file.readWholeColumn(name, as: UInt64.self)
-        guard v.first == 0, v.last == total else {
-            throw FormatError(
-                .inconsistent, path: file.path, column: name,
-                "offsets run from \(v.first ?? 0) to \(v.last ?? 0), expected 0 to \(total)")
-        }
-        for i in 1..<v.count where v[i] < v[i - 1] {
-            throw FormatError(.inconsistent, path: file.path, column: name, "offset \(i) decreases")
-        }
-        return v
-    }
-
-    private static func contains(_ sorted: [UInt64], _ value: UInt64) -> Bool {
-        var lo = 0, hi = sorted.count
-        while lo < hi {
-            let mid = (lo + hi) / 2
-            if sorted[mid] < value { lo = mid + 1 } else { hi = mid }
-        }
-        return lo < sorted.count && sorted[lo] == value
     }
 
     /// A new cursor for reading this shard on the calling thread.

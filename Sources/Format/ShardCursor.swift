@@ -16,13 +16,14 @@ public final class ShardCursor {
     private let last: UnsafeMutablePointer<LastHit>
     private var lastOwner: [AnyObject?]
     private let elementSize: [Int]
-    private let tokenOffsets: [UInt64], stepOffsets: [UInt64], metaOffsets: [UInt64]
+    private let tokenOffsets: OffsetColumn, stepOffsets: OffsetColumn, metaOffsets: OffsetColumn
     private let trajectoryCount: Int
     private let tokenDType: DType
     private let hasher = StreamingChecksum()
     private var spare: [BlockBuffer] = []
     private let hTokens: Int, hPrompt: Int, hReward: Int, hGroup: Int, hSource: Int, hLine: Int
     private let hFlags: Int, hStepEnd: Int, hMeta: Int
+    private let hTokenOffsets: Int, hStepOffsets: Int, hMetaOffsets: Int
 
     init(shard: Shard, cacheBlocks: Int) {
         self.shard = shard
@@ -48,6 +49,9 @@ public final class ShardCursor {
         hFlags = h[ColumnName.flags]!
         hStepEnd = h[ColumnName.stepEnd]!
         hMeta = h[ColumnName.meta]!
+        hTokenOffsets = h[ColumnName.tokenOffsets]!
+        hStepOffsets = h[ColumnName.stepOffsets]!
+        hMetaOffsets = h[ColumnName.metaOffsets]!
     }
 
     deinit { last.deallocate() }
@@ -61,11 +65,11 @@ public final class ShardCursor {
             throw FormatError(
                 .invalidArgument, path: shard.path, "trajectory \(i) out of range 0..<\(shard.trajectoryCount)")
         }
-        let tokRange = range(tokenOffsets, i)
+        let tokRange = try tokenRange(i)
         let raw = try slice(hTokens, tokRange)
         let tokens = TokenSlice(dtype: tokenDType, owner: raw.owner, base: raw.base, count: tokRange.count)
         let prompt = Int(try scalar(hPrompt, i, as: UInt32.self))
-        let steps: ColumnSlice<UInt32> = try typed(hStepEnd, range(stepOffsets, i))
+        let steps: ColumnSlice<UInt32> = try typed(hStepEnd, try range(hStepOffsets, stepOffsets, i))
         let sourceIndex = Int(try scalar(hSource, i, as: UInt32.self))
         func bad(_ reason: String) -> FormatError {
             FormatError(.inconsistent, path: shard.path, "trajectory \(i): \(reason)")
@@ -85,7 +89,7 @@ public final class ShardCursor {
             group: try scalar(hGroup, i, as: UInt64.self), stepEnds: steps,
             sourceFile: shard.main.footer.sources[sourceIndex], sourceLine: try scalar(hLine, i, as: UInt64.self),
             flags: TrajectoryFlags(rawValue: try scalar(hFlags, i, as: UInt32.self)),
-            meta: try typed(hMeta, range(metaOffsets, i)))
+            meta: try typed(hMeta, try range(hMetaOffsets, metaOffsets, i)))
     }
 
     /// Prompt length, token count, reward, group and flags of trajectory `i`, without decompressing its
@@ -95,7 +99,7 @@ public final class ShardCursor {
             throw FormatError(
                 .invalidArgument, path: shard.path, "trajectory \(i) out of range 0..<\(shard.trajectoryCount)")
         }
-        let tokens = range(tokenOffsets, i).count
+        let tokens = try tokenRange(i).count
         let prompt = Int(try scalar(hPrompt, i, as: UInt32.self))
         guard prompt <= tokens else {
             throw FormatError(
@@ -115,7 +119,7 @@ public final class ShardCursor {
             throw FormatError(
                 .invalidArgument, path: shard.path, "trajectory \(i) out of range 0..<\(shard.trajectoryCount)")
         }
-        let r = range(tokenOffsets, i)
+        let r = try tokenRange(i)
         let raw = try slice(hTokens, r)
         return TokenSlice(dtype: tokenDType, owner: raw.owner, base: raw.base, count: r.count)
     }
@@ -129,7 +133,7 @@ public final class ShardCursor {
             throw FormatError(
                 .invalidArgument, path: shard.path, "trajectory \(i) out of range 0..<\(shard.trajectoryCount)")
         }
-        return try typed(h, range(tokenOffsets, i))
+        return try typed(h, try tokenRange(i))
     }
 
     /// Reads every block of every column, checking checksums, decompressed sizes and token ranges, then every
@@ -144,7 +148,24 @@ public final class ShardCursor {
         }
     }
 
-    private func range(_ offsets: [UInt64], _ i: Int) -> Range<Int> { Int(offsets[i])..<Int(offsets[i + 1]) }
+    private func tokenRange(_ i: Int) throws -> Range<Int> { try range(hTokenOffsets, tokenOffsets, i) }
+
+    /// Trajectory `i`'s child elements from offsets column `h`, whose blocks are checked on first use.
+    @inline(__always) private func range(_ h: Int, _ offsets: OffsetColumn, _ i: Int) throws -> Range<Int> {
+        let k = offsets.block(of: i), k2 = offsets.block(of: i + 1)
+        if !verified[h][k] { try verifyOffsets(h, k) }
+        if k2 != k && !verified[h][k2] { try verifyOffsets(h, k2) }
+        return try offsets.range(i)
+    }
+
+    private func verifyOffsets(_ h: Int, _ bi: Int) throws {
+        if !shard.isVerified(h, bi) {
+            let col = shard.columns[h]
+            _ = try col.file.verifiedStoredBytes(column: col.descriptor, block: bi)
+            shard.markVerified(h, bi)
+        }
+        verified[h][bi] = true
+    }
 
     private func typed<T: BitwiseCopyable>(_ h: Int, _ r: Range<Int>) throws -> ColumnSlice<T> {
         let s = try slice(h, r)
@@ -272,6 +293,7 @@ public final class ShardCursor {
                 .checksumMismatch, path: col.file.path, column: col.descriptor.name, block: bi,
                 offset: b.offset, "block checksum mismatch")
         }
+        try col.file.checkPadding(column: col.descriptor, block: bi)
         try rangeError(h, bi, maxID)
     }
 

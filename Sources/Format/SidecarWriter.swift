@@ -7,13 +7,14 @@ public final class SidecarWriter {
     public let name: String
     private let file: BlockFileWriter
     private let column: Int
-    private let tokenOffsets: [UInt64]
+    private let tokenOffsets: OffsetColumn
     private var trajectories = 0
+    private let producer: String
 
-    /// Starts a sidecar for `shard`, holding column `token.<name>`.
+    /// Starts a sidecar for `shard`, holding column `token.<name>`; `producer` names what computes the values.
     public init(
         path: String, shard: Shard, name: String, compression: Compression = .zstd(level: 3),
-        blockBytes: Int = 1 << 20
+        blockBytes: Int = 1 << 20, producer: String = ""
     ) throws {
         guard !name.isEmpty, name != "ids", name.utf8.count <= 200, !name.contains("/") else {
             throw FormatError(.invalidArgument, path: path, "invalid token column name '\(name)'")
@@ -23,6 +24,7 @@ public final class SidecarWriter {
         }
         self.path = path
         self.name = name
+        self.producer = producer
         tokenOffsets = shard.tokenOffsets
         file = try BlockFileWriter(
             path: path, magic: Container.sidecarMagic, compression: compression,
@@ -35,7 +37,7 @@ public final class SidecarWriter {
         guard trajectories < tokenOffsets.count - 1 else {
             throw FormatError(.invalidArgument, path: path, "more trajectories than the shard holds")
         }
-        let expected = Int(tokenOffsets[trajectories + 1] - tokenOffsets[trajectories])
+        let expected = try tokenOffsets.range(trajectories).count
         guard values.count == expected else {
             throw FormatError(
                 .invalidArgument, path: path,
@@ -55,7 +57,11 @@ public final class SidecarWriter {
         }
         return try file.finish(
             footer: Footer(
-                trajectories: UInt64(trajectories), steps: 0, tokens: tokenOffsets.last!,
-                metaBytes: 0, vocabSize: 0, sources: [], columns: []))
+                trajectories: UInt64(trajectories), steps: 0, tokens: tokenOffsets.total,
+                metaBytes: 0, vocabSize: 0, sources: SidecarWriter.sources(producer), columns: []))
     }
+
+    /// A sidecar's footer names what computed its values in its source list (empty when not told), so that
+    /// a later run reuses only sidecars of the same producer.
+    static func sources(_ producer: String) -> [String] { producer.isEmpty ? [] : ["producer: " + producer] }
 }

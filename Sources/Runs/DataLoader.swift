@@ -30,7 +30,8 @@ public final class DataLoader {
     private var positive: [Bool]
     private var order: [Int32] = []
     private var orderEpoch = -1
-    private var cursors: [ShardCursor?]
+    /// Cursors of the shards read last, most recent last (bounded: a dataset may have more shards than can be open).
+    private var cursors: [(shard: Int, cursor: ShardCursor)] = []
 
     /// Plans every unit of `dataset` (reading only per-trajectory scalars), checks the data for `selection`,
     /// and refuses what cannot be trained on with the reason. `sequenceLimit` is the model's position limit.
@@ -56,15 +57,20 @@ public final class DataLoader {
         var limit = min(sequenceLimit, config.tokensPerMicroBatch)
         if config.maxLength > 0 { limit = min(limit, config.maxLength) }
         let total = dataset.trajectoryCount
+        guard total <= Int(Int32.max) else {
+            throw DataError(
+                "\(dataset.directory): \(total) trajectories; this loader indexes at most \(Int32.max) (split the dataset)"
+            )
+        }
         report.trajectories = total
         report.maxLength = limit
         keptLength = [Int32](repeating: 0, count: total)
         positive = [Bool](repeating: false, count: total)
-        cursors = Array(repeating: nil, count: dataset.shards.count)
         var groups: [UInt64: (pos: [Int32], neg: [Int32])] = [:]
         var groupOrder: [UInt64] = []
         var eligible = [Bool](repeating: false, count: total)
-        for (si, shard) in dataset.shards.enumerated() {
+        for si in 0..<dataset.shardCount {
+            let shard = try dataset.shard(si)
             let cursor = shard.cursor()
             for local in 0..<shard.trajectoryCount {
                 let g = dataset.firstTrajectory[si] + local
@@ -304,17 +310,23 @@ public final class DataLoader {
         position.microBatches += 1
     }
 
-    private func cursor(_ shard: Int) -> ShardCursor {
-        if let c = cursors[shard] { return c }
-        let c = dataset.shards[shard].cursor(cacheBlocks: 2 * config.mixWindows + 2)
-        cursors[shard] = c
+    private func cursor(_ shard: Int) throws -> ShardCursor {
+        if let k = cursors.lastIndex(where: { $0.shard == shard }) {
+            let c = cursors[k].cursor
+            if k != cursors.count - 1 { cursors.append(cursors.remove(at: k)) }
+            return c
+        }
+        let c = try dataset.shard(shard).cursor(cacheBlocks: 2 * config.mixWindows + 2)
+        cursors.append((shard, c))
+        // A run of `mixWindows` windows touches a few shards at most; keep a few more.
+        if cursors.count > 2 * config.mixWindows + 4 { cursors.removeFirst() }
         return c
     }
 
     /// Appends trajectory `g` as one sequence: targets on its response tokens only.
     private func append(_ g: Int, to batch: TrainingBatch) throws {
         guard let (si, local) = dataset.locate(g) else { throw DataError("trajectory \(g) outside the dataset") }
-        let c = cursor(si)
+        let c = try cursor(si)
         let view = try c.trajectory(local)
         let length = Int(keptLength[g]), p = view.promptLength
         let start = batch.packed.tokens.count
@@ -337,7 +349,7 @@ public final class DataLoader {
                 let v = i >= p - 1 && i + 1 < length ? ref[i + 1] : 0
                 guard v.isFinite else {
                     throw DataError(
-                        "\(dataset.shards[si].path): trajectory \(local) token \(i + 1): reference log-prob \(v) in column '\(referenceColumn)' is not a finite log-probability"
+                        "\(dataset.shardPath(si)): trajectory \(local) token \(i + 1): reference log-prob \(v) in column '\(referenceColumn)' is not a finite log-probability"
                     )
                 }
                 batch.refLogProbs.append(v)

@@ -1,5 +1,6 @@
 import Format
 import Foundation
+import Support
 import Train
 
 /// What `ReferenceScorer.score` did.
@@ -10,6 +11,10 @@ public struct ScoreSummary: Sendable, Equatable {
     public var overlong = 0
     /// Forward passes run.
     public var batches = 0
+    /// Shards whose column an earlier, interrupted run of the same model had finished (kept, not scored again).
+    public var reusedShards = 0
+    /// Whether the column was added (false when `maxTrajectories` stopped the run first).
+    public var complete = false
 }
 
 /// Adds a per-token reference log-prob column to a dataset, so k3-KL OREO, DPO, KTO and DQO train without a
@@ -24,10 +29,11 @@ public enum ReferenceScorer {
     /// sidecar files and the manifest is rewritten only at the end, so an interrupted run leaves the dataset as
     /// it was. `progress(tokensDone, tokensTotal)`.
     /// The dataset is first checked against the model (vocabulary; tokenizer fingerprint against
-    /// `tokenizerDirectory`/tokenizer.json when given).
+    /// `tokenizerDirectory`/tokenizer.json when given). A run stopped early (killed, or by `maxTrajectories`)
+    /// leaves its finished shards' columns, which the next run with the same model keeps.
     public static func score(
         dataset: Dataset, model: TransformerModel, column: String = defaultColumn,
-        tokenizerDirectory: String? = nil,
+        tokenizerDirectory: String? = nil, maxTrajectories: Int = .max,
         progress: (Int, Int) -> Void = { _, _ in }
     ) throws -> ScoreSummary {
         _ = try Compatibility.check(dataset: dataset, model: model.config, tokenizerDirectory: tokenizerDirectory)
@@ -38,7 +44,13 @@ public enum ReferenceScorer {
         var cache: [[Float]] = []
         var logProbs: [Float] = []
         var batch = PackedBatch(tokens: [], sequenceLengths: [], targets: [])
-        _ = try dataset.addTokenColumn(column) { si, cursor, i in
+        // The values depend on the weights and the position limit (NaN past it): a sidecar is reused only when both
+        // are the same.
+        let weights = Checksum.xxh3(
+            UnsafeRawBufferPointer(start: model.parameters.pointer, count: model.parameters.count * 4))
+        let producer = "reference log-probs, weights xxh3 \(Checksum.hex(weights)), \(limit) positions"
+        let result = try dataset.addTokenColumn(column, producer: producer, maxTrajectories: maxTrajectories) {
+            si, cursor, i in
             if si != cacheShard || i < cacheFirst || i >= cacheFirst + cache.count {
                 // Pack trajectories i, i+1, ... of this shard into one forward pass.
                 batch.tokens.removeAll(keepingCapacity: true)
@@ -46,7 +58,8 @@ public enum ReferenceScorer {
                 batch.sequenceLengths.removeAll(keepingCapacity: true)
                 var full: [Int] = []
                 var j = i
-                while j < cursor.count {
+                let end = min(cursor.count, i + max(1, maxTrajectories - summary.trajectories))
+                while j < end {
                     let ids = try cursor.tokens(j)
                     let n = min(ids.count, limit)
                     if !full.isEmpty && batch.tokens.count + n > model.maxTokens { break }
@@ -81,6 +94,8 @@ public enum ReferenceScorer {
             summary.trajectories += 1
             return cache[i - cacheFirst]
         }
+        summary.reusedShards = result.reusedShards
+        summary.complete = result.manifest != nil
         return summary
     }
 }

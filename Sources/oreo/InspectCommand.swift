@@ -23,7 +23,8 @@ struct Inspect: ParsableCommand {
     func run() throws {
         var decoder: Tokenizer?
         if let tokenizer { decoder = try GGUFTokenizer.load(path: tokenizer) }
-        let shards: [Shard]
+        // Shards are opened one at a time (a dataset may list more than a process can map at once).
+        let shards: ShardList
         if isDirectory(path) {
             let d = try Dataset(directory: path, allowIncomplete: allowIncomplete)
             let m = d.manifest
@@ -38,23 +39,24 @@ struct Inspect: ParsableCommand {
             }
             if !m.tokenColumns.isEmpty { print("  per-token columns: \(m.tokenColumns.joined(separator: ", "))") }
             for (k, v) in m.properties.sorted(by: { $0.key < $1.key }) { print("  \(k): \(v)") }
-            shards = d.shards
+            shards = ShardList(count: d.shardCount, open: d.shard)
         } else {
-            shards = [try Shard(path: path)]
+            let shard = try Shard(path: path)
+            shards = ShardList(count: 1) { _ in shard }
         }
         try printColumns(shards)
         try printStatistics(shards)
         try printRows(shards, decoder)
     }
 
-    private func printColumns(_ shards: [Shard]) throws {
+    private func printColumns(_ shards: ShardList) throws {
         struct Agg {
             var level = "", dtype = "", count: UInt64 = 0, blocks = 0, raw: UInt64 = 0, stored: UInt64 = 0, zstd = 0
         }
         var order: [String] = []
         var agg: [String: Agg] = [:]
-        for s in shards {
-            for (_, c) in s.columnList {
+        for k in 0..<shards.count {
+            for (_, c) in try shards.open(k).columnList {
                 if agg[c.name] == nil {
                     order.append(c.name)
                     agg[c.name] = Agg(level: c.level.description, dtype: c.dtype.description)
@@ -81,10 +83,11 @@ struct Inspect: ParsableCommand {
         }
     }
 
-    private func printStatistics(_ shards: [Shard]) throws {
+    private func printStatistics(_ shards: ShardList) throws {
         var n = 0, positive = 0, truncated = 0, promptTokens = 0, responseTokens = 0
         var groups = Set<UInt64>()
-        for s in shards {
+        for k in 0..<shards.count {
+            let s = try shards.open(k)
             let c = s.cursor()
             for i in 0..<s.trajectoryCount {
                 let t = try c.trajectory(i)
@@ -109,9 +112,10 @@ struct Inspect: ParsableCommand {
                 Double(promptTokens) / Double(n), Double(responseTokens) / Double(n), truncated))
     }
 
-    private func printRows(_ shards: [Shard], _ decoder: Tokenizer?) throws {
+    private func printRows(_ shards: ShardList, _ decoder: Tokenizer?) throws {
         var printed = 0
-        for s in shards where printed < rows {
+        for k in 0..<shards.count where printed < rows {
+            let s = try shards.open(k)
             let c = s.cursor()
             for i in 0..<s.trajectoryCount where printed < rows {
                 let t = try c.trajectory(i)
@@ -162,4 +166,12 @@ private func bytes(_ b: UInt64) -> String {
         : x >= mib
             ? String(format: "%.2f MiB", x / mib)
             : x >= 1024 ? String(format: "%.1f KiB", x / 1024) : "\(b) B"
+}
+
+/// The shards `inspect` reads: a count and how to open each.
+struct ShardList {
+    /// Number of shards.
+    let count: Int
+    /// Opens shard `k`.
+    let open: (Int) throws -> Shard
 }

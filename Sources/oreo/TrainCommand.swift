@@ -100,17 +100,23 @@ struct ScoreCommand: ParsableCommand {
         discussion: """
             Runs the reference model over every trajectory and stores log p_ref(token | previous tokens) per token \
             as a sidecar column, so k3-KL OREO, DPO, KTO and DQO train without the reference model in memory. The \
-            dataset's manifest changes only when every shard is scored: an interrupted run leaves it as it was. \
-            Tokens past the model's position limit are stored as NaN (training skips or cuts those trajectories).
+            dataset's manifest changes only when every shard is scored: an interrupted run leaves it as it was, and \
+            running the same command again keeps the shards it finished (when the model is the same) and scores the \
+            rest. --max-trajectories N scores only the first N trajectories (to try the model and see the rate): \
+            the shards finished by then are kept for the full run, the manifest is left alone. Tokens past the \
+            model's position limit are stored as NaN (training skips or cuts those trajectories).
             """)
 
     @Option(help: "The reference model: a safetensors directory with config.json, or a .gguf file.") var model: String
     @Option(help: "The dataset directory.") var data: String
     @Option(help: "Column name.") var column = ReferenceScorer.defaultColumn
     @Option(help: "Positions per forward pass.") var tokensPerBatch = 4096
+    @Option(help: "Stop after scoring this many trajectories (a trial on a prefix; the column is not added).")
+    var maxTrajectories: Int?
 
     func run() throws {
         guard tokensPerBatch > 0 else { throw ValidationError("--tokens-per-batch must be positive") }
+        if let maxTrajectories, maxTrajectories <= 0 { throw ValidationError("--max-trajectories must be positive") }
         let source = ModelSource(path: model)
         let dataset = try Dataset(directory: data)
         for n in try Compatibility.check(
@@ -119,15 +125,26 @@ struct ScoreCommand: ParsableCommand {
             printError("note: \(n)")
         }
         let m = try source.load(maxTokens: tokensPerBatch)
-        let progress = Progress("score", total: Double(dataset.manifest.counts.tokens), unit: "tok")
+        // With --max-trajectories the token total is the prefix's share (an estimate: trajectories differ in length).
+        let counts = dataset.manifest.counts
+        let share = min(1, Double(maxTrajectories ?? .max) / Double(max(1, counts.trajectories)))
+        let progress = Progress("score", total: (Double(counts.tokens) * share).rounded(), unit: "tok")
         let start = Date()
-        let s = try ReferenceScorer.score(dataset: dataset, model: m, column: column) { done, _ in
-            progress.update(Double(done))
-        }
+        let s = try ReferenceScorer.score(
+            dataset: dataset, model: m, column: column, maxTrajectories: maxTrajectories ?? .max
+        ) { done, _ in progress.update(Double(done)) }
         progress.finish(Double(s.tokens))
-        print(
-            "scored \(s.trajectories) trajectories, \(s.tokens) tokens in \(s.batches) forward passes (\(String(format: "%.0f", Double(s.tokens) / max(1e-9, Date().timeIntervalSince(start)))) tokens/s); column '\(column)' added to \(data)"
-        )
+        let rate = Double(s.tokens) / max(1e-9, Date().timeIntervalSince(start))
+        var line =
+            "scored \(s.trajectories) trajectories, \(s.tokens) tokens in \(s.batches) forward passes (\(String(format: "%.0f", rate)) tokens/s)"
+        if s.reusedShards > 0 { line += "; kept \(s.reusedShards) shard(s) an earlier run of this model finished" }
+        if s.complete {
+            line += "; column '\(column)' added to \(data)"
+        } else {
+            line +=
+                "; stopped by --max-trajectories: the column is not added yet (run again without it to finish; finished shards are kept)"
+        }
+        print(line)
         if s.overlong > 0 {
             print(
                 "\(s.overlong) trajectories are longer than the model's \(m.config.maxPositions) positions: their tokens past it hold NaN"

@@ -18,7 +18,7 @@ struct Verify: ParsableCommand {
                 print("FAILED \(error)")
                 throw ExitCode(1)
             }
-            let progress = Progress("verify", total: Double(dataset.shards.count), unit: "shards")
+            let progress = Progress("verify", total: Double(dataset.shardCount), unit: "shards")
             for r in dataset.verify(progress: { i, _ in progress.update(Double(i)) }) {
                 if let e = r.error {
                     failures += 1
@@ -27,7 +27,7 @@ struct Verify: ParsableCommand {
                     print("ok     \(r.path)")
                 }
             }
-            progress.finish(Double(dataset.shards.count))
+            progress.finish(Double(dataset.shardCount))
             let m = dataset.manifest
             print(
                 "manifest: \(m.shards.count) shard(s), \(m.counts.trajectories) trajectories, \(m.counts.tokens) tokens, \(m.complete ? "complete" : "INCOMPLETE")"

@@ -2,6 +2,7 @@ import Foundation
 import Format
 import Ingest
 import Synchronization
+import TestSupport
 import Testing
 import Demo
 import Tokenizers
@@ -180,7 +181,7 @@ struct ScriptedPolicy: DemoSampler, DemoEvaluator {
         let samples = try Dataset(directory: outcome.seeds[0].samplesData!)
         #expect(samples.manifest.counts.trajectories == 60 * 3)
         var rewards = 0.0
-        for s in samples.shards {
+        for s in (try samples.allShards()) {
             for i in 0..<s.trajectoryCount { rewards += Double(try s.cursor().trajectory(i).reward) }
         }
         #expect(rewards == 60)

@@ -1,6 +1,7 @@
 import Foundation
 import Format
 import Ingest
+import TestSupport
 import Testing
 import Demo
 import Tokenizers
@@ -19,7 +20,8 @@ import Tokenizers
 
     static func trajectories(_ dir: String) throws -> [TrajectoryView] {
         let d = try Dataset(directory: dir)
-        return try d.shards.flatMap { s in try (0..<s.trajectoryCount).map { try s.cursor().trajectory($0) } }
+        return try (try d.allShards()).flatMap { s in try (0..<s.trajectoryCount).map { try s.cursor().trajectory($0) }
+        }
     }
 
     @Test func sftLinesIngestToPromptStepsAndEOS() throws {

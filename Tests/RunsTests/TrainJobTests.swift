@@ -2,6 +2,7 @@ import Checkpoint
 import Format
 import Foundation
 import Models
+import TestSupport
 import Testing
 import Train
 import Runs
@@ -292,7 +293,7 @@ import Runs
         var lp: [Float] = []
         for g in [0, 7, 33, 49] {
             let (si, local) = scored.locate(g)!
-            let stored = Array(try scored.shards[si].cursor().tokenValues("ref_logprob", trajectory: local))
+            let stored = Array(try (try scored.allShards())[si].cursor().tokenValues("ref_logprob", trajectory: local))
             let ids = records[g].tokens.map { Int32($0) }
             let n = min(ids.count, 10)
             try model.forward(PackedBatch(sequences: [Array(ids[0..<n])]), logProbs: &lp)
@@ -304,5 +305,39 @@ import Runs
         #expect(throws: (any Error).self) { try ReferenceScorer.score(dataset: scored, model: model) }
         let small = try TransformerModel(config: tinyConfig(vocab: 8), maxTokens: 32)
         #expect(throws: DataError.self) { try ReferenceScorer.score(dataset: scored, model: small, column: "other") }
+    }
+
+    /// A run stopped after a prefix keeps its finished shards and leaves the manifest alone; the next run with
+    /// the same model keeps them (and removes a killed run's temporary) and scores the rest, giving the files
+    /// one uninterrupted run gives. Another model's shards are scored again.
+    @Test func anInterruptedScoreContinues() throws {
+        let root = temporaryDirectory("score-resume")
+        let records = randomRecords(50, vocab: 16, seed: 8)
+        let model = try TransformerModel(config: tinyConfig(maxPositions: 10), maxTokens: 32)
+        model.initializeRandomly(seed: 9)
+        let whole = try writeDataset(records, vocab: 16, at: root + "/whole", shardTokens: 120)
+        let one = try ReferenceScorer.score(dataset: whole, model: model)
+        #expect(one.complete && one.reusedShards == 0)
+        let ds = try writeDataset(records, vocab: 16, at: root + "/data", shardTokens: 120)
+        #expect(ds.shardCount >= 3)
+        let first = Int(ds.manifest.shards[0].trajectories)
+        let part = try ReferenceScorer.score(dataset: ds, model: model, maxTrajectories: first + 1)
+        #expect(!part.complete && part.trajectories == first + 1)
+        #expect(try Dataset(directory: root + "/data").manifest.tokenColumns.isEmpty)
+        let stale = root + "/data/shard-00001.ref_logprob.oreocol.tmp-2147483646"
+        try Data([1, 2]).write(to: URL(fileURLWithPath: stale))
+        let rest = try ReferenceScorer.score(dataset: try Dataset(directory: root + "/data"), model: model)
+        #expect(rest.complete && rest.reusedShards == 1 && rest.trajectories == records.count - first)
+        #expect(!FileManager.default.fileExists(atPath: stale))
+        let a = try Dataset(directory: root + "/whole").manifest, b = try Dataset(directory: root + "/data").manifest
+        #expect(a.tokenColumns == b.tokenColumns && a.shards.map(\.sidecars) == b.shards.map(\.sidecars))
+
+        let other = try TransformerModel(config: tinyConfig(maxPositions: 10), maxTokens: 32)
+        other.initializeRandomly(seed: 10)
+        let ds2 = try writeDataset(records, vocab: 16, at: root + "/data2", shardTokens: 120)
+        _ = try ReferenceScorer.score(dataset: ds2, model: other, maxTrajectories: first)
+        let redone = try ReferenceScorer.score(dataset: try Dataset(directory: root + "/data2"), model: model)
+        #expect(redone.reusedShards == 0 && redone.trajectories == records.count)
+        #expect(try Dataset(directory: root + "/data2").manifest.shards.map(\.sidecars) == b.shards.map(\.sidecars))
     }
 }

@@ -56,7 +56,7 @@ import Train
     @Test(arguments: [ModelFamily.gpt2, .llama, .qwen2], GGUFExportType.allCases)
     func ggufRoundTrip(family: ModelFamily, type: GGUFExportType) throws {
         let m = try Self.model(family)
-        let dir = CheckpointTests.tempDir("gguf-\(family)-\(type)")
+        let dir = ModelCheckpointTests.tempDir("gguf-\(family)-\(type)")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         // safetensors -> GGUF -> safetensors, through the same entry point as `oreo convert`
         try ModelCheckpoint.save(m, directory: dir + "/src")
@@ -100,7 +100,7 @@ import Train
 
     @Test func llamaRowsArePermutedLikeLlamaCpp() throws {
         let m = try Self.model(.llama)
-        let dir = CheckpointTests.tempDir("perm")
+        let dir = ModelCheckpointTests.tempDir("perm")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try ModelConversion.writeGGUF(m, vocabulary: nil, to: dir + "/m.gguf", type: .f32, name: "t")
         let g = try GGUFFile(path: dir + "/m.gguf")
@@ -123,7 +123,7 @@ import Train
     ])
     func ropeScalingSurvivesGGUF(scaling: RoPEScaling) throws {
         let m = try Self.model(.llama, scaling: scaling)
-        let dir = CheckpointTests.tempDir("rope")
+        let dir = ModelCheckpointTests.tempDir("rope")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try ModelConversion.writeGGUF(m, vocabulary: nil, to: dir + "/m.gguf", type: .f32, name: "t")
         let g = try GGUFFile(path: dir + "/m.gguf")
@@ -140,7 +140,7 @@ import Train
     @Test(arguments: [SafeTensorsDType.F16, .BF16])
     func halfPrecisionSafetensors(dtype: SafeTensorsDType) throws {
         let m = try Self.model(.qwen2)
-        let dir = CheckpointTests.tempDir("half")
+        let dir = ModelCheckpointTests.tempDir("half")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try ModelCheckpoint.save(m, directory: dir + "/src")
         _ = try ModelConversion.convert(input: dir + "/src", output: dir + "/half", dtype: dtype)
@@ -179,7 +179,7 @@ import Train
     }
 
     @Test func rejectsBadInputs() throws {
-        let dir = CheckpointTests.tempDir("bad")
+        let dir = ModelCheckpointTests.tempDir("bad")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         func fails(_ input: String, _ output: String, _ fragment: String) {
             do {
@@ -272,7 +272,7 @@ import Train
             try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: fix + "/source.json")))
             as? [String: String]
         let gguf = try #require(src?["gguf"])
-        let dir = CheckpointTests.tempDir("smol")
+        let dir = ModelCheckpointTests.tempDir("smol")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let report = try ModelConversion.convert(input: gguf, output: dir + "/hf")
         #expect(report.tokenizer.contains("49152 tokens"))
@@ -319,7 +319,7 @@ import Train
         } else {
             m = try Self.model(family)
         }
-        let dir = CheckpointTests.tempDir("tiny-\(family)")
+        let dir = ModelCheckpointTests.tempDir("tiny-\(family)")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let want = try Self.logProbs(m)
         try ModelCheckpoint.save(m, directory: dir + "/hf")

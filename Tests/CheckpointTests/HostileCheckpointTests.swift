@@ -1,9 +1,8 @@
 import Checkpoint
 import Foundation
-import Models
 import Support
+import TestSupport
 import Testing
-import Train
 
 /// Mutated config.json and GGUF files: refused when loaded, with the file and the field or key named, and never
 /// with Foundation's wording ("Error Domain=NSCocoaErrorDomain ...").
@@ -76,20 +75,6 @@ import Train
         #expect(!m.contains("not a JSON object") && !m.contains("Error Domain"))
     }
 
-    /// A checkpoint directory's config.json is named by its path (the model checks run while it is read).
-    @Test func directoryConfigErrorsNameThePath() throws {
-        let dir = CheckpointTests.tempDir("hostile-config")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
-        try Data(Self.replacing("num_key_value_heads", with: "3").utf8).write(
-            to: URL(fileURLWithPath: dir + "/config.json"))
-        do {
-            _ = try ModelCheckpoint.load(directory: dir, maxTokens: 4)
-            Issue.record("loaded 4 heads against 3 KV heads")
-        } catch {
-            #expect("\(error)".hasPrefix(dir + "/config.json: field \"num_key_value_heads\""), "\(error)")
-        }
-    }
-
     @Test func configRoundTripsThroughCodable() throws {
         let c = ModelConfig(
             family: .qwen2, vocabSize: 96, hiddenSize: 64, layers: 2, heads: 4, kvHeads: 1, intermediateSize: 96,
@@ -132,7 +117,7 @@ import Train
             ("llama.rope.freq_base", .string("1e4"), "expected a number"),
         ])
     func ggufValues(key: String, value: GGUFMetadataValue, message: String) throws {
-        let dir = CheckpointTests.tempDir("hostile-gguf")
+        let dir = makeTemporaryDirectory("ckpt-" + "hostile-gguf")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let path = try Self.gguf(dir, "m.gguf", replacing: key, with: value)
         do {
@@ -146,7 +131,7 @@ import Train
 
     /// A repeated metadata key: which copy counts would depend on the reader.
     @Test func duplicateGGUFMetadataKeysAreRefused() throws {
-        let dir = CheckpointTests.tempDir("hostile-dup")
+        let dir = makeTemporaryDirectory("ckpt-" + "hostile-dup")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let path = dir + "/dup.gguf"
         try writeGGUF(
@@ -171,7 +156,7 @@ import Train
 
     /// A tensor relabelled from F32 to F16 reads as half-precision infinities: refused, naming the tensor.
     @Test func relabelledTensorTypeIsRefused() throws {
-        let dir = CheckpointTests.tempDir("hostile-type")
+        let dir = makeTemporaryDirectory("ckpt-" + "hostile-type")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let path = dir + "/t.gguf"
         // As f32 each value is small and finite; its low half is 0x7C00, an f16 infinity.
