@@ -253,7 +253,7 @@ private enum Child {
     static func procField(_ file: String, _ key: String) -> Double? {
         guard let text = try? String(contentsOfFile: file, encoding: .utf8) else { return nil }
         for line in text.split(separator: "\n") where line.hasPrefix(key) {
-            return Double(line.dropFirst(key.count).split(separator: " ").first ?? "")
+            return Double(line.dropFirst(key.count).split(whereSeparator: { $0 == " " || $0 == "\t" }).first ?? "")
         }
         return nil
     }

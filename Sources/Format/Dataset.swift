@@ -68,6 +68,36 @@ public final class Dataset: Sendable {
         return shard
     }
 
+    /// The dataset's statistics: the sum of its shards', from the manifest, or for shards written before
+    /// statistics existed, from a cache file beside the shard (`<shard>.stats.json`, tied to the shard's
+    /// checksum), computed from the shard's scalar columns the first time and cached when the directory is
+    /// writable.
+    public func statistics() throws -> ShardStats {
+        var total = ShardStats()
+        for (i, e) in manifest.shards.enumerated() {
+            if let s = e.stats {
+                total.add(s)
+                continue
+            }
+            let cache = shardPath(i) + ".stats.json"
+            if let data = FileManager.default.contents(atPath: cache),
+                (try? StrictJSON.parse(data, file: cache)) != nil,
+                let c = try? JSONDecoder().decode(CachedShardStats.self, from: data), c.shardXXH3 == e.xxh3,
+                c.stats.trajectories == e.trajectories, c.stats.tokens == e.tokens,
+                (try? c.stats.validate(path: cache)) != nil
+            {
+                total.add(c.stats)
+                continue
+            }
+            let s = try ShardStats(shard: try shard(i))
+            if let bytes = try? JSONEncoder().encode(CachedShardStats(shardXXH3: e.xxh3, stats: s)) {
+                try? writeFileAtomically(Array(bytes), to: cache)
+            }
+            total.add(s)
+        }
+        return total
+    }
+
     /// A listed file must exist with its listed size (one `stat`: no data is read).
     static func checkSize(_ path: String, _ bytes: UInt64, manifestPath: String) throws {
         var st = stat()
@@ -391,11 +421,13 @@ public final class DatasetWriter {
         if let w = current {
             current = nil
             let s = try w.finish()
+            // The statistics trainers plan with, from the scalar columns just written (no token is read).
+            let stats = try ShardStats(shard: try Shard(path: directory + "/" + s.file))
             manifest.shards.append(
                 ShardEntry(
                     file: s.file, trajectories: s.trajectories, steps: s.steps,
                     tokens: s.tokens, bytes: s.bytes, xxh3: Checksum.hex(s.checksum),
-                    sidecars: []))
+                    sidecars: [], stats: stats))
             manifest.counts.trajectories += s.trajectories
             manifest.counts.steps += s.steps
             manifest.counts.tokens += s.tokens

@@ -38,6 +38,8 @@ public struct ShardEntry: Codable, Sendable, Equatable {
     public var xxh3: String
     /// Columns added after the shard was written.
     public var sidecars: [SidecarEntry]
+    /// What a trainer plans with (absent in manifests written before statistics existed).
+    public var stats: ShardStats? = nil
 }
 
 /// Dataset totals.
@@ -107,6 +109,14 @@ public struct Manifest: Codable, Sendable, Equatable {
             }
             for c in s.sidecars.map(\.column) where !tokenColumns.contains(c) {
                 throw bad("shard \(i): sidecar column '\(c)' is not in token_columns")
+            }
+            if let st = s.stats {
+                try st.validate(path: path)
+                guard st.trajectories == s.trajectories, st.tokens == s.tokens else {
+                    throw bad(
+                        "shard \(i): statistics count \(st.trajectories)/\(st.tokens) trajectories/tokens, the entry \(s.trajectories)/\(s.tokens)"
+                    )
+                }
             }
             totals.trajectories += s.trajectories
             totals.steps += s.steps

@@ -78,6 +78,18 @@ public struct OffsetColumn: @unchecked Sendable {
         return UInt64(littleEndian: bases[k].load(fromByteOffset: (i - blockStarts[k]) * 8, as: UInt64.self))
     }
 
+    /// The first trajectory whose first child element is at or after `value` (`count - 1` when none is): a binary
+    /// search that touches a few pages. Values are as stored (a damaged block gives a wrong answer, never a read
+    /// outside the mapping; the cursor refuses the block when it reads it).
+    public func firstStarting(atOrAfter value: UInt64) -> Int {
+        var lo = 0, hi = count - 1
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if self[mid] < value { lo = mid + 1 } else { hi = mid }
+        }
+        return lo
+    }
+
     /// The child elements of trajectory `i` (0..<count-1), after checking that the pair is ordered and in range.
     @inline(__always) public func range(_ i: Int) throws -> Range<Int> {
         let a = self[i], b = self[i + 1]

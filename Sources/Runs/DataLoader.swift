@@ -4,10 +4,16 @@ import Support
 import Train
 
 /// Streams a dataset's trajectories as packed micro-batches in an order that is a pure function of
-/// (seed, epoch): windows of consecutive trajectories are shuffled, then trajectories within runs of windows,
-/// which keeps reads within a few compressed blocks. Micro-batches fill a token budget greedily in that order;
-/// the position (epoch, units consumed) is the whole resume state. Single-threaded, so the order never depends
-/// on a thread count.
+/// (seed, epoch), reading only what the next micro-batches need: memory does not grow with the dataset.
+///
+/// The order: the dataset's token axis is cut into windows of `windowTokens` tokens (a window holds the
+/// trajectories that start in it; for DPO its edges move to the next group boundary, so a group is never split).
+/// Each epoch shuffles the windows, takes them `mixWindows` at a time (a run), reads a run's trajectories'
+/// scalars, applies the length policy and the method's selection, and shuffles the run's units (trajectories or
+/// DPO pairs). Micro-batches fill a token budget greedily in that order. Run r shuffles with the epoch's
+/// generator moved 2^40 draws ahead r times, so any run can be built without the ones before it, and a dataset
+/// of one run is shuffled exactly as one whole-epoch shuffle would. The position (epoch, run, unit in the run)
+/// is the whole resume state. Single-threaded, so the order never depends on a thread count.
 public final class DataLoader {
     /// The dataset read.
     public let dataset: Dataset
@@ -17,27 +23,48 @@ public final class DataLoader {
     public let selection: DataSelection
     /// Per-token column holding reference log-probs, when read.
     public let referenceColumn: String?
-    /// What was kept and left out.
+    /// What was kept and left out: counted over the first epoch for a dataset of at most `exactPlanLimit`
+    /// trajectories, else estimated from the shards' statistics (`report.estimated`).
     public private(set) var report = LoaderReport()
     /// Where the next micro-batch starts.
     public private(set) var position = LoaderPosition()
-    /// Locality windows: ranges of consecutive units (in dataset order) shuffled as wholes.
-    public private(set) var windows: [Range<Int>] = []
+    /// Windows per epoch.
+    public let windowCount: Int
+    /// Datasets up to this many trajectories are counted exactly before training (a pass over their scalars per
+    /// planned epoch); larger ones are planned from statistics.
+    public static let exactPlanLimit = 1_000_000
 
-    /// Trajectories of each unit (1, or 2 for a pair) and kept length of each trajectory.
-    private var unitFirst: [Int32] = [], unitSecond: [Int32] = [], unitTokens: [Int32] = []
-    private var keptLength: [Int32]
-    private var positive: [Bool]
-    private var order: [Int32] = []
-    private var orderEpoch = -1
-    /// Cursors of the shards read last, most recent last (bounded: a dataset may have more shards than can be open).
+    /// Longest sequence kept.
+    let limit: Int
+    private let shardTokenStart: [UInt64]
+    private var epochWindows: [UInt32] = []
+    private var epochGenerator = SplitMix64(seed: 0)
+    private var windowsEpoch = -1
+    private var units: [Unit] = []
+    private var unitsAt = (epoch: -1, run: -1)
+    /// Cursors of the shards read last, most recent last (a dataset may have more shards than can be open).
     private var cursors: [(shard: Int, cursor: ShardCursor)] = []
+    /// Exact micro-batch counts of the epochs counted at start.
+    private var countedMicroBatches: [Int] = []
+    /// While counting an epoch at start: what its runs keep and leave out.
+    private var tally: LoaderReport?
 
-    /// Plans every unit of `dataset` (reading only per-trajectory scalars), checks the data for `selection`,
-    /// and refuses what cannot be trained on with the reason. `sequenceLimit` is the model's position limit.
+    /// One unit: a trajectory, or a DPO pair (chosen, rejected), with kept lengths and positive flags.
+    struct Unit {
+        var first: Int, second: Int
+        var firstLength: Int32, secondLength: Int32
+        var firstPositive: Bool, secondPositive: Bool
+        var tokens: Int { Int(firstLength) + Int(secondLength) }
+    }
+
+    /// Opens the loader on `dataset` and checks, from the shards' statistics (and for a small dataset, a pass
+    /// over its scalars), that `selection` has something to train on, refusing what cannot be trained with the
+    /// reason. `sequenceLimit` is the model's position limit. `epochs` is how many epochs a small dataset's
+    /// micro-batches are counted for (`stepCount(epochs:)`); datasets above `exactPlanLimit` trajectories are
+    /// planned from statistics instead.
     public init(
         dataset: Dataset, config: LoaderConfig, selection: DataSelection, sequenceLimit: Int,
-        referenceColumn: String? = nil
+        referenceColumn: String? = nil, epochs: Int = 1, exactPlanLimit: Int = DataLoader.exactPlanLimit
     ) throws {
         self.dataset = dataset
         self.config = config
@@ -49,6 +76,7 @@ public final class DataLoader {
             throw DataError(
                 "tokens per micro-batch, micro-batches per step, window tokens and mix windows must be positive")
         }
+        if case .pairs(let cap) = selection, cap <= 0 { throw DataError("pairs per prompt must be positive") }
         if let referenceColumn, !dataset.manifest.tokenColumns.contains(referenceColumn) {
             throw DataError(
                 "\(dataset.directory): no per-token column '\(referenceColumn)' (reference log-probs); run `oreo score --model REF --data \(dataset.directory)` first, or keep a reference model in memory (reference = model)"
@@ -56,259 +84,439 @@ public final class DataLoader {
         }
         var limit = min(sequenceLimit, config.tokensPerMicroBatch)
         if config.maxLength > 0 { limit = min(limit, config.maxLength) }
-        let total = dataset.trajectoryCount
-        guard total <= Int(Int32.max) else {
-            throw DataError(
-                "\(dataset.directory): \(total) trajectories; this loader indexes at most \(Int32.max) (split the dataset)"
-            )
+        self.limit = limit
+        var starts: [UInt64] = [0]
+        starts.reserveCapacity(dataset.shardCount + 1)
+        for e in dataset.manifest.shards { starts.append(starts.last! + e.tokens) }
+        shardTokenStart = starts
+        let tokens = starts.last!
+        let windows = max(1, (tokens + UInt64(config.windowTokens) - 1) / UInt64(config.windowTokens))
+        guard windows <= UInt64(UInt32.max) else {
+            throw DataError("\(dataset.directory): \(windows) shuffle windows; raise window_tokens")
         }
-        report.trajectories = total
+        windowCount = Int(windows)
+
+        let stats = try dataset.statistics()
+        try refuseFromStatistics(stats)
+        if dataset.trajectoryCount <= exactPlanLimit {
+            // Small: count every epoch that will be trained, and report the first exactly.
+            for e in 0..<max(1, epochs) {
+                if e == 0 { tally = LoaderReport() }
+                countedMicroBatches.append(try countMicroBatches(epoch: e))
+                if e == 0, let t = tally { report = t }
+                tally = nil
+            }
+            report.microBatchesPerEpoch = countedMicroBatches
+        } else {
+            report = estimate(stats)
+        }
+        report.trajectories = dataset.trajectoryCount
         report.maxLength = limit
-        keptLength = [Int32](repeating: 0, count: total)
-        positive = [Bool](repeating: false, count: total)
-        var groups: [UInt64: (pos: [Int32], neg: [Int32])] = [:]
-        var groupOrder: [UInt64] = []
-        var eligible = [Bool](repeating: false, count: total)
-        for si in 0..<dataset.shardCount {
-            let shard = try dataset.shard(si)
-            let cursor = shard.cursor()
-            for local in 0..<shard.trajectoryCount {
-                let g = dataset.firstTrajectory[si] + local
-                let s = try cursor.scalars(local)
-                func note(_ why: String) {
-                    if report.examples.count < 10 {
-                        report.examples.append("\(shard.path) trajectory \(local) (\(why))")
-                    }
-                }
-                guard s.reward.isFinite else {
-                    throw DataError("\(shard.path): trajectory \(local) has reward \(s.reward); rewards must be finite")
-                }
-                if s.promptLength == 0 {
-                    report.skippedEmptyPrompt += 1
-                    note("empty prompt")
-                    continue
-                }
-                if s.tokenCount == s.promptLength {
-                    report.skippedEmptyResponse += 1
-                    note("empty response")
-                    continue
-                }
-                var length = s.tokenCount
-                if length > limit {
-                    switch config.overlong {
-                    case .fail:
-                        throw DataError(
-                            "\(shard.path): trajectory \(local) has \(length) tokens, the limit is \(limit) (raise --max-length / --tokens-per-micro-batch, or pass --overlong skip|truncate)"
-                        )
-                    case .skip:
-                        report.skippedOverlong += 1
-                        note("\(length) tokens > \(limit)")
-                        continue
-                    case .truncate:
-                        if s.promptLength >= limit {
-                            report.skippedOverlong += 1
-                            note("prompt alone \(s.promptLength) tokens >= \(limit)")
-                            continue
-                        }
-                        report.truncated += 1
-                        note("cut from \(length) to \(limit) tokens")
-                        length = limit
-                    }
-                }
-                keptLength[g] = Int32(length)
-                let pos = s.reward >= config.positiveThreshold
-                positive[g] = pos
-                eligible[g] = true
-                if case .pairs = selection {
-                    if groups[s.group] == nil {
-                        groups[s.group] = ([], [])
-                        groupOrder.append(s.group)
-                    }
-                    if pos { groups[s.group]!.pos.append(Int32(g)) } else { groups[s.group]!.neg.append(Int32(g)) }
-                }
+        guard report.unitsPerEpoch > 0 else {
+            throw DataError("\(dataset.directory): no trajectory is left to train on (\(reportSummary))")
+        }
+    }
+
+    /// One line on what was kept and left out.
+    public var reportSummary: String {
+        let r = report
+        let about = r.estimated ? "~" : ""
+        var parts = [
+            "\(about)\(r.used) of \(r.trajectories) trajectories used (\(about)\(r.positives) positive, \(about)\(r.negatives) negative)"
+        ]
+        if case .pairs = selection { parts.append("\(about)\(r.pairs) pairs from \(about)\(r.pairedGroups) groups") }
+        if r.skippedOverlong > 0 {
+            parts.append("\(about)\(r.skippedOverlong) longer than \(r.maxLength) tokens skipped")
+        }
+        if r.truncated > 0 { parts.append("\(about)\(r.truncated) cut to \(r.maxLength) tokens") }
+        if r.skippedEmptyResponse > 0 { parts.append("\(r.skippedEmptyResponse) with an empty response skipped") }
+        if r.skippedEmptyPrompt > 0 { parts.append("\(r.skippedEmptyPrompt) with an empty prompt skipped") }
+        if r.filtered > 0 { parts.append("\(about)\(r.filtered) left out by the method's selection") }
+        if r.estimated { parts.append("estimated from the shards' statistics") }
+        return parts.joined(separator: "; ")
+    }
+
+    /// Units (trajectories or pairs) in one epoch (estimated for a large dataset).
+    public var unitsPerEpoch: Int { report.unitsPerEpoch }
+
+    /// Runs (groups of `mixWindows` windows) per epoch.
+    public var runCount: Int { (windowCount + config.mixWindows - 1) / config.mixWindows }
+
+    /// Optimizer steps in `epochs` epochs: exact for the epochs counted at start, else estimated from the
+    /// statistics (the last step may hold fewer micro-batches).
+    public func stepCount(epochs: Int) -> Int {
+        let total =
+            epochs <= countedMicroBatches.count
+            ? countedMicroBatches.prefix(epochs).reduce(0, +)
+            : epochs * max(1, report.microBatchesPerEpoch.first ?? 1)
+        return max(1, (total + config.microBatchesPerStep - 1) / config.microBatchesPerStep)
+    }
+
+    /// Whether `epochs` whole epochs have been delivered.
+    public func finished(epochs: Int) -> Bool {
+        position.epoch >= epochs || (position.epoch == epochs - 1 && position.run >= runCount)
+    }
+
+    /// Moves to `position` (a checkpoint's); the next micro-batch is the one that followed it. A position from
+    /// before runs were recorded (only `consumed`) is found by counting units from the epoch's start.
+    public func seek(_ position: LoaderPosition) throws {
+        guard position.epoch >= 0, position.consumed >= 0, position.microBatches >= 0, position.run >= 0,
+            position.run <= runCount, position.inRun >= 0
+        else {
+            throw DataError("loader position \(position) does not fit this dataset's \(runCount) runs per epoch")
+        }
+        var p = position
+        if p.recordsRuns == false {
+            var left = p.consumed
+            p.run = 0
+            p.inRun = 0
+            while p.run < runCount {
+                let n = try loadRun(epoch: p.epoch, run: p.run).count
+                if left < n { break }
+                left -= n
+                p.run += 1
+            }
+            guard left == 0 || p.run < runCount else {
+                throw DataError("loader position \(position) is past the end of epoch \(position.epoch)")
+            }
+            p.inRun = left
+            p.recordsRuns = true
+        }
+        if p.run < runCount {
+            let n = try loadRun(epoch: p.epoch, run: p.run).count
+            guard p.inRun <= n else {
+                throw DataError("loader position \(position): run \(p.run) holds \(n) units")
             }
         }
-        var used = [Bool](repeating: false, count: total)
+        self.position = p
+    }
+
+    /// Fills `batch` with the next micro-batch (rolling into the next epoch at the end of one).
+    public func next(into batch: TrainingBatch) throws {
+        if position.run >= runCount {
+            position.epoch += 1
+            position.run = 0
+            position.inRun = 0
+            position.consumed = 0
+        }
+        guard try moveToUnit(&position) else {
+            throw DataError(
+                "\(dataset.directory): epoch \(position.epoch) has no trajectory left to train on (\(reportSummary))")
+        }
+        batch.clear()
+        var tokens = 0, count = 0
+        repeat {
+            let u = units[position.inRun]
+            if count > 0 && tokens + u.tokens > config.tokensPerMicroBatch { break }
+            try append(u.first, length: Int(u.firstLength), positive: u.firstPositive, to: batch)
+            if u.second >= 0 {
+                try append(u.second, length: Int(u.secondLength), positive: u.secondPositive, to: batch)
+            }
+            tokens += u.tokens
+            count += 1
+            position.inRun += 1
+            position.consumed += 1
+        } while try moveToUnit(&position)
+        position.microBatches += 1
+    }
+
+    /// The units of `epoch` in order, as trajectory indices (one, or chosen then rejected): the whole epoch in
+    /// memory, for tests and inspection.
+    public func epochUnits(_ epoch: Int) throws -> [[Int]] {
+        var out: [[Int]] = []
+        for r in 0..<runCount {
+            for u in try loadRun(epoch: epoch, run: r) { out.append(u.second < 0 ? [u.first] : [u.first, u.second]) }
+        }
+        return out
+    }
+
+    /// The units of run `run` of `epoch` in order, as trajectory indices.
+    public func runUnits(epoch: Int, run: Int) throws -> [[Int]] {
+        try loadRun(epoch: epoch, run: run).map { $0.second < 0 ? [$0.first] : [$0.first, $0.second] }
+    }
+
+    /// Micro-batches epoch `epoch`'s order packs into (a pass over the epoch's scalars).
+    public func microBatchCount(epoch: Int) throws -> Int { try countMicroBatches(epoch: epoch) }
+
+    // MARK: - Runs
+
+    /// Points `p` at a unit of its epoch (loading runs past empty ones); false at the epoch's end.
+    private func moveToUnit(_ p: inout LoaderPosition) throws -> Bool {
+        while p.run < runCount {
+            if p.inRun < (try loadRun(epoch: p.epoch, run: p.run)).count { return true }
+            p.run += 1
+            p.inRun = 0
+        }
+        return false
+    }
+
+    /// The units of run `run` of `epoch`, shuffled (kept in `units` until another run is asked for).
+    @discardableResult
+    private func loadRun(epoch: Int, run: Int) throws -> [Unit] {
+        if unitsAt == (epoch, run) && tally == nil { return units }
+        if windowsEpoch != epoch {
+            var rng = SplitMix64(seed: mixSeed(config.seed, 0x4F52_4445, UInt64(epoch)))
+            var w = (0..<windowCount).map { UInt32($0) }
+            shuffle(&w, &rng)
+            epochWindows = w
+            epochGenerator = rng
+            windowsEpoch = epoch
+        }
+        var out: [Unit] = []
+        let first = run * config.mixWindows
+        for k in first..<min(windowCount, first + config.mixWindows) {
+            let w = Int(epochWindows[k])
+            try readWindow(try windowStart(w)..<(try windowStart(w + 1)), into: &out)
+        }
+        var rng = epochGenerator
+        rng.advance(by: UInt64(run) << 40)
+        shuffle(&out, &rng)
+        units = out
+        unitsAt = (epoch, run)
+        return out
+    }
+
+    /// Packs `epoch` as `next` would, counting micro-batches (and, while `tally` is set, what the epoch keeps).
+    private func countMicroBatches(epoch: Int) throws -> Int {
+        var count = 0, tokens = 0, open = false
+        for r in 0..<runCount {
+            for u in try loadRun(epoch: epoch, run: r) {
+                if open && tokens + u.tokens > config.tokensPerMicroBatch {
+                    count += 1
+                    tokens = 0
+                }
+                tokens += u.tokens
+                open = true
+            }
+        }
+        return count + (open ? 1 : 0)
+    }
+
+    /// The first trajectory of window `k` (the dataset's end for `k == windowCount`).
+    private func windowStart(_ k: Int) throws -> Int {
+        if k == 0 { return 0 }
+        let total = dataset.trajectoryCount
+        if k >= windowCount { return total }
+        let target = UInt64(k) * UInt64(config.windowTokens)
+        // The last shard starting at or before the target token.
+        var lo = 0, hi = dataset.shardCount
+        while hi - lo > 1 {
+            let mid = (lo + hi) / 2
+            if shardTokenStart[mid] <= target { lo = mid } else { hi = mid }
+        }
+        let shard = try dataset.shard(lo)
+        var g = dataset.firstTrajectory[lo] + shard.tokenOffsets.firstStarting(atOrAfter: target - shardTokenStart[lo])
+        if case .pairs = selection {
+            // Never split a group: move to the next group boundary.
+            while g > 0 && g < total, try scalars(g).group == scalars(g - 1).group { g += 1 }
+        }
+        return g
+    }
+
+    private func scalars(_ g: Int) throws -> TrajectoryScalars {
+        guard let (si, local) = dataset.locate(g) else { throw DataError("trajectory \(g) outside the dataset") }
+        return try cursor(si).scalars(local)
+    }
+
+    /// Appends the units of trajectories `range` (in dataset order; pairs sorted by their first trajectory).
+    private func readWindow(_ range: Range<Int>, into out: inout [Unit]) throws {
+        var kept: [(g: Int, length: Int32, positive: Bool, group: UInt64)] = []
+        var r = LoaderReport()
+        for g in range {
+            guard let (si, local) = dataset.locate(g) else { break }
+            let s = try cursor(si).scalars(local)
+            let path = dataset.shardPath(si)
+            func note(_ why: String) {
+                if r.examples.count < 10 { r.examples.append("\(path) trajectory \(local) (\(why))") }
+            }
+            guard s.reward.isFinite else {
+                throw DataError("\(path): trajectory \(local) has reward \(s.reward); rewards must be finite")
+            }
+            if s.promptLength == 0 {
+                r.skippedEmptyPrompt += 1
+                note("empty prompt")
+                continue
+            }
+            if s.tokenCount == s.promptLength {
+                r.skippedEmptyResponse += 1
+                note("empty response")
+                continue
+            }
+            var length = s.tokenCount
+            if length > limit {
+                switch config.overlong {
+                case .fail:
+                    throw DataError(
+                        "\(path): trajectory \(local) has \(length) tokens, the limit is \(limit) (raise --max-length / --tokens-per-micro-batch, or pass --overlong skip|truncate)"
+                    )
+                case .skip:
+                    r.skippedOverlong += 1
+                    note("\(length) tokens > \(limit)")
+                    continue
+                case .truncate:
+                    if s.promptLength >= limit {
+                        r.skippedOverlong += 1
+                        note("prompt alone \(s.promptLength) tokens >= \(limit)")
+                        continue
+                    }
+                    r.truncated += 1
+                    note("cut from \(length) to \(limit) tokens")
+                    length = limit
+                }
+            }
+            kept.append((g, Int32(length), s.reward >= config.positiveThreshold, s.group))
+        }
+        let before = out.count
+        var used = Set<Int>()
         switch selection {
         case .all, .positives:
-            for g in 0..<total where eligible[g] {
-                if selection == .positives && !positive[g] {
-                    report.filtered += 1
+            for t in kept {
+                if selection == .positives && !t.positive {
+                    r.filtered += 1
                     continue
                 }
-                unitFirst.append(Int32(g))
-                unitSecond.append(-1)
-                unitTokens.append(keptLength[g])
-                used[g] = true
-            }
-            if selection == .positives && unitFirst.isEmpty {
-                throw DataError(
-                    "\(dataset.directory): no trajectory with reward >= \(config.positiveThreshold) to train rejection sampling on"
-                )
+                out.append(
+                    Unit(
+                        first: t.g, second: -1, firstLength: t.length, secondLength: 0,
+                        firstPositive: t.positive, secondPositive: false))
+                used.insert(t.g)
             }
         case .pairs(let cap):
-            guard cap > 0 else { throw DataError("pairs per prompt must be positive") }
-            var pairs: [(Int32, Int32)] = []
+            var groups: [UInt64: (pos: [Int], neg: [Int])] = [:]
+            var groupOrder: [UInt64] = []
+            for (k, t) in kept.enumerated() {
+                if groups[t.group] == nil {
+                    groups[t.group] = ([], [])
+                    groupOrder.append(t.group)
+                }
+                if t.positive { groups[t.group]!.pos.append(k) } else { groups[t.group]!.neg.append(k) }
+            }
+            var pairs: [(Int, Int)] = []
             for key in groupOrder {
                 let (pos, neg) = groups[key]!
                 if pos.isEmpty || neg.isEmpty { continue }
                 // Draw without replacement from positives x negatives: a seeded partial Fisher-Yates.
                 var all: [Int] = Array(0..<(pos.count * neg.count))
                 var rng = SplitMix64(seed: mixSeed(config.seed, 0x5041_4952, key))
-                let take = min(cap, all.count)
-                for i in 0..<take {
+                for i in 0..<min(cap, all.count) {
                     let j = i + Int(rng.next() % UInt64(all.count - i))
                     all.swapAt(i, j)
                     pairs.append((pos[all[i] / neg.count], neg[all[i] % neg.count]))
                 }
-                report.pairedGroups += 1
-            }
-            guard !pairs.isEmpty else {
-                throw DataError(
-                    "\(dataset.directory): no group has both a positive (reward >= \(config.positiveThreshold)) and a negative trajectory, so DPO has no pairs"
-                )
+                r.pairedGroups += 1
             }
             pairs.sort { min($0.0, $0.1) < min($1.0, $1.1) }
-            for (c, r) in pairs {
-                guard keptLength[Int(c)] + keptLength[Int(r)] <= Int32(config.tokensPerMicroBatch) else {
+            for (c, j) in pairs {
+                let a = kept[c], b = kept[j]
+                guard Int(a.length) + Int(b.length) <= config.tokensPerMicroBatch else {
                     throw DataError(
-                        "a DPO pair of \(keptLength[Int(c)] + keptLength[Int(r)]) tokens does not fit one micro-batch of \(config.tokensPerMicroBatch) tokens"
+                        "a DPO pair of \(Int(a.length) + Int(b.length)) tokens does not fit one micro-batch of \(config.tokensPerMicroBatch) tokens"
                     )
                 }
-                unitFirst.append(c)
-                unitSecond.append(r)
-                unitTokens.append(keptLength[Int(c)] + keptLength[Int(r)])
-                used[Int(c)] = true
-                used[Int(r)] = true
+                out.append(
+                    Unit(
+                        first: a.g, second: b.g, firstLength: a.length, secondLength: b.length,
+                        firstPositive: true, secondPositive: false))
+                used.insert(a.g)
+                used.insert(b.g)
             }
-            report.pairs = pairs.count
-            report.filtered = (0..<total).filter { eligible[$0] && !used[$0] }.count
+            r.pairs = pairs.count
+            r.filtered = kept.count - used.count
         }
-        for g in 0..<total where used[g] {
-            report.used += 1
-            if positive[g] { report.positives += 1 } else { report.negatives += 1 }
+        guard tally != nil else { return }
+        for t in kept where used.contains(t.g) {
+            r.used += 1
+            if t.positive { r.positives += 1 } else { r.negatives += 1 }
         }
-        guard !unitFirst.isEmpty else {
-            throw DataError("\(dataset.directory): no trajectory is left to train on (\(reportSummary))")
-        }
-        report.unitsPerEpoch = unitFirst.count
-        // Windows of consecutive units (units are in dataset order) of about windowTokens tokens.
-        var start = 0, tokens = 0
-        for u in 0..<unitFirst.count {
-            tokens += Int(unitTokens[u])
-            if tokens >= config.windowTokens {
-                windows.append(start..<(u + 1))
-                start = u + 1
-                tokens = 0
+        r.unitsPerEpoch = out.count - before
+        tally?.add(r)
+    }
+
+    // MARK: - Statistics
+
+    /// Refusals the statistics decide before any trajectory is read.
+    private func refuseFromStatistics(_ st: ShardStats) throws {
+        if st.nonFiniteRewards > 0 || (config.overlong == .fail && st.longest > UInt64(limit)) {
+            // Name the trajectory: scan until it is found (this is the error path).
+            var scratch: [Unit] = []
+            for g in 0..<dataset.trajectoryCount {
+                try readWindow(g..<(g + 1), into: &scratch)
+                scratch.removeAll(keepingCapacity: true)
             }
         }
-        if start < unitFirst.count { windows.append(start..<unitFirst.count) }
-    }
-
-    /// One line on what was kept and left out.
-    public var reportSummary: String {
-        let r = report
-        var parts = [
-            "\(r.used) of \(r.trajectories) trajectories used (\(r.positives) positive, \(r.negatives) negative)"
-        ]
-        if case .pairs = selection { parts.append("\(r.pairs) pairs from \(r.pairedGroups) groups") }
-        if r.skippedOverlong > 0 { parts.append("\(r.skippedOverlong) longer than \(r.maxLength) tokens skipped") }
-        if r.truncated > 0 { parts.append("\(r.truncated) cut to \(r.maxLength) tokens") }
-        if r.skippedEmptyResponse > 0 { parts.append("\(r.skippedEmptyResponse) with an empty response skipped") }
-        if r.skippedEmptyPrompt > 0 { parts.append("\(r.skippedEmptyPrompt) with an empty prompt skipped") }
-        if r.filtered > 0 { parts.append("\(r.filtered) left out by the method's selection") }
-        return parts.joined(separator: "; ")
-    }
-
-    /// Units (trajectories or pairs) in one epoch.
-    public var unitsPerEpoch: Int { unitFirst.count }
-
-    /// The unit order of `epoch` (indices into the planned units): a pure function of (seed, epoch).
-    public func order(epoch: Int) -> [Int32] {
-        var rng = SplitMix64(seed: mixSeed(config.seed, 0x4F52_4445, UInt64(epoch)))
-        var w = Array(windows.indices)
-        shuffle(&w, &rng)
-        var out: [Int32] = []
-        out.reserveCapacity(unitFirst.count)
-        var i = 0
-        while i < w.count {
-            let runStart = out.count
-            for k in i..<min(w.count, i + config.mixWindows) { for u in windows[w[k]] { out.append(Int32(u)) } }
-            var run = Array(out[runStart...])
-            shuffle(&run, &rng)
-            out.replaceSubrange(runStart..., with: run)
-            i += config.mixWindows
-        }
-        return out
-    }
-
-    /// The global trajectory indices of unit `u` (one, or chosen then rejected).
-    public func trajectories(ofUnit u: Int) -> [Int] {
-        unitSecond[u] < 0 ? [Int(unitFirst[u])] : [Int(unitFirst[u]), Int(unitSecond[u])]
-    }
-
-    /// Number of micro-batches epoch `epoch`'s order packs into.
-    public func microBatchCount(epoch: Int) -> Int {
-        let o = order(epoch: epoch)
-        var count = 0, i = 0
-        while i < o.count {
-            i = packEnd(o, from: i)
-            count += 1
-        }
-        return count
-    }
-
-    /// First unit index after the micro-batch that starts at `from` in `o`.
-    private func packEnd(_ o: [Int32], from: Int) -> Int {
-        var tokens = 0, i = from
-        while i < o.count {
-            let t = Int(unitTokens[Int(o[i])])
-            if i > from && tokens + t > config.tokensPerMicroBatch { break }
-            tokens += t
-            i += 1
-        }
-        return i
-    }
-
-    /// Optimizer steps in `epochs` epochs (the last step may hold fewer micro-batches).
-    public func stepCount(epochs: Int) -> Int {
-        var total = 0
-        report.microBatchesPerEpoch = (0..<epochs).map { microBatchCount(epoch: $0) }
-        total = report.microBatchesPerEpoch.reduce(0, +)
-        return (total + config.microBatchesPerStep - 1) / config.microBatchesPerStep
-    }
-
-    /// Moves to `position` (a checkpoint's); the next micro-batch is the one that followed it.
-    public func seek(_ position: LoaderPosition) throws {
-        guard position.epoch >= 0, position.consumed >= 0, position.consumed <= unitFirst.count,
-            position.microBatches >= 0
-        else {
+        guard config.positiveThreshold == ShardStats.positiveThreshold else { return }
+        switch selection {
+        case .positives where st.positives == 0:
             throw DataError(
-                "loader position \(position) does not fit this dataset's \(unitFirst.count) units per epoch")
+                "\(dataset.directory): no trajectory with reward >= \(config.positiveThreshold) to train rejection sampling on"
+            )
+        case .pairs where !st.groupPairs.contains(where: { $0[0] > 0 }):
+            throw DataError(
+                "\(dataset.directory): no group has both a positive (reward >= \(config.positiveThreshold)) and a negative trajectory, so DPO has no pairs"
+            )
+        default: break
         }
-        self.position = position
     }
 
-    /// Fills `batch` with the next micro-batch (rolling into the next epoch at the end of one).
-    public func next(into batch: TrainingBatch) throws {
-        if position.consumed >= unitFirst.count {
-            position.epoch += 1
-            position.consumed = 0
+    /// What an epoch keeps, from the statistics alone (lengths by bucket, positives, group pairs).
+    private func estimate(_ st: ShardStats) -> LoaderReport {
+        var r = LoaderReport()
+        r.estimated = true
+        r.skippedEmptyPrompt = Int(st.emptyPrompt)
+        r.skippedEmptyResponse = Int(st.emptyResponse)
+        // Trajectories over the limit: whole buckets above it, and the straddling bucket's share above it.
+        var over = 0.0, overTokens = 0.0
+        for (b, n) in st.lengthCounts.enumerated() where n > 0 {
+            let range = ShardStats.lengthRange(b)
+            let lo = Double(range.lowerBound), hi = Double(range.upperBound)
+            let share = Double(limit) >= hi - 1 ? 0 : Double(limit) < lo ? 1 : (hi - 1 - Double(limit)) / (hi - lo)
+            over += share * Double(n)
+            overTokens += share * Double(st.lengthTokens[b])
         }
-        if orderEpoch != position.epoch {
-            order = order(epoch: position.epoch)
-            orderEpoch = position.epoch
+        let usable = Double(st.usable), usableTokens = Double(st.usableTokens)
+        var keptTokens = usableTokens
+        if config.overlong == .truncate {
+            r.truncated = Int(over)
+            keptTokens -= overTokens - over * Double(limit)
+        } else {
+            r.skippedOverlong = Int(over)
+            keptTokens -= overTokens
         }
-        let end = packEnd(order, from: position.consumed)
-        batch.clear()
-        for i in position.consumed..<end {
-            let u = Int(order[i])
-            try append(Int(unitFirst[u]), to: batch)
-            if unitSecond[u] >= 0 { try append(Int(unitSecond[u]), to: batch) }
+        let keep = usable > 0 ? (config.overlong == .truncate ? usable : usable - over) / usable : 0
+        let positives = Double(st.positives) * keep
+        var units: Double, tokens: Double
+        switch selection {
+        case .all:
+            units = usable * keep
+            tokens = keptTokens
+            r.used = Int(units)
+            r.positives = Int(positives)
+        case .positives:
+            units = positives
+            tokens = usableTokens > 0 ? keptTokens * Double(st.positiveTokens) / usableTokens : 0
+            r.used = Int(units)
+            r.positives = Int(units)
+            r.filtered = Int(usable * keep - units)
+        case .pairs(let cap):
+            let pairs = st.groupPairs.reduce(0.0) { $0 + Double($1[1]) * Double(min(UInt64(cap), $1[0])) } * keep
+            units = pairs
+            tokens = usable > 0 ? 2 * pairs * keptTokens / (usable * keep) : 0
+            r.pairs = Int(pairs)
+            r.pairedGroups = Int(st.groupPairs.filter { $0[0] > 0 }.reduce(UInt64(0)) { $0 + $1[1] })
+            r.used = Int(min(usable * keep, 2 * pairs))
+            r.positives = r.used / 2
+            r.filtered = Int(usable * keep) - r.used
         }
-        position.consumed = end
-        position.microBatches += 1
+        r.negatives = r.used - r.positives
+        r.unitsPerEpoch = Int(units.rounded())
+        // Greedy packing leaves about half a unit of room per micro-batch.
+        let mean = units > 0 ? tokens / units : 0
+        let room = max(mean, Double(config.tokensPerMicroBatch) - mean / 2)
+        r.microBatchesPerEpoch = [units > 0 ? Int((tokens / room).rounded(.up)) : 0]
+        return r
     }
+
+    // MARK: - Reading
 
     private func cursor(_ shard: Int) throws -> ShardCursor {
         if let k = cursors.lastIndex(where: { $0.shard == shard }) {
@@ -323,12 +531,12 @@ public final class DataLoader {
         return c
     }
 
-    /// Appends trajectory `g` as one sequence: targets on its response tokens only.
-    private func append(_ g: Int, to batch: TrainingBatch) throws {
+    /// Appends trajectory `g` as one sequence of its first `length` tokens: targets on its response tokens only.
+    private func append(_ g: Int, length: Int, positive: Bool, to batch: TrainingBatch) throws {
         guard let (si, local) = dataset.locate(g) else { throw DataError("trajectory \(g) outside the dataset") }
         let c = try cursor(si)
         let view = try c.trajectory(local)
-        let length = Int(keptLength[g]), p = view.promptLength
+        let p = view.promptLength
         let start = batch.packed.tokens.count
         for i in 0..<length { batch.packed.tokens.append(Int32(bitPattern: view.tokens[i])) }
         for i in 0..<length {
@@ -340,7 +548,7 @@ public final class DataLoader {
         for e in view.stepEnds where Int(e) > p && Int(e) < length { batch.stepEnds.append(Int32(Int(e) - p)) }
         batch.spans.append(
             ResponseSpan(
-                first: start + p - 1, count: t, reward: view.reward, positive: positive[g],
+                first: start + p - 1, count: t, reward: view.reward, positive: positive,
                 stepEndStart: stepStart, stepEndCount: batch.stepEnds.count - stepStart))
         batch.trajectories.append(g)
         if let referenceColumn {

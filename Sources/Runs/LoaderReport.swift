@@ -27,4 +27,22 @@ public struct LoaderReport: Sendable, Equatable, Codable {
     public var maxLength = 0
     /// A few of the trajectories left out or cut, as "source:line (reason)".
     public var examples: [String] = []
+    /// True when the counts are estimated from the shards' statistics (a dataset too large to count first).
+    public var estimated = false
+
+    /// Adds the counts of `other` (one window's) to these.
+    mutating func add(_ other: LoaderReport) {
+        used += other.used
+        skippedOverlong += other.skippedOverlong
+        truncated += other.truncated
+        skippedEmptyResponse += other.skippedEmptyResponse
+        skippedEmptyPrompt += other.skippedEmptyPrompt
+        filtered += other.filtered
+        positives += other.positives
+        negatives += other.negatives
+        pairs += other.pairs
+        pairedGroups += other.pairedGroups
+        unitsPerEpoch += other.unitsPerEpoch
+        examples += other.examples.prefix(max(0, 10 - examples.count))
+    }
 }

@@ -145,9 +145,11 @@ public final class TrainJob {
             default: .all
             }
         let column = config.method.needsReference && !config.usesReferenceModel ? config.referenceColumn : nil
+        // Small datasets are counted for every epoch the schedule spans (exact), large ones planned from statistics.
         let loader = try DataLoader(
             dataset: dataset, config: config.loader, selection: selection,
-            sequenceLimit: modelConfig.maxPositions, referenceColumn: column)
+            sequenceLimit: modelConfig.maxPositions, referenceColumn: column,
+            epochs: config.maxSteps > 0 ? 1 : config.epochs)
         let planned = loader.stepCount(epochs: config.epochs)
         let totalSteps = config.maxSteps > 0 ? config.maxSteps : planned
         if config.method == .kto && (loader.report.positives == 0 || loader.report.negatives == 0) {
@@ -180,7 +182,8 @@ public final class TrainJob {
         let policy: TransformerModel, value: TransformerModel?
         if let checkpoint {
             let s = try RunDirectory.decode(RunState.self, file: checkpoint + "/state.json")
-            guard s.step >= 0, s.step <= totalSteps, s.seed == config.loader.seed else {
+            // Without --max-steps a large dataset's step count is an estimate, and its epochs may run past it.
+            guard s.step >= 0, s.step <= totalSteps || config.maxSteps == 0, s.seed == config.loader.seed else {
                 throw RunDirectoryError(
                     "\(checkpoint)/state.json: step \(s.step) of \(s.totalSteps) does not fit this run of \(totalSteps) steps"
                 )
@@ -272,14 +275,20 @@ public final class TrainJob {
             baseLR: config.valueLearningRate,
             minLR: config.valueLearningRate * config.minLearningRateFraction,
             totalSteps: totalSteps, warmupFraction: config.warmupFraction)
-        let totalMicroBatches = config.maxSteps > 0 ? Int.max : loader.report.microBatchesPerEpoch.reduce(0, +)
         var last: StepMetrics?
         let sessionStart = Date()
-        while step < totalSteps {
+        // --max-steps ends a run at that step; otherwise the data does, after `epochs` epochs (the schedule spans
+        // `totalSteps`, exact for a counted dataset, estimated for a large one, and holds its final rate after).
+        while config.maxSteps > 0 ? step < totalSteps : !loader.finished(epochs: config.epochs) {
             let t0 = Date()
-            let m = min(config.loader.microBatchesPerStep, totalMicroBatches - loader.position.microBatches)
+            var m = 0
+            while m < config.loader.microBatchesPerStep
+                && (config.maxSteps > 0 || !loader.finished(epochs: config.epochs))
+            {
+                try loader.next(into: batches[m])
+                m += 1
+            }
             guard m > 0 else { break }
-            for k in 0..<m { try loader.next(into: batches[k]) }
             let sequences = batches[0..<m].reduce(0) { $0 + $1.spans.count }
             let weight = 1 / Double(max(1, config.method == .dpo ? sequences / 2 : sequences))
             policy.zeroGradients()
@@ -324,10 +333,11 @@ public final class TrainJob {
             try metricsOut.write(contentsOf: try encoder.encode(metrics) + [10])
             last = metrics
             var written: String?
-            if step == totalSteps || (config.checkpointEvery > 0 && step % config.checkpointEvery == 0) {
+            let done = config.maxSteps > 0 ? step >= totalSteps : loader.finished(epochs: config.epochs)
+            if done || (config.checkpointEvery > 0 && step % config.checkpointEvery == 0) {
                 written = try saveCheckpoint(elapsed: metrics.elapsed)
             }
-            if let stopAfter, step >= stopAfter, step < totalSteps {
+            if let stopAfter, step >= stopAfter, !done {
                 if checkpointAtStop, written == nil { written = try saveCheckpoint(elapsed: metrics.elapsed) }
                 progress(TrainProgress(step: step, totalSteps: totalSteps, metrics: metrics, checkpoint: written))
                 return summary(finished: false, last: last)
@@ -413,9 +423,9 @@ public final class TrainJob {
         let units = Double(max(1, method == .dpo ? s.pairs : s.sequences))
         let seqs = Double(max(1, s.sequences))
         func mean(_ sum: Double, _ n: Int) -> Double? { n > 0 ? sum / Double(n) : nil }
-        let units0 = Double(max(1, loader.unitsPerEpoch))
+        let runs = Double(max(1, loader.runCount))
         return StepMetrics(
-            step: step, epoch: Double(loader.position.epoch) + Double(loader.position.consumed) / units0,
+            step: step, epoch: Double(loader.position.epoch) + Double(loader.position.run) / runs,
             lr: lr, valueLR: valueLR, loss: s.policyLoss / units,
             valueLoss: method.hasValue ? s.valueLoss / seqs : nil, bellman: method.hasValue ? s.bellman / seqs : nil,
             kl: (method == .oreo && config.oreo.alpha != 0) || method == .kto ? s.kl / seqs : nil,

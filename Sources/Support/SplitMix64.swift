@@ -11,4 +11,8 @@ public struct SplitMix64: RandomNumberGenerator, Sendable {
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
         return z ^ (z >> 31)
     }
+
+    /// Moves ahead as if `draws` numbers had been drawn (the state is a counter, so a jump is one step): lets
+    /// independent consumers share one seeded stream at fixed distances.
+    public mutating func advance(by draws: UInt64) { state &+= draws &* 0x9E37_79B9_7F4A_7C15 }
 }

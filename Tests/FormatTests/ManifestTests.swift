@@ -109,6 +109,8 @@ import Format
                     var s = $0["shards"] as! [[String: Any]]
                     var c = $0["counts"] as! [String: Any]
                     s[0]["trajectories"] = (s[0]["trajectories"] as! Int) + 1
+                    // Without statistics (an older manifest), so that the count reaches the shard comparison.
+                    s[0]["stats"] = nil
                     c["trajectories"] = (c["trajectories"] as! Int) + 1
                     $0["shards"] = s
                     $0["counts"] = c

@@ -24,17 +24,17 @@ import Runs
         let ds = try writeDataset(randomRecords(300, vocab: 50, seed: 1), vocab: 50, at: dir, shardTokens: 400)
         #expect(ds.shardCount > 3)
         let a = try loader(ds), b = try loader(ds)
-        let o0 = a.order(epoch: 0)
-        #expect(o0 == b.order(epoch: 0))
+        let o0 = try a.epochUnits(0).map { $0[0] }
+        #expect(try o0 == b.epochUnits(0).map { $0[0] })
         #expect(Set(o0).count == 300 && o0.count == 300)
-        #expect(o0 != a.order(epoch: 1))
-        #expect(o0 != Array(0..<300).map(Int32.init))
+        #expect(try o0 != a.epochUnits(1).map { $0[0] })
+        #expect(o0 != Array(0..<300))
         let other = try loader(ds) { $0.seed = 2 }
-        #expect(other.order(epoch: 0) != o0)
+        #expect(try other.epochUnits(0).map { $0[0] } != o0)
     }
 
-    /// Every run of `mixWindows` shuffled windows is delivered together: the units of each run form at most
-    /// `mixWindows` contiguous ranges of the dataset order.
+    /// Every run of `mixWindows` shuffled windows is delivered together, and its trajectories form at most
+    /// `mixWindows` contiguous ranges of the dataset order: a micro-batch touches a few blocks.
     @Test func orderKeepsBlockLocality() throws {
         let dir = temporaryDirectory("locality")
         let ds = try writeDataset(randomRecords(400, vocab: 50, seed: 2), vocab: 50, at: dir, shardTokens: 600)
@@ -42,24 +42,40 @@ import Runs
             $0.windowTokens = 60
             $0.mixWindows = 3
         }
-        let o = l.order(epoch: 0).map(Int.init)
-        #expect(l.windows.count > 20)
-        var start = 0
-        var runs = 0
-        let windowOf = Dictionary(uniqueKeysWithValues: l.windows.enumerated().flatMap { w, r in r.map { ($0, w) } })
-        while start < o.count {
-            // The run's windows: the next 3 distinct windows met, and all of their units come before any other.
-            var seen = Set<Int>(), end = start
-            while end < o.count, seen.count < 3 || seen.contains(windowOf[o[end]]!) {
-                seen.insert(windowOf[o[end]]!)
-                end += 1
-            }
-            let units = seen.reduce(0) { $0 + l.windows[$1].count }
-            #expect(end - start == units, "run at \(start): \(end - start) units delivered, its windows hold \(units)")
-            start = end
-            runs += 1
+        #expect(l.windowCount > 20 && l.runCount >= 7)
+        var all: [Int] = []
+        for r in 0..<l.runCount {
+            let run = try l.runUnits(epoch: 0, run: r).map { $0[0] }.sorted()
+            let ranges = 1 + zip(run, run.dropFirst()).filter { $1 != $0 + 1 }.count
+            #expect(run.isEmpty || ranges <= 3, "run \(r): \(ranges) ranges")
+            all += run
         }
-        #expect(runs >= 7)
+        #expect(all.sorted() == Array(0..<400))
+        #expect(try l.epochUnits(0).count == 400)
+    }
+
+    /// A position saved before runs were recorded (epoch and units consumed only) resumes at the same unit.
+    @Test func aPositionWithoutRunsIsFoundFromItsCount() throws {
+        let dir = temporaryDirectory("old-position")
+        let ds = try writeDataset(randomRecords(200, vocab: 50, seed: 9), vocab: 50, at: dir, shardTokens: 300)
+        let a = try loader(ds)
+        #expect(a.runCount > 3)
+        let b = TrainingBatch()
+        for _ in 0..<9 { try a.next(into: b) }
+        var json = try JSONSerialization.jsonObject(with: JSONEncoder().encode(a.position)) as! [String: Any]
+        #expect(json["run"] as? Int == a.position.run)
+        json["run"] = nil
+        json["inRun"] = nil
+        let old = try JSONDecoder().decode(LoaderPosition.self, from: JSONSerialization.data(withJSONObject: json))
+        let resumed = try loader(ds)
+        try resumed.seek(old)
+        #expect(resumed.position == a.position)
+        for _ in 0..<5 {
+            try a.next(into: b)
+            let expected = b.trajectories
+            try resumed.next(into: b)
+            #expect(b.trajectories == expected)
+        }
     }
 
     @Test func packsResponseTargetsAndReferenceValues() throws {
@@ -99,12 +115,12 @@ import Runs
         let dir = temporaryDirectory("resume")
         let ds = try writeDataset(randomRecords(120, vocab: 50, seed: 4), vocab: 50, at: dir, shardTokens: 300)
         let a = try loader(ds)
-        let perEpoch = a.microBatchCount(epoch: 0)
+        let perEpoch = try a.microBatchCount(epoch: 0)
         let b = TrainingBatch()
         var firstEpoch: [Int] = [], secondEpoch: [Int] = []
         var position: LoaderPosition?
         var after: [[Int32]] = []
-        for k in 0..<(perEpoch + a.microBatchCount(epoch: 1)) {
+        for k in 0..<(perEpoch + (try a.microBatchCount(epoch: 1))) {
             try a.next(into: b)
             if k < perEpoch { firstEpoch += b.trajectories } else { secondEpoch += b.trajectories }
             if k == perEpoch - 3 { position = a.position }
@@ -135,7 +151,7 @@ import Runs
         #expect(cut.report.truncated == 1 && cut.report.skippedOverlong == 1 && cut.report.maxLength == 20)
         let b = TrainingBatch()
         var found = false
-        for _ in 0..<cut.microBatchCount(epoch: 0) {
+        for _ in 0..<(try cut.microBatchCount(epoch: 0)) {
             try cut.next(into: b)
             if let k = b.trajectories.firstIndex(of: 3) {
                 found = true
@@ -153,13 +169,13 @@ import Runs
         let ds = try writeDataset(records, vocab: 50, at: dir)
         let rft = try loader(ds, selection: .positives)
         #expect(rft.report.used == records.filter { $0.reward == 1 }.count)
-        #expect((0..<rft.unitsPerEpoch).allSatisfy { records[rft.trajectories(ofUnit: $0)[0]].reward == 1 })
+        let rftUnits = try rft.epochUnits(0)
+        #expect(rftUnits.count == rft.unitsPerEpoch && rftUnits.allSatisfy { records[$0[0]].reward == 1 })
 
         let dpo = try loader(ds, selection: .pairs(perGroup: 2))
         var pairs = Set<[Int]>()
         var perGroup: [UInt64: Int] = [:]
-        for u in 0..<dpo.unitsPerEpoch {
-            let t = dpo.trajectories(ofUnit: u)
+        for t in try dpo.epochUnits(0) {
             #expect(t.count == 2 && records[t[0]].reward == 1 && records[t[1]].reward == 0)
             #expect(records[t[0]].group == records[t[1]].group)
             pairs.insert(t)
@@ -181,5 +197,64 @@ import Runs
         #expect(throws: DataError.self) { try loader(none, selection: .positives) }
         #expect(throws: DataError.self) { try loader(none, selection: .pairs(perGroup: 4)) }
         #expect(throws: DataError.self) { try loader(ds, column: "ref_logprob") }
+    }
+}
+
+/// Planning from the shards' statistics, as for a dataset too large to count first.
+@Suite struct StatisticsPlanTests {
+    /// The statistics count what the loader's pass counts; the estimate of an epoch is close to the count; and
+    /// training by `finished(epochs:)` delivers exactly the counted epochs whatever the estimate said.
+    @Test(arguments: [DataSelection.all, .positives, .pairs(perGroup: 2)])
+    func estimatesAreCloseAndEpochsExact(selection: DataSelection) throws {
+        let dir = temporaryDirectory("estimate")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let ds = try writeDataset(randomRecords(400, vocab: 50, seed: 21), vocab: 50, at: dir, shardTokens: 500)
+        var c = LoaderConfig()
+        c.tokensPerMicroBatch = 48
+        c.windowTokens = 200
+        let exact = try DataLoader(dataset: ds, config: c, selection: selection, sequenceLimit: 10)
+        let planned = try DataLoader(
+            dataset: ds, config: c, selection: selection, sequenceLimit: 10, exactPlanLimit: 0)
+        #expect(!exact.report.estimated && planned.report.estimated)
+        #expect(planned.report.skippedEmptyPrompt == exact.report.skippedEmptyPrompt)
+        let units = Double(exact.unitsPerEpoch), estimate = Double(planned.unitsPerEpoch)
+        #expect(abs(estimate - units) <= 0.15 * units, "units: estimated \(estimate), counted \(units)")
+        let batches = Double(exact.stepCount(epochs: 1)), estimatedBatches = Double(planned.stepCount(epochs: 1))
+        #expect(abs(estimatedBatches - batches) <= 0.25 * batches, "batches: \(estimatedBatches) vs \(batches)")
+        #expect(planned.reportSummary.contains("estimated from the shards' statistics"))
+        // The data, not the estimate, ends an epoch.
+        let b = TrainingBatch()
+        var delivered = 0
+        while !planned.finished(epochs: 2) {
+            try planned.next(into: b)
+            delivered += 1
+        }
+        #expect(delivered == (try exact.microBatchCount(epoch: 0)) + (try exact.microBatchCount(epoch: 1)))
+        #expect(planned.position.epoch == 1 && planned.position.run == planned.runCount)
+    }
+
+    /// A manifest without statistics (written before they existed) gets them computed from the shards once,
+    /// cached beside each shard and tied to its checksum; a stale or damaged cache is computed again.
+    @Test func olderDatasetsGetCachedStatistics() throws {
+        let dir = temporaryDirectory("stats-cache")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let records = randomRecords(90, vocab: 50, seed: 22)
+        let ds = try writeDataset(records, vocab: 50, at: dir, shardTokens: 200)
+        let fresh = try ds.statistics()
+        #expect(fresh.trajectories == 90 && fresh.usable == 90)
+        #expect(fresh.positives == UInt64(records.filter { $0.reward >= 0.5 }.count))
+        #expect(fresh.longest == UInt64(records.map(\.tokens.count).max()!))
+        #expect(ds.manifest.shards.allSatisfy { $0.stats != nil })
+        var m = ds.manifest
+        for i in m.shards.indices { m.shards[i].stats = nil }
+        try m.write(directory: dir)
+        let old = try Dataset(directory: dir)
+        #expect(try old.statistics() == fresh)
+        let cache = dir + "/" + m.shards[0].file + ".stats.json"
+        #expect(FileManager.default.fileExists(atPath: cache))
+        try Data("{\"shard_xxh3\": \"0000000000000000\", \"stats\": {}}".utf8).write(to: URL(fileURLWithPath: cache))
+        #expect(try Dataset(directory: dir).statistics() == fresh)
+        let text = try String(contentsOfFile: cache, encoding: .utf8)
+        #expect(text.contains(m.shards[0].xxh3))
     }
 }
