@@ -367,6 +367,8 @@ public final class DataLoader {
             kept.append((g, Int32(length), s.reward >= config.positiveThreshold, s.group))
         }
         let before = out.count
+        // Which trajectories a unit uses: only for the report, so only while counting one.
+        let counting = tally != nil
         var used = Set<Int>()
         switch selection {
         case .all, .positives:
@@ -379,7 +381,7 @@ public final class DataLoader {
                     Unit(
                         first: t.g, second: -1, firstLength: t.length, secondLength: 0,
                         firstPositive: t.positive, secondPositive: false))
-                used.insert(t.g)
+                if counting { used.insert(t.g) }
             }
         case .pairs(let cap):
             var groups: [UInt64: (pos: [Int], neg: [Int])] = [:]
@@ -417,13 +419,15 @@ public final class DataLoader {
                     Unit(
                         first: a.g, second: b.g, firstLength: a.length, secondLength: b.length,
                         firstPositive: true, secondPositive: false))
-                used.insert(a.g)
-                used.insert(b.g)
+                if counting {
+                    used.insert(a.g)
+                    used.insert(b.g)
+                }
             }
             r.pairs = pairs.count
             r.filtered = kept.count - used.count
         }
-        guard tally != nil else { return }
+        guard counting else { return }
         for t in kept where used.contains(t.g) {
             r.used += 1
             if t.positive { r.positives += 1 } else { r.negatives += 1 }

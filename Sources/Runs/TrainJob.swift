@@ -279,12 +279,10 @@ public final class TrainJob {
         let sessionStart = Date()
         // --max-steps ends a run at that step; otherwise the data does, after `epochs` epochs (the schedule spans
         // `totalSteps`, exact for a counted dataset, estimated for a large one, and holds its final rate after).
-        while config.maxSteps > 0 ? step < totalSteps : !loader.finished(epochs: config.epochs) {
+        while !isDone {
             let t0 = Date()
             var m = 0
-            while m < config.loader.microBatchesPerStep
-                && (config.maxSteps > 0 || !loader.finished(epochs: config.epochs))
-            {
+            while m < config.loader.microBatchesPerStep && (config.maxSteps > 0 || !isDone) {
                 try loader.next(into: batches[m])
                 m += 1
             }
@@ -333,7 +331,7 @@ public final class TrainJob {
             try metricsOut.write(contentsOf: try encoder.encode(metrics) + [10])
             last = metrics
             var written: String?
-            let done = config.maxSteps > 0 ? step >= totalSteps : loader.finished(epochs: config.epochs)
+            let done = isDone
             if done || (config.checkpointEvery > 0 && step % config.checkpointEvery == 0) {
                 written = try saveCheckpoint(elapsed: metrics.elapsed)
             }
@@ -415,6 +413,9 @@ public final class TrainJob {
         return stats
     }
 
+    /// Whether the run has reached its end: step `--max-steps`, or else the data of `epochs` epochs used.
+    private var isDone: Bool { config.maxSteps > 0 ? step >= totalSteps : loader.finished(epochs: config.epochs) }
+
     private func makeMetrics(
         _ s: ObjectiveStats, lr: Double, valueLR: Double?, gradNorm: Double, valueGradNorm: Double?,
         tokens: Int, seconds: Double, elapsed: Double
@@ -423,9 +424,12 @@ public final class TrainJob {
         let units = Double(max(1, method == .dpo ? s.pairs : s.sequences))
         let seqs = Double(max(1, s.sequences))
         func mean(_ sum: Double, _ n: Int) -> Double? { n > 0 ? sum / Double(n) : nil }
-        let runs = Double(max(1, loader.runCount))
+        // Units consumed over the epoch's units (an estimate for a large dataset: held below 1 until its end).
+        let p = loader.position
+        let fraction =
+            p.run >= loader.runCount ? 1 : min(0.999, Double(p.consumed) / Double(max(1, loader.unitsPerEpoch)))
         return StepMetrics(
-            step: step, epoch: Double(loader.position.epoch) + Double(loader.position.run) / runs,
+            step: step, epoch: Double(p.epoch) + fraction,
             lr: lr, valueLR: valueLR, loss: s.policyLoss / units,
             valueLoss: method.hasValue ? s.valueLoss / seqs : nil, bellman: method.hasValue ? s.bellman / seqs : nil,
             kl: (method == .oreo && config.oreo.alpha != 0) || method == .kto ? s.kl / seqs : nil,
