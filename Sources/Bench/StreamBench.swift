@@ -6,8 +6,8 @@ import Runs
 import Support
 import Train
 
-/// `Bench stream`: what opening and streaming a dataset costs as it grows. For datasets of 0.1 GB and 1 GB
-/// (synthetic, written here) and a logical 1 TB one (a manifest listing ~80,000 hard links to the small
+/// `Bench stream`: what opening and streaming a dataset costs as it grows. For datasets of 0.1 GB and 8 GB
+/// (synthetic, written here; `--gb` picks the sizes) and a logical 1 TB one (a manifest listing ~80,000 hard links to the small
 /// dataset's shards), it runs `oreo train` (SFT, a tiny model, 20 steps), `oreo score` (a 2,000-trajectory
 /// prefix) and `oreo verify` as child processes and prints their peak anonymous memory (RssAnon), train's time
 /// to its first step warm, and the bytes a cold train reads from disk before its first step (/proc/PID/io,
@@ -15,7 +15,7 @@ import Train
 /// token blocks directly.
 func runStreamBench(args: [String]) throws {
     var dir = NSTemporaryDirectory() + "oreo-bench-stream"
-    var sizes = [0.1, 1.0]
+    var sizes = [0.1, 8.0]
     var logicalShards = 80_000
     var cap = 120.0
     var it = args.makeIterator()
@@ -26,7 +26,7 @@ func runStreamBench(args: [String]) throws {
         case "--logical-shards": logicalShards = Int(it.next() ?? "") ?? logicalShards
         case "--timeout": cap = Double(it.next() ?? "") ?? cap
         default:
-            throw BenchError.usage("stream [--dir DIR] [--gb 0.1,1] [--logical-shards 80000] [--timeout SECONDS]")
+            throw BenchError.usage("stream [--dir DIR] [--gb 0.1,8] [--logical-shards 80000] [--timeout SECONDS]")
         }
     }
     guard let small = sizes.min(), small > 0 else { throw BenchError.usage("stream: --gb needs a positive size") }
@@ -52,6 +52,13 @@ func runStreamBench(args: [String]) throws {
     let model = dir + "/model"
     try writeTinyModel(model)
 
+    // One run first, unmeasured: the first process after writing the datasets pays for loading the libraries.
+    _ = try Child.run(
+        oreo,
+        [
+            "train", "--method", "sft", "--model", model, "--data", datasets[0].path, "--out", dir + "/run",
+            "--max-steps", "1", "--tokens-per-micro-batch", "2048",
+        ], cap: cap)
     var table = Table(
         "dataset", "trajectories", "shards", "train RssAnon MiB", "train 1st step s", "cold read before step",
         "score RssAnon MiB", "verify RssAnon MiB")
@@ -65,25 +72,37 @@ func runStreamBench(args: [String]) throws {
         ]
         let warm = try Child.run(oreo, train, cap: cap, firstStepFile: run + "/metrics.jsonl")
         try? FileManager.default.removeItem(atPath: run)
-        evict(path, manifest: m)
-        let cold = try Child.run(oreo, train, cap: cap, firstStepFile: run + "/metrics.jsonl")
+        let files = Array(distinctFiles(path, manifest: m).keys)
+        evict(files)
+        let stillCached = residentBytes(files)
+        let cold = try Child.run(
+            oreo, train, cap: cap, firstStepFile: run + "/metrics.jsonl", atFirstStep: { residentBytes(files) })
         try? FileManager.default.removeItem(atPath: run)
         let score = try Child.run(
             oreo, ["score", "--model", model, "--data", path, "--max-trajectories", "2000", "--column", "bench"],
             cap: cap)
         let verify = try Child.run(oreo, ["verify", path], cap: min(cap, 15))
         let physical = realBytes(path, manifest: m)
+        let logicalBytes = m.shards.reduce(UInt64(0)) { $0 + $1.bytes }
         func step(_ c: Child.Result) -> String { c.firstStep.map { fmt($0, 2) } ?? "none in \(fmt(c.seconds, 0)) s" }
         table.add(
             name, "\(m.counts.trajectories)", "\(m.shards.count)", fmt(warm.peakAnonMiB, 0), step(warm),
-            cold.readBeforeStep.map {
-                "\(fmt(Double($0) / 1e6, 1)) MB (\(fmt(100 * Double($0) / Double(max(1, physical)), 2))%)"
+            cold.readBeforeStep.map { read in
+                var text =
+                    "\(fmt(Double(read) / 1e6, 1)) MB (\(fmt(100 * Double(read) / Double(max(1, logicalBytes)), 3))%"
+                if physical != logicalBytes {
+                    text += "; \(fmt(100 * Double(read) / Double(max(1, physical)), 1))% of the linked files"
+                }
+                text += "; \(fmt(Double(cold.firstStepProbe ?? 0) / 1e6, 1)) MB of its pages cached"
+                if stillCached > 0 { text += ", \(fmt(Double(stillCached) / 1e6, 1)) MB not evicted" }
+                return text + ")"
             } ?? "-",
             fmt(score.peakAnonMiB, 0), fmt(verify.peakAnonMiB, 0) + (verify.capped ? " (cut)" : ""))
     }
     table.print()
     print(
-        "cold read: bytes the train process read from disk before its first step, against the dataset's distinct files")
+        "cold read: bytes the train process read from disk (/proc/PID/io read_bytes) before its first step, after the dataset's files were dropped from the page cache, against the dataset's bytes (for the logical dataset also against the distinct files its shards link to); then the dataset's pages in the page cache at that moment (mincore)"
+    )
 
     // The loader's steady state on the smallest dataset, against a direct pass over the same token blocks.
     let d = try Dataset(directory: dir + "/synth-\(small)gb")
@@ -155,6 +174,9 @@ private func linkLogical(from: String, to: String, shards: Int) throws -> UInt64
     m.counts.trajectories = 0
     m.counts.steps = 0
     m.counts.tokens = 0
+    // The logical dataset's statistics: each linked shard counted as many times as it is listed.
+    let perShard = try source.shards.map { try ShardStats(shard: Shard(path: from + "/" + $0.file)) }
+    m.stats = ShardStats()
     for k in 0..<shards {
         var e = source.shards[k % source.shards.count]
         let name = String(format: "shard-%06d.oreo", k)
@@ -166,6 +188,7 @@ private func linkLogical(from: String, to: String, shards: Int) throws -> UInt64
         m.counts.trajectories += e.trajectories
         m.counts.steps += e.steps
         m.counts.tokens += e.tokens
+        m.stats?.add(perShard[k % source.shards.count])
     }
     try m.write(directory: to)
     return m.shards.reduce(0) { $0 + $1.bytes }
@@ -196,15 +219,35 @@ private func realBytes(_ path: String, manifest m: Manifest) -> UInt64 {
     distinctFiles(path, manifest: m).values.reduce(0, +)
 }
 
-/// Drops the dataset's files from the page cache, so the next reader reads them from disk.
-private func evict(_ path: String, manifest m: Manifest) {
-    for file in distinctFiles(path, manifest: m).keys {
+/// Drops `files` from the page cache, so the next reader reads them from disk.
+private func evict(_ files: [String]) {
+    for file in files {
         let fd = open(file, O_RDONLY)
         guard fd >= 0 else { continue }
         fdatasync(fd)
         _ = posix_fadvise(fd, 0, 0, Int32(POSIX_FADV_DONTNEED))
         close(fd)
     }
+}
+
+/// Bytes of `files` in the page cache (mincore over a fresh mapping of each).
+private func residentBytes(_ files: [String]) -> UInt64 {
+    let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+    var total: UInt64 = 0
+    for file in files {
+        let fd = open(file, O_RDONLY)
+        guard fd >= 0 else { continue }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0, st.st_size > 0 else { continue }
+        let size = Int(st.st_size)
+        guard let p = mmap(nil, size, PROT_READ, MAP_SHARED, fd, 0), p != MAP_FAILED else { continue }
+        defer { munmap(p, size) }
+        var vec = [UInt8](repeating: 0, count: (size + page - 1) / page)
+        guard mincore(p, size, &vec) == 0 else { continue }
+        total += UInt64(vec.reduce(0) { $0 + Int($1 & 1) } * page)
+    }
+    return total
 }
 
 /// A child `oreo` process watched from outside: peak anonymous memory, disk reads, time to its first step.
@@ -214,11 +257,17 @@ private enum Child {
         var seconds = 0.0
         var firstStep: Double?
         var readBeforeStep: UInt64?
+        /// What `atFirstStep` returned.
+        var firstStepProbe: UInt64?
         var capped = false
     }
 
-    /// Runs `oreo args`, polling /proc every 20 ms; stops it after `cap` seconds.
-    static func run(_ oreo: String, _ args: [String], cap: Double, firstStepFile: String? = nil) throws -> Result {
+    /// Runs `oreo args`, polling /proc every 20 ms (and calling `atFirstStep` when `firstStepFile` gets its first
+    /// line); stops it after `cap` seconds.
+    static func run(
+        _ oreo: String, _ args: [String], cap: Double, firstStepFile: String? = nil,
+        atFirstStep: () -> UInt64? = { nil }
+    ) throws -> Result {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: oreo)
         p.arguments = args
@@ -236,6 +285,7 @@ private enum Child {
             {
                 r.firstStep = elapsed
                 r.readBeforeStep = procField("/proc/\(pid)/io", "read_bytes:").map { UInt64($0) }
+                r.firstStepProbe = atFirstStep()
             }
             if elapsed > cap {
                 r.capped = true

@@ -85,6 +85,7 @@ public final class BlockFile: Sendable {
                 .corruptFooter, offset: UInt64(tailStart),
                 "footer at \(footerOffset) of length \(footerLength) does not end where the tail starts (\(dataEnd))")
         }
+        file.willNeed(Int(footerOffset)..<Int(dataEnd))
         let footerBytes = UnsafeRawBufferPointer(rebasing: bytes[Int(footerOffset)..<Int(dataEnd)])
         guard Checksum.xxh3(footerBytes) == footerChecksum else {
             throw fail(.checksumMismatch, offset: footerOffset, "footer checksum mismatch")
@@ -166,6 +167,7 @@ public final class BlockFile: Sendable {
     /// The stored bytes of a block, after checking its checksum and the padding after it.
     func verifiedStoredBytes(column c: ColumnDescriptor, block bi: Int) throws -> UnsafeRawBufferPointer {
         let b = c.blocks[bi]
+        if let ci = columnIndex[c.name] { file.willNeed(Int(b.offset)..<Int(paddingEnd[ci][bi])) }
         let stored = UnsafeRawBufferPointer(rebasing: file.bytes[Int(b.offset)..<Int(b.offset + b.storedLength)])
         guard Checksum.xxh3(stored) == b.checksum else {
             throw FormatError(

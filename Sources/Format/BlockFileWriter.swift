@@ -10,6 +10,8 @@ struct ColumnBuilder {
     var buffer: [UInt8] = []
     var blocks: [BlockEntry] = []
     var compress: Bool
+    /// Raw bytes at which the current block is cut.
+    var blockBytes: Int
 
     mutating func append<T: FixedWidthInteger>(_ v: T) {
         withUnsafeBytes(of: v.littleEndian) { buffer.append(contentsOf: $0) }
@@ -68,17 +70,21 @@ final class BlockFileWriter {
         try out.write(h.bytes)
     }
 
-    func addColumn(_ name: String, _ level: Level, _ dtype: DType, compressible: Bool = true) -> Int {
+    /// Adds a column whose blocks are cut at `blockBytes` raw bytes (the file's target when nil, and never above it).
+    func addColumn(
+        _ name: String, _ level: Level, _ dtype: DType, compressible: Bool = true, blockBytes: Int? = nil
+    ) -> Int {
         columns.append(
             ColumnBuilder(
                 name: name, level: level, dtype: dtype,
-                compress: compressible && compression != .none))
+                compress: compressible && compression != .none,
+                blockBytes: max(64, min(self.blockBytes, blockBytes ?? self.blockBytes))))
         return columns.count - 1
     }
 
     /// Writes every column whose block reached the target size (call at trajectory boundaries only).
     func flushFull() throws {
-        for i in columns.indices where columns[i].buffer.count >= blockBytes { try flush(i) }
+        for i in columns.indices where columns[i].buffer.count >= columns[i].blockBytes { try flush(i) }
     }
 
     func flush(_ i: Int) throws {

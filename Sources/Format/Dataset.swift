@@ -68,17 +68,14 @@ public final class Dataset: Sendable {
         return shard
     }
 
-    /// The dataset's statistics: the sum of its shards', from the manifest, or for shards written before
-    /// statistics existed, from a cache file beside the shard (`<shard>.stats.json`, tied to the shard's
+    /// The dataset's statistics: the sum of its shards', from the manifest, or for datasets written before
+    /// statistics existed, the sum of each shard's from a cache file beside the shard (`<shard>.stats.json`, tied to the shard's
     /// checksum), computed from the shard's scalar columns the first time and cached when the directory is
     /// writable.
     public func statistics() throws -> ShardStats {
+        if let s = manifest.stats { return s }
         var total = ShardStats()
         for (i, e) in manifest.shards.enumerated() {
-            if let s = e.stats {
-                total.add(s)
-                continue
-            }
             let cache = shardPath(i) + ".stats.json"
             if let data = FileManager.default.contents(atPath: cache),
                 (try? StrictJSON.parse(data, file: cache)) != nil,
@@ -174,6 +171,7 @@ public final class Dataset: Sendable {
                 continue
             }
             func mismatch(_ file: BlockFile, _ expected: String) -> String? {
+                file.file.adviseSequential()
                 let actual = Checksum.hex(Checksum.xxh3(file.file.bytes))
                 return actual == expected ? nil : "file checksum \(actual) differs from the manifest's \(expected)"
             }
@@ -254,6 +252,7 @@ public final class Dataset: Sendable {
             footer.sources == SidecarWriter.sources(producer), footer.columns.count == 1,
             footer.columns[0].name == ColumnName.tokenPrefix + column, footer.columns[0].dtype == .f32
         else { return nil }
+        f.file.adviseSequential()
         return (UInt64(f.file.bytes.count), Checksum.hex(Checksum.xxh3(f.file.bytes)))
     }
 }
@@ -335,6 +334,7 @@ public final class DatasetWriter {
             tokenColumns: options.tokenColumns,
             counts: DatasetCounts(trajectories: 0, steps: 0, tokens: 0), shards: [],
             createdBy: "oreo \(oreoVersion)", properties: properties)
+        manifest.stats = ShardStats()
         try manifest.write(directory: directory, fileName: manifestName)
     }
 
@@ -427,7 +427,8 @@ public final class DatasetWriter {
                 ShardEntry(
                     file: s.file, trajectories: s.trajectories, steps: s.steps,
                     tokens: s.tokens, bytes: s.bytes, xxh3: Checksum.hex(s.checksum),
-                    sidecars: [], stats: stats))
+                    sidecars: []))
+            manifest.stats?.add(stats)
             manifest.counts.trajectories += s.trajectories
             manifest.counts.steps += s.steps
             manifest.counts.tokens += s.tokens

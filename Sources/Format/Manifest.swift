@@ -38,8 +38,6 @@ public struct ShardEntry: Codable, Sendable, Equatable {
     public var xxh3: String
     /// Columns added after the shard was written.
     public var sidecars: [SidecarEntry]
-    /// What a trainer plans with (absent in manifests written before statistics existed).
-    public var stats: ShardStats? = nil
 }
 
 /// Dataset totals.
@@ -70,13 +68,16 @@ public struct Manifest: Codable, Sendable, Equatable {
     public var counts: DatasetCounts
     /// Shards in order.
     public var shards: [ShardEntry]
+    /// What a trainer plans with: the sum of the shards' statistics, counted as each was closed (one value per
+    /// dataset, so a manifest of many shards stays small). nil in manifests written before statistics existed.
+    public var stats: ShardStats?
     /// Writer name and version.
     public var createdBy: String
     /// Free-form string properties (ingest options and statistics).
     public var properties: [String: String]
 
     enum CodingKeys: String, CodingKey {
-        case format, version, complete, tokenizer, compression, counts, shards, properties
+        case format, version, complete, tokenizer, compression, counts, shards, properties, stats
         case tokenDType = "token_dtype", vocabSize = "vocab_size", tokenColumns = "token_columns"
         case createdBy = "created_by"
     }
@@ -110,14 +111,6 @@ public struct Manifest: Codable, Sendable, Equatable {
             for c in s.sidecars.map(\.column) where !tokenColumns.contains(c) {
                 throw bad("shard \(i): sidecar column '\(c)' is not in token_columns")
             }
-            if let st = s.stats {
-                try st.validate(path: path)
-                guard st.trajectories == s.trajectories, st.tokens == s.tokens else {
-                    throw bad(
-                        "shard \(i): statistics count \(st.trajectories)/\(st.tokens) trajectories/tokens, the entry \(s.trajectories)/\(s.tokens)"
-                    )
-                }
-            }
             totals.trajectories += s.trajectories
             totals.steps += s.steps
             totals.tokens += s.tokens
@@ -126,6 +119,14 @@ public struct Manifest: Codable, Sendable, Equatable {
             throw bad(
                 "counts say \(counts.trajectories)/\(counts.steps)/\(counts.tokens) trajectories/steps/tokens, shards add up to \(totals.trajectories)/\(totals.steps)/\(totals.tokens)"
             )
+        }
+        if let st = stats {
+            try st.validate(path: path)
+            guard st.trajectories == counts.trajectories, st.tokens == counts.tokens else {
+                throw bad(
+                    "statistics count \(st.trajectories)/\(st.tokens) trajectories/tokens, the counts \(counts.trajectories)/\(counts.tokens)"
+                )
+            }
         }
     }
 
@@ -138,15 +139,21 @@ public struct Manifest: Codable, Sendable, Equatable {
         let path = directory + "/" + fileName
         let file = try MappedFile(path: path)
         guard file.bytes.count <= 256 << 20 else { throw FormatError(.manifest, path: path, "manifest over 256 MiB") }
-        let data = Data(file.bytes)
         // The strict reader first: syntax errors (and duplicate keys, NaN, ...) with their position.
-        do { _ = try StrictJSON.parse(data, file: path) } catch {
+        do { try StrictJSON.validate(file.bytes, file: path) } catch {
             throw FormatError(
                 .manifest, path: path, offset: UInt64(error.offset),
                 "not valid JSON (line \(error.line), column \(error.column)): \(error.reason)")
         }
         let m: Manifest
         do {
+            // The mapping outlives the decoder: no copy of a manifest that may be tens of megabytes.
+            let data =
+                file.bytes.isEmpty
+                ? Data()
+                : Data(
+                    bytesNoCopy: UnsafeMutableRawPointer(mutating: file.bytes.baseAddress!), count: file.bytes.count,
+                    deallocator: .none)
             m = try JSONDecoder().decode(Manifest.self, from: data)
         } catch let DecodingError.dataCorrupted(ctx) {
             throw FormatError(.manifest, path: path, "not valid JSON: \(ctx.debugDescription)")

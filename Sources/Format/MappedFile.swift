@@ -6,6 +6,10 @@
 import Support
 
 /// A read-only memory mapping of a whole file; the owner that keeps views into it alive.
+///
+/// The mapping is advised random: a page fault reads its own page, not the disk's read-ahead window (often
+/// megabytes, so a few header and footer reads would pull in most of a cold shard). Readers announce what they
+/// are about to read with `willNeed(_:)`, or `adviseSequential()` for a front-to-back pass.
 public final class MappedFile: @unchecked Sendable {
     // Immutable after init; the mapping is PROT_READ, so sharing it between threads is safe.
     /// The file's path, for error messages.
@@ -37,7 +41,20 @@ public final class MappedFile: @unchecked Sendable {
         }
         base = p
         bytes = UnsafeRawBufferPointer(start: p, count: size)
+        _ = madvise(p, size, MADV_RANDOM)
     }
+
+    /// Starts reading bytes `range` from disk (one request for the whole range, only those pages).
+    public func willNeed(_ range: Range<Int>) {
+        guard let base, !range.isEmpty else { return }
+        let page = MappedFile.pageSize
+        let start = max(0, range.lowerBound) & ~(page - 1)
+        let end = min(bytes.count, range.upperBound)
+        guard end > start else { return }
+        _ = madvise(base + start, end - start, MADV_WILLNEED)
+    }
+
+    private static let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
 
     /// Tells the kernel the file will be read front to back (bigger read-ahead).
     public func adviseSequential() {

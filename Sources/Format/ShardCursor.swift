@@ -153,15 +153,21 @@ public final class ShardCursor {
     /// Trajectory `i`'s child elements from offsets column `h`, whose blocks are checked on first use.
     @inline(__always) private func range(_ h: Int, _ offsets: OffsetColumn, _ i: Int) throws -> Range<Int> {
         let k = offsets.block(of: i), k2 = offsets.block(of: i + 1)
-        if !verified[h][k] { try verifyOffsets(h, k) }
-        if k2 != k && !verified[h][k2] { try verifyOffsets(h, k2) }
+        if !verified[h][k] { try verifyOffsets(h, offsets, k) }
+        if k2 != k && !verified[h][k2] { try verifyOffsets(h, offsets, k2) }
         return try offsets.range(i)
     }
 
-    private func verifyOffsets(_ h: Int, _ bi: Int) throws {
+    /// The offsets column with handle `h`, if it is one.
+    private func offsetColumn(_ h: Int) -> OffsetColumn? {
+        h == hTokenOffsets ? tokenOffsets : h == hStepOffsets ? stepOffsets : h == hMetaOffsets ? metaOffsets : nil
+    }
+
+    private func verifyOffsets(_ h: Int, _ offsets: OffsetColumn, _ bi: Int) throws {
         if !shard.isVerified(h, bi) {
             let col = shard.columns[h]
             _ = try col.file.verifiedStoredBytes(column: col.descriptor, block: bi)
+            try offsets.checkEnds(block: bi)
             shard.markVerified(h, bi)
         }
         verified[h][bi] = true
@@ -213,9 +219,12 @@ public final class ShardCursor {
         let d = col.descriptor
         let b = d.blocks[bi]
         tick &+= 1
+        // The mapping is advised random: ask for the block's pages in one request.
+        let extent = Int(b.offset)..<Int(b.offset + b.storedLength)
         if b.codec == .raw {
             let p = UnsafeRawPointer(col.file.file.bytes.baseAddress! + Int(b.offset))
             if !verified[h][bi] {
+                col.file.file.willNeed(extent)
                 if !shard.isVerified(h, bi) {
                     try verifyRawBlock(h, bi, UnsafeRawBufferPointer(start: p, count: Int(b.storedLength)))
                     shard.markVerified(h, bi)
@@ -228,6 +237,7 @@ public final class ShardCursor {
             cache[h][k].tick = tick
             return (cache[h][k].buffer, UnsafeRawPointer(cache[h][k].buffer.pointer))
         }
+        col.file.file.willNeed(extent)
         // Blocks already checked in this process decompress to the same checked bytes: skip the checks.
         let known = shard.isVerified(h, bi)
         let stored =
@@ -276,6 +286,7 @@ public final class ShardCursor {
         let b = col.descriptor.blocks[bi]
         guard h == hTokens else {
             _ = try col.file.verifiedStoredBytes(column: col.descriptor, block: bi)
+            try offsetColumn(h)?.checkEnds(block: bi)
             return
         }
         hasher.reset()

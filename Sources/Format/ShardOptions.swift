@@ -38,14 +38,18 @@ public struct ShardOptions: Sendable, Equatable {
     public var compression: Compression = .zstd(level: 3)
     /// Target raw bytes per block (blocks end at trajectory boundaries, so they can be larger).
     public var blockBytes: Int = 1 << 20
+    /// Target raw bytes per block of the per-trajectory columns (offsets, rewards, groups, ...; at most
+    /// `blockBytes`): small, so that reading a few trajectories' scalars checks and decodes little.
+    public var trajectoryBlockBytes: Int = 64 << 10
     /// Names of optional per-token f32 columns (without the `token.` prefix), e.g. `behavior_logprob`.
     public var tokenColumns: [String] = []
 
     /// Options for a vocabulary; everything else default.
     public init(
         vocabSize: Int, compression: Compression = .zstd(level: 3), blockBytes: Int = 1 << 20,
-        tokenColumns: [String] = []
+        trajectoryBlockBytes: Int = 64 << 10, tokenColumns: [String] = []
     ) {
+        self.trajectoryBlockBytes = trajectoryBlockBytes
         self.vocabSize = vocabSize
         self.compression = compression
         self.blockBytes = blockBytes

@@ -37,16 +37,19 @@ public final class ShardWriter {
         file = try BlockFileWriter(
             path: path, magic: Container.magic, compression: options.compression,
             blockBytes: options.blockBytes)
-        // Offsets stay raw so readers index them straight from the mapping.
-        cTokOff = file.addColumn(ColumnName.tokenOffsets, .offsets, .u64, compressible: false)
-        cStepOff = file.addColumn(ColumnName.stepOffsets, .offsets, .u64, compressible: false)
-        cMetaOff = file.addColumn(ColumnName.metaOffsets, .offsets, .u64, compressible: false)
-        cPrompt = file.addColumn(ColumnName.promptLength, .trajectory, .u32)
-        cReward = file.addColumn(ColumnName.reward, .trajectory, .f32)
-        cGroup = file.addColumn(ColumnName.group, .trajectory, .u64)
-        cSource = file.addColumn(ColumnName.sourceFile, .trajectory, .u32)
-        cLine = file.addColumn(ColumnName.sourceLine, .trajectory, .u64)
-        cFlags = file.addColumn(ColumnName.flags, .trajectory, .u32)
+        // Offsets stay raw so readers index them straight from the mapping. Per-trajectory columns get smaller
+        // blocks: a reader checks a whole block before using it, and a loader reads the scalars of a few thousand
+        // trajectories at a time.
+        let small = options.trajectoryBlockBytes
+        cTokOff = file.addColumn(ColumnName.tokenOffsets, .offsets, .u64, compressible: false, blockBytes: small)
+        cStepOff = file.addColumn(ColumnName.stepOffsets, .offsets, .u64, compressible: false, blockBytes: small)
+        cMetaOff = file.addColumn(ColumnName.metaOffsets, .offsets, .u64, compressible: false, blockBytes: small)
+        cPrompt = file.addColumn(ColumnName.promptLength, .trajectory, .u32, blockBytes: small)
+        cReward = file.addColumn(ColumnName.reward, .trajectory, .f32, blockBytes: small)
+        cGroup = file.addColumn(ColumnName.group, .trajectory, .u64, blockBytes: small)
+        cSource = file.addColumn(ColumnName.sourceFile, .trajectory, .u32, blockBytes: small)
+        cLine = file.addColumn(ColumnName.sourceLine, .trajectory, .u64, blockBytes: small)
+        cFlags = file.addColumn(ColumnName.flags, .trajectory, .u32, blockBytes: small)
         cStepEnd = file.addColumn(ColumnName.stepEnd, .step, .u32)
         cMeta = file.addColumn(ColumnName.meta, .metaByte, .u8)
         cIDs = file.addColumn(ColumnName.tokenIDs, .token, options.tokenDType)
@@ -152,7 +155,7 @@ public final class ShardWriter {
                 let e = part.end(k)
                 fill += (e - previous) * part.size
                 previous = e
-                if fill >= file.blockBytes {
+                if fill >= file.columns[part.column].blockBytes {
                     flushes.append((k, p))
                     fill = 0
                 }

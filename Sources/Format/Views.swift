@@ -1,16 +1,39 @@
-/// A decompressed block: 64-byte aligned heap memory owned by the views that point into it.
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+
+/// A decompressed block: 64-byte aligned memory owned by the views that point into it.
+///
+/// Large buffers are mapped on their own rather than taken from the malloc heap: glibc raises its mmap threshold
+/// after the first large free, then serves later megabyte blocks from a heap it rarely shrinks, so a pass over
+/// many shards (`oreo verify`) kept growing; a mapping goes back to the system when freed.
 final class BlockBuffer {
     let pointer: UnsafeMutableRawPointer
     let capacity: Int
     var count: Int
+    private let mapped: Bool
 
     init(count: Int) {
         self.count = count
         capacity = max(count, 1)
-        pointer = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 64)
+        if capacity >= BlockBuffer.mapThreshold,
+            let p = mmap(nil, capacity, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), p != MAP_FAILED
+        {
+            pointer = p
+            mapped = true
+        } else {
+            pointer = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 64)
+            mapped = false
+        }
     }
 
-    deinit { pointer.deallocate() }
+    deinit {
+        if mapped { munmap(pointer, capacity) } else { pointer.deallocate() }
+    }
+
+    private static let mapThreshold = 64 << 10
 }
 
 /// A read-only, zero-copy view of a run of column elements.

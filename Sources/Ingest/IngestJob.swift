@@ -263,6 +263,7 @@ extension IngestJob {
             merged.counts.trajectories += m.counts.trajectories
             merged.counts.steps += m.counts.steps
             merged.counts.tokens += m.counts.tokens
+            if let st = m.stats { merged.stats?.add(st) } else { merged.stats = nil }
         }
         for k in ["ingest.lines_read", "ingest.trajectories", "ingest.rejected", "ingest.truncated"] {
             merged.properties[k] = String(parts.reduce(0) { $0 + (Int($1.properties[k] ?? "") ?? 0) })

@@ -32,7 +32,7 @@ public final class DataLoader {
     public let windowCount: Int
     /// Datasets up to this many trajectories are counted exactly before training (a pass over their scalars per
     /// planned epoch); larger ones are planned from statistics.
-    public static let exactPlanLimit = 1_000_000
+    public static let exactPlanLimit = 100_000
 
     /// Longest sequence kept.
     let limit: Int

@@ -29,7 +29,9 @@ import Format
         defer { dir.cleanup() }
         for (seed, codec) in [(1, Compression.none), (2, .zstd(level: 3)), (3, .zstd(level: 1))] {
             let records = randomTrajectories(seed: UInt64(seed), count: 150, vocab: vocab)
-            let options = ShardOptions(vocabSize: vocab, compression: codec, blockBytes: blockBytes)
+            let options = ShardOptions(
+                vocabSize: vocab, compression: codec, blockBytes: blockBytes,
+                trajectoryBlockBytes: max(64, blockBytes / 4))
             let one = try writeShard(dir.file("one.oreo"), records, options: options)
             let w = try ShardWriter(path: dir.file("batch.oreo"), options: options)
             let source = w.sourceIndex("input.jsonl")

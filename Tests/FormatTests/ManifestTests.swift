@@ -34,6 +34,10 @@ import Format
         #expect(m.tokenDType == "u16" && m.vocabSize == 800)
         #expect(try Manifest.read(directory: dir.path) == m)
         #expect(ManifestTests.openError(dir) == nil)
+        // The statistics are the sum of the shards', counted as each was written.
+        var sum = ShardStats()
+        for e in m.shards { sum.add(try ShardStats(shard: Shard(path: dir.path + "/" + e.file))) }
+        #expect(m.stats == sum && sum.trajectories == m.counts.trajectories)
     }
 
     @Test func semanticErrorsAreRefusedWithTheReason() throws {
@@ -77,6 +81,14 @@ import Format
             ("missing field 'shards'", { $0.removeValue(forKey: "shards") }),
             ("wrong type", { $0["complete"] = "yes" }),
             ("compression", { $0["compression"] = "lz4" }),
+            (
+                "statistics count",
+                {
+                    var st = $0["stats"] as! [String: Any]
+                    st["trajectories"] = (st["trajectories"] as! Int) + 1
+                    $0["stats"] = st
+                }
+            ),
         ]
         for (expected, edit) in cases {
             let dir = TempDir()
@@ -110,7 +122,7 @@ import Format
                     var c = $0["counts"] as! [String: Any]
                     s[0]["trajectories"] = (s[0]["trajectories"] as! Int) + 1
                     // Without statistics (an older manifest), so that the count reaches the shard comparison.
-                    s[0]["stats"] = nil
+                    $0["stats"] = nil
                     c["trajectories"] = (c["trajectories"] as! Int) + 1
                     $0["shards"] = s
                     $0["counts"] = c

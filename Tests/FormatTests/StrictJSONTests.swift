@@ -52,6 +52,25 @@ import Testing
             #expect(error.reason.contains(reason), "\(error)")
             #expect(error.description.hasPrefix("t.json: invalid JSON at byte \(offset) (line "), "\(error)")
         }
+        // Checking without building refuses the same input with the same error.
+        let e = Self.validationError(text)
+        #expect(e?.offset == offset && e?.reason.contains(reason) == true, "\(String(describing: e))")
+    }
+
+    @Test func validateAcceptsWhatParseAccepts() throws {
+        let text = #" {"a": [1, -2.5e1, true, false, null, {"k": [[]]}], "b": {"c": "d\u00e9\ud83d\ude00\n"}} "#
+        _ = try Self.parse(text)
+        #expect(Self.validationError(text) == nil)
+    }
+
+    /// What `StrictJSON.validate` refuses `text` with (nil when it accepts it).
+    static func validationError(_ text: String) -> JSONSyntaxError? {
+        Array(text.utf8).withUnsafeBytes { raw -> JSONSyntaxError? in
+            do {
+                try StrictJSON.validate(raw, file: "t.json")
+                return nil
+            } catch { return error as? JSONSyntaxError }
+        }
     }
 
     @Test func linesAndColumnsCountFromOne() {
