@@ -44,13 +44,20 @@ public final class MappedFile: @unchecked Sendable {
         _ = madvise(p, size, MADV_RANDOM)
     }
 
-    /// Starts reading bytes `range` from disk (one request for the whole range, only those pages).
+    /// Starts reading bytes `range` (a whole block) from disk: one request for those pages only. Blocks are always
+    /// asked for whole, so when a page inside the range is already resident (the warm case, one cheap `mincore`)
+    /// the rest is taken to be too, and the request, which costs a page-cache lookup per page, is skipped.
     public func willNeed(_ range: Range<Int>) {
         guard let base, !range.isEmpty else { return }
         let page = MappedFile.pageSize
         let start = max(0, range.lowerBound) & ~(page - 1)
         let end = min(bytes.count, range.upperBound)
-        guard end > start else { return }
+        // Two pages or fewer: the faults themselves read no more than that.
+        guard end - start > 2 * page else { return }
+        // A page wholly inside the block (its first and last may be shared with neighbours).
+        let middle = (start + (end - start) / 2) & ~(page - 1)
+        var resident: UInt8 = 0
+        if mincore(base + middle, page, &resident) == 0, resident & 1 == 1 { return }
         _ = madvise(base + start, end - start, MADV_WILLNEED)
     }
 

@@ -11,6 +11,8 @@ public struct OffsetColumn: @unchecked Sendable {
     private let owner: AnyObject
     /// First element of each block: [blocks].
     let blockStarts: [Int]
+    /// k when every block but the last holds 2^k elements, else -1.
+    private let blockShift: Int
     private let bases: [UnsafeRawPointer]
     /// Elements: trajectories + 1.
     public let count: Int
@@ -33,6 +35,11 @@ public struct OffsetColumn: @unchecked Sendable {
         count = Int(c.count)
         self.total = total
         blockStarts = c.blocks.map { Int($0.firstElement) }
+        // Writers cut offsets every 2^k elements (a fixed byte target, 8 bytes per trajectory): then the block of
+        // element i is i >> k, without a search (this runs several times per trajectory read).
+        let n = Int(c.blocks[0].elementCount)
+        let uniform = n > 0 && n & (n - 1) == 0 && c.blocks.dropLast().allSatisfy { Int($0.elementCount) == n }
+        blockShift = uniform ? n.trailingZeroBitCount : -1
         if c.blocks.allSatisfy({ $0.codec == .raw }) {
             owner = file.file
             bases = c.blocks.map { UnsafeRawPointer(file.file.bytes.baseAddress! + Int($0.offset)) }
@@ -76,6 +83,7 @@ public struct OffsetColumn: @unchecked Sendable {
     /// The block holding element `i` (0..<count).
     @inline(__always) func block(of i: Int) -> Int {
         if blockStarts.count == 1 { return 0 }
+        if blockShift >= 0 { return min(i >> blockShift, blockStarts.count - 1) }
         var lo = 0, hi = blockStarts.count
         while hi - lo > 1 {
             let mid = (lo + hi) / 2
@@ -85,9 +93,11 @@ public struct OffsetColumn: @unchecked Sendable {
     }
 
     /// Element `i` (0..<count), as stored.
-    @inline(__always) subscript(i: Int) -> UInt64 {
-        let k = block(of: i)
-        return UInt64(littleEndian: bases[k].load(fromByteOffset: (i - blockStarts[k]) * 8, as: UInt64.self))
+    @inline(__always) subscript(i: Int) -> UInt64 { self[i, inBlock: block(of: i)] }
+
+    /// Element `i`, which block `k` holds.
+    @inline(__always) subscript(i: Int, inBlock k: Int) -> UInt64 {
+        UInt64(littleEndian: bases[k].load(fromByteOffset: (i - blockStarts[k]) * 8, as: UInt64.self))
     }
 
     /// The first trajectory whose first child element is at or after `value` (`count - 1` when none is): a binary
@@ -104,7 +114,12 @@ public struct OffsetColumn: @unchecked Sendable {
 
     /// The child elements of trajectory `i` (0..<count-1), after checking that the pair is ordered and in range.
     @inline(__always) public func range(_ i: Int) throws -> Range<Int> {
-        let a = self[i], b = self[i + 1]
+        try range(i, blocks: block(of: i), block(of: i + 1))
+    }
+
+    /// `range(i)` when the blocks of elements i and i + 1 are known.
+    @inline(__always) func range(_ i: Int, blocks k: Int, _ k2: Int) throws -> Range<Int> {
+        let a = self[i, inBlock: k], b = self[i + 1, inBlock: k2]
         guard a <= b, b <= total else {
             throw FormatError(
                 .inconsistent, path: path, column: name,

@@ -155,7 +155,7 @@ public final class ShardCursor {
         let k = offsets.block(of: i), k2 = offsets.block(of: i + 1)
         if !verified[h][k] { try verifyOffsets(h, offsets, k) }
         if k2 != k && !verified[h][k2] { try verifyOffsets(h, offsets, k2) }
-        return try offsets.range(i)
+        return try offsets.range(i, blocks: k, k2)
     }
 
     /// The offsets column with handle `h`, if it is one.

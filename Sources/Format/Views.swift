@@ -3,12 +3,14 @@
 #elseif canImport(Darwin)
     import Darwin
 #endif
+import Synchronization
 
 /// A decompressed block: 64-byte aligned memory owned by the views that point into it.
 ///
-/// Large buffers are mapped on their own rather than taken from the malloc heap: glibc raises its mmap threshold
-/// after the first large free, then serves later megabyte blocks from a heap it rarely shrinks, so a pass over
-/// many shards (`oreo verify`) kept growing; a mapping goes back to the system when freed.
+/// Large buffers are mappings of a power-of-two size, recycled through a small process-wide pool. Taken from the
+/// malloc heap they made a pass over many shards (`oreo verify`) grow: glibc raises its mmap threshold after the
+/// first large free, then serves later megabyte blocks from a heap it rarely shrinks. Mapped afresh each time,
+/// every new cursor paid a page fault per 4 KiB; the pool keeps a few megabytes of touched pages for the next.
 final class BlockBuffer {
     let pointer: UnsafeMutableRawPointer
     let capacity: Int
@@ -17,23 +19,59 @@ final class BlockBuffer {
 
     init(count: Int) {
         self.count = count
-        capacity = max(count, 1)
-        if capacity >= BlockBuffer.mapThreshold,
-            let p = mmap(nil, capacity, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), p != MAP_FAILED
-        {
-            pointer = p
-            mapped = true
-        } else {
-            pointer = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 64)
-            mapped = false
+        if count >= BlockBuffer.mapThreshold {
+            // A power of two, so that a spare buffer fits the next block (blocks are cut a little past their
+            // target); pages never written cost nothing.
+            let size = 1 << (Int.bitWidth - (count - 1).leadingZeroBitCount)
+            if let p = BlockBuffer.pool.withLock({ $0.take(size) }).flatMap(UnsafeMutableRawPointer.init(bitPattern:))
+                ?? BlockBuffer.map(size)
+            {
+                pointer = p
+                capacity = size
+                mapped = true
+                return
+            }
         }
+        capacity = max(count, 1)
+        pointer = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 64)
+        mapped = false
     }
 
     deinit {
-        if mapped { munmap(pointer, capacity) } else { pointer.deallocate() }
+        guard mapped else { return pointer.deallocate() }
+        // The pool holds addresses (plain integers), which cross into the lock freely.
+        let (address, size) = (UInt(bitPattern: pointer), capacity)
+        if !BlockBuffer.pool.withLock({ $0.put(address, size) }) { munmap(pointer, size) }
+    }
+
+    private static func map(_ size: Int) -> UnsafeMutableRawPointer? {
+        let p = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+        return p == MAP_FAILED ? nil : p
     }
 
     private static let mapThreshold = 64 << 10
+    private static let pool = Mutex(BufferPool())
+}
+
+/// Freed block mappings by size, up to `limit` bytes in all.
+private struct BufferPool: ~Copyable {
+    private var free: [Int: [UInt]] = [:]
+    private var bytes = 0
+    static let limit = 16 << 20
+
+    mutating func take(_ size: Int) -> UInt? {
+        guard let p = free[size]?.popLast() else { return nil }
+        bytes -= size
+        return p
+    }
+
+    /// Keeps the mapping at address `p` (of `size` bytes) for reuse; false when the pool is full.
+    mutating func put(_ p: UInt, _ size: Int) -> Bool {
+        guard bytes + size <= BufferPool.limit else { return false }
+        free[size, default: []].append(p)
+        bytes += size
+        return true
+    }
 }
 
 /// A read-only, zero-copy view of a run of column elements.
