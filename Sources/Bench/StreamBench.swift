@@ -52,37 +52,36 @@ func runStreamBench(args: [String]) throws {
     let model = dir + "/model"
     try writeTinyModel(model)
 
-    // One run first, unmeasured: the first process after writing the datasets pays for loading the libraries.
-    _ = try Child.run(
-        oreo,
+    let run = dir + "/run"
+    func train(_ data: String, steps: Int) -> [String] {
         [
-            "train", "--method", "sft", "--model", model, "--data", datasets[0].path, "--out", dir + "/run",
-            "--max-steps", "1", "--tokens-per-micro-batch", "2048",
-        ], cap: cap)
+            "train", "--method", "sft", "--model", model, "--data", data, "--out", run, "--max-steps", "\(steps)",
+            "--tokens-per-micro-batch", "2048",
+        ]
+    }
+    // One run first, unmeasured: the first process after writing the datasets pays for loading the libraries.
+    _ = try Child.run(oreo, train(datasets[0].path, steps: 1), cap: cap)
     var table = Table(
         "dataset", "trajectories", "shards", "train RssAnon MiB", "train 1st step s", "cold read before step",
         "score RssAnon MiB", "verify RssAnon MiB")
     for (name, path) in datasets {
         let m = try Manifest.read(directory: path)
-        let run = dir + "/run"
         try? FileManager.default.removeItem(atPath: run)
-        let train = [
-            "train", "--method", "sft", "--model", model, "--data", path, "--out", run, "--max-steps", "20",
-            "--tokens-per-micro-batch", "2048",
-        ]
-        let warm = try Child.run(oreo, train, cap: cap, firstStepFile: run + "/metrics.jsonl")
+        let trainArgs = train(path, steps: 20)
+        let warm = try Child.run(oreo, trainArgs, cap: cap, firstStepFile: run + "/metrics.jsonl")
         try? FileManager.default.removeItem(atPath: run)
-        let files = Array(distinctFiles(path, manifest: m).keys)
+        let distinct = distinctFiles(path, manifest: m)
+        let files = Array(distinct.keys)
         evict(files)
         let stillCached = residentBytes(files)
         let cold = try Child.run(
-            oreo, train, cap: cap, firstStepFile: run + "/metrics.jsonl", atFirstStep: { residentBytes(files) })
+            oreo, trainArgs, cap: cap, firstStepFile: run + "/metrics.jsonl", atFirstStep: { residentBytes(files) })
         try? FileManager.default.removeItem(atPath: run)
         let score = try Child.run(
             oreo, ["score", "--model", model, "--data", path, "--max-trajectories", "2000", "--column", "bench"],
             cap: cap)
         let verify = try Child.run(oreo, ["verify", path], cap: min(cap, 15))
-        let physical = realBytes(path, manifest: m)
+        let physical = distinct.values.reduce(0, +)
         let logicalBytes = m.shards.reduce(UInt64(0)) { $0 + $1.bytes }
         func step(_ c: Child.Result) -> String { c.firstStep.map { fmt($0, 2) } ?? "none in \(fmt(c.seconds, 0)) s" }
         table.add(
@@ -213,10 +212,6 @@ private func distinctFiles(_ path: String, manifest m: Manifest) -> [String: UIn
         if stat(p, &st) == 0 { seen[UInt64(st.st_ino)] = (p, UInt64(st.st_size)) }
     }
     return Dictionary(uniqueKeysWithValues: seen.values.map { ($0.0, $0.1) })
-}
-
-private func realBytes(_ path: String, manifest m: Manifest) -> UInt64 {
-    distinctFiles(path, manifest: m).values.reduce(0, +)
 }
 
 /// Drops `files` from the page cache, so the next reader reads them from disk.

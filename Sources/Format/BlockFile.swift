@@ -164,17 +164,30 @@ public final class BlockFile: Sendable {
         columnIndex[name].map { footer.columns[$0] }
     }
 
-    /// The stored bytes of a block, after checking its checksum and the padding after it.
-    func verifiedStoredBytes(column c: ColumnDescriptor, block bi: Int) throws -> UnsafeRawBufferPointer {
+    /// The stored bytes of a block, unchecked, with their pages (and the padding's) asked for from disk first: the
+    /// mapping is advised random, so this is the one place a block's read is announced.
+    func storedBytes(column c: ColumnDescriptor, block bi: Int) -> UnsafeRawBufferPointer {
         let b = c.blocks[bi]
-        if let ci = columnIndex[c.name] { file.willNeed(Int(b.offset)..<Int(paddingEnd[ci][bi])) }
-        let stored = UnsafeRawBufferPointer(rebasing: file.bytes[Int(b.offset)..<Int(b.offset + b.storedLength)])
+        let end = columnIndex[c.name].map { Int(paddingEnd[$0][bi]) } ?? Int(b.offset + b.storedLength)
+        file.willNeed(Int(b.offset)..<end)
+        return UnsafeRawBufferPointer(rebasing: file.bytes[Int(b.offset)..<Int(b.offset + b.storedLength)])
+    }
+
+    /// Checks `stored` (block `bi` of `c`, from `storedBytes`) against its checksum, and the padding after it.
+    func check(_ stored: UnsafeRawBufferPointer, column c: ColumnDescriptor, block bi: Int) throws {
+        let b = c.blocks[bi]
         guard Checksum.xxh3(stored) == b.checksum else {
             throw FormatError(
                 .checksumMismatch, path: path, column: c.name, block: bi, offset: b.offset,
                 "block checksum mismatch")
         }
         try checkPadding(column: c, block: bi)
+    }
+
+    /// The stored bytes of a block, after checking its checksum and the padding after it.
+    func verifiedStoredBytes(column c: ColumnDescriptor, block bi: Int) throws -> UnsafeRawBufferPointer {
+        let stored = storedBytes(column: c, block: bi)
+        try check(stored, column: c, block: bi)
         return stored
     }
 

@@ -153,8 +153,8 @@ public final class ShardCursor {
     /// Trajectory `i`'s child elements from offsets column `h`, whose blocks are checked on first use.
     @inline(__always) private func range(_ h: Int, _ offsets: OffsetColumn, _ i: Int) throws -> Range<Int> {
         let k = offsets.block(of: i), k2 = offsets.block(of: i + 1)
-        if !verified[h][k] { try verifyOffsets(h, offsets, k) }
-        if k2 != k && !verified[h][k2] { try verifyOffsets(h, offsets, k2) }
+        if !verified[h][k] { try verifyOffsets(h, k) }
+        if k2 != k && !verified[h][k2] { try verifyOffsets(h, k2) }
         return try offsets.range(i, blocks: k, k2)
     }
 
@@ -163,14 +163,20 @@ public final class ShardCursor {
         h == hTokenOffsets ? tokenOffsets : h == hStepOffsets ? stepOffsets : h == hMetaOffsets ? metaOffsets : nil
     }
 
-    private func verifyOffsets(_ h: Int, _ offsets: OffsetColumn, _ bi: Int) throws {
+    private func verifyOffsets(_ h: Int, _ bi: Int) throws {
         if !shard.isVerified(h, bi) {
             let col = shard.columns[h]
-            _ = try col.file.verifiedStoredBytes(column: col.descriptor, block: bi)
-            try offsets.checkEnds(block: bi)
+            try checkStored(h, bi, col.file.storedBytes(column: col.descriptor, block: bi))
             shard.markVerified(h, bi)
         }
         verified[h][bi] = true
+    }
+
+    /// Checks the stored bytes of block `bi` of column `h` (not token ids): checksum and padding, and for an
+    /// offsets column its ends.
+    private func checkStored(_ h: Int, _ bi: Int, _ stored: UnsafeRawBufferPointer) throws {
+        try shard.columns[h].file.check(stored, column: shard.columns[h].descriptor, block: bi)
+        try offsetColumn(h)?.checkEnds(block: bi)
     }
 
     private func typed<T: BitwiseCopyable>(_ h: Int, _ r: Range<Int>) throws -> ColumnSlice<T> {
@@ -219,14 +225,12 @@ public final class ShardCursor {
         let d = col.descriptor
         let b = d.blocks[bi]
         tick &+= 1
-        // The mapping is advised random: ask for the block's pages in one request.
-        let extent = Int(b.offset)..<Int(b.offset + b.storedLength)
         if b.codec == .raw {
             let p = UnsafeRawPointer(col.file.file.bytes.baseAddress! + Int(b.offset))
             if !verified[h][bi] {
-                col.file.file.willNeed(extent)
+                let stored = col.file.storedBytes(column: d, block: bi)
                 if !shard.isVerified(h, bi) {
-                    try verifyRawBlock(h, bi, UnsafeRawBufferPointer(start: p, count: Int(b.storedLength)))
+                    try verifyRawBlock(h, bi, stored)
                     shard.markVerified(h, bi)
                 }
                 verified[h][bi] = true
@@ -237,13 +241,10 @@ public final class ShardCursor {
             cache[h][k].tick = tick
             return (cache[h][k].buffer, UnsafeRawPointer(cache[h][k].buffer.pointer))
         }
-        col.file.file.willNeed(extent)
         // Blocks already checked in this process decompress to the same checked bytes: skip the checks.
         let known = shard.isVerified(h, bi)
-        let stored =
-            known
-            ? UnsafeRawBufferPointer(rebasing: col.file.file.bytes[Int(b.offset)..<Int(b.offset + b.storedLength)])
-            : try col.file.verifiedStoredBytes(column: d, block: bi)
+        let stored = col.file.storedBytes(column: d, block: bi)
+        if !known { try col.file.check(stored, column: d, block: bi) }
         let buffer = takeBuffer(count: Int(b.elementCount) * d.dtype.size)
         if let err = decompressor.decompress(
             stored, into: UnsafeMutableRawBufferPointer(start: buffer.pointer, count: buffer.count))
@@ -284,11 +285,7 @@ public final class ShardCursor {
     private func verifyRawBlock(_ h: Int, _ bi: Int, _ bytes: UnsafeRawBufferPointer) throws {
         let col = shard.columns[h]
         let b = col.descriptor.blocks[bi]
-        guard h == hTokens else {
-            _ = try col.file.verifiedStoredBytes(column: col.descriptor, block: bi)
-            try offsetColumn(h)?.checkEnds(block: bi)
-            return
-        }
+        guard h == hTokens else { return try checkStored(h, bi, bytes) }
         hasher.reset()
         let chunk = 32 << 10
         var start = 0
