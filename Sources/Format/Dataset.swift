@@ -31,9 +31,12 @@ public final class Dataset: Sendable {
         self.manifest = manifest
         var first = [0]
         first.reserveCapacity(manifest.shards.count + 1)
+        // Every file's size and every footer against the manifest now, so that a mismatch stops a job before it
+        // starts; each entry is decoded once here.
         for e in manifest.shards {
             try Dataset.checkSize(directory + "/" + e.file, e.bytes, manifestPath: mpath)
             for sc in e.sidecars { try Dataset.checkSize(directory + "/" + sc.file, sc.bytes, manifestPath: mpath) }
+            _ = try Dataset.open(e, directory: directory, manifest: manifest)
             guard e.trajectories <= UInt64(Int.max) - UInt64(first.last!) else {
                 throw FormatError(.manifest, path: mpath, "trajectory counts overflow")
             }
@@ -42,8 +45,6 @@ public final class Dataset: Sendable {
         firstTrajectory = first
         self.openShardLimit = max(1, openShardLimit)
         opened = Mutex(OpenShards())
-        // Every footer against the manifest now, so that a mismatch stops a job before it starts.
-        for i in 0..<manifest.shards.count { _ = try openShard(i) }
     }
 
     /// Number of shards.
@@ -62,9 +63,12 @@ public final class Dataset: Sendable {
     }
 
     private func openShard(_ i: Int) throws -> Shard {
-        let e = manifest.shards[i]
-        let shard = try Shard(path: shardPath(i), sidecars: e.sidecars.map { directory + "/" + $0.file })
-        try Dataset.check(e, against: shard, manifest: manifest, manifestPath: directory + "/" + Manifest.fileName)
+        try Dataset.open(manifest.shards[i], directory: directory, manifest: manifest)
+    }
+
+    private static func open(_ e: ShardEntry, directory: String, manifest: Manifest) throws -> Shard {
+        let shard = try Shard(path: directory + "/" + e.file, sidecars: e.sidecars.map { directory + "/" + $0.file })
+        try check(e, against: shard, manifest: manifest, manifestPath: directory + "/" + Manifest.fileName)
         return shard
     }
 
@@ -161,13 +165,20 @@ public final class Dataset: Sendable {
 
     /// Checks every file's whole-file checksum against the manifest and every block and trajectory of every
     /// shard. Returns one report per file; never throws for content problems.
-    public func verify(progress: (Int, Int) -> Void = { _, _ in }) -> [FileReport] {
+    public func verify() -> [FileReport] {
         var reports: [FileReport] = []
+        verify { reports.append($0) }
+        return reports
+    }
+
+    /// `verify()`, handing each file's report to `report` as soon as it is known (nothing kept per shard).
+    public func verify(progress: (Int, Int) -> Void = { _, _ in }, report: (FileReport) -> Void) {
         for (i, e) in manifest.shards.enumerated() {
             progress(i, shardCount)
             let shard: Shard
-            do { shard = try self.shard(i) } catch {
-                reports.append(FileReport(path: shardPath(i), error: "\(error)"))
+            // Each shard is visited once: one already open is used, others are not kept open afterwards.
+            do { shard = try opened.withLock({ $0.take(i) }) ?? openShard(i) } catch {
+                report(FileReport(path: shardPath(i), error: "\(error)"))
                 continue
             }
             func mismatch(_ file: BlockFile, _ expected: String) -> String? {
@@ -178,16 +189,15 @@ public final class Dataset: Sendable {
             var shardError = mismatch(shard.main, e.xxh3)
             for (file, entry) in zip(shard.sidecars, e.sidecars) {
                 let err = mismatch(file, entry.xxh3)
-                reports.append(FileReport(path: file.path, error: err))
+                report(FileReport(path: file.path, error: err))
                 if err != nil, shardError == nil { shardError = "sidecar \(file.path) is damaged" }
             }
             if shardError == nil {
                 do { try shard.cursor().verifyAll() } catch { shardError = "\(error)" }
             }
-            reports.append(FileReport(path: shard.path, error: shardError))
+            report(FileReport(path: shard.path, error: shardError))
         }
         progress(shardCount, shardCount)
-        return reports
     }
 
     /// Adds per-token f32 column `name` to every shard as sidecar files, then rewrites the manifest.

@@ -66,8 +66,8 @@ public struct Manifest: Codable, Sendable, Equatable {
     public var tokenColumns: [String]
     /// Totals.
     public var counts: DatasetCounts
-    /// Shards in order.
-    public var shards: [ShardEntry]
+    /// Shards in order (decoded one at a time from the file when the manifest was read).
+    public var shards: ManifestShards
     /// What a trainer plans with: the sum of the shards' statistics, counted as each was closed (one value per
     /// dataset, so a manifest of many shards stays small). nil in manifests written before statistics existed.
     public var stats: ShardStats?
@@ -96,14 +96,18 @@ public struct Manifest: Codable, Sendable, Equatable {
         }
         guard Compression(parsing: compression) != nil else { throw bad("unknown compression '\(compression)'") }
         guard Set(tokenColumns).count == tokenColumns.count else { throw bad("token_columns has duplicates") }
-        var names = Set<String>()
+        // Names twice: 8-byte hashes sorted, so a list of many shards costs little; a shared hash is looked at
+        // closely only then.
+        var nameHashes: [UInt64] = []
+        nameHashes.reserveCapacity(shards.count)
         var totals = DatasetCounts(trajectories: 0, steps: 0, tokens: 0)
-        for (i, s) in shards.enumerated() {
+        for i in shards.indices {
+            let s = try shards.checkedEntry(i)
             for f in [s.file] + s.sidecars.map(\.file) {
                 guard Manifest.isPlainFileName(f) else {
                     throw bad("shard \(i): file name '\(f)' is not a plain file name")
                 }
-                guard names.insert(f).inserted else { throw bad("file '\(f)' is listed twice") }
+                nameHashes.append(FNV1a.hash(f))
             }
             for x in [s.xxh3] + s.sidecars.map(\.xxh3) where UInt64(x, radix: 16) == nil || x.count != 16 {
                 throw bad("shard \(i): checksum '\(x)' is not 16 hex digits")
@@ -114,6 +118,15 @@ public struct Manifest: Codable, Sendable, Equatable {
             totals.trajectories += s.trajectories
             totals.steps += s.steps
             totals.tokens += s.tokens
+        }
+        nameHashes.sort()
+        if zip(nameHashes, nameHashes.dropFirst()).contains(where: ==) {
+            var names = Set<String>()
+            for s in shards {
+                for f in [s.file] + s.sidecars.map(\.file) where !names.insert(f).inserted {
+                    throw bad("file '\(f)' is listed twice")
+                }
+            }
         }
         guard totals == counts else {
             throw bad(
@@ -139,39 +152,24 @@ public struct Manifest: Codable, Sendable, Equatable {
         let path = directory + "/" + fileName
         let file = try MappedFile(path: path)
         guard file.bytes.count <= 256 << 20 else { throw FormatError(.manifest, path: path, "manifest over 256 MiB") }
-        // The strict reader first: syntax errors (and duplicate keys, NaN, ...) with their position.
-        do { try StrictJSON.validate(file.bytes, file: path) } catch {
+        // Strict JSON (syntax errors, duplicate keys, NaN, ... with their position), with the shard list checked
+        // but left in the mapping: each entry is decoded when used.
+        var m: Manifest
+        do {
+            let (value, starts) = try StrictJSON.parse(file.bytes, file: path, deferring: CodingKeys.shards.rawValue)
+            m = try JSONValueDecoder().decode(Manifest.self, from: value, file: path)
+            if let starts { m.shards = ManifestShards(mapped: file, starts: starts) }
+            try m.validate(path: path)
+        } catch let error as JSONSyntaxError {
             throw FormatError(
                 .manifest, path: path, offset: UInt64(error.offset),
                 "not valid JSON (line \(error.line), column \(error.column)): \(error.reason)")
-        }
-        let m: Manifest
-        do {
-            // The mapping outlives the decoder: no copy of a manifest that may be tens of megabytes.
-            let data =
-                file.bytes.isEmpty
-                ? Data()
-                : Data(
-                    bytesNoCopy: UnsafeMutableRawPointer(mutating: file.bytes.baseAddress!), count: file.bytes.count,
-                    deallocator: .none)
-            m = try JSONDecoder().decode(Manifest.self, from: data)
-        } catch let DecodingError.dataCorrupted(ctx) {
-            throw FormatError(.manifest, path: path, "not valid JSON: \(ctx.debugDescription)")
-        } catch let DecodingError.keyNotFound(key, ctx) {
+        } catch let error as JSONFieldError {
             throw FormatError(
                 .manifest, path: path,
-                "missing field '\((ctx.codingPath + [key]).map(\.stringValue).joined(separator: "."))'")
-        } catch let DecodingError.typeMismatch(_, ctx) {
-            throw FormatError(
-                .manifest, path: path,
-                "wrong type at '\(ctx.codingPath.map(\.stringValue).joined(separator: "."))': \(ctx.debugDescription)")
-        } catch let DecodingError.valueNotFound(_, ctx) {
-            throw FormatError(
-                .manifest, path: path, "null at '\(ctx.codingPath.map(\.stringValue).joined(separator: "."))'")
-        } catch {
-            throw FormatError(.manifest, path: path, "cannot decode: \(error)")
+                error.reason == "missing"
+                    ? "missing field '\(error.field)'" : "wrong type at '\(error.field)': \(error.reason)")
         }
-        try m.validate(path: path)
         return m
     }
 

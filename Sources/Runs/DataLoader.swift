@@ -325,7 +325,8 @@ public final class DataLoader {
         for g in range {
             guard let (si, local) = dataset.locate(g) else { break }
             let s = try cursor(si).scalars(local)
-            let path = dataset.shardPath(si)
+            // Named only when something is reported: an entry is decoded from the manifest each time it is asked for.
+            var path: String { dataset.shardPath(si) }
             func note(_ why: String) {
                 if r.examples.count < 10 { r.examples.append("\(path) trajectory \(local) (\(why))") }
             }

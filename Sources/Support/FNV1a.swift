@@ -10,6 +10,12 @@ public enum FNV1a {
         return h
     }
 
+    /// Hash of a string's UTF-8 bytes.
+    public static func hash(_ s: String) -> UInt64 {
+        var s = s
+        return s.withUTF8 { hash(UnsafeRawBufferPointer($0)) }
+    }
+
     /// The fingerprint as manifests write it (lowercase hex, no padding).
     public static func fingerprint(_ bytes: UnsafeRawBufferPointer) -> String { String(hash(bytes), radix: 16) }
 }

@@ -134,6 +134,37 @@ public enum StrictJSON {
         maxDepth: Int = defaultMaxDepth
     ) throws(JSONSyntaxError) -> JSONValue {
         var p = Parser(b: bytes.bindMemory(to: UInt8.self), maxDepth: maxDepth)
+        return try document(&p, bytes, file: file)
+    }
+
+    /// Checks that `bytes` is one strict JSON value, as `parse` would, without building it: memory stays
+    /// proportional to the nesting and the widest object's keys, not to the file (a manifest of 80,000 shards).
+    public static func validate(
+        _ bytes: UnsafeRawBufferPointer, file: String, maxDepth: Int = defaultMaxDepth
+    ) throws(JSONSyntaxError) {
+        var p = Parser(b: bytes.bindMemory(to: UInt8.self), maxDepth: maxDepth, build: false)
+        _ = try document(&p, bytes, file: file)
+    }
+
+    /// Parses `bytes` as `parse` does, except for the array under the top-level key `key`: it comes back empty and
+    /// is only checked, and the offset where each of its elements starts is returned instead (nil when there is no
+    /// such array). A list of 80,000 entries then costs 4 bytes an entry until one is read with `parseValue(at:)`.
+    public static func parse(
+        _ bytes: UnsafeRawBufferPointer, file: String, deferring key: String, maxDepth: Int = defaultMaxDepth
+    ) throws(JSONSyntaxError) -> (value: JSONValue, deferred: [UInt32]?) {
+        guard bytes.count <= Int(UInt32.max) else {
+            throw JSONSyntaxError(file: file, offset: 0, line: 1, column: 1, reason: "over 4 GiB")
+        }
+        var p = Parser(b: bytes.bindMemory(to: UInt8.self), maxDepth: maxDepth)
+        p.deferKey = key
+        let v = try document(&p, bytes, file: file)
+        return (v, p.deferred)
+    }
+
+    /// Runs `p` over all of `bytes`: one value, whitespace around it, nothing after.
+    private static func document(_ p: inout Parser, _ bytes: UnsafeRawBufferPointer, file: String)
+        throws(JSONSyntaxError) -> JSONValue
+    {
         do throws(Parser.Failure) {
             p.skipSpace()
             let v = try p.value(depth: 0)
@@ -147,20 +178,13 @@ public enum StrictJSON {
         }
     }
 
-    /// Checks that `bytes` is one strict JSON value, as `parse` would, without building it: memory stays
-    /// proportional to the nesting and the widest object's keys, not to the file (a manifest of 80,000 shards).
-    public static func validate(
-        _ bytes: UnsafeRawBufferPointer, file: String, maxDepth: Int = defaultMaxDepth
-    ) throws(JSONSyntaxError) {
-        var p = Parser(b: bytes.bindMemory(to: UInt8.self), maxDepth: maxDepth, build: false)
-        do throws(Parser.Failure) {
-            p.skipSpace()
-            _ = try p.value(depth: 0)
-            p.skipSpace()
-            guard p.i == p.b.count else {
-                throw Parser.Failure(offset: p.i, reason: "unexpected characters after the JSON value")
-            }
-        } catch {
+    /// Parses the one JSON value that starts at `offset` in `bytes` (what follows it is not looked at).
+    public static func parseValue(
+        _ bytes: UnsafeRawBufferPointer, at offset: Int, file: String, maxDepth: Int = defaultMaxDepth
+    ) throws(JSONSyntaxError) -> JSONValue {
+        var p = Parser(b: bytes.bindMemory(to: UInt8.self), maxDepth: maxDepth)
+        p.i = offset
+        do throws(Parser.Failure) { return try p.value(depth: 0) } catch {
             throw syntaxError(bytes, file: file, error.offset, error.reason)
         }
     }
@@ -220,7 +244,10 @@ public enum StrictJSON {
         let b: UnsafeBufferPointer<UInt8>
         let maxDepth: Int
         /// False to check only: arrays and objects come back empty, and values other than keys are not kept.
-        let build: Bool
+        var build: Bool
+        /// A top-level key whose array is checked but not built; its elements' start offsets go to `deferred`.
+        var deferKey: String? = nil
+        var deferred: [UInt32]? = nil
         var i = 0
         /// Unescaped string bytes, reused from string to string.
         var scratch: [UInt8] = []
@@ -304,7 +331,16 @@ public enum StrictJSON {
                 guard i < b.count, b[i] == UInt8(ascii: ":") else { throw fail("expected ':' after the key") }
                 i += 1
                 skipSpace()
-                let v = try value(depth: depth + 1)
+                let v: JSONValue
+                if depth == 0, key == deferKey, i < b.count, b[i] == UInt8(ascii: "[") {
+                    let wasBuilding = build
+                    build = false
+                    deferred = []
+                    v = try array(depth: depth + 1, noting: true)
+                    build = wasBuilding
+                } else {
+                    v = try value(depth: depth + 1)
+                }
                 members.append((key, build ? v : .null))
                 skipSpace()
                 guard i < b.count else { throw fail("unterminated object opened at byte \(open)") }
@@ -320,7 +356,8 @@ public enum StrictJSON {
             }
         }
 
-        mutating func array(depth: Int) throws(Failure) -> JSONValue {
+        /// An array; `noting` appends where each element starts to `deferred`.
+        mutating func array(depth: Int, noting: Bool = false) throws(Failure) -> JSONValue {
             guard depth < maxDepth else { throw fail("nesting deeper than \(maxDepth)") }
             let open = i
             i += 1
@@ -332,6 +369,7 @@ public enum StrictJSON {
             }
             while true {
                 skipSpace()
+                if noting { deferred!.append(UInt32(i)) }
                 let v = try value(depth: depth + 1)
                 if build { items.append(v) }
                 skipSpace()

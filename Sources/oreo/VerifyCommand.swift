@@ -19,7 +19,7 @@ struct Verify: ParsableCommand {
                 throw ExitCode(1)
             }
             let progress = Progress("verify", total: Double(dataset.shardCount), unit: "shards")
-            for r in dataset.verify(progress: { i, _ in progress.update(Double(i)) }) {
+            dataset.verify(progress: { i, _ in progress.update(Double(i)) }) { r in
                 if let e = r.error {
                     failures += 1
                     print("FAILED \(r.path): \(e)")

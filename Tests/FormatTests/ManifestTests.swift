@@ -32,7 +32,15 @@ import Format
         let m = try ManifestTests.dataset(dir)
         #expect(m.complete && m.shards.count >= 2)
         #expect(m.tokenDType == "u16" && m.vocabSize == 800)
-        #expect(try Manifest.read(directory: dir.path) == m)
+        let read = try Manifest.read(directory: dir.path)
+        #expect(read == m)
+        // The shard list decoded entry by entry from the mapping is what a whole-file decoder makes of it.
+        let whole = try JSONDecoder().decode(Manifest.self, from: Data(readBytes(dir.file(Manifest.fileName))))
+        #expect(Array(read.shards) == Array(whole.shards) && read.shards.count == m.shards.count)
+        // Changing an entry of a list read from a file changes that entry only.
+        var changed = read
+        changed.shards[1].bytes += 1
+        #expect(changed.shards[1].bytes == m.shards[1].bytes + 1 && changed.shards[0] == m.shards[0] && read == m)
         #expect(ManifestTests.openError(dir) == nil)
         // The statistics are the sum of the shards', counted as each was written.
         var sum = ShardStats()
@@ -79,6 +87,22 @@ import Format
                 }
             ),
             ("missing field 'shards'", { $0.removeValue(forKey: "shards") }),
+            (
+                "missing field 'shards[1].xxh3'",
+                {
+                    var s = $0["shards"] as! [[String: Any]]
+                    s[1]["xxh3"] = nil
+                    $0["shards"] = s
+                }
+            ),
+            (
+                "wrong type at 'shards[0].tokens'",
+                {
+                    var s = $0["shards"] as! [[String: Any]]
+                    s[0]["tokens"] = "many"
+                    $0["shards"] = s
+                }
+            ),
             ("wrong type", { $0["complete"] = "yes" }),
             ("compression", { $0["compression"] = "lz4" }),
             (

@@ -63,6 +63,38 @@ import Testing
         #expect(Self.validationError(text) == nil)
     }
 
+    /// `StrictJSON.parse(deferring:)` of `text`, with the deferred elements parsed one by one from their offsets.
+    static func parseDeferring(_ text: String, _ key: String) -> Result<(JSONValue, [JSONValue]?), JSONSyntaxError> {
+        Array(text.utf8).withUnsafeBytes { raw in
+            do {
+                let (v, starts) = try StrictJSON.parse(raw, file: "t.json", deferring: key)
+                let items = try starts?.map { try StrictJSON.parseValue(raw, at: Int($0), file: "t.json") }
+                return .success((v, items))
+            } catch { return .failure(error as! JSONSyntaxError) }
+        }
+    }
+
+    @Test func aDeferredArrayIsCheckedButBuiltOnlyElementByElement() throws {
+        let text = #"{"a": 1, "list": [ {"x": [1, {"y": null}]} , "s",3 ], "b": {"list": [9]}}"#
+        let (v, items) = try Self.parseDeferring(text, "list").get()
+        let full = try Self.parse(text)
+        // Only the top-level key's array is left out; the same name deeper down is built.
+        #expect(v["list"] == .array([]) && v["b"] == full["b"] && v["a"] == full["a"])
+        #expect(items == full["list"]?.array)
+        let (_, none) = try Self.parseDeferring(#"{"list": 5}"#, "list").get()
+        #expect(none == nil)
+        let (_, empty) = try Self.parseDeferring(#"{"list": []}"#, "list").get()
+        #expect(empty == [])
+        // What is wrong inside the deferred array is found when the file is read, at its byte.
+        for (bad, offset) in [(#"{"list": [1, {"k": 1, "k": 2}]}"#, 22), (#"{"list": [1, NaN]}"#, 13)] {
+            guard case .failure(let e) = Self.parseDeferring(bad, "list") else {
+                Issue.record("accepted \(bad)")
+                continue
+            }
+            #expect(e.offset == offset, "\(bad): \(e)")
+        }
+    }
+
     /// What `StrictJSON.validate` refuses `text` with (nil when it accepts it).
     static func validationError(_ text: String) -> JSONSyntaxError? {
         Array(text.utf8).withUnsafeBytes { raw -> JSONSyntaxError? in
