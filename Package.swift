@@ -40,6 +40,8 @@ let package = Package(
         .systemLibrary(
             name: "COpenBLAS", path: "Sources/COpenBLAS", pkgConfig: "openblas",
             providers: [.apt(["libopenblas-dev"])]),
+        // oneDNN (bf16 matrix products: Debian's OpenBLAS has no bf16 GEMM).
+        .systemLibrary(name: "CDNNL", path: "Sources/CDNNL", providers: [.apt(["libdnnl-dev"])]),
         // XXH3 checksums from libxxhash-dev's header, compiled for the host CPU (a hashing kernel, not a parser).
         .target(name: "CXXHash", cSettings: [.unsafeFlags(["-O3", "-march=native"])]),
         // Decoding kernels Swift cannot spell (software prefetch, vpermps table lookups), for the host CPU.
@@ -60,7 +62,7 @@ let package = Package(
         .target(
             name: "Train",
             dependencies: [
-                "Support", "Checkpoint", "COpenBLAS", "CDecodeKernels",
+                "Support", "Checkpoint", "COpenBLAS", "CDNNL", "CDecodeKernels",
                 .product(name: "Numerics", package: "swift-numerics"),
             ],
             swiftSettings: kernelSettings),

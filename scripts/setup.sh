@@ -3,7 +3,7 @@
 # when everything is already there.
 set -euo pipefail
 
-debs=(libzstd-dev libopenblas-dev libxxhash-dev pkg-config)
+debs=(libzstd-dev libopenblas-dev libdnnl-dev libxxhash-dev pkg-config)
 missing=()
 for p in "${debs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then

@@ -51,7 +51,8 @@ struct TrainBenchResult {
 ///
 /// Options: --model NAME (default all), --steps N (timed steps, default 5), --threads T (default 2),
 /// --no-torch, --sgemm (only compare OpenBLAS threads with oreo's pool), --layers L (override, for quick
-/// runs), --logit-cache-mb M (0: recompute the LM head's logits). With --threads 1 the figures are this
+/// runs), --logit-cache-mb M (0: recompute the LM head's logits), --precision bf16 (each case in fp32, then
+/// in bf16 with PyTorch autocast bf16 beside it; MFU of bf16 rows against oneDNN's bf16 rate). With --threads 1 the figures are this
 /// thread's CPU time (and PyTorch's process CPU time), which other processes on a shared machine distort least.
 func runTrainBench(args: [String]) {
     func opt(_ name: String) -> String? {
@@ -79,44 +80,64 @@ func runTrainBench(args: [String]) {
         "== train: \(threads) thread(s), \(steps) timed steps after 1 warm-up; \(cpuClock ? "CPU time of this thread (PyTorch: process CPU time)" : "wall time")"
     )
     print("machine load before: \(loadAverage())")
-    var rows: [(TrainBenchCase, Int, Double, TrainBenchResult, TrainBenchResult)] = []
+    let precisions: [Precision] = opt("--precision") == "bf16" ? [.fp32, .bf16] : [.fp32]
+    if precisions.contains(.bf16) {
+        do { try Precision.bf16.checkSupported() } catch {
+            print("\(error)")
+            return
+        }
+    }
+    var rows: [(TrainBenchCase, Precision, Int, Double, TrainBenchResult, TrainBenchResult)] = []
     for c in cases {
-        var load = MachineLoad()
-        let peakBefore = measureSgemmPeak(cpuClock: cpuClock)
-        let (n, ours) = runOreo(
-            c, steps: steps, cpuClock: cpuClock, logitCacheMB: opt("--logit-cache-mb").flatMap(Int.init))
-        let peak = max(peakBefore, measureSgemmPeak(cpuClock: cpuClock))
-        print("  \(c.name): during oreo's steps and the sgemm runs, \(load.othersSummary())")
-        load = MachineLoad()
-        let torch =
-            args.contains("--no-torch")
-            ? TrainBenchResult(note: "not run") : runTorch(c, steps: steps, threads: threads)
-        if !args.contains("--no-torch") { print("  \(c.name): during PyTorch's steps, \(load.othersSummary())") }
-        rows.append((c, n, peak, ours, torch))
+        for precision in precisions {
+            var load = MachineLoad()
+            let peakOf = { precision == .bf16 ? measureBF16Peak() : measureSgemmPeak(cpuClock: cpuClock) }
+            let peakBefore = peakOf()
+            let (n, ours) = runOreo(
+                c, steps: steps, cpuClock: cpuClock, logitCacheMB: opt("--logit-cache-mb").flatMap(Int.init),
+                precision: precision)
+            let peak = max(peakBefore, peakOf())
+            print("  \(c.name) \(precision): during oreo's steps and the GEMM runs, \(load.othersSummary())")
+            load = MachineLoad()
+            let torch =
+                args.contains("--no-torch")
+                ? TrainBenchResult(note: "not run")
+                : runTorch(c, steps: steps, threads: threads, precision: precision)
+            if !args.contains("--no-torch") { print("  \(c.name): during PyTorch's steps, \(load.othersSummary())") }
+            rows.append((c, precision, n, peak, ours, torch))
+        }
     }
     print("machine load after: \(loadAverage())")
     var t = Table(
-        "model", "params", "tokens/step", "oreo ms/step", "fwd/bwd/opt ms", "tokens/s", "sgemm GFLOP/s", "MFU",
-        "allocs/step", "torch ms/step", "torch tokens/s", "oreo/torch")
-    for (c, n, peak, o, p) in rows {
-        let tokens = Double(c.batch * c.seq)
-        let ms = cpuClock ? o.cpuMs : o.ms, pms = cpuClock ? p.cpuMs : p.ms
-        let tps = tokens / (ms / 1000)
+        "model", "precision", "params", "tokens/step", "oreo ms/step", "fwd/bwd/opt ms", "tokens/s", "peak GFLOP/s",
+        "MFU", "allocs/step", "torch ms/step", "torch tokens/s", "oreo/torch")
+    func perSecond(_ r: TrainBenchResult, _ c: TrainBenchCase) -> Double {
+        Double(c.batch * c.seq) / ((cpuClock ? r.cpuMs : r.ms) / 1000)
+    }
+    for (c, precision, n, peak, o, p) in rows {
+        let tps = perSecond(o, c), ptps = perSecond(p, c)
         let mfu = c.flopsPerToken(parameters: n) * tps / (peak * 1e9)
         t.add(
-            c.name, String(format: "%.1fM", Double(n) / 1e6), "\(c.batch)x\(c.seq)", fmt(ms, 0),
-            "\(fmt(o.fwd, 0))/\(fmt(o.bwd, 0))/\(fmt(o.opt, 0))", fmt(tps, 1), fmt(peak, 1), fmt(100 * mfu, 1) + "%",
-            fmt(o.allocationsPerStep, 0), pms.isNaN ? p.note : fmt(pms, 0),
-            pms.isNaN ? "-" : fmt(tokens / (pms / 1000), 1),
-            pms.isNaN ? "-" : fmt(pms / ms, 2) + "x")
+            c.name, precision.rawValue, String(format: "%.1fM", Double(n) / 1e6), "\(c.batch)x\(c.seq)",
+            fmt(cpuClock ? o.cpuMs : o.ms, 0), "\(fmt(o.fwd, 0))/\(fmt(o.bwd, 0))/\(fmt(o.opt, 0))", fmt(tps, 1),
+            fmt(peak, 1), fmt(100 * mfu, 1) + "%", fmt(o.allocationsPerStep, 0),
+            ptps.isNaN ? p.note : fmt(cpuClock ? p.cpuMs : p.ms, 0), ptps.isNaN ? "-" : fmt(ptps, 1),
+            ptps.isNaN ? "-" : fmt(tps / ptps, 2) + "x")
     }
     t.print()
-    if let (c, n, peak, o, p) = rows.first(where: { $0.0.name.hasPrefix("gpt2-124m") }) {
-        let ms = cpuClock ? o.cpuMs : o.ms, pms = cpuClock ? p.cpuMs : p.ms
-        let mfu = c.flopsPerToken(parameters: n) * Double(c.batch * c.seq) / (ms / 1000) / (peak * 1e9)
+    print("peak: sgemm (fp32 rows) or oneDNN bf16 (bf16 rows) on training shapes, measured around each case")
+    for (c, precision, n, peak, o, p) in rows where c.name.hasPrefix("gpt2-124m") {
+        let tps = perSecond(o, c), ptps = perSecond(p, c)
+        let mfu = c.flopsPerToken(parameters: n) * tps / (peak * 1e9)
         var line =
-            "targets (\(c.name)): MFU >= 70% of the measured sgemm rate: \(fmt(100 * mfu, 1))% \(verdict(mfu, atLeast: 0.7))"
-        if !pms.isNaN { line += "; tokens/s >= 2.5x PyTorch: \(fmt(pms / ms, 2))x \(verdict(pms / ms, atLeast: 2.5))" }
+            "targets (\(c.name), \(precision)): MFU >= 70% of the measured peak: \(fmt(100 * mfu, 1))% \(verdict(mfu, atLeast: 0.7))"
+        if !ptps.isNaN {
+            line += "; tokens/s >= 2.5x PyTorch: \(fmt(tps / ptps, 2))x \(verdict(tps / ptps, atLeast: 2.5))"
+        }
+        if precision == .bf16, let f = rows.first(where: { $0.0.name == c.name && $0.1 == .fp32 }) {
+            let ratio = tps / perSecond(f.4, c)
+            line += "; bf16 >= 1.8x oreo fp32: \(fmt(ratio, 2))x \(verdict(ratio, atLeast: 1.8))"
+        }
         line +=
             "; allocations per step after the first: \(fmt(o.allocationsPerStep, 0)) \(o.allocationsPerStep == 0 ? "ok" : "BELOW TARGET")"
         print(line)
@@ -186,13 +207,16 @@ private func timed(_ clock: clockid_t, _ body: () throws -> Void) rethrows -> (w
 }
 
 /// oreo's step on `c`: random tokens, mean NLL, clip, AdamW. Returns the parameter count and medians.
-private func runOreo(_ c: TrainBenchCase, steps: Int, cpuClock: Bool, logitCacheMB: Int?) -> (Int, TrainBenchResult) {
+private func runOreo(
+    _ c: TrainBenchCase, steps: Int, cpuClock: Bool, logitCacheMB: Int?, precision: Precision = .fp32
+) -> (Int, TrainBenchResult) {
     var r = TrainBenchResult()
     let model: TransformerModel
     do {
         model = try TransformerModel(
             config: c.config, maxTokens: c.batch * c.seq,
             logitCacheBytes: logitCacheMB.map { $0 << 20 } ?? 1 << 30)
+        try model.setPrecision(precision)
     } catch {
         r.note = "\(error)"
         print("\(c.name): \(error)")
@@ -330,7 +354,7 @@ private func measureSgemmPeak(cpuClock: Bool) -> Double {
 }
 
 /// The same step in PyTorch + HF transformers (scripts/oracles/bench_peer_train.py).
-private func runTorch(_ c: TrainBenchCase, steps: Int, threads: Int) -> TrainBenchResult {
+private func runTorch(_ c: TrainBenchCase, steps: Int, threads: Int, precision: Precision = .fp32) -> TrainBenchResult {
     var r = TrainBenchResult()
     let cfg: [String: Any] = [
         "family": c.config.family == .gpt2 ? "gpt2" : "llama", "vocab": c.config.vocabSize,
@@ -338,6 +362,7 @@ private func runTorch(_ c: TrainBenchCase, steps: Int, threads: Int) -> TrainBen
         "kv_heads": c.config.kvHeads, "ffn": c.config.intermediateSize,
         "positions": c.config.maxPositions, "tied": c.config.tieWordEmbeddings,
         "batch": c.batch, "seq": c.seq, "steps": steps, "threads": threads, "seed": 0,
+        "precision": precision.rawValue,
     ]
     guard let json = try? JSONSerialization.data(withJSONObject: cfg) else { return r }
     let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
@@ -358,7 +383,7 @@ private func runTorch(_ c: TrainBenchCase, steps: Int, threads: Int) -> TrainBen
             r.ms = (o["ms"] as? Double) ?? .nan
             r.cpuMs = (o["cpu_ms"] as? Double) ?? .nan
             print(
-                "  \(c.name): torch \(o["version"] ?? "?"): median \(fmt(r.ms, 0)) ms wall, \(fmt(r.cpuMs, 0)) ms CPU per step"
+                "  \(c.name): torch \(o["version"] ?? "?") \(precision.rawValue): median \(fmt(r.ms, 0)) ms wall, \(fmt(r.cpuMs, 0)) ms CPU per step"
             )
         } else {
             print(line)

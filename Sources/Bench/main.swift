@@ -1,7 +1,7 @@
 import Foundation
 import Train
 
-// Usage: Bench [format|tokenizer|ingest|train|oreo|decode|stream|all] [options]. Each stage prints its throughput and its ratio to a baseline
+// Usage: Bench [format|tokenizer|ingest|train|oreo|decode|gemm|stream|all] [options]. Each stage prints its throughput and its ratio to a baseline
 // measured in the same run.
 BLASRuntime.ensurePreferredKernels()
 print(BLASRuntime.summary)
@@ -16,6 +16,7 @@ do {
     case "train": runTrainBench(args: rest)
     case "oreo": try runOREOBench(args: rest)
     case "decode": try runDecodeBench(args: rest)
+    case "gemm": runGEMMBench(args: rest)
     // Not part of `all`: it writes 1.1 GB of datasets and runs the oreo executable.
     case "stream": try runStreamBench(args: rest)
     case "all":
@@ -25,8 +26,9 @@ do {
         runTrainBench(args: [])
         try runOREOBench(args: [])
         try runDecodeBench(args: [])
+        runGEMMBench(args: [])
     default:
-        print("usage: Bench [format|tokenizer|ingest|train|oreo|decode|stream|all] [options]")
+        print("usage: Bench [format|tokenizer|ingest|train|oreo|decode|gemm|stream|all] [options]")
         exit(2)
     }
 } catch {

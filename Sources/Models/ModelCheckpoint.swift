@@ -92,6 +92,7 @@ public enum ModelCheckpoint {
     {
         var used = Set<String>()
         let p = model.parameters.pointer
+        defer { model.parameters.markChanged() }
         for s in model.layout.specs {
             var candidates = [s.name]
             if s.name.hasPrefix("transformer.") { candidates.append(String(s.name.dropFirst("transformer.".count))) }

@@ -73,6 +73,9 @@ public struct TrainConfig: Sendable, Equatable, Codable {
     public var checkpointEvery = 0
     /// Checkpoints kept besides the newest one (older ones are deleted).
     public var keepCheckpoints = 2
+    /// Number format of the models' matrix products; nil is fp32 (and is what runs made before bf16 stored, so
+    /// they still resume).
+    public var precision: Precision?
 
     /// The defaults.
     public init() {}

@@ -203,6 +203,7 @@ public final class TrainJob {
             value = config.method.hasValue ? try model.load(maxTokens: maxTokens, valueHead: true) : nil
         }
         let reference = config.usesReferenceModel ? try (referenceSource ?? model).load(maxTokens: maxTokens) : nil
+        for m in [policy, value, reference].compactMap({ $0 }) { try m.setPrecision(config.precision ?? .fp32) }
         let adam = AdamWConfig(
             beta1: Float(config.adamBeta1), beta2: Float(config.adamBeta2), eps: Float(config.adamEps),
             weightDecay: Float(config.weightDecay))

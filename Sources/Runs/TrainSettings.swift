@@ -188,6 +188,15 @@ public let trainSettings: [Setting] = [
         key: "reference_column", help: "the dataset's per-token reference column",
         get: { tomlString($0.config.referenceColumn) },
         set: { $0.config.referenceColumn = $1 }, isBool: false),
+    Setting(
+        key: "precision",
+        help:
+            "number format of the matrix products: fp32, or bf16 (f32 weights and optimizer, bf16 products with f32 accumulation; CPUs with AVX512_BF16 or AMX) (fp32|bf16)",
+        get: { tomlString(($0.config.precision ?? .fp32).rawValue) },
+        set: {
+            let p: Precision = try choice($1, "precision")
+            $0.config.precision = p == .fp32 ? nil : p
+        }, isBool: false),
     i("checkpoint_every", "checkpoint every N steps (0: only at the end)", \.config.checkpointEvery),
     i("keep_checkpoints", "checkpoints kept besides the newest", \.config.keepCheckpoints),
 ]

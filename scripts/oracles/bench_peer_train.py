@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """PyTorch peer of `Bench train`: the same training step (forward, mean next-token NLL, backward, grad-norm clip
-to 1, AdamW) on a Hugging Face model of the same configuration, fp32 on the CPU.
+to 1, AdamW) on a Hugging Face model of the same configuration on the CPU: fp32, or with "precision": "bf16"
+under torch.autocast("cpu", dtype=torch.bfloat16) (f32 weights and optimizer, bf16 matmuls through oneDNN).
 
 Usage: bench_peer_train.py CONFIG_JSON
 CONFIG_JSON: {"family": "gpt2"|"llama", "vocab", "d", "layers", "heads", "kv_heads", "ffn", "positions",
-              "tied", "batch", "seq", "steps", "threads", "seed"}
+              "tied", "batch", "seq", "steps", "threads", "seed", "precision" (optional: "fp32" or "bf16")}
 Prints per-step lines, then one JSON line {"peer": "torch", "version", "ms", "cpu_ms", "losses"}: medians over
 the timed steps (after one warm-up step) of wall milliseconds and of process CPU milliseconds per step.
 Setup: pip install "torch==2.13.0+cpu" transformers
@@ -41,7 +42,8 @@ def main():
     wall, cpu, losses = [], [], []
     for s in range(c["steps"] + 1):
         t0, p0 = time.perf_counter(), time.process_time()
-        loss = model(input_ids=x, labels=x).loss
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=c.get("precision") == "bf16"):
+            loss = model(input_ids=x, labels=x).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -52,7 +54,7 @@ def main():
         if s > 0:
             wall.append(dt)
             cpu.append(dc)
-    print(json.dumps({"peer": "torch", "version": torch.__version__, "ms": statistics.median(wall),
+    print(json.dumps({"peer": "torch", "version": torch.__version__, "precision": c.get("precision", "fp32"), "ms": statistics.median(wall),
                       "cpu_ms": statistics.median(cpu), "losses": losses}), flush=True)
 
 

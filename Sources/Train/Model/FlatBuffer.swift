@@ -10,6 +10,9 @@ public final class FlatBuffer {
     public let pointer: UnsafeMutablePointer<Float>
     /// Number of floats.
     public let count: Int
+    /// Changes with every `markChanged()`: copies derived from the contents (a model's bf16 weights) are redone
+    /// when it differs from theirs. `zero`, `copyIn` and `AdamW.update` mark; writers through `pointer` call it.
+    public private(set) var version: UInt64 = 0
 
     /// Allocates `count` floats, all zero.
     public init(count: Int) {
@@ -20,8 +23,12 @@ public final class FlatBuffer {
 
     deinit { pointer.deallocate() }
 
+    /// Notes that the contents changed.
+    public func markChanged() { version &+= 1 }
+
     /// Sets every element to zero (split over the compute pool).
     public func zero() {
+        markChanged()
         ComputePool.shared.parallelFor(count, grain: 16, minPerThread: 1 << 16, pointer) { raw, lo, hi in
             (raw.load(as: UnsafeMutablePointer<Float>.self) + lo).update(repeating: 0, count: hi - lo)
         }
@@ -35,6 +42,7 @@ public final class FlatBuffer {
         guard offset >= 0, values.count <= count - offset else {
             throw TrainError.shape("copy of \(values.count) floats at \(offset) exceeds buffer of \(count)")
         }
+        markChanged()
         values.withUnsafeBufferPointer { (pointer + offset).update(from: $0.baseAddress!, count: $0.count) }
     }
 }
@@ -45,12 +53,15 @@ public enum TrainError: Error, CustomStringConvertible {
     case shape(String)
     /// Calls in the wrong order (for example backward without forward).
     case state(String)
+    /// Something this CPU or build cannot do (bf16 without native instructions).
+    case unsupported(String)
 
     /// Human-readable message.
     public var description: String {
         switch self {
         case .shape(let s): return "shape error: \(s)"
         case .state(let s): return "state error: \(s)"
+        case .unsupported(let s): return s
         }
     }
 }

@@ -46,6 +46,15 @@ public final class TransformerModel {
     private var targetsP: UnsafeMutablePointer<Int32> { ints + 3 * maxTokens + 1 }
     private var rowIndexP: UnsafeMutablePointer<Int32> { ints + 4 * maxTokens + 1 }
 
+    /// The linear layers' number format (`setPrecision`).
+    public private(set) var precision = Precision.fp32
+    /// bf16: the parameters rounded [layout.total] (redone when `parameters.version` moves past `lowVersion`) and
+    /// scratch for a layer's rounded inputs [maxTokens * widest in + out].
+    private var lowWeights: UnsafeMutablePointer<BF16Bits>?
+    private var lowScratch: UnsafeMutablePointer<BF16Bits>?
+    private var lowScratchCount = 0
+    private var lowVersion = UInt64.max
+
     private var qkvWidth: Int { (config.heads + 2 * config.kvHeads) * config.headDim }
     private var attWidth: Int { config.heads * config.headDim }
     private var upWidth: Int { config.family == .gpt2 ? config.intermediateSize : 2 * config.intermediateSize }
@@ -87,7 +96,38 @@ public final class TransformerModel {
         initializeNorms()
     }
 
-    deinit { ints.deallocate() }
+    deinit {
+        ints.deallocate()
+        lowWeights?.deallocate()
+        lowScratch?.deallocate()
+    }
+
+    /// Runs the linear layers' products in `precision` from now on; bf16 allocates its copies of the weights and
+    /// activations here, once. Throws when this CPU has no native bf16.
+    public func setPrecision(_ precision: Precision) throws {
+        try precision.checkSupported()
+        self.precision = precision
+        guard precision == .bf16, lowWeights == nil else { return }
+        let d = config.hiddenSize
+        let widest = max(d + qkvWidth, attWidth + d, d + upWidth, config.intermediateSize + d)
+        lowWeights = .allocate(capacity: max(1, layout.total))
+        lowScratchCount = maxTokens * widest
+        lowScratch = .allocate(capacity: max(1, lowScratchCount))
+        lowVersion = .max
+    }
+
+    /// The bf16 operands of the linear layer whose weight starts at `w` (nil in fp32, or for a pass wider than the
+    /// scratch); the rounded weights are brought up to date with the parameters first.
+    private func bf16Operands(_ w: Int, rows: Int, inDim: Int, outDim: Int) -> BF16Linear? {
+        guard precision == .bf16, let weights = lowWeights, let scratch = lowScratch,
+            rows * (inDim + outDim) <= lowScratchCount
+        else { return nil }
+        if lowVersion != parameters.version {
+            roundToBF16(parameters.pointer, weights, layout.total)
+            lowVersion = parameters.version
+        }
+        return BF16Linear(weight: weights + w, scratch: scratch, secondOffset: rows * outDim)
+    }
 
     private func initializeNorms() {
         let p = parameters.pointer, d = config.hiddenSize
@@ -386,7 +426,8 @@ public final class TransformerModel {
         }
         linearForward(
             x: x, ldx: inDim, weight: p + w, bias: b >= 0 ? p + b : nil, y: y, ldy: outDim,
-            rows: rows, inDim: inDim, outDim: outDim, accumulate: accumulate)
+            rows: rows, inDim: inDim, outDim: outDim, accumulate: accumulate,
+            bf16: bf16Operands(w, rows: rows, inDim: inDim, outDim: outDim))
     }
 
     /// The single entry point of every linear layer's backward (adapters hook in here).
@@ -395,7 +436,7 @@ public final class TransformerModel {
         linearBackward(
             dy: a + dy, ldy: outDim, x: a + x, ldx: inDim, weight: p + w, dx: a + dx, lddx: inDim,
             accumulateDX: false, dWeight: g + w, dBias: b >= 0 ? g + b : nil, rows: n, inDim: inDim,
-            outDim: outDim)
+            outDim: outDim, bf16: bf16Operands(w, rows: n, inDim: inDim, outDim: outDim))
     }
 
     private func runBackbone() {

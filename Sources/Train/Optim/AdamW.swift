@@ -48,6 +48,7 @@ public final class AdamW {
     /// split over the compute pool.
     public func update(parameters: FlatBuffer, gradients: FlatBuffer, lr: Float, gradientScale: Float = 1) {
         step += 1
+        parameters.markChanged()
         let c = config
         let bc1 = 1 - Float(Foundation.pow(Double(c.beta1), Double(step)))
         let bc2 = 1 - Float(Foundation.pow(Double(c.beta2), Double(step)))

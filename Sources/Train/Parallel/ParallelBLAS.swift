@@ -35,20 +35,25 @@ public func sgemm(
     let g = GEMM(
         transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, beta: beta, a: a, lda: lda,
         b: b, ldb: ldb, c: c, ldc: ldc)
+    splitProduct(
+        m, n, k, g, rows: { raw, lo, hi in raw.load(as: GEMM.self).run(byRows: true, lo, hi) },
+        columns: { raw, lo, hi in raw.load(as: GEMM.self).run(byRows: false, lo, hi) })
+}
+
+/// Runs a product C [m, n] (inner size k) as blocks of rows of C or of columns, whichever dimension is larger,
+/// over the compute pool: `rows(args, lo, hi)` computes rows [lo, hi), `columns` columns. Products under ~4
+/// MFLOP stay on the caller.
+func splitProduct<Args>(_ m: Int, _ n: Int, _ k: Int, _ args: Args, rows: PoolEntry, columns: PoolEntry) {
     let pool = ComputePool.shared
     // every block re-packs the operand it shares with the others: blocks of >= ~2048 rows or columns keep that
     // copy under a few percent of the block's arithmetic, and more blocks than threads let a thread that
     // finishes early (or a worker the OS scheduled late) take over the rest
     let chunks = min(4 * pool.threads, max(pool.threads, max(m, n) / 2048))
     if 2 * m * n * k < 4_000_000 {
-        g.run(byRows: true, 0, m)
+        withUnsafePointer(to: args) { rows(UnsafeRawPointer($0), 0, m) }
     } else if n >= m {
-        pool.parallelFor(n, grain: 32, chunks: chunks, g) { raw, lo, hi in
-            raw.load(as: GEMM.self).run(byRows: false, lo, hi)
-        }
+        pool.parallelFor(n, grain: 32, chunks: chunks, args, columns)
     } else {
-        pool.parallelFor(m, grain: 32, chunks: chunks, g) { raw, lo, hi in
-            raw.load(as: GEMM.self).run(byRows: true, lo, hi)
-        }
+        pool.parallelFor(m, grain: 32, chunks: chunks, args, rows)
     }
 }
