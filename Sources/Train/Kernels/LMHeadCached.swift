@@ -5,16 +5,25 @@ import Foundation
 /// pass over the [rows, vocab] softmax of its own.
 ///
 /// Shapes: hidden [rows, dim], weight [vocab, dim], targets [rows] (valid ids); logProbs, lse, scale [rows];
-/// cache [rows, vocab].
+/// cache [rows, vocab]. With `bf16` the logits' product reads hidden and the weight in bf16, and each row of e
+/// is also kept rounded to bf16 (`bf16.cache`, [rows, vocab]) for the backward's two products; the softmax
+/// itself is f32.
 public func lmHeadForwardCached(
     hidden: UnsafePointer<Float>, weight: UnsafePointer<Float>, targets: UnsafePointer<Int32>,
     logProbs: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>,
     scale: UnsafeMutablePointer<Float>, rows: Int, dim: Int, vocab: Int,
-    cache: UnsafeMutablePointer<Float>
+    cache: UnsafeMutablePointer<Float>, bf16: BF16Head? = nil
 ) {
     guard rows > 0 else { return }
-    chunkLogits(hidden, weight, rows, dim, vocab, cache)
-    let args = CachedHeadArgs(cache: cache, targets: targets, logProbs: logProbs, lse: lse, scale: scale, vocab: vocab)
+    if let bf16 {
+        roundToBF16(hidden, bf16.scratch, rows * dim)
+        bf16gemm(false, true, rows, vocab, dim, bf16.scratch, dim, bf16.weight, dim, accumulate: false, cache, vocab)
+    } else {
+        chunkLogits(hidden, weight, rows, dim, vocab, cache)
+    }
+    let args = CachedHeadArgs(
+        cache: cache, targets: targets, logProbs: logProbs, lse: lse, scale: scale, vocab: vocab,
+        rounded: bf16?.cache)
     ComputePool.shared.parallelFor(rows, args) { raw, lo, hi in
         let a = raw.load(as: CachedHeadArgs.self)
         for i in lo..<hi {
@@ -26,7 +35,28 @@ public func lmHeadForwardCached(
             a.lse[i] = l
             a.logProbs[i] = zt - l
             a.scale[i] = 1 / sum
+            if let r = a.rounded { roundToBF16(z, r + i * a.vocab, a.vocab) }
         }
+    }
+}
+
+/// The LM head's operands in bf16: the weight rounded [vocab, dim], scratch for rounded rows [rows, dim], and
+/// the rounded copy of the forward's e [rows, vocab].
+public struct BF16Head {
+    /// The weight rounded to bf16.
+    public let weight: UnsafePointer<BF16Bits>
+    /// Room for [rows, dim] rounded values.
+    public let scratch: UnsafeMutablePointer<BF16Bits>
+    /// e rounded, written by the forward and read by the backward.
+    public let cache: UnsafeMutablePointer<BF16Bits>
+
+    /// Operands over these buffers.
+    public init(
+        weight: UnsafePointer<BF16Bits>, scratch: UnsafeMutablePointer<BF16Bits>, cache: UnsafeMutablePointer<BF16Bits>
+    ) {
+        self.weight = weight
+        self.scratch = scratch
+        self.cache = cache
     }
 }
 
@@ -36,16 +66,21 @@ public func lmHeadForwardCached(
 /// by the two matmuls.
 ///
 /// Shapes: as the forward; dLogProbs [rows]; dHidden [rows, dim]; dWeight [vocab, dim]; scaledHidden [rows, dim]
-/// scratch.
+/// scratch. With `bf16` (the forward's), both products read the rounded e, the rounded weight and the scaled
+/// hidden rows rounded; the onehot part and the row factors stay f32.
 public func lmHeadBackwardCached(
     hidden: UnsafePointer<Float>, weight: UnsafePointer<Float>, targets: UnsafePointer<Int32>,
     scale: UnsafePointer<Float>, dLogProbs: UnsafePointer<Float>,
     dHidden: UnsafeMutablePointer<Float>, dWeight: UnsafeMutablePointer<Float>,
     rows: Int, dim: Int, vocab: Int, cache: UnsafePointer<Float>,
-    scaledHidden: UnsafeMutablePointer<Float>
+    scaledHidden: UnsafeMutablePointer<Float>, bf16: BF16Head? = nil
 ) {
     guard rows > 0 else { return }
-    sgemm(false, false, rows, dim, vocab, 1, cache, vocab, weight, dim, 0, dHidden, dim)
+    if let bf16 {
+        bf16gemm(false, false, rows, dim, vocab, bf16.cache, vocab, bf16.weight, dim, accumulate: false, dHidden, dim)
+    } else {
+        sgemm(false, false, rows, dim, vocab, 1, cache, vocab, weight, dim, 0, dHidden, dim)
+    }
     let args = CachedBackArgs(
         hidden: hidden, weight: weight, targets: targets, scale: scale, dLogProbs: dLogProbs,
         dHidden: dHidden, scaledHidden: scaledHidden, dim: dim)
@@ -70,7 +105,12 @@ public func lmHeadBackwardCached(
             }
         }
     }
-    sgemm(true, false, vocab, dim, rows, 1, cache, vocab, scaledHidden, dim, 1, dWeight, dim)
+    if let bf16 {
+        roundToBF16(scaledHidden, bf16.scratch, rows * dim)
+        bf16gemm(true, false, vocab, dim, rows, bf16.cache, vocab, bf16.scratch, dim, accumulate: true, dWeight, dim)
+    } else {
+        sgemm(true, false, vocab, dim, rows, 1, cache, vocab, scaledHidden, dim, 1, dWeight, dim)
+    }
     // the onehot part, on one thread: rows with the same target add into the same dWeight row
     for i in 0..<rows { axpy(dLogProbs[i], hidden + i * dim, dWeight + Int(targets[i]) * dim, dim) }
 }
@@ -87,4 +127,5 @@ private struct CachedHeadArgs {
     let cache: UnsafeMutablePointer<Float>, targets: UnsafePointer<Int32>
     let logProbs: UnsafeMutablePointer<Float>, lse: UnsafeMutablePointer<Float>, scale: UnsafeMutablePointer<Float>
     let vocab: Int
+    let rounded: UnsafeMutablePointer<BF16Bits>?
 }

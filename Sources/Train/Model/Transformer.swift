@@ -54,6 +54,8 @@ public final class TransformerModel {
     private var lowScratch: UnsafeMutablePointer<BF16Bits>?
     private var lowScratchCount = 0
     private var lowVersion = UInt64.max
+    /// bf16 with a logit cache: the forward's e rounded [maxTokens, vocab], for the LM head's backward.
+    private var lowLogits: UnsafeMutablePointer<BF16Bits>?
 
     private var qkvWidth: Int { (config.heads + 2 * config.kvHeads) * config.headDim }
     private var attWidth: Int { config.heads * config.headDim }
@@ -100,6 +102,7 @@ public final class TransformerModel {
         ints.deallocate()
         lowWeights?.deallocate()
         lowScratch?.deallocate()
+        lowLogits?.deallocate()
     }
 
     /// Runs the linear layers' products in `precision` from now on; bf16 allocates its copies of the weights and
@@ -113,7 +116,16 @@ public final class TransformerModel {
         lowWeights = .allocate(capacity: max(1, layout.total))
         lowScratchCount = maxTokens * widest
         lowScratch = .allocate(capacity: max(1, lowScratchCount))
+        if logitCache != nil { lowLogits = .allocate(capacity: maxTokens * config.vocabSize) }
         lowVersion = .max
+    }
+
+    /// The LM head's bf16 operands (nil in fp32 or without a logit cache: the chunked head stays f32).
+    private func bf16Head() -> BF16Head? {
+        guard let logits = lowLogits, let op = bf16Operands(layout.lmHead, rows: 0, inDim: 0, outDim: 0) else {
+            return nil
+        }
+        return BF16Head(weight: op.weight, scratch: op.scratch, cache: logits)
     }
 
     /// The bf16 operands of the linear layer whose weight starts at `w` (nil in fp32, or for a pass wider than the
@@ -244,7 +256,7 @@ public final class TransformerModel {
             lmHeadForwardCached(
                 hidden: a + at.gathered, weight: parameters.pointer + layout.lmHead, targets: targetsP,
                 logProbs: a + at.logpG, lse: a + at.lseG, scale: cache.pointer + maxTokens * config.vocabSize,
-                rows: k, dim: d, vocab: config.vocabSize, cache: cache.pointer)
+                rows: k, dim: d, vocab: config.vocabSize, cache: cache.pointer, bf16: bf16Head())
             logitCacheValid = true
         } else {
             lmHeadForward(
@@ -295,7 +307,7 @@ public final class TransformerModel {
                 hidden: a + at.gathered, weight: parameters.pointer + layout.lmHead, targets: targetsP,
                 scale: cache.pointer + maxTokens * v, dLogProbs: a + at.dlogpG, dHidden: a + at.dGathered,
                 dWeight: g + layout.lmHead, rows: targetRows, dim: d, vocab: v, cache: cache.pointer,
-                scaledHidden: cache.pointer + maxTokens * (v + 1))
+                scaledHidden: cache.pointer + maxTokens * (v + 1), bf16: bf16Head())
         } else {
             lmHeadBackward(
                 hidden: a + at.gathered, weight: parameters.pointer + layout.lmHead, targets: targetsP,
