@@ -65,3 +65,13 @@ int oreo_block_dot_rows4(const uint8_t *rows, size_t rowBytes, int blocks, int f
     return 0;
 }
 #endif
+
+void oreo_round_bf16(const float *src, uint16_t *dst, size_t n) {
+    const uint32_t *u = (const uint32_t *)src;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t x = u[i];
+        uint32_t r = (x + 0x7FFFu + ((x >> 16) & 1u)) >> 16;
+        uint32_t nan = (x >> 16) | 0x40u;
+        dst[i] = (uint16_t)((x & 0x7FFFFFFFu) > 0x7F800000u ? nan : r);
+    }
+}

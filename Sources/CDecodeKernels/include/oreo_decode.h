@@ -14,3 +14,8 @@ static inline void oreo_prefetch(const void *p) { __builtin_prefetch(p, 0, 3); }
 /// `GGUFFile.floats` gives it: out[j] is bit-identical to the f32 kernel on the dequantized rows.
 /// Rows are `rowBytes` apart. Returns 1, or 0 (out untouched) when the CPU path is not compiled in.
 int oreo_block_dot_rows4(const uint8_t *rows, size_t rowBytes, int blocks, int format, const float *x, float out[4]);
+
+// f32 -> bf16, round to nearest with ties to even, NaN kept (quiet, with its sign), subnormals rounded like the
+// rest (unlike vcvtneps2bf16, which flushes them). A plain loop the compiler vectorizes for the host CPU; Swift's
+// SIMD spelling of the same bit arithmetic ran several times slower. Shapes: src [n], dst [n].
+void oreo_round_bf16(const float *src, uint16_t *dst, size_t n);

@@ -1,3 +1,5 @@
+import CDecodeKernels
+
 /// bfloat16 as stored: the upper 16 bits of an IEEE f32 (8-bit exponent, 7-bit mantissa).
 public typealias BF16Bits = UInt16
 
@@ -49,19 +51,7 @@ public func bf16(_ x: Float) -> BF16Bits {
 
 /// Shapes: src [n] f32, dst [n] bf16, on the calling thread.
 private func roundToBF16Serial(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<BF16Bits>, _ n: Int) {
-    var i = 0
-    while i + 16 <= n {
-        let u = UnsafeRawPointer(src + i).loadUnaligned(as: SIMD16<UInt32>.self)
-        var r = (u &+ 0x7FFF &+ ((u &>> 16) & 1)) &>> 16
-        r.replace(with: (u &>> 16) | 0x40, where: (u & 0x7FFF_FFFF) .> 0x7F80_0000)
-        UnsafeMutableRawPointer(dst + i).storeBytes(
-            of: SIMD16<UInt16>(truncatingIfNeeded: r), as: SIMD16<UInt16>.self)
-        i += 16
-    }
-    while i < n {
-        dst[i] = bf16(src[i])
-        i += 1
-    }
+    oreo_round_bf16(src, dst, n)
 }
 
 private struct ConvertArgs {

@@ -32,6 +32,20 @@ public final class BF16GEMM: @unchecked Sendable {
             ? "avx512_core_amx" : "avx512_core_bf16"
     }
 
+    /// One line for `oreo doctor`: oneDNN's version and the bf16 path it takes on this CPU (one small product is
+    /// run to learn the kernel's name), or why `--precision bf16` is refused.
+    public static var summary: String {
+        let v = dnnl_version()!.pointee
+        let version = "oneDNN \(v.major).\(v.minor).\(v.patch)"
+        guard let engine = shared else {
+            return "bf16: not available (\(version) finds neither AVX512_BF16 nor AMX; --precision bf16 is refused)"
+        }
+        let a = [BF16Bits](repeating: 0, count: 64 * 64)
+        var c = [Float](repeating: 0, count: 64 * 64)
+        bf16gemm(false, false, 64, 64, 64, a, 64, a, 64, accumulate: false, &c, 64)
+        return "bf16: \(version), path \(engine.isa), kernel \(engine.implementationNames.joined(separator: ", "))"
+    }
+
     /// The kernels oneDNN picked for the shapes run so far (e.g. "brg:avx512_core_bf16").
     public var implementationNames: [String] { implementations.withLock { $0.sorted() } }
 
