@@ -46,7 +46,8 @@ struct Oreo: ParsableCommand {
 
 /// Prints what this machine gives oreo: BLAS kernels, threads, CPU features.
 struct Doctor: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Show the BLAS kernels, the bf16 path and the CPU features oreo will use.")
+    static let configuration = CommandConfiguration(
+        abstract: "Show the BLAS kernels, the bf16 path and the CPU features oreo will use.")
     func run() throws {
         print(BLASRuntime.summary)
         print(BF16GEMM.summary)
