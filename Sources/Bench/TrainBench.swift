@@ -256,7 +256,7 @@ private func runOreo(
                 }
                 u = timed(clock) {
                     let coef = clipCoefficient(norm: gradientNorm(model.gradients), maxNorm: 1)
-                    opt.update(parameters: model.parameters, gradients: model.gradients, lr: 1e-4, gradientScale: coef)
+                    model.update(opt, lr: 1e-4, gradientScale: coef)
                 }
             }
             if s == steps {

@@ -311,9 +311,7 @@ public final class TrainJob {
                     throw NonFiniteLoss(
                         step: stepNumber, what: "the value gradient norm", lastCheckpoint: lastCheckpoint)
                 }
-                valueOptimizer.update(
-                    parameters: value.parameters, gradients: value.gradients,
-                    lr: Float(valueSchedule.learningRate(step: step)))
+                value.update(valueOptimizer, lr: Float(valueSchedule.learningRate(step: step)))
                 valueNorm = norm
             }
             let norm = clipGradientNorm(policy.gradients, maxNorm: clip)
@@ -321,7 +319,7 @@ public final class TrainJob {
                 throw NonFiniteLoss(step: stepNumber, what: "the policy gradient norm", lastCheckpoint: lastCheckpoint)
             }
             let lr = schedule.learningRate(step: step)
-            policyOptimizer.update(parameters: policy.parameters, gradients: policy.gradients, lr: Float(lr))
+            policy.update(policyOptimizer, lr: Float(lr))
             step = stepNumber
             tokensBefore += tokens
             let seconds = Date().timeIntervalSince(t0)

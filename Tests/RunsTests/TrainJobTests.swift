@@ -126,10 +126,11 @@ import Runs
     }
 
     /// An interrupted run (killed after step 5, last checkpoint at step 3) resumed reaches bitwise the
-    /// weights, optimizer moments and losses of an uninterrupted run.
-    @Test(arguments: [false, true])
-    func interruptedAndResumedRunIsBitwiseTheSame(k3: Bool) throws {
-        let root = temporaryDirectory("resume-\(k3)")
+    /// weights, optimizer moments and losses of an uninterrupted run, in either precision.
+    @Test(arguments: [(false, Precision.fp32), (true, .fp32), (false, .bf16)])
+    func interruptedAndResumedRunIsBitwiseTheSame(k3: Bool, precision: Precision) throws {
+        if precision == .bf16 && !BF16GEMM.isAvailable { return }
+        let root = temporaryDirectory("resume-\(k3)-\(precision)")
         let initDir = root + "/init"
         let m = try TransformerModel(config: tinyConfig(), maxTokens: 64)
         m.initializeRandomly(seed: 6)
@@ -146,8 +147,9 @@ import Runs
         c.loader.tokensPerMicroBatch = 24
         c.loader.microBatchesPerStep = 2
         c.warmupFraction = 0.2
+        c.precision = precision == .fp32 ? nil : precision
         let whole = try TrainJob(config: c, model: .directory(initDir), data: root + "/data", run: root + "/a")
-        #expect(whole.totalSteps >= 12)
+        #expect(whole.totalSteps >= 12 && whole.policy.precision == precision)
         try whole.run()
 
         let first = try TrainJob(config: c, model: .directory(initDir), data: root + "/data", run: root + "/b")

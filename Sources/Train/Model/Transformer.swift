@@ -120,6 +120,16 @@ public final class TransformerModel {
         lowVersion = .max
     }
 
+    /// One optimizer update of the parameters from the gradients; a bf16 model's rounded weights are written in
+    /// the same pass (when they were current before it), so the next forward need not round them again.
+    public func update(_ optimizer: AdamW, lr: Float, gradientScale: Float = 1) {
+        let keep = precision == .bf16 && lowWeights != nil && lowVersion == parameters.version
+        optimizer.update(
+            parameters: parameters, gradients: gradients, lr: lr, gradientScale: gradientScale,
+            rounded: keep ? lowWeights : nil)
+        if keep { lowVersion = parameters.version }
+    }
+
     /// The LM head's bf16 operands (nil in fp32 or without a logit cache: the chunked head stays f32).
     private func bf16Head() -> BF16Head? {
         guard let logits = lowLogits, let op = bf16Operands(layout.lmHead, rows: 0, inDim: 0, outDim: 0) else {

@@ -1,3 +1,4 @@
+import CDecodeKernels
 import Foundation
 
 /// AdamW hyper-parameters (decoupled weight decay, as torch.optim.AdamW).
@@ -46,7 +47,12 @@ public final class AdamW {
     /// One update at learning rate `lr` from `gradients` times `gradientScale` (a clipping coefficient or an
     /// averaging factor, applied here so the gradients need no separate scaling pass). The element range is
     /// split over the compute pool.
-    public func update(parameters: FlatBuffer, gradients: FlatBuffer, lr: Float, gradientScale: Float = 1) {
+    /// With `rounded` ([parameters.count] bf16), each updated element is also written there rounded, in the same
+    /// pass (a bf16 model's copy of its weights; elements outside the layout's tensors are left as they are).
+    public func update(
+        parameters: FlatBuffer, gradients: FlatBuffer, lr: Float, gradientScale: Float = 1,
+        rounded: UnsafeMutablePointer<BF16Bits>? = nil
+    ) {
         step += 1
         parameters.markChanged()
         let c = config
@@ -59,16 +65,24 @@ public final class AdamW {
             let args = AdamWArgs(
                 p: parameters.pointer, g: gradients.pointer, m: m.pointer, v: v.pointer, ranges: rs.baseAddress!,
                 rangeCount: rs.count, beta1: c.beta1, beta2: c.beta2, eps: c.eps,
-                decay: 1 - lr * c.weightDecay, stepSize: stepSize, bc2Sqrt: bc2Sqrt, gradientScale: gradientScale)
+                decay: 1 - lr * c.weightDecay, stepSize: stepSize, bc2Sqrt: bc2Sqrt, gradientScale: gradientScale,
+                rounded: rounded)
             ComputePool.shared.parallelFor(total, grain: 64, minPerThread: 1 << 16, args) { raw, lo, hi in
                 let a = raw.load(as: AdamWArgs.self)
                 for r in UnsafeBufferPointer(start: a.ranges, count: a.rangeCount)
                 where r.offset < hi && r.offset + r.count > lo {
-                    let s = max(r.offset, lo), e = min(r.offset + r.count, hi)
-                    adamWKernel(
-                        p: a.p + s, g: a.g + s, m: a.m + s, v: a.v + s, count: e - s, beta1: a.beta1, beta2: a.beta2,
-                        eps: a.eps, decay: r.decay ? a.decay : 1, stepSize: a.stepSize, bc2Sqrt: a.bc2Sqrt,
-                        gradientScale: a.gradientScale)
+                    var s = max(r.offset, lo)
+                    let e = min(r.offset + r.count, hi)
+                    // In pieces that stay in L1 between the update and the rounding.
+                    while s < e {
+                        let n = min(4096, e - s)
+                        adamWKernel(
+                            p: a.p + s, g: a.g + s, m: a.m + s, v: a.v + s, count: n, beta1: a.beta1, beta2: a.beta2,
+                            eps: a.eps, decay: r.decay ? a.decay : 1, stepSize: a.stepSize, bc2Sqrt: a.bc2Sqrt,
+                            gradientScale: a.gradientScale)
+                        if let out = a.rounded { oreo_round_bf16(a.p + s, out + s, n) }
+                        s += n
+                    }
                 }
             }
         }
@@ -230,6 +244,7 @@ private struct AdamWArgs {
         v: UnsafeMutablePointer<Float>
     let ranges: UnsafePointer<(offset: Int, count: Int, decay: Bool)>, rangeCount: Int
     let beta1: Float, beta2: Float, eps: Float, decay: Float, stepSize: Float, bc2Sqrt: Float, gradientScale: Float
+    let rounded: UnsafeMutablePointer<BF16Bits>?
 }
 
 /// Operands of the parallel gradient norm: the buffer and one partial sum per thread.
