@@ -44,11 +44,13 @@ public enum ReferenceScorer {
         var cache: [[Float]] = []
         var logProbs: [Float] = []
         var batch = PackedBatch(tokens: [], sequenceLengths: [], targets: [])
-        // The values depend on the weights and the position limit (NaN past it): a sidecar is reused only when both
-        // are the same.
+        // The values depend on the weights, the position limit (NaN past it) and the precision: a sidecar is
+        // reused only when all are the same.
         let weights = Checksum.xxh3(
             UnsafeRawBufferPointer(start: model.parameters.pointer, count: model.parameters.count * 4))
-        let producer = "reference log-probs, weights xxh3 \(Checksum.hex(weights)), \(limit) positions"
+        let producer =
+            "reference log-probs, weights xxh3 \(Checksum.hex(weights)), \(limit) positions"
+            + (model.precision == .fp32 ? "" : ", \(model.precision.rawValue)")
         let result = try dataset.addTokenColumn(column, producer: producer, maxTrajectories: maxTrajectories) {
             si, cursor, i in
             if si != cacheShard || i < cacheFirst || i >= cacheFirst + cache.count {

@@ -113,10 +113,16 @@ struct ScoreCommand: ParsableCommand {
     @Option(help: "Positions per forward pass.") var tokensPerBatch = 4096
     @Option(help: "Stop after scoring this many trajectories (a trial on a prefix; the column is not added).")
     var maxTrajectories: Int?
+    @Option(
+        help:
+            "Number format of the matrix products: fp32, or bf16 (bf16 products with f32 accumulation; CPUs with AVX512_BF16 or AMX)."
+    )
+    var precision = Precision.fp32
 
     func run() throws {
         guard tokensPerBatch > 0 else { throw ValidationError("--tokens-per-batch must be positive") }
         if let maxTrajectories, maxTrajectories <= 0 { throw ValidationError("--max-trajectories must be positive") }
+        try precision.checkSupported()
         let source = ModelSource(path: model)
         let dataset = try Dataset(directory: data)
         for n in try Compatibility.check(
@@ -125,6 +131,7 @@ struct ScoreCommand: ParsableCommand {
             printError("note: \(n)")
         }
         let m = try source.load(maxTokens: tokensPerBatch)
+        try m.setPrecision(precision)
         // With --max-trajectories the token total is the prefix's share (an estimate: trajectories differ in length).
         let counts = dataset.manifest.counts
         let share = min(1, Double(maxTrajectories ?? .max) / Double(max(1, counts.trajectories)))
@@ -152,3 +159,5 @@ struct ScoreCommand: ParsableCommand {
         }
     }
 }
+
+extension Precision: ExpressibleByArgument {}
