@@ -6,7 +6,8 @@ each into Tests/Fixtures/generated/models/<family>/:
   config.json, model.safetensors       the model (HF names and layouts)
   expected.safetensors                 tokens, seq_lengths, targets (I64) of a packed batch of 3 sequences,
                                        logprobs per position (0 where no target), loss (mean target NLL),
-                                       grad.<name> for every parameter (HF layout), adam_losses (10 AdamW steps)
+                                       grad.<name> for every parameter (HF layout), adam_losses (10 AdamW steps),
+                                       logprobs_bf16 and grad_bf16.<name> of the same pass under CPU autocast bf16
 Needs: pip install "torch==2.13.0+cpu" transformers safetensors numpy
 """
 import json, os, sys
@@ -86,6 +87,15 @@ def main():
              "logprobs": lp.detach().contiguous(), "loss": loss.detach().reshape(1)}
         for name, p in model.named_parameters():
             t["grad." + name] = p.grad.detach().clone().contiguous()
+        # The same pass under CPU autocast bf16 (bf16 matmuls, f32 weights and log-softmax): what oreo's
+        # --precision bf16 is compared with.
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            lpb = batch_logprobs(model, seqs)
+        (-lpb.sum() / k).backward()
+        t["logprobs_bf16"] = lpb.detach().float().contiguous()
+        for name, p in model.named_parameters():
+            t["grad_bf16." + name] = p.grad.detach().float().clone().contiguous()
         decay = [p for p in model.parameters() if p.ndim >= 2]
         other = [p for p in model.parameters() if p.ndim < 2]
         opt = torch.optim.AdamW([{"params": decay, "weight_decay": ADAM["weight_decay"]},
