@@ -48,6 +48,8 @@ public struct DemoTrainingSettings: Sendable, Equatable, Codable {
     public var preferenceBeta = 0.5
     /// KTO's beta.
     public var ktoBeta = 0.1
+    /// Number format of every training run's matrix products (nil: fp32, and absent from earlier records).
+    public var precision: Precision?
 
     /// The defaults.
     public init() {}
@@ -124,6 +126,7 @@ public struct DemoTrainingSettings: Sendable, Equatable, Codable {
         c.dpo.beta = preferenceBeta
         c.kto.beta = ktoBeta
         c.keepCheckpoints = 0  // only the newest: a stopped run resumes from it
+        c.precision = precision
         return c
     }
 

@@ -90,6 +90,11 @@ struct DemoCommand: ParsableCommand {
     @Option(help: "Weight decay of every run.") var weightDecay = DemoTrainingSettings().weightDecay
     @Option(help: "Epochs of every offline method over the samples.") var epochs = DemoTrainingSettings().epochs
     @Option(
+        help:
+            "Number format of the training runs' matrix products: fp32, or bf16 (CPUs with AVX512_BF16 or AMX; sampling stays fp32)."
+    )
+    var precision = Precision.fp32
+    @Option(
         help: ArgumentHelp(
             "Policy learning rates of the offline methods, METHOD=LR comma-separated (default: \(DemoCommand.rates(DemoTrainingSettings().learningRates))).",
             valueName: "RATES"))
@@ -121,6 +126,8 @@ struct DemoCommand: ParsableCommand {
         t.batchTokens = batchTokens
         t.weightDecay = weightDecay
         t.epochs = epochs
+        try precision.checkSupported()
+        t.precision = precision == .fp32 ? nil : precision
         for (name, value) in try DemoCommand.list(
             lr ?? "", "--lr",
             { part -> (String, Double)? in
