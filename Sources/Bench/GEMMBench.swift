@@ -45,11 +45,7 @@ func runGEMMBench(args: [String]) {
         func best(_ body: () -> Void) -> Double {
             body()
             var t = Double.infinity
-            for _ in 0..<5 {
-                let s = DispatchTime.now().uptimeNanoseconds
-                body()
-                t = min(t, Double(DispatchTime.now().uptimeNanoseconds - s) / 1e9)
-            }
+            for _ in 0..<5 { t = min(t, seconds(body)) }
             return flops / t / 1e9
         }
         let s = best {
@@ -81,9 +77,7 @@ func measureBF16Peak() -> Double {
         let a = [BF16Bits](repeating: bf16(0.01), count: m * k), b = [BF16Bits](repeating: bf16(0.02), count: k * n)
         var c = [Float](repeating: 0, count: m * n)
         for rep in 0..<4 {
-            let s = DispatchTime.now().uptimeNanoseconds
-            bf16gemm(false, false, m, n, k, a, k, b, n, accumulate: false, &c, n)
-            let t = Double(DispatchTime.now().uptimeNanoseconds - s) / 1e9
+            let t = seconds { bf16gemm(false, false, m, n, k, a, k, b, n, accumulate: false, &c, n) }
             if rep > 0 { best = max(best, 2 * Double(m * n * k) / t / 1e9) }
         }
     }

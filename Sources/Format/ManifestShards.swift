@@ -64,19 +64,18 @@ public struct ManifestShards: Sendable, Equatable, Codable, RandomAccessCollecti
     /// pass over a manifest just read.
     func checkedEntry(_ i: Int) throws -> ShardEntry {
         guard case .mapped(let file, let starts) = storage else { return self[i] }
-        let value = try StrictJSON.parseValue(file.bytes, at: Int(starts[i]), file: file.path)
-        do { return try JSONValueDecoder().decode(ShardEntry.self, from: value, file: file.path) } catch let e
-            as JSONFieldError
-        {
+        do { return try Self.entry(file, at: starts[i]) } catch let e as JSONFieldError {
             throw JSONFieldError(file: e.file, field: "shards[\(i)]" + (e.field.isEmpty ? "" : "." + e.field), e.reason)
         }
     }
 
+    private static func entry(_ file: MappedFile, at start: UInt32) throws -> ShardEntry {
+        let value = try StrictJSON.parseValue(file.bytes, at: Int(start), file: file.path)
+        return try JSONValueDecoder().decode(ShardEntry.self, from: value, file: file.path)
+    }
+
     private static func decode(_ file: MappedFile, at start: UInt32) -> ShardEntry {
-        do {
-            let value = try StrictJSON.parseValue(file.bytes, at: Int(start), file: file.path)
-            return try JSONValueDecoder().decode(ShardEntry.self, from: value, file: file.path)
-        } catch {
+        do { return try entry(file, at: start) } catch {
             // Every entry was decoded once when the manifest was read; failing now means the file was overwritten
             // in place under its mapping (writers replace it by renaming, which leaves the mapping intact).
             preconditionFailure("\(file.path) changed while it was open: \(error)")

@@ -11,13 +11,13 @@ public typealias BF16Bits = UInt16
 public func roundToBF16(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<BF16Bits>, _ n: Int) {
     guard n > 0 else { return }
     if n < 1 << 16 {
-        roundToBF16Serial(src, dst, n)
+        oreo_round_bf16(src, dst, n)
         return
     }
     let args = ConvertArgs(src: UnsafeRawPointer(src), dst: UnsafeMutableRawPointer(dst))
     ComputePool.shared.parallelFor(n, grain: 4096, minPerThread: 1 << 15, args) { raw, lo, hi in
         let a = raw.load(as: ConvertArgs.self)
-        roundToBF16Serial(
+        oreo_round_bf16(
             a.src.assumingMemoryBound(to: Float.self) + lo, a.dst.assumingMemoryBound(to: BF16Bits.self) + lo,
             hi - lo)
     }
@@ -47,11 +47,6 @@ public func bf16(_ x: Float) -> BF16Bits {
     let u = x.bitPattern
     if u & 0x7FFF_FFFF > 0x7F80_0000 { return BF16Bits(truncatingIfNeeded: (u >> 16) | 0x40) }
     return BF16Bits(truncatingIfNeeded: (u &+ 0x7FFF &+ ((u >> 16) & 1)) >> 16)
-}
-
-/// Shapes: src [n] f32, dst [n] bf16, on the calling thread.
-private func roundToBF16Serial(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<BF16Bits>, _ n: Int) {
-    oreo_round_bf16(src, dst, n)
 }
 
 private struct ConvertArgs {

@@ -95,6 +95,9 @@ public func linearBackward(
         }
     } else {
         sgemm(true, false, outDim, inDim, rows, 1, dy, ldy, x, ldx, 1, dWeight, inDim)
+        if let dx {
+            sgemm(false, false, rows, inDim, outDim, 1, dy, ldy, weight, inDim, accumulateDX ? 1 : 0, dx, lddx)
+        }
     }
     if let dBias {
         // column sums, split by columns so threads never share an output
@@ -103,9 +106,6 @@ public func linearBackward(
             let a = raw.load(as: BiasArgs.self)
             for r in 0..<a.rows { addInPlace(a.dy + r * a.ldy + lo, a.out + lo, hi - lo) }
         }
-    }
-    if let dx, bf16 == nil {
-        sgemm(false, false, rows, inDim, outDim, 1, dy, ldy, weight, inDim, accumulateDX ? 1 : 0, dx, lddx)
     }
 }
 

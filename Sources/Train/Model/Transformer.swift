@@ -132,23 +132,26 @@ public final class TransformerModel {
 
     /// The LM head's bf16 operands (nil in fp32 or without a logit cache: the chunked head stays f32).
     private func bf16Head() -> BF16Head? {
-        guard let logits = lowLogits, let op = bf16Operands(layout.lmHead, rows: 0, inDim: 0, outDim: 0) else {
-            return nil
-        }
-        return BF16Head(weight: op.weight, scratch: op.scratch, cache: logits)
+        guard let logits = lowLogits, let scratch = lowScratch, let weights = roundedWeights() else { return nil }
+        return BF16Head(weight: weights + layout.lmHead, scratch: scratch, cache: logits)
     }
 
     /// The bf16 operands of the linear layer whose weight starts at `w` (nil in fp32, or for a pass wider than the
     /// scratch); the rounded weights are brought up to date with the parameters first.
     private func bf16Operands(_ w: Int, rows: Int, inDim: Int, outDim: Int) -> BF16Linear? {
-        guard precision == .bf16, let weights = lowWeights, let scratch = lowScratch,
-            rows * (inDim + outDim) <= lowScratchCount
+        guard let weights = roundedWeights(), let scratch = lowScratch, rows * (inDim + outDim) <= lowScratchCount
         else { return nil }
+        return BF16Linear(weight: weights + w, scratch: scratch, secondOffset: rows * outDim)
+    }
+
+    /// In bf16, the parameters rounded, brought up to date first; nil in fp32.
+    private func roundedWeights() -> UnsafeMutablePointer<BF16Bits>? {
+        guard precision == .bf16, let weights = lowWeights else { return nil }
         if lowVersion != parameters.version {
             roundToBF16(parameters.pointer, weights, layout.total)
             lowVersion = parameters.version
         }
-        return BF16Linear(weight: weights + w, scratch: scratch, secondOffset: rows * outDim)
+        return weights
     }
 
     private func initializeNorms() {
