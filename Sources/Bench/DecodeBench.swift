@@ -12,7 +12,10 @@ import Train
 /// transformers `generate` on the same model and prompt in the same run (scripts/oracles/bench_peer_decode.py),
 /// and value-guided beam search candidates scored per second.
 ///
-/// Options: --gguf PATH, --new N (default 64), --repeats R (median of R timed runs, both engines; default 3), --batches 1,8, --threads T, --weights f32|packed (default both),
+/// With --precision bf16 (default on CPUs with native bf16: both), a bf16 row per batch (bf16 weights, oneDNN
+/// above 12 rows) and a bf16 beam search.
+///
+/// Options: --gguf PATH, --new N (default 64), --repeats R (median of R timed runs, both engines; default 3), --batches 1,8, --threads T, --weights f32|packed (default both), --precision fp32,bf16,
 /// --no-peer, --no-beam, --width B (default 4); --kernel: the decoding matmuls alone.
 func runDecodeBench(args: [String]) throws {
     if args.contains("--kernel") {
@@ -56,12 +59,22 @@ func runDecodeBench(args: [String]) throws {
         407, 19712, 8182, 2, 198, 1, 4093, 198, 1780, 314, 216, 33, 34, 1232, 216, 35, 37, 47,
         19842, 351, 253, 1230, 30, 2, 198, 1, 520, 9531, 198,
     ]
-    var ours: [Int: Double] = [:], oursF32: [Int: Double] = [:]
+    let precisions = (opt("--precision") ?? (BF16GEMM.isAvailable ? "fp32,bf16" : "fp32")).split(separator: ",")
+        .compactMap { Precision(rawValue: String($0)) }
+    for p in precisions { try p.checkSupported() }
+    let bf16Packed = precisions.contains(.bf16) ? try PackedWeights(quantizing: model, to: .bf16) : nil
+    var ours: [Int: Double] = [:], oursF32: [Int: Double] = [:], oursBF16: [Int: Double] = [:]
     var table = Table("engine", "batch", "new tokens", "seconds", "tokens/s", "CPU s / token")
     for b in batches {
-        let engines: [PackedWeights?] =
-            opt("--weights") == "packed" ? [packed] : opt("--weights") == "f32" ? [nil] : [nil, packed]
-        for weights in engines {
+        var engines: [(String, PackedWeights?, Precision)] = []
+        if precisions.contains(.fp32) {
+            if opt("--weights") != "packed" { engines.append(("oreo, f32 weights", nil, .fp32)) }
+            if opt("--weights") != "f32" { engines.append(("oreo, GGUF blocks", packed, .fp32)) }
+        }
+        // bf16 as `--precision bf16` decodes a checkpoint directory: bf16 weights, oneDNN above 12 rows
+        if let bf16Packed { engines.append(("oreo, bf16", bf16Packed, .bf16)) }
+        for (name, weights, precision) in engines {
+            try model.setPrecision(precision)
             let dec = try IncrementalDecoder(
                 model: model, maxSequences: b, maxLength: prompt.count + newTokens + 1, weights: weights)
             var logits: [Float] = []
@@ -88,13 +101,15 @@ func runDecodeBench(args: [String]) throws {
                 runs.append((w, c))
             }
             let (wall, cpu) = runs.sorted { $0.wall < $1.wall }[runs.count / 2]
-            if weights == nil {
+            if precision == .bf16 {
+                oursBF16[b] = Double(b * newTokens) / wall
+            } else if weights == nil {
                 oursF32[b] = Double(b * newTokens) / wall
             } else {
                 ours[b] = Double(b * newTokens) / wall
             }
             table.add(
-                weights == nil ? "oreo, f32 weights" : "oreo, GGUF blocks", "\(b)", "\(newTokens)",
+                name, "\(b)", "\(newTokens)",
                 String(format: "%.2f", wall), String(format: "%.1f", Double(b * newTokens) / wall),
                 String(format: "%.4f", cpu / Double(b * newTokens)))
         }
@@ -149,6 +164,7 @@ func runDecodeBench(args: [String]) throws {
                 b == 1 ? " (target >= 3x)" : "")
             if let l = loopPeer[b] { line += String(format: "; / HF forward loop = %.2fx", o / l) }
             if let f = oursF32[b] { line += String(format: "; oreo f32 weights / HF generate = %.2fx", f / h) }
+            if let f = oursBF16[b] { line += String(format: "; oreo bf16 / HF generate = %.2fx", f / h) }
             print(line)
         }
     }
@@ -168,19 +184,30 @@ func runDecodeBench(args: [String]) throws {
             print("beam search: \(tokenizerPath) missing (run scripts/gen-fixtures.sh); skipped")
             return
         }
-        let search = try BeamSearch(
-            policy: model, tokenizer: tok, stopTokens: [2], scorer: try ValueScorer(model: value),
-            config: c, maxPromptTokens: prompt.count)
-        _ = try search.run(prompt: prompt, seed: 0)
-        var r: BeamSearchResult?
-        var wall = 0.0
-        let cpu = try processSeconds { wall = try seconds { r = try search.run(prompt: prompt, seed: 1) } }
-        print(
-            String(
-                format:
-                    "beam search (%d beams x %d samples, %d steps, SmolLM2 policy + SmolLM2-backbone value): %d candidates scored in %.2f s = %.1f candidates/s (%.3f CPU s each), %d tokens sampled (%.1f tokens/s)",
-                width, width, c.maxSteps, r!.candidatesScored, wall, Double(r!.candidatesScored) / wall,
-                cpu / Double(r!.candidatesScored), r!.tokensGenerated, Double(r!.tokensGenerated) / wall))
+        for precision in precisions {
+            try model.setPrecision(precision)
+            try value.setPrecision(precision)
+            let search = try BeamSearch(
+                policy: model, tokenizer: tok, stopTokens: [2], scorer: try ValueScorer(model: value),
+                config: c, maxPromptTokens: prompt.count)
+            _ = try search.run(prompt: prompt, seed: 0)
+            // median of `repeats` runs, as above
+            var runs: [(wall: Double, cpu: Double, result: BeamSearchResult)] = []
+            for _ in 0..<repeats {
+                var r: BeamSearchResult?
+                var wall = 0.0
+                let cpu = try processSeconds { wall = try seconds { r = try search.run(prompt: prompt, seed: 1) } }
+                runs.append((wall, cpu, r!))
+            }
+            let (wall, cpu, r) = runs.sorted { $0.wall < $1.wall }[runs.count / 2]
+            print(
+                String(
+                    format:
+                        "beam search, %@ (%d beams x %d samples, %d steps, SmolLM2 policy + SmolLM2-backbone value): %d candidates scored in %.2f s = %.1f candidates/s (%.3f CPU s each), %d tokens sampled (%.1f tokens/s)",
+                    precision.rawValue, width, width, c.maxSteps, r.candidatesScored, wall,
+                    Double(r.candidatesScored) / wall, cpu / Double(r.candidatesScored), r.tokensGenerated,
+                    Double(r.tokensGenerated) / wall))
+        }
     }
 }
 
@@ -304,6 +331,7 @@ func runPackedKernelBench() {
         }
     }
     table.print()
+    runBF16DecodeKernelBench(model)
     for threads in [1, 2] {
         smallBatchLinearThreads = threads
         BLASRuntime.setThreads(threads)
@@ -317,4 +345,57 @@ func runPackedKernelBench() {
                     f32 ? "f32 weights" : "GGUF blocks (\(packed.byteCount / 1_000_000) MB)", threads, wall * 1e3))
         }
     }
+}
+
+/// `Bench decode --kernel`, third part: a few rows against bf16 weights (what `--precision bf16` decodes with),
+/// on the compute pool's threads: the bf16-packed streaming kernel against oneDNN's bf16 matmul and the f32
+/// kernel, per SmolLM2 layer shape and for all linear layers of one decoding step.
+func runBF16DecodeKernelBench(_ model: TransformerModel) {
+    guard BF16GEMM.isAvailable, let packed = try? PackedWeights(quantizing: model, to: .bf16) else { return }
+    let threads = ProcessInfo.processInfo.activeProcessorCount
+    smallBatchLinearThreads = threads
+    BLASRuntime.setThreads(threads)
+    let layers = model.linearWeights()
+    let widest = layers.map { max($0.outDim, $0.inDim) }.max()!
+    var low = [BF16Bits](repeating: 0, count: model.layout.total)
+    roundToBF16(model.parameters.pointer, &low, model.layout.total)
+    let x = [Float](repeating: 0.02, count: 32 * widest)
+    var xl = [BF16Bits](repeating: 0, count: 32 * widest)
+    roundToBF16(x, &xl, xl.count)
+    var y = [Float](repeating: 0, count: 32 * widest)
+    let scratch = UnsafeMutablePointer<Float>.allocate(capacity: threads * packedRowsPerGroup * widest)
+    defer { scratch.deallocate() }
+    enum Engine: String, CaseIterable {
+        case f32 = "f32 weights", packed = "bf16 packed kernel", onednn = "oneDNN bf16"
+    }
+    func run(_ e: Engine, _ l: (offset: Int, outDim: Int, inDim: Int), rows: Int) {
+        switch e {
+        case .f32:
+            smallBatchLinear(
+                x: x, ldx: l.inDim, weight: model.parameters.pointer + l.offset, bias: nil, y: &y, ldy: l.outDim,
+                rows: rows, inDim: l.inDim, outDim: l.outDim, accumulate: false)
+        case .packed:
+            packedSmallBatchLinear(
+                x: x, ldx: l.inDim, weights: packed, matrix: packed.matrix(at: l.offset)!, bias: nil, y: &y,
+                ldy: l.outDim, rows: rows, accumulate: false, scratch: scratch, scratchSlots: threads)
+        case .onednn:
+            low.withUnsafeBufferPointer { w in
+                bf16gemm(
+                    false, true, rows, l.outDim, l.inDim, xl, l.inDim, w.baseAddress! + l.offset, l.inDim,
+                    accumulate: false, &y, l.outDim)
+            }
+        }
+    }
+    var table = Table("rows", "engine", "one step, all \(layers.count) layers (ms)", "GB/s of weights")
+    for rows in [1, 4, 8, 12, 16, 32] {
+        for e in Engine.allCases {
+            for l in layers { run(e, l, rows: rows) }
+            let t = medianSeconds(repeats: 5) { for l in layers { run(e, l, rows: rows) } }
+            let bytes = layers.reduce(0) { $0 + $1.outDim * $1.inDim } * (e == .f32 ? 4 : 2)
+            table.add(
+                "\(rows)", e.rawValue, String(format: "%.2f", t * 1e3), String(format: "%.1f", Double(bytes) / t / 1e9))
+        }
+    }
+    print("bf16 weights at decoding's row counts (SmolLM2 shapes, \(threads) threads):")
+    table.print()
 }

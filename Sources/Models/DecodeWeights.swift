@@ -15,16 +15,18 @@ public enum DecodeWeights: String, CaseIterable, Sendable {
     /// The f32 weights quantized to ggml's Q8_0 (lossy).
     case q8_0
 
-    /// Packs (or not) `model`, loaded from `gguf` when that is set, and says what it chose.
+    /// Packs (or not) `model`, loaded from `gguf` when that is set, and says what it chose. A bf16 model's `auto`
+    /// is bf16 for a checkpoint directory (the values its wider passes multiply by), a GGUF's own blocks otherwise.
     func apply(to model: TransformerModel, gguf: GGUFFile?) throws -> String {
-        switch (self, gguf) {
+        let choice = self == .auto && gguf == nil && model.precision == .bf16 ? DecodeWeights.bf16 : self
+        switch (choice, gguf) {
         case (.f32, _), (.auto, nil):
             model.decodingWeights = nil
             return "f32"
         case (.auto, let gguf?):
             model.decodingWeights = try gguf.packedWeights(for: model)
         case (.bf16, _), (.f16, _), (.q8_0, _):
-            model.decodingWeights = try PackedWeights(quantizing: model, to: PackedFormat(rawValue: rawValue)!)
+            model.decodingWeights = try PackedWeights(quantizing: model, to: PackedFormat(rawValue: choice.rawValue)!)
         }
         let w = model.decodingWeights!
         return

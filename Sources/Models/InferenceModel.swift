@@ -28,13 +28,20 @@ public struct InferenceModel {
     /// Loads a GGUF file (Llama family) or an HF directory (config.json + safetensors). The tokenizer is
     /// `tokenizer` (a tokenizer.json, or a .gguf whose metadata describes one), else the directory's
     /// tokenizer.json, else (GGUF) the one its metadata describes. With
-    /// `valueHead` the checkpoint must hold `value_head.weight`. `decodeWeights` picks what decoding reads.
+    /// `valueHead` the checkpoint must hold `value_head.weight`. `decodeWeights` picks what decoding reads;
+    /// `precision` bf16 runs passes wider than `bf16PackedMaxRows` (prompts, beams) as bf16 products.
     public static func load(
         path: String, tokenizer: String? = nil, valueHead: Bool = false,
-        decodeWeights: DecodeWeights = .auto
+        decodeWeights: DecodeWeights = .auto, precision: Precision = .fp32
     ) throws -> InferenceModel {
+        try precision.checkSupported()
         var (m, gguf) = try loadF32(path: path, tokenizer: tokenizer, valueHead: valueHead)
+        try m.model.setPrecision(precision)
         m.decodeWeights = try decodeWeights.apply(to: m.model, gguf: gguf)
+        if precision == .bf16 {
+            m.decodeWeights +=
+                "; passes over \(bf16PackedMaxRows) rows in bf16 (oneDNN \(BF16GEMM.shared?.isa ?? "-"))"
+        }
         return m
     }
 

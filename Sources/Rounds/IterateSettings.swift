@@ -2,6 +2,7 @@ import Foundation
 import Infer
 import Models
 import Runs
+import Train
 
 /// Everything one round of `oreo iterate` is configured by: the current policy, the prompts, sampling,
 /// ingest and training settings.
@@ -36,6 +37,8 @@ public struct IterateSettings: Sendable {
     public var stepDelimiters: [String] = []
     /// Training settings (`model` and `data` are the round's: the current policy and the round's dataset).
     public var training: TrainSettings
+    /// The round's number format: the training setting `precision`, which sampling and scoring follow.
+    public var precision: Precision { training.config.precision ?? .fp32 }
     /// Delete what an earlier run of this round left in `output` first.
     public var overwrite = false
     /// Seconds training may take in this run (nil: no limit; `oreo iterate` sets none): a run the budget

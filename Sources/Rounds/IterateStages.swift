@@ -15,12 +15,13 @@ extension IterateRound {
         String, StageStatus
     ) {
         let s = settings, fm = FileManager.default
-        let inputs = InputFingerprint([
-            ("model", modelIdentity), ("tokenizer", s.tokenizer.map(InputFingerprint.file) ?? "-"),
-            ("prompts", InputFingerprint.file(s.prompts)), ("n", "\(s.samples)"), ("verifier", s.verifier),
-            ("temperature", "\(s.temperature)"), ("seed", "\(s.seed)"), ("max_new_tokens", "\(s.maxNewTokens)"),
-            ("chat_template", s.chatTemplate), ("stop", "\(s.stop)"),
-        ])
+        let inputs = InputFingerprint(
+            [
+                ("model", modelIdentity), ("tokenizer", s.tokenizer.map(InputFingerprint.file) ?? "-"),
+                ("prompts", InputFingerprint.file(s.prompts)), ("n", "\(s.samples)"), ("verifier", s.verifier),
+                ("temperature", "\(s.temperature)"), ("seed", "\(s.seed)"), ("max_new_tokens", "\(s.maxNewTokens)"),
+                ("chat_template", s.chatTemplate), ("stop", "\(s.stop)"),
+            ] + (s.precision == .fp32 ? [] : [("precision", s.precision.rawValue)]))
         if runner.finished("sample", inputs) != nil, fm.fileExists(atPath: samples) { return (samples, .done) }
         let start = try runner.begin("sample", inputs)
         if start == .fresh, fm.fileExists(atPath: samples) {
@@ -48,7 +49,8 @@ extension IterateRound {
         options.seed = s.seed
         options.ids = true
         let t0 = Date()
-        let model = try InferenceModel.load(path: s.model, tokenizer: s.tokenizer, decodeWeights: s.decodeWeights)
+        let model = try InferenceModel.load(
+            path: s.model, tokenizer: s.tokenizer, decodeWeights: s.decodeWeights, precision: s.precision)
         let template = try model.chatTemplate(s.chatTemplate)
         let c = model.model.config
         events(
@@ -112,9 +114,10 @@ extension IterateRound {
                 .notRun
             )
         }
-        let inputs = InputFingerprint([
-            ("data", try InputFingerprint.dataset(data)), ("model", modelIdentity), ("column", c.referenceColumn),
-        ])
+        let inputs = InputFingerprint(
+            [
+                ("data", try InputFingerprint.dataset(data)), ("model", modelIdentity), ("column", c.referenceColumn),
+            ] + (s.precision == .fp32 ? [] : [("precision", s.precision.rawValue)]))
         let done = "column '\(c.referenceColumn)'"
         if runner.finished("score", inputs) != nil,
             (try? Dataset(directory: data))?.manifest.tokenColumns.contains(c.referenceColumn) == true
@@ -123,7 +126,8 @@ extension IterateRound {
         }
         try runner.begin("score", inputs)
         let r = try ScoreStage.run(
-            data: data, reference: ModelSource(path: s.model), column: c.referenceColumn, maxTokens: 4096
+            data: data, reference: ModelSource(path: s.model), column: c.referenceColumn, maxTokens: 4096,
+            precision: s.precision
         ) { done, total in
             events(.progress(.score, StageProgress(done: Double(done), total: Double(total), unit: "tok")))
         }

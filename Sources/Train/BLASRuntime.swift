@@ -76,7 +76,7 @@ public enum BLASRuntime {
         defer { fclose(f) }
         var line = [CChar](repeating: 0, count: 8192)
         while fgets(&line, Int32(line.count), f) != nil {
-            let s = String(cString: line)
+            let s = String(decoding: line.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
             if s.hasPrefix("flags") { return s.contains(" avx512f") }
         }
         return false

@@ -58,7 +58,7 @@ struct EvalCommand: ParsableCommand {
                 guard let value else { throw ValidationError("--scorer value needs --value V") }
                 let vm = try InferenceModel.load(
                     path: value, tokenizer: common.tokenizer ?? (m.tokenizer.path), valueHead: true,
-                    decodeWeights: common.decodeWeights)
+                    decodeWeights: common.decodeWeights, precision: common.precision ?? .fp32)
                 guard vm.model.config.vocabSize == m.model.config.vocabSize else {
                     throw ValidationError(
                         "value model vocabulary \(vm.model.config.vocabSize) differs from the policy's \(m.model.config.vocabSize)"

@@ -63,6 +63,7 @@ struct IterateCommand: ParsableCommand {
         let iterate: IterateRound
         do {
             round.training = try IterateSettings.training(configFile: config, flags: settings)
+            if let p = common.precision { round.training.config.precision = p == .fp32 ? nil : p }
             iterate = try IterateRound(settings: round)
         } catch let e as RoundError {
             throw ValidationError(e.message)

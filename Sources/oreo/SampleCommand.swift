@@ -29,10 +29,18 @@ struct ModelOptions: ParsableArguments {
                 "auto: a GGUF's own blocks (the same values as its f32 dequantization, several times fewer bytes per token, so faster), f32 for a checkpoint directory. bf16, f16 and q8_0 round the f32 weights (lossy, faster)."
         ))
     var decodeWeights: DecodeWeights = .auto
+    @Option(
+        help: ArgumentHelp(
+            "Number format of the matrix products: fp32 (default), or bf16 (CPUs with AVX512_BF16 or AMX).",
+            discussion:
+                "bf16: passes of more than 12 rows (prompts, beams) run bf16 products with f32 accumulation on the weights rounded to bf16; passes of few rows read the weights given by --decode-weights, whose auto is bf16 for a checkpoint directory. `oreo iterate` trains in this precision too."
+        ))
+    var precision: Precision?
 
     func load(valueHead: Bool = false) throws -> (InferenceModel, ChatTemplate) {
         let t0 = Date()
-        let m = try InferenceModel.load(path: model, tokenizer: tokenizer, decodeWeights: decodeWeights)
+        let m = try InferenceModel.load(
+            path: model, tokenizer: tokenizer, decodeWeights: decodeWeights, precision: precision ?? .fp32)
         let template = try m.chatTemplate(chatTemplate)
         let c = m.model.config
         let kind: String

@@ -1,14 +1,12 @@
 import Foundation
 import Format
 import Support
+import TestSupport
 
-/// A fresh directory under the system temporary directory, removed by `cleanup()`.
+/// A fresh directory under the system temporary directory, removed by `cleanup()` (or at exit).
 struct TempDir {
     let path: String
-    init(_ tag: String = "oreo") {
-        path = NSTemporaryDirectory() + "\(tag)-\(UUID().uuidString)"
-        try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    }
+    init(_ tag: String = "oreo") { path = makeTemporaryDirectory(tag) }
     func file(_ name: String) -> String { path + "/" + name }
     func cleanup() { try? FileManager.default.removeItem(atPath: path) }
 }

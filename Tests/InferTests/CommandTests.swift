@@ -4,6 +4,7 @@ import Infer
 import Models
 import TestSupport
 import Testing
+import Train
 
 /// `oreo sample` and `oreo eval` end to end on the tiny model: output that `oreo ingest` accepts, resumption
 /// after SIGKILL equal to a clean run, beam search with a value model, and clear errors for bad input.
@@ -154,6 +155,33 @@ import Testing
             "--out", dir + "/c.jsonl",
         ])
         #expect(bad.terminationStatus != 0 && badlog.contains("value_head"))
+    }
+
+    /// `--precision bf16` on sample and on beam-search eval: a checkpoint directory decodes from bf16 weights,
+    /// wider passes run bf16 products, and both commands finish with their outputs.
+    @Test func samplingAndBeamSearchInBF16() throws {
+        guard BF16GEMM.isAvailable else { return }
+        let model = try TinyWorld.write()
+        let valueDir = try TinyWorld.write(valueHead: true, seed: 2)
+        let dir = TinyWorld.tempDir("bf16")
+        defer { for d in [model, valueDir, dir] { try? FileManager.default.removeItem(atPath: d) } }
+        let im = try InferenceModel.load(path: model, precision: .bf16)
+        #expect(im.model.precision == .bf16 && im.decodeWeights.hasPrefix("bf16 x"), "\(im.decodeWeights)")
+        let p = try Self.prompts(dir, count: 4)
+        let (s, slog) = try Self.run([
+            "sample", "--model", model, "--prompts", p, "--n", "4", "--out", dir + "/s.jsonl",
+            "--max-new-tokens", "12", "--precision", "bf16",
+        ])
+        #expect(s.terminationStatus == 0, "bf16 sample failed: \(slog)")
+        #expect(slog.contains("rows in bf16 (oneDNN"), "\(slog)")
+        #expect(try Self.lines(dir + "/s.jsonl").count == 16)
+        let (b, blog) = try Self.run([
+            "eval", "--model", model, "--data", p, "--search", "beam", "--width", "4", "--value", valueDir,
+            "--max-new-tokens", "16", "--max-steps", "3", "--step-delimiter", " ", "--out", dir + "/b.jsonl",
+            "--precision", "bf16",
+        ])
+        #expect(b.terminationStatus == 0, "bf16 beam eval failed: \(blog)")
+        #expect(try Self.lines(dir + "/b.jsonl").count == 4)
     }
 
     @Test func badInputGivesOneClearError() throws {

@@ -2,15 +2,14 @@ import Foundation
 import Format
 import Rounds
 import Support
+import TestSupport
 import Testing
 
 /// The stage runner: what it records, when it skips a stage, how a stage starts again, and the records
 /// of runs from before it that it still reads.
 @Suite struct StageRunnerTests {
     static func tempDir() -> String {
-        let d = NSTemporaryDirectory() + "oreo-rounds-\(UUID().uuidString)"
-        try? FileManager.default.createDirectory(atPath: d, withIntermediateDirectories: true)
-        return d
+        makeTemporaryDirectory("rounds")
     }
 
     @Test func aFinishedStageIsSkippedOnlyForTheSameInputs() throws {

@@ -106,9 +106,7 @@ public enum SyntheticTokenizer {
 
     /// Writes `root` to a fresh temporary file and returns its path.
     public static func write(_ root: [String: Any]) throws -> String {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("oreo-tok-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        let url = dir.appendingPathComponent("tokenizer.json")
+        let url = URL(fileURLWithPath: makeTemporaryDirectory("tok")).appendingPathComponent("tokenizer.json")
         try JSONSerialization.data(withJSONObject: root).write(to: url)
         return url.path
     }

@@ -343,9 +343,7 @@ struct TokenizerUnitTests {
             "{", "{\"model\": [1, 2,]}", "{\"a\": \"\\ud800\"}", "[]", String(repeating: "[", count: 5000),
         ])
     func brokenJSON(text: String) throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("oreo-tok-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
-        let path = dir.appendingPathComponent("tokenizer.json").path
+        let path = makeTemporaryDirectory("tok") + "/tokenizer.json"
         try Data(text.utf8).write(to: URL(fileURLWithPath: path))
         #expect {
             _ = try Tokenizer.load(path: path)

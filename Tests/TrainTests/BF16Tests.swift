@@ -204,4 +204,34 @@ import Train
         try fresh2.setPrecision(.bf16)
         #expect(try run(low).lp == run(fresh2).lp)
     }
+
+    /// Decoding a bf16 model: passes of few rows read the packed bf16 weights exactly as an fp32 model given the
+    /// same packed weights does; wider passes (prompts, beams; here more rows than the model's own `maxTokens`)
+    /// run bf16 products, close to the f32 logits but not equal to them.
+    @Test(arguments: [ModelFamily.gpt2, .llama])
+    func decodingInBF16ReadsPackedWeightsForFewRowsAndBF16ProductsForMany(family: ModelFamily) throws {
+        guard BF16GEMM.isAvailable else { return }
+        let low = try ModelGradientTests.model(family), f32 = try ModelGradientTests.model(family)
+        try low.setPrecision(.bf16)
+        let packed = try PackedWeights(quantizing: f32, to: .bf16)
+        let V = low.config.vocabSize
+        let seqs = DecoderTests.sequences(seed: 4, lengths: [15, 14, 16], vocab: V)
+        func decoder(_ m: TransformerModel) throws -> IncrementalDecoder {
+            try IncrementalDecoder(model: m, maxSequences: 3, maxLength: 32, pageSize: 4, weights: packed)
+        }
+        // One wide pass of 45 rows.
+        var wide16: [Float] = [], wide32: [Float] = []
+        try decoder(low).extend([0, 1, 2], seqs, logits: &wide16, allPositions: true)
+        try decoder(f32).extend([0, 1, 2], seqs, logits: &wide32, allPositions: true)
+        #expect(wide16 != wide32)
+        #expect(relativeError(wide16, wide32) < 0.03, "wide pass: \(relativeError(wide16, wide32))")
+        // Passes of 3 rows: identical to the fp32 model on the same packed weights.
+        let d16 = try decoder(low), d32 = try decoder(f32)
+        var step16: [Float] = [], step32: [Float] = []
+        for p in 0..<14 {
+            try d16.extend([0, 1, 2], seqs.map { [$0[p]] }, logits: &step16)
+            try d32.extend([0, 1, 2], seqs.map { [$0[p]] }, logits: &step32)
+            #expect(step16 == step32, "position \(p)")
+        }
+    }
 }

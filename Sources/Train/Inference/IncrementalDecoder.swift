@@ -81,7 +81,8 @@ public final class IncrementalDecoder {
     /// than slots x length, since forked slots share their prefix pages.
     ///
     /// With `weights` (packed for this model; default: the model's `decodingWeights`), passes of up to
-    /// `smallBatchLinearMaxRows` rows read the packed linear weights instead of the f32 parameters.
+    /// `smallBatchLinearMaxRows` rows (`bf16PackedMaxRows` for a bf16 model) read the packed linear weights instead
+    /// of the f32 parameters; a bf16 model's wider passes run oneDNN's bf16 matmul on its rounded weights.
     public convenience init(
         model: TransformerModel, maxSequences: Int, maxLength: Int, cacheTokens: Int? = nil,
         pageSize: Int = 16, maxRows: Int = 256
@@ -108,6 +109,7 @@ public final class IncrementalDecoder {
         }
         self.model = model
         self.weights = weights
+        model.reserveLowScratch(rows: maxRows)
         self.maxSequences = maxSequences
         self.maxLength = min(maxLength, cfg.maxPositions)
         self.pageSize = pageSize

@@ -11,7 +11,7 @@ public func linearForward(
     rows: Int, inDim: Int, outDim: Int, accumulate: Bool = false, bf16: BF16Linear? = nil
 ) {
     guard rows > 0 else { return }
-    if rows <= smallBatchLinearMaxRows {
+    if bf16 == nil, rows <= smallBatchLinearMaxRows {
         // decoding: stream W once (sgemm would pack all of W first; gemv reads it once per row)
         smallBatchLinear(
             x: x, ldx: ldx, weight: weight, bias: bias, y: y, ldy: ldy, rows: rows, inDim: inDim,

@@ -80,7 +80,7 @@ public enum PackedFormat: String, Sendable, CaseIterable {
 }
 
 /// Rows a packed linear dequantizes at a time into its scratch (4 rows of W x inDim floats stay in L1).
-let packedRowsPerGroup = 4
+public let packedRowsPerGroup = 4
 
 /// Groups ahead a packed linear prefetches (tuned on SmolLM2's shapes with `Bench decode`).
 nonisolated(unsafe) public var packedPrefetchDistance = 4

@@ -8,6 +8,11 @@ struct SharedPointers: @unchecked Sendable {
 /// Most rows `smallBatchLinear` is meant for: above it, sgemm's packing cost is amortized and sgemm wins.
 nonisolated(unsafe) public var smallBatchLinearMaxRows = 16
 
+/// Most rows a bf16 model's decoding passes read its packed (bf16) weights for; wider passes go through oneDNN's
+/// bf16 matmul. Measured (`Bench decode --kernel`, SmolLM2 shapes, 2 Zen 5 threads): the streaming kernel wins up
+/// to 12 rows (8 rows: 11.8 vs 14.7 ms a step), oneDNN from 16 (16.8 vs 18.9 ms; 32 rows: 21.5 vs 31.3).
+nonisolated(unsafe) public var bf16PackedMaxRows = 12
+
 /// Threads `smallBatchLinear` splits W over (the machine's cores by default).
 nonisolated(unsafe) public var smallBatchLinearThreads = ProcessInfo.processInfo.activeProcessorCount
 

@@ -53,6 +53,8 @@ public final class TransformerModel {
     private var lowWeights: UnsafeMutablePointer<BF16Bits>?
     private var lowScratch: UnsafeMutablePointer<BF16Bits>?
     private var lowScratchCount = 0
+    /// Rows the scratch holds at least (decoders reserve their pass size, which can exceed `maxTokens`).
+    private var lowScratchRows = 0
     private var lowVersion = UInt64.max
     /// bf16 with a logit cache: the forward's e rounded [maxTokens, vocab], for the LM head's backward.
     private var lowLogits: UnsafeMutablePointer<BF16Bits>?
@@ -111,13 +113,23 @@ public final class TransformerModel {
         try precision.checkSupported()
         self.precision = precision
         guard precision == .bf16, lowWeights == nil else { return }
-        let d = config.hiddenSize
-        let widest = max(d + qkvWidth, attWidth + d, d + upWidth, config.intermediateSize + d)
         lowWeights = .allocate(capacity: max(1, layout.total))
-        lowScratchCount = maxTokens * widest
-        lowScratch = .allocate(capacity: max(1, lowScratchCount))
+        reserveLowScratch(rows: max(maxTokens, lowScratchRows))
         if logitCache != nil { lowLogits = .allocate(capacity: maxTokens * config.vocabSize) }
         lowVersion = .max
+    }
+
+    /// Makes a bf16 model's rounding scratch hold passes of `rows` rows (a decoder's pass size; once, at its
+    /// creation). Remembered for a later `setPrecision(.bf16)`.
+    func reserveLowScratch(rows: Int) {
+        lowScratchRows = max(lowScratchRows, rows)
+        guard lowWeights != nil else { return }
+        let d = config.hiddenSize
+        let widest = max(d + qkvWidth, attWidth + d, d + upWidth, config.intermediateSize + d)
+        guard lowScratchRows * widest > lowScratchCount else { return }
+        lowScratch?.deallocate()
+        lowScratchCount = lowScratchRows * widest
+        lowScratch = .allocate(capacity: max(1, lowScratchCount))
     }
 
     /// One optimizer update of the parameters from the gradients; a bf16 model's rounded weights are written in
@@ -137,9 +149,10 @@ public final class TransformerModel {
     }
 
     /// The bf16 operands of the linear layer whose weight starts at `w` (nil in fp32, or for a pass wider than the
-    /// scratch); the rounded weights are brought up to date with the parameters first.
-    private func bf16Operands(_ w: Int, rows: Int, inDim: Int, outDim: Int) -> BF16Linear? {
-        guard let weights = roundedWeights(), let scratch = lowScratch, rows * (inDim + outDim) <= lowScratchCount
+    /// scratch: a forward rounds x, a backward dy and x); the rounded weights are brought up to date first.
+    private func bf16Operands(_ w: Int, rows: Int, inDim: Int, outDim: Int, backward: Bool) -> BF16Linear? {
+        guard let weights = roundedWeights(), let scratch = lowScratch,
+            rows * (backward ? inDim + outDim : inDim) <= lowScratchCount
         else { return nil }
         return BF16Linear(weight: weights + w, scratch: scratch, secondOffset: rows * outDim)
     }
@@ -440,7 +453,8 @@ public final class TransformerModel {
         inDim: Int, outDim: Int, accumulate: Bool = false, packed: PackedLinearContext? = nil
     ) {
         let p = parameters.pointer
-        if let packed, rows > 0, rows <= smallBatchLinearMaxRows, let m = packed.weights.matrix(at: w),
+        if let packed, rows > 0, rows <= (precision == .bf16 ? bf16PackedMaxRows : smallBatchLinearMaxRows),
+            let m = packed.weights.matrix(at: w),
             m.inDim == inDim, m.outDim == outDim
         {
             packedSmallBatchLinear(
@@ -452,7 +466,7 @@ public final class TransformerModel {
         linearForward(
             x: x, ldx: inDim, weight: p + w, bias: b >= 0 ? p + b : nil, y: y, ldy: outDim,
             rows: rows, inDim: inDim, outDim: outDim, accumulate: accumulate,
-            bf16: bf16Operands(w, rows: rows, inDim: inDim, outDim: outDim))
+            bf16: bf16Operands(w, rows: rows, inDim: inDim, outDim: outDim, backward: false))
     }
 
     /// The single entry point of every linear layer's backward (adapters hook in here).
@@ -461,7 +475,7 @@ public final class TransformerModel {
         linearBackward(
             dy: a + dy, ldy: outDim, x: a + x, ldx: inDim, weight: p + w, dx: a + dx, lddx: inDim,
             accumulateDX: false, dWeight: g + w, dBias: b >= 0 ? g + b : nil, rows: n, inDim: inDim,
-            outDim: outDim, bf16: bf16Operands(w, rows: n, inDim: inDim, outDim: outDim))
+            outDim: outDim, bf16: bf16Operands(w, rows: n, inDim: inDim, outDim: outDim, backward: true))
     }
 
     private func runBackbone() {
