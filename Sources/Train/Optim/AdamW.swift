@@ -34,11 +34,16 @@ public final class AdamW {
     private let ranges: [(offset: Int, count: Int, decay: Bool)]
 
     /// An optimizer for `layout`; matrices get weight decay, vectors (norms, biases) do not.
-    public init(layout: ParameterLayout, config: AdamWConfig) {
+    public convenience init(layout: ParameterLayout, config: AdamWConfig) {
+        self.init(specs: layout.specs, count: layout.total, config: config)
+    }
+
+    /// An optimizer for a buffer of `count` floats holding `specs` (LoRA adapters' A and B, say).
+    public init(specs: [TensorSpec], count: Int, config: AdamWConfig) {
         self.config = config
-        m = FlatBuffer(count: layout.total)
-        v = FlatBuffer(count: layout.total)
-        ranges = layout.specs.map { ($0.offset, $0.count, $0.decays) }
+        m = FlatBuffer(count: count)
+        v = FlatBuffer(count: count)
+        ranges = specs.map { ($0.offset, $0.count, $0.decays) }
     }
 
     /// Continues from a checkpoint: the moments are restored into `m` and `v` by the caller, the step count here.

@@ -1,0 +1,111 @@
+import Checkpoint
+import Foundation
+import Support
+import Train
+
+/// LoRA adapters in PEFT's directory format: `adapter_config.json` and `adapter_model.safetensors`, tensors named
+/// `base_model.model.<module>.lora_A.weight` [r, in] and `.lora_B.weight` [out, r], so `peft` and `transformers`
+/// load what oreo writes and the other way round.
+public enum PEFTAdapter {
+    /// Prefix PEFT gives every tensor name of an adapted model.
+    public static let prefix = "base_model.model."
+
+    /// Writes `adapters` into `directory` (created if needed), each file under a temporary name renamed into place
+    /// when complete. `baseModel` is recorded as `base_model_name_or_path`.
+    public static func write(
+        _ adapters: LoRAAdapters, family: ModelFamily, to directory: String, baseModel: String = ""
+    ) throws {
+        do { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) } catch {
+            throw ModelError("\(directory): cannot create the directory: \(error.localizedDescription)")
+        }
+        let c = adapters.config
+        let config: [String: Any] = [
+            "peft_type": "LORA", "task_type": "CAUSAL_LM", "r": c.rank, "lora_alpha": c.alpha,
+            "lora_dropout": c.dropout, "target_modules": c.targets.map(\.moduleSuffix).sorted(), "bias": "none",
+            "fan_in_fan_out": family == .gpt2, "base_model_name_or_path": baseModel, "inference_mode": true,
+            "use_rslora": false, "use_dora": false, "init_lora_weights": true,
+        ]
+        let json = try JSONSerialization.data(withJSONObject: config, options: [.prettyPrinted, .sortedKeys])
+        try writeFileAtomically(Array(json), to: directory + "/adapter_config.json")
+        let p = adapters.parameters.pointer
+        let records = adapters.layout.map {
+            SafeTensorsRecord(
+                name: prefix + $0.name, shape: $0.shape,
+                values: Array(UnsafeBufferPointer(start: p + $0.offset, count: $0.count)))
+        }
+        try writeSafeTensors(records, to: directory + "/adapter_model.safetensors", metadata: ["format": "pt"])
+        syncDirectory(of: directory)
+    }
+
+    /// Whether `directory` holds a PEFT adapter (its config file).
+    public static func isAdapter(_ directory: String) -> Bool {
+        FileManager.default.fileExists(atPath: directory + "/adapter_config.json")
+    }
+
+    /// Reads the adapter in `directory` for `model` (whose layout its tensors must fit), without attaching it.
+    public static func load(directory: String, for model: TransformerModel) throws -> LoRAAdapters {
+        let configPath = directory + "/adapter_config.json"
+        guard let data = FileManager.default.contents(atPath: configPath) else {
+            throw ModelError("\(configPath): cannot read the file")
+        }
+        guard let json = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
+            throw ModelError("\(configPath): not a JSON object")
+        }
+        func field<T>(_ key: String, _ type: T.Type) throws -> T {
+            guard let v = json[key] as? T else { throw ModelError("\(configPath): \"\(key)\" is missing or mistyped") }
+            return v
+        }
+        guard (json["peft_type"] as? String) == "LORA" else {
+            throw ModelError("\(configPath): peft_type \(json["peft_type"] ?? "missing") is not LORA")
+        }
+        let rank = try field("r", Int.self)
+        let alpha = try field("lora_alpha", Double.self)
+        for (key, why) in [("use_rslora", "rank-stabilized scaling"), ("use_dora", "DoRA")]
+        where json[key] as? Bool == true {
+            throw ModelError("\(configPath): \(key) (\(why)) is not supported")
+        }
+        for key in ["rank_pattern", "alpha_pattern"] {
+            if let d = json[key] as? [String: Any], !d.isEmpty {
+                throw ModelError("\(configPath): per-layer \(key) is not supported")
+            }
+        }
+        if json["layers_to_transform"] != nil, !(json["layers_to_transform"] is NSNull) {
+            throw ModelError("\(configPath): layers_to_transform is not supported")
+        }
+        let modules: [String]
+        if let list = json["target_modules"] as? [String] {
+            modules = list
+        } else if let one = json["target_modules"] as? String {
+            modules = [one]
+        } else {
+            throw ModelError("\(configPath): \"target_modules\" is missing or mistyped")
+        }
+        let targets: [LoRATarget]
+        do { targets = try LoRATarget.parse(modules.joined(separator: ","), family: model.config.family) } catch {
+            throw ModelError("\(configPath): target_modules \(modules): \(error)")
+        }
+        // lora_dropout only acts in training, and training here runs with 0 (the only value so far).
+        let adapters: LoRAAdapters
+        do {
+            adapters = try LoRAAdapters(
+                model: model, config: LoRAConfig(rank: rank, alpha: alpha, dropout: 0, targets: targets))
+        } catch { throw ModelError("\(configPath): \(error)") }
+
+        let path = directory + "/adapter_model.safetensors"
+        let file = try SafeTensorsFile(path: path)
+        var seen = Set<String>()
+        for s in adapters.layout {
+            let name = prefix + s.name
+            guard let info = file.info(name) else { throw ModelError("\(path): no tensor \(name)") }
+            guard info.shape == s.shape else {
+                throw ModelError("\(path): \(name) has shape \(info.shape), the model needs \(s.shape)")
+            }
+            try adapters.parameters.copyIn(try file.floats(name), at: s.offset)
+            seen.insert(name)
+        }
+        if let extra = file.tensors.first(where: { !seen.contains($0.name) }) {
+            throw ModelError("\(path): tensor \(extra.name) belongs to no adapted layer of this model")
+        }
+        return adapters
+    }
+}
