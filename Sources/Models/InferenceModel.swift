@@ -30,14 +30,20 @@ public struct InferenceModel {
     /// tokenizer.json, else (GGUF) the one its metadata describes. With
     /// `valueHead` the checkpoint must hold `value_head.weight`. `decodeWeights` picks what decoding reads;
     /// `precision` bf16 runs passes wider than `bf16PackedMaxRows` (prompts, beams) as bf16 products.
+    /// With `adapter`, a PEFT LoRA adapter directory is attached unmerged (every pass adds its update).
     public static func load(
         path: String, tokenizer: String? = nil, valueHead: Bool = false,
-        decodeWeights: DecodeWeights = .auto, precision: Precision = .fp32
+        decodeWeights: DecodeWeights = .auto, precision: Precision = .fp32, adapter: String? = nil
     ) throws -> InferenceModel {
         try precision.checkSupported()
         var (m, gguf) = try loadF32(path: path, tokenizer: tokenizer, valueHead: valueHead)
+        if let adapter { try m.model.attach(try PEFTAdapter.load(directory: adapter, for: m.model)) }
         try m.model.setPrecision(precision)
         m.decodeWeights = try decodeWeights.apply(to: m.model, gguf: gguf)
+        if let a = m.model.adapters {
+            m.decodeWeights +=
+                "; LoRA adapter \(adapter ?? "") (rank \(a.config.rank), \(a.adapters.count) tensors, f32)"
+        }
         if precision == .bf16 {
             m.decodeWeights +=
                 "; passes over \(bf16PackedMaxRows) rows in bf16 (oneDNN \(BF16GEMM.shared?.isa ?? "-"))"

@@ -56,6 +56,8 @@ public struct ConversionReport: Sendable {
     public var source: String = ""
     /// A line about the tokenizer (written, or why not).
     public var tokenizer: String = ""
+    /// A line about the LoRA adapter merged into the weights, if any.
+    public var merged: String?
 }
 
 /// `oreo convert`: HF safetensors directories <-> GGUF files, through the trainer's own model (so every tensor
@@ -177,10 +179,16 @@ public enum ModelConversion {
     /// Converts `input` (GGUF file or HF directory) to `output` (a path ending in .gguf, else a directory).
     public static func convert(
         input: String, output: String, dtype: SafeTensorsDType = .F32,
-        type: GGUFExportType = .f32, name: String? = nil
+        type: GGUFExportType = .f32, name: String? = nil, mergeLoRA adapter: String? = nil
     ) throws -> ConversionReport {
         let src = try open(input)
         var report = ConversionReport()
+        if let adapter {
+            let lora = try PEFTAdapter.load(directory: adapter, for: src.model)
+            try lora.merge(into: src.model)
+            report.merged =
+                "merged \(adapter): LoRA rank \(lora.config.rank), alpha \(lora.config.alpha), \(lora.adapters.count) adapted tensors"
+        }
         let c = src.model.config
         report.source = String(
             format: "read %@: %@, %d layers, d %d, %d/%d heads, vocabulary %d, %.1fM parameters (%@)",

@@ -28,6 +28,10 @@ struct ConvertCommand: ParsableCommand {
         help: "GGUF storage of the matrices when OUT is .gguf: f32 (default), f16 or q8_0 (norms and biases stay f32).")
     var type: String?
     @Option(help: "general.name written into a GGUF (default: the source's file or directory name).") var name: String?
+    @Option(
+        name: .customLong("merge-lora"),
+        help: "A PEFT LoRA adapter directory (adapter_config.json) of IN to merge into the written weights.")
+    var mergeLoRA: String?
 
     func run() throws {
         let toGGUF = GGUFFile.hasGGUFExtension(output)
@@ -44,8 +48,10 @@ struct ConvertCommand: ParsableCommand {
             throw ValidationError("--type takes f32, f16 or q8_0, not \(type ?? "")")
         }
         let start = Date()
-        let report = try ModelConversion.convert(input: input, output: output, dtype: st, type: gt, name: name)
+        let report = try ModelConversion.convert(
+            input: input, output: output, dtype: st, type: gt, name: name, mergeLoRA: mergeLoRA)
         print(report.source)
+        if let m = report.merged { print(m) }
         for f in report.files { print("wrote \(f)") }
         print(report.tokenizer)
         print(String(format: "%.1f MB in %.1f s", Double(report.bytes) / 1e6, Date().timeIntervalSince(start)))

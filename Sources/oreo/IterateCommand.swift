@@ -47,6 +47,10 @@ struct IterateCommand: ParsableCommand {
     @Argument(parsing: .allUnrecognized, help: .hidden) var settings: [String] = []
 
     func run() throws {
+        if common.adapter != nil {
+            throw ValidationError(
+                "--adapter is for oreo sample and oreo eval; oreo iterate does not train adapters yet")
+        }
         var round = IterateSettings(model: common.model, prompts: prompts, output: out)
         round.tokenizer = common.tokenizer
         round.chatTemplate = common.chatTemplate

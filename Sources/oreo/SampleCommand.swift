@@ -36,11 +36,14 @@ struct ModelOptions: ParsableArguments {
                 "bf16: passes of more than 12 rows (prompts, beams) run bf16 products with f32 accumulation on the weights rounded to bf16; passes of few rows read the weights given by --decode-weights, whose auto is bf16 for a checkpoint directory. `oreo iterate` trains in this precision too."
         ))
     var precision: Precision?
+    @Option(help: "A PEFT LoRA adapter directory (adapter_config.json) for --model, applied unmerged.")
+    var adapter: String?
 
     func load(valueHead: Bool = false) throws -> (InferenceModel, ChatTemplate) {
         let t0 = Date()
         let m = try InferenceModel.load(
-            path: model, tokenizer: tokenizer, decodeWeights: decodeWeights, precision: precision ?? .fp32)
+            path: model, tokenizer: tokenizer, decodeWeights: decodeWeights, precision: precision ?? .fp32,
+            adapter: adapter)
         let template = try m.chatTemplate(chatTemplate)
         let c = m.model.config
         let kind: String

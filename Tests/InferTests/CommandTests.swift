@@ -1,7 +1,9 @@
+import Checkpoint
 import Foundation
 import Format
 import Infer
 import Models
+import Support
 import TestSupport
 import Testing
 import Train
@@ -184,6 +186,54 @@ import Train
         #expect(try Self.lines(dir + "/b.jsonl").count == 4)
     }
 
+    /// A PEFT adapter on the command line: `oreo convert --merge-lora` writes a model that decodes to the same
+    /// logits as the base with the adapter attached (what `--adapter` gives sample and eval), and both commands run.
+    @Test func loraAdapterUnmergedAndMergedAgree() throws {
+        let model = try TinyWorld.write()
+        let dir = TinyWorld.tempDir("lora")
+        defer { for d in [model, dir] { try? FileManager.default.removeItem(atPath: d) } }
+        let base = try ModelCheckpoint.load(directory: model, maxTokens: 8)
+        let lora = try LoRAAdapters(
+            model: base, config: LoRAConfig(rank: 2, alpha: 4, targets: LoRATarget.all(base.config.family)))
+        lora.initialize(seed: 3)
+        var g = SplitMix64(seed: 5)
+        for s in lora.layout where s.name.hasSuffix("lora_B.weight") {
+            for i in 0..<s.count { lora.parameters.pointer[s.offset + i] = Float(g.nextGaussian() * 0.5) }
+        }
+        try PEFTAdapter.write(lora, family: base.config.family, to: dir + "/adapter")
+        let (c, clog) = try Self.run(["convert", model, dir + "/merged", "--merge-lora", dir + "/adapter"])
+        #expect(c.terminationStatus == 0, "convert --merge-lora failed: \(clog)")
+        #expect(clog.contains("merged \(dir)/adapter: LoRA rank 2"))
+        func logits(_ path: String, adapter: String?) throws -> [Float] {
+            let m = try InferenceModel.load(path: path, decodeWeights: .f32, adapter: adapter)
+            let dec = try IncrementalDecoder(model: m.model, maxSequences: 2, maxLength: 16)
+            var out: [Float] = []
+            try dec.extend([0, 1], [[3, 5, 7, 9, 11], [2, 4]], logits: &out, allPositions: true)
+            return out
+        }
+        let unmerged = try logits(model, adapter: dir + "/adapter"), merged = try logits(dir + "/merged", adapter: nil)
+        #expect(loraRelativeL2(unmerged, merged) < 1e-5, "\(loraRelativeL2(unmerged, merged))")
+        #expect(loraRelativeL2(unmerged, try logits(model, adapter: nil)) > 1e-3)
+        let p = try Self.prompts(dir, count: 3)
+        let (s, slog) = try Self.run([
+            "sample", "--model", model, "--adapter", dir + "/adapter", "--prompts", p, "--n", "2", "--out",
+            dir + "/s.jsonl", "--max-new-tokens", "8",
+        ])
+        #expect(s.terminationStatus == 0 && slog.contains("LoRA adapter"), "\(slog)")
+        #expect(try Self.lines(dir + "/s.jsonl").count == 6)
+
+        // An adapter whose rank disagrees with its tensors is refused, naming the file and the tensor.
+        let cfg = dir + "/adapter/adapter_config.json"
+        let text = try String(contentsOfFile: cfg, encoding: .utf8).replacingOccurrences(
+            of: "\"r\" : 2", with: "\"r\" : 3")
+        try text.write(toFile: cfg, atomically: true, encoding: .utf8)
+        let (bad, badlog) = try Self.run([
+            "sample", "--model", model, "--adapter", dir + "/adapter", "--prompts", p, "--out", dir + "/b.jsonl",
+        ])
+        #expect(bad.terminationStatus != 0)
+        #expect(badlog.contains("adapter_model.safetensors") && badlog.contains("lora_A.weight has shape"), "\(badlog)")
+    }
+
     @Test func badInputGivesOneClearError() throws {
         let model = try TinyWorld.write()
         let dir = TinyWorld.tempDir("bad")
@@ -244,4 +294,10 @@ import Train
         }
         #expect(Set(ids).count == 12, "duplicate lines after resuming")
     }
+}
+
+/// ||a - b|| / ||b|| in double.
+private func loraRelativeL2(_ a: [Float], _ b: [Float]) -> Double {
+    let d = zip(a, b).reduce(0.0) { $0 + Double($1.0 - $1.1) * Double($1.0 - $1.1) }
+    return (d / max(b.reduce(0.0) { $0 + Double($1) * Double($1) }, 1e-300)).squareRoot()
 }

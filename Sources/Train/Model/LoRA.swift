@@ -191,6 +191,28 @@ public final class LoRAAdapters {
         }
     }
 
+    /// Adds every adapter's update into `model`'s weights: W[rows of the adapter] += (alpha / r) B A, in double
+    /// (`oreo convert --merge-lora`). The model must be the one these adapters were made for, without them attached.
+    public func merge(into model: TransformerModel) throws {
+        guard modelParameters == model.layout.total else {
+            throw TrainError.shape(
+                "LoRA adapters made for a model of \(modelParameters) parameters, not \(model.layout.total)")
+        }
+        guard model.adapters !== self else { throw TrainError.state("detach the adapters before merging them") }
+        let p = parameters.pointer, w = model.parameters.pointer, r = config.rank, s = Double(config.scale)
+        for ad in adapters {
+            for o in 0..<ad.rows {
+                let row = w + ad.weight + (ad.firstRow + o) * ad.inDim
+                for i in 0..<ad.inDim {
+                    var delta = 0.0
+                    for k in 0..<r { delta += Double(p[ad.b + o * r + k]) * Double(p[ad.a + k * ad.inDim + i]) }
+                    row[i] = Float(Double(row[i]) + s * delta)
+                }
+            }
+        }
+        model.parameters.markChanged()
+    }
+
     /// Makes the scratch hold passes of `rows` rows (a decoder's pass size; once, at its creation).
     func reserveRows(_ rows: Int) {
         guard rows > scratchRows else { return }
