@@ -24,6 +24,7 @@ public enum PEFTAdapter {
             "lora_dropout": c.dropout, "target_modules": c.targets.map(\.moduleSuffix).sorted(), "bias": "none",
             "fan_in_fan_out": family == .gpt2, "base_model_name_or_path": baseModel, "inference_mode": true,
             "use_rslora": false, "use_dora": false, "init_lora_weights": true,
+            "modules_to_save": adapters.valueHead == nil ? NSNull() : ["value_head"] as Any,
         ]
         let json = try JSONSerialization.data(withJSONObject: config, options: [.prettyPrinted, .sortedKeys])
         try writeFileAtomically(Array(json), to: directory + "/adapter_config.json")

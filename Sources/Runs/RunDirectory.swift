@@ -97,9 +97,17 @@ struct RunDirectory {
         do { try fm.createDirectory(atPath: tmp, withIntermediateDirectories: true) } catch {
             throw RunDirectoryError("\(tmp): cannot create: \(error.localizedDescription)")
         }
-        try ModelCheckpoint.save(policy, directory: tmp + "/policy")
+        // A LoRA network is saved as its PEFT adapter (the frozen base is INIT).
+        func save(_ m: TransformerModel, _ name: String) throws {
+            if let a = m.adapters {
+                try PEFTAdapter.write(a, family: m.config.family, to: tmp + "/" + name)
+            } else {
+                try ModelCheckpoint.save(m, directory: tmp + "/" + name)
+            }
+        }
+        try save(policy, "policy")
         for f in tokenizerFiles { try writeFileAtomically(f.bytes, to: tmp + "/policy/" + f.name) }
-        if let value { try ModelCheckpoint.save(value, directory: tmp + "/value") }
+        if let value { try save(value, "value") }
         var records = [
             SafeTensorsRecord(name: "policy.m", shape: [policyOptimizer.m.count], values: policyOptimizer.m.toArray()),
             SafeTensorsRecord(name: "policy.v", shape: [policyOptimizer.v.count], values: policyOptimizer.v.toArray()),

@@ -1,4 +1,5 @@
 import Foundation
+import Checkpoint
 import Train
 
 /// The training methods `TrainJob` runs on the same offline data.
@@ -76,6 +77,10 @@ public struct TrainConfig: Sendable, Equatable, Codable {
     /// Number format of the models' matrix products; nil is fp32 (and is what runs made before bf16 stored, so
     /// they still resume).
     public var precision: Precision?
+    /// LoRA on the policy (nil: full fine-tuning; also what runs made before LoRA stored).
+    public var lora: LoRASettings?
+    /// LoRA on the value network's backbone (its head stays full-rank); nil: full fine-tuning.
+    public var valueLora: LoRASettings?
 
     /// The defaults.
     public init() {}
@@ -93,9 +98,24 @@ public struct TrainConfig: Sendable, Equatable, Codable {
     /// Whether OREO's KL term is the exact full-vocabulary one (needs the reference model).
     public var exactKL: Bool { method == .oreo && !oreo.k3 && oreo.alpha != 0 }
 
+    /// Drops LoRA settings of rank 0 (a TOML file lists every key, rank 0 meaning none), so equal runs compare equal.
+    public mutating func normalize() {
+        if lora?.rank == 0 { lora = nil }
+        if valueLora?.rank == 0 { valueLora = nil }
+    }
+
     /// Checks ranges; the first problem is thrown with the setting's name.
     public func validate() throws {
         func bad(_ s: String) -> DataError { DataError("invalid setting: \(s)") }
+        for (prefix, l) in [("lora", lora), ("value_lora", valueLora)] {
+            guard let l else { continue }
+            if l.rank < 0 || l.alpha < 0 || !l.alpha.isFinite {
+                throw bad("\(prefix)_rank and \(prefix)_alpha must be >= 0")
+            }
+        }
+        if valueLora.map({ $0.rank > 0 }) == true && !method.hasValue {
+            throw bad("value_lora_rank: \(method.rawValue) trains no value network")
+        }
         if epochs < 1 { throw bad("epochs must be >= 1") }
         if maxSteps < 0 { throw bad("max_steps must be >= 0") }
         for (n, v) in [("learning_rate", learningRate), ("value_learning_rate", valueLearningRate)]
@@ -122,5 +142,25 @@ public struct TrainConfig: Sendable, Equatable, Codable {
                 "the exact KL needs the reference distribution: use reference = model (or auto), or kl = k3 with the stored column"
             )
         }
+    }
+}
+
+/// LoRA settings of one network of a run.
+public struct LoRASettings: Sendable, Equatable, Codable {
+    /// Rank r (0: no adapters).
+    public var rank = 0
+    /// Scale numerator (the update is multiplied by alpha / r); 0 means alpha = r.
+    public var alpha = 0.0
+    /// Adapted layers: comma-separated targets (q, k, v, o, gate, up, down; c_attn, c_proj, c_fc) or all.
+    public var targets = "all"
+
+    /// No adapters until a rank is set.
+    public init() {}
+
+    /// The adapters' configuration for a model of `family` (targets checked against it).
+    public func config(family: ModelFamily) throws -> LoRAConfig {
+        LoRAConfig(
+            rank: rank, alpha: alpha > 0 ? alpha : Double(rank),
+            targets: try LoRATarget.parse(targets, family: family))
     }
 }

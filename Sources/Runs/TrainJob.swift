@@ -123,6 +123,8 @@ public final class TrainJob {
         config: TrainConfig, model: ModelSource, reference referenceSource: ModelSource? = nil, data: String,
         run runPath: String, resume: Bool = false
     ) throws {
+        var config = config
+        config.normalize()
         try config.validate()
         var notes: [String] = []
         let run = RunDirectory(path: runPath)
@@ -189,11 +191,17 @@ public final class TrainJob {
                 )
             }
             state = s
-            policy = try ModelCheckpoint.load(directory: checkpoint + "/policy", maxTokens: maxTokens)
+            // A LoRA network's checkpoint holds its adapter: the base is INIT again.
+            policy =
+                config.lora == nil
+                ? try ModelCheckpoint.load(directory: checkpoint + "/policy", maxTokens: maxTokens)
+                : try model.load(maxTokens: maxTokens)
             value =
-                config.method.hasValue
-                ? try ModelCheckpoint.load(directory: checkpoint + "/value", maxTokens: maxTokens, valueHead: true)
-                : nil
+                !config.method.hasValue
+                ? nil
+                : config.valueLora == nil
+                    ? try ModelCheckpoint.load(directory: checkpoint + "/value", maxTokens: maxTokens, valueHead: true)
+                    : try model.load(maxTokens: maxTokens, valueHead: true)
             guard policy.config == modelConfig else {
                 throw RunDirectoryError(
                     "\(checkpoint)/policy: architecture differs from the INIT model \(model.description)")
@@ -202,13 +210,23 @@ public final class TrainJob {
             policy = try model.load(maxTokens: maxTokens)
             value = config.method.hasValue ? try model.load(maxTokens: maxTokens, valueHead: true) : nil
         }
+        if let l = config.lora {
+            try Self.attachAdapters(l, to: policy, from: checkpoint.map { $0 + "/policy" }, seed: config.loader.seed)
+        }
+        if let l = config.valueLora, let value {
+            try Self.attachAdapters(l, to: value, from: checkpoint.map { $0 + "/value" }, seed: config.loader.seed &+ 1)
+        }
         let reference = config.usesReferenceModel ? try (referenceSource ?? model).load(maxTokens: maxTokens) : nil
         for m in [policy, value, reference].compactMap({ $0 }) { try m.setPrecision(config.precision ?? .fp32) }
         let adam = AdamWConfig(
             beta1: Float(config.adamBeta1), beta2: Float(config.adamBeta2), eps: Float(config.adamEps),
             weightDecay: Float(config.weightDecay))
-        let policyOptimizer = AdamW(layout: policy.layout, config: adam)
-        let valueOptimizer = value.map { AdamW(layout: $0.layout, config: adam) }
+        func optimizer(_ m: TransformerModel) -> AdamW {
+            m.adapters.map { AdamW(specs: $0.layout, count: $0.parameters.count, config: adam) }
+                ?? AdamW(layout: m.layout, config: adam)
+        }
+        let policyOptimizer = optimizer(policy)
+        let valueOptimizer = value.map(optimizer)
         do { try fm.createDirectory(atPath: runPath, withIntermediateDirectories: true) } catch {
             throw RunDirectoryError("\(runPath): cannot create: \(error.localizedDescription)")
         }
@@ -306,20 +324,20 @@ public final class TrainJob {
             let clip = config.gradientClip > 0 ? config.gradientClip : Double.infinity
             var valueNorm: Double?
             if let value, let valueOptimizer {
-                let norm = clipGradientNorm(value.gradients, maxNorm: clip)
+                let norm = clipGradientNorm(value.adapters?.gradients ?? value.gradients, maxNorm: clip)
                 guard norm.isFinite else {
                     throw NonFiniteLoss(
                         step: stepNumber, what: "the value gradient norm", lastCheckpoint: lastCheckpoint)
                 }
-                value.update(valueOptimizer, lr: Float(valueSchedule.learningRate(step: step)))
+                Self.update(value, valueOptimizer, lr: Float(valueSchedule.learningRate(step: step)))
                 valueNorm = norm
             }
-            let norm = clipGradientNorm(policy.gradients, maxNorm: clip)
+            let norm = clipGradientNorm(policy.adapters?.gradients ?? policy.gradients, maxNorm: clip)
             guard norm.isFinite else {
                 throw NonFiniteLoss(step: stepNumber, what: "the policy gradient norm", lastCheckpoint: lastCheckpoint)
             }
             let lr = schedule.learningRate(step: step)
-            policy.update(policyOptimizer, lr: Float(lr))
+            Self.update(policy, policyOptimizer, lr: Float(lr))
             step = stepNumber
             tokensBefore += tokens
             let seconds = Date().timeIntervalSince(t0)
@@ -354,6 +372,34 @@ public final class TrainJob {
         TrainSummary(
             steps: step, finished: finished, checkpoint: lastCheckpoint, policy: lastCheckpoint.map { $0 + "/policy" },
             value: value == nil ? nil : lastCheckpoint.map { $0 + "/value" }, last: last, data: loader.report)
+    }
+
+    /// One optimizer update of what `m` trains: its LoRA adapters (the base stays frozen), or all of it.
+    private static func update(_ m: TransformerModel, _ optimizer: AdamW, lr: Float) {
+        if let a = m.adapters {
+            optimizer.update(parameters: a.parameters, gradients: a.gradients, lr: lr)
+        } else {
+            m.update(optimizer, lr: lr)
+        }
+    }
+
+    /// Gives `m` LoRA adapters, fresh (PEFT's initialization, seeded) or from a checkpoint's adapter directory,
+    /// and freezes its base.
+    private static func attachAdapters(
+        _ settings: LoRASettings, to m: TransformerModel, from directory: String?, seed: UInt64
+    ) throws {
+        let adapters: LoRAAdapters
+        if let directory {
+            adapters = try PEFTAdapter.load(directory: directory, for: m)
+            guard adapters.config == (try settings.config(family: m.config.family)) else {
+                throw RunDirectoryError("\(directory): the adapter's rank, alpha or targets differ from the run's")
+            }
+        } else {
+            adapters = try LoRAAdapters(model: m, config: try settings.config(family: m.config.family))
+            adapters.initialize(seed: seed)
+        }
+        try m.attach(adapters)
+        m.trainsBase = false
     }
 
     private func saveCheckpoint(elapsed: Double) throws -> String {

@@ -109,97 +109,135 @@ private func path(_ key: String, _ help: String, _ kp: WritableKeyPath<TrainSett
 }
 
 /// Every setting of `oreo train`, in the order --help and RUN/config.toml list them.
-public let trainSettings: [Setting] = [
-    path("model", "INIT: a safetensors directory with config.json, or a .gguf file", \.model),
-    path("init_config", "instead of --model: a config.json to initialize randomly (seeded by init_seed)", \.initConfig),
+public let trainSettings: [Setting] =
+    [
+        path("model", "INIT: a safetensors directory with config.json, or a .gguf file", \.model),
+        path(
+            "init_config", "instead of --model: a config.json to initialize randomly (seeded by init_seed)",
+            \.initConfig),
+        Setting(
+            key: "init_seed", help: "seed of the random initialization", get: { "\($0.initSeed)" },
+            set: { $0.initSeed = try number($1, "init_seed") }, isBool: false),
+        path("reference_model", "the frozen reference model when one runs in memory (default: INIT)", \.referenceModel),
+        path("data", "the dataset directory", \.data),
+        e("method", "training method", \.config.method),
+        i("epochs", "passes over the data (ignored when max_steps > 0)", \.config.epochs),
+        i("max_steps", "stop after N optimizer steps (0: as many as the epochs give)", \.config.maxSteps),
+        Setting(
+            key: "seed", help: "seed of the data order and of DPO pair drawing", get: { "\($0.config.loader.seed)" },
+            set: { $0.config.loader.seed = try number($1, "seed") }, isBool: false),
+        i(
+            "tokens_per_micro_batch", "token budget of one micro-batch (the memory knob)",
+            \.config.loader.tokensPerMicroBatch),
+        i(
+            "micro_batches_per_step", "micro-batches accumulated into one optimizer step",
+            \.config.loader.microBatchesPerStep),
+        i("max_length", "longest sequence in tokens (0: the model's limit)", \.config.loader.maxLength),
+        e("overlong", "trajectories longer than max_length", \.config.loader.overlong),
+        i("window_tokens", "shuffle locality window in tokens", \.config.loader.windowTokens),
+        i("mix_windows", "windows shuffled together", \.config.loader.mixWindows),
+        Setting(
+            key: "positive_threshold", help: "reward at or above which a trajectory is positive",
+            get: { tomlDouble(Double($0.config.loader.positiveThreshold)) },
+            set: { $0.config.loader.positiveThreshold = try number($1, "positive_threshold") }, isBool: false),
+        d(
+            "learning_rate", "peak policy learning rate (5e-6 is the paper's 1.5B value; tiny models need ~1e-4..1e-3)",
+            \.config.learningRate),
+        d("value_learning_rate", "peak value-network learning rate", \.config.valueLearningRate),
+        d("min_lr_fraction", "cosine floor as a fraction of the peak", \.config.minLearningRateFraction),
+        d("warmup_fraction", "fraction of steps in linear warmup", \.config.warmupFraction),
+        d("adam_beta1", "Adam first-moment decay", \.config.adamBeta1),
+        d("adam_beta2", "Adam second-moment decay", \.config.adamBeta2),
+        d("adam_eps", "Adam epsilon", \.config.adamEps),
+        d("weight_decay", "decoupled weight decay of matrices", \.config.weightDecay),
+        d("grad_clip", "gradient-norm clip per network (0: none)", \.config.gradientClip),
+        d("beta", "OREO: KL-regularization strength of the soft Bellman equation", \.config.oreo.beta),
+        d(
+            "alpha", "OREO: weight of the KL term (default 0.01; 0.1 at step level, 0.3 at response level unless set)",
+            \.config.oreo.alpha),
+        e("level", "OREO: states that carry residuals", \.config.oreo.level),
+        b(
+            "stop_gradient", "OREO: stop the gradient through later log-ratios (false: the ablation)",
+            \.config.oreo.stopGradient),
+        b("td", "OREO: single-step TD residual instead of the Monte-Carlo one", \.config.oreo.temporalDifference),
+        Setting(
+            key: "kl",
+            help:
+                "OREO: exact full-vocabulary KL against the reference model, or the k3 estimate from the stored column (exact|k3)",
+            get: { tomlString($0.config.oreo.k3 ? "k3" : "exact") },
+            set: { s, v in
+                guard v == "exact" || v == "k3" else {
+                    throw SettingError(description: "kl: '\(v)' is not one of exact, k3")
+                }
+                s.config.oreo.k3 = v == "k3"
+            }, isBool: false),
+        d("dqo_beta", "DQO: KL-regularization strength", \.config.dqo.beta),
+        d("dqo_lambda", "DQO: lambda of the lambda-returns", \.config.dqo.lambda),
+        d("dqo_clip", "DQO: importance weights are exp(min(sum rho, c))", \.config.dqo.clip),
+        b(
+            "dqo_importance_weights", "DQO: weight trajectories by their clipped importance ratio",
+            \.config.dqo.importanceWeights),
+        d("dpo_beta", "DPO: temperature", \.config.dpo.beta),
+        i(
+            "dpo_pairs_per_prompt", "DPO: pairs drawn per prompt group from positives x negatives",
+            \.config.dpoPairsPerPrompt),
+        d("kto_beta", "KTO: temperature", \.config.kto.beta),
+        d("kto_lambda_d", "KTO: weight of desirable responses", \.config.kto.lambdaD),
+        d("kto_lambda_u", "KTO: weight of undesirable responses", \.config.kto.lambdaU),
+        e(
+            "reference", "reference log-probs: auto (a model for the exact KL, else the column), column, model",
+            \.config.reference),
+        Setting(
+            key: "reference_column", help: "the dataset's per-token reference column",
+            get: { tomlString($0.config.referenceColumn) },
+            set: { $0.config.referenceColumn = $1 }, isBool: false),
+        Setting(
+            key: "precision",
+            help:
+                "number format of the matrix products: fp32, or bf16 (f32 weights and optimizer, bf16 products with f32 accumulation; CPUs with AVX512_BF16 or AMX) (fp32|bf16)",
+            get: { tomlString(($0.config.precision ?? .fp32).rawValue) },
+            set: {
+                let p: Precision = try choice($1, "precision")
+                $0.config.precision = p == .fp32 ? nil : p
+            }, isBool: false),
+        i("checkpoint_every", "checkpoint every N steps (0: only at the end)", \.config.checkpointEvery),
+        i("keep_checkpoints", "checkpoints kept besides the newest", \.config.keepCheckpoints),
+    ] + loraSettings
+
+/// One field of one network's LoRA settings (the settings struct appears when a field is first set).
+private func lora<T: LosslessStringConvertible & Sendable>(
+    _ key: String, _ help: String, _ network: WritableKeyPath<TrainConfig, LoRASettings?> & Sendable,
+    _ field: WritableKeyPath<LoRASettings, T> & Sendable, toml: @escaping @Sendable (T) -> String
+) -> Setting {
     Setting(
-        key: "init_seed", help: "seed of the random initialization", get: { "\($0.initSeed)" },
-        set: { $0.initSeed = try number($1, "init_seed") }, isBool: false),
-    path("reference_model", "the frozen reference model when one runs in memory (default: INIT)", \.referenceModel),
-    path("data", "the dataset directory", \.data),
-    e("method", "training method", \.config.method),
-    i("epochs", "passes over the data (ignored when max_steps > 0)", \.config.epochs),
-    i("max_steps", "stop after N optimizer steps (0: as many as the epochs give)", \.config.maxSteps),
-    Setting(
-        key: "seed", help: "seed of the data order and of DPO pair drawing", get: { "\($0.config.loader.seed)" },
-        set: { $0.config.loader.seed = try number($1, "seed") }, isBool: false),
-    i(
-        "tokens_per_micro_batch", "token budget of one micro-batch (the memory knob)",
-        \.config.loader.tokensPerMicroBatch),
-    i(
-        "micro_batches_per_step", "micro-batches accumulated into one optimizer step",
-        \.config.loader.microBatchesPerStep),
-    i("max_length", "longest sequence in tokens (0: the model's limit)", \.config.loader.maxLength),
-    e("overlong", "trajectories longer than max_length", \.config.loader.overlong),
-    i("window_tokens", "shuffle locality window in tokens", \.config.loader.windowTokens),
-    i("mix_windows", "windows shuffled together", \.config.loader.mixWindows),
-    Setting(
-        key: "positive_threshold", help: "reward at or above which a trajectory is positive",
-        get: { tomlDouble(Double($0.config.loader.positiveThreshold)) },
-        set: { $0.config.loader.positiveThreshold = try number($1, "positive_threshold") }, isBool: false),
-    d(
-        "learning_rate", "peak policy learning rate (5e-6 is the paper's 1.5B value; tiny models need ~1e-4..1e-3)",
-        \.config.learningRate),
-    d("value_learning_rate", "peak value-network learning rate", \.config.valueLearningRate),
-    d("min_lr_fraction", "cosine floor as a fraction of the peak", \.config.minLearningRateFraction),
-    d("warmup_fraction", "fraction of steps in linear warmup", \.config.warmupFraction),
-    d("adam_beta1", "Adam first-moment decay", \.config.adamBeta1),
-    d("adam_beta2", "Adam second-moment decay", \.config.adamBeta2),
-    d("adam_eps", "Adam epsilon", \.config.adamEps),
-    d("weight_decay", "decoupled weight decay of matrices", \.config.weightDecay),
-    d("grad_clip", "gradient-norm clip per network (0: none)", \.config.gradientClip),
-    d("beta", "OREO: KL-regularization strength of the soft Bellman equation", \.config.oreo.beta),
-    d(
-        "alpha", "OREO: weight of the KL term (default 0.01; 0.1 at step level, 0.3 at response level unless set)",
-        \.config.oreo.alpha),
-    e("level", "OREO: states that carry residuals", \.config.oreo.level),
-    b(
-        "stop_gradient", "OREO: stop the gradient through later log-ratios (false: the ablation)",
-        \.config.oreo.stopGradient),
-    b("td", "OREO: single-step TD residual instead of the Monte-Carlo one", \.config.oreo.temporalDifference),
-    Setting(
-        key: "kl",
-        help:
-            "OREO: exact full-vocabulary KL against the reference model, or the k3 estimate from the stored column (exact|k3)",
-        get: { tomlString($0.config.oreo.k3 ? "k3" : "exact") },
-        set: { s, v in
-            guard v == "exact" || v == "k3" else {
-                throw SettingError(description: "kl: '\(v)' is not one of exact, k3")
-            }
-            s.config.oreo.k3 = v == "k3"
-        }, isBool: false),
-    d("dqo_beta", "DQO: KL-regularization strength", \.config.dqo.beta),
-    d("dqo_lambda", "DQO: lambda of the lambda-returns", \.config.dqo.lambda),
-    d("dqo_clip", "DQO: importance weights are exp(min(sum rho, c))", \.config.dqo.clip),
-    b(
-        "dqo_importance_weights", "DQO: weight trajectories by their clipped importance ratio",
-        \.config.dqo.importanceWeights),
-    d("dpo_beta", "DPO: temperature", \.config.dpo.beta),
-    i(
-        "dpo_pairs_per_prompt", "DPO: pairs drawn per prompt group from positives x negatives",
-        \.config.dpoPairsPerPrompt),
-    d("kto_beta", "KTO: temperature", \.config.kto.beta),
-    d("kto_lambda_d", "KTO: weight of desirable responses", \.config.kto.lambdaD),
-    d("kto_lambda_u", "KTO: weight of undesirable responses", \.config.kto.lambdaU),
-    e(
-        "reference", "reference log-probs: auto (a model for the exact KL, else the column), column, model",
-        \.config.reference),
-    Setting(
-        key: "reference_column", help: "the dataset's per-token reference column",
-        get: { tomlString($0.config.referenceColumn) },
-        set: { $0.config.referenceColumn = $1 }, isBool: false),
-    Setting(
-        key: "precision",
-        help:
-            "number format of the matrix products: fp32, or bf16 (f32 weights and optimizer, bf16 products with f32 accumulation; CPUs with AVX512_BF16 or AMX) (fp32|bf16)",
-        get: { tomlString(($0.config.precision ?? .fp32).rawValue) },
+        // nothing when the network has no LoRA settings, so the effective TOML of a full run lists none
+        key: key, help: help, get: { $0.config[keyPath: network].map { toml($0[keyPath: field]) } ?? "" },
         set: {
-            let p: Precision = try choice($1, "precision")
-            $0.config.precision = p == .fp32 ? nil : p
-        }, isBool: false),
-    i("checkpoint_every", "checkpoint every N steps (0: only at the end)", \.config.checkpointEvery),
-    i("keep_checkpoints", "checkpoints kept besides the newest", \.config.keepCheckpoints),
-]
+            var l = $0.config[keyPath: network] ?? LoRASettings()
+            l[keyPath: field] = try number($1, key)
+            $0.config[keyPath: network] = l
+        }, isBool: false)
+}
+
+/// LoRA settings of the policy (`lora_*`) and of the value network (`value_lora_*`).
+private let loraSettings: [Setting] = [
+    ("", \TrainConfig.lora, "the policy"), ("value_", \TrainConfig.valueLora, "the value network's backbone"),
+].flatMap { prefix, network, who in
+    [
+        lora(
+            prefix + "lora_rank",
+            "LoRA rank of \(who) (default 0: full fine-tuning; with a rank the base stays frozen\(prefix.isEmpty ? "" : ", the head trains in full"))",
+            network, \.rank, toml: { "\($0)" }),
+        lora(
+            prefix + "lora_alpha", "LoRA alpha of \(who): updates are scaled by alpha / rank (default 0: alpha = rank)",
+            network, \.alpha, toml: tomlDouble),
+        lora(
+            prefix + "lora_targets",
+            "layers the adapters of \(who) go on: q,k,v,o,gate,up,down (GPT-2: c_attn,c_proj,c_fc) or all (default all)",
+            network,
+            \.targets, toml: tomlString),
+    ]
+}
 
 let settingsByKey = Dictionary(uniqueKeysWithValues: trainSettings.map { ($0.key, $0) })
 

@@ -22,6 +22,16 @@ import Runs
         return c
     }
 
+    /// A seeded random INIT saved at root/init and a toy dataset at root/data.
+    func initAndData(_ root: String, seed: UInt64, problems: Int, dataSeed: UInt64) throws -> (
+        TransformerModel, Dataset
+    ) {
+        let m = try TransformerModel(config: tinyConfig(), maxTokens: 64)
+        m.initializeRandomly(seed: seed)
+        try ModelCheckpoint.save(m, directory: root + "/init")
+        return (m, try writeDataset(toyTask(problems, seed: dataSeed), vocab: 16, at: root + "/data"))
+    }
+
     func mean(_ lines: [[String: Any]], _ key: String, _ range: Range<Int>) -> Double {
         let xs = lines[range].compactMap { $0[key] as? Double }
         return xs.reduce(0, +) / Double(max(1, xs.count))
@@ -87,10 +97,7 @@ import Runs
     func everyMethodTrainsAndCheckpoints(method: TrainMethod) throws {
         let root = temporaryDirectory("method-\(method)")
         let initDir = root + "/init"
-        let initModel = try TransformerModel(config: tinyConfig(), maxTokens: 64)
-        initModel.initializeRandomly(seed: 5)
-        try ModelCheckpoint.save(initModel, directory: initDir)
-        let ds = try writeDataset(toyTask(40, seed: 3), vocab: 16, at: root + "/data")
+        let (_, ds) = try initAndData(root, seed: 5, problems: 40, dataSeed: 3)
         var c = tinyTrain(method)
         c.checkpointEvery = 2
         c.keepCheckpoints = 0
@@ -132,10 +139,7 @@ import Runs
         if precision == .bf16 && !BF16GEMM.isAvailable { return }
         let root = temporaryDirectory("resume-\(k3)-\(precision)")
         let initDir = root + "/init"
-        let m = try TransformerModel(config: tinyConfig(), maxTokens: 64)
-        m.initializeRandomly(seed: 6)
-        try ModelCheckpoint.save(m, directory: initDir)
-        let ds = try writeDataset(toyTask(48, seed: 4), vocab: 16, at: root + "/data")
+        let (_, ds) = try initAndData(root, seed: 6, problems: 48, dataSeed: 4)
         if k3 {
             _ = try ReferenceScorer.score(
                 dataset: ds, model: try ModelCheckpoint.load(directory: initDir, maxTokens: 64))
@@ -182,6 +186,66 @@ import Runs
             try TrainJob(
                 config: other, model: .directory(initDir), data: root + "/data", run: root + "/b", resume: true)
         }
+    }
+
+    /// LoRA runs (policy and value adapters, or a full policy with a LoRA value as in the paper's 7B run): the
+    /// base stays frozen, the adapters and the value head train, checkpoints hold PEFT adapters, and an
+    /// interrupted run resumes to bitwise the same adapters, moments and losses.
+    @Test(arguments: [true, false])
+    func loraRunTrainsAdaptersAndResumesExactly(policyLoRA: Bool) throws {
+        let root = temporaryDirectory("lora-\(policyLoRA)")
+        let initDir = root + "/init"
+        let (m, _) = try initAndData(root, seed: 6, problems: 48, dataSeed: 4)
+        var c = tinyTrain(.oreo)
+        c.epochs = 2
+        c.checkpointEvery = 3
+        c.loader.tokensPerMicroBatch = 24
+        if policyLoRA {
+            c.lora = LoRASettings()
+            c.lora!.rank = 4
+            c.lora!.targets = "q,v,down"
+        }
+        c.valueLora = LoRASettings()
+        c.valueLora!.rank = 2
+        c.valueLora!.alpha = 8
+        let whole = try TrainJob(config: c, model: .directory(initDir), data: root + "/data", run: root + "/a")
+        try whole.run()
+        #expect(whole.value!.trainsBase == false && whole.value!.adapters!.config.scale == 4)
+        // the value network's backbone is INIT's, untouched (its head, last in its layout, lives in the adapters)
+        #expect(Array(whole.value!.parameters.toArray().prefix(m.layout.total)) == m.parameters.toArray())
+        if policyLoRA {
+            #expect(sameParameters(whole.policy, m))
+            #expect(whole.policy.adapters!.config.targets == [.q, .v, .down])
+        } else {
+            #expect(!sameParameters(whole.policy, m) && whole.policy.adapters == nil)
+        }
+        let head = whole.value!.adapters!.tensor("value_head.weight")!
+        #expect(head.contains { $0 != 0 })
+        // The checkpoint's value is a PEFT adapter, its head among the modules PEFT saves.
+        let saved = try PEFTAdapter.load(directory: root + "/a/latest/value", for: whole.value!)
+        #expect(saved.parameters.toArray() == whole.value!.adapters!.parameters.toArray())
+
+        let first = try TrainJob(config: c, model: .directory(initDir), data: root + "/data", run: root + "/b")
+        let stopped = try first.run(stopAfter: 5, checkpointAtStop: false)
+        #expect(!stopped.finished && stopped.checkpoint!.hasSuffix("step-00000003"))
+        let resumed = try TrainJob(
+            config: c, model: .directory(initDir), data: root + "/data", run: root + "/b", resume: true)
+        #expect(resumed.step == 3)
+        try resumed.run()
+        for (x, y) in [(whole.policy, resumed.policy), (whole.value!, resumed.value!)] {
+            #expect(sameParameters(x, y))
+            #expect(x.adapters?.parameters.toArray() == y.adapters?.parameters.toArray())
+        }
+        let a = try metricLines(root + "/a"), b = try metricLines(root + "/b")
+        #expect(a.count == b.count)
+        for (x, y) in zip(a, b) {
+            for key in ["loss", "value_loss", "grad_norm", "value_grad_norm"] {
+                #expect(x[key] as? Double == y[key] as? Double, "step \(x["step"]!) \(key)")
+            }
+        }
+        let oa = try SafeTensorsFile(path: root + "/a/latest/optimizer.safetensors")
+        let ob = try SafeTensorsFile(path: root + "/b/latest/optimizer.safetensors")
+        for name in ["policy.m", "policy.v", "value.m", "value.v"] { #expect(try oa.floats(name) == ob.floats(name)) }
     }
 
     /// A NaN loss stops the run with its step number; the last checkpoint before it stays in place and loads.

@@ -32,7 +32,16 @@ import Runs
         var back = TrainSettings()
         let all = try back.apply(tomlFile: dir + "/effective.toml")
         #expect(back.config == s.config && back.data == s.data && back.model == s.model)
-        #expect(all.count == trainSettings.count - 2)  // the unset paths init_config and reference_model are left out
+        // the unset paths init_config and reference_model and the 6 LoRA keys of two full networks are left out
+        #expect(all.count == trainSettings.count - 8)
+        // with LoRA set, its keys read back too (alpha given before the rank is kept)
+        var lora = TrainSettings()
+        _ = try lora.apply(flags: ["--value-lora-alpha", "16", "--value-lora-rank", "8", "--lora-targets", "q,v"])
+        #expect(lora.config.valueLora?.rank == 8 && lora.config.valueLora?.alpha == 16)
+        try lora.toml.write(toFile: dir + "/lora.toml", atomically: true, encoding: .utf8)
+        var loraBack = TrainSettings()
+        _ = try loraBack.apply(tomlFile: dir + "/lora.toml")
+        #expect(loraBack.config == lora.config && lora.config.lora?.targets == "q,v")
     }
 
     @Test func badSettingsNameTheirPlace() throws {

@@ -16,7 +16,7 @@ import Train
         lora.initialize(seed: 4)
         // B is zero after PEFT's initialization, which leaves dA zero too: give B values so both are checked.
         var rng = TestRNG(8)
-        for s in lora.layout where s.name.hasSuffix("lora_B.weight") {
+        for s in lora.layout where s.name.hasSuffix("lora_B.weight") || s.name == "value_head.weight" {
             try lora.parameters.copyIn(rng.normal(s.count, std: 0.3), at: s.offset)
         }
         try m.attach(lora)

@@ -97,10 +97,14 @@ public final class LoRAAdapters {
     public let parameters: FlatBuffer
     /// Their gradients.
     public let gradients: FlatBuffer
-    /// The `TensorSpec`s of `parameters` (PEFT's names, without the `base_model.model.` prefix), for AdamW and files.
+    /// The `TensorSpec`s of `parameters` (PEFT's names, without the `base_model.model.` prefix; a value model's
+    /// `value_head.weight` last), for AdamW and files.
     public let layout: [TensorSpec]
     /// Parameter count of the model layout the adapters were made for.
     public let modelParameters: Int
+    /// A value model's head, trained full-rank beside the adapters (PEFT's `modules_to_save`): its offset in
+    /// `parameters` (the model reads it from here while these adapters are attached).
+    public let valueHead: Int?
     private let byWeight: [Int: [Int]]
     private let maxTokens: Int
     private var acts: FlatBuffer
@@ -148,6 +152,16 @@ public final class LoRAAdapters {
             actTotal += model.maxTokens * r
         }
         guard !list.isEmpty else { throw TrainError.shape("no layer of this model matches the LoRA targets") }
+        if model.layout.valueHead >= 0 {
+            valueHead = total
+            specs.append(
+                TensorSpec(
+                    name: "value_head.weight", shape: [1, model.config.hiddenSize], offset: total,
+                    transposedInFile: false))
+            total += model.config.hiddenSize
+        } else {
+            valueHead = nil
+        }
         adapters = list
         layout = specs
         self.byWeight = byWeight
@@ -155,17 +169,22 @@ public final class LoRAAdapters {
         maxTokens = model.maxTokens
         parameters = FlatBuffer(count: total)
         gradients = FlatBuffer(count: total)
+        if let valueHead {
+            parameters.pointer.advanced(by: valueHead).update(
+                from: model.parameters.pointer + model.layout.valueHead, count: model.config.hiddenSize)
+        }
         // per adapter x A^T, then scratch of [scratchRows, rank] for dU (and a decoder pass's x A^T)
         scratchRows = model.maxTokens
         acts = FlatBuffer(count: actTotal + scratchRows * r)
     }
 
     /// PEFT's initialization: A uniform in +-1/sqrt(in) (kaiming-uniform with a = sqrt 5), B zero, so the
-    /// adapted model starts as the base.
+    /// adapted model starts as the base (a value head keeps the values it has).
     public func initialize(seed: UInt64) {
         var rng = SplitMix64(seed: seed)
-        parameters.zero()
         let p = parameters.pointer
+        for ad in adapters { (p + ad.b).update(repeating: 0, count: ad.rows * config.rank) }
+        parameters.markChanged()
         for ad in adapters {
             let bound = 1 / Double(ad.inDim).squareRoot()
             for i in 0..<(config.rank * ad.inDim) {
@@ -209,6 +228,9 @@ public final class LoRAAdapters {
                     row[i] = Float(Double(row[i]) + s * delta)
                 }
             }
+        }
+        if let valueHead {
+            (w + model.layout.valueHead).update(from: p + valueHead, count: model.config.hiddenSize)
         }
         model.parameters.markChanged()
     }

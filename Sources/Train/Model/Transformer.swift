@@ -210,7 +210,17 @@ public final class TransformerModel {
     }
 
     /// Sets all gradients to zero (start of an accumulation window).
-    public func zeroGradients() { gradients.zero() }
+    public func zeroGradients() {
+        gradients.zero()
+        adapters?.zeroGradients()
+    }
+
+    /// Where the value head is read and its gradient written: the adapters' trained copy under LoRA, else the
+    /// model's own parameters.
+    private var valueHeadWeights: (w: UnsafeMutablePointer<Float>, dw: UnsafeMutablePointer<Float>) {
+        if let a = adapters, let off = a.valueHead { return (a.parameters.pointer + off, a.gradients.pointer + off) }
+        return (parameters.pointer + layout.valueHead, gradients.pointer + layout.valueHead)
+    }
 
     /// Parameter values of one named tensor.
     public func parameter(_ name: String) -> [Float]? {
@@ -371,7 +381,7 @@ public final class TransformerModel {
         guard layout.valueHead >= 0 else { throw TrainError.state("model was built without a value head") }
         try prepare(batch)
         runBackbone()
-        let a = acts.pointer, d = config.hiddenSize, w = parameters.pointer + layout.valueHead
+        let a = acts.pointer, d = config.hiddenSize, w = valueHeadWeights.w
         resizeReusingStorage(&values, to: n)
         values.withUnsafeMutableBufferPointer { out in
             for i in 0..<n { out[i] = dot(a + at.nf + i * d, w, d) }
@@ -386,7 +396,7 @@ public final class TransformerModel {
             throw TrainError.shape("dValues has \(dValues.count) values for \(n) positions")
         }
         let a = acts.pointer, d = config.hiddenSize
-        let w = parameters.pointer + layout.valueHead, dw = gradients.pointer + layout.valueHead
+        let (w, dw) = valueHeadWeights
         for i in 0..<n {
             let dv = dValues[i]
             axpy(dv, a + at.nf + i * d, dw, d)
