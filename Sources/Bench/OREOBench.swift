@@ -35,18 +35,8 @@ func runOREOBench(args: [String]) throws {
     let adam = AdamWConfig(beta1: 0.9, beta2: 0.95, weightDecay: 0)
     let optP = AdamW(layout: policy.layout, config: adam), optV = AdamW(layout: value.layout, config: adam)
 
-    // Sequences of `seq` tokens: the first quarter prompt, the rest response (targets on response tokens only).
-    var rng = SplitMix64(seed: 2)
+    let (b, spans) = syntheticOREOBatch(batch: batch, seq: seq, vocab: vocab, seed: 2)
     let prompt = seq / 4
-    var tokens: [Int32] = [], targets: [Int32] = [], spans: [ResponseSpan] = []
-    for s in 0..<batch {
-        let ids = (0..<seq).map { _ in Int32(rng.next() % UInt64(vocab)) }
-        tokens += ids
-        targets += (0..<seq).map { i in i >= prompt - 1 && i + 1 < seq ? ids[i + 1] : -1 }
-        spans.append(
-            ResponseSpan(first: s * seq + prompt - 1, count: seq - prompt, reward: Float(s % 2), positive: s % 2 == 1))
-    }
-    let b = PackedBatch(tokens: tokens, sequenceLengths: Array(repeating: seq, count: batch), targets: targets)
     var refLP: [Float] = []
     try reference.forward(b, logProbs: &refLP)  // precomputed, as `oreo score` stores them
     let objective = BatchObjective(capacity: n)
@@ -131,4 +121,20 @@ func runOREOBench(args: [String]) throws {
     if let a = oreoWallBy[.fp32], let b = oreoWallBy[.bf16] {
         print("OREO step (k3), bf16 / fp32 tokens/s: \(fmt(a / b))x")
     }
+}
+
+/// `batch` random sequences of `seq` tokens: the first quarter prompt, the rest response (targets on response
+/// tokens only), rewards alternating 0 and 1.
+func syntheticOREOBatch(batch: Int, seq: Int, vocab: Int, seed: UInt64) -> (PackedBatch, [ResponseSpan]) {
+    var rng = SplitMix64(seed: seed)
+    let prompt = seq / 4
+    var tokens: [Int32] = [], targets: [Int32] = [], spans: [ResponseSpan] = []
+    for s in 0..<batch {
+        let ids = (0..<seq).map { _ in Int32(rng.next() % UInt64(vocab)) }
+        tokens += ids
+        targets += (0..<seq).map { i in i >= prompt - 1 && i + 1 < seq ? ids[i + 1] : -1 }
+        spans.append(
+            ResponseSpan(first: s * seq + prompt - 1, count: seq - prompt, reward: Float(s % 2), positive: s % 2 == 1))
+    }
+    return (PackedBatch(tokens: tokens, sequenceLengths: Array(repeating: seq, count: batch), targets: targets), spans)
 }

@@ -1,7 +1,7 @@
 import Foundation
 import Train
 
-// Usage: Bench [format|tokenizer|ingest|train|oreo|decode|gemm|stream|all] [options]. Each stage prints its throughput and its ratio to a baseline
+// Usage: Bench [format|tokenizer|ingest|train|oreo|decode|gemm|lora|stream|all] [options]. Each stage prints its throughput and its ratio to a baseline
 // measured in the same run.
 BLASRuntime.ensurePreferredKernels()
 print(BLASRuntime.summary)
@@ -17,6 +17,7 @@ do {
     case "oreo": try runOREOBench(args: rest)
     case "decode": try runDecodeBench(args: rest)
     case "gemm": runGEMMBench(args: rest)
+    case "lora": try runLoRABench(args: rest)
     // Not part of `all`: it writes 1.1 GB of datasets and runs the oreo executable.
     case "stream": try runStreamBench(args: rest)
     case "all":
@@ -27,8 +28,9 @@ do {
         try runOREOBench(args: [])
         try runDecodeBench(args: [])
         runGEMMBench(args: [])
+        try runLoRABench(args: [])
     default:
-        print("usage: Bench [format|tokenizer|ingest|train|oreo|decode|gemm|stream|all] [options]")
+        print("usage: Bench [format|tokenizer|ingest|train|oreo|decode|gemm|lora|stream|all] [options]")
         exit(2)
     }
 } catch {

@@ -138,11 +138,11 @@ public func lmHeadForward(
 /// Backward of `lmHeadForward` from per-row dlogp (and dkl when a reference is given): writes dHidden and
 /// accumulates dWeight. Logits are recomputed per chunk rather than stored.
 ///
-/// Shapes: as the forward; dLogProbs, dKL [rows]; dHidden [rows, dim]; dWeight [vocab, dim].
+/// Shapes: as the forward; dLogProbs, dKL [rows]; dHidden [rows, dim]; dWeight [vocab, dim] (nil: a frozen head).
 public func lmHeadBackward(
     hidden: UnsafePointer<Float>, weight: UnsafePointer<Float>, targets: UnsafePointer<Int32>,
     lse: UnsafePointer<Float>, dLogProbs: UnsafePointer<Float>,
-    dHidden: UnsafeMutablePointer<Float>, dWeight: UnsafeMutablePointer<Float>,
+    dHidden: UnsafeMutablePointer<Float>, dWeight: UnsafeMutablePointer<Float>?,
     rows: Int, dim: Int, vocab: Int, chunkRows: Int, scratch: UnsafeMutablePointer<Float>,
     reference: ReferenceLogitsProvider? = nil, kl: UnsafePointer<Float>? = nil,
     dKL: UnsafePointer<Float>? = nil
@@ -200,7 +200,7 @@ public func lmHeadBackward(
             }
         }
         sgemm(false, false, n, dim, vocab, 1, scratch, vocab, weight, dim, 0, dHidden + c0 * dim, dim)
-        sgemm(true, false, vocab, dim, n, 1, scratch, vocab, hidden + c0 * dim, dim, 1, dWeight, dim)
+        if let dWeight { sgemm(true, false, vocab, dim, n, 1, scratch, vocab, hidden + c0 * dim, dim, 1, dWeight, dim) }
         c0 += n
     }
 }
@@ -214,7 +214,7 @@ func lmHeadBackwardVocabBlocked(
     hidden: UnsafePointer<Float>, weight: UnsafePointer<Float>,
     targets: UnsafePointer<Int32>, lse: UnsafePointer<Float>,
     dLogProbs: UnsafePointer<Float>, dHidden: UnsafeMutablePointer<Float>,
-    dWeight: UnsafeMutablePointer<Float>, rows: Int, dim: Int, vocab: Int, block: Int,
+    dWeight: UnsafeMutablePointer<Float>?, rows: Int, dim: Int, vocab: Int, block: Int,
     scratch: UnsafeMutablePointer<Float>
 ) {
     var v0 = 0
@@ -244,7 +244,7 @@ func lmHeadBackwardVocabBlocked(
             }
         }
         sgemm(false, false, rows, dim, vb, 1, scratch, vb, weight + v0 * dim, dim, v0 == 0 ? 0 : 1, dHidden, dim)
-        sgemm(true, false, vb, dim, rows, 1, scratch, vb, hidden, dim, 1, dWeight + v0 * dim, dim)
+        if let dWeight { sgemm(true, false, vb, dim, rows, 1, scratch, vb, hidden, dim, 1, dWeight + v0 * dim, dim) }
         v0 += vb
     }
 }

@@ -65,13 +65,13 @@ public struct BF16Head {
 /// and dWeight += E^T (diag(f) hidden) + rows g_i hidden_i at t_i, so the [rows, vocab] cache is only read
 /// by the two matmuls.
 ///
-/// Shapes: as the forward; dLogProbs [rows]; dHidden [rows, dim]; dWeight [vocab, dim]; scaledHidden [rows, dim]
-/// scratch. With `bf16` (the forward's), both products read the rounded e, the rounded weight and the scaled
+/// Shapes: as the forward; dLogProbs [rows]; dHidden [rows, dim]; dWeight [vocab, dim] (nil: a frozen head);
+/// scaledHidden [rows, dim] scratch. With `bf16` (the forward's), both products read the rounded e, the rounded weight and the scaled
 /// hidden rows rounded; the onehot part and the row factors stay f32.
 public func lmHeadBackwardCached(
     hidden: UnsafePointer<Float>, weight: UnsafePointer<Float>, targets: UnsafePointer<Int32>,
     scale: UnsafePointer<Float>, dLogProbs: UnsafePointer<Float>,
-    dHidden: UnsafeMutablePointer<Float>, dWeight: UnsafeMutablePointer<Float>,
+    dHidden: UnsafeMutablePointer<Float>, dWeight: UnsafeMutablePointer<Float>?,
     rows: Int, dim: Int, vocab: Int, cache: UnsafePointer<Float>,
     scaledHidden: UnsafeMutablePointer<Float>, bf16: BF16Head? = nil
 ) {
@@ -105,6 +105,7 @@ public func lmHeadBackwardCached(
             }
         }
     }
+    guard let dWeight else { return }  // a frozen head (LoRA): dHidden is all that is needed
     if let bf16 {
         roundToBF16(scaledHidden, bf16.scratch, rows * dim)
         bf16gemm(true, false, vocab, dim, rows, bf16.cache, vocab, bf16.scratch, dim, accumulate: true, dWeight, dim)

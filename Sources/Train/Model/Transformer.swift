@@ -211,7 +211,8 @@ public final class TransformerModel {
 
     /// Sets all gradients to zero (start of an accumulation window).
     public func zeroGradients() {
-        gradients.zero()
+        // a frozen base's gradients are never read (only its norms' accumulate there), so they are not cleared
+        if trainsBase { gradients.zero() }
         adapters?.zeroGradients()
     }
 
@@ -361,12 +362,13 @@ public final class TransformerModel {
             lmHeadBackwardCached(
                 hidden: a + at.gathered, weight: parameters.pointer + layout.lmHead, targets: targetsP,
                 scale: cache.pointer + maxTokens * v, dLogProbs: a + at.dlogpG, dHidden: a + at.dGathered,
-                dWeight: g + layout.lmHead, rows: targetRows, dim: d, vocab: v, cache: cache.pointer,
+                dWeight: trainsBase ? g + layout.lmHead : nil, rows: targetRows, dim: d, vocab: v, cache: cache.pointer,
                 scaledHidden: cache.pointer + maxTokens * (v + 1), bf16: bf16Head())
         } else {
             lmHeadBackward(
                 hidden: a + at.gathered, weight: parameters.pointer + layout.lmHead, targets: targetsP,
-                lse: a + at.lseG, dLogProbs: a + at.dlogpG, dHidden: a + at.dGathered, dWeight: g + layout.lmHead,
+                lse: a + at.lseG, dLogProbs: a + at.dlogpG, dHidden: a + at.dGathered,
+                dWeight: trainsBase ? g + layout.lmHead : nil,
                 rows: targetRows, dim: d, vocab: config.vocabSize, chunkRows: headChunkRows,
                 scratch: a + at.headScratch, reference: ref.map { referenceProvider($0) }, kl: a + at.klG,
                 dKL: a + at.dklG)
@@ -610,6 +612,7 @@ public final class TransformerModel {
             linearBack(at.dQKV, b.n1, o.qkvW, o.qkvB, at.dNorm, inDim: d, outDim: qkvWidth)
             normBackward(at.dNorm, b.resIn, o.norm1W, o.norm1B, b.n1Mean, b.n1Rstd, at.dRes)
         }
+        guard trainsBase else { return }  // a frozen base: nothing below the first layer needs a gradient
         embeddingBackward(
             tokens: tokensP, positions: c.family == .gpt2 ? positionsP : nil, dOut: a + at.dRes,
             dTable: g + layout.embed, dPosTable: c.family == .gpt2 ? g + layout.positions : nil,
