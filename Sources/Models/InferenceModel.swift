@@ -36,7 +36,8 @@ public struct InferenceModel {
         decodeWeights: DecodeWeights = .auto, precision: Precision = .fp32, adapter: String? = nil
     ) throws -> InferenceModel {
         try precision.checkSupported()
-        var (m, gguf) = try loadF32(path: path, tokenizer: tokenizer, valueHead: valueHead)
+        var (m, gguf) = try loadF32(
+            path: path, tokenizer: tokenizer, valueHead: valueHead, headFromAdapter: adapter != nil)
         if let adapter { try m.model.attach(try PEFTAdapter.load(directory: adapter, for: m.model)) }
         try m.model.setPrecision(precision)
         m.decodeWeights = try decodeWeights.apply(to: m.model, gguf: gguf)
@@ -51,16 +52,18 @@ public struct InferenceModel {
         return m
     }
 
-    /// The model with f32 weights, and the GGUF file it came from (nil for a checkpoint directory).
-    private static func loadF32(path: String, tokenizer: String?, valueHead: Bool) throws -> (InferenceModel, GGUFFile?)
-    {
+    /// The model with f32 weights, and the GGUF file it came from (nil for a checkpoint directory). With
+    /// `headFromAdapter` a value model's head comes from its LoRA adapter, so the base need not hold one.
+    private static func loadF32(
+        path: String, tokenizer: String?, valueHead: Bool, headFromAdapter: Bool = false
+    ) throws -> (InferenceModel, GGUFFile?) {
         let source = try ModelSource(existing: path)
         let model: TransformerModel
         let template: String?
         var gguf: GGUFFile?
         switch source {
         case .directory(let p):
-            if valueHead {
+            if valueHead && !headFromAdapter {
                 guard try SafeTensorsCollection(directory: p).find("value_head.weight") != nil else {
                     throw ModelError("\(p): no value_head.weight: not a value model")
                 }
@@ -68,13 +71,13 @@ public struct InferenceModel {
             model = try source.load(maxTokens: 1, valueHead: valueHead)
             template = try source.chatTemplateSource()
         case .gguf(let p):
-            guard !valueHead else {
+            guard !valueHead || headFromAdapter else {
                 throw ModelError("\(p): a value model is a checkpoint directory with value_head.weight")
             }
             // Opened once: the weights, the template, the tokenizer and the packed decoding weights all read it.
             let g = try GGUFFile(path: p)
             gguf = g
-            model = try g.loadLlamaModel(maxTokens: 1)
+            model = try g.loadLlamaModel(maxTokens: 1, valueHead: valueHead)
             template = ModelSource.chatTemplateSource(g)
             if tokenizer == nil {
                 return (

@@ -46,6 +46,32 @@ public enum PEFTAdapter {
     /// Reads the adapter in `directory` for `model` (whose layout its tensors must fit), without attaching it.
     public static func load(directory: String, for model: TransformerModel) throws -> LoRAAdapters {
         let configPath = directory + "/adapter_config.json"
+        let config = try self.config(directory: directory, family: model.config.family)
+        let adapters: LoRAAdapters
+        do { adapters = try LoRAAdapters(model: model, config: config) } catch {
+            throw ModelError("\(configPath): \(error)")
+        }
+        let path = directory + "/adapter_model.safetensors"
+        let file = try SafeTensorsFile(path: path)
+        var seen = Set<String>()
+        for s in adapters.layout {
+            let name = prefix + s.name
+            guard let info = file.info(name) else { throw ModelError("\(path): no tensor \(name)") }
+            guard info.shape == s.shape else {
+                throw ModelError("\(path): \(name) has shape \(info.shape), the model needs \(s.shape)")
+            }
+            try adapters.parameters.copyIn(try file.floats(name), at: s.offset)
+            seen.insert(name)
+        }
+        if let extra = file.tensors.first(where: { !seen.contains($0.name) }) {
+            throw ModelError("\(path): tensor \(extra.name) belongs to no adapted layer of this model")
+        }
+        return adapters
+    }
+
+    /// The LoRA configuration `directory/adapter_config.json` describes, for a model of `family`.
+    public static func config(directory: String, family: ModelFamily) throws -> LoRAConfig {
+        let configPath = directory + "/adapter_config.json"
         guard let data = FileManager.default.contents(atPath: configPath) else {
             throw ModelError("\(configPath): cannot read the file")
         }
@@ -82,31 +108,10 @@ public enum PEFTAdapter {
             throw ModelError("\(configPath): \"target_modules\" is missing or mistyped")
         }
         let targets: [LoRATarget]
-        do { targets = try LoRATarget.parse(modules.joined(separator: ","), family: model.config.family) } catch {
+        do { targets = try LoRATarget.parse(modules.joined(separator: ","), family: family) } catch {
             throw ModelError("\(configPath): target_modules \(modules): \(error)")
         }
         // lora_dropout only acts in training, and training here runs with 0 (the only value so far).
-        let adapters: LoRAAdapters
-        do {
-            adapters = try LoRAAdapters(
-                model: model, config: LoRAConfig(rank: rank, alpha: alpha, dropout: 0, targets: targets))
-        } catch { throw ModelError("\(configPath): \(error)") }
-
-        let path = directory + "/adapter_model.safetensors"
-        let file = try SafeTensorsFile(path: path)
-        var seen = Set<String>()
-        for s in adapters.layout {
-            let name = prefix + s.name
-            guard let info = file.info(name) else { throw ModelError("\(path): no tensor \(name)") }
-            guard info.shape == s.shape else {
-                throw ModelError("\(path): \(name) has shape \(info.shape), the model needs \(s.shape)")
-            }
-            try adapters.parameters.copyIn(try file.floats(name), at: s.offset)
-            seen.insert(name)
-        }
-        if let extra = file.tensors.first(where: { !seen.contains($0.name) }) {
-            throw ModelError("\(path): tensor \(extra.name) belongs to no adapted layer of this model")
-        }
-        return adapters
+        return LoRAConfig(rank: rank, alpha: alpha, dropout: 0, targets: targets)
     }
 }

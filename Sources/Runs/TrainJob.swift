@@ -119,11 +119,24 @@ public final class TrainJob {
     ///   - reference: the frozen reference model when one runs in memory (default: INIT).
     ///   - data: a dataset directory.
     ///   - run: the run directory (created; refused if it already holds a run and `resume` is false).
+    ///   - adapter, valueAdapter: PEFT LoRA adapters the policy and the value network start from (a checkpoint,
+    ///     when resuming, wins).
     public init(
         config: TrainConfig, model: ModelSource, reference referenceSource: ModelSource? = nil, data: String,
-        run runPath: String, resume: Bool = false
+        run runPath: String, resume: Bool = false, adapter: String? = nil, valueAdapter: String? = nil
     ) throws {
         var config = config
+        // Starting from adapters: their rank, alpha and targets are the run's unless given.
+        let family = try model.config().family
+        for (dir, network) in [(adapter, \TrainConfig.lora), (valueAdapter, \TrainConfig.valueLora)] {
+            guard let dir, (config[keyPath: network]?.rank ?? 0) == 0 else { continue }
+            let c = try PEFTAdapter.config(directory: dir, family: family)
+            var l = LoRASettings()
+            l.rank = c.rank
+            l.alpha = c.alpha
+            l.targets = c.targets.map(\.rawValue).joined(separator: ",")
+            config[keyPath: network] = l
+        }
         config.normalize()
         try config.validate()
         var notes: [String] = []
@@ -211,10 +224,12 @@ public final class TrainJob {
             value = config.method.hasValue ? try model.load(maxTokens: maxTokens, valueHead: true) : nil
         }
         if let l = config.lora {
-            try Self.attachAdapters(l, to: policy, from: checkpoint.map { $0 + "/policy" }, seed: config.loader.seed)
+            try Self.attachAdapters(
+                l, to: policy, from: checkpoint.map { $0 + "/policy" } ?? adapter, seed: config.loader.seed)
         }
         if let l = config.valueLora, let value {
-            try Self.attachAdapters(l, to: value, from: checkpoint.map { $0 + "/value" }, seed: config.loader.seed &+ 1)
+            try Self.attachAdapters(
+                l, to: value, from: checkpoint.map { $0 + "/value" } ?? valueAdapter, seed: config.loader.seed &+ 1)
         }
         let reference = config.usesReferenceModel ? try (referenceSource ?? model).load(maxTokens: maxTokens) : nil
         for m in [policy, value, reference].compactMap({ $0 }) { try m.setPrecision(config.precision ?? .fp32) }

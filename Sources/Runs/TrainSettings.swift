@@ -20,6 +20,10 @@ public struct TrainSettings: Sendable {
     public var referenceModel: String?
     /// The dataset directory.
     public var data: String?
+    /// A PEFT LoRA adapter the policy starts from (its rank, alpha and targets become the run's).
+    public var adapter: String?
+    /// A PEFT LoRA adapter (with its value head) the value network starts from.
+    public var valueAdapter: String?
 
     /// The defaults.
     public init() {}
@@ -120,6 +124,11 @@ public let trainSettings: [Setting] =
             set: { $0.initSeed = try number($1, "init_seed") }, isBool: false),
         path("reference_model", "the frozen reference model when one runs in memory (default: INIT)", \.referenceModel),
         path("data", "the dataset directory", \.data),
+        path(
+            "adapter", "a PEFT LoRA adapter of INIT for the policy to start from (sets the lora_* settings)", \.adapter),
+        path(
+            "value_adapter", "a PEFT LoRA adapter (with value_head) for the value network to start from",
+            \.valueAdapter),
         e("method", "training method", \.config.method),
         i("epochs", "passes over the data (ignored when max_steps > 0)", \.config.epochs),
         i("max_steps", "stop after N optimizer steps (0: as many as the epochs give)", \.config.maxSteps),

@@ -33,6 +33,11 @@ struct EvalCommand: ParsableCommand {
     @Option(help: "Beams kept per step (B).") var width = 7
     @Option(help: "One-step samples per beam (default: the width).") var samplesPerBeam: Int?
     @Option(help: "Value model directory (a checkpoint with value_head.weight) for --search beam.") var value: String?
+    @Option(
+        help:
+            "A PEFT LoRA adapter of the value network (a LoRA run's RUN/value; it carries the head) applied to --value, which is then its base (INIT)."
+    )
+    var valueAdapter: String?
     @Option(help: "Beam scorer: value or logprob (default: value when --value is given).") var scorer: String?
     @Option(help: "Most steps of the beam search.") var maxSteps = 20
     @Option(help: "Most tokens in one step.") var maxStepTokens = 128
@@ -42,6 +47,9 @@ struct EvalCommand: ParsableCommand {
     @Flag(help: "Discard answers from an interrupted run instead of resuming.") var overwrite = false
 
     func run() throws {
+        if valueAdapter != nil && value == nil {
+            throw ValidationError("--value-adapter needs --value BASE (the value network's INIT)")
+        }
         let problems = try ProblemFile.read(data)
         guard !problems.isEmpty else { throw ValidationError("\(data) has no problems") }
         let v = try makeVerifier(verifier)
@@ -58,7 +66,7 @@ struct EvalCommand: ParsableCommand {
                 guard let value else { throw ValidationError("--scorer value needs --value V") }
                 let vm = try InferenceModel.load(
                     path: value, tokenizer: common.tokenizer ?? (m.tokenizer.path), valueHead: true,
-                    decodeWeights: common.decodeWeights, precision: common.precision ?? .fp32)
+                    decodeWeights: common.decodeWeights, precision: common.precision ?? .fp32, adapter: valueAdapter)
                 guard vm.model.config.vocabSize == m.model.config.vocabSize else {
                     throw ValidationError(
                         "value model vocabulary \(vm.model.config.vocabSize) differs from the policy's \(m.model.config.vocabSize)"

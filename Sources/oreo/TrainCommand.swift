@@ -57,7 +57,8 @@ struct TrainCommand: ParsableCommand {
         let reference = s.referenceModel.map(ModelSource.init(path:))
 
         let job = try TrainJob(
-            config: s.config, model: model, reference: reference, data: data, run: out, resume: resume)
+            config: s.config, model: model, reference: reference, data: data, run: out, resume: resume,
+            adapter: s.adapter, valueAdapter: s.valueAdapter)
         try writeFileAtomically(Array(s.toml.utf8), to: stored)
         let c = job.config
         printError("\(c.method.rawValue): \(model.description) -> \(out); \(job.loader.reportSummary)")

@@ -222,6 +222,22 @@ import Train
         #expect(s.terminationStatus == 0 && slog.contains("LoRA adapter"), "\(slog)")
         #expect(try Self.lines(dir + "/s.jsonl").count == 6)
 
+        // Beam search with a LoRA policy and a LoRA value network (its head in the adapter) on the same base.
+        let valueBase = try ModelSource.directory(model).load(maxTokens: 8, valueHead: true)
+        let valueLoRA = try LoRAAdapters(
+            model: valueBase, config: LoRAConfig(rank: 2, alpha: 2, targets: LoRATarget.all(base.config.family)))
+        valueLoRA.initialize(seed: 4)
+        let head = valueLoRA.layout.first { $0.name == "value_head.weight" }!
+        for i in 0..<head.count { valueLoRA.parameters.pointer[head.offset + i] = Float(g.nextGaussian()) }
+        try PEFTAdapter.write(valueLoRA, family: base.config.family, to: dir + "/value-adapter")
+        let (e, elog) = try Self.run([
+            "eval", "--model", model, "--adapter", dir + "/adapter", "--data", p, "--search", "beam", "--width", "2",
+            "--value", model, "--value-adapter", dir + "/value-adapter", "--max-new-tokens", "12", "--max-steps", "2",
+            "--step-delimiter", " ", "--out", dir + "/e.jsonl",
+        ])
+        #expect(e.terminationStatus == 0 && elog.contains("candidates scored"), "\(elog)")
+        #expect(try Self.lines(dir + "/e.jsonl").count == 3)
+
         // An adapter whose rank disagrees with its tensors is refused, naming the file and the tensor.
         let cfg = dir + "/adapter/adapter_config.json"
         let text = try String(contentsOfFile: cfg, encoding: .utf8).replacingOccurrences(

@@ -225,6 +225,19 @@ import Runs
         let saved = try PEFTAdapter.load(directory: root + "/a/latest/value", for: whole.value!)
         #expect(saved.parameters.toArray() == whole.value!.adapters!.parameters.toArray())
 
+        // A new run can start from the adapters (their rank, alpha and targets become its settings).
+        if policyLoRA {
+            var plain = c
+            plain.lora = nil
+            plain.valueLora = nil
+            let next = try TrainJob(
+                config: plain, model: .directory(initDir), data: root + "/data", run: root + "/c",
+                adapter: root + "/a/latest/policy", valueAdapter: root + "/a/latest/value")
+            #expect(next.config.lora?.rank == 4 && next.config.valueLora?.alpha == 8)
+            #expect(next.policy.adapters?.parameters.toArray() == whole.policy.adapters?.parameters.toArray())
+            #expect(next.value?.adapters?.parameters.toArray() == whole.value?.adapters?.parameters.toArray())
+        }
+
         let first = try TrainJob(config: c, model: .directory(initDir), data: root + "/data", run: root + "/b")
         let stopped = try first.run(stopAfter: 5, checkpointAtStop: false)
         #expect(!stopped.finished && stopped.checkpoint!.hasSuffix("step-00000003"))

@@ -22,7 +22,7 @@ public enum LoRATarget: String, CaseIterable, Sendable, Codable {
         family == .gpt2 ? [.cAttn, .cProj, .cFc] : [.q, .k, .v, .o, .gate, .up, .down]
     }
 
-    /// Parses a comma-separated list of target names, PEFT's module names (`q_proj`) or `all`.
+    /// Parses a comma-separated list of target names, PEFT's module names (`q_proj`) or `all`, into `allCases` order.
     public static func parse(_ text: String, family: ModelFamily) throws -> [LoRATarget] {
         var out: [LoRATarget] = []
         for raw in text.split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) where !raw.isEmpty {
@@ -42,7 +42,7 @@ public enum LoRATarget: String, CaseIterable, Sendable, Codable {
             if !out.contains(t) { out.append(t) }
         }
         guard !out.isEmpty else { throw TrainError.shape("no LoRA targets given") }
-        return out
+        return allCases.filter(out.contains)  // one order, whatever the text's
     }
 }
 
