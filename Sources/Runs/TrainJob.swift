@@ -231,7 +231,14 @@ public final class TrainJob {
             try Self.attachAdapters(
                 l, to: value, from: checkpoint.map { $0 + "/value" } ?? valueAdapter, seed: config.loader.seed &+ 1)
         }
-        let reference = config.usesReferenceModel ? try (referenceSource ?? model).load(maxTokens: maxTokens) : nil
+        // Under LoRA the policy's base is INIT, frozen: the default reference reads the same buffer.
+        let reference: TransformerModel? =
+            !config.usesReferenceModel
+            ? nil
+            : policy.adapters != nil && referenceSource == nil
+                ? try TransformerModel(
+                    config: policy.config, maxTokens: maxTokens, sharing: policy.parameters, gradients: false)
+                : try (referenceSource ?? model).load(maxTokens: maxTokens)
         for m in [policy, value, reference].compactMap({ $0 }) { try m.setPrecision(config.precision ?? .fp32) }
         let adam = AdamWConfig(
             beta1: Float(config.adamBeta1), beta2: Float(config.adamBeta2), eps: Float(config.adamEps),

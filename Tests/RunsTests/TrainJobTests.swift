@@ -214,6 +214,13 @@ import Runs
         // the value network's backbone is INIT's, untouched (its head, last in its layout, lives in the adapters)
         #expect(Array(whole.value!.parameters.toArray().prefix(m.layout.total)) == m.parameters.toArray())
         if policyLoRA {
+            // the exact KL's reference is the policy's frozen base itself, and computes what INIT computes
+            #expect(whole.reference!.parameters === whole.policy.parameters)
+            let b = PackedBatch(sequences: [[1, 2, 3, 4, 5], [6, 7, 8]])
+            var shared: [Float] = [], loaded: [Float] = []
+            try whole.reference!.forward(b, logProbs: &shared)
+            try ModelCheckpoint.load(directory: initDir, maxTokens: 64).forward(b, logProbs: &loaded)
+            #expect(shared == loaded)
             #expect(sameParameters(whole.policy, m))
             #expect(whole.policy.adapters!.config.targets == [.q, .v, .down])
         } else {

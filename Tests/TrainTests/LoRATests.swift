@@ -146,4 +146,21 @@ import Train
         #expect(losses.last! < 0.8 * losses.first!, "\(losses)")
         #expect(m.parameters.toArray() == base)
     }
+
+    /// A frozen view of another model's parameters (a LoRA policy's reference): the same log-probs without a copy,
+    /// its norms left as they are, and a backward refused.
+    @Test func aModelSharingParametersComputesTheSameAndRefusesBackward() throws {
+        let m = try ModelGradientTests.model(.qwen2)
+        let view = try TransformerModel(config: m.config, maxTokens: 32, sharing: m.parameters, gradients: false)
+        #expect(view.parameters === m.parameters && view.gradients.count == 0)
+        let b = ModelGradientTests.batch(seed: 14)
+        var a: [Float] = [], c: [Float] = []
+        try m.forward(b, logProbs: &a)
+        try view.forward(b, logProbs: &c)
+        #expect(a == c)
+        #expect(throws: TrainError.self) { try view.backward(dLogProbs: c) }
+        #expect(throws: TrainError.self) {
+            try TransformerModel(config: m.config, maxTokens: 8, valueHead: true, sharing: m.parameters)
+        }
+    }
 }

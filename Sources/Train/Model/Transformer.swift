@@ -74,9 +74,12 @@ public final class TransformerModel {
     /// the whole [vocab, d] gradient once per chunk (measured: the dominant cost at 64 rows for GPT-2).
     /// When [maxTokens, vocab] floats fit in `logitCacheBytes`, the forward keeps the softmax for the backward,
     /// which then skips recomputing the logits (a third of the LM head's matmul work); 0 disables it.
+    /// With `sharing`, the model reads that buffer as its parameters (another model's, left as it is: a frozen
+    /// reference over a LoRA policy's base costs no weight memory); without `gradients` it holds no gradient
+    /// buffer and refuses a backward.
     public init(
         config: ModelConfig, maxTokens: Int, valueHead: Bool = false, headChunkRows: Int? = nil,
-        logitCacheBytes: Int = 1 << 30
+        logitCacheBytes: Int = 1 << 30, sharing shared: FlatBuffer? = nil, gradients withGradients: Bool = true
     ) throws {
         try config.validate()
         guard maxTokens > 0 else { throw TrainError.shape("maxTokens must be positive") }
@@ -85,8 +88,11 @@ public final class TransformerModel {
         self.headChunkRows = max(
             1, headChunkRows ?? min(maxTokens, max(16, min(512, (1 << 24) / max(1, config.vocabSize)) / 16 * 16)))
         layout = ParameterLayout(config: config, valueHead: valueHead)
-        parameters = FlatBuffer(count: layout.total)
-        gradients = FlatBuffer(count: layout.total)
+        if let shared, shared.count != layout.total {
+            throw TrainError.shape("shared parameters hold \(shared.count) floats, the model needs \(layout.total)")
+        }
+        parameters = shared ?? FlatBuffer(count: layout.total)
+        gradients = FlatBuffer(count: withGradients ? layout.total : 0)
         maxSeq = min(maxTokens, config.maxPositions)
         let N = maxTokens, d = config.hiddenSize
         at = ActivationLayout(
@@ -103,7 +109,7 @@ public final class TransformerModel {
             : RoPETable(
                 headDim: config.headDim, maxPositions: config.maxPositions, theta: config.ropeTheta,
                 scaling: config.ropeScaling)
-        initializeNorms()
+        if shared == nil { initializeNorms() }
     }
 
     deinit {
@@ -212,7 +218,7 @@ public final class TransformerModel {
     /// Sets all gradients to zero (start of an accumulation window).
     public func zeroGradients() {
         // a frozen base's gradients are never read (only its norms' accumulate there), so they are not cleared
-        if trainsBase { gradients.zero() }
+        if trainsBase && gradients.count > 0 { gradients.zero() }
         adapters?.zeroGradients()
     }
 
@@ -347,6 +353,7 @@ public final class TransformerModel {
 
     private func backwardLogProbs(dLogProbs: [Float], dKL: [Float]?) throws {
         guard lastPass == .logProbs else { throw TrainError.state("backward(dLogProbs:) needs a preceding forward") }
+        guard gradients.count == layout.total else { throw TrainError.state("this model holds no gradients") }
         guard dLogProbs.count == n else {
             throw TrainError.shape("dLogProbs has \(dLogProbs.count) values for \(n) positions")
         }
@@ -394,6 +401,7 @@ public final class TransformerModel {
     /// Backward of the last `forwardValues` from d(loss)/dV per position; accumulates into `gradients`.
     public func backwardValues(dValues: [Float]) throws {
         guard lastPass == .values else { throw TrainError.state("backwardValues needs a preceding forwardValues") }
+        guard gradients.count == layout.total else { throw TrainError.state("this model holds no gradients") }
         guard dValues.count == n else {
             throw TrainError.shape("dValues has \(dValues.count) values for \(n) positions")
         }
