@@ -4,8 +4,9 @@ import Support
 import Train
 
 /// `Bench lora`: an OREO step (policy + value, k3 against stored reference log-probs, two AdamW updates) with
-/// full fine-tuning against the same step with LoRA adapters on every linear layer of both networks (frozen
-/// base: no weight gradients, AdamW over the adapters alone), on one randomly initialised Llama-shaped model.
+/// full fine-tuning against the same step with LoRA adapters on every linear layer of both networks (one frozen
+/// base shared by both, no base gradients, AdamW over the adapters alone), on one randomly initialised
+/// Llama-shaped model.
 /// Each configuration runs in a child process of its own, so each peak RSS (VmHWM) is its own. Prints wall time
 /// per step, tokens/s, peak RSS and the LoRA / full ratio (target >= 1.3x).
 ///
@@ -70,9 +71,14 @@ private func runLoRAConfiguration(
     k3.k3 = true
     let adam = AdamWConfig(beta1: 0.9, beta2: 0.95, weightDecay: 0)
     let policy = try TransformerModel(config: config, maxTokens: n)
-    let value = try TransformerModel(config: config, maxTokens: n, valueHead: true)
     policy.initializeRandomly(seed: 1)
-    value.initializeRandomly(seed: 1)
+    // Under LoRA, as `oreo train` runs it: the value network is the policy's frozen base plus adapters that
+    // carry its head (one copy of the weights, no base gradients).
+    let value =
+        lora
+        ? try TransformerModel(config: config, maxTokens: n, sharing: policy.parameters, gradients: false)
+        : try TransformerModel(config: config, maxTokens: n, valueHead: true)
+    if !lora { value.initializeRandomly(seed: 1) }
     var refLP: [Float] = []
     try policy.forward(b, logProbs: &refLP)  // as `oreo score` would store them
     var trained = 0
@@ -80,10 +86,11 @@ private func runLoRAConfiguration(
     for m in [policy, value] {
         if lora {
             let a = try LoRAAdapters(
-                model: m, config: LoRAConfig(rank: rank, alpha: Double(rank), targets: LoRATarget.all(.llama)))
+                model: m, config: LoRAConfig(rank: rank, alpha: Double(rank), targets: LoRATarget.all(.llama)),
+                valueHead: m === value)
             a.initialize(seed: 2)
             try m.attach(a)
-            m.trainsBase = false
+            m.dropBaseGradients()
             let o = AdamW(specs: a.layout, count: a.parameters.count, config: adam)
             trained += a.parameters.count
             updates.append {

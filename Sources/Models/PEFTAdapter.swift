@@ -47,12 +47,14 @@ public enum PEFTAdapter {
     public static func load(directory: String, for model: TransformerModel) throws -> LoRAAdapters {
         let configPath = directory + "/adapter_config.json"
         let config = try self.config(directory: directory, family: model.config.family)
-        let adapters: LoRAAdapters
-        do { adapters = try LoRAAdapters(model: model, config: config) } catch {
-            throw ModelError("\(configPath): \(error)")
-        }
         let path = directory + "/adapter_model.safetensors"
         let file = try SafeTensorsFile(path: path)
+        // a value network's adapter carries its head (PEFT's modules_to_save)
+        let withHead = model.layout.valueHead >= 0 || file.info(prefix + "value_head.weight") != nil
+        let adapters: LoRAAdapters
+        do { adapters = try LoRAAdapters(model: model, config: config, valueHead: withHead) } catch {
+            throw ModelError("\(configPath): \(error)")
+        }
         var seen = Set<String>()
         for s in adapters.layout {
             let name = prefix + s.name

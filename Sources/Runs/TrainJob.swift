@@ -194,7 +194,8 @@ public final class TrainJob {
         }
         let maxTokens = config.loader.tokensPerMicroBatch
         var state: RunState?
-        let policy: TransformerModel, value: TransformerModel?
+        let policy: TransformerModel
+        var value: TransformerModel?
         if let checkpoint {
             let s = try RunDirectory.decode(RunState.self, file: checkpoint + "/state.json")
             // Without --max-steps a large dataset's step count is an estimate, and its epochs may run past it.
@@ -214,22 +215,33 @@ public final class TrainJob {
                 ? nil
                 : config.valueLora == nil
                     ? try ModelCheckpoint.load(directory: checkpoint + "/value", maxTokens: maxTokens, valueHead: true)
-                    : try model.load(maxTokens: maxTokens, valueHead: true)
+                    : nil
             guard policy.config == modelConfig else {
                 throw RunDirectoryError(
                     "\(checkpoint)/policy: architecture differs from the INIT model \(model.description)")
             }
         } else {
             policy = try model.load(maxTokens: maxTokens)
-            value = config.method.hasValue ? try model.load(maxTokens: maxTokens, valueHead: true) : nil
+            value =
+                config.method.hasValue && config.valueLora == nil
+                ? try model.load(maxTokens: maxTokens, valueHead: true) : nil
         }
         if let l = config.lora {
             try Self.attachAdapters(
                 l, to: policy, from: checkpoint.map { $0 + "/policy" } ?? adapter, seed: config.loader.seed)
         }
-        if let l = config.valueLora, let value {
+        // A LoRA value network is INIT frozen plus adapters that carry its head: over the policy's own buffer
+        // when the policy's base is frozen INIT too, else over a copy of INIT; either way without base gradients.
+        if let l = config.valueLora, config.method.hasValue {
+            let base =
+                policy.adapters != nil
+                ? try TransformerModel(
+                    config: policy.config, maxTokens: maxTokens, sharing: policy.parameters, gradients: false)
+                : try model.load(maxTokens: maxTokens)
             try Self.attachAdapters(
-                l, to: value, from: checkpoint.map { $0 + "/value" } ?? valueAdapter, seed: config.loader.seed &+ 1)
+                l, to: base, from: checkpoint.map { $0 + "/value" } ?? valueAdapter, seed: config.loader.seed &+ 1,
+                valueHead: true)
+            value = base
         }
         // Under LoRA the policy's base is INIT, frozen: the default reference reads the same buffer.
         let reference: TransformerModel? =
@@ -408,20 +420,25 @@ public final class TrainJob {
     /// Gives `m` LoRA adapters, fresh (PEFT's initialization, seeded) or from a checkpoint's adapter directory,
     /// and freezes its base.
     private static func attachAdapters(
-        _ settings: LoRASettings, to m: TransformerModel, from directory: String?, seed: UInt64
+        _ settings: LoRASettings, to m: TransformerModel, from directory: String?, seed: UInt64,
+        valueHead: Bool = false
     ) throws {
         let adapters: LoRAAdapters
         if let directory {
             adapters = try PEFTAdapter.load(directory: directory, for: m)
-            guard adapters.config == (try settings.config(family: m.config.family)) else {
-                throw RunDirectoryError("\(directory): the adapter's rank, alpha or targets differ from the run's")
+            guard adapters.config == (try settings.config(family: m.config.family)),
+                (adapters.valueHead != nil) == valueHead
+            else {
+                throw RunDirectoryError(
+                    "\(directory): the adapter's rank, alpha, targets or value head differ from the run's")
             }
         } else {
-            adapters = try LoRAAdapters(model: m, config: try settings.config(family: m.config.family))
+            adapters = try LoRAAdapters(
+                model: m, config: try settings.config(family: m.config.family), valueHead: valueHead)
             adapters.initialize(seed: seed)
         }
         try m.attach(adapters)
-        m.trainsBase = false
+        m.dropBaseGradients()
     }
 
     private func saveCheckpoint(elapsed: Double) throws -> String {

@@ -216,6 +216,9 @@ import Runs
         if policyLoRA {
             // the exact KL's reference is the policy's frozen base itself, and computes what INIT computes
             #expect(whole.reference!.parameters === whole.policy.parameters)
+            // and so is the value network's backbone; frozen bases hold no gradient buffers
+            #expect(whole.value!.parameters === whole.policy.parameters)
+            #expect(whole.policy.gradients.count == 0 && whole.value!.gradients.count == 0)
             let b = PackedBatch(sequences: [[1, 2, 3, 4, 5], [6, 7, 8]])
             var shared: [Float] = [], loaded: [Float] = []
             try whole.reference!.forward(b, logProbs: &shared)

@@ -45,11 +45,11 @@ public func rmsNormForward(
 
 /// RMSNorm backward: dx += rstd * (w*dy - xhat * mean(w*dy*xhat)), dw += dy * xhat.
 ///
-/// Shapes: dy, x, dx [rows, dim]; weight, dWeight [dim]; rstd [rows].
+/// Shapes: dy, x, dx [rows, dim]; weight, dWeight [dim] (nil: frozen); rstd [rows].
 public func rmsNormBackward(
     dy: UnsafePointer<Float>, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
     rstd: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>,
-    dWeight: UnsafeMutablePointer<Float>, rows: Int, dim: Int
+    dWeight: UnsafeMutablePointer<Float>?, rows: Int, dim: Int
 ) {
     let args = NormArgs(
         x: x, dy: dy, weight: weight, bias: nil, y: dx, mean: nil, rstd: UnsafeMutablePointer(mutating: rstd),
@@ -86,6 +86,7 @@ public func rmsNormBackward(
             }
         }
     }
+    guard let dWeight else { return }  // a frozen weight
     normWeightGradients(dy: dy, x: x, mean: nil, rstd: rstd, dWeight: dWeight, dBias: nil, rows: rows, dim: dim)
 }
 
@@ -182,12 +183,12 @@ public func layerNormForward(
 
 /// LayerNorm backward: dx += rstd * (g - mean(g) - xhat * mean(g*xhat)) with g = w*dy; dw += dy*xhat; db += dy.
 ///
-/// Shapes: dy, x, dx [rows, dim]; weight, dWeight, dBias [dim]; mean, rstd [rows].
+/// Shapes: dy, x, dx [rows, dim]; weight, dWeight, dBias [dim] (nil: frozen); mean, rstd [rows].
 public func layerNormBackward(
     dy: UnsafePointer<Float>, x: UnsafePointer<Float>, weight: UnsafePointer<Float>,
     mean: UnsafePointer<Float>, rstd: UnsafePointer<Float>,
-    dx: UnsafeMutablePointer<Float>, dWeight: UnsafeMutablePointer<Float>,
-    dBias: UnsafeMutablePointer<Float>, rows: Int, dim: Int
+    dx: UnsafeMutablePointer<Float>, dWeight: UnsafeMutablePointer<Float>?,
+    dBias: UnsafeMutablePointer<Float>?, rows: Int, dim: Int
 ) {
     let args = NormArgs(
         x: x, dy: dy, weight: weight, bias: nil, y: dx, mean: UnsafeMutablePointer(mutating: mean),
@@ -230,5 +231,6 @@ public func layerNormBackward(
             }
         }
     }
+    guard let dWeight else { return }  // a frozen norm
     normWeightGradients(dy: dy, x: x, mean: mean, rstd: rstd, dWeight: dWeight, dBias: dBias, rows: rows, dim: dim)
 }

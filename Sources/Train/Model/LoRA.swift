@@ -111,8 +111,9 @@ public final class LoRAAdapters {
     private var scratchRows: Int
 
     /// Adapters for `model`'s layout on `config.targets`, A and B zero (see `initialize`), for passes of up to
-    /// `maxTokens` positions.
-    public init(model: TransformerModel, config: LoRAConfig) throws {
+    /// `maxTokens` positions. `valueHead` (default: whether the model has one) adds a full-rank value head, copied
+    /// from the model's when it has one, else zero: a value network over a base without a head.
+    public init(model: TransformerModel, config: LoRAConfig, valueHead withHead: Bool? = nil) throws {
         guard config.rank > 0 else { throw TrainError.shape("LoRA rank must be positive, not \(config.rank)") }
         guard config.alpha > 0, config.alpha.isFinite else {
             throw TrainError.shape("LoRA alpha must be positive, not \(config.alpha)")
@@ -152,7 +153,7 @@ public final class LoRAAdapters {
             actTotal += model.maxTokens * r
         }
         guard !list.isEmpty else { throw TrainError.shape("no layer of this model matches the LoRA targets") }
-        if model.layout.valueHead >= 0 {
+        if withHead ?? (model.layout.valueHead >= 0) {
             valueHead = total
             specs.append(
                 TensorSpec(
@@ -169,7 +170,7 @@ public final class LoRAAdapters {
         maxTokens = model.maxTokens
         parameters = FlatBuffer(count: total)
         gradients = FlatBuffer(count: total)
-        if let valueHead {
+        if let valueHead, model.layout.valueHead >= 0 {
             parameters.pointer.advanced(by: valueHead).update(
                 from: model.parameters.pointer + model.layout.valueHead, count: model.config.hiddenSize)
         }
@@ -229,7 +230,7 @@ public final class LoRAAdapters {
                 }
             }
         }
-        if let valueHead {
+        if let valueHead, model.layout.valueHead >= 0 {
             (w + model.layout.valueHead).update(from: p + valueHead, count: model.config.hiddenSize)
         }
         model.parameters.markChanged()

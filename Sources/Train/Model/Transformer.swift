@@ -15,7 +15,7 @@ public final class TransformerModel {
     /// All parameters.
     public let parameters: FlatBuffer
     /// All gradients (accumulated by every backward until `zeroGradients`).
-    public let gradients: FlatBuffer
+    public private(set) var gradients: FlatBuffer
     /// Most positions one batch may hold.
     public let maxTokens: Int
     /// Rows of logits the LM head materializes at once.
@@ -129,6 +129,13 @@ public final class TransformerModel {
         reserveLowScratch(rows: max(maxTokens, lowScratchRows))
         if logitCache != nil { lowLogits = .allocate(capacity: maxTokens * config.vocabSize) }
         lowVersion = .max
+    }
+
+    /// Frees the gradient buffer of a frozen base (LoRA: every gradient then goes to the adapters); a backward
+    /// needing a base gradient is refused from then on.
+    public func dropBaseGradients() {
+        trainsBase = false
+        gradients = FlatBuffer(count: 0)
     }
 
     /// Adds `adapters` (made for this model) to every linear layer they target; nil removes them.
@@ -353,7 +360,9 @@ public final class TransformerModel {
 
     private func backwardLogProbs(dLogProbs: [Float], dKL: [Float]?) throws {
         guard lastPass == .logProbs else { throw TrainError.state("backward(dLogProbs:) needs a preceding forward") }
-        guard gradients.count == layout.total else { throw TrainError.state("this model holds no gradients") }
+        guard gradients.count == layout.total || !trainsBase else {
+            throw TrainError.state("this model holds no gradients")
+        }
         guard dLogProbs.count == n else {
             throw TrainError.shape("dLogProbs has \(dLogProbs.count) values for \(n) positions")
         }
@@ -387,7 +396,9 @@ public final class TransformerModel {
 
     /// Value head output V(s_i) = h_i . w_v at every position (read from the final hidden state).
     public func forwardValues(_ batch: PackedBatch, values: inout [Float]) throws {
-        guard layout.valueHead >= 0 else { throw TrainError.state("model was built without a value head") }
+        guard layout.valueHead >= 0 || adapters?.valueHead != nil else {
+            throw TrainError.state("model was built without a value head")
+        }
         try prepare(batch)
         runBackbone()
         let a = acts.pointer, d = config.hiddenSize, w = valueHeadWeights.w
@@ -401,7 +412,9 @@ public final class TransformerModel {
     /// Backward of the last `forwardValues` from d(loss)/dV per position; accumulates into `gradients`.
     public func backwardValues(dValues: [Float]) throws {
         guard lastPass == .values else { throw TrainError.state("backwardValues needs a preceding forwardValues") }
-        guard gradients.count == layout.total else { throw TrainError.state("this model holds no gradients") }
+        guard gradients.count == layout.total || (!trainsBase && adapters?.valueHead != nil) else {
+            throw TrainError.state("this model holds no gradients")
+        }
         guard dValues.count == n else {
             throw TrainError.shape("dValues has \(dValues.count) values for \(n) positions")
         }
@@ -471,10 +484,10 @@ public final class TransformerModel {
         if config.family == .gpt2 {
             layerNormBackward(
                 dy: a + dy, x: a + x, weight: p + w, mean: a + mean, rstd: a + rstd, dx: a + dx,
-                dWeight: g + w, dBias: g + b, rows: n, dim: d)
+                dWeight: trainsBase ? g + w : nil, dBias: trainsBase ? g + b : nil, rows: n, dim: d)
         } else {
             rmsNormBackward(
-                dy: a + dy, x: a + x, weight: p + w, rstd: a + rstd, dx: a + dx, dWeight: g + w,
+                dy: a + dy, x: a + x, weight: p + w, rstd: a + rstd, dx: a + dx, dWeight: trainsBase ? g + w : nil,
                 rows: n, dim: d)
         }
     }
