@@ -408,6 +408,22 @@ public final class TrainJob {
             value: value == nil ? nil : lastCheckpoint.map { $0 + "/value" }, last: last, data: loader.report)
     }
 
+    /// The run's memory by kind, in bytes, as allocated (each shared parameter buffer counted once): weights,
+    /// LoRA adapters, gradients, optimizer state, activations (with logit caches and bf16 copies).
+    public var memoryEstimate: [(kind: String, bytes: Int)] {
+        let models = [policy, value, reference].compactMap { $0 }
+        var seen = Set<ObjectIdentifier>()
+        var weights = 0
+        for m in models where seen.insert(ObjectIdentifier(m.parameters)).inserted { weights += 4 * m.parameters.count }
+        let optimizers = [policyOptimizer, valueOptimizer].compactMap { $0 }
+        return [
+            ("weights", weights), ("adapters", models.reduce(0) { $0 + ($1.adapters?.bytes ?? 0) }),
+            ("gradients", models.reduce(0) { $0 + $1.bufferBytes.gradients }),
+            ("optimizer", optimizers.reduce(0) { $0 + 4 * ($1.m.count + $1.v.count) }),
+            ("activations", models.reduce(0) { $0 + $1.bufferBytes.activations }),
+        ]
+    }
+
     /// One optimizer update of what `m` trains: its LoRA adapters (the base stays frozen), or all of it.
     private static func update(_ m: TransformerModel, _ optimizer: AdamW, lr: Float) {
         if let a = m.adapters {

@@ -66,6 +66,13 @@ struct TrainCommand: ParsableCommand {
             "policy \(job.policy.parameters.count) parameters\(job.value != nil ? ", value network" : "")\(job.reference != nil ? ", reference model in memory" : "")\(c.exactKL ? " (exact KL)" : c.method == .oreo && c.oreo.alpha != 0 ? " (k3 KL from '\(c.referenceColumn)')" : ""); \(job.totalSteps) steps"
         )
         for n in job.notes { printError("note: \(n)") }
+        let estimate = job.memoryEstimate
+        let total = estimate.reduce(0) { $0 + $1.bytes }
+        printError(
+            "memory (estimated): "
+                + estimate.filter { $0.bytes > 0 }.map { "\($0.kind) \(megabytes($0.bytes))" }.joined(separator: ", ")
+                + "; total \(megabytes(total))")
+        var measured = false
         let progress = Progress("train", total: Double(job.totalSteps), unit: "steps", startingAt: Double(job.step))
         let summary: TrainSummary
         do {
@@ -76,6 +83,12 @@ struct TrainCommand: ParsableCommand {
                 if let k = m.kl { detail += String(format: " kl %.4f", k) }
                 detail += String(format: ", %.0f tok/s", m.tokensPerSecond)
                 progress.update(Double(p.step), detail: detail)
+                if !measured {
+                    measured = true
+                    progress.note(
+                        "memory (measured after the first step): resident \(megabytes(residentBytes().current)), peak \(megabytes(residentBytes().peak))"
+                    )
+                }
                 if let ck = p.checkpoint, p.step < p.totalSteps { progress.note("checkpoint \(ck)") }
             }
         } catch let e as NonFiniteLoss {
@@ -162,3 +175,21 @@ struct ScoreCommand: ParsableCommand {
 }
 
 extension Precision: ExpressibleByArgument {}
+
+/// Bytes as MB with one decimal below 10 GB, GB above.
+func megabytes(_ bytes: Int) -> String {
+    bytes >= 10_000_000_000
+        ? String(format: "%.1f GB", Double(bytes) / 1e9) : String(format: "%.0f MB", Double(bytes) / 1e6)
+}
+
+/// This process's resident set now and at its peak (VmRSS, VmHWM), in bytes (0 where /proc is not readable).
+func residentBytes() -> (current: Int, peak: Int) {
+    guard let s = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return (0, 0) }
+    func field(_ name: String) -> Int {
+        guard let line = s.split(separator: "\n").first(where: { $0.hasPrefix(name) }),
+            let kb = Int(line.split(whereSeparator: { $0 == " " || $0 == "\t" }).dropFirst().first ?? "")
+        else { return 0 }
+        return kb * 1024
+    }
+    return (field("VmRSS:"), field("VmHWM:"))
+}

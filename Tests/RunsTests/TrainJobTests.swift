@@ -219,6 +219,9 @@ import Runs
             // and so is the value network's backbone; frozen bases hold no gradient buffers
             #expect(whole.value!.parameters === whole.policy.parameters)
             #expect(whole.policy.gradients.count == 0 && whole.value!.gradients.count == 0)
+            // the memory report counts the one base once, and no gradients
+            let mem = Dictionary(uniqueKeysWithValues: whole.memoryEstimate.map { ($0.kind, $0.bytes) })
+            #expect(mem["weights"] == 4 * m.layout.total && mem["gradients"] == 0 && mem["adapters"]! > 0)
             let b = PackedBatch(sequences: [[1, 2, 3, 4, 5], [6, 7, 8]])
             var shared: [Float] = [], loaded: [Float] = []
             try whole.reference!.forward(b, logProbs: &shared)

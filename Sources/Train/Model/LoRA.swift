@@ -197,6 +197,9 @@ public final class LoRAAdapters {
     /// Sets all gradients to zero.
     public func zeroGradients() { gradients.zero() }
 
+    /// Bytes of the adapters' parameters, gradients and activations.
+    public var bytes: Int { 4 * (parameters.count + gradients.count + acts.count) }
+
     /// The parameter values of the tensor named `name` (a `layout` name).
     public func tensor(_ name: String) -> [Float]? {
         layout.first { $0.name == name }.map {

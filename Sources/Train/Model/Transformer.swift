@@ -131,6 +131,15 @@ public final class TransformerModel {
         lowVersion = .max
     }
 
+    /// Bytes this model holds beyond its parameters: gradients, and activations with every scratch (logit cache,
+    /// bf16 copies, adapters' buffers counted separately by `LoRAAdapters.bytes`).
+    public var bufferBytes: (gradients: Int, activations: Int) {
+        let low =
+            (lowWeights == nil ? 0 : layout.total) + lowScratchCount
+            + (lowLogits == nil ? 0 : maxTokens * config.vocabSize)
+        return (4 * gradients.count, 4 * (acts.count + (logitCache?.count ?? 0)) + 2 * low)
+    }
+
     /// Frees the gradient buffer of a frozen base (LoRA: every gradient then goes to the adapters); a backward
     /// needing a base gradient is refused from then on.
     public func dropBaseGradients() {
