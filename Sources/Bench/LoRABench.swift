@@ -123,14 +123,5 @@ private func runLoRAConfiguration(
     var walls: [Double] = []
     for _ in 0..<steps { walls.append(try seconds { try step() }) }
     let wall = walls.sorted()[walls.count / 2]
-    print("{\"wall\": \(wall), \"trained\": \(trained), \"peak_mb\": \(peakResidentMB())}")
-}
-
-/// Peak resident set size of this process in MB (VmHWM).
-func peakResidentMB() -> Double {
-    guard let s = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
-        let line = s.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
-        let kb = Double(line.split(whereSeparator: { $0 == " " || $0 == "\t" }).dropFirst().first ?? "")
-    else { return 0 }
-    return kb / 1024
+    print("{\"wall\": \(wall), \"trained\": \(trained), \"peak_mb\": \(Double(processMemory().peak) / 1_048_576)}")
 }

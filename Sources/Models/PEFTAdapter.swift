@@ -38,11 +38,6 @@ public enum PEFTAdapter {
         syncDirectory(of: directory)
     }
 
-    /// Whether `directory` holds a PEFT adapter (its config file).
-    public static func isAdapter(_ directory: String) -> Bool {
-        FileManager.default.fileExists(atPath: directory + "/adapter_config.json")
-    }
-
     /// Reads the adapter in `directory` for `model` (whose layout its tensors must fit), without attaching it.
     public static func load(directory: String, for model: TransformerModel) throws -> LoRAAdapters {
         let configPath = directory + "/adapter_config.json"

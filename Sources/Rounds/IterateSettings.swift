@@ -39,6 +39,8 @@ public struct IterateSettings: Sendable {
     public var training: TrainSettings
     /// The round's number format: the training setting `precision`, which sampling and scoring follow.
     public var precision: Precision { training.config.precision ?? .fp32 }
+    /// The stage-input entry for a non-default precision (none for fp32, so rounds from before bf16 still match).
+    var precisionInput: [(String, String)] { precision == .fp32 ? [] : [("precision", precision.rawValue)] }
     /// Delete what an earlier run of this round left in `output` first.
     public var overwrite = false
     /// Seconds training may take in this run (nil: no limit; `oreo iterate` sets none): a run the budget

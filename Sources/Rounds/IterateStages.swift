@@ -21,7 +21,7 @@ extension IterateRound {
                 ("prompts", InputFingerprint.file(s.prompts)), ("n", "\(s.samples)"), ("verifier", s.verifier),
                 ("temperature", "\(s.temperature)"), ("seed", "\(s.seed)"), ("max_new_tokens", "\(s.maxNewTokens)"),
                 ("chat_template", s.chatTemplate), ("stop", "\(s.stop)"),
-            ] + (s.precision == .fp32 ? [] : [("precision", s.precision.rawValue)]))
+            ] + s.precisionInput)
         if runner.finished("sample", inputs) != nil, fm.fileExists(atPath: samples) { return (samples, .done) }
         let start = try runner.begin("sample", inputs)
         if start == .fresh, fm.fileExists(atPath: samples) {
@@ -117,7 +117,7 @@ extension IterateRound {
         let inputs = InputFingerprint(
             [
                 ("data", try InputFingerprint.dataset(data)), ("model", modelIdentity), ("column", c.referenceColumn),
-            ] + (s.precision == .fp32 ? [] : [("precision", s.precision.rawValue)]))
+            ] + s.precisionInput)
         let done = "column '\(c.referenceColumn)'"
         if runner.finished("score", inputs) != nil,
             (try? Dataset(directory: data))?.manifest.tokenColumns.contains(c.referenceColumn) == true

@@ -126,11 +126,11 @@ public final class TrainJob {
         run runPath: String, resume: Bool = false, adapter: String? = nil, valueAdapter: String? = nil
     ) throws {
         var config = config
+        let modelConfig = try model.config()
         // Starting from adapters: their rank, alpha and targets are the run's unless given.
-        let family = try model.config().family
         for (dir, network) in [(adapter, \TrainConfig.lora), (valueAdapter, \TrainConfig.valueLora)] {
             guard let dir, (config[keyPath: network]?.rank ?? 0) == 0 else { continue }
-            let c = try PEFTAdapter.config(directory: dir, family: family)
+            let c = try PEFTAdapter.config(directory: dir, family: modelConfig.family)
             var l = LoRASettings()
             l.rank = c.rank
             l.alpha = c.alpha
@@ -142,7 +142,6 @@ public final class TrainJob {
         var notes: [String] = []
         let run = RunDirectory(path: runPath)
         let dataset = try Dataset(directory: data)
-        let modelConfig = try model.config()
         notes += try Compatibility.check(
             dataset: dataset, model: modelConfig, tokenizerDirectory: model.tokenizerDirectory)
         if let referenceSource, config.usesReferenceModel {

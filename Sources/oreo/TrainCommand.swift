@@ -85,8 +85,9 @@ struct TrainCommand: ParsableCommand {
                 progress.update(Double(p.step), detail: detail)
                 if !measured {
                     measured = true
+                    let mem = processMemory()
                     progress.note(
-                        "memory (measured after the first step): resident \(megabytes(residentBytes().current)), peak \(megabytes(residentBytes().peak))"
+                        "memory (measured after the first step): resident \(megabytes(mem.resident)), peak \(megabytes(mem.peak))"
                     )
                 }
                 if let ck = p.checkpoint, p.step < p.totalSteps { progress.note("checkpoint \(ck)") }
@@ -180,16 +181,4 @@ extension Precision: ExpressibleByArgument {}
 func megabytes(_ bytes: Int) -> String {
     bytes >= 10_000_000_000
         ? String(format: "%.1f GB", Double(bytes) / 1e9) : String(format: "%.0f MB", Double(bytes) / 1e6)
-}
-
-/// This process's resident set now and at its peak (VmRSS, VmHWM), in bytes (0 where /proc is not readable).
-func residentBytes() -> (current: Int, peak: Int) {
-    guard let s = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return (0, 0) }
-    func field(_ name: String) -> Int {
-        guard let line = s.split(separator: "\n").first(where: { $0.hasPrefix(name) }),
-            let kb = Int(line.split(whereSeparator: { $0 == " " || $0 == "\t" }).dropFirst().first ?? "")
-        else { return 0 }
-        return kb * 1024
-    }
-    return (field("VmRSS:"), field("VmHWM:"))
 }

@@ -201,16 +201,14 @@ public final class LoRAAdapters {
     public var bytes: Int { 4 * (parameters.count + gradients.count + acts.count) }
 
     /// The parameter values of the tensor named `name` (a `layout` name).
-    public func tensor(_ name: String) -> [Float]? {
-        layout.first { $0.name == name }.map {
-            Array(UnsafeBufferPointer(start: parameters.pointer + $0.offset, count: $0.count))
-        }
-    }
+    public func tensor(_ name: String) -> [Float]? { values(name, in: parameters) }
 
     /// The gradient of the tensor named `name`.
-    public func gradient(_ name: String) -> [Float]? {
+    public func gradient(_ name: String) -> [Float]? { values(name, in: gradients) }
+
+    private func values(_ name: String, in buffer: FlatBuffer) -> [Float]? {
         layout.first { $0.name == name }.map {
-            Array(UnsafeBufferPointer(start: gradients.pointer + $0.offset, count: $0.count))
+            Array(UnsafeBufferPointer(start: buffer.pointer + $0.offset, count: $0.count))
         }
     }
 
