@@ -76,7 +76,7 @@ private func runLoRAConfiguration(
     // carry its head (one copy of the weights, no base gradients).
     let value =
         lora
-        ? try TransformerModel(config: config, maxTokens: n, sharing: policy.parameters, gradients: false)
+        ? try TransformerModel(config: config, maxTokens: n, sharing: policy, gradients: false)
         : try TransformerModel(config: config, maxTokens: n, valueHead: true)
     if !lora { value.initializeRandomly(seed: 1) }
     var refLP: [Float] = []

@@ -10,10 +10,20 @@ extension GGUFFile {
     /// Builds a trainable model (llama, qwen2 or gpt2 architecture) from this file: weights dequantized to F32,
     /// llama.cpp's q/k row permutation undone where its converter applied it. Every tensor of the file must be
     /// used (a GPT-2 `output.weight` only as an exact copy of the tied embedding).
-    public func loadModel(maxTokens: Int, valueHead: Bool = false) throws -> TransformerModel {
-        let cfg = try modelConfig()
-        let model = try TransformerModel(config: cfg, maxTokens: maxTokens, valueHead: valueHead)
+    public func loadModel(maxTokens: Int, valueHead: Bool = false, recompute: Bool = false) throws -> TransformerModel {
+        let model = try TransformerModel(
+            config: try modelConfig(), maxTokens: maxTokens, valueHead: valueHead, recompute: recompute)
+        _ = try load(into: model, packing: .f32)
+        return model
+    }
+
+    /// Reads every tensor of `model` (built for this file's architecture) from this file: into its parameters,
+    /// or, for the blocks' matrices of a packed layout, as pieces of its packed base (`base`: the file's own
+    /// blocks, or the dequantized values rounded to bf16 / Q8_0), read when the pieces are packed.
+    func load(into model: TransformerModel, packing base: BaseWeights) throws -> [PackedWeights.Piece] {
+        let cfg = model.config
         var used: Set<String> = cfg.ropeScaling.isLlama3 ? ["rope_freqs.weight"] : []
+        var pieces: [PackedWeights.Piece] = []
         for s in model.layout.specs where s.offset != model.layout.valueHead {
             guard let g = Self.ggufName(s.name, family: cfg.family), let t = info(g) else {
                 throw GGUFError.tensor(
@@ -25,12 +35,27 @@ extension GGUFFile {
                     file: path, name: g, why: "shape \(Array(t.ne.reversed())), model expects \(s.shape)")
             }
             used.insert(g)
-            var v = try floats(g)
-            if cfg.family.ggufPermutesRotary, let heads = rotaryHeads(s.name, cfg) {
-                v = Self.unpermuteRotary(
-                    v, heads: heads, rowsPerHead: cfg.headDim, cols: s.shape.count == 2 ? s.shape[1] : 1)
+            if model.layout.isPacked(s.offset) {
+                if let format = base.format {
+                    pieces.append(
+                        PackedWeights.Piece(spec: s, format: format) { dst in
+                            let v = try self.modelFloats(g, s, cfg)
+                            try v.withUnsafeBufferPointer {
+                                try PackedWeights.pack($0, as: format, name: s.name, into: dst)
+                            }
+                        })
+                } else if let piece = ownBlocks(s, cfg) {
+                    pieces.append(piece)
+                } else {
+                    throw GGUFError.tensor(
+                        file: path, name: g,
+                        why:
+                            "is stored as \(GGMLType(rawValue: t.type).map { "\($0)" } ?? "type \(t.type)"), not in blocks a packed base reads; use --base-weights bf16 or q8_0"
+                    )
+                }
+                continue
             }
-            try model.parameters.copyIn(v, at: s.offset)
+            try model.parameters.copyIn(try modelFloats(g, s, cfg), at: s.offset)
         }
         if cfg.family == .gpt2, info("output.weight") != nil {
             guard try floats("output.weight") == floats("token_embd.weight") else {
@@ -43,7 +68,15 @@ extension GGUFFile {
             throw GGUFError.tensor(
                 file: path, name: extra.name, why: "unexpected tensor for a \(cfg.family.ggufArchitecture) model")
         }
-        return model
+        return pieces
+    }
+
+    /// Tensor `g` dequantized to f32 in the model's layout of `s` (llama.cpp's q/k row permutation undone).
+    private func modelFloats(_ g: String, _ s: TensorSpec, _ cfg: ModelConfig) throws -> [Float] {
+        let v = try floats(g)
+        guard cfg.family.ggufPermutesRotary, let heads = rotaryHeads(s.name, cfg) else { return v }
+        return Self.unpermuteRotary(
+            v, heads: heads, rowsPerHead: cfg.headDim, cols: s.shape.count == 2 ? s.shape[1] : 1)
     }
 }
 
@@ -59,36 +92,42 @@ extension GGUFFile {
         for (offset, outDim, inDim) in model.linearWeights() {
             for s in model.layout.specs
             where s.offset >= offset && s.offset < offset + outDim * inDim && s.shape.count == 2 {
-                guard seen.insert(s.offset).inserted, let g = Self.ggufName(s.name, family: cfg.family),
-                    let t = info(g),
-                    let type = GGMLType(rawValue: t.type), let format = PackedFormat(type),
-                    Array(t.ne.reversed()) == s.shape
-                else { continue }
-                let rows = s.shape[0], rowBytes = format.rowBytes(s.shape[1])
-                let heads = cfg.family.ggufPermutesRotary ? rotaryHeads(s.name, cfg) : nil
-                let hd = cfg.headDim
-                pieces.append(
-                    PackedWeights.Piece(spec: s, format: format) { dst in
-                        try self.withStoredBytes(of: g) { src in
-                            guard src.count == rows * rowBytes else {
-                                throw GGUFError.tensor(
-                                    file: self.path, name: g, why: "\(src.count) bytes, expected \(rows * rowBytes)")
-                            }
-                            for r in 0..<rows {
-                                // HF row h*hd + i*hd/2 + j is GGUF row h*hd + 2j + i (see unpermuteRotary)
-                                var from = r
-                                if heads != nil {
-                                    let h = r / hd, i = (r % hd) / (hd / 2), j = r % (hd / 2)
-                                    from = h * hd + 2 * j + i
-                                }
-                                (dst + r * rowBytes).copyMemory(
-                                    from: src.baseAddress! + from * rowBytes, byteCount: rowBytes)
-                            }
-                        }
-                    })
+                guard seen.insert(s.offset).inserted, let piece = ownBlocks(s, cfg) else { continue }
+                pieces.append(piece)
             }
         }
         return try PackedWeights(model: model, pieces: pieces)
+    }
+}
+
+extension GGUFFile {
+    /// A piece of packed weights holding tensor `s` as this file stores it (rows in the model's order), or nil
+    /// when the file has no such tensor in a packed format (F32, a different shape).
+    func ownBlocks(_ s: TensorSpec, _ cfg: ModelConfig) -> PackedWeights.Piece? {
+        guard let g = Self.ggufName(s.name, family: cfg.family), let t = info(g),
+            let type = GGMLType(rawValue: t.type), let format = PackedFormat(type),
+            Array(t.ne.reversed()) == s.shape
+        else { return nil }
+        let rows = s.shape[0], rowBytes = format.rowBytes(s.shape[1])
+        let heads = cfg.family.ggufPermutesRotary ? rotaryHeads(s.name, cfg) : nil
+        let hd = cfg.headDim
+        return PackedWeights.Piece(spec: s, format: format) { dst in
+            try self.withStoredBytes(of: g) { src in
+                guard src.count == rows * rowBytes else {
+                    throw GGUFError.tensor(
+                        file: self.path, name: g, why: "\(src.count) bytes, expected \(rows * rowBytes)")
+                }
+                for r in 0..<rows {
+                    // HF row h*hd + i*hd/2 + j is GGUF row h*hd + 2j + i (see unpermuteRotary)
+                    var from = r
+                    if heads != nil {
+                        let h = r / hd, i = (r % hd) / (hd / 2), j = r % (hd / 2)
+                        from = h * hd + 2 * j + i
+                    }
+                    (dst + r * rowBytes).copyMemory(from: src.baseAddress! + from * rowBytes, byteCount: rowBytes)
+                }
+            }
+        }
     }
 }
 

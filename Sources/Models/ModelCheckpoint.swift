@@ -76,22 +76,29 @@ public enum ModelCheckpoint {
     }
 
     /// Reads `directory/config.json` and the weights into a new model sized for `maxTokens`.
-    public static func load(directory: String, maxTokens: Int, valueHead: Bool = false) throws -> TransformerModel {
+    public static func load(directory: String, maxTokens: Int, valueHead: Bool = false, recompute: Bool = false)
+        throws -> TransformerModel
+    {
         let cfgPath = directory + "/config.json"
         let cfgData: Data
         do { cfgData = try readFile(cfgPath) } catch { throw SafeTensorsError.io(file: cfgPath, why: error.reason) }
         let config = try ModelConfig.parse(json: cfgData, source: cfgPath)
-        let model = try TransformerModel(config: config, maxTokens: maxTokens, valueHead: valueHead)
+        let model = try TransformerModel(
+            config: config, maxTokens: maxTokens, valueHead: valueHead, recompute: recompute)
         try loadWeights(into: model, from: SafeTensorsCollection(directory: directory), directory: directory)
         return model
     }
 
-    /// Copies every parameter of `model` from `tensors` (HF names; GPT-2 with or without `transformer.`).
-    public static func loadWeights(into model: TransformerModel, from tensors: SafeTensorsCollection, directory: String)
-        throws
-    {
+    /// Copies every parameter of `model` from `tensors` (HF names; GPT-2 with or without `transformer.`); the
+    /// blocks' matrices of a packed layout are returned as pieces of its packed base in `packing` instead, each
+    /// read (and rounded) when the pieces are packed.
+    @discardableResult
+    public static func loadWeights(
+        into model: TransformerModel, from tensors: SafeTensorsCollection, directory: String,
+        packing: PackedFormat? = nil
+    ) throws -> [PackedWeights.Piece] {
         var used = Set<String>()
-        let p = model.parameters.pointer
+        var pieces: [PackedWeights.Piece] = []
         defer { model.parameters.markChanged() }
         for s in model.layout.specs {
             var candidates = [s.name]
@@ -107,12 +114,20 @@ public enum ModelCheckpoint {
                 throw SafeTensorsError.tensor(
                     file: file.path, name: name, why: "shape \(info.shape), model expects \(Array(fileShape))")
             }
-            let v = try file.floats(name)
-            if s.transposedInFile {
-                let rows = s.shape[0], cols = s.shape[1]  // stored here [rows, cols]; file [cols, rows]
-                for r in 0..<rows { for c in 0..<cols { p[s.offset + r * cols + c] = v[c * rows + r] } }
+            if model.layout.isPacked(s.offset) {
+                guard let format = packing else {
+                    throw SafeTensorsError.tensor(
+                        file: file.path, name: name, why: "no packed format for the base given")
+                }
+                pieces.append(
+                    PackedWeights.Piece(spec: s, format: format) { dst in
+                        let v = try modelValues(file.floats(name), s)
+                        try v.withUnsafeBufferPointer {
+                            try PackedWeights.pack($0, as: format, name: s.name, into: dst)
+                        }
+                    })
             } else {
-                try model.parameters.copyIn(v, at: s.offset)
+                try model.parameters.copyIn(try modelValues(file.floats(name), s), at: s.offset)
             }
         }
         for name in tensors.location.keys where !used.contains(name) && !isIgnorable(name) {
@@ -121,10 +136,23 @@ public enum ModelCheckpoint {
                 file: tensors.location[name].map { directory + "/" + $0 } ?? directory, name: name,
                 why: "unexpected tensor for a \(model.config.family.rawValue) model")
         }
+        return pieces
+    }
+
+    /// A file's values of `s` in the model's layout (GPT-2's Conv1D weights, [in, out] in files, transposed).
+    private static func modelValues(_ v: [Float], _ s: TensorSpec) -> [Float] {
+        guard s.transposedInFile else { return v }
+        let rows = s.shape[0], cols = s.shape[1]  // stored here [rows, cols]; file [cols, rows]
+        var t = [Float](repeating: 0, count: v.count)
+        for r in 0..<rows { for c in 0..<cols { t[r * cols + c] = v[c * rows + r] } }
+        return t
     }
 
     /// The model's tensors under HF names and HF layouts (Conv1D weights transposed back).
-    public static func records(of model: TransformerModel) -> [SafeTensorsRecord] {
+    public static func records(of model: TransformerModel) throws -> [SafeTensorsRecord] {
+        guard !model.layout.packedBlockMatrices else {
+            throw ModelError("a model whose base is packed (\(model.baseWeights?.summary ?? "")) cannot be saved whole")
+        }
         let p = model.parameters.pointer
         return model.layout.specs.map { s in
             if s.transposedInFile {

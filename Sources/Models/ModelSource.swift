@@ -85,14 +85,16 @@ public enum ModelSource: Sendable, Equatable {
         }
     }
 
-    /// Builds the model for batches of `maxTokens` positions, with a zero-initialized value head when asked.
-    public func load(maxTokens: Int, valueHead: Bool = false) throws -> TransformerModel {
+    /// The f32 model for batches of `maxTokens` positions, with a zero-initialized value head when asked.
+    func loadF32(maxTokens: Int, valueHead: Bool, recompute: Bool) throws -> TransformerModel {
         switch self {
         case .directory(let p):
-            return try ModelCheckpoint.load(directory: p, maxTokens: maxTokens, valueHead: valueHead)
-        case .gguf(let p): return try GGUFFile(path: p).loadLlamaModel(maxTokens: maxTokens, valueHead: valueHead)
+            return try ModelCheckpoint.load(
+                directory: p, maxTokens: maxTokens, valueHead: valueHead, recompute: recompute)
+        case .gguf(let p):
+            return try GGUFFile(path: p).loadModel(maxTokens: maxTokens, valueHead: valueHead, recompute: recompute)
         case .random(let c, let seed):
-            let m = try TransformerModel(config: c, maxTokens: maxTokens, valueHead: valueHead)
+            let m = try TransformerModel(config: c, maxTokens: maxTokens, valueHead: valueHead, recompute: recompute)
             m.initializeRandomly(seed: seed)
             return m
         }

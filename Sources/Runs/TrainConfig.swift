@@ -81,6 +81,10 @@ public struct TrainConfig: Sendable, Equatable, Codable {
     public var lora: LoRASettings?
     /// LoRA on the value network's backbone (its head stays full-rank); nil: full fine-tuning.
     public var valueLora: LoRASettings?
+    /// How the frozen base under LoRA stores its blocks' matrices; nil is f32 (and what earlier runs stored).
+    public var baseWeights: BaseWeights?
+    /// Recompute each block's activations in the backward instead of keeping them (nil: keep them, as earlier runs).
+    public var recompute: Bool?
 
     /// The defaults.
     public init() {}
@@ -102,6 +106,8 @@ public struct TrainConfig: Sendable, Equatable, Codable {
     public mutating func normalize() {
         if lora?.rank == 0 { lora = nil }
         if valueLora?.rank == 0 { valueLora = nil }
+        if baseWeights == .f32 { baseWeights = nil }
+        if recompute == false { recompute = nil }
     }
 
     /// Checks ranges; the first problem is thrown with the setting's name.
@@ -112,6 +118,12 @@ public struct TrainConfig: Sendable, Equatable, Codable {
             if l.rank < 0 || l.alpha < 0 || !l.alpha.isFinite {
                 throw bad("\(prefix)_rank and \(prefix)_alpha must be >= 0")
             }
+            if !(0..<1).contains(l.dropout) { throw bad("\(prefix)_dropout must be in [0, 1)") }
+        }
+        if let b = baseWeights, b != .f32, lora == nil {
+            throw bad(
+                "base_weights \(b.rawValue): a packed base is frozen, so the policy must train LoRA adapters (set lora_rank)"
+            )
         }
         if valueLora.map({ $0.rank > 0 }) == true && !method.hasValue {
             throw bad("value_lora_rank: \(method.rawValue) trains no value network")
@@ -153,14 +165,27 @@ public struct LoRASettings: Sendable, Equatable, Codable {
     public var alpha = 0.0
     /// Adapted layers: comma-separated targets (q, k, v, o, gate, up, down; c_attn, c_proj, c_fc) or all.
     public var targets = "all"
+    /// Dropout probability on the adapters' input (0: none).
+    public var dropout = 0.0
 
     /// No adapters until a rank is set.
     public init() {}
 
+    private enum CodingKeys: String, CodingKey { case rank, alpha, targets, dropout }
+
+    /// Decodes settings; runs stored before dropout existed had none.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        rank = try c.decode(Int.self, forKey: .rank)
+        alpha = try c.decode(Double.self, forKey: .alpha)
+        targets = try c.decode(String.self, forKey: .targets)
+        dropout = try c.decodeIfPresent(Double.self, forKey: .dropout) ?? 0
+    }
+
     /// The adapters' configuration for a model of `family` (targets checked against it).
     public func config(family: ModelFamily) throws -> LoRAConfig {
         LoRAConfig(
-            rank: rank, alpha: alpha > 0 ? alpha : Double(rank),
+            rank: rank, alpha: alpha > 0 ? alpha : Double(rank), dropout: dropout,
             targets: try LoRATarget.parse(targets, family: family))
     }
 }

@@ -192,6 +192,9 @@ public final class TrainJob {
             notes.append("\(runPath) holds no run yet: starting a new one")
         }
         let maxTokens = config.loader.tokensPerMicroBatch
+        let recompute = config.recompute ?? false
+        // a LoRA policy's base is INIT, frozen (packed as base_weights says); a full one trains INIT in f32
+        let policyBase = config.lora == nil ? BaseWeights.f32 : config.baseWeights ?? .f32
         var state: RunState?
         let policy: TransformerModel
         var value: TransformerModel?
@@ -207,23 +210,25 @@ public final class TrainJob {
             // A LoRA network's checkpoint holds its adapter: the base is INIT again.
             policy =
                 config.lora == nil
-                ? try ModelCheckpoint.load(directory: checkpoint + "/policy", maxTokens: maxTokens)
-                : try model.load(maxTokens: maxTokens)
+                ? try ModelCheckpoint.load(
+                    directory: checkpoint + "/policy", maxTokens: maxTokens, recompute: recompute)
+                : try model.load(maxTokens: maxTokens, base: policyBase, recompute: recompute)
             value =
                 !config.method.hasValue
                 ? nil
                 : config.valueLora == nil
-                    ? try ModelCheckpoint.load(directory: checkpoint + "/value", maxTokens: maxTokens, valueHead: true)
+                    ? try ModelCheckpoint.load(
+                        directory: checkpoint + "/value", maxTokens: maxTokens, valueHead: true, recompute: recompute)
                     : nil
             guard policy.config == modelConfig else {
                 throw RunDirectoryError(
                     "\(checkpoint)/policy: architecture differs from the INIT model \(model.description)")
             }
         } else {
-            policy = try model.load(maxTokens: maxTokens)
+            policy = try model.load(maxTokens: maxTokens, base: policyBase, recompute: recompute)
             value =
                 config.method.hasValue && config.valueLora == nil
-                ? try model.load(maxTokens: maxTokens, valueHead: true) : nil
+                ? try model.load(maxTokens: maxTokens, valueHead: true, recompute: recompute) : nil
         }
         if let l = config.lora {
             try Self.attachAdapters(
@@ -235,8 +240,9 @@ public final class TrainJob {
             let base =
                 policy.adapters != nil
                 ? try TransformerModel(
-                    config: policy.config, maxTokens: maxTokens, sharing: policy.parameters, gradients: false)
-                : try model.load(maxTokens: maxTokens)
+                    config: policy.config, maxTokens: maxTokens, logitCacheBytes: 0, sharing: policy, gradients: false,
+                    recompute: recompute)
+                : try model.load(maxTokens: maxTokens, recompute: recompute)
             try Self.attachAdapters(
                 l, to: base, from: checkpoint.map { $0 + "/value" } ?? valueAdapter, seed: config.loader.seed &+ 1,
                 valueHead: true)
@@ -248,8 +254,9 @@ public final class TrainJob {
             ? nil
             : policy.adapters != nil && referenceSource == nil
                 ? try TransformerModel(
-                    config: policy.config, maxTokens: maxTokens, sharing: policy.parameters, gradients: false)
-                : try (referenceSource ?? model).load(maxTokens: maxTokens)
+                    config: policy.config, maxTokens: maxTokens, logitCacheBytes: 0, sharing: policy, gradients: false,
+                    recompute: recompute)
+                : try (referenceSource ?? model).load(maxTokens: maxTokens, recompute: recompute)
         for m in [policy, value, reference].compactMap({ $0 }) { try m.setPrecision(config.precision ?? .fp32) }
         let adam = AdamWConfig(
             beta1: Float(config.adamBeta1), beta2: Float(config.adamBeta2), eps: Float(config.adamEps),
@@ -413,7 +420,9 @@ public final class TrainJob {
         let models = [policy, value, reference].compactMap { $0 }
         var seen = Set<ObjectIdentifier>()
         var weights = 0
-        for m in models where seen.insert(ObjectIdentifier(m.parameters)).inserted { weights += 4 * m.parameters.count }
+        for m in models where seen.insert(ObjectIdentifier(m.parameters)).inserted {
+            weights += 4 * m.parameters.count + (m.baseWeights?.byteCount ?? 0)
+        }
         let optimizers = [policyOptimizer, valueOptimizer].compactMap { $0 }
         return [
             ("weights", weights), ("adapters", models.reduce(0) { $0 + ($1.adapters?.bytes ?? 0) }),

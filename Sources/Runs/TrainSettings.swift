@@ -209,6 +209,21 @@ public let trainSettings: [Setting] =
                 let p: Precision = try choice($1, "precision")
                 $0.config.precision = p == .fp32 ? nil : p
             }, isBool: false),
+        Setting(
+            key: "base_weights",
+            help:
+                "how the frozen base under LoRA holds its layers' matrices: f32, bf16, q8_0, or gguf (a GGUF INIT's own blocks); the base is read one tensor at a time (f32|bf16|q8_0|gguf)",
+            get: { tomlString(($0.config.baseWeights ?? .f32).rawValue) },
+            set: {
+                let b: BaseWeights = try choice($1, "base_weights")
+                $0.config.baseWeights = b == .f32 ? nil : b
+            }, isBool: false),
+        Setting(
+            key: "recompute",
+            help:
+                "activation checkpointing: keep only each layer's input and recompute its activations in the backward (about a third more compute, far less memory for long sequences)",
+            get: { "\($0.config.recompute ?? false)" },
+            set: { $0.config.recompute = try flag($1, "recompute") ? true : nil }, isBool: true),
         i("checkpoint_every", "checkpoint every N steps (0: only at the end)", \.config.checkpointEvery),
         i("keep_checkpoints", "checkpoints kept besides the newest", \.config.keepCheckpoints),
     ] + loraSettings
@@ -229,22 +244,30 @@ private func lora<T: LosslessStringConvertible & Sendable>(
 }
 
 /// LoRA settings of the policy (`lora_*`) and of the value network (`value_lora_*`).
-private let loraSettings: [Setting] = [
-    ("", \TrainConfig.lora, "the policy"), ("value_", \TrainConfig.valueLora, "the value network's backbone"),
-].flatMap { prefix, network, who in
-    [
+private let loraSettings: [Setting] =
+    loraSettings(prefix: "", network: \TrainConfig.lora, who: "the policy")
+    + loraSettings(prefix: "value_", network: \TrainConfig.valueLora, who: "the value network's backbone")
+
+/// The LoRA settings of one network.
+private func loraSettings(
+    prefix: String, network: WritableKeyPath<TrainConfig, LoRASettings?> & Sendable, who: String
+) -> [Setting] {
+    let head = prefix.isEmpty ? "" : ", the head trains in full"
+    return [
         lora(
             prefix + "lora_rank",
-            "LoRA rank of \(who) (default 0: full fine-tuning; with a rank the base stays frozen\(prefix.isEmpty ? "" : ", the head trains in full"))",
+            "LoRA rank of \(who) (default 0: full fine-tuning; with a rank the base stays frozen\(head))",
             network, \.rank, toml: { "\($0)" }),
         lora(
             prefix + "lora_alpha", "LoRA alpha of \(who): updates are scaled by alpha / rank (default 0: alpha = rank)",
             network, \.alpha, toml: tomlDouble),
         lora(
+            prefix + "lora_dropout", "dropout probability on the LoRA adapters' input of \(who) (default 0)", network,
+            \.dropout, toml: tomlDouble),
+        lora(
             prefix + "lora_targets",
             "layers the adapters of \(who) go on: q,k,v,o,gate,up,down (GPT-2: c_attn,c_proj,c_fc) or all (default all)",
-            network,
-            \.targets, toml: tomlString),
+            network, \.targets, toml: tomlString),
     ]
 }
 

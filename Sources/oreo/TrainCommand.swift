@@ -63,7 +63,7 @@ struct TrainCommand: ParsableCommand {
         let c = job.config
         printError("\(c.method.rawValue): \(model.description) -> \(out); \(job.loader.reportSummary)")
         printError(
-            "policy \(job.policy.parameters.count) parameters\(job.value != nil ? ", value network" : "")\(job.reference != nil ? ", reference model in memory" : "")\(c.exactKL ? " (exact KL)" : c.method == .oreo && c.oreo.alpha != 0 ? " (k3 KL from '\(c.referenceColumn)')" : ""); \(job.totalSteps) steps"
+            "policy \(job.policy.layout.total) parameters\(job.policy.baseWeights.map { " (base \($0.summary))" } ?? "")\(job.value != nil ? ", value network" : "")\(job.reference != nil ? ", reference model in memory" : "")\(c.exactKL ? " (exact KL)" : c.method == .oreo && c.oreo.alpha != 0 ? " (k3 KL from '\(c.referenceColumn)')" : ""); \(job.totalSteps) steps"
         )
         for n in job.notes { printError("note: \(n)") }
         let estimate = job.memoryEstimate

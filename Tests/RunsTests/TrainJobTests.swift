@@ -274,6 +274,54 @@ import Runs
         for name in ["policy.m", "policy.v", "value.m", "value.v"] { #expect(try oa.floats(name) == ob.floats(name)) }
     }
 
+    /// LoRA over a Q8_0 base with activation checkpointing: policy, value and reference share the one packed
+    /// base (no f32 copy of its matrices), the run trains, and an interrupted run resumes bitwise.
+    @Test func packedBaseRecomputeRunResumesExactly() throws {
+        let root = temporaryDirectory("packed-run")
+        let initDir = root + "/init"
+        let (m, _) = try initAndData(root, seed: 6, problems: 48, dataSeed: 4)
+        var c = tinyTrain(.oreo)
+        c.epochs = 2
+        c.checkpointEvery = 3
+        c.loader.tokensPerMicroBatch = 24
+        c.lora = LoRASettings()
+        c.lora!.rank = 4
+        c.valueLora = LoRASettings()
+        c.valueLora!.rank = 2
+        c.baseWeights = .q8_0
+        c.recompute = true
+        var full = c
+        full.lora = nil
+        #expect(throws: (any Error).self) { try full.validate() }
+        let whole = try TrainJob(config: c, model: .directory(initDir), data: root + "/data", run: root + "/a")
+        try whole.run()
+        let base = try #require(whole.policy.baseWeights)
+        #expect(base.summary == "q8_0 x \(7 * m.config.layers)")
+        #expect(whole.value!.baseWeights === base && whole.reference!.baseWeights === base)
+        #expect(whole.policy.parameters.count == whole.policy.layout.residentTotal)
+        let mem = Dictionary(uniqueKeysWithValues: whole.memoryEstimate.map { ($0.kind, $0.bytes) })
+        #expect(mem["weights"] == 4 * whole.policy.layout.residentTotal + base.byteCount)
+        #expect(whole.policy.adapters!.tensor("model.layers.0.self_attn.q_proj.lora_B.weight")!.contains { $0 != 0 })
+
+        let first = try TrainJob(config: c, model: .directory(initDir), data: root + "/data", run: root + "/b")
+        _ = try first.run(stopAfter: 5, checkpointAtStop: false)
+        var changed = c
+        changed.baseWeights = .bf16
+        #expect(throws: (any Error).self) {
+            try TrainJob(
+                config: changed, model: .directory(initDir), data: root + "/data", run: root + "/b", resume: true)
+        }
+        let resumed = try TrainJob(
+            config: c, model: .directory(initDir), data: root + "/data", run: root + "/b", resume: true)
+        try resumed.run()
+        for (x, y) in [(whole.policy, resumed.policy), (whole.value!, resumed.value!)] {
+            #expect(x.adapters?.parameters.toArray() == y.adapters?.parameters.toArray())
+        }
+        let a = try metricLines(root + "/a"), b = try metricLines(root + "/b")
+        #expect(a.count == b.count)
+        for (x, y) in zip(a, b) { #expect(x["loss"] as? Double == y["loss"] as? Double, "step \(x["step"]!)") }
+    }
+
     /// A NaN loss stops the run with its step number; the last checkpoint before it stays in place and loads.
     @Test func nonFiniteLossStopsAndKeepsTheLastCheckpoint() throws {
         let root = temporaryDirectory("nan")

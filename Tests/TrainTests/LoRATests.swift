@@ -151,7 +151,7 @@ import Train
     /// its norms left as they are, and a backward refused.
     @Test func aModelSharingParametersComputesTheSameAndRefusesBackward() throws {
         let m = try ModelGradientTests.model(.qwen2)
-        let view = try TransformerModel(config: m.config, maxTokens: 32, sharing: m.parameters, gradients: false)
+        let view = try TransformerModel(config: m.config, maxTokens: 32, sharing: m, gradients: false)
         #expect(view.parameters === m.parameters && view.gradients.count == 0)
         let b = ModelGradientTests.batch(seed: 14)
         var a: [Float] = [], c: [Float] = []
@@ -160,7 +160,7 @@ import Train
         #expect(a == c)
         #expect(throws: TrainError.self) { try view.backward(dLogProbs: c) }
         #expect(throws: TrainError.self) {
-            try TransformerModel(config: m.config, maxTokens: 8, valueHead: true, sharing: m.parameters)
+            try TransformerModel(config: m.config, maxTokens: 8, valueHead: true, sharing: m)
         }
     }
 }

@@ -35,7 +35,7 @@ import Train
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try ModelCheckpoint.save(m, directory: dir)
         try FileManager.default.removeItem(atPath: dir + "/model.safetensors")
-        let recs = ModelCheckpoint.records(of: m)
+        let recs = try ModelCheckpoint.records(of: m)
         let half = recs.count / 2
         try writeSafeTensors(Array(recs[..<half]), to: dir + "/model-00001-of-00002.safetensors")
         try writeSafeTensors(Array(recs[half...]), to: dir + "/model-00002-of-00002.safetensors")
@@ -67,7 +67,7 @@ import Train
         let dir = Self.tempDir("missing")
         defer { try? FileManager.default.removeItem(atPath: dir) }
         try ModelCheckpoint.save(m, directory: dir)
-        var recs = ModelCheckpoint.records(of: m)
+        var recs = try ModelCheckpoint.records(of: m)
         let victim = recs.remove(at: 3)
         try writeSafeTensors(recs, to: dir + "/model.safetensors")
         do {

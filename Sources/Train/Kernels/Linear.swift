@@ -20,17 +20,7 @@ public func linearForward(
     }
     var beta: Float = accumulate ? 1 : 0
     if let bias {
-        let args = BiasArgs(dy: bias, ldy: 0, out: y, ldo: ldy, dim: outDim, rows: 0, accumulate: accumulate)
-        ComputePool.shared.parallelFor(rows, minPerThread: 64, args) { raw, lo, hi in
-            let a = raw.load(as: BiasArgs.self)
-            for r in lo..<hi {
-                if a.accumulate {
-                    addInPlace(a.dy, a.out + r * a.ldo, a.dim)
-                } else {
-                    (a.out + r * a.ldo).update(from: a.dy, count: a.dim)
-                }
-            }
-        }
+        writeBiasRows(bias, y: y, ldy: ldy, rows: rows, outDim: outDim, accumulate: accumulate)
         beta = 1
     }
     if let bf16 {
@@ -40,6 +30,25 @@ public func linearForward(
         return
     }
     sgemm(false, true, rows, outDim, inDim, 1, x, ldx, weight, inDim, beta, y, ldy)
+}
+
+/// Writes (or, accumulating, adds) the bias into every row of y, so the product that follows accumulates.
+///
+/// Shapes: bias [outDim], y [rows, outDim] (stride ldy).
+func writeBiasRows(
+    _ bias: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>, ldy: Int, rows: Int, outDim: Int, accumulate: Bool
+) {
+    let args = BiasArgs(dy: bias, ldy: 0, out: y, ldo: ldy, dim: outDim, rows: 0, accumulate: accumulate)
+    ComputePool.shared.parallelFor(rows, minPerThread: 64, args) { raw, lo, hi in
+        let a = raw.load(as: BiasArgs.self)
+        for r in lo..<hi {
+            if a.accumulate {
+                addInPlace(a.dy, a.out + r * a.ldo, a.dim)
+            } else {
+                (a.out + r * a.ldo).update(from: a.dy, count: a.dim)
+            }
+        }
+    }
 }
 
 /// A linear layer's operands in bf16 (`Precision.bf16`).

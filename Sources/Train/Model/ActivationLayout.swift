@@ -28,8 +28,10 @@ struct ActivationLayout {
         var act = 0
     }
 
-    /// Per-block activations, one per layer.
+    /// Per-block activations, one per layer (under `recompute` all but `resIn` shared by every block).
     var blocks: [Block] = []
+    /// Whether blocks share their activations (recomputed in the backward), keeping only their inputs.
+    let recompute: Bool
     /// Residual stream after the last block [N, d].
     var resFinal = 0
     /// Final norm's output [N, d] (the hidden states heads read), its mean [N] and reciprocal std [N].
@@ -50,8 +52,10 @@ struct ActivationLayout {
     var total = 0
 
     /// The layout for `config` with `maxTokens` positions, sequences of up to `maxSeq`, attention scratch for
-    /// `threads` compute threads and an LM head working in chunks of `headChunkRows` rows.
-    init(config: ModelConfig, maxTokens: Int, maxSeq: Int, threads: Int, headChunkRows: Int) {
+    /// `threads` compute threads and an LM head working in chunks of `headChunkRows` rows; with `recompute`, one
+    /// block's activations serve every block.
+    init(config: ModelConfig, maxTokens: Int, maxSeq: Int, threads: Int, headChunkRows: Int, recompute: Bool) {
+        self.recompute = recompute
         let N = maxTokens, d = config.hiddenSize
         func take(_ count: Int) -> Int {
             defer { total += count }
@@ -61,7 +65,13 @@ struct ActivationLayout {
         let attW = config.heads * config.headDim
         let upW = config.family == .gpt2 ? config.intermediateSize : 2 * config.intermediateSize
         let ffn = config.intermediateSize
-        for _ in 0..<config.layers {
+        for l in 0..<config.layers {
+            if recompute, l > 0 {
+                var b = blocks[0]
+                b.resIn = take(N * d)
+                blocks.append(b)
+                continue
+            }
             var b = Block()
             b.resIn = take(N * d)
             b.mid = take(N * d)

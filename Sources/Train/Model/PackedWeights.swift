@@ -108,6 +108,9 @@ public final class PackedWeights: @unchecked Sendable {
         guard format == .bf16 || format == .f16 || format == .q8_0 else {
             throw TrainError.shape("quantizing to \(format.rawValue) is not supported (bf16, f16, q8_0)")
         }
+        guard !model.layout.packedBlockMatrices else {
+            throw TrainError.state("the model's base is packed already (\(model.baseWeights?.summary ?? "none"))")
+        }
         let p = model.parameters.pointer
         var pieces: [Piece] = []
         var names = Set<String>()
@@ -115,26 +118,11 @@ public final class PackedWeights: @unchecked Sendable {
             for s in model.layout.specs
             where s.offset >= offset && s.offset < offset + outDim * inDim && s.shape.count == 2 {
                 guard inDim % format.blockElements == 0, names.insert(s.name).inserted else { continue }
-                let src = UnsafePointer(p + s.offset), n = s.count
+                let src = UnsafePointer(p + s.offset)
                 pieces.append(
                     Piece(spec: s, format: format) { dst in
-                        switch format {
-                        case .q8_0:
-                            let q = quantizeQ8_0(UnsafeBufferPointer(start: src, count: n))
-                            q.withUnsafeBytes { dst.copyMemory(from: $0.baseAddress!, byteCount: q.count) }
-                        case .f16:
-                            let h = dst.bindMemory(to: UInt16.self, capacity: n)
-                            for i in 0..<n {
-                                let v = Float16(src[i])
-                                guard v.isFinite || !src[i].isFinite else {
-                                    throw TrainError.shape("\(s.name): value \(src[i]) overflows f16; use bf16")
-                                }
-                                h[i] = v.bitPattern
-                            }
-                        default:
-                            let h = dst.bindMemory(to: UInt16.self, capacity: n)
-                            for i in 0..<n { h[i] = bfloat16Bits(src[i]) }
-                        }
+                        try Self.pack(
+                            UnsafeBufferPointer(start: src, count: s.count), as: format, name: s.name, into: dst)
                     })
             }
         }
@@ -143,11 +131,59 @@ public final class PackedWeights: @unchecked Sendable {
 
     deinit { storage.deallocate() }
 
+    /// Writes f32 values in `format` (bf16, f16 or Q8_0; `format.rowBytes(count)` bytes) at `dst`; `name`
+    /// labels an f16 overflow.
+    public static func pack(
+        _ src: UnsafeBufferPointer<Float>, as format: PackedFormat, name: String, into dst: UnsafeMutableRawPointer
+    ) throws {
+        let n = src.count
+        switch format {
+        case .q8_0:
+            let q = quantizeQ8_0(src)
+            q.withUnsafeBytes { dst.copyMemory(from: $0.baseAddress!, byteCount: q.count) }
+        case .f16:
+            let h = dst.bindMemory(to: UInt16.self, capacity: n)
+            for i in 0..<n {
+                let v = Float16(src[i])
+                guard v.isFinite || !src[i].isFinite else {
+                    throw TrainError.shape("\(name): value \(src[i]) overflows f16; use bf16")
+                }
+                h[i] = v.bitPattern
+            }
+        case .bf16:
+            let h = dst.bindMemory(to: UInt16.self, capacity: n)
+            for i in 0..<n { h[i] = bfloat16Bits(src[i]) }
+        case .q4_0, .q4_1:
+            throw TrainError.shape("\(name): packing to \(format.rawValue) is not supported (bf16, f16, q8_0)")
+        }
+    }
+
     /// The packed matrix whose first weight is parameter `offset`, if that layer is packed.
     public func matrix(at offset: Int) -> PackedMatrix? { matrices[offset] }
 
     /// Linear layers read packed.
     public var matrixCount: Int { matrices.count }
+}
+
+/// How a frozen base's block matrices are stored while LoRA adapters train over it (`--base-weights`).
+public enum BaseWeights: String, Sendable, Codable, CaseIterable {
+    /// The model's f32 parameters (no packing).
+    case f32
+    /// Rounded to bfloat16 (2 bytes per weight).
+    case bf16
+    /// Q8_0 blocks (34 bytes per 32 weights).
+    case q8_0
+    /// A GGUF model's own blocks (Q8_0, Q4_0, Q4_1, F16), as stored.
+    case gguf
+
+    /// The packed format a matrix is rounded to (nil for f32 and gguf).
+    public var format: PackedFormat? {
+        switch self {
+        case .bf16: return .bf16
+        case .q8_0: return .q8_0
+        case .f32, .gguf: return nil
+        }
+    }
 }
 
 /// bfloat16 bits of `x`, rounded to nearest even (NaN stays NaN).

@@ -46,6 +46,12 @@ public final class TransformerModel {
     private var targetsP: UnsafeMutablePointer<Int32> { ints + 3 * maxTokens + 1 }
     private var rowIndexP: UnsafeMutablePointer<Int32> { ints + 4 * maxTokens + 1 }
 
+    /// The frozen base's block matrices kept packed (bf16, Q8_0, a GGUF's own blocks; `setBaseWeights`) when the
+    /// layout is `packedBlockMatrices`: the parameter buffer then holds only the other tensors, and the linear
+    /// layers dequantize a chunk of rows at a time into `packedScratch` for their products.
+    public private(set) var baseWeights: PackedWeights?
+    private var packedScratch: PackedGEMMScratch?
+
     /// LoRA adapters every linear layer's forward and backward adds (`attach`).
     public private(set) var adapters: LoRAAdapters?
     /// Whether the backward computes the linear layers' weight and bias gradients (false: a frozen base under
@@ -74,12 +80,15 @@ public final class TransformerModel {
     /// the whole [vocab, d] gradient once per chunk (measured: the dominant cost at 64 rows for GPT-2).
     /// When [maxTokens, vocab] floats fit in `logitCacheBytes`, the forward keeps the softmax for the backward,
     /// which then skips recomputing the logits (a third of the LM head's matmul work); 0 disables it.
-    /// With `sharing`, the model reads that buffer as its parameters (another model's, left as it is: a frozen
-    /// reference over a LoRA policy's base costs no weight memory); without `gradients` it holds no gradient
-    /// buffer and refuses a backward.
+    /// With `sharing`, the model reads that model's parameters (and packed base) as its own, left as they are: a
+    /// frozen reference over a LoRA policy's base costs no weight memory; without `gradients` it holds no gradient
+    /// buffer and refuses a backward. With `recompute`, only each block's input is kept from the forward and the
+    /// block's other activations are recomputed in the backward (one buffer serves every block). `packedBase` lays the blocks' matrices out for `setBaseWeights` (a frozen
+    /// base: no base gradients).
     public init(
         config: ModelConfig, maxTokens: Int, valueHead: Bool = false, headChunkRows: Int? = nil,
-        logitCacheBytes: Int = 1 << 30, sharing shared: FlatBuffer? = nil, gradients withGradients: Bool = true
+        logitCacheBytes: Int = 1 << 30, packedBase: Bool = false, sharing other: TransformerModel? = nil,
+        gradients withGradients: Bool = true, recompute: Bool = false
     ) throws {
         try config.validate()
         guard maxTokens > 0 else { throw TrainError.shape("maxTokens must be positive") }
@@ -87,17 +96,23 @@ public final class TransformerModel {
         self.maxTokens = maxTokens
         self.headChunkRows = max(
             1, headChunkRows ?? min(maxTokens, max(16, min(512, (1 << 24) / max(1, config.vocabSize)) / 16 * 16)))
-        layout = ParameterLayout(config: config, valueHead: valueHead)
-        if let shared, shared.count != layout.total {
-            throw TrainError.shape("shared parameters hold \(shared.count) floats, the model needs \(layout.total)")
+        let packed = packedBase || other?.layout.packedBlockMatrices == true
+        layout = ParameterLayout(config: config, valueHead: valueHead, packedBlockMatrices: packed)
+        if let other {
+            guard other.config == config, other.parameters.count == layout.residentTotal else {
+                throw TrainError.shape(
+                    "shared parameters hold \(other.parameters.count) floats of a \(other.config.family.rawValue) model, this model needs \(layout.residentTotal)"
+                )
+            }
         }
-        parameters = shared ?? FlatBuffer(count: layout.total)
-        gradients = FlatBuffer(count: withGradients ? layout.total : 0)
+        parameters = other?.parameters ?? FlatBuffer(count: layout.residentTotal)
+        gradients = FlatBuffer(count: withGradients && !packed ? layout.total : 0)
+        trainsBase = !packed
         maxSeq = min(maxTokens, config.maxPositions)
         let N = maxTokens, d = config.hiddenSize
         at = ActivationLayout(
             config: config, maxTokens: N, maxSeq: maxSeq, threads: ComputePool.shared.threads,
-            headChunkRows: self.headChunkRows)
+            headChunkRows: self.headChunkRows, recompute: recompute)
         acts = FlatBuffer(count: at.total)
         let cacheFloats = maxTokens * (config.vocabSize + 1 + d)
         logitCache = cacheFloats * 4 <= logitCacheBytes ? FlatBuffer(count: cacheFloats) : nil
@@ -109,7 +124,28 @@ public final class TransformerModel {
             : RoPETable(
                 headDim: config.headDim, maxPositions: config.maxPositions, theta: config.ropeTheta,
                 scaling: config.ropeScaling)
-        if shared == nil { initializeNorms() }
+        if other == nil { initializeNorms() }
+        if let base = other?.baseWeights { try setBaseWeights(base) }
+    }
+
+    /// Gives a `packedBase` model its blocks' matrices (every one must be packed; made by `PackedWeights` for this
+    /// layout); decoders read them too unless given other weights. Wide passes dequantize about `chunkFloats`
+    /// weights at a time.
+    public func setBaseWeights(_ weights: PackedWeights, chunkFloats: Int = PackedGEMMScratch.defaultChunkFloats)
+        throws
+    {
+        guard layout.packedBlockMatrices, weights.parameterCount == layout.total else {
+            throw TrainError.shape("packed base weights need a model built with packedBase and the same layout")
+        }
+        let matrices = linearWeights().filter { layout.isPacked($0.offset) }
+        if let missing = matrices.first(where: { weights.matrix(at: $0.offset) == nil }),
+            let name = layout.specs.first(where: { $0.offset == missing.offset })?.name
+        {
+            throw TrainError.shape("\(name) is not among the packed base weights (\(weights.summary))")
+        }
+        baseWeights = weights
+        packedScratch = PackedGEMMScratch(matrices: matrices.map { ($0.outDim, $0.inDim) }, chunkFloats: chunkFloats)
+        if decodingWeights == nil { decodingWeights = weights }
     }
 
     deinit {
@@ -125,7 +161,7 @@ public final class TransformerModel {
         try precision.checkSupported()
         self.precision = precision
         guard precision == .bf16, lowWeights == nil else { return }
-        lowWeights = .allocate(capacity: max(1, layout.total))
+        lowWeights = .allocate(capacity: max(1, parameters.count))
         reserveLowScratch(rows: max(maxTokens, lowScratchRows))
         if logitCache != nil { lowLogits = .allocate(capacity: maxTokens * config.vocabSize) }
         lowVersion = .max
@@ -135,9 +171,11 @@ public final class TransformerModel {
     /// bf16 copies, adapters' buffers counted separately by `LoRAAdapters.bytes`).
     public var bufferBytes: (gradients: Int, activations: Int) {
         let low =
-            (lowWeights == nil ? 0 : layout.total) + lowScratchCount
+            (lowWeights == nil ? 0 : parameters.count) + lowScratchCount
             + (lowLogits == nil ? 0 : maxTokens * config.vocabSize)
-        return (4 * gradients.count, 4 * (acts.count + (logitCache?.count ?? 0)) + 2 * low)
+        return (
+            4 * gradients.count, 4 * (acts.count + (logitCache?.count ?? 0)) + 2 * low + (packedScratch?.bytes ?? 0)
+        )
     }
 
     /// Frees the gradient buffer of a frozen base (LoRA: every gradient then goes to the adapters); a backward
@@ -198,11 +236,17 @@ public final class TransformerModel {
         return BF16Linear(weight: weights + w, scratch: scratch, secondOffset: rows * outDim)
     }
 
+    /// In bf16, room for `count` rounded activations (a packed base's x or dy); nil in fp32 or when too small.
+    private func bf16ActivationScratch(_ count: Int) -> UnsafeMutablePointer<BF16Bits>? {
+        guard precision == .bf16, let scratch = lowScratch, count <= lowScratchCount else { return nil }
+        return scratch
+    }
+
     /// In bf16, the parameters rounded, brought up to date first; nil in fp32.
     private func roundedWeights() -> UnsafeMutablePointer<BF16Bits>? {
         guard precision == .bf16, let weights = lowWeights else { return nil }
         if lowVersion != parameters.version {
-            roundToBF16(parameters.pointer, weights, layout.total)
+            roundToBF16(parameters.pointer, weights, parameters.count)
             lowVersion = parameters.version
         }
         return weights
@@ -224,7 +268,7 @@ public final class TransformerModel {
         let p = parameters.pointer
         parameters.zero()
         let residualScaled = Set(layout.blocks.flatMap { [$0.oW, $0.downW] })
-        for s in layout.specs where s.shape.count >= 2 && s.offset != layout.valueHead {
+        for s in layout.specs where s.shape.count >= 2 && s.offset != layout.valueHead && !layout.isPacked(s.offset) {
             let sd = residualScaled.contains(s.offset) ? std / (2 * Double(config.layers)).squareRoot() : std
             for i in 0..<s.count { p[s.offset + i] = Float(rng.nextGaussian() * sd) }
         }
@@ -539,6 +583,12 @@ public final class TransformerModel {
                 scratchSlots: packed.slots)
             return
         }
+        if let base = baseWeights, let m = base.matrix(at: w), let scratch = packedScratch {
+            packedLinearForward(
+                x: x, ldx: inDim, weights: base, matrix: m, bias: b >= 0 ? p + b : nil, y: y, ldy: outDim,
+                rows: rows, accumulate: accumulate, scratch: scratch, bf16: bf16ActivationScratch(rows * inDim))
+            return
+        }
         linearForward(
             x: x, ldx: inDim, weight: p + w, bias: b >= 0 ? p + b : nil, y: y, ldy: outDim,
             rows: rows, inDim: inDim, outDim: outDim, accumulate: accumulate,
@@ -548,11 +598,18 @@ public final class TransformerModel {
     /// The single entry point of every linear layer's backward (adapters hook in here).
     private func linearBack(_ dy: Int, _ x: Int, _ w: Int, _ b: Int, _ dx: Int, inDim: Int, outDim: Int) {
         let a = acts.pointer, p = parameters.pointer, g = gradients.pointer
-        linearBackward(
-            dy: a + dy, ldy: outDim, x: a + x, ldx: inDim, weight: p + w, dx: a + dx, lddx: inDim,
-            accumulateDX: false, dWeight: trainsBase ? g + w : nil, dBias: trainsBase && b >= 0 ? g + b : nil,
-            rows: n, inDim: inDim, outDim: outDim,
-            bf16: bf16Operands(w, rows: n, inDim: inDim, outDim: outDim, backward: true))
+        if let base = baseWeights, let m = base.matrix(at: w), let scratch = packedScratch {
+            // a packed base is frozen: only dx flows (and the adapters' gradients below)
+            packedLinearBackward(
+                dy: a + dy, ldy: outDim, weights: base, matrix: m, dx: a + dx, lddx: inDim, rows: n,
+                scratch: scratch, bf16: bf16ActivationScratch(n * outDim))
+        } else {
+            linearBackward(
+                dy: a + dy, ldy: outDim, x: a + x, ldx: inDim, weight: p + w, dx: a + dx, lddx: inDim,
+                accumulateDX: false, dWeight: trainsBase ? g + w : nil, dBias: trainsBase && b >= 0 ? g + b : nil,
+                rows: n, inDim: inDim, outDim: outDim,
+                bf16: bf16Operands(w, rows: n, inDim: inDim, outDim: outDim, backward: true))
+        }
         adapters?.backward(
             dy: a + dy, ldy: outDim, x: a + x, ldx: inDim, weight: w, dx: a + dx, lddx: inDim, rows: n)
     }
@@ -563,42 +620,55 @@ public final class TransformerModel {
         embeddingForward(
             tokens: tokensP, table: p + layout.embed, positions: c.family == .gpt2 ? positionsP : nil,
             posTable: c.family == .gpt2 ? p + layout.positions : nil, out: a + first, rows: n, dim: d)
-        for (l, o) in layout.blocks.enumerated() {
-            let b = at.blocks[l]
-            let next = l + 1 < at.blocks.count ? at.blocks[l + 1].resIn : at.resFinal
-            norm(b.resIn, o.norm1W, o.norm1B, b.n1, b.n1Mean, b.n1Rstd)
-            linear(b.n1, o.qkvW, o.qkvB, b.qkv, inDim: d, outDim: qkvWidth)
-            if let rope {
-                rope.cos.withUnsafeBufferPointer { cs in
-                    rope.sin.withUnsafeBufferPointer { sn in
-                        ropeApply(
-                            x: a + b.qkv, ld: qkvWidth, rows: n, heads: c.heads, headDim: c.headDim,
-                            positions: positionsP, cos: cs.baseAddress!, sin: sn.baseAddress!, inverse: false)
-                        ropeApply(
-                            x: a + b.qkv + attWidth, ld: qkvWidth, rows: n, heads: c.kvHeads, headDim: c.headDim,
-                            positions: positionsP, cos: cs.baseAddress!, sin: sn.baseAddress!, inverse: false)
-                    }
-                }
-            }
-            let kvOff = c.kvHeads * c.headDim
-            attentionForward(
-                q: a + b.qkv, ldq: qkvWidth, k: a + b.qkv + attWidth, ldk: qkvWidth,
-                v: a + b.qkv + attWidth + kvOff, ldv: qkvWidth, out: a + b.att, ldo: attWidth,
-                lse: a + b.lse, rows: n, seqStarts: seqStartsP, seqCount: seqCount, heads: c.heads,
-                kvHeads: c.kvHeads, headDim: c.headDim, scratch: a + at.attScratch, scratchCount: at.attSlotFloats)
-            (a + b.mid).update(from: a + b.resIn, count: n * d)
-            linear(b.att, o.oW, o.oB, b.mid, inDim: attWidth, outDim: d, accumulate: true)
-            norm(b.mid, o.norm2W, o.norm2B, b.n2, b.n2Mean, b.n2Rstd)
-            linear(b.n2, o.upW, o.upB, b.up, inDim: d, outDim: upWidth)
-            if c.family == .gpt2 {
-                geluForward(x: a + b.up, out: a + b.act, count: n * c.intermediateSize)
-            } else {
-                swiGLUForward(gateUp: a + b.up, out: a + b.act, rows: n, dim: c.intermediateSize)
-            }
-            (a + next).update(from: a + b.mid, count: n * d)
-            linear(b.act, o.downW, o.downB, next, inDim: c.intermediateSize, outDim: d, accumulate: true)
-        }
+        for l in layout.blocks.indices { blockForward(l, writeNext: true) }
         norm(at.resFinal, layout.finalNormW, layout.finalNormB, at.nf, at.nfMean, at.nfRstd)
+    }
+
+    /// Block `l`'s forward from its input `resIn`, keeping its activations; with `writeNext`, the next block's
+    /// input (or the final residual) too. A backward under `recompute` reruns it without `writeNext`: the
+    /// recomputed activations equal the forward's, and the residual after the block is not needed again.
+    private func blockForward(_ l: Int, writeNext: Bool) {
+        let a = acts.pointer, c = config, d = c.hiddenSize
+        let o = layout.blocks[l], b = at.blocks[l]
+        norm(b.resIn, o.norm1W, o.norm1B, b.n1, b.n1Mean, b.n1Rstd)
+        linear(b.n1, o.qkvW, o.qkvB, b.qkv, inDim: d, outDim: qkvWidth)
+        applyRoPE(b.qkv, inverse: false)
+        let kvOff = c.kvHeads * c.headDim
+        attentionForward(
+            q: a + b.qkv, ldq: qkvWidth, k: a + b.qkv + attWidth, ldk: qkvWidth,
+            v: a + b.qkv + attWidth + kvOff, ldv: qkvWidth, out: a + b.att, ldo: attWidth,
+            lse: a + b.lse, rows: n, seqStarts: seqStartsP, seqCount: seqCount, heads: c.heads,
+            kvHeads: c.kvHeads, headDim: c.headDim, scratch: a + at.attScratch, scratchCount: at.attSlotFloats)
+        (a + b.mid).update(from: a + b.resIn, count: n * d)
+        linear(b.att, o.oW, o.oB, b.mid, inDim: attWidth, outDim: d, accumulate: true)
+        norm(b.mid, o.norm2W, o.norm2B, b.n2, b.n2Mean, b.n2Rstd)
+        linear(b.n2, o.upW, o.upB, b.up, inDim: d, outDim: upWidth)
+        if c.family == .gpt2 {
+            geluForward(x: a + b.up, out: a + b.act, count: n * c.intermediateSize)
+        } else {
+            swiGLUForward(gateUp: a + b.up, out: a + b.act, rows: n, dim: c.intermediateSize)
+        }
+        guard writeNext else { return }
+        let next = l + 1 < at.blocks.count ? at.blocks[l + 1].resIn : at.resFinal
+        (a + next).update(from: a + b.mid, count: n * d)
+        linear(b.act, o.downW, o.downB, next, inDim: c.intermediateSize, outDim: d, accumulate: true)
+    }
+
+    /// Rotates the q and k columns of the fused [n, qkvWidth] activation at `offset` (the inverse rotation turns
+    /// their gradients back); nothing for GPT-2.
+    private func applyRoPE(_ offset: Int, inverse: Bool) {
+        guard let rope else { return }
+        let a = acts.pointer, c = config
+        rope.cos.withUnsafeBufferPointer { cs in
+            rope.sin.withUnsafeBufferPointer { sn in
+                ropeApply(
+                    x: a + offset, ld: qkvWidth, rows: n, heads: c.heads, headDim: c.headDim,
+                    positions: positionsP, cos: cs.baseAddress!, sin: sn.baseAddress!, inverse: inverse)
+                ropeApply(
+                    x: a + offset + attWidth, ld: qkvWidth, rows: n, heads: c.kvHeads, headDim: c.headDim,
+                    positions: positionsP, cos: cs.baseAddress!, sin: sn.baseAddress!, inverse: inverse)
+            }
+        }
     }
 
     /// Backpropagates d(final hidden) held in at.dNF through the blocks and embeddings.
@@ -608,6 +678,8 @@ public final class TransformerModel {
         normBackward(at.dNF, at.resFinal, layout.finalNormW, layout.finalNormB, at.nfMean, at.nfRstd, at.dRes)
         for l in stride(from: layout.blocks.count - 1, through: 0, by: -1) {
             let o = layout.blocks[l], b = at.blocks[l]
+            // the shared activations hold the last block's after a forward; earlier blocks are recomputed
+            if at.recompute && l + 1 < layout.blocks.count { blockForward(l, writeNext: false) }
             linearBack(at.dRes, b.act, o.downW, o.downB, at.dAct, inDim: c.intermediateSize, outDim: d)
             if c.family == .gpt2 {
                 geluBackward(x: a + b.up, dOut: a + at.dAct, dx: a + at.dUp, count: n * c.intermediateSize)
@@ -627,18 +699,7 @@ public final class TransformerModel {
                 seqCount: seqCount, heads: c.heads, kvHeads: c.kvHeads, headDim: c.headDim,
                 scratch: a + at.attScratch, scratch2: a + at.attScratch + at.attSlotFloats,
                 scratchCount: at.attSlotFloats)
-            if let rope {
-                rope.cos.withUnsafeBufferPointer { cs in
-                    rope.sin.withUnsafeBufferPointer { sn in
-                        ropeApply(
-                            x: a + at.dQKV, ld: qkvWidth, rows: n, heads: c.heads, headDim: c.headDim,
-                            positions: positionsP, cos: cs.baseAddress!, sin: sn.baseAddress!, inverse: true)
-                        ropeApply(
-                            x: a + at.dQKV + attWidth, ld: qkvWidth, rows: n, heads: c.kvHeads, headDim: c.headDim,
-                            positions: positionsP, cos: cs.baseAddress!, sin: sn.baseAddress!, inverse: true)
-                    }
-                }
-            }
+            applyRoPE(at.dQKV, inverse: true)
             linearBack(at.dQKV, b.n1, o.qkvW, o.qkvB, at.dNorm, inDim: d, outDim: qkvWidth)
             normBackward(at.dNorm, b.resIn, o.norm1W, o.norm1B, b.n1Mean, b.n1Rstd, at.dRes)
         }
