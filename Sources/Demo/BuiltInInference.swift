@@ -68,8 +68,23 @@ public struct InProcessInference: DemoSampler, DemoEvaluator {
         ]
     }
 
+    /// A trained network for scoring: the checkpoint itself, or `base` with the checkpoint as its LoRA adapter
+    /// (a value adapter carries the head).
+    static func network(_ dir: String, base: String?, maxTokens: Int, valueHead: Bool) throws -> TransformerModel {
+        guard let base else {
+            return try ModelCheckpoint.load(directory: dir, maxTokens: maxTokens, valueHead: valueHead)
+        }
+        let m = try ModelSource(path: base).load(maxTokens: maxTokens)
+        try m.attach(try PEFTAdapter.load(directory: dir, for: m))
+        return m
+    }
+
     func load(_ model: TrainedModel) throws -> InferenceModel {
-        do { return try InferenceModel.load(path: model.checkpoint, tokenizer: tokenizer) } catch {
+        do {
+            return try InferenceModel.load(
+                path: model.base ?? model.checkpoint, tokenizer: tokenizer,
+                adapter: model.base == nil ? nil : model.checkpoint)
+        } catch {
             throw DemoError("\(model.checkpoint): cannot load the \(model.method.rawValue) policy: \(error)")
         }
     }
@@ -177,7 +192,7 @@ public struct InProcessInference: DemoSampler, DemoEvaluator {
             guard let dir = model.valueCheckpoint else {
                 throw DemoError("\(model.method.rawValue) has no value network to search with")
             }
-            do { valueModel = try ModelCheckpoint.load(directory: dir, maxTokens: 1, valueHead: true) } catch {
+            do { valueModel = try Self.network(dir, base: model.valueBase, maxTokens: 1, valueHead: true) } catch {
                 throw DemoError("\(dir): cannot load the value network: \(error)")
             }
         } else if scorerName != "logprob" {
@@ -235,9 +250,9 @@ public struct InProcessInference: DemoSampler, DemoEvaluator {
                 guard let dir = model.valueCheckpoint else {
                     throw DemoError("\(model.method.rawValue) has no value network")
                 }
-                net = try ModelCheckpoint.load(directory: dir, maxTokens: capacity, valueHead: true)
+                net = try Self.network(dir, base: model.valueBase, maxTokens: capacity, valueHead: true)
             case "logprob":
-                net = try ModelCheckpoint.load(directory: model.checkpoint, maxTokens: capacity)
+                net = try Self.network(model.checkpoint, base: model.base, maxTokens: capacity, valueHead: false)
             default:
                 throw DemoError("unknown scorer \(scorer) (value or logprob)")
             }

@@ -50,6 +50,11 @@ public struct DemoTrainingSettings: Sendable, Equatable, Codable {
     public var ktoBeta = 0.1
     /// Number format of every training run's matrix products (nil: fp32, and absent from earlier records).
     public var precision: Precision?
+    /// LoRA on the offline methods' policies (nil: full fine-tuning). SFT stays full: the adapters sit on the SFT
+    /// model, which is the reference too.
+    public var lora: LoRASettings?
+    /// LoRA on OREO's and DQO's value networks (nil: full).
+    public var valueLora: LoRASettings?
 
     /// The defaults.
     public init() {}
@@ -127,6 +132,10 @@ public struct DemoTrainingSettings: Sendable, Equatable, Codable {
         c.kto.beta = ktoBeta
         c.keepCheckpoints = 0  // only the newest: a stopped run resumes from it
         c.precision = precision
+        if method != .sft {
+            c.lora = lora
+            if c.method.hasValue { c.valueLora = valueLora }
+        }
         return c
     }
 
@@ -158,6 +167,17 @@ public struct DemoTrainingSettings: Sendable, Equatable, Codable {
                 "OREO / DQO",
                 "beta \(n(beta)), alpha \(n(alpha)), \(level.rawValue) level, value lr \(n(valueLearningRate)); DPO beta \(n(preferenceBeta)), KTO beta \(n(ktoBeta))"
             ))
+        func describe(_ l: LoRASettings?) -> String {
+            l.map { "LoRA r \($0.rank), alpha \(n($0.alpha > 0 ? $0.alpha : Double($0.rank))), every linear layer" }
+                ?? "full"
+        }
+        if lora != nil || valueLora != nil {
+            out.append(
+                (
+                    "LoRA",
+                    "offline policies: \(describe(lora)); value networks: \(describe(valueLora)) (head full); SFT full, the adapters' base and the reference"
+                ))
+        }
         return out
     }
 }
@@ -206,7 +226,7 @@ public struct InProcessTrainer: DemoTrainer {
         let stage = "stage", runPath = r.output + "/run"
         let runner = StageRunner(directory: r.output)
         if let record = runner.finished(stage, inputs), var m = record.decode(TrainedModel.self),
-            fm.fileExists(atPath: m.checkpoint + "/config.json")
+            fm.fileExists(atPath: m.checkpoint + (m.base == nil ? "/config.json" : "/adapter_config.json"))
         {
             m.reused = true
             m.continuedFrom = nil
@@ -262,6 +282,9 @@ public struct InProcessTrainer: DemoTrainer {
             seconds: Date().timeIntervalSince(start), updates: s.steps, valueCheckpoint: finalValue,
             identity: inputs.digest + "@\(s.steps)", plannedUpdates: total, notes: notes)
         model.continuedFrom = outcome.status.continuedFrom
+        // a LoRA run's checkpoints are adapters of its INIT
+        if config.lora != nil { model.base = r.initialization ?? training.initModel }
+        if config.valueLora != nil { model.valueBase = r.initialization ?? training.initModel }
         let result = Array(try encoder.encode(model))
         if s.finished {
             try runner.finish(stage, inputs, result: result)

@@ -64,6 +64,10 @@ public struct TrainedModel: Sendable, Equatable, Codable {
     public var reused = false
     /// The step an interrupted run was continued from in this run (nil: trained from its start, or reused).
     public var continuedFrom: Int?
+    /// The model `checkpoint` is a PEFT LoRA adapter of (nil: a whole model).
+    public var base: String?
+    /// The model `valueCheckpoint` is an adapter of (nil: a whole model).
+    public var valueBase: String?
 
     /// A trained model.
     public init(

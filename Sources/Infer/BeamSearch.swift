@@ -36,7 +36,7 @@ public final class ValueScorer: CandidateScorer {
 
     /// A scorer reading `model`'s value head.
     public init(model: TransformerModel) throws {
-        guard model.layout.valueHead >= 0 else { throw InferError.invalid("the value model has no value head") }
+        guard model.hasValueHead else { throw InferError.invalid("the value model has no value head") }
         self.model = model
     }
 

@@ -10,7 +10,7 @@ public final class ValueReader {
 
     /// A reader for `model` (which must have a value head).
     public init(model: TransformerModel) throws {
-        guard model.layout.valueHead >= 0 else { throw InferError.invalid("the model has no value head") }
+        guard model.hasValueHead else { throw InferError.invalid("the model has no value head") }
         self.model = model
     }
 

@@ -10,9 +10,11 @@ extension GGUFFile {
     /// Builds a trainable model (llama, qwen2 or gpt2 architecture) from this file: weights dequantized to F32,
     /// llama.cpp's q/k row permutation undone where its converter applied it. Every tensor of the file must be
     /// used (a GPT-2 `output.weight` only as an exact copy of the tied embedding).
-    public func loadModel(maxTokens: Int, valueHead: Bool = false, recompute: Bool = false) throws -> TransformerModel {
+    public func loadModel(maxTokens: Int, valueHead: Bool = false, activations: ActivationMode = .kept) throws
+        -> TransformerModel
+    {
         let model = try TransformerModel(
-            config: try modelConfig(), maxTokens: maxTokens, valueHead: valueHead, recompute: recompute)
+            config: try modelConfig(), maxTokens: maxTokens, valueHead: valueHead, activations: activations)
         _ = try load(into: model, packing: .f32)
         return model
     }

@@ -76,15 +76,15 @@ public enum ModelCheckpoint {
     }
 
     /// Reads `directory/config.json` and the weights into a new model sized for `maxTokens`.
-    public static func load(directory: String, maxTokens: Int, valueHead: Bool = false, recompute: Bool = false)
-        throws -> TransformerModel
-    {
+    public static func load(
+        directory: String, maxTokens: Int, valueHead: Bool = false, activations: ActivationMode = .kept
+    ) throws -> TransformerModel {
         let cfgPath = directory + "/config.json"
         let cfgData: Data
         do { cfgData = try readFile(cfgPath) } catch { throw SafeTensorsError.io(file: cfgPath, why: error.reason) }
         let config = try ModelConfig.parse(json: cfgData, source: cfgPath)
         let model = try TransformerModel(
-            config: config, maxTokens: maxTokens, valueHead: valueHead, recompute: recompute)
+            config: config, maxTokens: maxTokens, valueHead: valueHead, activations: activations)
         try loadWeights(into: model, from: SafeTensorsCollection(directory: directory), directory: directory)
         return model
     }

@@ -86,15 +86,16 @@ public enum ModelSource: Sendable, Equatable {
     }
 
     /// The f32 model for batches of `maxTokens` positions, with a zero-initialized value head when asked.
-    func loadF32(maxTokens: Int, valueHead: Bool, recompute: Bool) throws -> TransformerModel {
+    func loadF32(maxTokens: Int, valueHead: Bool, activations: ActivationMode) throws -> TransformerModel {
         switch self {
         case .directory(let p):
             return try ModelCheckpoint.load(
-                directory: p, maxTokens: maxTokens, valueHead: valueHead, recompute: recompute)
+                directory: p, maxTokens: maxTokens, valueHead: valueHead, activations: activations)
         case .gguf(let p):
-            return try GGUFFile(path: p).loadModel(maxTokens: maxTokens, valueHead: valueHead, recompute: recompute)
+            return try GGUFFile(path: p).loadModel(maxTokens: maxTokens, valueHead: valueHead, activations: activations)
         case .random(let c, let seed):
-            let m = try TransformerModel(config: c, maxTokens: maxTokens, valueHead: valueHead, recompute: recompute)
+            let m = try TransformerModel(
+                config: c, maxTokens: maxTokens, valueHead: valueHead, activations: activations)
             m.initializeRandomly(seed: seed)
             return m
         }

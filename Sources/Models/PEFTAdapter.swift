@@ -38,10 +38,14 @@ public enum PEFTAdapter {
         syncDirectory(of: directory)
     }
 
-    /// Reads the adapter in `directory` for `model` (whose layout its tensors must fit), without attaching it.
-    public static func load(directory: String, for model: TransformerModel) throws -> LoRAAdapters {
+    /// Reads the adapter in `directory` for `model` (whose layout its tensors must fit), without attaching it;
+    /// `dropout` (a training run's) replaces the file's `lora_dropout`.
+    public static func load(directory: String, for model: TransformerModel, dropout: Double? = nil) throws
+        -> LoRAAdapters
+    {
         let configPath = directory + "/adapter_config.json"
-        let config = try self.config(directory: directory, family: model.config.family)
+        var config = try self.config(directory: directory, family: model.config.family)
+        if let dropout { config.dropout = dropout }
         let path = directory + "/adapter_model.safetensors"
         let file = try SafeTensorsFile(path: path)
         // a value network's adapter carries its head (PEFT's modules_to_save)
@@ -108,7 +112,11 @@ public enum PEFTAdapter {
         do { targets = try LoRATarget.parse(modules.joined(separator: ","), family: family) } catch {
             throw ModelError("\(configPath): target_modules \(modules): \(error)")
         }
-        // lora_dropout only acts in training, and training here runs with 0 (the only value so far).
-        return LoRAConfig(rank: rank, alpha: alpha, dropout: 0, targets: targets)
+        // lora_dropout only acts in training (absent or null in some files: none)
+        let dropout = json["lora_dropout"] as? Double ?? 0
+        guard dropout >= 0, dropout < 1 else {
+            throw ModelError("\(configPath): lora_dropout \(dropout) is not in [0, 1)")
+        }
+        return LoRAConfig(rank: rank, alpha: alpha, dropout: dropout, targets: targets)
     }
 }

@@ -7,13 +7,16 @@ extension ModelSource {
     /// Builds the model for batches of `maxTokens` positions, with a zero-initialized value head when asked.
     /// Its blocks' weight matrices are f32 (trainable), or stored as `base` (bf16, Q8_0, or a GGUF's own blocks)
     /// and frozen, for LoRA over a base that would not fit in f32: tensors are then read one at a time, so the
-    /// f32 base is never whole in memory. `recompute`: see `TransformerModel.init`.
-    public func load(maxTokens: Int, valueHead: Bool = false, base: BaseWeights = .f32, recompute: Bool = false)
-        throws -> TransformerModel
-    {
-        guard base != .f32 else { return try loadF32(maxTokens: maxTokens, valueHead: valueHead, recompute: recompute) }
+    /// f32 base is never whole in memory. `activations`: see `TransformerModel.init`.
+    public func load(
+        maxTokens: Int, valueHead: Bool = false, base: BaseWeights = .f32, activations: ActivationMode = .kept
+    ) throws -> TransformerModel {
+        guard base != .f32 else {
+            return try loadF32(maxTokens: maxTokens, valueHead: valueHead, activations: activations)
+        }
         let model = try TransformerModel(
-            config: try config(), maxTokens: maxTokens, valueHead: valueHead, packedBase: true, recompute: recompute)
+            config: try config(), maxTokens: maxTokens, valueHead: valueHead, packedBase: true, activations: activations
+        )
         let pieces: [PackedWeights.Piece]
         switch self {
         case .directory(let p):

@@ -48,8 +48,19 @@ public enum ReferenceScorer {
         // reused only when all are the same.
         let weights = Checksum.xxh3(
             UnsafeRawBufferPointer(start: model.parameters.pointer, count: model.parameters.count * 4))
+        // a packed base's matrices and LoRA adapters are part of the weights (named only when present, so a
+        // plain model's sidecars made before they existed are still recognised)
+        var parts = "weights xxh3 \(Checksum.hex(weights))"
+        if let base = model.baseWeights {
+            parts +=
+                ", packed base xxh3 \(Checksum.hex(Checksum.xxh3(UnsafeRawBufferPointer(start: base.storage, count: base.byteCount))))"
+        }
+        if let a = model.adapters {
+            let bytes = UnsafeRawBufferPointer(start: a.parameters.pointer, count: a.parameters.count * 4)
+            parts += ", LoRA adapters xxh3 \(Checksum.hex(Checksum.xxh3(bytes)))"
+        }
         let producer =
-            "reference log-probs, weights xxh3 \(Checksum.hex(weights)), \(limit) positions"
+            "reference log-probs, \(parts), \(limit) positions"
             + (model.precision == .fp32 ? "" : ", \(model.precision.rawValue)")
         let result = try dataset.addTokenColumn(column, producer: producer, maxTrajectories: maxTrajectories) {
             si, cursor, i in

@@ -2,6 +2,7 @@ import Checkpoint
 import Format
 import Foundation
 import Models
+import Support
 import Train
 
 /// One optimizer step's measurements (one line of metrics.jsonl). Means are over the step's sequences
@@ -134,6 +135,7 @@ public final class TrainJob {
             var l = LoRASettings()
             l.rank = c.rank
             l.alpha = c.alpha
+            l.dropout = c.dropout
             l.targets = c.targets.map(\.rawValue).joined(separator: ",")
             config[keyPath: network] = l
         }
@@ -192,7 +194,7 @@ public final class TrainJob {
             notes.append("\(runPath) holds no run yet: starting a new one")
         }
         let maxTokens = config.loader.tokensPerMicroBatch
-        let recompute = config.recompute ?? false
+        let activations: ActivationMode = config.recompute == true ? .recomputed : .kept
         // a LoRA policy's base is INIT, frozen (packed as base_weights says); a full one trains INIT in f32
         let policyBase = config.lora == nil ? BaseWeights.f32 : config.baseWeights ?? .f32
         var state: RunState?
@@ -211,24 +213,25 @@ public final class TrainJob {
             policy =
                 config.lora == nil
                 ? try ModelCheckpoint.load(
-                    directory: checkpoint + "/policy", maxTokens: maxTokens, recompute: recompute)
-                : try model.load(maxTokens: maxTokens, base: policyBase, recompute: recompute)
+                    directory: checkpoint + "/policy", maxTokens: maxTokens, activations: activations)
+                : try model.load(maxTokens: maxTokens, base: policyBase, activations: activations)
             value =
                 !config.method.hasValue
                 ? nil
                 : config.valueLora == nil
                     ? try ModelCheckpoint.load(
-                        directory: checkpoint + "/value", maxTokens: maxTokens, valueHead: true, recompute: recompute)
+                        directory: checkpoint + "/value", maxTokens: maxTokens, valueHead: true,
+                        activations: activations)
                     : nil
             guard policy.config == modelConfig else {
                 throw RunDirectoryError(
                     "\(checkpoint)/policy: architecture differs from the INIT model \(model.description)")
             }
         } else {
-            policy = try model.load(maxTokens: maxTokens, base: policyBase, recompute: recompute)
+            policy = try model.load(maxTokens: maxTokens, base: policyBase, activations: activations)
             value =
                 config.method.hasValue && config.valueLora == nil
-                ? try model.load(maxTokens: maxTokens, valueHead: true, recompute: recompute) : nil
+                ? try model.load(maxTokens: maxTokens, valueHead: true, activations: activations) : nil
         }
         if let l = config.lora {
             try Self.attachAdapters(
@@ -241,8 +244,8 @@ public final class TrainJob {
                 policy.adapters != nil
                 ? try TransformerModel(
                     config: policy.config, maxTokens: maxTokens, logitCacheBytes: 0, sharing: policy, gradients: false,
-                    recompute: recompute)
-                : try model.load(maxTokens: maxTokens, recompute: recompute)
+                    activations: activations, workspace: policy)
+                : try model.load(maxTokens: maxTokens, activations: activations)
             try Self.attachAdapters(
                 l, to: base, from: checkpoint.map { $0 + "/value" } ?? valueAdapter, seed: config.loader.seed &+ 1,
                 valueHead: true)
@@ -255,8 +258,8 @@ public final class TrainJob {
             : policy.adapters != nil && referenceSource == nil
                 ? try TransformerModel(
                     config: policy.config, maxTokens: maxTokens, logitCacheBytes: 0, sharing: policy, gradients: false,
-                    recompute: recompute)
-                : try (referenceSource ?? model).load(maxTokens: maxTokens, recompute: recompute)
+                    activations: .forwardOnly, workspace: policy)
+                : try (referenceSource ?? model).load(maxTokens: maxTokens, activations: .forwardOnly)
         for m in [policy, value, reference].compactMap({ $0 }) { try m.setPrecision(config.precision ?? .fp32) }
         let adam = AdamWConfig(
             beta1: Float(config.adamBeta1), beta2: Float(config.adamBeta2), eps: Float(config.adamEps),
@@ -353,6 +356,7 @@ public final class TrainJob {
             var stats = ObjectiveStats()
             var tokens = 0
             for k in 0..<m {
+                setDropoutKeys(step: step, microBatch: k)
                 stats += try microStep(batches[k], weight: weight)
                 tokens += batches[k].count
             }
@@ -428,7 +432,12 @@ public final class TrainJob {
             ("weights", weights), ("adapters", models.reduce(0) { $0 + ($1.adapters?.bytes ?? 0) }),
             ("gradients", models.reduce(0) { $0 + $1.bufferBytes.gradients }),
             ("optimizer", optimizers.reduce(0) { $0 + 4 * ($1.m.count + $1.v.count) }),
-            ("activations", models.reduce(0) { $0 + $1.bufferBytes.activations }),
+            (
+                "activations",
+                models.reduce(0) { $0 + $1.bufferBytes.activations }
+                    + Dictionary(models.map { ($0.workspaceBytes.id, $0.workspaceBytes.bytes) }) { a, _ in a }.values
+                    .reduce(0, +)
+            ),
         ]
     }
 
@@ -449,7 +458,7 @@ public final class TrainJob {
     ) throws {
         let adapters: LoRAAdapters
         if let directory {
-            adapters = try PEFTAdapter.load(directory: directory, for: m)
+            adapters = try PEFTAdapter.load(directory: directory, for: m, dropout: settings.dropout)
             guard adapters.config == (try settings.config(family: m.config.family)),
                 (adapters.valueHead != nil) == valueHead
             else {
@@ -476,6 +485,16 @@ public final class TrainJob {
             keep: config.keepCheckpoints)
         lastCheckpoint = path
         return path
+    }
+
+    /// Gives each network's LoRA dropout the key of this micro-batch: a function of the run's seed, the step and
+    /// the micro-batch, so a resumed run draws the masks the uninterrupted one drew.
+    private func setDropoutKeys(step: Int, microBatch: Int) {
+        for (i, m) in [policy, value].enumerated() {
+            guard let a = m?.adapters, a.config.dropout > 0 else { continue }
+            var g = SplitMix64(seed: config.loader.seed ^ UInt64(step) &* 0x9E37_79B9 ^ UInt64(microBatch) << 40)
+            a.dropoutKey = g.next() &+ UInt64(i)
+        }
     }
 
     /// Forward passes, losses and backward passes of one micro-batch; gradients accumulate.

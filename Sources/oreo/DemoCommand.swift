@@ -1,5 +1,6 @@
 import ArgumentParser
 import Demo
+import Runs
 import Foundation
 import Rounds
 import Synchronization
@@ -95,6 +96,14 @@ struct DemoCommand: ParsableCommand {
     )
     var precision = Precision.fp32
     @Option(
+        help:
+            "LoRA rank of the offline methods' policies (0: full fine-tuning); SFT stays full, so the adapters sit on the SFT model, which is also the reference."
+    )
+    var loraRank = 0
+    @Option(help: "LoRA rank of OREO's and DQO's value networks (0: full; the head trains in full either way).")
+    var valueLoraRank = 0
+    @Option(help: "LoRA alpha of both (0: alpha = rank).") var loraAlpha = 0.0
+    @Option(
         help: ArgumentHelp(
             "Policy learning rates of the offline methods, METHOD=LR comma-separated (default: \(DemoCommand.rates(DemoTrainingSettings().learningRates))).",
             valueName: "RATES"))
@@ -128,6 +137,15 @@ struct DemoCommand: ParsableCommand {
         t.epochs = epochs
         try precision.checkSupported()
         t.precision = precision == .fp32 ? nil : precision
+        guard loraRank >= 0, valueLoraRank >= 0, loraAlpha >= 0 else {
+            throw ValidationError("--lora-rank, --value-lora-rank and --lora-alpha must be >= 0")
+        }
+        for (rank, path) in [(loraRank, \DemoTrainingSettings.lora), (valueLoraRank, \.valueLora)] where rank > 0 {
+            var l = LoRASettings()
+            l.rank = rank
+            l.alpha = loraAlpha
+            t[keyPath: path] = l
+        }
         for (name, value) in try DemoCommand.list(
             lr ?? "", "--lr",
             { part -> (String, Double)? in

@@ -133,6 +133,13 @@ struct ScoreCommand: ParsableCommand {
             "Number format of the matrix products: fp32, or bf16 (bf16 products with f32 accumulation; CPUs with AVX512_BF16 or AMX)."
     )
     var precision = Precision.fp32
+    @Option(help: "A PEFT LoRA adapter of --model, applied unmerged (the reference is then base + adapter).")
+    var adapter: String?
+    @Option(
+        help:
+            "How the base holds its layers' matrices: f32, or bf16, q8_0, gguf (a GGUF's own blocks) to score a large model in less memory."
+    )
+    var baseWeights = BaseWeights.f32
 
     func run() throws {
         guard tokensPerBatch > 0 else { throw ValidationError("--tokens-per-batch must be positive") }
@@ -145,7 +152,8 @@ struct ScoreCommand: ParsableCommand {
         {
             printError("note: \(n)")
         }
-        let m = try source.load(maxTokens: tokensPerBatch)
+        let m = try source.load(maxTokens: tokensPerBatch, base: baseWeights, activations: .forwardOnly)
+        if let adapter { try m.attach(try PEFTAdapter.load(directory: adapter, for: m)) }
         try m.setPrecision(precision)
         // With --max-trajectories the token total is the prefix's share (an estimate: trajectories differ in length).
         let counts = dataset.manifest.counts
@@ -176,6 +184,8 @@ struct ScoreCommand: ParsableCommand {
 }
 
 extension Precision: ExpressibleByArgument {}
+
+extension BaseWeights: ExpressibleByArgument {}
 
 /// Bytes as MB with one decimal below 10 GB, GB above.
 func megabytes(_ bytes: Int) -> String {

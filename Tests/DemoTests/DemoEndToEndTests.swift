@@ -147,6 +147,29 @@ import Tokenizers
         }
     }
 
+    /// With LoRA on the offline methods: OREO's policy and value are adapters over the SFT model (PEFT files in
+    /// its run), and every stage after training (greedy and value-guided search, value metrics) reads base +
+    /// adapter.
+    @Test func loraDemoTrainsAdaptersOverTheSFTModel() throws {
+        let dir = DemoTestSupport.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let args = DemoEndToEndTests.args(
+            dir, ["--seeds", "4", "--methods", "OREO", "--lora-rank", "4", "--value-lora-rank", "2"])
+        let (status, out, err) = try DemoCommandTests.oreo(args)
+        #expect(status == 0, "\(err)")
+        let printed = out.split(separator: "\n").map(String.init)
+        for stage in ["train", "evaluate", "values"] {
+            let ran = printed.contains { $0.hasPrefix("[seed 4] \(stage): ") && !$0.contains("skipped") }
+            #expect(ran, "\(stage):\n\(out)")
+        }
+        let run = dir + "/seed-4/models/oreo/run"
+        for net in ["policy", "value"] {
+            #expect(FileManager.default.fileExists(atPath: run + "/\(net)/adapter_config.json"), "\(net) is no adapter")
+        }
+        let report = try String(contentsOfFile: dir + "/results.md", encoding: .utf8)
+        #expect(report.contains("LoRA r 4"), "\(report)")
+    }
+
     @Test func aKilledDemoContinuesWhereItStopped() throws {
         let dir = DemoTestSupport.tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }

@@ -274,8 +274,9 @@ import Runs
         for name in ["policy.m", "policy.v", "value.m", "value.v"] { #expect(try oa.floats(name) == ob.floats(name)) }
     }
 
-    /// LoRA over a Q8_0 base with activation checkpointing: policy, value and reference share the one packed
-    /// base (no f32 copy of its matrices), the run trains, and an interrupted run resumes bitwise.
+    /// LoRA (with dropout on the policy's adapters) over a Q8_0 base with activation checkpointing: policy, value
+    /// and reference share the one packed base (no f32 copy of its matrices) and one workspace, the run trains,
+    /// and an interrupted run resumes bitwise (the dropout masks included).
     @Test func packedBaseRecomputeRunResumesExactly() throws {
         let root = temporaryDirectory("packed-run")
         let initDir = root + "/init"
@@ -286,6 +287,7 @@ import Runs
         c.loader.tokensPerMicroBatch = 24
         c.lora = LoRASettings()
         c.lora!.rank = 4
+        c.lora!.dropout = 0.1
         c.valueLora = LoRASettings()
         c.valueLora!.rank = 2
         c.baseWeights = .q8_0
@@ -298,6 +300,8 @@ import Runs
         let base = try #require(whole.policy.baseWeights)
         #expect(base.summary == "q8_0 x \(7 * m.config.layers)")
         #expect(whole.value!.baseWeights === base && whole.reference!.baseWeights === base)
+        #expect(whole.value!.workspaceBytes.id == whole.policy.workspaceBytes.id)
+        #expect(whole.policy.adapters!.config.dropout == 0.1 && whole.policy.adapters!.dropoutKey != nil)
         #expect(whole.policy.parameters.count == whole.policy.layout.residentTotal)
         let mem = Dictionary(uniqueKeysWithValues: whole.memoryEstimate.map { ($0.kind, $0.bytes) })
         #expect(mem["weights"] == 4 * whole.policy.layout.residentTotal + base.byteCount)

@@ -127,7 +127,7 @@ import Train
     @Test(arguments: [ModelFamily.llama, .gpt2]) func recomputeMatchesKeptActivations(family: ModelFamily) throws {
         let keep = try ModelGradientTests.model(family, valueHead: true)
         let re = try TransformerModel(
-            config: keep.config, maxTokens: 32, valueHead: true, headChunkRows: 4, recompute: true)
+            config: keep.config, maxTokens: 32, valueHead: true, headChunkRows: 4, activations: .recomputed)
         try re.parameters.copyIn(keep.parameters.toArray())
         let b = ModelGradientTests.batch(seed: 8)
         let w = TestRNG(9).normalArray(b.count)
@@ -143,13 +143,107 @@ import Train
         }
         #expect(relativeError(results[0], results[1]) <= 1e-6, "\(family): \(relativeError(results[0], results[1]))")
         #expect(re.bufferBytes.activations < keep.bufferBytes.activations)
+        // a forward-only view (a frozen reference) computes the same log-probs from one block's activations
+        let view = try TransformerModel(
+            config: keep.config, maxTokens: 32, valueHead: true, headChunkRows: 4, sharing: keep, gradients: false,
+            activations: .forwardOnly)
+        var lp: [Float] = []
+        try view.forward(b, logProbs: &lp)
+        #expect(lp == Array(results[0].prefix(b.count)))
+        #expect(view.bufferBytes.activations < re.bufferBytes.activations)
+        #expect(throws: TrainError.self) { try view.backward(dLogProbs: w) }
 
         let dir = makeTemporaryDirectory("recompute")
         try ModelConversion.writeDirectory(
             try ConversionTests.model(family), vocabulary: nil, to: dir, dtype: .F32)
         let plain = try ModelSource.directory(dir).load(maxTokens: 32, base: .q8_0)
-        let packedRe = try ModelSource.directory(dir).load(maxTokens: 32, base: .q8_0, recompute: true)
+        let packedRe = try ModelSource.directory(dir).load(maxTokens: 32, base: .q8_0, activations: .recomputed)
         Self.expectClose(try Self.run(packedRe), try Self.run(plain), tolerance: 1e-6, "\(family) packed, recompute")
+    }
+    /// Models sharing one workspace, run as a training step runs them (policy forward, value forward and
+    /// backward, policy backward): the policy's gradients equal those of a policy with its own workspace.
+    @Test(arguments: [false, true]) func sharedWorkspaceKeepsThePolicysGradients(recompute: Bool) throws {
+        let base = try ModelGradientTests.model(.qwen2)
+        func gradients(shared: Bool) throws -> [Float] {
+            let policy = try TransformerModel(
+                config: base.config, maxTokens: 32, headChunkRows: 4, sharing: base, gradients: false,
+                activations: recompute ? .recomputed : .kept)
+            let value = try TransformerModel(
+                config: base.config, maxTokens: 32, headChunkRows: 4, sharing: base, gradients: false,
+                activations: recompute ? .recomputed : .kept, workspace: shared ? policy : nil)
+            try policy.attach(try Self.adapters(policy))
+            try value.attach(try Self.adapters(value, valueHead: true))
+            value.adapters!.initialize(seed: 9)  // B = 0: the value's block activations differ from the policy's
+            policy.dropBaseGradients()
+            value.dropBaseGradients()
+            let b = ModelGradientTests.batch(seed: 12)
+            let w = TestRNG(13).normalArray(b.count)
+            var lp: [Float] = [], v: [Float] = []
+            try policy.forward(b, logProbs: &lp)
+            try value.forwardValues(b, values: &v)
+            try value.backwardValues(dValues: w)
+            try policy.backward(dLogProbs: w)
+            #expect(shared == (policy.workspaceBytes.id == value.workspaceBytes.id))
+            return policy.adapters!.gradients.toArray() + value.adapters!.gradients.toArray()
+        }
+        #expect(try gradients(shared: true) == gradients(shared: false))
+    }
+
+    /// A LoRA value network decodes with its adapters' head (the base has none, or an untrained one): KV-cached
+    /// values equal the full forward's, over a packed base as over an f32 one.
+    @Test(arguments: [BaseWeights.f32, .q8_0]) func loraValueDecodesWithTheAdaptersHead(base: BaseWeights) throws {
+        let dir = makeTemporaryDirectory("lora-value")
+        try ModelConversion.writeDirectory(try ConversionTests.model(.llama), vocabulary: nil, to: dir, dtype: .F32)
+        for baseHasHead in [false, true] {
+            let m = try ModelSource.directory(dir).load(maxTokens: 32, valueHead: baseHasHead, base: base)
+            try m.attach(try Self.adapters(m, valueHead: true))
+            let seq = DecoderTests.sequences(seed: 4, lengths: [9], vocab: m.config.vocabSize)[0]
+            var want: [Float] = [], got: [Float] = []
+            try m.forwardValues(PackedBatch(sequences: [seq]), values: &want)
+            let dec = try IncrementalDecoder(model: m, maxSequences: 1, maxLength: 16, weights: nil)
+            try dec.extend([0], [seq], values: &got, allPositions: true)
+            #expect(relativeError(got, want) < 1e-5, "\(base), base head \(baseHasHead)")
+            #expect(want.contains { $0 != 0 })
+        }
+    }
+
+    /// LoRA dropout: gradients match finite differences under a fixed mask (the backward regenerates the
+    /// forward's), about a fraction p of inputs is dropped, and without a key (inference) nothing is.
+    @Test func dropoutGradientsMatchFiniteDifferences() throws {
+        let m = try ModelGradientTests.model(.llama)
+        let lora = try LoRAAdapters(
+            model: m, config: LoRAConfig(rank: 3, alpha: 6, dropout: 0.3, targets: LoRATarget.all(.llama)))
+        lora.initialize(seed: 4)
+        var rng = TestRNG(8)
+        for s in lora.layout where s.name.hasSuffix("lora_B.weight") {
+            try lora.parameters.copyIn(rng.normal(s.count, std: 0.3), at: s.offset)
+        }
+        try m.attach(lora)
+        m.trainsBase = false
+        let b = ModelGradientTests.batch(seed: 3)
+        let w = TestRNG(5).normalArray(b.count)
+        var lp: [Float] = []
+        func loss() throws -> Double {
+            try m.forward(b, logProbs: &lp)
+            return zip(lp, w).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+        }
+        let plain = try loss()
+        lora.dropoutKey = 77
+        let dropped = try loss()
+        #expect(dropped != plain)
+        lora.zeroGradients()
+        try m.backward(dLogProbs: w)
+        try ModelGradientTests.checkDirectional(
+            lora.layout, lora.parameters, lora.gradients.toArray(), loss: loss, label: "dropout")
+        lora.dropoutKey = nil
+        #expect(try loss() == plain)
+
+        let x = [Float](repeating: 1, count: 64 * 100)
+        var y = [Float](repeating: 0, count: x.count)
+        dropoutRows(x, lds: 100, &y, ldd: 100, rows: 64, cols: 100, key: 3, stream: 1, p: 0.3, accumulate: false)
+        let kept = y.filter { $0 != 0 }
+        #expect(abs(Double(kept.count) / Double(y.count) - 0.7) < 0.03)
+        #expect(kept.allSatisfy { abs($0 - 1 / 0.7) < 1e-6 })
     }
 }
 

@@ -212,7 +212,7 @@ public final class IncrementalDecoder {
     public func extend(_ sequences: [Int], _ tokens: [[Int32]], values: inout [Float], allPositions: Bool = false)
         throws
     {
-        guard model.layout.valueHead >= 0 else { throw TrainError.state("model was built without a value head") }
+        guard model.hasValueHead else { throw TrainError.state("model was built without a value head") }
         try run(sequences, tokens, output: .values, allPositions: allPositions, into: &values)
     }
 
@@ -288,7 +288,8 @@ public final class IncrementalDecoder {
                         x: a + gatherOff, weight: model.layout.lmHead, bias: -1, y: dst, rows: k, inDim: d,
                         outDim: c.vocabSize, packed: packed)
                 case .values:
-                    let w = model.parameters.pointer + model.layout.valueHead
+                    // a LoRA value network's head is its adapters' (the base's slot, if any, stays untrained)
+                    let w = model.valueHeadWeights.w
                     for i in 0..<k { dst[i] = dot(a + gatherOff + i * d, w, d) }
                 case .none: break
                 }

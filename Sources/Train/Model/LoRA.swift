@@ -52,7 +52,7 @@ public struct LoRAConfig: Sendable, Equatable, Codable {
     public var rank: Int
     /// Scale numerator: the update is multiplied by alpha / rank.
     public var alpha: Double
-    /// Dropout on the adapter's input (0: none; the only value supported so far).
+    /// Dropout probability on the adapter's input during training (0: none).
     public var dropout: Double
     /// Adapted layers.
     public var targets: [LoRATarget]
@@ -109,6 +109,11 @@ public final class LoRAAdapters {
     private let maxTokens: Int
     private var acts: FlatBuffer
     private var scratchRows: Int
+    /// The current training pass's dropout key (nil: no dropout, as in inference; set per pass by the trainer).
+    /// Masks are pure functions of (key, adapter, element), so the backward regenerates the forward's.
+    public var dropoutKey: UInt64?
+    /// [maxTokens, widest input] for the dropped-out input and its gradient (allocated when dropout > 0).
+    private let dropScratch: FlatBuffer?
 
     /// Adapters for `model`'s layout on `config.targets`, A and B zero (see `initialize`), for passes of up to
     /// `maxTokens` positions. `valueHead` (default: whether the model has one) adds a full-rank value head, copied
@@ -118,8 +123,8 @@ public final class LoRAAdapters {
         guard config.alpha > 0, config.alpha.isFinite else {
             throw TrainError.shape("LoRA alpha must be positive, not \(config.alpha)")
         }
-        guard config.dropout == 0 else {
-            throw TrainError.unsupported("LoRA dropout \(config.dropout): only 0 is supported so far")
+        guard config.dropout >= 0, config.dropout < 1 else {
+            throw TrainError.shape("LoRA dropout must be in [0, 1), not \(config.dropout)")
         }
         let family = model.config.family
         for t in config.targets where !LoRATarget.all(family).contains(t) {
@@ -177,6 +182,8 @@ public final class LoRAAdapters {
         // per adapter x A^T, then scratch of [scratchRows, rank] for dU (and a decoder pass's x A^T)
         scratchRows = model.maxTokens
         acts = FlatBuffer(count: actTotal + scratchRows * r)
+        dropScratch =
+            config.dropout > 0 ? FlatBuffer(count: model.maxTokens * (list.map(\.inDim).max() ?? 0)) : nil
     }
 
     /// PEFT's initialization: A uniform in +-1/sqrt(in) (kaiming-uniform with a = sqrt 5), B zero, so the
@@ -198,7 +205,13 @@ public final class LoRAAdapters {
     public func zeroGradients() { gradients.zero() }
 
     /// Bytes of the adapters' parameters, gradients and activations.
-    public var bytes: Int { 4 * (parameters.count + gradients.count + acts.count) }
+    public var bytes: Int { 4 * (parameters.count + gradients.count + acts.count + (dropScratch?.count ?? 0)) }
+
+    /// Dropout's probability and scratch when this pass drops (a kept training pass with a key), else nil.
+    private func dropping(keep: Bool) -> (p: Float, key: UInt64, scratch: UnsafeMutablePointer<Float>)? {
+        guard keep, config.dropout > 0, let key = dropoutKey, let scratch = dropScratch else { return nil }
+        return (Float(config.dropout), key, scratch.pointer)
+    }
 
     /// The parameter values of the tensor named `name` (a `layout` name).
     public func tensor(_ name: String) -> [Float]? { values(name, in: parameters) }
@@ -257,10 +270,18 @@ public final class LoRAAdapters {
         let r = config.rank, p = parameters.pointer
         let scratch = acts.pointer + acts.count - scratchRows * r
         precondition(keep ? rows <= maxTokens : rows <= scratchRows, "LoRA pass of \(rows) rows exceeds its buffers")
+        let drop = dropping(keep: keep)
         for i in list {
             let ad = adapters[i]
             let u = keep ? acts.pointer + ad.u : scratch
-            sgemm(false, true, rows, r, ad.inDim, 1, x, ldx, p + ad.a, ad.inDim, 0, u, r)
+            if let drop {
+                dropoutRows(
+                    x, lds: ldx, drop.scratch, ldd: ad.inDim, rows: rows, cols: ad.inDim, key: drop.key,
+                    stream: UInt64(i), p: drop.p, accumulate: false)
+                sgemm(false, true, rows, r, ad.inDim, 1, drop.scratch, ad.inDim, p + ad.a, ad.inDim, 0, u, r)
+            } else {
+                sgemm(false, true, rows, r, ad.inDim, 1, x, ldx, p + ad.a, ad.inDim, 0, u, r)
+            }
             sgemm(false, true, rows, ad.rows, r, config.scale, u, r, p + ad.b, r, 1, y + ad.firstRow, ldy)
         }
     }
@@ -276,14 +297,28 @@ public final class LoRAAdapters {
         guard let list = byWeight[weight] else { return }
         let r = config.rank, p = parameters.pointer, g = gradients.pointer, s = config.scale
         let du = acts.pointer + acts.count - scratchRows * r
+        let drop = dropping(keep: true)
         for i in list {
             let ad = adapters[i]
             let u = acts.pointer + ad.u, dySeg = dy + ad.firstRow
-            // dB += s dy_seg^T u; dU = s dy_seg B; dA += dU^T x; dx += dU A
+            // dB += s dy_seg^T u; dU = s dy_seg B; dA += dU^T x; dx += dU A (x and dx through the dropout mask)
             sgemm(true, false, ad.rows, r, rows, s, dySeg, ldy, u, r, 1, g + ad.b, r)
             sgemm(false, false, rows, r, ad.rows, s, dySeg, ldy, p + ad.b, r, 0, du, r)
-            sgemm(true, false, r, ad.inDim, rows, 1, du, r, x, ldx, 1, g + ad.a, ad.inDim)
-            if let dx { sgemm(false, false, rows, ad.inDim, r, 1, du, r, p + ad.a, ad.inDim, 1, dx, lddx) }
+            guard let drop else {
+                sgemm(true, false, r, ad.inDim, rows, 1, du, r, x, ldx, 1, g + ad.a, ad.inDim)
+                if let dx { sgemm(false, false, rows, ad.inDim, r, 1, du, r, p + ad.a, ad.inDim, 1, dx, lddx) }
+                continue
+            }
+            let stream = UInt64(i)
+            dropoutRows(
+                x, lds: ldx, drop.scratch, ldd: ad.inDim, rows: rows, cols: ad.inDim, key: drop.key, stream: stream,
+                p: drop.p, accumulate: false)
+            sgemm(true, false, r, ad.inDim, rows, 1, du, r, drop.scratch, ad.inDim, 1, g + ad.a, ad.inDim)
+            guard let dx else { continue }
+            sgemm(false, false, rows, ad.inDim, r, 1, du, r, p + ad.a, ad.inDim, 0, drop.scratch, ad.inDim)
+            dropoutRows(
+                drop.scratch, lds: ad.inDim, dx, ldd: lddx, rows: rows, cols: ad.inDim, key: drop.key, stream: stream,
+                p: drop.p, accumulate: true)
         }
     }
 }

@@ -26,12 +26,18 @@ public final class TransformerModel {
     public var decodingWeights: PackedWeights?
     /// Whole-batch softmax kept from forward to backward (nil when over the memory limit): [maxTokens, vocab],
     /// a per-row scale [maxTokens] and the backward's scaled hidden rows [maxTokens, d].
-    private let logitCache: FlatBuffer?
+    /// Allocated by the first forward that uses it (a forward against a KL reference never does).
+    private var logitCache: FlatBuffer?
+    /// Floats of the logit cache when it fits `logitCacheBytes`, else 0.
+    private let logitCacheFloats: Int
     private var logitCacheValid = false
 
-    /// All activations, one allocation; `at` says where each tensor starts.
+    /// All activations, one allocation; `at` says where each tensor starts (the workspace's too, as offsets from
+    /// this buffer's start).
     private let acts: FlatBuffer
     private let at: ActivationLayout
+    /// Scratch no pass needs after it ends, possibly shared with models that run one after another.
+    private let workspace: ModelWorkspace
     private let maxSeq: Int
     private let ints: UnsafeMutablePointer<Int32>
     let rope: RoPETable?
@@ -82,13 +88,17 @@ public final class TransformerModel {
     /// which then skips recomputing the logits (a third of the LM head's matmul work); 0 disables it.
     /// With `sharing`, the model reads that model's parameters (and packed base) as its own, left as they are: a
     /// frozen reference over a LoRA policy's base costs no weight memory; without `gradients` it holds no gradient
-    /// buffer and refuses a backward. With `recompute`, only each block's input is kept from the forward and the
-    /// block's other activations are recomputed in the backward (one buffer serves every block). `packedBase` lays the blocks' matrices out for `setBaseWeights` (a frozen
+    /// buffer and refuses a backward. With `.recomputed` activations, only each block's input is kept from the forward and the
+    /// block's other activations are recomputed in the backward (one buffer serves every block); a `.forwardOnly`
+    /// model (a frozen reference) keeps one block's activations and refuses a backward. With `workspace`, the
+    /// model's scratch (backward buffers, LM head and attention scratch, the recomputed block) is that model's:
+    /// models whose passes never interleave inside one pass (reference, policy, value of one step) share it. `packedBase` lays the blocks' matrices out for `setBaseWeights` (a frozen
     /// base: no base gradients).
     public init(
         config: ModelConfig, maxTokens: Int, valueHead: Bool = false, headChunkRows: Int? = nil,
         logitCacheBytes: Int = 1 << 30, packedBase: Bool = false, sharing other: TransformerModel? = nil,
-        gradients withGradients: Bool = true, recompute: Bool = false
+        gradients withGradients: Bool = true, activations: ActivationMode = .kept,
+        workspace workspaceOwner: TransformerModel? = nil
     ) throws {
         try config.validate()
         guard maxTokens > 0 else { throw TrainError.shape("maxTokens must be positive") }
@@ -110,12 +120,21 @@ public final class TransformerModel {
         trainsBase = !packed
         maxSeq = min(maxTokens, config.maxPositions)
         let N = maxTokens, d = config.hiddenSize
-        at = ActivationLayout(
+        var at = ActivationLayout(
             config: config, maxTokens: N, maxSeq: maxSeq, threads: ComputePool.shared.threads,
-            headChunkRows: self.headChunkRows, recompute: recompute)
+            headChunkRows: self.headChunkRows, recompute: activations == .recomputed,
+            forwardOnly: activations == .forwardOnly)
         acts = FlatBuffer(count: at.total)
+        if let shared = workspaceOwner?.workspace, shared.buffer.count >= at.workspaceTotal {
+            shared.users += 1
+            workspace = shared
+        } else {
+            workspace = ModelWorkspace(count: at.workspaceTotal)
+        }
+        at.rebaseWorkspace(by: acts.pointer.distance(to: workspace.buffer.pointer))
+        self.at = at
         let cacheFloats = maxTokens * (config.vocabSize + 1 + d)
-        logitCache = cacheFloats * 4 <= logitCacheBytes ? FlatBuffer(count: cacheFloats) : nil
+        logitCacheFloats = cacheFloats * 4 <= logitCacheBytes ? cacheFloats : 0
         ints = .allocate(capacity: 5 * N + 1)
         ints.initialize(repeating: 0, count: 5 * N + 1)
         rope =
@@ -163,18 +182,25 @@ public final class TransformerModel {
         guard precision == .bf16, lowWeights == nil else { return }
         lowWeights = .allocate(capacity: max(1, parameters.count))
         reserveLowScratch(rows: max(maxTokens, lowScratchRows))
-        if logitCache != nil { lowLogits = .allocate(capacity: maxTokens * config.vocabSize) }
+        if logitCache != nil { lowLogits = .allocate(capacity: maxTokens * config.vocabSize) }  // else with the cache
         lowVersion = .max
     }
 
-    /// Bytes this model holds beyond its parameters: gradients, and activations with every scratch (logit cache,
-    /// bf16 copies, adapters' buffers counted separately by `LoRAAdapters.bytes`).
+    /// The workspace's identity and size (models sharing one report the same).
+    public var workspaceBytes: (id: ObjectIdentifier, bytes: Int) {
+        (ObjectIdentifier(workspace), 4 * workspace.buffer.count)
+    }
+
+    /// Bytes this model holds beyond its parameters (its workspace aside: `workspaceBytes`): gradients, and
+    /// activations with every scratch (the logit
+    /// cache as planned: the first forward that uses it allocates it; bf16 copies; adapters' buffers counted
+    /// separately by `LoRAAdapters.bytes`).
     public var bufferBytes: (gradients: Int, activations: Int) {
         let low =
             (lowWeights == nil ? 0 : parameters.count) + lowScratchCount
-            + (lowLogits == nil ? 0 : maxTokens * config.vocabSize)
+            + (precision == .bf16 && logitCacheFloats > 0 ? maxTokens * config.vocabSize : 0)
         return (
-            4 * gradients.count, 4 * (acts.count + (logitCache?.count ?? 0)) + 2 * low + (packedScratch?.bytes ?? 0)
+            4 * gradients.count, 4 * (acts.count + logitCacheFloats) + 2 * low + (packedScratch?.bytes ?? 0)
         )
     }
 
@@ -219,6 +245,14 @@ public final class TransformerModel {
             parameters: parameters, gradients: gradients, lr: lr, gradientScale: gradientScale,
             rounded: keep ? lowWeights : nil)
         if keep { lowVersion = parameters.version }
+    }
+
+    /// The logit cache, allocated on first use (nil when it does not fit its limit).
+    private func currentLogitCache() -> FlatBuffer? {
+        guard logitCache == nil, logitCacheFloats > 0 else { return logitCache }
+        logitCache = FlatBuffer(count: logitCacheFloats)
+        if precision == .bf16 { lowLogits = .allocate(capacity: maxTokens * config.vocabSize) }
+        return logitCache
     }
 
     /// The LM head's bf16 operands (nil in fp32 or without a logit cache: the chunked head stays f32).
@@ -282,9 +316,12 @@ public final class TransformerModel {
         adapters?.zeroGradients()
     }
 
+    /// Whether the model computes values: its own value head, or one its LoRA adapters carry.
+    public var hasValueHead: Bool { layout.valueHead >= 0 || adapters?.valueHead != nil }
+
     /// Where the value head is read and its gradient written: the adapters' trained copy under LoRA, else the
     /// model's own parameters.
-    private var valueHeadWeights: (w: UnsafeMutablePointer<Float>, dw: UnsafeMutablePointer<Float>) {
+    var valueHeadWeights: (w: UnsafeMutablePointer<Float>, dw: UnsafeMutablePointer<Float>) {
         if let a = adapters, let off = a.valueHead { return (a.parameters.pointer + off, a.gradients.pointer + off) }
         return (parameters.pointer + layout.valueHead, gradients.pointer + layout.valueHead)
     }
@@ -374,7 +411,7 @@ public final class TransformerModel {
         targetRows = k
         if let reference { try checkReference(reference) }
         klReference = reference
-        if let cache = logitCache, reference == nil {
+        if reference == nil, let cache = currentLogitCache() {
             lmHeadForwardCached(
                 hidden: a + at.gathered, weight: parameters.pointer + layout.lmHead, targets: targetsP,
                 logProbs: a + at.logpG, lse: a + at.lseG, scale: cache.pointer + maxTokens * config.vocabSize,
@@ -413,6 +450,7 @@ public final class TransformerModel {
 
     private func backwardLogProbs(dLogProbs: [Float], dKL: [Float]?) throws {
         guard lastPass == .logProbs else { throw TrainError.state("backward(dLogProbs:) needs a preceding forward") }
+        guard !at.forwardOnly else { throw TrainError.state("this model was built for forward passes only") }
         guard gradients.count == layout.total || !trainsBase else {
             throw TrainError.state("this model holds no gradients")
         }
@@ -449,9 +487,7 @@ public final class TransformerModel {
 
     /// Value head output V(s_i) = h_i . w_v at every position (read from the final hidden state).
     public func forwardValues(_ batch: PackedBatch, values: inout [Float]) throws {
-        guard layout.valueHead >= 0 || adapters?.valueHead != nil else {
-            throw TrainError.state("model was built without a value head")
-        }
+        guard hasValueHead else { throw TrainError.state("model was built without a value head") }
         try prepare(batch)
         runBackbone()
         let a = acts.pointer, d = config.hiddenSize, w = valueHeadWeights.w
@@ -465,6 +501,7 @@ public final class TransformerModel {
     /// Backward of the last `forwardValues` from d(loss)/dV per position; accumulates into `gradients`.
     public func backwardValues(dValues: [Float]) throws {
         guard lastPass == .values else { throw TrainError.state("backwardValues needs a preceding forwardValues") }
+        guard !at.forwardOnly else { throw TrainError.state("this model was built for forward passes only") }
         guard gradients.count == layout.total || (!trainsBase && adapters?.valueHead != nil) else {
             throw TrainError.state("this model holds no gradients")
         }
@@ -679,7 +716,10 @@ public final class TransformerModel {
         for l in stride(from: layout.blocks.count - 1, through: 0, by: -1) {
             let o = layout.blocks[l], b = at.blocks[l]
             // the shared activations hold the last block's after a forward; earlier blocks are recomputed
-            if at.recompute && l + 1 < layout.blocks.count { blockForward(l, writeNext: false) }
+            // (with a shared workspace another model's pass may have overwritten the last block's since)
+            if at.recompute && (l + 1 < layout.blocks.count || workspace.users > 1) {
+                blockForward(l, writeNext: false)
+            }
             linearBack(at.dRes, b.act, o.downW, o.downB, at.dAct, inDim: c.intermediateSize, outDim: d)
             if c.family == .gpt2 {
                 geluBackward(x: a + b.up, dOut: a + at.dAct, dx: a + at.dUp, count: n * c.intermediateSize)
@@ -709,4 +749,14 @@ public final class TransformerModel {
             dTable: g + layout.embed, dPosTable: c.family == .gpt2 ? g + layout.positions : nil,
             rows: n, dim: d)
     }
+}
+
+/// A model's workspace buffer and how many models use it.
+final class ModelWorkspace {
+    /// The floats.
+    let buffer: FlatBuffer
+    /// Models reading and writing it.
+    var users = 1
+
+    init(count: Int) { buffer = FlatBuffer(count: count) }
 }
