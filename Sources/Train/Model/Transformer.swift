@@ -88,12 +88,12 @@ public final class TransformerModel {
     /// which then skips recomputing the logits (a third of the LM head's matmul work); 0 disables it.
     /// With `sharing`, the model reads that model's parameters (and packed base) as its own, left as they are: a
     /// frozen reference over a LoRA policy's base costs no weight memory; without `gradients` it holds no gradient
-    /// buffer and refuses a backward. With `.recomputed` activations, only each block's input is kept from the forward and the
-    /// block's other activations are recomputed in the backward (one buffer serves every block); a `.forwardOnly`
-    /// model (a frozen reference) keeps one block's activations and refuses a backward. With `workspace`, the
-    /// model's scratch (backward buffers, LM head and attention scratch, the recomputed block) is that model's:
-    /// models whose passes never interleave inside one pass (reference, policy, value of one step) share it. `packedBase` lays the blocks' matrices out for `setBaseWeights` (a frozen
-    /// base: no base gradients).
+    /// buffer and refuses a backward. With `.recomputed` activations only each block's input is kept from the
+    /// forward, the block's other activations recomputed in the backward (one buffer serves every block); a
+    /// `.forwardOnly` model (a frozen reference) keeps one block's activations and refuses a backward. With
+    /// `workspace`, the model's scratch (backward buffers, LM head and attention scratch, the recomputed block) is
+    /// that model's: models whose passes never interleave (reference, policy, value of one step) share it.
+    /// `packedBase` lays the blocks' matrices out for `setBaseWeights` (a frozen base: no base gradients).
     public init(
         config: ModelConfig, maxTokens: Int, valueHead: Bool = false, headChunkRows: Int? = nil,
         logitCacheBytes: Int = 1 << 30, packedBase: Bool = false, sharing other: TransformerModel? = nil,
