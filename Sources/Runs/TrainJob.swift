@@ -122,9 +122,12 @@ public final class TrainJob {
     ///   - run: the run directory (created; refused if it already holds a run and `resume` is false).
     ///   - adapter, valueAdapter: PEFT LoRA adapters the policy and the value network start from (a checkpoint,
     ///     when resuming, wins).
+    ///   - valueModel: a full value network (a checkpoint directory with value_head.weight, INIT's architecture)
+    ///     the value network starts from instead of INIT with a zero head (a checkpoint, when resuming, wins).
     public init(
         config: TrainConfig, model: ModelSource, reference referenceSource: ModelSource? = nil, data: String,
-        run runPath: String, resume: Bool = false, adapter: String? = nil, valueAdapter: String? = nil
+        run runPath: String, resume: Bool = false, adapter: String? = nil, valueAdapter: String? = nil,
+        valueModel: String? = nil
     ) throws {
         var config = config
         let modelConfig = try model.config()
@@ -141,6 +144,11 @@ public final class TrainJob {
         }
         config.normalize()
         try config.validate()
+        if valueModel != nil && (!config.method.hasValue || config.valueLora != nil) {
+            throw DataError(
+                "--value-model: \(config.method.rawValue) \(config.method.hasValue ? "with a LoRA value network (use --value-adapter)" : "trains no value network")"
+            )
+        }
         var notes: [String] = []
         let run = RunDirectory(path: runPath)
         let dataset = try Dataset(directory: data)
@@ -230,8 +238,12 @@ public final class TrainJob {
         } else {
             policy = try model.load(maxTokens: maxTokens, base: policyBase, activations: activations)
             value =
-                config.method.hasValue && config.valueLora == nil
-                ? try model.load(maxTokens: maxTokens, valueHead: true, activations: activations) : nil
+                !config.method.hasValue || config.valueLora != nil
+                ? nil
+                : try valueModel.map {
+                    try Self.loadValueModel(
+                        $0, architecture: modelConfig, maxTokens: maxTokens, activations: activations)
+                } ?? model.load(maxTokens: maxTokens, valueHead: true, activations: activations)
         }
         if let l = config.lora {
             try Self.attachAdapters(
@@ -485,6 +497,22 @@ public final class TrainJob {
             keep: config.keepCheckpoints)
         lastCheckpoint = path
         return path
+    }
+
+    /// A value network to start from: a checkpoint directory whose value_head.weight exists and whose
+    /// architecture is INIT's.
+    private static func loadValueModel(
+        _ directory: String, architecture: ModelConfig, maxTokens: Int, activations: ActivationMode
+    ) throws -> TransformerModel {
+        guard try SafeTensorsCollection(directory: directory).find("value_head.weight") != nil else {
+            throw DataError("\(directory): no value_head.weight: --value-model needs a value network checkpoint")
+        }
+        let m = try ModelCheckpoint.load(
+            directory: directory, maxTokens: maxTokens, valueHead: true, activations: activations)
+        guard m.config == architecture else {
+            throw DataError("\(directory): the value network's architecture differs from INIT's")
+        }
+        return m
     }
 
     /// Gives each network's LoRA dropout the key of this micro-batch: a function of the run's seed, the step and

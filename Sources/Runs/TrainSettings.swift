@@ -24,6 +24,8 @@ public struct TrainSettings: Sendable {
     public var adapter: String?
     /// A PEFT LoRA adapter (with its value head) the value network starts from.
     public var valueAdapter: String?
+    /// A full value network (a checkpoint directory with value_head.weight) the value network starts from.
+    public var valueModel: String?
 
     /// The defaults.
     public init() {}
@@ -129,6 +131,10 @@ public let trainSettings: [Setting] =
         path(
             "value_adapter", "a PEFT LoRA adapter (with value_head) for the value network to start from",
             \.valueAdapter),
+        path(
+            "value_model",
+            "a value network (a checkpoint directory with value_head.weight, e.g. RUN/value) for a full value network to start from instead of INIT with a zero head",
+            \.valueModel),
         e("method", "training method", \.config.method),
         i("epochs", "passes over the data (ignored when max_steps > 0)", \.config.epochs),
         i("max_steps", "stop after N optimizer steps (0: as many as the epochs give)", \.config.maxSteps),

@@ -58,7 +58,7 @@ struct TrainCommand: ParsableCommand {
 
         let job = try TrainJob(
             config: s.config, model: model, reference: reference, data: data, run: out, resume: resume,
-            adapter: s.adapter, valueAdapter: s.valueAdapter)
+            adapter: s.adapter, valueAdapter: s.valueAdapter, valueModel: s.valueModel)
         try writeFileAtomically(Array(s.toml.utf8), to: stored)
         let c = job.config
         printError("\(c.method.rawValue): \(model.description) -> \(out); \(job.loader.reportSummary)")

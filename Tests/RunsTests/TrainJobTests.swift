@@ -326,6 +326,35 @@ import Runs
         for (x, y) in zip(a, b) { #expect(x["loss"] as? Double == y["loss"] as? Double, "step \(x["step"]!)") }
     }
 
+    /// `--value-model`: a full value network starts from a trained value checkpoint (its head included) instead
+    /// of INIT with a zero head; INIT itself (no head), a LoRA value network and a method without one are refused.
+    @Test func valueNetworkStartsFromAValueCheckpoint() throws {
+        let root = temporaryDirectory("value-model")
+        let initDir = root + "/init"
+        _ = try initAndData(root, seed: 6, problems: 24, dataSeed: 4)
+        var c = tinyTrain(.oreo, steps: 3)
+        c.loader.tokensPerMicroBatch = 24
+        let first = try TrainJob(config: c, model: .directory(initDir), data: root + "/data", run: root + "/a")
+        try first.run()
+        let trained = first.value!.parameters.toArray()
+        #expect(first.value!.parameter("value_head.weight")!.contains { $0 != 0 })
+        let next = try TrainJob(
+            config: c, model: .directory(initDir), data: root + "/data", run: root + "/b",
+            valueModel: root + "/a/value")
+        #expect(next.value!.parameters.toArray() == trained)
+        #expect(throws: (any Error).self) {
+            try TrainJob(
+                config: c, model: .directory(initDir), data: root + "/data", run: root + "/c", valueModel: initDir)
+        }
+        var sft = c
+        sft.method = .sft
+        #expect(throws: (any Error).self) {
+            try TrainJob(
+                config: sft, model: .directory(initDir), data: root + "/data", run: root + "/d",
+                valueModel: root + "/a/value")
+        }
+    }
+
     /// A NaN loss stops the run with its step number; the last checkpoint before it stays in place and loads.
     @Test func nonFiniteLossStopsAndKeepsTheLastCheckpoint() throws {
         let root = temporaryDirectory("nan")

@@ -32,9 +32,9 @@ import Runs
         var back = TrainSettings()
         let all = try back.apply(tomlFile: dir + "/effective.toml")
         #expect(back.config == s.config && back.data == s.data && back.model == s.model)
-        // the unset paths (init_config, reference_model, adapter, value_adapter) and the 8 LoRA keys of two
-        // full networks are left out
-        #expect(all.count == trainSettings.count - 12)
+        // the unset paths (init_config, reference_model, adapter, value_adapter, value_model) and the 8 LoRA keys
+        // of two full networks are left out
+        #expect(all.count == trainSettings.count - 13)
         // with LoRA set, its keys read back too (alpha given before the rank is kept)
         var lora = TrainSettings()
         _ = try lora.apply(flags: ["--value-lora-alpha", "16", "--value-lora-rank", "8", "--lora-targets", "q,v"])
