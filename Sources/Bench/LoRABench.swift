@@ -41,20 +41,9 @@ func runLoRABench(args: [String]) throws {
     var table = Table("training", "trained parameters", "wall s / step", "tokens/s", "peak RSS (MB)")
     var rates: [Bool: Double] = [:]
     for lora in [false, true] {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: CommandLine.arguments[0])
-        p.arguments = ["lora"] + args + ["--only", lora ? "lora" : "full"]
-        let out = Pipe()
-        p.standardOutput = out
-        try p.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        guard
-            let line = String(decoding: data, as: UTF8.self).split(separator: "\n").last(where: { $0.hasPrefix("{") }),
-            let o = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Double],
-            let wall = o["wall"], let trained = o["trained"], let peak = o["peak_mb"]
-        else {
-            print("lora bench: the \(lora ? "LoRA" : "full") run failed (status \(p.terminationStatus))")
+        let (o, status) = try runChild(["lora"] + args + ["--only", lora ? "lora" : "full"])
+        guard let o, let wall = o["wall"], let trained = o["trained"], let peak = o["peak_mb"] else {
+            print("lora bench: the \(lora ? "LoRA" : "full") run failed (status \(status))")
             continue
         }
         rates[lora] = Double(batch * seq) / wall
@@ -182,21 +171,11 @@ private func runLoRAScale(args: [String], models: String) throws {
             print("lora bench: unknown model size \(name) (1.5b, 7b)")
             continue
         }
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: CommandLine.arguments[0])
-        p.arguments = ["lora"] + args + ["--only-scale", name]
-        let out = Pipe()
-        p.standardOutput = out
-        try p.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        guard
-            let line = String(decoding: data, as: UTF8.self).split(separator: "\n").last(where: { $0.hasPrefix("{") }),
-            let o = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Double],
-            let wall = o["wall"], let trained = o["trained"], let peak = o["peak_gb"], let loaded = o["loaded_gb"],
-            let params = o["parameters"]
+        let (o, status) = try runChild(["lora"] + args + ["--only-scale", name])
+        guard let o, let wall = o["wall"], let trained = o["trained"], let peak = o["peak_gb"],
+            let loaded = o["loaded_gb"], let params = o["parameters"]
         else {
-            print("lora bench: the \(m.name) run failed (status \(p.terminationStatus))")
+            print("lora bench: the \(m.name) run failed (status \(status))")
             continue
         }
         table.add(
@@ -274,4 +253,20 @@ private func trainAdapters(_ m: TransformerModel, rank: Int, valueHead: Bool, ad
             o.update(parameters: a.parameters, gradients: a.gradients, lr: 1e-5)
         }
     )
+}
+
+/// Runs this Bench binary with `arguments` in a child process (so its peak RSS is its own) and returns the last
+/// JSON object line it printed (nil if none parses) with its exit status.
+private func runChild(_ arguments: [String]) throws -> ([String: Double]?, Int32) {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: CommandLine.arguments[0])
+    p.arguments = arguments
+    let out = Pipe()
+    p.standardOutput = out
+    try p.run()
+    let data = out.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    let line = String(decoding: data, as: UTF8.self).split(separator: "\n").last(where: { $0.hasPrefix("{") })
+    let object = line.flatMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Double] }
+    return (object, p.terminationStatus)
 }

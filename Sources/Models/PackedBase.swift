@@ -44,11 +44,9 @@ extension ModelSource {
     private static func randomPieces(_ model: TransformerModel, seed: UInt64, format: PackedFormat)
         -> [PackedWeights.Piece]
     {
-        let residual = Set(model.layout.blocks.flatMap { [$0.oW, $0.downW] })
-        let sd = 0.02, scaled = 0.02 / (2 * Double(model.config.layers)).squareRoot()
-        return model.layout.specs.enumerated().compactMap { i, s in
+        model.layout.specs.enumerated().compactMap { i, s in
             guard model.layout.isPacked(s.offset) else { return nil }
-            let std = residual.contains(s.offset) ? scaled : sd
+            let std = model.initialStd(of: s)
             return PackedWeights.Piece(spec: s, format: format) { dst in
                 var rng = SplitMix64(seed: seed &+ 0x9E37_79B9_7F4A_7C15 &* UInt64(i + 1))
                 let half = Float(std * 3.0.squareRoot())  // uniform on [-h, h] has std h / sqrt 3

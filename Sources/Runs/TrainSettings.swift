@@ -206,24 +206,14 @@ public let trainSettings: [Setting] =
             key: "reference_column", help: "the dataset's per-token reference column",
             get: { tomlString($0.config.referenceColumn) },
             set: { $0.config.referenceColumn = $1 }, isBool: false),
-        Setting(
-            key: "precision",
-            help:
-                "number format of the matrix products: fp32, or bf16 (f32 weights and optimizer, bf16 products with f32 accumulation; CPUs with AVX512_BF16 or AMX) (fp32|bf16)",
-            get: { tomlString(($0.config.precision ?? .fp32).rawValue) },
-            set: {
-                let p: Precision = try choice($1, "precision")
-                $0.config.precision = p == .fp32 ? nil : p
-            }, isBool: false),
-        Setting(
-            key: "base_weights",
-            help:
-                "how the frozen base under LoRA holds its layers' matrices: f32, bf16, q8_0, or gguf (a GGUF INIT's own blocks); the base is read one tensor at a time (f32|bf16|q8_0|gguf)",
-            get: { tomlString(($0.config.baseWeights ?? .f32).rawValue) },
-            set: {
-                let b: BaseWeights = try choice($1, "base_weights")
-                $0.config.baseWeights = b == .f32 ? nil : b
-            }, isBool: false),
+        e(
+            "precision",
+            "number format of the matrix products: fp32, or bf16 (f32 weights and optimizer, bf16 products with f32 accumulation; CPUs with AVX512_BF16 or AMX)",
+            \.config.precision, absent: .fp32),
+        e(
+            "base_weights",
+            "how the frozen base under LoRA holds its layers' matrices: f32, bf16, q8_0, or gguf (a GGUF INIT's own blocks); the base is read one tensor at a time",
+            \.config.baseWeights, absent: .f32),
         Setting(
             key: "recompute",
             help:
@@ -233,6 +223,20 @@ public let trainSettings: [Setting] =
         i("checkpoint_every", "checkpoint every N steps (0: only at the end)", \.config.checkpointEvery),
         i("keep_checkpoints", "checkpoints kept besides the newest", \.config.keepCheckpoints),
     ] + loraSettings
+
+/// A choice stored as nil when it is `absent`'s value (what configurations made before the setting existed hold).
+private func e<E: RawRepresentable & CaseIterable & Sendable & Equatable>(
+    _ key: String, _ help: String, _ kp: WritableKeyPath<TrainSettings, E?> & Sendable, absent: E
+) -> Setting
+where E.RawValue == String {
+    Setting(
+        key: key, help: help + " (" + E.allCases.map(\.rawValue).joined(separator: "|") + ")",
+        get: { tomlString(($0[keyPath: kp] ?? absent).rawValue) },
+        set: {
+            let v: E = try choice($1, key)
+            $0[keyPath: kp] = v == absent ? nil : v
+        }, isBool: false)
+}
 
 /// One field of one network's LoRA settings (the settings struct appears when a field is first set).
 private func lora<T: LosslessStringConvertible & Sendable>(

@@ -22,6 +22,15 @@ import Runs
         return c
     }
 
+    /// OREO for two epochs with a checkpoint every 3 steps in micro-batches of 24 tokens: runs that stop midway.
+    func resumableOREO() -> TrainConfig {
+        var c = tinyTrain(.oreo)
+        c.epochs = 2
+        c.checkpointEvery = 3
+        c.loader.tokensPerMicroBatch = 24
+        return c
+    }
+
     /// A seeded random INIT saved at root/init and a toy dataset at root/data.
     func initAndData(_ root: String, seed: UInt64, problems: Int, dataSeed: UInt64) throws -> (
         TransformerModel, Dataset
@@ -196,10 +205,7 @@ import Runs
         let root = temporaryDirectory("lora-\(policyLoRA)")
         let initDir = root + "/init"
         let (m, _) = try initAndData(root, seed: 6, problems: 48, dataSeed: 4)
-        var c = tinyTrain(.oreo)
-        c.epochs = 2
-        c.checkpointEvery = 3
-        c.loader.tokensPerMicroBatch = 24
+        var c = resumableOREO()
         if policyLoRA {
             c.lora = LoRASettings()
             c.lora!.rank = 4
@@ -281,10 +287,7 @@ import Runs
         let root = temporaryDirectory("packed-run")
         let initDir = root + "/init"
         let (m, _) = try initAndData(root, seed: 6, problems: 48, dataSeed: 4)
-        var c = tinyTrain(.oreo)
-        c.epochs = 2
-        c.checkpointEvery = 3
-        c.loader.tokensPerMicroBatch = 24
+        var c = resumableOREO()
         c.lora = LoRASettings()
         c.lora!.rank = 4
         c.lora!.dropout = 0.1

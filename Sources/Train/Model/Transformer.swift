@@ -192,9 +192,8 @@ public final class TransformerModel {
     }
 
     /// Bytes this model holds beyond its parameters (its workspace aside: `workspaceBytes`): gradients, and
-    /// activations with every scratch (the logit
-    /// cache as planned: the first forward that uses it allocates it; bf16 copies; adapters' buffers counted
-    /// separately by `LoRAAdapters.bytes`).
+    /// activations with every scratch (the logit cache as planned: the first forward that uses it allocates it;
+    /// bf16 copies; adapters' buffers counted separately by `LoRAAdapters.bytes`).
     public var bufferBytes: (gradients: Int, activations: Int) {
         let low =
             (lowWeights == nil ? 0 : parameters.count) + lowScratchCount
@@ -301,17 +300,23 @@ public final class TransformerModel {
         var rng = SplitMix64(seed: seed)
         let p = parameters.pointer
         parameters.zero()
-        let residualScaled = Set(layout.blocks.flatMap { [$0.oW, $0.downW] })
         for s in layout.specs where s.shape.count >= 2 && s.offset != layout.valueHead && !layout.isPacked(s.offset) {
-            let sd = residualScaled.contains(s.offset) ? std / (2 * Double(config.layers)).squareRoot() : std
+            let sd = initialStd(of: s, std: std)
             for i in 0..<s.count { p[s.offset + i] = Float(rng.nextGaussian() * sd) }
         }
         initializeNorms()
     }
 
+    /// The standard deviation a fresh matrix `spec` is drawn with: `std`, scaled by 1 / sqrt(2 layers) for the
+    /// blocks' output projections (attention out, MLP down), which add into the residual stream.
+    public func initialStd(of spec: TensorSpec, std: Double = 0.02) -> Double {
+        let residual = layout.blocks.contains { $0.oW == spec.offset || $0.downW == spec.offset }
+        return residual ? std / (2 * Double(config.layers)).squareRoot() : std
+    }
+
     /// Sets all gradients to zero (start of an accumulation window).
     public func zeroGradients() {
-        // a frozen base's gradients are never read (only its norms' accumulate there), so they are not cleared
+        // a frozen base writes no gradient of its own, so there is nothing to clear
         if trainsBase && gradients.count > 0 { gradients.zero() }
         adapters?.zeroGradients()
     }
