@@ -46,6 +46,8 @@ let package = Package(
         .target(name: "CXXHash", cSettings: [.unsafeFlags(["-O3", "-march=native"])]),
         // Decoding kernels Swift cannot spell (software prefetch, vpermps table lookups), for the host CPU.
         .target(name: "CDecodeKernels", cSettings: [.unsafeFlags(["-O3", "-march=native", "-ffp-contract=off"])]),
+        // MPI, loaded with dlopen only when an MPI launcher started the process (Open MPI and MPICH ABIs).
+        .target(name: "CMPI", linkerSettings: [.linkedLibrary("dl")]),
 
         // Small utilities every layer uses: atomic file output, XXH3 checksums, FNV-1a, SplitMix64, JSON strings.
         .target(name: "Support", dependencies: ["CXXHash"]),
@@ -99,12 +101,15 @@ let package = Package(
             dependencies: [
                 "Support", "Format", "Ingest", "Tokenizers", "Checkpoint", "Train", "Models", "Runs", "Infer", "Rounds",
             ]),
+        // 5. More than one process: MPI ranks (data-parallel training, split scoring and sampling) behind the
+        //    Collective protocol the runs take; a checked build.
+        .target(name: "Cluster", dependencies: ["Support", "CMPI"]),
         // The command-line tool.
         .executableTarget(
             name: "oreo",
             dependencies: [
                 "Support", "Format", "Ingest", "Tokenizers", "Checkpoint", "Train", "Models", "Runs", "Infer", "Demo",
-                "Rounds",
+                "Rounds", "Cluster",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]),
@@ -113,7 +118,7 @@ let package = Package(
             name: "Bench",
             dependencies: [
                 "Support", "Format", "Ingest", "Tokenizers", "Checkpoint", "Train", "Models", "Runs", "Infer", "CZstd",
-                "COpenBLAS", "CAllocCounter",
+                "COpenBLAS", "CAllocCounter", "Cluster",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ], swiftSettings: kernelSettings),
 
@@ -162,6 +167,8 @@ let package = Package(
                 "TestSupport", "Infer", "Rounds", "Models", "Train", "Tokenizers", "Ingest", "Format", "Checkpoint",
                 "Support",
             ]),
+        // Drive `oreo` under mpirun (Open MPI on loopback).
+        .testTarget(name: "ClusterTests", dependencies: ["TestSupport", "Checkpoint", "Support"]),
     ],
     swiftLanguageModes: [.v6]
 )

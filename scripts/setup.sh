@@ -3,7 +3,8 @@
 # when everything is already there.
 set -euo pipefail
 
-debs=(libzstd-dev libopenblas-dev libdnnl-dev libxxhash-dev pkg-config)
+# openmpi-bin: `mpirun` for multi-process runs and their tests (oreo loads libmpi only under mpirun).
+debs=(libzstd-dev libopenblas-dev libdnnl-dev libxxhash-dev pkg-config openmpi-bin)
 missing=()
 for p in "${debs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then

@@ -255,11 +255,13 @@ private func trainAdapters(_ m: TransformerModel, rank: Int, valueHead: Bool, ad
     )
 }
 
-/// Runs this Bench binary with `arguments` in a child process (so its peak RSS is its own) and returns the last
-/// JSON object line it printed (nil if none parses) with its exit status.
-private func runChild(_ arguments: [String]) throws -> ([String: Double]?, Int32) {
+/// Runs `executable` (this Bench binary by default; mpirun) with `arguments` in a child process, so its peak RSS is
+/// its own, and returns the last JSON object line it printed (nil if none parses) with its exit status.
+func runChild(_ arguments: [String], executable: String = CommandLine.arguments[0]) throws -> (
+    [String: Double]?, Int32
+) {
     let p = Process()
-    p.executableURL = URL(fileURLWithPath: CommandLine.arguments[0])
+    p.executableURL = URL(fileURLWithPath: executable)
     p.arguments = arguments
     let out = Pipe()
     p.standardOutput = out

@@ -1,7 +1,7 @@
 import Foundation
 import Train
 
-// Usage: Bench [format|tokenizer|ingest|train|oreo|decode|gemm|lora|stream|all] [options]. Each stage prints its throughput and its ratio to a baseline
+// Usage: Bench [format|tokenizer|ingest|train|oreo|decode|gemm|lora|stream|mpi|all] [options]. Each stage prints its throughput and its ratio to a baseline
 // measured in the same run.
 BLASRuntime.ensurePreferredKernels()
 print(BLASRuntime.summary)
@@ -20,6 +20,8 @@ do {
     case "lora": try runLoRABench(args: rest)
     // Not part of `all`: it writes 1.1 GB of datasets and runs the oreo executable.
     case "stream": try runStreamBench(args: rest)
+    // Not part of `all`: it runs oreo under mpirun (Open MPI's openmpi-bin).
+    case "mpi": try runMPIBench(args: rest)
     case "all":
         try runFormatBench(args: [])
         runTokenizerBench(args: [])
@@ -30,7 +32,7 @@ do {
         runGEMMBench(args: [])
         try runLoRABench(args: [])
     default:
-        print("usage: Bench [format|tokenizer|ingest|train|oreo|decode|gemm|lora|stream|all] [options]")
+        print("usage: Bench [format|tokenizer|ingest|train|oreo|decode|gemm|lora|stream|mpi|all] [options]")
         exit(2)
     }
 } catch {

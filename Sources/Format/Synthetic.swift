@@ -7,6 +7,8 @@ public struct SyntheticTrajectories: Sendable {
     public let vocabSize: Int
     /// Mean tokens per trajectory (prompt + response).
     public let meanTokens: Int
+    /// Every trajectory exactly `meanTokens` long (benchmarks that need equal micro-batches).
+    public var fixedLength = false
     private var rng: SplitMix64
     private let phrases: [[UInt32]]
     private var index: UInt64 = 0
@@ -35,7 +37,7 @@ public struct SyntheticTrajectories: Sendable {
 
     /// The next trajectory: prompt, response split into newline-like steps, 0/1 reward, a group per 8.
     public mutating func next() -> TrajectoryRecord {
-        let total = Int.random(in: 2...(2 * meanTokens - 2), using: &rng)
+        let total = fixedLength ? meanTokens : Int.random(in: 2...(2 * meanTokens - 2), using: &rng)
         var tokens: [UInt32] = []
         tokens.reserveCapacity(total + 6)
         while tokens.count < total {

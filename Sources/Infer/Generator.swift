@@ -143,50 +143,62 @@ public final class Generator {
             decoder.release(s)
             try onFinish(l.request, g)
         }
+        /// Samples slot `s`'s next token from row `i` of `logits`.
+        func step(_ s: Int, _ i: Int) throws {
+            guard var l = slots[s] else { return }
+            let pick = sampler.sample(logits[(i * V)..<((i + 1) * V)], rng: &l.rng)
+            l.logProb += pick.logProb
+            tokensGenerated += 1
+            if stopTokens.contains(pick.token) {
+                slots[s] = l
+                try finish(s, .eos, end: pick.token)
+                return
+            }
+            l.tokens.append(pick.token)
+            let before = l.text.count
+            l.text.append(contentsOf: bytes(of: pick.token))
+            l.pending = pick.token
+            slots[s] = l
+            if let hit = matcher.match(l.text, newFrom: before) {
+                try finish(s, .stop, hit)
+            } else if l.tokens.count >= l.limit {
+                try finish(s, .length)
+            }
+        }
         while true {
+            // The live sequences' next tokens, in one pass.
             var seqs: [Int] = [], feed: [[Int32]] = []
             for s in slots.indices {
                 if let l = slots[s] {
                     seqs.append(s)
                     feed.append([l.pending])
-                } else if let r = queue.popLast() {
-                    let req = requests[r]
-                    let limit = min(req.maxNewTokens, maxLength - req.prompt.count)
-                    if limit <= 0 {
-                        results[r] = Generation(
-                            tokens: [], text: "", finish: .length, stopString: nil, endToken: nil, logProb: 0)
-                        try onFinish(r, results[r]!)
-                        continue
-                    }
-                    slots[s] = Live(request: r, rng: SplitMix64(seed: req.seed), limit: limit)
-                    decoder.release(s)
-                    seqs.append(s)
-                    feed.append(req.prompt)
                 }
             }
-            if seqs.isEmpty { break }
-            try decoder.extend(seqs, feed, logits: &logits)
-            for (i, s) in seqs.enumerated() {
-                guard var l = slots[s] else { continue }
-                let pick = sampler.sample(logits[(i * V)..<((i + 1) * V)], rng: &l.rng)
-                l.logProb += pick.logProb
-                tokensGenerated += 1
-                if stopTokens.contains(pick.token) {
-                    slots[s] = l
-                    try finish(s, .eos, end: pick.token)
+            if !seqs.isEmpty {
+                try decoder.extend(seqs, feed, logits: &logits)
+                for (i, s) in seqs.enumerated() { try step(s, i) }
+            }
+            // Queued requests into the free slots, each prompt in a pass of its own: decoding passes then hold
+            // one row per sequence, so a sequence's numbers never depend on which other prompts share its pass
+            // (the same samples at any batch size, and from any share of the prompts an MPI rank is dealt).
+            var admitted = false
+            for s in slots.indices where slots[s] == nil {
+                guard let r = queue.popLast() else { break }
+                let req = requests[r]
+                let limit = min(req.maxNewTokens, maxLength - req.prompt.count)
+                if limit <= 0 {
+                    results[r] = Generation(
+                        tokens: [], text: "", finish: .length, stopString: nil, endToken: nil, logProb: 0)
+                    try onFinish(r, results[r]!)
                     continue
                 }
-                l.tokens.append(pick.token)
-                let before = l.text.count
-                l.text.append(contentsOf: bytes(of: pick.token))
-                l.pending = pick.token
-                slots[s] = l
-                if let hit = matcher.match(l.text, newFrom: before) {
-                    try finish(s, .stop, hit)
-                } else if l.tokens.count >= l.limit {
-                    try finish(s, .length)
-                }
+                slots[s] = Live(request: r, rng: SplitMix64(seed: req.seed), limit: limit)
+                decoder.release(s)
+                try decoder.extend([s], [req.prompt], logits: &logits)
+                try step(s, 0)
+                admitted = true
             }
+            if seqs.isEmpty && !admitted && queue.isEmpty { break }
         }
         return results.map { $0! }
     }

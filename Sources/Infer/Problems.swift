@@ -126,19 +126,29 @@ public final class ResumableJSONL {
 
     /// Appends records as JSON lines (keys sorted) and flushes them to disk.
     public func append(_ records: [[String: Any]]) throws {
+        try appendEncoded(try Self.encode(records, path: partialPath))
+    }
+
+    /// Records as the JSON lines `append` writes (keys sorted); `path` names the output in the error.
+    public static func encode(_ records: [[String: Any]], path: String) throws -> [UInt8] {
         var d = Data()
         for r in records {
             // JSONSerialization's own refusal reads "Error Domain=NSCocoaErrorDomain Code=3840 ...": name the field.
             if let key = nonFiniteField(r) {
                 throw InferError.invalid(
-                    "\(partialPath): field \"\(key)\" of a record is not a finite number (NaN or infinity); JSON cannot hold it"
+                    "\(path): field \"\(key)\" of a record is not a finite number (NaN or infinity); JSON cannot hold it"
                 )
             }
             d.append(try JSONSerialization.data(withJSONObject: r, options: [.sortedKeys, .withoutEscapingSlashes]))
             d.append(UInt8(ascii: "\n"))
         }
+        return [UInt8](d)
+    }
+
+    /// Appends lines `encode` made and flushes them to disk.
+    public func appendEncoded(_ bytes: [UInt8]) throws {
         do {
-            try handle.write(contentsOf: d)
+            try handle.write(contentsOf: Data(bytes))
             try handle.synchronize()
         } catch { throw InferError.invalid("\(partialPath): write failed: \(error.localizedDescription)") }
     }

@@ -193,6 +193,16 @@ public final class DataLoader {
 
     /// Fills `batch` with the next micro-batch (rolling into the next epoch at the end of one).
     public func next(into batch: TrainingBatch) throws {
+        _ = try advance(into: batch)
+    }
+
+    /// Moves past the next micro-batch without reading its trajectories (another rank trains on it), returning
+    /// the sequences and positions it holds: only the run's scalars are read.
+    public func skip() throws -> (sequences: Int, tokens: Int) {
+        try advance(into: nil)
+    }
+
+    private func advance(into batch: TrainingBatch?) throws -> (sequences: Int, tokens: Int) {
         if position.run >= runCount {
             position.epoch += 1
             position.run = 0
@@ -203,21 +213,25 @@ public final class DataLoader {
             throw DataError(
                 "\(dataset.directory): epoch \(position.epoch) has no trajectory left to train on (\(reportSummary))")
         }
-        batch.clear()
-        var tokens = 0, count = 0
+        batch?.clear()
+        var tokens = 0, count = 0, sequences = 0
         repeat {
             let u = units[position.inRun]
             if count > 0 && tokens + u.tokens > config.tokensPerMicroBatch { break }
-            try append(u.first, length: Int(u.firstLength), positive: u.firstPositive, to: batch)
-            if u.second >= 0 {
-                try append(u.second, length: Int(u.secondLength), positive: u.secondPositive, to: batch)
+            if let batch {
+                try append(u.first, length: Int(u.firstLength), positive: u.firstPositive, to: batch)
+                if u.second >= 0 {
+                    try append(u.second, length: Int(u.secondLength), positive: u.secondPositive, to: batch)
+                }
             }
+            sequences += u.second >= 0 ? 2 : 1
             tokens += u.tokens
             count += 1
             position.inRun += 1
             position.consumed += 1
         } while try moveToUnit(&position)
         position.microBatches += 1
+        return (sequences, tokens)
     }
 
     /// The units of `epoch` in order, as trajectory indices (one, or chosen then rejected): the whole epoch in

@@ -34,6 +34,8 @@ public struct StepMetrics: Sendable, Equatable, Codable {
     public var importanceWeight: Double?
     /// Sequences and tokens in the step; throughput; seconds since the run started (over all sessions).
     public var sequences: Int, tokens: Int, tokensPerSecond: Double, elapsed: Double
+    /// Under MPI: seconds this rank spent in the step's all-reduces (nil for one process).
+    public var allreduceSeconds: Double? = nil
 
     enum CodingKeys: String, CodingKey {
         case step, epoch, lr, valueLR = "value_lr", loss, valueLoss = "value_loss", bellman, kl
@@ -41,6 +43,7 @@ public struct StepMetrics: Sendable, Equatable, Codable {
         case logProbPositive = "logp_pos", logProbNegative = "logp_neg", logRatio = "log_ratio"
         case gradNorm = "grad_norm", valueGradNorm = "value_grad_norm", pairAccuracy = "pair_accuracy", margin
         case importanceWeight = "importance_weight", sequences, tokens, tokensPerSecond = "tokens_per_s", elapsed
+        case allreduceSeconds = "allreduce_s"
     }
 }
 
@@ -68,7 +71,7 @@ public struct TrainSummary: Sendable {
 }
 
 /// A run stopped because a loss or gradient stopped being a finite number.
-public struct NonFiniteLoss: Error, CustomStringConvertible {
+public struct NonFiniteLoss: Error, CustomStringConvertible, CollectiveError {
     /// The 1-based step that produced it, and what was not finite.
     public let step: Int, what: String
     /// The last checkpoint written before it (nil if none), left in place.
@@ -86,6 +89,11 @@ public struct NonFiniteLoss: Error, CustomStringConvertible {
 /// Per micro-batch: (reference forward,) policy forward, value forward, losses from those numbers, value
 /// backward, policy backward; per step the value network is updated first, then the policy, so the policy
 /// loss always uses values computed before the update. All buffers are allocated here, once.
+///
+/// Data-parallel over a `Collective` (the ranks of an MPI job): every rank holds the models and walks the same
+/// data order; a step's micro-batch k is trained by rank k mod N (the others skip it, reading only scalars),
+/// gradients and the step's sums are all-reduced before the identical updates, and rank 0 alone reads and writes
+/// the run directory (its checkpoint state is broadcast to the other ranks when resuming).
 public final class TrainJob {
     /// The effective configuration (written to RUN/config.json).
     public let config: TrainConfig
@@ -101,6 +109,10 @@ public final class TrainJob {
     public private(set) var notes: [String] = []
     /// The models (the value network and the reference only when the method uses them).
     public let policy: TransformerModel, value: TransformerModel?, reference: TransformerModel?
+    /// The processes training together (this one alone by default).
+    public let collective: Collective
+    /// Floats per all-reduce call of the gradients.
+    public static let reduceBucket = 1 << 22
 
     private let run: RunDirectory
     private let policyOptimizer: AdamW, valueOptimizer: AdamW?
@@ -110,6 +122,11 @@ public final class TrainJob {
     private var logProbs: [Float] = [], refLogProbs: [Float] = [], values: [Float] = [], kl: [Float] = []
     private var elapsedBefore = 0.0, tokensBefore = 0
     private var lastCheckpoint: String?
+    /// With several micro-batches per step: the trained networks' gradient sums of the step's earlier
+    /// micro-batches (policy, then value), so each micro-batch's gradient is computed whole and added once.
+    private let stepSums: [FlatBuffer]
+    /// The step's sums (ObjectiveStats and tokens) as doubles, for one all-reduce.
+    private var reduced = [Double](repeating: 0, count: ObjectiveStats.packedCount)
 
     /// Checks the configuration, the dataset against the model and method, and the run directory; loads the
     /// models (from the run's latest checkpoint when `resume`). Everything that would stop training is
@@ -124,11 +141,17 @@ public final class TrainJob {
     ///     when resuming, wins).
     ///   - valueModel: a full value network (a checkpoint directory with value_head.weight, INIT's architecture)
     ///     the value network starts from instead of INIT with a zero head (a checkpoint, when resuming, wins).
+    ///   - collective: the ranks training together; every rank calls this with the same arguments. A rank that
+    ///     fails here makes every other rank throw `PeerFailure` instead of waiting.
     public init(
         config: TrainConfig, model: ModelSource, reference referenceSource: ModelSource? = nil, data: String,
         run runPath: String, resume: Bool = false, adapter: String? = nil, valueAdapter: String? = nil,
-        valueModel: String? = nil
+        valueModel: String? = nil, collective: Collective = SingleProcess()
     ) throws {
+        // Every rank reaches the agreement below, also when this one fails first.
+        var agreed = false
+        defer { if !agreed { _ = try? collective.failures(true) } }
+        let root = collective.isRoot
         var config = config
         let modelConfig = try model.config()
         // Starting from adapters: their rank, alpha and targets are the run's unless given.
@@ -183,7 +206,9 @@ public final class TrainJob {
         // The run directory: a fresh one, or the same configuration continued from its latest checkpoint.
         let fm = FileManager.default
         var checkpoint: String?
-        if fm.fileExists(atPath: run.configFile) {
+        // Only rank 0 reads the run directory; the others receive its state below.
+        if !root {
+        } else if fm.fileExists(atPath: run.configFile) {
             guard resume else {
                 throw RunDirectoryError(
                     "\(runPath) already holds a run (config.json); pass --resume to continue it, or choose another --out"
@@ -282,19 +307,29 @@ public final class TrainJob {
         }
         let policyOptimizer = optimizer(policy)
         let valueOptimizer = value.map(optimizer)
-        do { try fm.createDirectory(atPath: runPath, withIntermediateDirectories: true) } catch {
-            throw RunDirectoryError("\(runPath): cannot create: \(error.localizedDescription)")
+        if root {
+            do { try fm.createDirectory(atPath: runPath, withIntermediateDirectories: true) } catch {
+                throw RunDirectoryError("\(runPath): cannot create: \(error.localizedDescription)")
+            }
         }
         if let checkpoint, let state {
             try RunDirectory.loadOptimizer(checkpoint, policy: policyOptimizer, value: valueOptimizer, state: state)
             try loader.seek(state.position)
             try run.truncateMetrics(toSteps: state.step)
             notes.append("resuming \(runPath) after step \(state.step) of \(totalSteps) from \(checkpoint)")
-        } else {
+        } else if root {
             try run.write(config, to: "config.json")
             try? fm.removeItem(atPath: run.metricsFile)
         }
-        try run.write(loader.report, to: "data.json")
+        if root { try run.write(loader.report, to: "data.json") }
+        agreed = true
+        let failed = try collective.failures(false)
+        if failed > 0 { throw PeerFailure(ranks: failed) }
+        if collective.size > 1 {
+            state = try Self.synchronize(
+                state, collective, trained: [policy, value].compactMap { $0 },
+                optimizers: [policyOptimizer, valueOptimizer].compactMap { $0 }, loader: loader)
+        }
 
         self.config = config
         runDirectory = runPath
@@ -306,6 +341,13 @@ public final class TrainJob {
         self.reference = reference
         self.policyOptimizer = policyOptimizer
         self.valueOptimizer = valueOptimizer
+        self.collective = collective
+        stepSums =
+            config.loader.microBatchesPerStep > 1
+            ? [policy, value].compactMap {
+                $0.map { FlatBuffer(count: ($0.adapters?.gradients ?? $0.gradients).count) }
+            }
+            : []
         objective = BatchObjective(capacity: maxTokens)
         batches = (0..<config.loader.microBatchesPerStep).map { _ in TrainingBatch() }
         tokenizerFiles = model.tokenizerFiles()
@@ -332,14 +374,16 @@ public final class TrainJob {
         stopAfter: Int? = nil, checkpointAtStop: Bool = true,
         progress: (TrainProgress) -> Void = { _ in }
     ) throws -> TrainSummary {
-        if !FileManager.default.fileExists(atPath: run.metricsFile) {
-            _ = FileManager.default.createFile(atPath: run.metricsFile, contents: nil)
+        // Other ranks write nothing: their metrics go to /dev/null.
+        let metricsFile = collective.isRoot ? run.metricsFile : "/dev/null"
+        if !FileManager.default.fileExists(atPath: metricsFile) {
+            _ = FileManager.default.createFile(atPath: metricsFile, contents: nil)
         }
-        guard let metricsOut = FileHandle(forWritingAtPath: run.metricsFile) else {
-            throw RunDirectoryError("\(run.metricsFile): cannot open for writing")
+        guard let metricsOut = FileHandle(forWritingAtPath: metricsFile) else {
+            throw RunDirectoryError("\(metricsFile): cannot open for writing")
         }
         defer { try? metricsOut.close() }
-        try metricsOut.seekToEnd()
+        if collective.isRoot { try metricsOut.seekToEnd() }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         let schedule = CosineSchedule(
@@ -351,26 +395,53 @@ public final class TrainJob {
             totalSteps: totalSteps, warmupFraction: config.warmupFraction)
         var last: StepMetrics?
         let sessionStart = Date()
+        let (rank, ranks) = (collective.rank, collective.size)
         // --max-steps ends a run at that step; otherwise the data does, after `epochs` epochs (the schedule spans
         // `totalSteps`, exact for a counted dataset, estimated for a large one, and holds its final rate after).
         while !isDone {
             let t0 = Date()
-            var m = 0
+            // Micro-batch k is this rank's when k mod ranks == rank: it reads those, and skips the others' (their
+            // sequence counts still enter the loss weight, so every rank normalizes as one process would).
+            var m = 0, local = 0, sequences = 0, tokens = 0
             while m < config.loader.microBatchesPerStep && (config.maxSteps > 0 || !isDone) {
-                try loader.next(into: batches[m])
+                if m % ranks == rank {
+                    try loader.next(into: batches[local])
+                    sequences += batches[local].spans.count
+                    tokens += batches[local].count
+                    local += 1
+                } else {
+                    let skipped = try loader.skip()
+                    sequences += skipped.sequences
+                    tokens += skipped.tokens
+                }
                 m += 1
             }
             guard m > 0 else { break }
-            let sequences = batches[0..<m].reduce(0) { $0 + $1.spans.count }
             let weight = 1 / Double(max(1, config.method == .dpo ? sequences / 2 : sequences))
             policy.zeroGradients()
             value?.zeroGradients()
             var stats = ObjectiveStats()
-            var tokens = 0
-            for k in 0..<m {
-                setDropoutKeys(step: step, microBatch: k)
+            // The step's gradient is sum_k g_k with every g_k computed whole (from zero) and added once, in order:
+            // with one micro-batch per rank the all-reduce then forms the same sums as one process, bit for bit.
+            let trained = [policy, value].compactMap { $0 }
+            for k in 0..<local {
+                if k > 0 {
+                    for (m, sum) in zip(trained, stepSums) {
+                        sum.copy(from: m.adapters?.gradients ?? m.gradients)
+                        m.zeroGradients()
+                    }
+                }
+                setDropoutKeys(step: step, microBatch: rank + k * ranks)
                 stats += try microStep(batches[k], weight: weight)
-                tokens += batches[k].count
+                if k > 0 {
+                    for (m, sum) in zip(trained, stepSums) { (m.adapters?.gradients ?? m.gradients).add(sum) }
+                }
+            }
+            var reduceSeconds: Double?
+            if ranks > 1 {
+                let r0 = Date()
+                stats = try allReduce(stats)
+                reduceSeconds = Date().timeIntervalSince(r0)
             }
             let stepNumber = step + 1
             guard stats.isFinite else {
@@ -397,11 +468,12 @@ public final class TrainJob {
             step = stepNumber
             tokensBefore += tokens
             let seconds = Date().timeIntervalSince(t0)
-            let metrics = makeMetrics(
+            var metrics = makeMetrics(
                 stats, lr: lr, valueLR: value == nil ? nil : valueSchedule.learningRate(step: step - 1),
                 gradNorm: norm, valueGradNorm: valueNorm, tokens: tokens, seconds: seconds,
                 elapsed: elapsedBefore + Date().timeIntervalSince(sessionStart))
-            try metricsOut.write(contentsOf: try encoder.encode(metrics) + [10])
+            metrics.allreduceSeconds = reduceSeconds
+            if collective.isRoot { try metricsOut.write(contentsOf: try encoder.encode(metrics) + [10]) }
             last = metrics
             var written: String?
             let done = isDone
@@ -409,7 +481,9 @@ public final class TrainJob {
                 written = try saveCheckpoint(elapsed: metrics.elapsed)
             }
             if let stopAfter, step >= stopAfter, !done {
-                if checkpointAtStop, written == nil { written = try saveCheckpoint(elapsed: metrics.elapsed) }
+                if checkpointAtStop, written == nil, collective.isRoot {
+                    written = try saveCheckpoint(elapsed: metrics.elapsed)
+                }
                 progress(TrainProgress(step: step, totalSteps: totalSteps, metrics: metrics, checkpoint: written))
                 return summary(finished: false, last: last)
             }
@@ -418,7 +492,7 @@ public final class TrainJob {
         if lastCheckpoint == nil || !lastCheckpoint!.hasSuffix(String(format: "step-%08d", step)) {
             _ = try saveCheckpoint(elapsed: elapsedBefore + Date().timeIntervalSince(sessionStart))
         }
-        let final = lastCheckpoint!
+        guard collective.isRoot, let final = lastCheckpoint else { return summary(finished: true, last: last) }
         try run.relink("policy", to: String(final.dropFirst(run.path.count + 1)) + "/policy")
         if value != nil { try run.relink("value", to: String(final.dropFirst(run.path.count + 1)) + "/value") }
         return summary(finished: true, last: last)
@@ -442,7 +516,10 @@ public final class TrainJob {
         let optimizers = [policyOptimizer, valueOptimizer].compactMap { $0 }
         return [
             ("weights", weights), ("adapters", models.reduce(0) { $0 + ($1.adapters?.bytes ?? 0) }),
-            ("gradients", models.reduce(0) { $0 + $1.bufferBytes.gradients }),
+            (
+                "gradients",
+                models.reduce(0) { $0 + $1.bufferBytes.gradients } + stepSums.reduce(0) { $0 + 4 * $1.count }
+            ),
             ("optimizer", optimizers.reduce(0) { $0 + 4 * ($1.m.count + $1.v.count) }),
             (
                 "activations",
@@ -486,7 +563,9 @@ public final class TrainJob {
         m.dropBaseGradients()
     }
 
-    private func saveCheckpoint(elapsed: Double) throws -> String {
+    /// Writes a checkpoint (rank 0; the others write nothing and return nil).
+    private func saveCheckpoint(elapsed: Double) throws -> String? {
+        guard collective.isRoot else { return nil }
         let state = RunState(
             step: step, totalSteps: totalSteps, position: loader.position, seed: config.loader.seed,
             policyOptimizerStep: policyOptimizer.step, valueOptimizerStep: valueOptimizer?.step ?? 0,
@@ -513,6 +592,41 @@ public final class TrainJob {
             throw DataError("\(directory): the value network's architecture differs from INIT's")
         }
         return m
+    }
+
+    /// Sums the step's statistics and the networks' gradients over the ranks (in place; every rank then holds
+    /// what one process training all the step's micro-batches would).
+    private func allReduce(_ stats: ObjectiveStats) throws -> ObjectiveStats {
+        try reduced.withUnsafeMutableBufferPointer { b in
+            stats.pack(into: b.baseAddress!)
+            try collective.sum(b.baseAddress!, count: ObjectiveStats.packedCount)
+        }
+        for m in [value, policy].compactMap({ $0 }) {
+            let g = m.adapters?.gradients ?? m.gradients
+            try collective.sum(g.pointer, count: g.count, bucket: Self.reduceBucket)
+        }
+        return reduced.withUnsafeBufferPointer { ObjectiveStats(packed: $0.baseAddress!) }
+    }
+
+    /// Makes every rank's state rank 0's: the step, loader position and counters, the trained parameters (all
+    /// of a full network, the adapters of a LoRA one) and, when rank 0 resumed a checkpoint, the optimizers'
+    /// moments. Returns the state rank 0 resumed from (nil for a fresh run).
+    private static func synchronize(
+        _ state: RunState?, _ c: Collective, trained: [TransformerModel], optimizers: [AdamW], loader: DataLoader
+    ) throws -> RunState? {
+        let encoded = try c.broadcast(state.map { Array(try JSONEncoder().encode($0)) } ?? [], root: 0)
+        let shared = encoded.isEmpty ? nil : try JSONDecoder().decode(RunState.self, from: Data(encoded))
+        var buffers = trained.map { $0.adapters?.parameters ?? $0.parameters }
+        if let shared {
+            buffers += optimizers.flatMap { [$0.m, $0.v] }
+            if !c.isRoot {
+                try loader.seek(shared.position)
+                optimizers.first?.restore(step: shared.policyOptimizerStep)
+                if optimizers.count > 1 { optimizers[1].restore(step: shared.valueOptimizerStep) }
+            }
+        }
+        for b in buffers { try c.broadcast(UnsafeMutableRawPointer(b.pointer), bytes: 4 * b.count, root: 0) }
+        return shared
     }
 
     /// Gives each network's LoRA dropout the key of this micro-batch: a function of the run's seed, the step and

@@ -300,6 +300,8 @@ extension TrainSettings {
         }
         var set = Set<String>()
         for (key, value) in table {
+            // A record of the MPI ranks that ran the last session (`ranksLine`), not a setting.
+            if key == "ranks" { continue }
             guard let s = settingsByKey[key] else {
                 throw SettingError(description: "\(line(of: key)): unknown setting '\(key)' (see oreo train --help)")
             }
@@ -379,6 +381,12 @@ extension TrainSettings {
     }
 
     /// The settings as a TOML file `apply(tomlFile:)` reads back (paths that are unset are left out).
+    /// The line RUN/config.toml records the number of MPI ranks with (read back as nothing: a resumed run may
+    /// use another count with the same global batch).
+    public static func ranksLine(_ ranks: Int) -> String {
+        "# MPI ranks of the last session (a record, not a setting)\nranks = \(ranks)\n"
+    }
+
     public var toml: String {
         var out = "# oreo train: effective configuration (flags override these keys)\n"
         for s in trainSettings {

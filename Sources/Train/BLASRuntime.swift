@@ -50,6 +50,14 @@ public enum BLASRuntime {
     /// Sets the number of compute threads (OpenBLAS itself stays single-threaded: no nested pools).
     public static func setThreads(_ n: Int) { ComputePool.shared.setThreads(n) }
 
+    /// Sets the process's compute threads for all that follows (`--threads`): the pool's size (its workers are
+    /// only started up to `n` when this comes first), the small-batch decoding kernels' and attention's.
+    public static func configureThreads(_ n: Int) {
+        let n = max(1, min(n, 64))
+        if ComputePool.started { ComputePool.shared.setThreads(n) } else { ComputePool.initialThreads = n }
+        smallBatchLinearThreads = n
+    }
+
     /// Runs `body` with BLAS and the small-batch kernels on one thread each, and restores both afterwards: for
     /// callers that run several models side by side on threads of their own (nested pools oversubscribe cores).
     public static func singleThreaded<R>(_ body: () throws -> R) rethrows -> R {

@@ -25,6 +25,7 @@ struct EvalCommand: ParsableCommand {
             """)
 
     @OptionGroup var common: ModelOptions
+    @OptionGroup var threadOptions: ThreadOptions
     @Option(help: "Problems with answers (JSON Lines).") var data: String
     @Option(name: .shortAndLong, help: "Answers JSONL (id, prompt, answer, response, reward, score, tokens, finish).")
     var out = "answers.jsonl"
@@ -47,6 +48,7 @@ struct EvalCommand: ParsableCommand {
     @Flag(help: "Discard answers from an interrupted run instead of resuming.") var overwrite = false
 
     func run() throws {
+        let collective = try threadOptions.apply()
         if valueAdapter != nil && value == nil {
             throw ValidationError("--value-adapter needs --value BASE (the value network's INIT)")
         }
@@ -72,7 +74,7 @@ struct EvalCommand: ParsableCommand {
                         "value model vocabulary \(vm.model.config.vocabSize) differs from the policy's \(m.model.config.vocabSize)"
                     )
                 }
-                printError(
+                printRoot(
                     "value model \(value): \(vm.model.config.layers) layers, d \(vm.model.config.hiddenSize); decoding weights \(vm.decodeWeights)"
                 )
                 s = try ValueScorer(model: vm.model)
@@ -95,21 +97,23 @@ struct EvalCommand: ParsableCommand {
                 try BeamSearch(
                     policy: m.model, tokenizer: m.tokenizer, stopTokens: m.stopTokens, scorer: s,
                     config: cfg, maxPromptTokens: longest))
-            printError(
+            printRoot(
                 "beam search: \(cfg.width) beams x \(cfg.samplesPerBeam) samples, scorer \(s.name), up to \(cfg.maxSteps) steps"
             )
         default:
             throw ValidationError("--search takes greedy or beam")
         }
-        let output = try ResumableJSONL(path: out, overwrite: overwrite)
-        let progress = Progress("eval", total: Double(problems.count), unit: "problems")
+        // Under mpirun rank 0 writes the file; the others evaluate their share.
+        let output = collective.isRoot ? try ResumableJSONL(path: out, overwrite: overwrite) : nil
+        let progress = Progress("eval", total: Double(problems.count), unit: "problems", silent: !collective.isRoot)
         var correctSoFar = 0
         let s = try Evaluator.run(
             model: m, template: template, problems: problems, verifier: v, method: method,
-            maxNewTokens: common.maxNewTokens, seed: common.seed, output: output,
+            maxNewTokens: common.maxNewTokens, seed: common.seed, output: output, collective: collective,
             progress: { p in progress.update(Double(p.done)) },
             onRecord: { r in if r.reward > 0 { correctSoFar += 1 } })
         progress.finish(Double(problems.count))
+        guard let output else { return }
         try output.finish()
         let secs = max(s.seconds, 1e-9)
         print(

@@ -11,9 +11,12 @@ final class Progress {
     private var lastDone = -Double.infinity
     private let interactive = isatty(2) != 0
     private let base: Double
+    private let silent: Bool
 
-    /// `startingAt`: units already done before this process (a resumed job), left out of the rate.
-    init(_ label: String, total: Double? = nil, unit: String, startingAt: Double = 0) {
+    /// `startingAt`: units already done before this process (a resumed job), left out of the rate. A `silent`
+    /// one prints nothing (the ranks of an MPI job other than 0).
+    init(_ label: String, total: Double? = nil, unit: String, startingAt: Double = 0, silent: Bool = false) {
+        self.silent = silent
         self.label = label
         self.total = total
         self.unit = unit
@@ -22,6 +25,7 @@ final class Progress {
 
     /// Reports that `done` units are complete; `detail` is appended to the line.
     func update(_ done: Double, force: Bool = false, detail: String = "") {
+        if silent { return }
         let now = Date()
         let gap = interactive ? 0.1 : 5.0
         guard force || (done > 0 && now.timeIntervalSince(lastPrint) >= gap) else { return }
@@ -42,11 +46,13 @@ final class Progress {
 
     /// Prints a message on its own line (the progress line is redrawn by the next update).
     func note(_ message: String) {
+        if silent { return }
         FileHandle.standardError.write(((interactive ? "\r\u{1B}[K" : "") + message + "\n").data(using: .utf8)!)
     }
 
     /// Ends the progress line.
     func finish(_ done: Double) {
+        if silent { return }
         // In a log, a final line that repeats the last one adds nothing.
         if interactive || done != lastDone { update(done, force: true) }
         if interactive { FileHandle.standardError.write("\n".data(using: .utf8)!) }

@@ -52,10 +52,10 @@ struct ModelOptions: ParsableArguments {
         case .chatML(let s):
             kind = "ChatML" + (s.map { " (default system message: \($0.prefix(40).debugDescription))" } ?? "")
         }
-        printError(
+        printRoot(
             "model \(model): \(c.family.rawValue), \(c.layers) layers, d \(c.hiddenSize), vocabulary \(c.vocabSize); chat template \(kind); decoding weights \(m.decodeWeights); loaded in \(String(format: "%.1f", Date().timeIntervalSince(t0))) s"
         )
-        printError(BLASRuntime.summary)
+        printRoot(BLASRuntime.summary)
         return (m, template)
     }
 }
@@ -88,6 +88,7 @@ struct SampleCommand: ParsableCommand {
             """)
 
     @OptionGroup var common: ModelOptions
+    @OptionGroup var threadOptions: ThreadOptions
     @Option(help: "Prompts (JSON Lines).") var prompts: String
     @Option(help: "Samples per prompt.") var n = 4
     @Option(name: .shortAndLong, help: "Output JSONL.") var out: String
@@ -102,6 +103,7 @@ struct SampleCommand: ParsableCommand {
     @Flag(help: "Discard a partial output from an interrupted run instead of resuming it.") var overwrite = false
 
     func run() throws {
+        let collective = try threadOptions.apply()
         guard n >= 1 else { throw ValidationError("--n must be at least 1") }
         guard format == "text" || format == "ids" else { throw ValidationError("--format takes text or ids") }
         let problems = try ProblemFile.read(prompts)
@@ -123,16 +125,19 @@ struct SampleCommand: ParsableCommand {
         options.seed = common.seed
         options.ids = format == "ids"
         let (m, template) = try common.load()
-        let output = try ResumableJSONL(path: out, overwrite: overwrite)
-        let progress = Progress("sample", total: Double(problems.count), unit: "prompts")
+        // Under mpirun rank 0 writes the file; the others sample their share.
+        let output = collective.isRoot ? try ResumableJSONL(path: out, overwrite: overwrite) : nil
+        let progress = Progress(
+            "sample", total: Double(problems.count), unit: "prompts", silent: !collective.isRoot)
         let t0 = Date()
         let s = try SampleJob.run(
             model: m, template: template, problems: problems, verifier: v, options: options,
-            output: output
+            output: output, collective: collective
         ) { p in
             progress.update(Double(p.done))
         }
         progress.finish(Double(problems.count))
+        guard let output else { return }
         try output.finish()
         let secs = Date().timeIntervalSince(t0)
         if s.resumed > 0 { print("resumed: \(s.resumed) prompt(s) were already sampled") }

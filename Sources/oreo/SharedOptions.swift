@@ -1,4 +1,7 @@
 import ArgumentParser
+import Cluster
+import Support
+import Train
 
 /// How special tokens written in input text are encoded: one flag, the same name in `oreo tokenize` and
 /// `oreo ingest`.
@@ -21,4 +24,26 @@ struct CommandError: Error, CustomStringConvertible {
     let description: String
     /// An error with its message.
     init(_ description: String) { self.description = description }
+}
+
+/// `--threads N`: the compute threads of this process, the same flag on every command that runs a model.
+struct ThreadOptions: ParsableArguments {
+    @Option(
+        help:
+            "Compute threads (default: the machine's cores; under mpirun, the cores divided by the ranks on this machine)."
+    )
+    var threads: Int?
+
+    /// Sets the threads (before any model runs) and returns the processes this command runs as.
+    func apply() throws -> Collective {
+        if let threads, threads < 1 { throw ValidationError("--threads must be positive") }
+        let c: Collective = Cluster.mpi ?? SingleProcess()
+        BLASRuntime.configureThreads(try threads ?? Cluster.defaultThreads(c))
+        return c
+    }
+}
+
+/// Prints a log line on rank 0 only (every rank of an MPI job runs the same command).
+func printRoot(_ line: String) {
+    if Cluster.mpi?.isRoot ?? true { printError(line) }
 }

@@ -12,6 +12,8 @@ struct Synth: ParsableCommand {
     @Option(name: .shortAndLong, help: "Output dataset directory.") var out: String
     @Option(help: "Number of trajectories.") var trajectories = 10_000
     @Option(help: "Mean tokens per trajectory.") var meanTokens = 256
+    @Flag(help: "Every trajectory exactly --mean-tokens long (equal micro-batches, for benchmarks).")
+    var fixedLength = false
     @Option(help: "Vocabulary size (ids are u16 up to 65536, u32 above).") var vocab = 50_257
     @Option(help: "Block compression: raw, zstd, zstd-N.") var compression = "zstd-3"
     @Option(help: "Tokens per shard before a new shard starts.") var shardTokens = 16_000_000
@@ -23,6 +25,7 @@ struct Synth: ParsableCommand {
         }
         guard trajectories >= 0, meanTokens >= 2, vocab >= 2 else { throw ValidationError("counts must be positive") }
         var gen = SyntheticTrajectories(vocabSize: vocab, meanTokens: meanTokens, seed: seed)
+        gen.fixedLength = fixedLength
         let w = try DatasetWriter(
             directory: out, options: ShardOptions(vocabSize: vocab, compression: c),
             shardTokens: UInt64(shardTokens), properties: ["generator": "synthetic seed \(seed)"])

@@ -37,9 +37,11 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "A TOML file of settings (flags override it).") var config: String?
     @Flag(help: "Continue the run in --out from its latest checkpoint (its config.toml is the base).") var resume =
         false
+    @OptionGroup var threadOptions: ThreadOptions
     @Argument(parsing: .allUnrecognized, help: .hidden) var settings: [String] = []
 
     func run() throws {
+        let collective = try threadOptions.apply()
         var s = TrainSettings()
         var set = Set<String>()
         let stored = out + "/config.toml"
@@ -58,22 +60,34 @@ struct TrainCommand: ParsableCommand {
 
         let job = try TrainJob(
             config: s.config, model: model, reference: reference, data: data, run: out, resume: resume,
-            adapter: s.adapter, valueAdapter: s.valueAdapter, valueModel: s.valueModel)
-        try writeFileAtomically(Array(s.toml.utf8), to: stored)
+            adapter: s.adapter, valueAdapter: s.valueAdapter, valueModel: s.valueModel, collective: collective)
+        let ranks = collective.size
+        if collective.isRoot {
+            try writeFileAtomically(Array((s.toml + TrainSettings.ranksLine(ranks)).utf8), to: stored)
+        }
+        // Rank 0 logs and reports; the other ranks train silently.
+        let log: (String) -> Void = { printRoot($0) }
         let c = job.config
-        printError("\(c.method.rawValue): \(model.description) -> \(out); \(job.loader.reportSummary)")
-        printError(
+        log("\(c.method.rawValue): \(model.description) -> \(out); \(job.loader.reportSummary)")
+        if ranks > 1 {
+            log(
+                "\(ranks) ranks, \(BLASRuntime.threads) thread(s) each: micro-batch k of a step on rank k mod \(ranks), gradients all-reduced"
+            )
+        }
+        log(
             "policy \(job.policy.layout.total) parameters\(job.policy.baseWeights.map { " (base \($0.summary))" } ?? "")\(job.value != nil ? ", value network" : "")\(job.reference != nil ? ", reference model in memory" : "")\(c.exactKL ? " (exact KL)" : c.method == .oreo && c.oreo.alpha != 0 ? " (k3 KL from '\(c.referenceColumn)')" : ""); \(job.totalSteps) steps"
         )
-        for n in job.notes { printError("note: \(n)") }
+        for n in job.notes { log("note: \(n)") }
         let estimate = job.memoryEstimate
         let total = estimate.reduce(0) { $0 + $1.bytes }
-        printError(
+        log(
             "memory (estimated): "
                 + estimate.filter { $0.bytes > 0 }.map { "\($0.kind) \(megabytes($0.bytes))" }.joined(separator: ", ")
                 + "; total \(megabytes(total))")
         var measured = false
-        let progress = Progress("train", total: Double(job.totalSteps), unit: "steps", startingAt: Double(job.step))
+        let progress = Progress(
+            "train", total: Double(job.totalSteps), unit: "steps", startingAt: Double(job.step),
+            silent: !collective.isRoot)
         let summary: TrainSummary
         do {
             summary = try job.run { p in
@@ -94,9 +108,12 @@ struct TrainCommand: ParsableCommand {
             }
         } catch let e as NonFiniteLoss {
             progress.finish(Double(job.step))
+            // every rank stops here: rank 0 reports it (Oreo.endRank)
+            if ranks > 1 { throw e }
             throw ValidationError(e.description)
         }
         progress.finish(Double(job.step))
+        guard collective.isRoot else { return }
         if let m = summary.last {
             print(
                 String(
@@ -140,8 +157,10 @@ struct ScoreCommand: ParsableCommand {
             "How the base holds its layers' matrices: f32, or bf16, q8_0, gguf (a GGUF's own blocks) to score a large model in less memory."
     )
     var baseWeights = BaseWeights.f32
+    @OptionGroup var threadOptions: ThreadOptions
 
     func run() throws {
+        let collective = try threadOptions.apply()
         guard tokensPerBatch > 0 else { throw ValidationError("--tokens-per-batch must be positive") }
         if let maxTrajectories, maxTrajectories <= 0 { throw ValidationError("--max-trajectories must be positive") }
         try precision.checkSupported()
@@ -150,7 +169,7 @@ struct ScoreCommand: ParsableCommand {
         for n in try Compatibility.check(
             dataset: dataset, model: try source.config(), tokenizerDirectory: source.tokenizerDirectory)
         {
-            printError("note: \(n)")
+            printRoot("note: \(n)")
         }
         let m = try source.load(maxTokens: tokensPerBatch, base: baseWeights, activations: .forwardOnly)
         if let adapter { try m.attach(try PEFTAdapter.load(directory: adapter, for: m)) }
@@ -158,15 +177,18 @@ struct ScoreCommand: ParsableCommand {
         // With --max-trajectories the token total is the prefix's share (an estimate: trajectories differ in length).
         let counts = dataset.manifest.counts
         let share = min(1, Double(maxTrajectories ?? .max) / Double(max(1, counts.trajectories)))
-        let progress = Progress("score", total: (Double(counts.tokens) * share).rounded(), unit: "tok")
+        let progress = Progress(
+            "score", total: (Double(counts.tokens) * share).rounded(), unit: "tok", silent: !collective.isRoot)
         let start = Date()
         let s = try ReferenceScorer.score(
-            dataset: dataset, model: m, column: column, maxTrajectories: maxTrajectories ?? .max
+            dataset: dataset, model: m, column: column, maxTrajectories: maxTrajectories ?? .max,
+            collective: collective
         ) { done, _ in progress.update(Double(done)) }
         progress.finish(Double(s.tokens))
+        guard collective.isRoot else { return }
         let rate = Double(s.tokens) / max(1e-9, Date().timeIntervalSince(start))
         var line =
-            "scored \(s.trajectories) trajectories, \(s.tokens) tokens in \(s.batches) forward passes (\(String(format: "%.0f", rate)) tokens/s)"
+            "scored \(s.trajectories) trajectories, \(s.tokens) tokens in \(s.batches) forward passes (\(String(format: "%.0f", rate)) tokens/s\(collective.size > 1 ? " over \(collective.size) ranks" : ""))"
         if s.reusedShards > 0 { line += "; kept \(s.reusedShards) shard(s) an earlier run of this model finished" }
         if s.complete {
             line += "; column '\(column)' added to \(data)"

@@ -66,7 +66,7 @@ public final class IncrementalDecoder {
     private var xOff = 0, nOff = 0, qkvOff = 0, attOff = 0, upOff = 0, actOff = 0, meanOff = 0, rstdOff = 0
     private var gatherOff = 0, scoreOff = 0
     private let rowInts: UnsafeMutablePointer<Int32>
-    private let attentionThreads = max(1, min(8, ProcessInfo.processInfo.activeProcessorCount))
+    private let attentionThreads = max(1, min(8, ComputePool.shared.threads))
     private var rowSequence: [Int]
     private var rowIsOutput: [Bool]
 

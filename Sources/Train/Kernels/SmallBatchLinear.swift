@@ -17,7 +17,7 @@ nonisolated(unsafe) public var bf16PackedMaxRows = 12
 nonisolated(unsafe) public var smallBatchLinearThreads = ProcessInfo.processInfo.activeProcessorCount
 
 /// `y = x W^T + b` for a few rows (decoding): every row of W is read once from memory and multiplied with
-/// all `rows` vectors while it is in registers, 4 rows of W x 4 vectors at a time. Decoding is bound by the
+/// all `rows` vectors while it is in registers, 4 rows of W x 2 vectors at a time. Decoding is bound by the
 /// bandwidth of streaming W; OpenBLAS' sgemm would first copy (pack) all of W on every call, and its gemv
 /// reads W once per vector. Output rows are split over up to `smallBatchLinearThreads` threads of the compute pool.
 ///
@@ -74,54 +74,62 @@ private struct SmallBatchArgs {
     while o + 4 <= o1 {
         let w0 = w + o * inDim, w1 = w0 + inDim, w2 = w1 + inDim, w3 = w2 + inDim
         var b = 0
-        while b + 4 <= rows {
-            let x0 = x + b * ldx, x1 = x0 + ldx, x2 = x1 + ldx, x3 = x2 + ldx
-            var a00 = F16x(), a01 = F16x(), a02 = F16x(), a03 = F16x()
-            var a10 = F16x(), a11 = F16x(), a12 = F16x(), a13 = F16x()
-            var a20 = F16x(), a21 = F16x(), a22 = F16x(), a23 = F16x()
-            var a30 = F16x(), a31 = F16x(), a32 = F16x(), a33 = F16x()
+        // Two rows at a time, with the single-row code's two accumulators per (row, output): even 16-wide
+        // blocks into one, odd ones into the other (the order of the GGUF block kernels too). A row's outputs
+        // then never depend on which other rows share the pass: batched sampling, and MPI ranks sampling
+        // different shares of the prompts, give every sequence the same numbers.
+        while b + 2 <= rows {
+            let x0 = x + b * ldx, x1 = x0 + ldx
+            var a00 = F16x(), a01 = F16x(), a10 = F16x(), a11 = F16x()
+            var a20 = F16x(), a21 = F16x(), a30 = F16x(), a31 = F16x()
+            var c00 = F16x(), c01 = F16x(), c10 = F16x(), c11 = F16x()
+            var c20 = F16x(), c21 = F16x(), c30 = F16x(), c31 = F16x()
             var i = 0
-            while i < body {
-                let v0 = load16(x0 + i), v1 = load16(x1 + i), v2 = load16(x2 + i), v3 = load16(x3 + i)
-                let r0 = load16(w0 + i)
+            while i + 32 <= body {
+                let v0 = load16(x0 + i), v1 = load16(x1 + i), u0 = load16(x0 + i + 16), u1 = load16(x1 + i + 16)
+                let r0 = load16(w0 + i), s0 = load16(w0 + i + 16)
                 a00.addProduct(r0, v0)
                 a01.addProduct(r0, v1)
-                a02.addProduct(r0, v2)
-                a03.addProduct(r0, v3)
-                let r1 = load16(w1 + i)
+                c00.addProduct(s0, u0)
+                c01.addProduct(s0, u1)
+                let r1 = load16(w1 + i), s1 = load16(w1 + i + 16)
                 a10.addProduct(r1, v0)
                 a11.addProduct(r1, v1)
-                a12.addProduct(r1, v2)
-                a13.addProduct(r1, v3)
-                let r2 = load16(w2 + i)
+                c10.addProduct(s1, u0)
+                c11.addProduct(s1, u1)
+                let r2 = load16(w2 + i), s2 = load16(w2 + i + 16)
                 a20.addProduct(r2, v0)
                 a21.addProduct(r2, v1)
-                a22.addProduct(r2, v2)
-                a23.addProduct(r2, v3)
-                let r3 = load16(w3 + i)
+                c20.addProduct(s2, u0)
+                c21.addProduct(s2, u1)
+                let r3 = load16(w3 + i), s3 = load16(w3 + i + 16)
                 a30.addProduct(r3, v0)
                 a31.addProduct(r3, v1)
-                a32.addProduct(r3, v2)
-                a33.addProduct(r3, v3)
-                i += 16
+                c30.addProduct(s3, u0)
+                c31.addProduct(s3, u1)
+                i += 32
             }
-            store(b, o, hsum(a00))
-            store(b + 1, o, hsum(a01))
-            store(b + 2, o, hsum(a02))
-            store(b + 3, o, hsum(a03))
-            store(b, o + 1, hsum(a10))
-            store(b + 1, o + 1, hsum(a11))
-            store(b + 2, o + 1, hsum(a12))
-            store(b + 3, o + 1, hsum(a13))
-            store(b, o + 2, hsum(a20))
-            store(b + 1, o + 2, hsum(a21))
-            store(b + 2, o + 2, hsum(a22))
-            store(b + 3, o + 2, hsum(a23))
-            store(b, o + 3, hsum(a30))
-            store(b + 1, o + 3, hsum(a31))
-            store(b + 2, o + 3, hsum(a32))
-            store(b + 3, o + 3, hsum(a33))
-            b += 4
+            if i < body {
+                let v0 = load16(x0 + i), v1 = load16(x1 + i)
+                let r0 = load16(w0 + i), r1 = load16(w1 + i), r2 = load16(w2 + i), r3 = load16(w3 + i)
+                a00.addProduct(r0, v0)
+                a01.addProduct(r0, v1)
+                a10.addProduct(r1, v0)
+                a11.addProduct(r1, v1)
+                a20.addProduct(r2, v0)
+                a21.addProduct(r2, v1)
+                a30.addProduct(r3, v0)
+                a31.addProduct(r3, v1)
+            }
+            store(b, o, hsum(a00 + c00))
+            store(b + 1, o, hsum(a01 + c01))
+            store(b, o + 1, hsum(a10 + c10))
+            store(b + 1, o + 1, hsum(a11 + c11))
+            store(b, o + 2, hsum(a20 + c20))
+            store(b + 1, o + 2, hsum(a21 + c21))
+            store(b, o + 3, hsum(a30 + c30))
+            store(b + 1, o + 3, hsum(a31 + c31))
+            b += 2
         }
         while b < rows {
             // two accumulators per row: four FMA chains alone would wait on the FMA latency (batch-1 decoding)
@@ -164,13 +172,16 @@ private struct SmallBatchArgs {
 
 /// Dot product of the first n (a multiple of 16) elements.
 @inline(__always) private func dotBody(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
-    var acc = F16x()
+    // even and odd 16-wide blocks in two accumulators, as every path of `smallBatchLinearRows`
+    var acc = F16x(), odd = F16x()
     var i = 0
-    while i < n {
+    while i + 32 <= n {
         acc.addProduct(load16(a + i), load16(b + i))
-        i += 16
+        odd.addProduct(load16(a + i + 16), load16(b + i + 16))
+        i += 32
     }
-    return hsum(acc)
+    if i < n { acc.addProduct(load16(a + i), load16(b + i)) }
+    return hsum(acc + odd)
 }
 
 /// Sum of the 16 lanes by halving (inlined; the generic `sum()` is an out-of-line call per use).

@@ -103,6 +103,61 @@ public struct ObjectiveStats: Sendable, Equatable {
     public var isFinite: Bool { [policyLoss, valueLoss, bellman, kl, logRatio].allSatisfy(\.isFinite) }
 }
 
+extension ObjectiveStats {
+    /// Doubles `pack(into:)` writes: the sums laid out for one all-reduce over ranks (counts are exact as doubles
+    /// below 2^53).
+    public static let packedCount = 20
+
+    /// Writes the sums to `out[0..<packedCount]`.
+    public func pack(into out: UnsafeMutablePointer<Double>) {
+        out[0] = Double(sequences)
+        out[1] = Double(responseTokens)
+        out[2] = policyLoss
+        out[3] = valueLoss
+        out[4] = bellman
+        out[5] = kl
+        out[6] = valueError
+        out[7] = positiveValue
+        out[8] = Double(positiveStates)
+        out[9] = negativeValue
+        out[10] = Double(negativeStates)
+        out[11] = positiveLogProb
+        out[12] = Double(positiveTokens)
+        out[13] = negativeLogProb
+        out[14] = Double(negativeTokens)
+        out[15] = logRatio
+        out[16] = weight
+        out[17] = Double(pairs)
+        out[18] = Double(pairsCorrect)
+        out[19] = margin
+    }
+
+    /// Reads sums written by `pack(into:)` (and summed over ranks).
+    public init(packed p: UnsafePointer<Double>) {
+        self.init()
+        sequences = Int(p[0])
+        responseTokens = Int(p[1])
+        policyLoss = p[2]
+        valueLoss = p[3]
+        bellman = p[4]
+        kl = p[5]
+        valueError = p[6]
+        positiveValue = p[7]
+        positiveStates = Int(p[8])
+        negativeValue = p[9]
+        negativeStates = Int(p[10])
+        positiveLogProb = p[11]
+        positiveTokens = Int(p[12])
+        negativeLogProb = p[13]
+        negativeTokens = Int(p[14])
+        logRatio = p[15]
+        weight = p[16]
+        pairs = Int(p[17])
+        pairsCorrect = Int(p[18])
+        margin = p[19]
+    }
+}
+
 /// Evaluates a method's losses for all sequences of a packed batch into buffers allocated once.
 ///
 /// Reduction: each sequence's loss is its mean over its residuals (tokens, steps or one), and the batch loss is

@@ -34,6 +34,28 @@ public final class FlatBuffer {
         }
     }
 
+    /// Sets the contents to `other`'s (same count; split over the compute pool).
+    public func copy(from other: FlatBuffer) {
+        precondition(other.count == count, "FlatBuffer.copy: \(other.count) floats into \(count)")
+        markChanged()
+        ComputePool.shared.parallelFor(count, grain: 16, minPerThread: 1 << 16, (pointer, other.pointer)) {
+            raw, lo, hi in
+            let (d, s) = raw.load(as: (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>).self)
+            (d + lo).update(from: s + lo, count: hi - lo)
+        }
+    }
+
+    /// Adds `other` elementwise: self[i] = self[i] + other[i], one rounding per element.
+    public func add(_ other: FlatBuffer) {
+        precondition(other.count == count, "FlatBuffer.add: \(other.count) floats into \(count)")
+        markChanged()
+        ComputePool.shared.parallelFor(count, grain: 16, minPerThread: 1 << 16, (pointer, other.pointer)) {
+            raw, lo, hi in
+            let (d, s) = raw.load(as: (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>).self)
+            for i in lo..<hi { d[i] = d[i] + s[i] }
+        }
+    }
+
     /// Copies the contents out (tests, checkpoints).
     public func toArray() -> [Float] { Array(UnsafeBufferPointer(start: pointer, count: count)) }
 

@@ -16,7 +16,12 @@ import Synchronization
 /// deadlock.
 public final class ComputePool: @unchecked Sendable {
     /// The process-wide pool the kernels use.
-    public static let shared = ComputePool(threads: min(ProcessInfo.processInfo.activeProcessorCount, 64))
+    public static let shared = ComputePool(threads: initialThreads)
+    /// Threads `shared` starts with (the cores, unless `BLASRuntime.configureThreads` set it before first use:
+    /// a pool never stops its workers, and idle ones still wake on every dispatch).
+    nonisolated(unsafe) static var initialThreads = min(ProcessInfo.processInfo.activeProcessorCount, 64)
+    /// Whether `shared` exists yet.
+    nonisolated(unsafe) static var started = false
 
     /// Threads a dispatch uses (1 = everything runs on the caller).
     public private(set) var threads: Int
@@ -42,6 +47,7 @@ public final class ComputePool: @unchecked Sendable {
     }
 
     init(threads: Int) {
+        Self.started = true
         self.threads = 1
         openblas_set_num_threads(1)
         pthread_mutex_init(&mutex, nil)
