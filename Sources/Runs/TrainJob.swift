@@ -326,6 +326,15 @@ public final class TrainJob {
         let failed = try collective.failures(false)
         if failed > 0 { throw PeerFailure(ranks: failed) }
         if collective.size > 1 {
+            // the ranks must train the same configuration (each resolved its own command line and files)
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = .sortedKeys
+            let mine = try encoder.encode(config)
+            guard try collective.broadcast(Array(mine), root: 0) == Array(mine) else {
+                throw DataError(
+                    "rank \(collective.rank): its training configuration differs from rank 0's (different files or settings on its machine)"
+                )
+            }
             state = try Self.synchronize(
                 state, collective, trained: [policy, value].compactMap { $0 },
                 optimizers: [policyOptimizer, valueOptimizer].compactMap { $0 }, loader: loader)

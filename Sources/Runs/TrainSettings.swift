@@ -289,6 +289,11 @@ extension TrainSettings {
     public mutating func apply(tomlFile file: String) throws -> Set<String> {
         let text: String
         do { text = try readTextFile(file) } catch { throw SettingError(description: error.description) }
+        return try apply(tomlText: text, file: file)
+    }
+
+    /// Applies settings from TOML text (`file` names it in errors); returns the keys it set.
+    public mutating func apply(tomlText text: String, file: String) throws -> Set<String> {
         let table: TOMLTable
         do { table = try TOMLTable(string: text) } catch let e as TOMLParseError {
             throw SettingError(description: "\(file):\(e.source.begin.line):\(e.source.begin.column): \(e.description)")

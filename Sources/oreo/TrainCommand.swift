@@ -45,15 +45,25 @@ struct TrainCommand: ParsableCommand {
         var s = TrainSettings()
         var set = Set<String>()
         let stored = out + "/config.toml"
-        if resume && !FileManager.default.fileExists(atPath: out) {
-            throw CommandError("no such file or directory: \(out) (--resume continues the run in --out)")
+        if collective.isRoot {
+            if resume && !FileManager.default.fileExists(atPath: out) {
+                throw CommandError("no such file or directory: \(out) (--resume continues the run in --out)")
+            }
+            if resume, config == nil, FileManager.default.fileExists(atPath: stored) {
+                set.formUnion(try s.apply(tomlFile: stored))
+            }
+            if let config { set.formUnion(try s.apply(tomlFile: config)) }
+            set.formUnion(try s.apply(flags: settings))
+            s.applyLevelDefaults(explicit: set)
         }
-        if resume, config == nil, FileManager.default.fileExists(atPath: stored) {
-            set.formUnion(try s.apply(tomlFile: stored))
+        // Rank 0 resolves the settings (RUN/config.toml may exist on its machine only); every rank trains with them.
+        if collective.size > 1 {
+            let text = String(decoding: try collective.broadcast(Array(s.toml.utf8), root: 0), as: UTF8.self)
+            if !collective.isRoot {
+                s = TrainSettings()
+                s.applyLevelDefaults(explicit: try s.apply(tomlText: text, file: "rank 0's settings"))
+            }
         }
-        if let config { set.formUnion(try s.apply(tomlFile: config)) }
-        set.formUnion(try s.apply(flags: settings))
-        s.applyLevelDefaults(explicit: set)
         guard let data = s.data else { throw ValidationError("--data DATASET is required") }
         let model = try s.modelSource()
         let reference = s.referenceModel.map(ModelSource.init(path:))
