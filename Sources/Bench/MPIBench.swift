@@ -4,7 +4,8 @@ import Support
 
 /// `Bench mpi`: data-parallel OREO training of GPT-2-124M (policy + value, exact KL against a reference in
 /// memory) by `oreo train`, 1 rank x 1 thread against `mpirun -np 2` x 1 thread, with the same global batch
-/// (2 micro-batches of `--tokens` positions per step); the all-reduce's share of a 2-rank step (from
+/// (2 micro-batches of `--tokens` positions per step), and two independent 1-process runs at once (the ceiling
+/// of two processes on this machine's memory system); the all-reduce's share of a 2-rank step (from
 /// metrics.jsonl's allreduce_s); and the bandwidth of oreo's bucketed all-reduce of the same gradient buffers
 /// next to one MPI_Allreduce of the whole buffer. Ends with a model of the efficiency on 8, 16 and 64 machines.
 ///
@@ -51,48 +52,68 @@ func runMPIBench(args: [String]) throws {
     print(
         "model: GPT-2 \(layers) layers (random init), OREO policy + value + reference in memory; 2 micro-batches of \(tokens) positions per step, \(steps) steps (the first left out)"
     )
-    var results: [Int: (tokensPerSecond: Double, step: Double, reduce: Double)] = [:]
-    for ranks in [1, 2] {
-        let out = dir + "/run-\(ranks)"
+    /// Starts `oreo train` into `out`, alone (`ranks` nil) or under mpirun.
+    func start(_ out: String, ranks: Int?) throws -> Process {
         let train = [
             oreo, "train", "--method", "oreo", "--init-config", dir + "/config.json", "--data", dir + "/data",
             "--out", out, "--max-steps", "\(steps)", "--micro-batches-per-step", "2", "--tokens-per-micro-batch",
             "\(tokens)", "--threads", "1", "--checkpoint-every", "0",
         ]
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: ranks == 1 ? oreo : mpirun)
+        p.executableURL = URL(fileURLWithPath: ranks == nil ? oreo : mpirun)
         p.arguments =
-            ranks == 1
-            ? Array(train.dropFirst()) : ["--allow-run-as-root", "--oversubscribe", "-np", "\(ranks)"] + train
+            ranks.map { ["--allow-run-as-root", "--oversubscribe", "-np", "\($0)"] + train } ?? Array(train.dropFirst())
         p.standardOutput = FileHandle.nullDevice
         p.standardError = FileHandle.nullDevice
         try p.run()
-        p.waitUntilExit()
-        guard p.terminationStatus == 0, let text = try? String(contentsOfFile: out + "/metrics.jsonl", encoding: .utf8)
-        else {
-            print("mpi bench: the \(ranks)-rank run failed (status \(p.terminationStatus))")
-            continue
-        }
+        return p
+    }
+    /// tokens/s, seconds per step and all-reduce seconds per step of a finished run (first step left out).
+    func rates(_ out: String) -> (tokensPerSecond: Double, step: Double, reduce: Double)? {
+        guard let text = try? String(contentsOfFile: out + "/metrics.jsonl", encoding: .utf8) else { return nil }
         let lines = text.split(separator: "\n").compactMap {
             try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
         }.dropFirst()
+        guard !lines.isEmpty else { return nil }
         let tok = lines.reduce(0.0) { $0 + ($1["tokens"] as? Double ?? 0) }
         let secs = lines.reduce(0.0) {
             $0 + Double($1["tokens"] as? Double ?? 0) / ($1["tokens_per_s"] as? Double ?? 1)
         }
         let reduce = lines.reduce(0.0) { $0 + ($1["allreduce_s"] as? Double ?? 0) }
-        results[ranks] = (tok / secs, secs / Double(lines.count), reduce / Double(lines.count))
-        try? FileManager.default.removeItem(atPath: out)
+        return (tok / secs, secs / Double(lines.count), reduce / Double(lines.count))
     }
-    var table = Table("ranks x threads", "tokens/s", "s / step", "all-reduce s / step", "all-reduce share")
-    for r in [1, 2] {
-        guard let x = results[r] else { continue }
+    var results: [String: (tokensPerSecond: Double, step: Double, reduce: Double)] = [:]
+    // 1 process; 2 ranks; and, as the ceiling this machine allows two processes, two independent 1-process runs at
+    // once (their tokens/s added): what is lost to sharing the memory system, not to MPI.
+    for (name, ranks) in [("1 x 1", nil), ("2 x 1 (mpirun)", 2), ("2 independent 1 x 1 runs at once", 0)]
+        as [(String, Int?)]
+    {
+        let outs = ranks == 0 ? [dir + "/solo-a", dir + "/solo-b"] : [dir + "/run"]
+        let procs = try outs.map { try start($0, ranks: ranks == 0 ? nil : ranks) }
+        for p in procs { p.waitUntilExit() }
+        let got = outs.compactMap(rates)
+        guard got.count == outs.count, procs.allSatisfy({ $0.terminationStatus == 0 }) else {
+            print("mpi bench: the run '\(name)' failed")
+            continue
+        }
+        results[name] = (got.reduce(0) { $0 + $1.tokensPerSecond }, got[0].step, got[0].reduce)
+        for o in outs { try? FileManager.default.removeItem(atPath: o) }
+    }
+    var table = Table("processes x threads", "tokens/s", "s / step", "all-reduce s / step", "all-reduce share")
+    for name in ["1 x 1", "2 x 1 (mpirun)", "2 independent 1 x 1 runs at once"] {
+        guard let x = results[name] else { continue }
+        let mpi = name.contains("mpirun")
         table.add(
-            "\(r) x 1", fmt(x.tokensPerSecond, 1), fmt(x.step, 2), r > 1 ? fmt(x.reduce, 3) : "-",
-            r > 1 ? fmt(100 * x.reduce / x.step, 1) + "%" : "-")
+            name, fmt(x.tokensPerSecond, 1), fmt(x.step, 2), mpi ? fmt(x.reduce, 3) : "-",
+            mpi ? fmt(100 * x.reduce / x.step, 1) + "%" : "-")
     }
     table.print()
-    if let one = results[1], let two = results[2] {
+    if let two = results["2 x 1 (mpirun)"], let both = results["2 independent 1 x 1 runs at once"] {
+        print(
+            "2 ranks / 2 independent processes: \(fmt(two.tokensPerSecond / both.tokensPerSecond))x (the part of the scaling MPI and data parallelism cost)"
+        )
+    }
+    if let one = results["1 x 1"], let two = results["2 x 1 (mpirun)"] {
         let ratio = two.tokensPerSecond / one.tokensPerSecond
         print("2 ranks / 1 rank tokens/s: \(fmt(ratio))x (target >= 1.8x) \(verdict(ratio, atLeast: 1.8))")
     }
@@ -118,7 +139,7 @@ func runMPIBench(args: [String]) throws {
     t2.add("MPI_Allreduce, one call", fmt(mpi, 3), fmt(bus(mpi), 2))
     t2.print()
     print("oreo / MPI all-reduce bandwidth: \(fmt(mpi / ours))x")
-    if let one = results[1] {
+    if let one = results["1 x 1"] {
         printScalingModel(gradientBytes: bytes, computeSeconds: one.step / 2)
     }
 }
