@@ -62,9 +62,32 @@ public struct IngestJob {
         }
     }
 
+    /// Refuses, once and with the way out, a file that holds one JSON array of objects (the official ALFWorld
+    /// data's form) instead of one object per line: line by line, every line of it would be rejected alone.
+    static func refuseJSONArray(_ bytes: UnsafeRawBufferPointer, path: String) throws {
+        var i = bytes.starts(with: [0xEF, 0xBB, 0xBF]) ? 3 : 0
+        var line = 1, column = 1
+        while i < bytes.count, [0x20, 0x09, 0x0D, 0x0A].contains(bytes[i]) {
+            if bytes[i] == 0x0A {
+                line += 1
+                column = 1
+            } else {
+                column += 1
+            }
+            i += 1
+        }
+        guard i < bytes.count, bytes[i] == UInt8(ascii: "[") else { return }
+        throw IngestError(
+            location: "\(path):\(line):\(column)",
+            reason:
+                "this file is a JSON array, not JSON Lines (one object per line); convert it first, e.g. `jq -c '.[]' \(path) > lines.jsonl`"
+        )
+    }
+
     /// Runs the job; an interrupted earlier run with the same inputs and options is continued.
     public func run(progress: (IngestProgress) -> Void = { _ in }) throws -> IngestSummary {
         let files = try inputs.map { try MappedFile(path: $0) }
+        for (path, f) in zip(inputs, files) { try Self.refuseJSONArray(f.bytes, path: path) }
         for f in files { f.adviseSequential() }
         let totalBytes = files.reduce(0) { $0 + $1.bytes.count }
         let tokenizerInfo = TokenizerInfo(

@@ -43,6 +43,11 @@ struct IngestCommand: ParsableCommand {
             "Step delimiter (repeatable; \\n \\t \\r escapes). Default: newline. MATH style: --step-delimiter '\\n' --step-delimiter '. ' --step-delimiter '.$ '"
     )
     var stepDelimiter: [String] = []
+    @Option(
+        help:
+            "What joins a line's \"steps\" into its response (\\n \\t \\r escapes). Default: a newline."
+    )
+    var stepJoin: String?
     @Option(help: "EOS after text responses: auto (unless already there), always, never.") var eos = "auto"
     @Flag(help: "Do not put the tokenizer's BOS/template prefix before prompts.") var noBos = false
     @OptionGroup var specialTokens: SpecialTokenOptions
@@ -83,6 +88,7 @@ struct IngestCommand: ParsableCommand {
         options.maxLength = maxLength
         options.onInvalid = policy
         if !stepDelimiter.isEmpty { options.stepDelimiters = stepDelimiter.map(unescapeDelimiter) }
+        if let stepJoin { options.stepJoin = unescapeDelimiter(stepJoin) }
         options.eos = eosPolicy
         options.addBOS = !noBos
         options.recognizeSpecialTokens = !specialTokens.asText

@@ -137,6 +137,50 @@ import Tokenizers
         #expect(rejects[3].contains("cannot both") && rejects[4].contains("number or a boolean"))
     }
 
+    /// A file holding one JSON array (the official ALFWorld data's form) is refused once, at the array's first
+    /// byte, with how to convert it; even under --on-invalid skip, where line by line it would vanish into
+    /// rejects.
+    @Test func aJSONArrayFileIsRefusedOnceWithTheWayOut() throws {
+        let dir = IngestJobTests.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let input = IngestJobTests.write(
+            [
+                "", "  [", #"  {"prompt": "a", "response": "b", "reward": 1},"#,
+                #"  {"prompt": "a", "response": "c", "reward": 0}"#, "]",
+            ],
+            dir, "array.json")
+        var options = IngestOptions()
+        options.onInvalid = .skip
+        do {
+            _ = try IngestJob(
+                inputs: [input], output: dir + "/ds", vocab: IngestVocabulary(try IngestJobTests.tokenizer()),
+                options: options
+            ).run()
+            Issue.record("a JSON array file was ingested")
+        } catch let e as IngestError {
+            #expect(e.location == "\(input):2:3")
+            #expect(e.reason.contains("JSON array, not JSON Lines") && e.reason.contains("jq -c '.[]'"))
+        }
+    }
+
+    /// `steps` are joined with `stepJoin` (`--step-join`), and the step ends fall after each join.
+    @Test func stepsAreJoinedWithTheStepJoin() throws {
+        let dir = IngestJobTests.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let input = IngestJobTests.write([#"{"prompt": "Q", "steps": ["x=1", "y=2"], "reward": 1}"#], dir)
+        var options = IngestOptions()
+        options.stepJoin = Array(" ;; ".utf8)
+        options.addBOS = false
+        _ = try IngestJob(
+            inputs: [input], output: dir + "/ds", vocab: IngestVocabulary(try IngestJobTests.tokenizer()),
+            options: options
+        ).run()
+        let t = try IngestJobTests.trajectories(dir + "/ds")[0]
+        let response = Array(t.tokens[t.promptLength...])
+        #expect(response == IngestJobTests.bytes("x=1 ;; y=2") + [300])
+        #expect(Array(t.stepEnds) == [UInt32(1 + 7), UInt32(1 + 11)])
+    }
+
     @Test func truncationIsRecorded() throws {
         let dir = IngestJobTests.tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
