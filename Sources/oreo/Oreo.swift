@@ -34,7 +34,7 @@ struct Oreo: ParsableCommand {
             if let mpi = Cluster.mpi, mpi.size > 1, !distributed.contains(where: { $0 == type(of: command) }) {
                 if mpi.isRoot {
                     printError(
-                        "Error: `oreo \(type(of: command).configuration.commandName ?? "")` runs in one process; under mpirun only train, score, sample and eval split their work over ranks (ingest spreads over machines with --part i/n)"
+                        "Error: `oreo \(type(of: command)._commandName)` runs in one process; under mpirun only train, score, sample and eval split their work over ranks (ingest spreads over machines with --part i/n)"
                     )
                 }
                 Cluster.finish(64)
